@@ -1,0 +1,48 @@
+"""``python -m devstack up [--clusters N] [--no-services] | down | status | env`` (see ``make up``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from devstack.stack import Stack
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="devstack", description="the Davit local stack")
+    parser.add_argument("--dir", type=Path, default=Path(".dev"), help="state directory (default .dev)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the stack (idempotent)")
+    up.add_argument("--clusters", type=int, choices=(1, 2), default=1)
+    up.add_argument("--no-services", action="store_true", help="infrastructure only, no Davit services")
+    sub.add_parser("down", help="stop everything up started")
+    sub.add_parser("status", help="list the recorded processes")
+    args = parser.parse_args(argv)
+
+    stack = Stack(args.dir)
+    if args.command == "up":
+        started = time.monotonic()
+        state = stack.up(clusters=args.clusters, with_services=not args.no_services)
+        print(f"stack up in {time.monotonic() - started:.1f}s: {len(state.clusters)} cluster(s)")
+        print(f"  env:        {stack.env_path()}  (source it: set -a; . {stack.env_path()}; set +a)")
+        for c in state.clusters:
+            print(f"  kubeconfig: {stack.kubeconfig_path(c.name)}")
+        return 0
+    if args.command == "down":
+        stopped = stack.down()
+        print(f"stopped {len(stopped)} process(es)" + (f": {', '.join(stopped)}" if stopped else ""))
+        return 0
+    if args.command == "status":
+        records = stack.procs.all()
+        if not records:
+            print("nothing running")
+        for r in records:
+            print(f"{r.name:32} pid {r.pid:<8} {'running' if r.alive() else 'dead'}")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

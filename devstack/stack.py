@@ -1,0 +1,238 @@
+"""The whole local stack: stores shared by all clusters, and per cluster a control plane, a dev kubelet,
+its own Redis and the Davit services. ``up`` is idempotent; ``down`` stops exactly what ``up`` started."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from devstack import stores
+from devstack.cluster import Cluster, ClusterConfig, kube_binary
+from devstack.net import wait_until
+from devstack.procs import ProcessTable
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CRD_DIR = REPO_ROOT / "deploy" / "crds"
+CLUSTER_NAMES = ("a", "b")
+
+#: The Davit services that exist as their own process so far: (process name, python module).
+SERVICES: tuple[tuple[str, str], ...] = (("watcher", "davit_services.watcher"),)
+
+
+def node_names(cluster: str) -> list[str]:
+    prefix = "davit-dev" if cluster == "a" else f"davit-dev-{cluster}"
+    return [f"{prefix}-node-1", f"{prefix}-node-2"]
+
+
+@dataclass
+class StackState:
+    clusters: list[ClusterConfig]
+    stores: stores.StoresConfig
+    redis_ports: dict[str, int]
+    with_services: bool
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2))
+        path.chmod(0o600)
+
+    @classmethod
+    def load(cls, path: Path) -> StackState:
+        data = json.loads(path.read_text())
+        return cls(
+            clusters=[ClusterConfig(**c) for c in data["clusters"]],
+            stores=stores.StoresConfig(**data["stores"]),
+            redis_ports={k: int(v) for k, v in data["redis_ports"].items()},
+            with_services=bool(data["with_services"]),
+        )
+
+
+class Stack:
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = state_dir.resolve()
+        self.procs = ProcessTable(self.dir)
+        self.state_file = self.dir / "state.json"
+
+    # --- paths and files ---------------------------------------------------------------------------
+
+    def kubeconfig_path(self, cluster: str) -> Path:
+        return self.dir / ("kubeconfig" if cluster == "a" else f"kubeconfig-{cluster}")
+
+    def kubelet_root(self, cluster: str) -> Path:
+        return self.dir / f"cluster-{cluster}" / "kubelet"
+
+    def volumes_root(self, cluster: str) -> Path:
+        return self.dir / f"cluster-{cluster}" / "local-volumes"
+
+    def env_path(self) -> Path:
+        return self.dir / "env"
+
+    def expected_processes(self, state: StackState) -> list[str]:
+        names = ["s3", "azurite"]
+        for c in state.clusters:
+            names += [f"{c.name}-{p}" for p in ("etcd", "kube-apiserver", "kube-controller-manager",
+                                                  "kube-scheduler", "redis", "kubelet")]  # fmt: skip
+            if state.with_services:
+                names += [f"{c.name}-{service}" for service, _ in SERVICES]
+        return names
+
+    def running(self) -> StackState | None:
+        """The recorded state, if every process it needs is alive."""
+        if not self.state_file.exists():
+            return None
+        state = StackState.load(self.state_file)
+        for name in self.expected_processes(state):
+            record = self.procs.get(name)
+            if record is None or not record.alive():
+                return None
+        return state
+
+    # --- up / down ---------------------------------------------------------------------------------
+
+    def up(self, clusters: int = 1, with_services: bool = True) -> StackState:
+        current = self.running()
+        if (
+            current is not None
+            and len(current.clusters) == clusters
+            and current.with_services == with_services
+        ):
+            self.write_env(current)
+            return current
+        self.down()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        state = StackState(
+            clusters=[ClusterConfig.new(name) for name in CLUSTER_NAMES[:clusters]],
+            stores=stores.StoresConfig.new(),
+            redis_ports={},
+            with_services=with_services,
+        )
+        from devstack.net import free_port
+
+        state.redis_ports = {c.name: free_port() for c in state.clusters}
+        try:
+            stores.start_s3(self.procs, state.stores)
+            stores.start_azurite(self.procs, state.stores, self.dir / "azurite")
+            (self.dir / "local-store").mkdir(exist_ok=True)
+            for config in state.clusters:
+                self._start_cluster(state, config)
+            state.save(self.state_file)
+            self.write_env(state)
+        except BaseException:
+            self.down()
+            raise
+        return state
+
+    def _start_cluster(self, state: StackState, config: ClusterConfig) -> None:
+        cluster = Cluster(config, self.dir, self.procs)
+        redis_port = state.redis_ports[config.name]
+        stores.start_redis(
+            self.procs, f"{config.name}-redis", redis_port, self.dir / f"cluster-{config.name}"
+        )
+        cluster.start()
+        kubeconfig = cluster.write_kubeconfig(self.kubeconfig_path(config.name))
+        self.apply_crds(cluster, kubeconfig)
+        self._start_kubelet(config.name, kubeconfig)
+        if state.with_services:
+            for service, module in SERVICES:
+                self.procs.start(
+                    f"{config.name}-{service}",
+                    [sys.executable, "-m", module],
+                    env=self.service_env(config.name, kubeconfig, redis_port),
+                )
+
+    def _start_kubelet(self, cluster: str, kubeconfig: Path) -> None:
+        name = f"{cluster}-kubelet"
+        self.procs.start(
+            name,
+            [
+                sys.executable, "-m", "devstack.kubelet", "--kubeconfig", str(kubeconfig),
+                "--nodes", ",".join(node_names(cluster)), "--root", str(self.kubelet_root(cluster)),
+                "--volumes", str(self.volumes_root(cluster)),
+            ],
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+            cwd=REPO_ROOT,
+        )  # fmt: skip
+        ctl = str(kube_binary("kubectl"))
+
+        def nodes_ready() -> bool:
+            import subprocess
+
+            out = subprocess.run(
+                [ctl, f"--kubeconfig={kubeconfig}", "get", "nodes", "-o", "name"],
+                capture_output=True, text=True, check=False,
+            ).stdout  # fmt: skip
+            return all(f"node/{n}" in out for n in node_names(cluster))
+
+        wait_until(f"dev kubelet ({cluster})", nodes_ready, 60, lambda: self.procs.log_tail(name))
+
+    def service_env(self, cluster: str, kubeconfig: Path, redis_port: int) -> dict[str, str]:
+        return {
+            **os.environ,
+            "DAVIT_KUBECONFIG": str(kubeconfig),
+            "DAVIT_REDIS_URL": stores.redis_url(redis_port),
+            "DAVIT_IDENTITY": f"dev-{cluster}",
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def apply_crds(self, cluster: Cluster, kubeconfig: Path) -> None:
+        cluster.kubectl(kubeconfig, "apply", "-f", str(CRD_DIR))
+        from davit.api.crds import DEFINITIONS
+
+        names = [f"crd/{d.plural}.{d.crd()['spec']['group']}" for d in DEFINITIONS]
+        cluster.kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", *names)
+
+    def down(self) -> list[str]:
+        stopped = self.procs.stop_all()
+        if self.state_file.exists():
+            state = StackState.load(self.state_file)
+            for config in state.clusters:
+                Cluster(config, self.dir, self.procs).wipe_etcd_data()
+            self.state_file.unlink()
+        return stopped
+
+    # --- env ---------------------------------------------------------------------------------------
+
+    def env(self, state: StackState) -> dict[str, str]:
+        s = state.stores
+        first = state.clusters[0].name
+        env = {
+            "KUBECONFIG": str(self.kubeconfig_path(first)),
+            "REDIS_URL": stores.redis_url(state.redis_ports[first]),
+            "S3_ENDPOINT": s.s3_endpoint,
+            "S3_ACCESS_KEY": s.s3_access_key,
+            "S3_SECRET_KEY": s.s3_secret_key,
+            "S3_BUCKET": s.s3_bucket,
+            "S3_REGION": "us-east-1",
+            "AZURE_STORAGE_CONNECTION_STRING": s.azure_connection_string,
+            "AZURE_CONTAINER": s.azure_container,
+            "LOCAL_STORE": str(self.dir / "local-store"),
+            "KUBELET_ROOT": str(self.kubelet_root(first)),
+            "DEV_NODES": ",".join(node_names(first)),
+            "KUBECTL": str(kube_binary("kubectl")),
+        }
+        for config in state.clusters[1:]:
+            suffix = config.name.upper()
+            env[f"KUBECONFIG_{suffix}"] = str(self.kubeconfig_path(config.name))
+            env[f"REDIS_URL_{suffix}"] = stores.redis_url(state.redis_ports[config.name])
+            env[f"KUBELET_ROOT_{suffix}"] = str(self.kubelet_root(config.name))
+            env[f"DEV_NODES_{suffix}"] = ",".join(node_names(config.name))
+        return env
+
+    def write_env(self, state: StackState) -> Path:
+        lines = [f"{k}={shlex.quote(v)}" for k, v in self.env(state).items()]
+        path = self.env_path()
+        path.write_text("\n".join(lines) + "\n")
+        path.chmod(0o600)
+        return path
+
+
+def wait_for_removal(path: Path, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while path.exists() and time.monotonic() < deadline:
+        shutil.rmtree(path, ignore_errors=True)
+        time.sleep(0.1)

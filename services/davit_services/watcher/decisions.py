@@ -1,0 +1,191 @@
+"""What the watcher should do about one operation, derived from its object alone (pure).
+
+Level-triggered: the decision depends on the object's current ``status`` (and, for a resync, on what is
+waiting in the queues), never on which event brought it here, so a replayed or duplicated event leads to
+the same decision as the first and a restarted watcher picks up where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from davit import pipeline, timeutil
+from davit.api.types import Stage, Status
+from davit.constants import Kind, Queue
+from davit.validation import Verdict
+
+RawObject = dict[str, Any]
+
+#: The condition recording that the current stage's message was issued.
+QUEUED = "Queued"
+
+
+@dataclass(frozen=True)
+class EventNote:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    #: Status fields to merge into the object; None: write nothing.
+    status: dict[str, Any] | None = None
+    event: EventNote | None = None
+    #: Send the current stage's message to this queue once the status write succeeded.
+    enqueue: Queue | None = None
+    why: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+NOTHING = Decision()
+
+
+def _condition(status: RawObject, kind: str) -> RawObject | None:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), None)
+
+
+def _with_condition(
+    status: RawObject, kind: str, value: bool, reason: str, message: str, now: str
+) -> list[RawObject]:
+    conditions = [c for c in status.get("conditions") or [] if c.get("type") != kind]
+    previous = _condition(status, kind)
+    flag = "True" if value else "False"
+    changed = previous is None or previous.get("status") != flag
+    conditions.append(
+        {
+            "type": kind,
+            "status": flag,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": now if changed else previous.get("lastTransitionTime", now),  # type: ignore[union-attr]
+        }
+    )
+    return conditions
+
+
+def _elapsed(obj: RawObject, now: datetime.datetime) -> str:
+    created = timeutil.parse_time(obj["metadata"].get("creationTimestamp"))
+    return timeutil.format_elapsed((now - created).total_seconds()) if created else "0s"
+
+
+def _from_verdict(kind: Kind, obj: RawObject, verdict: Verdict, now: datetime.datetime) -> Decision:
+    status: RawObject = obj.get("status") or {}
+    stamp = timeutil.format_time(now)
+    base = {
+        "triggerTimestamp": status.get("triggerTimestamp") or stamp,
+        "lastUpdateTimestamp": stamp,
+        "elapsed": _elapsed(obj, now),
+    }
+    if verdict.problems:
+        reason = "; ".join(verdict.problems)
+        return Decision(
+            status={
+                **base,
+                "stage": Stage.FINAL.value,
+                "status": Status.FAILED.value,
+                "reason": reason,
+                "finishTimestamp": stamp,
+                "conditions": _with_condition(status, QUEUED, False, "Invalid", reason, stamp),
+            },
+            event=EventNote("Warning", "ValidationFailed", reason),
+            why="invalid",
+        )
+    if verdict.waiting is not None:
+        if status.get("reason") == verdict.waiting:
+            return NOTHING
+        return Decision(
+            status={
+                **base,
+                "stage": Stage.INITIAL.value,
+                "status": Status.PENDING.value,
+                "reason": verdict.waiting,
+                "conditions": _with_condition(status, QUEUED, False, "Waiting", verdict.waiting, stamp),
+            },
+            event=EventNote("Normal", "Waiting", verdict.waiting),
+            why="waiting",
+        )
+    queue = pipeline.owner(kind, Stage.INITIAL)
+    assert queue is not None, f"{kind} has no owner for its first stage"
+    message = f"accepted; queued for {queue.value}"
+    return Decision(
+        status={
+            **base,
+            "stage": Stage.INITIAL.value,
+            "status": Status.PENDING.value,
+            "reason": message,
+            "resourceCount": status.get("resourceCount", 0),
+            "volumesProgress": status.get("volumesProgress", "0/0"),
+            "conditions": _with_condition(status, QUEUED, True, "Enqueued", message, stamp),
+        },
+        event=EventNote("Normal", "Accepted", f"Stage Initial: {message}"),
+        enqueue=queue,
+        why="accepted",
+    )
+
+
+def message_key(obj: RawObject, stage: str) -> str:
+    """The idempotency key of the whole-stage message (see davit.messages.Message.key)."""
+    return f"{obj['metadata']['uid']}:{stage}:"
+
+
+def decide(
+    kind: Kind,
+    obj: RawObject,
+    validate: Callable[[], Verdict],
+    *,
+    now: datetime.datetime,
+    resync: bool,
+    in_flight: Callable[[str], bool],
+    requeue_grace_seconds: float,
+    stall_seconds: float,
+) -> Decision:
+    """The one thing to do about ``obj`` now (often nothing).
+
+    ``validate`` is called only for operations not yet accepted; ``in_flight(key)`` only during a
+    resync (a watch event never re-sends a message: that is what makes replayed events harmless).
+    """
+    if obj["metadata"].get("deletionTimestamp"):
+        return NOTHING
+    status: RawObject = obj.get("status") or {}
+    stage, state = status.get("stage"), status.get("status")
+    if not stage:
+        return _from_verdict(kind, obj, validate(), now)
+    if stage == Stage.FINAL:
+        return NOTHING
+    queued = _condition(status, QUEUED)
+    if stage == Stage.INITIAL and state == Status.PENDING and (queued or {}).get("status") != "True":
+        return _from_verdict(kind, obj, validate(), now)
+    if not resync:
+        return NOTHING
+
+    try:
+        current = Stage(stage)
+    except ValueError:
+        return NOTHING
+    queue = pipeline.owner(kind, current)
+    if queue is None:
+        return NOTHING
+    updated = timeutil.parse_time(status.get("lastUpdateTimestamp"))
+    age = (now - updated).total_seconds() if updated else float("inf")
+    stamp = timeutil.format_time(now)
+    if state == Status.PENDING and not in_flight(message_key(obj, stage)) and age >= requeue_grace_seconds:
+        note = f"the message for stage {stage} was lost; queued again for {queue.value}"
+        return Decision(
+            status={"lastUpdateTimestamp": stamp},
+            event=EventNote("Normal", "Requeued", note),
+            enqueue=queue,
+            why="lost message",
+        )
+    if state == Status.IN_PROGRESS and age >= stall_seconds:
+        note = f"no progress in stage {stage} for {int(age)}s; queued again for {queue.value}"
+        return Decision(
+            status={"lastUpdateTimestamp": stamp},
+            event=EventNote("Warning", "Stalled", note),
+            enqueue=queue,
+            why="stalled",
+        )
+    return NOTHING

@@ -1,0 +1,195 @@
+"""The watcher process: list-and-watch the operation kinds while leading, apply each decision.
+
+Applying a decision is always in this order: write the status (with the resourceVersion the decision was
+based on, so a stale view loses), then enqueue, then record the Event. A crash between the write and the
+enqueue leaves an accepted operation without a message, which the next resync notices and repairs.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+from typing import Any
+
+import redis
+import structlog
+from davit import constants, logs, queueing, timeutil
+from davit.constants import Kind
+from davit.kube import events
+from davit.kube.watching import EventType, ListWatch, RawObject
+from davit.messages import Message
+from davit.settings import Settings
+from davit.validation import validate
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from davit_services.watcher import decisions
+from davit_services.watcher.leader import LeaseElector
+
+log = structlog.get_logger(__name__)
+
+#: A Pending operation whose message is not in any queue is re-sent only after this long, so a message
+#: that a worker has just taken (and not yet marked acknowledged-pending) is not mistaken for a lost one.
+REQUEUE_GRACE_SECONDS = 5.0
+
+
+class ApiLookup:
+    """davit.validation.Lookup over the API server (plain GETs: validation runs once per operation)."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.custom = client.CustomObjectsApi(api)
+
+    def _get(self, kind: Kind, namespace: str, name: str) -> RawObject | None:
+        if not name:
+            return None
+        try:
+            response = self.custom.get_namespaced_custom_object(
+                constants.API_GROUP, constants.API_VERSION, namespace, constants.PLURALS[kind], name,
+                _preload_content=False,
+            )  # fmt: skip
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        result: RawObject = json.loads(response.data)
+        return result
+
+    def location(self, namespace: str, name: str) -> RawObject | None:
+        return self._get(Kind.BACKUP_LOCATION, namespace, name)
+
+    def rule(self, namespace: str, name: str) -> RawObject | None:
+        return self._get(Kind.RULE, namespace, name)
+
+    def backup(self, namespace: str, name: str) -> RawObject | None:
+        return self._get(Kind.APPLICATION_BACKUP, namespace, name)
+
+
+class Watcher:
+    def __init__(
+        self,
+        settings: Settings,
+        api: client.ApiClient,
+        requeue_grace_seconds: float = REQUEUE_GRACE_SECONDS,
+    ) -> None:
+        self.settings = settings
+        self.api = api
+        self.custom = client.CustomObjectsApi(api)
+        self.lookup = ApiLookup(api)
+        self.celery = queueing.create_app(settings.redis_url, "davit-watcher")
+        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.requeue_grace_seconds = requeue_grace_seconds
+        self.elector = LeaseElector(
+            api,
+            settings.lease_namespace,
+            settings.lease_name,
+            settings.identity,
+            settings.lease_duration_seconds,
+            settings.lease_renew_deadline_seconds,
+            settings.lease_retry_seconds,
+        )
+
+    # --- running -----------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("watcher.started", identity=self.settings.identity)
+        self.elector.run(stop, self.lead)
+        log.info("watcher.stopped")
+
+    def lead(self, lost: threading.Event) -> None:
+        """While leading: one list-and-watch loop per operation kind."""
+        threads = [
+            threading.Thread(target=lw.run, args=(lost,), name=f"watch-{lw.name}", daemon=True)
+            for lw in self.list_watches()
+        ]
+        for thread in threads:
+            thread.start()
+        lost.wait()
+        for thread in threads:
+            thread.join(timeout=10)
+
+    def list_watches(self) -> list[ListWatch]:
+        watches = []
+        for kind in constants.OPERATION_KINDS:
+
+            def list_call(_kind: Kind = kind, **kwargs: Any) -> Any:
+                return self.custom.list_cluster_custom_object(
+                    constants.API_GROUP, constants.API_VERSION, constants.PLURALS[_kind], **kwargs
+                )
+
+            watches.append(
+                ListWatch(
+                    name=constants.PLURALS[kind],
+                    list_call=list_call,
+                    on_list=functools.partial(self.resync, kind),
+                    on_event=functools.partial(self.on_event, kind),
+                    resync_seconds=self.settings.resync_seconds,
+                )
+            )
+        return watches
+
+    # --- reconciling -------------------------------------------------------------------------------
+
+    def resync(self, kind: Kind, items: list[RawObject]) -> None:
+        """Reconcile every object of ``kind``, re-sending stage messages that are no longer in flight."""
+        in_flight = queueing.in_flight_task_ids(self.redis, [q.value for q in constants.Queue])
+        for obj in items:
+            obj.setdefault("apiVersion", constants.API_GROUP_VERSION)
+            obj.setdefault("kind", kind.value)
+            self.reconcile(kind, obj, resync=True, in_flight=in_flight)
+
+    def on_event(self, kind: Kind, event: EventType, obj: RawObject) -> None:
+        if event in ("ADDED", "MODIFIED"):
+            self.reconcile(kind, obj, resync=False, in_flight=set())
+
+    def reconcile(self, kind: Kind, obj: RawObject, resync: bool, in_flight: set[str]) -> None:
+        meta = obj["metadata"]
+        with logs.operation_context(
+            kind=kind.value, namespace=meta.get("namespace"), name=meta["name"], uid=meta.get("uid")
+        ):
+            try:
+                decision = decisions.decide(
+                    kind,
+                    obj,
+                    lambda: validate(kind, obj, self.lookup, self.settings.admin_namespace),
+                    now=timeutil.utcnow(),
+                    resync=resync,
+                    in_flight=in_flight.__contains__,
+                    requeue_grace_seconds=self.requeue_grace_seconds,
+                    stall_seconds=self.settings.stall_seconds,
+                )
+                self.apply(kind, obj, decision)
+            except Exception:
+                log.exception("reconcile.failed")
+
+    def apply(self, kind: Kind, obj: RawObject, decision: decisions.Decision) -> None:
+        if decision.status is None:
+            return
+        if not self.elector.is_leader.is_set():
+            log.info("reconcile.skipped", why="not the leader")
+            return
+        meta = obj["metadata"]
+        body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": decision.status}
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                constants.API_GROUP, constants.API_VERSION, meta["namespace"], constants.PLURALS[kind],
+                meta["name"], body,
+            )  # fmt: skip
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                # Changed or deleted since we looked: the event for that change brings a fresh decision.
+                log.info("reconcile.stale", status=exc.status)
+                return
+            raise
+        stage = decision.status.get("stage") or (obj.get("status") or {}).get("stage", "")
+        if decision.enqueue is not None:
+            message = Message(kind, meta["namespace"], meta["name"], meta["uid"], stage)
+            queueing.send(self.celery, message, decision.enqueue.value)
+            log.info("message.sent", queue=decision.enqueue.value, key=message.key, why=decision.why)
+        else:
+            log.info("status.written", why=decision.why, stage=stage, status=decision.status.get("status"))
+        if decision.event is not None:
+            events.record(
+                self.api, obj, decision.event.type, decision.event.reason, decision.event.message,
+                constants.COMPONENT_WATCHER,
+            )  # fmt: skip

@@ -1,0 +1,353 @@
+"""The custom resources' schemas as pydantic models: the one source of truth for the CRDs.
+
+Field names follow Stork's API (seeds/000) so that its YAML examples work after changing only the
+``apiVersion``. ``deploy/crds/`` is generated from these models by ``davit.api.crds``; a unit test fails when
+the two drift apart.
+
+Constraints written here (enums, patterns, minimums, required fields) become OpenAPI validation in the CRDs,
+so the API server rejects bad input with a message that names the field, before any Davit code sees it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+#: Kubernetes object names (RFC 1123 subdomain) for references to other objects.
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+#: Namespace names (RFC 1123 label).
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+#: Stork's 12-hour clock ("10:14PM", "8:05PM"), as Go's time.Kitchen layout parses it.
+KITCHEN_TIME = r"^(0?[1-9]|1[0-2]):[0-5][0-9](AM|PM)$"
+#: A duration such as "720h", "30d", "1h30m" (Go's units plus days and weeks).
+DURATION = r"^([0-9]+(ms|s|m|h|d|w))+$"
+#: A five-field cron expression or one of the @-macros.
+CRON = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"
+
+ObjectName = Annotated[str, Field(pattern=DNS1123_SUBDOMAIN, max_length=253)]
+NamespaceName = Annotated[str, Field(pattern=DNS1123_LABEL, max_length=63)]
+Count = Annotated[int, Field(ge=0)]
+
+
+class Model(BaseModel):
+    """Base of every API model: camelCase on the wire, unknown fields ignored when reading."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+# --- enums -------------------------------------------------------------------------------------------
+
+
+class Stage(StrEnum):
+    """Where an operation is in its pipeline; each stage is owned by one service."""
+
+    #: Accepted by the watcher and queued; nothing has run yet.
+    INITIAL = "Initial"
+    #: Pre-exec rules run (snapshot service).
+    PRE_EXEC_RULE = "PreExecRule"
+    #: Volume data is snapshotted or copied (snapshot service and node agents).
+    VOLUMES = "Volumes"
+    #: Resources are exported or restored (resource-export or restore service).
+    APPLICATIONS = "Applications"
+    #: Post-exec rules run (snapshot service).
+    POST_EXEC_RULE = "PostExecRule"
+    #: Nothing more will happen; ``status`` says how it ended.
+    FINAL = "Final"
+
+
+class Status(StrEnum):
+    """How an operation is doing within its stage."""
+
+    #: Waiting to be picked up.
+    PENDING = "Pending"
+    #: A worker is on it.
+    IN_PROGRESS = "InProgress"
+    #: Everything in scope was done.
+    SUCCESSFUL = "Successful"
+    #: Finished, but some volumes or resources failed (each with its reason).
+    PARTIAL_SUCCESS = "PartialSuccess"
+    #: Stopped; ``reason`` says why.
+    FAILED = "Failed"
+
+
+ReclaimPolicy = Literal["Delete", "Retain"]
+VolumeMode = Literal["auto", "filesystem", "snapshot", "skip"]
+LocationType = Literal["s3", "azure", "google", "local"]
+Weekday = Literal[
+    "Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday",
+    "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat",
+]  # fmt: skip
+
+
+# --- BackupLocation ----------------------------------------------------------------------------------
+
+
+class S3Config(Model):
+    region: str | None = Field(default=None, description="Region of the bucket.")
+    access_key_id: str | None = Field(default=None, alias="accessKeyID")
+    secret_access_key: str | None = Field(default=None, alias="secretAccessKey")
+    endpoint: str | None = Field(default=None, description="URL of an S3-compatible endpoint.")
+    disable_ssl: bool | None = Field(default=None, alias="disableSSL")
+
+
+class AzureConfig(Model):
+    storage_account_name: str | None = None
+    storage_account_key: str | None = None
+    endpoint: str | None = Field(default=None, description="Blob service URL (defaults to Azure's).")
+
+
+class GoogleConfig(Model):
+    project_id: str | None = Field(default=None, alias="projectID")
+    access_key_id: str | None = Field(default=None, alias="accessKeyID", description="HMAC key id.")
+    secret_access_key: str | None = Field(default=None, alias="secretAccessKey", description="HMAC secret.")
+
+
+class LocationSpec(Model):
+    type: LocationType = Field(description="Kind of store: s3, azure, google (HMAC keys) or local.")
+    path: str = Field(min_length=1, description="Bucket, container or directory.")
+    prefix: str | None = Field(default=None, description="Key prefix inside the bucket or container.")
+    sync: bool | None = Field(default=None, description="Import the backups found here as CRs.")
+    encryption_key: str | None = Field(default=None, description="Encrypts everything written here.")
+    secret_config: ObjectName | None = Field(
+        default=None, description="Secret in the same namespace whose keys override inline values."
+    )
+    s3_config: S3Config | None = Field(default=None, alias="s3Config")
+    azure_config: AzureConfig | None = None
+    google_config: GoogleConfig | None = None
+    allowed_namespaces: list[NamespaceName] | None = Field(
+        default=None,
+        description="Namespaces (besides its own) whose operations may use this location; '*' for all. "
+        "Honoured only for locations in the admin namespace.",
+    )
+
+
+class BackupLocationStatus(Model):
+    phase: Literal["Available", "Unavailable"] | None = None
+    message: str | None = None
+    last_validated: str | None = None
+    last_synced: str | None = None
+
+
+# --- shared operation parts -------------------------------------------------------------------------
+
+
+class ObjectRef(Model):
+    """A resource picked by group/kind/namespace/name (Stork's ObjectInfo)."""
+
+    group: str | None = None
+    version: str | None = None
+    kind: str = Field(min_length=1)
+    namespace: NamespaceName | None = None
+    name: ObjectName
+
+
+class Condition(Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str | None = None
+    message: str | None = None
+    last_transition_time: str | None = None
+
+
+class VolumeStatus(Model):
+    namespace: str | None = None
+    persistent_volume_claim: str | None = None
+    volume: str | None = None
+    driver: str | None = None
+    mode: str | None = None
+    status: Status | None = None
+    reason: str | None = None
+    total_size: Count | None = None
+    bytes_done: Count | None = None
+
+
+class KindCounts(Model):
+    restored: Count = 0
+    retained: Count = 0
+    failed: Count = 0
+
+
+class OperationStatus(Model):
+    """Status common to backups, restores and clones. Never holds a full resource list (etcd's 1 MiB)."""
+
+    stage: Stage | None = None
+    status: Status | None = None
+    reason: str | None = None
+    resource_count: Count | None = None
+    volumes: list[VolumeStatus] | None = None
+    volumes_progress: str | None = Field(default=None, description="Volumes done/total, for display.")
+    total_size: Count | None = None
+    stored_size: Count | None = None
+    backup_path: str | None = None
+    trigger_timestamp: str | None = None
+    last_update_timestamp: str | None = None
+    finish_timestamp: str | None = None
+    elapsed: str | None = None
+    conditions: list[Condition] | None = None
+    observed_generation: int | None = None
+
+
+# --- ApplicationBackup -------------------------------------------------------------------------------
+
+
+class ApplicationBackupSpec(Model):
+    backup_location: ObjectName = Field(description="BackupLocation to write to.")
+    namespaces: list[NamespaceName] | None = None
+    selectors: dict[str, str] | None = Field(default=None, description="Label selector for resources.")
+    namespace_selector: str | None = Field(default=None, description="Label selector for namespaces.")
+    include_resources: list[ObjectRef] | None = None
+    resource_types: list[str] | None = None
+    exclude_resource_types: list[str] | None = None
+    include_cluster_resources: bool | None = None
+    reclaim_policy: ReclaimPolicy | None = None
+    pre_exec_rule: ObjectName | None = None
+    post_exec_rule: ObjectName | None = None
+    volume_mode: VolumeMode | None = None
+    ttl: Annotated[str, Field(pattern=DURATION)] | None = Field(
+        default=None, description="Delete the backup this long after it finishes, e.g. 72h or 30d."
+    )
+
+
+class ApplicationBackupStatus(OperationStatus):
+    pass
+
+
+# --- ApplicationRestore ------------------------------------------------------------------------------
+
+
+class ApplicationRestoreSpec(Model):
+    backup_name: ObjectName
+    backup_location: ObjectName
+    namespace_mapping: dict[str, str] | None = None
+    replace_policy: ReclaimPolicy | None = Field(
+        default=None, description="Delete: replace existing objects. Retain (default): keep them."
+    )
+    include_resources: list[ObjectRef] | None = None
+    resource_types: list[str] | None = None
+    storage_class_mapping: dict[str, str] | None = None
+    node_mapping: dict[str, str] | None = None
+    dry_run: bool | None = None
+
+
+class ApplicationRestoreStatus(OperationStatus):
+    resources_by_kind: dict[str, KindCounts] | None = None
+
+
+# --- ApplicationClone --------------------------------------------------------------------------------
+
+
+class ApplicationCloneSpec(Model):
+    source_namespace: NamespaceName
+    destination_namespace: NamespaceName
+    selectors: dict[str, str] | None = None
+    pre_exec_rule: ObjectName | None = None
+    post_exec_rule: ObjectName | None = None
+    replace_policy: Literal["Delete", "Retain", "Fail"] | None = None
+
+
+class ApplicationCloneStatus(OperationStatus):
+    resources_by_kind: dict[str, KindCounts] | None = None
+
+
+# --- SchedulePolicy ----------------------------------------------------------------------------------
+
+RetainCount = Annotated[int, Field(ge=1, description="How many successful backups of this type to keep.")]
+ExpireAfter = Annotated[str, Field(pattern=DURATION, description="Remove backups older than this.")]
+MinRetain = Annotated[int, Field(ge=0, description="Never remove below this many by age.")]
+
+
+class IntervalPolicy(Model):
+    interval_minutes: int = Field(ge=1)
+    retain: RetainCount | None = None
+    expire_after: ExpireAfter | None = None
+    min_retain: MinRetain | None = None
+
+
+class DailyPolicy(Model):
+    time: str = Field(pattern=KITCHEN_TIME, description='Time of day, e.g. "10:14PM".')
+    retain: RetainCount | None = None
+    expire_after: ExpireAfter | None = None
+    min_retain: MinRetain | None = None
+
+
+class WeeklyPolicy(Model):
+    day: Weekday
+    time: str = Field(pattern=KITCHEN_TIME)
+    retain: RetainCount | None = None
+    expire_after: ExpireAfter | None = None
+    min_retain: MinRetain | None = None
+
+
+class MonthlyPolicy(Model):
+    date: int = Field(ge=1, le=31, description="Day of month; past the month's end fires on its last day.")
+    time: str = Field(pattern=KITCHEN_TIME)
+    retain: RetainCount | None = None
+    expire_after: ExpireAfter | None = None
+    min_retain: MinRetain | None = None
+
+
+class CronPolicy(Model):
+    schedule: str = Field(pattern=CRON, description='Cron expression, e.g. "*/15 * * * *".')
+    retain: RetainCount | None = None
+    expire_after: ExpireAfter | None = None
+    min_retain: MinRetain | None = None
+
+
+class PolicySpec(Model):
+    time_zone: str | None = Field(default=None, description="IANA time zone of the times (default UTC).")
+    interval: IntervalPolicy | None = None
+    daily: DailyPolicy | None = None
+    weekly: WeeklyPolicy | None = None
+    monthly: MonthlyPolicy | None = None
+    cron: CronPolicy | None = None
+
+
+# --- ApplicationBackupSchedule -----------------------------------------------------------------------
+
+
+class BackupTemplate(Model):
+    spec: ApplicationBackupSpec
+
+
+class ApplicationBackupScheduleSpec(Model):
+    schedule_policy_name: ObjectName
+    suspend: bool | None = None
+    reclaim_policy: ReclaimPolicy | None = None
+    template: BackupTemplate
+
+
+class ScheduledBackup(Model):
+    name: str
+    status: Status | None = None
+    creation_timestamp: str | None = None
+    finish_timestamp: str | None = None
+
+
+class ApplicationBackupScheduleStatus(Model):
+    items: dict[str, list[ScheduledBackup]] | None = Field(
+        default=None, description="Backups kept, per policy type."
+    )
+    last_successful_backup: str | None = None
+    last_success_time: str | None = None
+    last_success_duration: str | None = None
+    next_trigger: dict[str, str] | None = None
+    conditions: list[Condition] | None = None
+
+
+# --- Rule --------------------------------------------------------------------------------------------
+
+
+class RuleAction(Model):
+    type: Literal["command"]
+    value: str = Field(min_length=1)
+    background: bool | None = None
+    run_in_single_pod: bool | None = None
+
+
+class RuleItem(Model):
+    pod_selector: dict[str, str]
+    container: str | None = None
+    actions: list[RuleAction] = Field(min_length=1)

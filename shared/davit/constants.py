@@ -1,0 +1,72 @@
+"""Names shared by every service: the API group, kinds, queues, annotations and Redis keys.
+
+Kept in one module so that a typo is an import error rather than a message nobody consumes.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+API_GROUP: Final = "davit.dev"
+API_VERSION: Final = "v1alpha1"
+API_GROUP_VERSION: Final = f"{API_GROUP}/{API_VERSION}"
+
+#: Annotation and label prefix (Stork's ``stork.libopenstorage.org/`` maps to this).
+ANNOTATION_PREFIX: Final = f"{API_GROUP}/"
+SKIP_RESOURCE_ANNOTATION: Final = f"{ANNOTATION_PREFIX}skip-resource"
+VOLUME_MODE_ANNOTATION: Final = f"{ANNOTATION_PREFIX}volume-mode"
+
+#: Namespace whose objects may act across namespaces (Stork's default admin namespace).
+DEFAULT_ADMIN_NAMESPACE: Final = "kube-system"
+
+#: Reported as the Event source and the Lease holder prefix.
+COMPONENT_WATCHER: Final = "davit-watcher"
+
+
+class Kind(StrEnum):
+    """The Davit custom resource kinds."""
+
+    APPLICATION_BACKUP = "ApplicationBackup"
+    APPLICATION_RESTORE = "ApplicationRestore"
+    APPLICATION_CLONE = "ApplicationClone"
+    BACKUP_LOCATION = "BackupLocation"
+    SCHEDULE_POLICY = "SchedulePolicy"
+    APPLICATION_BACKUP_SCHEDULE = "ApplicationBackupSchedule"
+    RULE = "Rule"
+
+
+#: Plural resource names, as used in API paths.
+PLURALS: Final[dict[Kind, str]] = {
+    Kind.APPLICATION_BACKUP: "applicationbackups",
+    Kind.APPLICATION_RESTORE: "applicationrestores",
+    Kind.APPLICATION_CLONE: "applicationclones",
+    Kind.BACKUP_LOCATION: "backuplocations",
+    Kind.SCHEDULE_POLICY: "schedulepolicies",
+    Kind.APPLICATION_BACKUP_SCHEDULE: "applicationbackupschedules",
+    Kind.RULE: "rules",
+}
+
+#: Kinds whose objects are operations with a stage machine (they get work enqueued).
+OPERATION_KINDS: Final = (Kind.APPLICATION_BACKUP, Kind.APPLICATION_RESTORE, Kind.APPLICATION_CLONE)
+
+
+class Queue(StrEnum):
+    """One Celery queue per worker type (SPEC §1). Node queues are per node, see ``node_queue``."""
+
+    SNAPSHOT = "davit.snapshot"
+    EXPORT = "davit.export"
+    RESTORE = "davit.restore"
+    RETENTION = "davit.retention"
+
+
+NODE_QUEUE_PREFIX: Final = "davit.node."
+
+
+def node_queue(node_name: str) -> str:
+    """The queue of the node agent running on ``node_name``."""
+    return f"{NODE_QUEUE_PREFIX}{node_name}"
+
+
+#: Redis key prefix for anything Davit keeps in Redis besides Celery's own keys.
+REDIS_KEY_PREFIX: Final = "davit:"

@@ -1,0 +1,87 @@
+"""Service settings: read from the environment (``DAVIT_*``), overridable by command-line flags.
+
+Every default says why it is what it is; the README lists the variables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from davit import constants
+
+
+def _default_identity() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: Kubeconfig file; empty means $KUBECONFIG, then the in-cluster service account.
+    kubeconfig: str = ""
+    #: The broker and Davit's own Redis keys.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Objects here may act across namespaces (Stork's admin namespace).
+    admin_namespace: str = constants.DEFAULT_ADMIN_NAMESPACE
+    #: Full relist and reconcile of every object at least this often, so lost messages and missed events
+    #: are noticed within a minute without loading the API server.
+    resync_seconds: float = 60.0
+    #: An in-progress operation whose status has not moved for this long has its current stage queued
+    #: again. Workers touch ``lastUpdateTimestamp`` at least every minute while they work, so five minutes
+    #: of silence means the worker is gone, not slow.
+    stall_seconds: float = 300.0
+    #: Leader election, with client-go's defaults: a dead leader is replaced within ~15 s.
+    lease_name: str = "davit-watcher"
+    lease_namespace: str = constants.DEFAULT_ADMIN_NAMESPACE
+    lease_duration_seconds: float = 15.0
+    lease_renew_deadline_seconds: float = 10.0
+    lease_retry_seconds: float = 2.0
+    #: This process' name in the Lease and in logs.
+    identity: str = field(default_factory=_default_identity)
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``DAVIT_<FIELD>`` variables; ``KUBECONFIG`` and ``REDIS_URL`` are honoured too."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        fallbacks = {"kubeconfig": "KUBECONFIG", "redis_url": "REDIS_URL"}
+        for f in fields(cls):
+            raw = env.get(f"DAVIT_{f.name.upper()}")
+            if raw is None and f.name in fallbacks:
+                raw = env.get(fallbacks[f.name])
+            if raw is not None and raw != "":
+                values[f.name] = _coerce(f, raw)
+        return cls(**values)
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        """One ``--flag`` per setting, each overriding the environment."""
+        for f in fields(Settings):
+            flag = "--" + f.name.replace("_", "-")
+            kind = float if f.type in ("float", float) else str
+            parser.add_argument(flag, dest=f.name, type=kind, default=None)
+
+    @classmethod
+    def from_args(cls, argv: Sequence[str] | None = None, description: str = "") -> Settings:
+        parser = argparse.ArgumentParser(description=description)
+        cls.add_arguments(parser)
+        args = parser.parse_args(argv)
+        return cls.from_env().with_overrides(**vars(args))
+
+
+def _coerce(f: dataclasses.Field[Any], raw: str) -> Any:
+    if f.type in ("float", float):
+        try:
+            return float(raw)
+        except ValueError as exc:
+            raise ValueError(f"DAVIT_{f.name.upper()} must be a number, got {raw!r}") from exc
+    return raw
