@@ -35,6 +35,9 @@ class Settings:
     #: again. Workers touch ``lastUpdateTimestamp`` at least every minute while they work, so five minutes
     #: of silence means the worker is gone, not slow.
     stall_seconds: float = 300.0
+    #: A Pending operation whose message is in no queue is sent again only after this long, so a message
+    #: a worker has just taken (between its pop and its unacked record) is not mistaken for a lost one.
+    requeue_grace_seconds: float = 5.0
     #: Leader election, with client-go's defaults: a dead leader is replaced within ~15 s.
     lease_name: str = "davit-watcher"
     lease_namespace: str = constants.DEFAULT_ADMIN_NAMESPACE
@@ -53,7 +56,7 @@ class Settings:
         fallbacks = {"kubeconfig": "KUBECONFIG", "redis_url": "REDIS_URL"}
         for f in fields(cls):
             raw = env.get(f"DAVIT_{f.name.upper()}")
-            if raw is None and f.name in fallbacks:
+            if not raw and f.name in fallbacks:
                 raw = env.get(fallbacks[f.name])
             if raw is not None and raw != "":
                 values[f.name] = _coerce(f, raw)

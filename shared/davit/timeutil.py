@@ -17,9 +17,11 @@ def parse_time(text: str | None) -> datetime.datetime | None:
     if not text:
         return None
     try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
+    # Without an offset, read it as UTC: callers subtract it from aware datetimes, and a naive one raises.
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=datetime.UTC)
 
 
 def format_elapsed(seconds: float) -> str:

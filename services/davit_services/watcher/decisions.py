@@ -8,6 +8,7 @@ the same decision as the first and a restarted watcher picks up where the last o
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -181,7 +182,9 @@ def decide(
             why="lost message",
         )
     if state == Status.IN_PROGRESS and age >= stall_seconds:
-        note = f"no progress in stage {stage} for {int(age)}s; queued again for {queue.value}"
+        # No (or an unparsable) lastUpdateTimestamp makes ``age`` infinite, which int() cannot convert.
+        quiet = f"for {int(age)}s" if math.isfinite(age) else "since an unknown time (no lastUpdateTimestamp)"
+        note = f"no progress in stage {stage} {quiet}; queued again for {queue.value}"
         return Decision(
             status={"lastUpdateTimestamp": stamp},
             event=EventNote("Warning", "Stalled", note),

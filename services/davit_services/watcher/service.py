@@ -29,11 +29,6 @@ from davit_services.watcher.leader import LeaseElector
 
 log = structlog.get_logger(__name__)
 
-#: A Pending operation whose message is not in any queue is re-sent only after this long, so a message
-#: that a worker has just taken (and not yet marked acknowledged-pending) is not mistaken for a lost one.
-REQUEUE_GRACE_SECONDS = 5.0
-
-
 class ApiLookup:
     """davit.validation.Lookup over the API server (plain GETs: validation runs once per operation)."""
 
@@ -70,7 +65,6 @@ class Watcher:
         self,
         settings: Settings,
         api: client.ApiClient,
-        requeue_grace_seconds: float = REQUEUE_GRACE_SECONDS,
     ) -> None:
         self.settings = settings
         self.api = api
@@ -78,7 +72,6 @@ class Watcher:
         self.lookup = ApiLookup(api)
         self.celery = queueing.create_app(settings.redis_url, "davit-watcher")
         self.redis = redis.Redis.from_url(settings.redis_url)
-        self.requeue_grace_seconds = requeue_grace_seconds
         self.elector = LeaseElector(
             api,
             settings.lease_namespace,
@@ -155,7 +148,7 @@ class Watcher:
                     now=timeutil.utcnow(),
                     resync=resync,
                     in_flight=in_flight.__contains__,
-                    requeue_grace_seconds=self.requeue_grace_seconds,
+                    requeue_grace_seconds=self.settings.requeue_grace_seconds,
                     stall_seconds=self.settings.stall_seconds,
                 )
                 self.apply(kind, obj, decision)

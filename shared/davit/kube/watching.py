@@ -23,8 +23,9 @@ log = structlog.get_logger(__name__)
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 RawObject = dict[str, Any]
 
-#: Longest a single watch request stays open before it is renewed; below typical proxy idle limits.
-WATCH_TIMEOUT_SECONDS = 240
+#: Longest a single watch request stays open before it is renewed: below typical proxy idle limits, and
+#: the longest a stopped loop may take to notice while no events arrive.
+WATCH_TIMEOUT_SECONDS = 60
 
 
 class Gone(Exception):
@@ -110,6 +111,8 @@ class ListWatch:
                     resource_version = self.list_once()
                     if self.resync_seconds is not None:
                         next_resync = time.monotonic() + self.resync_seconds
+                    if stop.is_set():
+                        break
                 resource_version = self.watch_from(resource_version, next_resync, stop)
                 if next_resync is not None and time.monotonic() >= next_resync:
                     resource_version = None  # periodic resync: list and reconcile everything again

@@ -1,0 +1,44 @@
+"""Small helpers shared by the test tiers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import msgpack
+from davit.messages import Message
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1) -> T:
+    """Poll ``check`` until it returns something truthy and return that; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:  # a transient API error is "not yet"
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error})")
+
+
+def queued_messages(redis: Any, queue: str, namespace: str | None = None) -> list[tuple[str, Message]]:
+    """(task id, decoded envelope) of the messages waiting in a Celery queue on Redis; only those of
+    operations in ``namespace`` when given (objects of earlier tests may still be around)."""
+    result = []
+    for raw in redis.lrange(queue, 0, -1):
+        envelope = json.loads(raw)
+        assert envelope["content-type"] == "application/x-msgpack", envelope["content-type"]
+        body = base64.b64decode(envelope["body"])
+        args, _kwargs, _embed = msgpack.unpackb(body, raw=False)
+        message = Message.decode(args[0])
+        if namespace is None or message.namespace == namespace:
+            result.append((envelope["headers"]["id"], message))
+    return result
