@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
 from davit import logs
 from davit.kube import clients
 from davit.kube.watching import ListWatch
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 log = structlog.get_logger("devstack.kubelet")
 

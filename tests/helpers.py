@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgpack
+
 from davit.messages import Message
 
 T = TypeVar("T")

@@ -15,6 +15,8 @@ API_GROUP_VERSION: Final = f"{API_GROUP}/{API_VERSION}"
 #: Annotation and label prefix (Stork's ``stork.libopenstorage.org/`` maps to this).
 ANNOTATION_PREFIX: Final = f"{API_GROUP}/"
 SKIP_RESOURCE_ANNOTATION: Final = f"{ANNOTATION_PREFIX}skip-resource"
+#: Stork spells it ``skipresource`` (seeds/000); both spellings are honoured.
+SKIP_RESOURCE_ANNOTATIONS: Final = (SKIP_RESOURCE_ANNOTATION, f"{ANNOTATION_PREFIX}skipresource")
 VOLUME_MODE_ANNOTATION: Final = f"{ANNOTATION_PREFIX}volume-mode"
 
 #: Namespace whose objects may act across namespaces (Stork's default admin namespace).

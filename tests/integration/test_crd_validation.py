@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 import yaml
-from davit.api import types
 from pydantic import TypeAdapter, ValidationError
 
+from davit.api import types
 from tests.conftest import StackEnv
 
 pytestmark = pytest.mark.integration

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
+
 from davit.api.types import Stage, Status
 from davit.constants import Kind, Queue
 from davit.kube import clients
 from davit.kube.watching import Gone, ListWatch
-
 from tests.conftest import StackEnv
 from tests.helpers import queued_messages, wait_for
 
@@ -82,7 +82,7 @@ class WatcherProcess:
 
 
 @pytest.fixture
-def redis(stack: StackEnv) -> Iterator[redis_lib.Redis]:
+def redis(stack: StackEnv) -> Iterator[redis_lib.Redis[bytes]]:
     client = redis_lib.Redis.from_url(stack.redis_url)
     client.flushdb()
     yield client
@@ -141,10 +141,11 @@ def status_of(stack: StackEnv, kind: str, namespace: str, name: str) -> dict[str
 
 
 def wait_stage(stack: StackEnv, kind: str, namespace: str, name: str, stage: Stage) -> dict[str, Any]:
-    return wait_for(
-        f"{kind} {namespace}/{name} to reach stage {stage}",
-        lambda: (s := status_of(stack, kind, namespace, name)).get("stage") == stage and s,
-    )
+    def reached() -> dict[str, Any] | None:
+        status = status_of(stack, kind, namespace, name)
+        return status if status.get("stage") == stage else None
+
+    return wait_for(f"{kind} {namespace}/{name} to reach stage {stage}", reached)
 
 
 def events_for(stack: StackEnv, namespace: str, name: str) -> list[dict[str, Any]]:
@@ -375,13 +376,12 @@ def test_restore_waits_for_its_backup_then_is_queued(
             "spec": {"backupName": "src", "backupLocation": "loc"},
         },
     )
-    status = wait_for(
-        "the restore to wait for its backup",
-        lambda: (
-            "waiting" in (status_of(stack, "applicationrestore", namespace, "back").get("reason") or "")
-            and status_of(stack, "applicationrestore", namespace, "back")
-        ),
-    )
+
+    def waiting() -> dict[str, Any] | None:
+        status = status_of(stack, "applicationrestore", namespace, "back")
+        return status if "waiting" in (status.get("reason") or "") else None
+
+    status = wait_for("the restore to wait for its backup", waiting)
     assert status["status"] == Status.PENDING
     assert queued_messages(redis, Queue.RESTORE, namespace) == []
 
@@ -412,8 +412,13 @@ def test_list_watch_relists_when_the_resource_version_is_gone(stack: StackEnv, n
 
     custom = client.CustomObjectsApi(clients.api_client(stack.kubeconfig))
     for i in range(3):
-        rule = {"apiVersion": "davit.dev/v1alpha1", "kind": "Rule", "metadata": {"name": f"r{i}"},
-                "rules": [{"podSelector": {"app": "x"}, "actions": [{"type": "command", "value": "true"}]}]}  # fmt: skip
+        action = {"type": "command", "value": "true"}
+        rule = {
+            "apiVersion": "davit.dev/v1alpha1",
+            "kind": "Rule",
+            "metadata": {"name": f"r{i}"},
+            "rules": [{"podSelector": {"app": "x"}, "actions": [action]}],
+        }
         custom.create_namespaced_custom_object("davit.dev", "v1alpha1", namespace, "rules", rule)
     # The API server's cache for a custom resource starts when its CRD is established, long after
     # version 1, so a watch from version 1 is always answered with 410 Gone.

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from davit.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

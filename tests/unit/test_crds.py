@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import TypeAdapter
+
 from davit import constants
 from davit.api import crds, types
-from pydantic import TypeAdapter
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO_ROOT / "deploy" / "crds"

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from davit import constants
 from davit.settings import Settings
 

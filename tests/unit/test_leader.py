@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from davit_services.watcher.leader import Action, LeaseRecord, decide
 
 ME = "watcher-a-1234"

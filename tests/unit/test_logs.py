@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import structlog
+
 from davit import logs
 
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgpack
 import pytest
+
 from davit.constants import Kind
 from davit.messages import ENVELOPE_VERSION, Message, MessageDecodeError
 

@@ -10,6 +10,7 @@ from typing import Any
 import msgpack
 import pytest
 from celery import Celery
+
 from davit import pipeline, queueing
 from davit.api.types import Stage
 from davit.constants import NODE_QUEUE_PREFIX, Kind, Queue, node_queue

@@ -7,6 +7,7 @@ import socket
 from typing import Any
 
 import pytest
+
 from davit.settings import Settings
 
 DEFAULTS: dict[str, Any] = {

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from davit import timeutil
 from davit.api.types import Stage, Status
 from davit.constants import Kind, Queue

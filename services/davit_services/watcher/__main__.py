@@ -8,7 +8,6 @@ import threading
 from davit import logs
 from davit.kube import clients
 from davit.settings import Settings
-
 from davit_services.watcher.service import Watcher
 
 

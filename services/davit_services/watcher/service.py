@@ -14,6 +14,9 @@ from typing import Any
 
 import redis
 import structlog
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
 from davit import constants, logs, queueing, timeutil
 from davit.constants import Kind
 from davit.kube import events
@@ -21,13 +24,11 @@ from davit.kube.watching import EventType, ListWatch, RawObject
 from davit.messages import Message
 from davit.settings import Settings
 from davit.validation import validate
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-
 from davit_services.watcher import decisions
 from davit_services.watcher.leader import LeaseElector
 
 log = structlog.get_logger(__name__)
+
 
 class ApiLookup:
     """davit.validation.Lookup over the API server (plain GETs: validation runs once per operation)."""

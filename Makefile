@@ -1,0 +1,48 @@
+# Davit: the commands a developer and CI use. `make help` lists them.
+PYTHON   := .venv/bin/python
+CLUSTERS ?= 1
+PYTEST   := $(PYTHON) -m pytest -p no:cacheprovider
+
+.PHONY: help deps up down status demo test lint unit integration crds format clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+deps: ## install everything the project needs (Debian packages, Kubernetes binaries, Azurite, .venv)
+	bash scripts/install-deps.sh
+
+up: deps ## start the local stack in .dev/ (CLUSTERS=2 for a second control plane)
+	$(PYTHON) -m devstack up --clusters $(CLUSTERS)
+
+down: ## stop everything `make up` started
+	@if [ -x $(PYTHON) ]; then $(PYTHON) -m devstack down; fi
+
+status: ## list the stack's processes
+	$(PYTHON) -m devstack status
+
+demo: up ## bring the stack up and show a backup being accepted
+	bash scripts/demo.sh
+
+lint: deps ## ruff and mypy
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m mypy
+
+unit: deps ## fast tests of the pure core, no stack
+	$(PYTEST) tests/unit -q
+
+integration: deps ## tests against the real local stack (started and stopped by the tests)
+	$(PYTEST) tests/integration -q
+
+test: deps lint ## everything CI runs: lint, unit and integration tests
+	$(PYTEST) tests -q --durations=10
+
+crds: ## regenerate deploy/crds from the API types
+	$(PYTHON) -m davit.api.crds deploy/crds
+
+format: ## apply ruff's formatting and fixable lint
+	$(PYTHON) -m ruff format .
+	$(PYTHON) -m ruff check --fix .
+
+clean: down ## remove local state (not the caches in ~/.cache/davit)
+	rm -rf .dev .dev-test .mypy_cache .ruff_cache
