@@ -30,6 +30,15 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float = 30.0, in
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error})")
 
 
+def without_nulls(value: Any) -> Any:
+    """``value`` without null map entries, at any depth (the API server prunes some nulls, keeps others)."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
+
+
 def queued_messages(redis: Any, queue: str, namespace: str | None = None) -> list[tuple[str, Message]]:
     """(task id, decoded envelope) of the messages waiting in a Celery queue on Redis; only those of
     operations in ``namespace`` when given (objects of earlier tests may still be around)."""

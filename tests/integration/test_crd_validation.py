@@ -15,6 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from davit.api import types
 from tests.conftest import StackEnv
+from tests.helpers import without_nulls
 
 pytestmark = pytest.mark.integration
 
@@ -28,14 +29,6 @@ Apply = Callable[[str], None]
 def load(text: str) -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.safe_load(text)
     return loaded
-
-
-def without_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [without_nulls(v) for v in value]
-    return value
 
 
 def read_back(stack: StackEnv, doc: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pydantic import TypeAdapter
 
 from davit import constants
 from davit.api import crds, types
+from tests.helpers import without_nulls
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO_ROOT / "deploy" / "crds"
@@ -77,14 +78,6 @@ def schema_nodes(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, di
 def load_seed(name: str) -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.safe_load((SEEDS_DIR / name).read_text())
     return loaded
-
-
-def without_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [without_nulls(v) for v in value]
-    return value
 
 
 def fields_missing_from_schema(value: Any, schema: dict[str, Any], path: str) -> list[str]:
