@@ -191,7 +191,7 @@ def test_new_backup_becomes_exactly_one_message(
         "Initial",
     )
     for other in (Queue.EXPORT, Queue.RESTORE, Queue.RETENTION):
-        assert redis.llen(other.value) == 0, f"unexpected message on {other}"
+        assert queued_messages(redis, other, namespace) == [], f"unexpected message on {other}"
 
 
 def test_replayed_and_duplicate_events_send_no_second_message(
