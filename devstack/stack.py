@@ -9,7 +9,7 @@ import shlex
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from devstack import stores
@@ -22,7 +22,13 @@ CRD_DIR = REPO_ROOT / "deploy" / "crds"
 CLUSTER_NAMES = ("a", "b")
 
 #: The Davit services that exist as their own process so far: (process name, python module).
-SERVICES: tuple[tuple[str, str], ...] = (("watcher", "davit_services.watcher"),)
+SERVICES: tuple[tuple[str, str], ...] = (
+    ("watcher", "davit_services.watcher"),
+    ("exporter", "davit_services.exporter"),
+    ("snapshot", "davit_services.snapshot"),
+    ("export", "davit_services.export"),
+    ("retention", "davit_services.retention"),
+)
 
 
 def node_names(cluster: str) -> list[str]:
@@ -36,6 +42,9 @@ class StackState:
     stores: stores.StoresConfig
     redis_ports: dict[str, int]
     with_services: bool
+    #: Each cluster's exporter serves /metrics on its own port. Empty in a state file written before the
+    #: exporter existed: such a stack lacks the exporter process, so the next ``up`` starts afresh.
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -49,6 +58,7 @@ class StackState:
             stores=stores.StoresConfig(**data["stores"]),
             redis_ports={k: int(v) for k, v in data["redis_ports"].items()},
             with_services=bool(data["with_services"]),
+            metrics_ports={k: int(v) for k, v in data.get("metrics_ports", {}).items()},
         )
 
 
@@ -101,6 +111,9 @@ class Stack:
             and len(current.clusters) == clusters
             and current.with_services == with_services
         ):
+            # Re-applying the CRDs is cheap and keeps a long-running stack in step with the code.
+            for config in current.clusters:
+                self.apply_crds(Cluster(config, self.dir, self.procs), self.kubeconfig_path(config.name))
             self.write_env(current)
             return current
         self.down()
@@ -114,6 +127,7 @@ class Stack:
         from devstack.net import free_port
 
         state.redis_ports = {c.name: free_port() for c in state.clusters}
+        state.metrics_ports = {c.name: free_port() for c in state.clusters}
         try:
             stores.start_s3(self.procs, state.stores)
             stores.start_azurite(self.procs, state.stores, self.dir / "azurite")
@@ -142,7 +156,9 @@ class Stack:
                 self.procs.start(
                     f"{config.name}-{service}",
                     [sys.executable, "-m", module],
-                    env=self.service_env(config.name, kubeconfig, redis_port),
+                    env=self.service_env(
+                        config.name, kubeconfig, redis_port, state.metrics_ports[config.name]
+                    ),
                 )
 
     def _start_kubelet(self, cluster: str, kubeconfig: Path) -> None:
@@ -170,12 +186,15 @@ class Stack:
 
         wait_until(f"dev kubelet ({cluster})", nodes_ready, 60, lambda: self.procs.log_tail(name))
 
-    def service_env(self, cluster: str, kubeconfig: Path, redis_port: int) -> dict[str, str]:
+    def service_env(
+        self, cluster: str, kubeconfig: Path, redis_port: int, metrics_port: int
+    ) -> dict[str, str]:
         return {
             **os.environ,
             "DAVIT_KUBECONFIG": str(kubeconfig),
             "DAVIT_REDIS_URL": stores.redis_url(redis_port),
             "DAVIT_IDENTITY": f"dev-{cluster}",
+            "DAVIT_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
             "PYTHONUNBUFFERED": "1",
         }
 
@@ -215,8 +234,13 @@ class Stack:
             "DEV_NODES": ",".join(node_names(first)),
             "KUBECTL": str(kube_binary("kubectl")),
         }
+        # Only where an exporter runs: a stack without the services has nothing listening there.
+        if state.with_services:
+            env["METRICS_URL"] = metrics_url(state.metrics_ports[first])
         for config in state.clusters[1:]:
             suffix = config.name.upper()
+            if state.with_services:
+                env[f"METRICS_URL_{suffix}"] = metrics_url(state.metrics_ports[config.name])
             env[f"KUBECONFIG_{suffix}"] = str(self.kubeconfig_path(config.name))
             env[f"REDIS_URL_{suffix}"] = stores.redis_url(state.redis_ports[config.name])
             env[f"KUBELET_ROOT_{suffix}"] = str(self.kubelet_root(config.name))
@@ -229,6 +253,10 @@ class Stack:
         path.write_text("\n".join(lines) + "\n")
         path.chmod(0o600)
         return path
+
+
+def metrics_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/metrics"
 
 
 def wait_for_removal(path: Path, timeout: float = 10.0) -> None:

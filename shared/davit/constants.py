@@ -18,12 +18,20 @@ SKIP_RESOURCE_ANNOTATION: Final = f"{ANNOTATION_PREFIX}skip-resource"
 #: Stork spells it ``skipresource`` (seeds/000); both spellings are honoured.
 SKIP_RESOURCE_ANNOTATIONS: Final = (SKIP_RESOURCE_ANNOTATION, f"{ANNOTATION_PREFIX}skipresource")
 VOLUME_MODE_ANNOTATION: Final = f"{ANNOTATION_PREFIX}volume-mode"
+#: Label on a backup created by an ApplicationBackupSchedule: the schedule's name (metrics group by it).
+SCHEDULE_LABEL: Final = f"{ANNOTATION_PREFIX}schedule"
+
+#: Finalizer on backups that have (or may have) written data: the retention service removes it once the
+#: data has been dealt with according to the backup's reclaimPolicy.
+BACKUP_FINALIZER: Final = f"{API_GROUP}/backup-data"
 
 #: Namespace whose objects may act across namespaces (Stork's default admin namespace).
 DEFAULT_ADMIN_NAMESPACE: Final = "kube-system"
 
 #: Reported as the Event source and the Lease holder prefix.
 COMPONENT_WATCHER: Final = "davit-watcher"
+#: The Event source of the queue workers (snapshot, resource-export, restore, retention).
+COMPONENT_WORKER: Final = "davit-worker"
 
 
 class Kind(StrEnum):

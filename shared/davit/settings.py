@@ -38,15 +38,28 @@ class Settings:
     #: A Pending operation whose message is in no queue is sent again only after this long, so a message
     #: a worker has just taken (between its pop and its unacked record) is not mistaken for a lost one.
     requeue_grace_seconds: float = 5.0
+    #: BackupLocations are checked when created or changed, and again this often (a list and a probe
+    #: write per location: cheap for the store, quick to show expired credentials).
+    location_check_seconds: float = 300.0
     #: Leader election, with client-go's defaults: a dead leader is replaced within ~15 s.
     lease_name: str = "davit-watcher"
     lease_namespace: str = constants.DEFAULT_ADMIN_NAMESPACE
     lease_duration_seconds: float = 15.0
     lease_renew_deadline_seconds: float = 10.0
     lease_retry_seconds: float = 2.0
+    #: Where the exporter serves ``/metrics``, as ``host:port``. Loopback by default so that nothing is
+    #: exposed unless asked for (a container sets ``0.0.0.0:9797``); 9797 lies in the range Prometheus
+    #: exporters use (9100-9999).
+    metrics_address: str = "127.0.0.1:9797"
     #: This process' name in the Lease and in logs.
     identity: str = field(default_factory=_default_identity)
     log_level: str = "INFO"
+    #: Tasks a worker runs at once (threads: the work is I/O on the API server and the store, and the
+    #: compression and encryption libraries release the GIL).
+    worker_concurrency: int = 4
+    #: Objects per list call in resource-export: kubectl's page size; large enough to amortise a request,
+    #: small enough that a worker's memory stays flat whatever a namespace holds.
+    export_page_size: int = 500
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -70,7 +83,7 @@ class Settings:
         """One ``--flag`` per setting, each overriding the environment."""
         for f in fields(Settings):
             flag = "--" + f.name.replace("_", "-")
-            kind = float if f.type in ("float", float) else str
+            kind = {"float": float, "int": int}.get(str(f.type), str)
             parser.add_argument(flag, dest=f.name, type=kind, default=None)
 
     @classmethod
@@ -81,10 +94,20 @@ class Settings:
         return cls.from_env().with_overrides(**vars(args))
 
 
+def parse_address(address: str) -> tuple[str, int]:
+    """``host:port`` (or ``[v6 address]:port``) as (host, port); an empty host means every interface."""
+    host, sep, port_text = address.strip().rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"expected host:port with a port in 1-65535, got {address!r}")
+    host = host.removeprefix("[").removesuffix("]")
+    return host or "0.0.0.0", int(port_text)  # noqa: S104 - an empty host asks for every interface
+
+
 def _coerce(f: dataclasses.Field[Any], raw: str) -> Any:
-    if f.type in ("float", float):
-        try:
-            return float(raw)
-        except ValueError as exc:
-            raise ValueError(f"DAVIT_{f.name.upper()} must be a number, got {raw!r}") from exc
-    return raw
+    convert = {"float": float, "int": int}.get(str(f.type))
+    if convert is None:
+        return raw
+    try:
+        return convert(raw)
+    except ValueError as exc:
+        raise ValueError(f"DAVIT_{f.name.upper()} must be a number, got {raw!r}") from exc

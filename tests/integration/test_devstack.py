@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.request
 from pathlib import Path
 
 import boto3
@@ -42,10 +43,11 @@ spec:
 """
 
 
-#: The keys SPEC §8 asks of .dev/env (DAVIT and METRICS_URL join with the CLI and the exporter).
+#: The keys SPEC §8 asks of .dev/env with the services running (DAVIT joins with the CLI).
 ENV_KEYS = (
     "KUBECONFIG", "REDIS_URL", "S3_ENDPOINT", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_BUCKET",
     "AZURE_STORAGE_CONNECTION_STRING", "AZURE_CONTAINER", "KUBELET_ROOT", "DEV_NODES", "KUBECTL",
+    "METRICS_URL",
 )  # fmt: skip
 
 
@@ -149,6 +151,14 @@ def test_up_is_idempotent_and_down_leaves_nothing_running(stack: StackEnv, tmp_p
         for key in ENV_KEYS:
             assert f"\n{key}=" in f"\n{env_file}", key
         assert oct(second.env_path().stat().st_mode & 0o777) == "0o600"
+        metrics_url = dict(line.split("=", 1) for line in env_file.splitlines())["METRICS_URL"]
+
+        def scrape() -> str:
+            with urllib.request.urlopen(metrics_url, timeout=5) as response:  # noqa: S310 - our http URL
+                text: str = response.read().decode()
+                return text
+
+        assert "davit_queue_length" in wait_for("the exporter at METRICS_URL", scrape)
 
         second.up(clusters=1, with_services=True)
         assert {r.name: r.pid for r in second.procs.all()} == first_pids, "a second up restarted something"

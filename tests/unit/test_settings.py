@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from davit.settings import Settings
+from davit.settings import Settings, parse_address
 
 DEFAULTS: dict[str, Any] = {
     "kubeconfig": "",
@@ -17,12 +17,16 @@ DEFAULTS: dict[str, Any] = {
     "resync_seconds": 60.0,
     "stall_seconds": 300.0,
     "requeue_grace_seconds": 5.0,
+    "location_check_seconds": 300.0,
     "lease_name": "davit-watcher",
     "lease_namespace": "kube-system",
     "lease_duration_seconds": 15.0,
     "lease_renew_deadline_seconds": 10.0,
     "lease_retry_seconds": 2.0,
+    "metrics_address": "127.0.0.1:9797",
     "log_level": "INFO",
+    "worker_concurrency": 4,
+    "export_page_size": 500,
 }
 FLOAT_FIELDS = [name for name, value in DEFAULTS.items() if isinstance(value, float)]
 
@@ -72,6 +76,9 @@ def test_lease_renew_deadline_is_shorter_than_duration() -> None:
         pytest.param({"DAVIT_LEASE_NAME": "other"}, "lease_name", "other", id="lease-name"),
         pytest.param({"DAVIT_IDENTITY": "pod-0"}, "identity", "pod-0", id="identity"),
         pytest.param({"DAVIT_LOG_LEVEL": "DEBUG"}, "log_level", "DEBUG", id="log-level"),
+        pytest.param(
+            {"DAVIT_METRICS_ADDRESS": "0.0.0.0:9797"}, "metrics_address", "0.0.0.0:9797", id="metrics"
+        ),
         pytest.param(
             {"DAVIT_REDIS_URL": "redis://r:1/2"}, "redis_url", "redis://r:1/2", id="davit-redis-url"
         ),
@@ -224,3 +231,25 @@ def test_with_overrides(overrides: dict[str, Any], changed: dict[str, Any]) -> N
     updated = base.with_overrides(**overrides)
     assert {k: getattr(updated, k) for k in DEFAULTS} == {**DEFAULTS, **changed}
     assert base.stall_seconds == 300.0  # frozen: the original is untouched
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        pytest.param("127.0.0.1:9797", ("127.0.0.1", 9797), id="loopback"),
+        pytest.param("0.0.0.0:80", ("0.0.0.0", 80), id="every-interface"),  # noqa: S104
+        pytest.param(":9797", ("0.0.0.0", 9797), id="empty-host-is-every-interface"),  # noqa: S104
+        pytest.param("metrics.local:1", ("metrics.local", 1), id="hostname"),
+        pytest.param("[::1]:9797", ("::1", 9797), id="ipv6"),
+        pytest.param(" 127.0.0.1:65535 ", ("127.0.0.1", 65535), id="spaces-and-highest-port"),
+    ],
+)
+def test_parse_address(address: str, expected: tuple[str, int]) -> None:
+    assert parse_address(address) == expected
+
+
+@pytest.mark.parametrize("address", ["9797", "127.0.0.1", "127.0.0.1:", "host:http", "host:0", "host:65536"])
+def test_parse_address_refuses_what_is_not_host_and_port(address: str) -> None:
+    with pytest.raises(ValueError, match="host:port") as info:
+        parse_address(address)
+    assert repr(address) in str(info.value)

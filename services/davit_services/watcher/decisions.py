@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from davit import pipeline, timeutil
+from davit import constants, pipeline, timeutil
 from davit.api.types import Stage, Status
 from davit.constants import Kind, Queue
 from davit.validation import Verdict
@@ -38,6 +38,8 @@ class Decision:
     event: EventNote | None = None
     #: Send the current stage's message to this queue once the status write succeeded.
     enqueue: Queue | None = None
+    #: The message's stage when it is not the status' stage (deletion).
+    message_stage: str | None = None
     why: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -128,6 +130,25 @@ def _from_verdict(kind: Kind, obj: RawObject, verdict: Verdict, now: datetime.da
     )
 
 
+#: The pseudo-stage of a deletion message.
+DELETE_STAGE = "Delete"
+
+
+def _deletion(kind: Kind, obj: RawObject, in_flight: Callable[[str], bool]) -> Decision:
+    finalizers = obj["metadata"].get("finalizers") or []
+    if kind != Kind.APPLICATION_BACKUP or constants.BACKUP_FINALIZER not in finalizers:
+        return NOTHING
+    if in_flight(message_key(obj, DELETE_STAGE)):
+        return NOTHING
+    policy = (obj.get("spec") or {}).get("reclaimPolicy") or "Delete"
+    return Decision(
+        event=EventNote("Normal", "Deleting", f"reclaimPolicy {policy}: queued for {Queue.RETENTION.value}"),
+        enqueue=Queue.RETENTION,
+        message_stage=DELETE_STAGE,
+        why="deleting",
+    )
+
+
 def message_key(obj: RawObject, stage: str) -> str:
     """The idempotency key of the whole-stage message (see davit.messages.Message.key)."""
     return f"{obj['metadata']['uid']}:{stage}:"
@@ -150,7 +171,7 @@ def decide(
     resync (a watch event never re-sends a message: that is what makes replayed events harmless).
     """
     if obj["metadata"].get("deletionTimestamp"):
-        return NOTHING
+        return _deletion(kind, obj, in_flight)
     status: RawObject = obj.get("status") or {}
     stage, state = status.get("stage"), status.get("status")
     if not stage:

@@ -8,7 +8,6 @@ enqueue leaves an accepted operation without a message, which the next resync no
 from __future__ import annotations
 
 import functools
-import json
 import threading
 from typing import Any
 
@@ -20,45 +19,16 @@ from kubernetes.client.exceptions import ApiException
 from davit import constants, logs, queueing, timeutil
 from davit.constants import Kind
 from davit.kube import events
+from davit.kube.lookup import ApiLookup
 from davit.kube.watching import EventType, ListWatch, RawObject
 from davit.messages import Message
 from davit.settings import Settings
 from davit.validation import validate
 from davit_services.watcher import decisions
 from davit_services.watcher.leader import LeaseElector
+from davit_services.watcher.locations import LocationChecker
 
 log = structlog.get_logger(__name__)
-
-
-class ApiLookup:
-    """davit.validation.Lookup over the API server (plain GETs: validation runs once per operation)."""
-
-    def __init__(self, api: client.ApiClient) -> None:
-        self.custom = client.CustomObjectsApi(api)
-
-    def _get(self, kind: Kind, namespace: str, name: str) -> RawObject | None:
-        if not name:
-            return None
-        try:
-            response = self.custom.get_namespaced_custom_object(
-                constants.API_GROUP, constants.API_VERSION, namespace, constants.PLURALS[kind], name,
-                _preload_content=False,
-            )  # fmt: skip
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        result: RawObject = json.loads(response.data)
-        return result
-
-    def location(self, namespace: str, name: str) -> RawObject | None:
-        return self._get(Kind.BACKUP_LOCATION, namespace, name)
-
-    def rule(self, namespace: str, name: str) -> RawObject | None:
-        return self._get(Kind.RULE, namespace, name)
-
-    def backup(self, namespace: str, name: str) -> RawObject | None:
-        return self._get(Kind.APPLICATION_BACKUP, namespace, name)
 
 
 class Watcher:
@@ -73,8 +43,13 @@ class Watcher:
         self.lookup = ApiLookup(api)
         self.celery = queueing.create_app(settings.redis_url, "davit-watcher")
         self.redis = redis.Redis.from_url(settings.redis_url)
-        self.elector = LeaseElector(
-            api,
+        self.elector = self._elector()
+        self.locations = LocationChecker(api, settings.location_check_seconds, self.elector.is_leader)
+
+    def _elector(self) -> LeaseElector:
+        settings = self.settings
+        return LeaseElector(
+            self.api,
             settings.lease_namespace,
             settings.lease_name,
             settings.identity,
@@ -103,7 +78,7 @@ class Watcher:
             thread.join(timeout=10)
 
     def list_watches(self) -> list[ListWatch]:
-        watches = []
+        watches = [self._location_watch()]
         for kind in constants.OPERATION_KINDS:
 
             def list_call(_kind: Kind = kind, **kwargs: Any) -> Any:
@@ -122,6 +97,20 @@ class Watcher:
             )
         return watches
 
+    def _location_watch(self) -> ListWatch:
+        def list_call(**kwargs: Any) -> Any:
+            return self.custom.list_cluster_custom_object(
+                constants.API_GROUP, constants.API_VERSION, constants.PLURALS[Kind.BACKUP_LOCATION], **kwargs
+            )
+
+        return ListWatch(
+            name=constants.PLURALS[Kind.BACKUP_LOCATION],
+            list_call=list_call,
+            on_list=self.locations.on_list,
+            on_event=self.locations.on_event,
+            resync_seconds=self.settings.resync_seconds,
+        )
+
     # --- reconciling -------------------------------------------------------------------------------
 
     def resync(self, kind: Kind, items: list[RawObject]) -> None:
@@ -138,6 +127,9 @@ class Watcher:
 
     def reconcile(self, kind: Kind, obj: RawObject, resync: bool, in_flight: set[str]) -> None:
         meta = obj["metadata"]
+        if meta.get("deletionTimestamp") and not resync:
+            # Deletions are rare and each brings a burst of MODIFIED events: look at the queues first.
+            in_flight = queueing.in_flight_task_ids(self.redis, [constants.Queue.RETENTION.value])
         with logs.operation_context(
             kind=kind.value, namespace=meta.get("namespace"), name=meta["name"], uid=meta.get("uid")
         ):
@@ -157,13 +149,32 @@ class Watcher:
                 log.exception("reconcile.failed")
 
     def apply(self, kind: Kind, obj: RawObject, decision: decisions.Decision) -> None:
-        if decision.status is None:
+        if decision.status is None and decision.enqueue is None:
             return
         if not self.elector.is_leader.is_set():
             log.info("reconcile.skipped", why="not the leader")
             return
         meta = obj["metadata"]
-        body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": decision.status}
+        if decision.status is not None and not self._write_status(kind, obj, decision.status):
+            return
+        status = decision.status or {}
+        stage = decision.message_stage or status.get("stage") or (obj.get("status") or {}).get("stage", "")
+        if decision.enqueue is not None:
+            message = Message(kind, meta["namespace"], meta["name"], meta["uid"], stage)
+            queueing.send(self.celery, message, decision.enqueue.value)
+            log.info("message.sent", queue=decision.enqueue.value, key=message.key, why=decision.why)
+        else:
+            log.info("status.written", why=decision.why, stage=stage, status=status.get("status"))
+        if decision.event is not None:
+            events.record(
+                self.api, obj, decision.event.type, decision.event.reason, decision.event.message,
+                constants.COMPONENT_WATCHER,
+            )  # fmt: skip
+
+    def _write_status(self, kind: Kind, obj: RawObject, status: dict[str, Any]) -> bool:
+        """Write ``status`` if the object is still as read; False when it changed or went away."""
+        meta = obj["metadata"]
+        body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
         try:
             self.custom.patch_namespaced_custom_object_status(
                 constants.API_GROUP, constants.API_VERSION, meta["namespace"], constants.PLURALS[kind],
@@ -173,17 +184,6 @@ class Watcher:
             if exc.status in (404, 409):
                 # Changed or deleted since we looked: the event for that change brings a fresh decision.
                 log.info("reconcile.stale", status=exc.status)
-                return
+                return False
             raise
-        stage = decision.status.get("stage") or (obj.get("status") or {}).get("stage", "")
-        if decision.enqueue is not None:
-            message = Message(kind, meta["namespace"], meta["name"], meta["uid"], stage)
-            queueing.send(self.celery, message, decision.enqueue.value)
-            log.info("message.sent", queue=decision.enqueue.value, key=message.key, why=decision.why)
-        else:
-            log.info("status.written", why=decision.why, stage=stage, status=decision.status.get("status"))
-        if decision.event is not None:
-            events.record(
-                self.api, obj, decision.event.type, decision.event.reason, decision.event.message,
-                constants.COMPONENT_WATCHER,
-            )  # fmt: skip
+        return True

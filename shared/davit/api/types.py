@@ -103,6 +103,9 @@ class GoogleConfig(Model):
     project_id: str | None = Field(default=None, alias="projectID")
     access_key_id: str | None = Field(default=None, alias="accessKeyID", description="HMAC key id.")
     secret_access_key: str | None = Field(default=None, alias="secretAccessKey", description="HMAC secret.")
+    endpoint: str | None = Field(
+        default=None, description="XML API endpoint; defaults to https://storage.googleapis.com"
+    )
 
 
 class LocationSpec(Model):
@@ -129,6 +132,7 @@ class BackupLocationStatus(Model):
     message: str | None = None
     last_validated: str | None = None
     last_synced: str | None = None
+    observed_generation: int | None = None
 
 
 # --- shared operation parts -------------------------------------------------------------------------

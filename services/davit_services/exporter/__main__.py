@@ -1,0 +1,25 @@
+"""``python -m davit_services.exporter`` (or ``davit-exporter``): serve /metrics until SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+from davit import logs
+from davit.kube import clients
+from davit.settings import Settings
+from davit_services.exporter.service import Exporter
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = Settings.from_args(argv, description="Davit exporter")
+    logs.configure("exporter", settings.log_level)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    api = clients.api_client(settings.kubeconfig or None)
+    Exporter(settings, api).run(stop)
+
+
+if __name__ == "__main__":
+    main()

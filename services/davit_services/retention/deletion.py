@@ -1,0 +1,41 @@
+"""Deleting an ApplicationBackup: with reclaimPolicy Delete (Stork's default) its data leaves the
+location, manifest first; with Retain it stays. Either way the finalizer goes last."""
+
+from __future__ import annotations
+
+import structlog
+
+from davit import constants
+from davit.constants import Kind
+from davit.format.layout import BackupRef
+from davit.kube import events
+from davit.messages import Message
+from davit.runtime import LocationUnavailable, Runtime
+
+log = structlog.get_logger(__name__)
+KIND = Kind.APPLICATION_BACKUP
+
+
+def handle(rt: Runtime, message: Message) -> None:
+    obj = rt.ops.get(KIND, message.namespace, message.name)
+    if obj is None or obj["metadata"]["uid"] != message.uid:
+        return
+    meta, spec = obj["metadata"], obj.get("spec") or {}
+    if not meta.get("deletionTimestamp") or constants.BACKUP_FINALIZER not in (meta.get("finalizers") or []):
+        return
+    policy = spec.get("reclaimPolicy") or "Delete"
+    if policy == "Delete":
+        try:
+            repository = rt.repository(meta["namespace"], spec["backupLocation"])
+        except LocationUnavailable as exc:
+            # Keeping the finalizer would make the backup impossible to delete while its location is
+            # gone; say loudly what was left behind instead.
+            note = f"data left in place: {exc.reason}"
+            events.record(rt.api, obj, "Warning", "DataRetained", note, constants.COMPONENT_WORKER)
+            log.warning("backup.data_left", reason=exc.reason)
+        else:
+            removed = repository.delete_backup(BackupRef(meta["namespace"], meta["name"], meta["uid"]))
+            log.info("backup.data_deleted", objects=removed)
+    else:
+        log.info("backup.data_retained")
+    rt.ops.remove_finalizer(KIND, obj, constants.BACKUP_FINALIZER)

@@ -1,0 +1,21 @@
+"""The retention service's Celery app and task."""
+
+from __future__ import annotations
+
+from davit import queueing, workers
+from davit.constants import Kind, Queue
+from davit.messages import Message
+from davit.runtime import Runtime
+from davit.settings import Settings
+from davit_services.retention import deletion
+
+SERVICE = "retention"
+app = queueing.create_app(Settings.from_env().redis_url, f"davit-{SERVICE}")
+
+
+def handle(rt: Runtime, message: Message) -> None:
+    if message.kind == Kind.APPLICATION_BACKUP and message.stage == "Delete":
+        deletion.handle(rt, message)
+
+
+run_stage = workers.register(app, Queue.RETENTION, SERVICE, handle)

@@ -1,0 +1,22 @@
+"""The snapshot service's Celery app and task."""
+
+from __future__ import annotations
+
+from davit import queueing, workers
+from davit.constants import Kind, Queue
+from davit.messages import Message
+from davit.runtime import Runtime
+from davit.settings import Settings
+from davit_services.snapshot import backup
+
+SERVICE = "snapshot"
+app = queueing.create_app(Settings.from_env().redis_url, f"davit-{SERVICE}")
+
+
+def handle(rt: Runtime, message: Message) -> None:
+    if message.kind == Kind.APPLICATION_BACKUP:
+        backup.handle(rt, message)
+    # Clones arrive here too; they are carried out once restores exist.
+
+
+run_stage = workers.register(app, Queue.SNAPSHOT, SERVICE, handle)

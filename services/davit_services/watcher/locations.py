@@ -1,0 +1,109 @@
+"""Keeping BackupLocations' ``status.phase`` true: checked when created or changed, and periodically.
+
+A check lists and writes a probe in the store with the location's credentials; the store's own reason
+(``InvalidAccessKeyId``, ``AccessDenied``, ``AuthenticationFailed``, ``NoSuchBucket``…) becomes the
+status message, and a change of phase leaves an Event. Checks run on a small thread pool so that a slow
+or unreachable store never holds up the watch loops.
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import structlog
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from davit import constants, timeutil
+from davit.constants import Kind
+from davit.kube import events
+from davit.kube.operations import Operations
+from davit.runtime import open_location_store
+from davit.storage.base import StorageError
+
+log = structlog.get_logger(__name__)
+RawObject = dict[str, Any]
+
+
+def needs_check(obj: RawObject, now: datetime.datetime, interval_seconds: float) -> bool:
+    """Pure: a location is checked when its spec changed since the last check, or the last check is old."""
+    status = obj.get("status") or {}
+    if status.get("observedGeneration") != obj["metadata"].get("generation"):
+        return True
+    last = timeutil.parse_time(status.get("lastValidated"))
+    return last is None or (now - last).total_seconds() >= interval_seconds
+
+
+class LocationChecker:
+    def __init__(self, api: client.ApiClient, interval_seconds: float, is_leader: threading.Event) -> None:
+        self.api = api
+        self.ops = Operations(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.interval = interval_seconds
+        self.is_leader = is_leader
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="location-check")
+        self._running: set[str] = set()
+        self._lock = threading.Lock()
+
+    def on_list(self, items: list[RawObject]) -> None:
+        now = timeutil.utcnow()
+        for obj in items:
+            if needs_check(obj, now, self.interval):
+                self.submit(obj)
+
+    def on_event(self, event: str, obj: RawObject) -> None:
+        if event in ("ADDED", "MODIFIED") and needs_check(obj, timeutil.utcnow(), self.interval):
+            self.submit(obj)
+
+    def submit(self, obj: RawObject) -> None:
+        uid = obj["metadata"]["uid"]
+        with self._lock:
+            if uid in self._running:
+                return
+            self._running.add(uid)
+        self.pool.submit(self._check_and_release, obj)
+
+    def _check_and_release(self, obj: RawObject) -> None:
+        try:
+            self.check(obj)
+        except Exception:
+            log.exception("location.check_failed", name=obj["metadata"]["name"])
+        finally:
+            with self._lock:
+                self._running.discard(obj["metadata"]["uid"])
+
+    def check(self, obj: RawObject) -> None:
+        meta = obj["metadata"]
+        try:
+            store, _ = open_location_store(self.ops, obj)
+            store.check()
+            phase, message = "Available", f"{store.url} is reachable and writable"
+        except StorageError as exc:
+            phase, message = "Unavailable", f"{exc.code}: {exc.message}"
+        if not self.is_leader.is_set():
+            return
+        status = {
+            "phase": phase,
+            "message": message,
+            "lastValidated": timeutil.format_time(timeutil.utcnow()),
+            "observedGeneration": meta.get("generation"),
+        }
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                constants.API_GROUP, constants.API_VERSION, meta["namespace"],
+                constants.PLURALS[Kind.BACKUP_LOCATION], meta["name"], {"status": status},
+            )  # fmt: skip
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        previous = (obj.get("status") or {}).get("phase")
+        log.info("location.checked", namespace=meta["namespace"], name=meta["name"], phase=phase)
+        if previous != phase:
+            events.record(
+                self.api, obj, "Normal" if phase == "Available" else "Warning", phase, message,
+                constants.COMPONENT_WATCHER,
+            )  # fmt: skip

@@ -1,0 +1,481 @@
+"""Rendering for the ``davit`` CLI: tables as kubectl and storkctl print them, ``describe`` text, JSON and
+YAML, and the one-line progress of ``--wait``.
+
+Pure: every function takes the objects (raw JSON as the API server returns them) and the time "now",
+and returns text, so all of it is unit-tested without a cluster. Credentials never get through: objects
+are redacted (``davit.logs.redact``) before JSON/YAML output, and masked as ``(set)`` in describe text.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import yaml
+
+from davit import logs, timeutil
+
+RawObject = dict[str, Any]
+OutputFormat = Literal["table", "json", "yaml"]
+OUTPUT_FORMATS: tuple[str, ...] = ("table", "json", "yaml")
+
+BACKUP_COLUMNS = ("NAME", "STAGE", "STATUS", "VOLUMES", "RESOURCES", "CREATED", "ELAPSED")
+LOCATION_COLUMNS = ("NAME", "TYPE", "PATH", "PHASE", "AGE")
+REMOTE_COLUMNS = ("NAMESPACE", "NAME", "UID", "FINISHED", "RESOURCES", "STORED", "ENCRYPTED")
+
+#: What describe shows for a credential that is set (the value itself never appears).
+MASK = "(set)"
+#: kubectl writes the whole applied object, credentials included, into this annotation.
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+#: Column gap, as kubectl's tabwriter prints it.
+_GAP = "   "
+
+
+# --- values --------------------------------------------------------------------------------------
+
+
+def created(timestamp: str | None) -> str:
+    """storkctl's CREATED column: Go's ``02 Jan 06 15:04 MST`` in UTC, e.g. ``11 Sep 19 22:10 UTC``."""
+    moment = timeutil.parse_time(timestamp)
+    if moment is None:
+        return ""
+    return moment.astimezone(datetime.UTC).strftime("%d %b %y %H:%M UTC")
+
+
+def age(timestamp: str | None, now: datetime.datetime) -> str:
+    """kubectl's AGE column (``45s``, ``12m``, ``5h``, ``3d``, ``2y``), from a creation timestamp."""
+    moment = timeutil.parse_time(timestamp)
+    if moment is None:
+        return "<unknown>"
+    return human_duration((now - moment).total_seconds())
+
+
+def human_duration(seconds: float) -> str:
+    """kubectl's short duration (apimachinery's HumanDuration, to the precision it prints)."""
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    minutes = seconds // 60
+    if minutes < 10:
+        rest = seconds % 60
+        return f"{minutes}m{rest}s" if rest else f"{minutes}m"
+    if minutes < 180:
+        return f"{minutes}m"
+    hours = seconds // 3600
+    if hours < 8:
+        rest = (seconds % 3600) // 60
+        return f"{hours}h{rest}m" if rest else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    days = hours // 24
+    if days < 8:
+        rest = hours % 24
+        return f"{days}d{rest}h" if rest else f"{days}d"
+    if days < 730:
+        return f"{days}d"
+    return f"{days // 365}y"
+
+
+def elapsed(obj: RawObject, now: datetime.datetime) -> str:
+    """How long an operation ran (finished) or has been running (in flight), like storkctl's ELAPSED.
+
+    Measured from ``triggerTimestamp`` (when it was accepted; else the object's creation) to
+    ``finishTimestamp``, or to ``now`` while it runs. ``status.elapsed`` as the workers last wrote it is
+    the fallback when the timestamps are missing.
+    """
+    status = obj.get("status") or {}
+    start = timeutil.parse_time(status.get("triggerTimestamp")) or timeutil.parse_time(
+        (obj.get("metadata") or {}).get("creationTimestamp")
+    )
+    if status.get("stage") == "Final":
+        end = timeutil.parse_time(status.get("finishTimestamp"))
+        if start is not None and end is not None:
+            return timeutil.format_elapsed((end - start).total_seconds())
+        return str(status.get("elapsed") or "")
+    if start is None:
+        return str(status.get("elapsed") or "")
+    return timeutil.format_elapsed((now - start).total_seconds())
+
+
+def volumes(obj: RawObject) -> str:
+    """``done/total`` volumes: the status' own ``volumesProgress``, else counted from ``volumes``."""
+    status = obj.get("status") or {}
+    if status.get("volumesProgress"):
+        return str(status["volumesProgress"])
+    listed = status.get("volumes")
+    if listed is None:
+        return ""
+    done = sum(1 for v in listed if v.get("status") in ("Successful", "PartialSuccess", "Failed"))
+    return f"{done}/{len(listed)}"
+
+
+def size(value: Any) -> str:
+    """Bytes for people: ``512 B``, ``1.5 KiB``, ``3.2 GiB``."""
+    if value is None or value == "":
+        return ""
+    amount = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if amount < 1024 or unit == "TiB":
+            return f"{int(amount)} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    return ""  # pragma: no cover - the loop always returns
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# --- tables --------------------------------------------------------------------------------------
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """Left-aligned columns three spaces apart, no trailing blanks: what kubectl prints."""
+    body = [[_text(cell) for cell in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in body:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    lines = []
+    for row in [list(headers), *body]:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row)]
+        lines.append(_GAP.join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _with_namespace(
+    headers: Sequence[str], rows: list[list[Any]], objs: Sequence[RawObject], all_namespaces: bool
+) -> tuple[Sequence[str], list[list[Any]]]:
+    if not all_namespaces:
+        return headers, rows
+    namespaces = [(o.get("metadata") or {}).get("namespace", "") for o in objs]
+    return ("NAMESPACE", *headers), [[ns, *row] for ns, row in zip(namespaces, rows, strict=True)]
+
+
+def backup_table(objs: Sequence[RawObject], now: datetime.datetime, all_namespaces: bool = False) -> str:
+    """``NAME STAGE STATUS VOLUMES RESOURCES CREATED ELAPSED`` (NAMESPACE first with ``-A``)."""
+    rows = []
+    for obj in objs:
+        status = obj.get("status") or {}
+        meta = obj.get("metadata") or {}
+        rows.append(
+            [
+                meta.get("name", ""),
+                status.get("stage", ""),
+                status.get("status", ""),
+                volumes(obj),
+                status.get("resourceCount", ""),
+                created(meta.get("creationTimestamp")),
+                elapsed(obj, now),
+            ]
+        )
+    headers, rows = _with_namespace(BACKUP_COLUMNS, rows, objs, all_namespaces)
+    return format_table(headers, rows)
+
+
+def location_table(objs: Sequence[RawObject], now: datetime.datetime, all_namespaces: bool = False) -> str:
+    """``NAME TYPE PATH PHASE AGE`` (NAMESPACE first with ``-A``); never a credential."""
+    rows = []
+    for obj in objs:
+        location = obj.get("location") or {}
+        meta = obj.get("metadata") or {}
+        rows.append(
+            [
+                meta.get("name", ""),
+                location.get("type", ""),
+                location.get("path", ""),
+                (obj.get("status") or {}).get("phase", ""),
+                age(meta.get("creationTimestamp"), now),
+            ]
+        )
+    headers, rows = _with_namespace(LOCATION_COLUMNS, rows, objs, all_namespaces)
+    return format_table(headers, rows)
+
+
+def remote_backup_entry(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``backups list-remote`` reports of one backup, from its manifest."""
+    meta = (manifest.get("backup") or {}).get("metadata") or {}
+    summary = manifest.get("summary") or {}
+    return {
+        "namespace": meta.get("namespace"),
+        "name": meta.get("name"),
+        "uid": meta.get("uid"),
+        "finishedAt": summary.get("finishedAt"),
+        "resourceCount": summary.get("resourceCount"),
+        "storedSize": summary.get("storedSize"),
+        "encrypted": bool(summary.get("encrypted")),
+    }
+
+
+def remote_table(entries: Sequence[Mapping[str, Any]]) -> str:
+    """``NAMESPACE NAME UID FINISHED RESOURCES STORED ENCRYPTED``."""
+    rows = [
+        [
+            e.get("namespace"),
+            e.get("name"),
+            e.get("uid"),
+            created(e.get("finishedAt")),
+            e.get("resourceCount"),
+            size(e.get("storedSize")),
+            e.get("encrypted"),
+        ]
+        for e in entries
+    ]
+    return format_table(REMOTE_COLUMNS, rows)
+
+
+# --- redaction -----------------------------------------------------------------------------------
+
+
+def _scrub_last_applied(obj: Any, scrub: Callable[[Any], Any]) -> Any:
+    """kubectl's last-applied annotation holds the applied object as a JSON string: scrub inside it."""
+    if not isinstance(obj, dict):
+        return obj
+    annotations = (obj.get("metadata") or {}).get("annotations")
+    if not isinstance(annotations, dict) or LAST_APPLIED not in annotations:
+        return obj
+    try:
+        applied = json.loads(annotations[LAST_APPLIED])
+        replacement = json.dumps(scrub(applied), sort_keys=True)
+    except (TypeError, ValueError):
+        replacement = MASK
+    return {
+        **obj,
+        "metadata": {**obj["metadata"], "annotations": {**annotations, LAST_APPLIED: replacement}},
+    }
+
+
+def redact_object(obj: Any) -> Any:
+    """``obj`` fit for printing as JSON/YAML: credential values replaced (``davit.logs.redact``),
+    inside kubectl's last-applied annotation too."""
+    return _scrub_last_applied(logs.redact(obj), logs.redact)
+
+
+def mask_credentials(value: Any) -> Any:
+    """``value`` with every set credential shown as ``(set)`` (unset ones stay empty), for describe."""
+    if isinstance(value, dict):
+        masked = {
+            k: (MASK if v not in (None, "") else v) if logs.is_secret_key(str(k)) else mask_credentials(v)
+            for k, v in value.items()
+        }
+        return _scrub_last_applied(masked, mask_credentials)
+    if isinstance(value, list | tuple):
+        return [mask_credentials(v) for v in value]
+    return value
+
+
+# --- json / yaml ---------------------------------------------------------------------------------
+
+
+def as_list(items: Sequence[Any]) -> dict[str, Any]:
+    """A kubectl-style ``List`` wrapper for several objects."""
+    return {"apiVersion": "v1", "kind": "List", "items": list(items)}
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=False, default=str)
+
+
+def to_yaml(value: Any) -> str:
+    return yaml.safe_dump(value, sort_keys=False, default_flow_style=False, allow_unicode=True).rstrip("\n")
+
+
+def render_data(value: Any, fmt: str) -> str:
+    """JSON or YAML of ``value``, redacted."""
+    clean = redact_object(value)
+    if isinstance(clean, dict) and isinstance(clean.get("items"), list):
+        clean = {**clean, "items": [redact_object(i) for i in clean["items"]]}
+    return to_yaml(clean) if fmt == "yaml" else to_json(clean)
+
+
+# --- describe ------------------------------------------------------------------------------------
+
+
+def _title(key: str) -> str:
+    """``backupLocation`` → ``Backup Location``, ``accessKeyID`` → ``Access Key ID`` (as kubectl does)."""
+    words: list[str] = []
+    current = ""
+    for i, ch in enumerate(key):
+        boundary = ch.isupper() and current and (
+            not current[-1].isupper() or (i + 1 < len(key) and key[i + 1].islower())
+        )
+        if boundary:
+            words.append(current)
+            current = ""
+        current += ch
+    if current:
+        words.append(current)
+    return " ".join(w[:1].upper() + w[1:] for w in words)
+
+
+def _field_lines(value: Mapping[str, Any], indent: int) -> list[str]:
+    """A mapping as ``Key:  value`` lines, nested mappings and lists indented below their key."""
+    pad = " " * indent
+    scalars = [(k, v) for k, v in value.items() if not isinstance(v, dict | list)]
+    width = max((len(_title(k)) for k, _ in scalars), default=0) + 2
+    lines: list[str] = []
+    for key, item in value.items():
+        label = _title(key) + ":"
+        if isinstance(item, dict):
+            lines.append(f"{pad}{label}")
+            lines.extend(_field_lines(item, indent + 2) if item else [f"{pad}  <none>"])
+        elif isinstance(item, list):
+            if not item:
+                lines.append(f"{pad}{label.ljust(width)}<none>")
+            elif all(not isinstance(i, dict | list) for i in item):
+                lines.append(f"{pad}{label.ljust(width)}{', '.join(_text(i) for i in item)}")
+            else:
+                lines.append(f"{pad}{label}")
+                for entry in item:
+                    sub = _field_lines(entry, indent + 4) if isinstance(entry, dict) else []
+                    if sub:
+                        lines.append(f"{pad}  - {sub[0].lstrip()}")
+                        lines.extend(sub[1:])
+        else:
+            lines.append(f"{pad}{label.ljust(width)}{_text(item)}")
+    return lines
+
+
+def _section(title: str, body: list[str]) -> list[str]:
+    return [f"{title}:", *(body or ["  <none>"])]
+
+
+def _labels(meta: Mapping[str, Any], key: str) -> list[str]:
+    values = {k: v for k, v in (meta.get(key) or {}).items() if k != LAST_APPLIED}
+    return [f"{k}={v}" for k, v in sorted(values.items())] or ["<none>"]
+
+
+def _header(obj: RawObject) -> list[str]:
+    meta = obj.get("metadata") or {}
+    labels, annotations = _labels(meta, "labels"), _labels(meta, "annotations")
+    rows = [
+        ("Name:", meta.get("name", "")),
+        ("Namespace:", meta.get("namespace", "")),
+        ("Kind:", obj.get("kind", "")),
+        ("UID:", meta.get("uid", "")),
+        ("Created:", created(meta.get("creationTimestamp"))),
+        ("Labels:", labels[0]),
+    ]
+    lines = [f"{k:<14}{v}" for k, v in rows]
+    lines.extend(f"{'':<14}{v}" for v in labels[1:])
+    lines.append(f"{'Annotations:':<14}{annotations[0]}")
+    lines.extend(f"{'':<14}{v}" for v in annotations[1:])
+    return lines
+
+
+def event_table(events: Sequence[RawObject], now: datetime.datetime) -> list[str]:
+    """kubectl describe's Events block: ``Type Reason Age From Message``, oldest first."""
+    if not events:
+        return ["Events:  <none>"]
+
+    def when(event: RawObject) -> str:
+        return str(
+            event.get("lastTimestamp")
+            or event.get("eventTime")
+            or (event.get("metadata") or {}).get("creationTimestamp")
+            or ""
+        )
+
+    rows = []
+    for event in sorted(events, key=when):
+        count = int(event.get("count") or 1)
+        shown_age = age(when(event), now)
+        if count > 1:
+            shown_age += f" (x{count} over {age(event.get('firstTimestamp') or when(event), now)})"
+        source = (event.get("source") or {}).get("component") or event.get("reportingComponent") or ""
+        message = " ".join(str(event.get("message") or "").split())
+        rows.append([event.get("type", ""), event.get("reason", ""), shown_age, source, message])
+    headers = ("Type", "Reason", "Age", "From", "Message")
+    table = format_table(headers, [["-" * len(h) for h in headers], *rows])
+    return ["Events:", *("  " + line for line in table.splitlines())]
+
+
+def describe_backup(obj: RawObject, events: Sequence[RawObject], now: datetime.datetime) -> str:
+    """Everything about one backup: spec, status, volumes, conditions and its Events."""
+    status = dict(obj.get("status") or {})
+    volume_list = status.pop("volumes", None) or []
+    conditions = status.pop("conditions", None) or []
+    status.pop("volumesProgress", None)
+    summary = {
+        "stage": status.pop("stage", None),
+        "status": status.pop("status", None),
+        "reason": status.pop("reason", None),
+        "resourceCount": status.pop("resourceCount", None),
+        "volumes": volumes(obj),
+        "totalSize": size(status.pop("totalSize", None)),
+        "storedSize": size(status.pop("storedSize", None)),
+        "elapsed": elapsed(obj, now),
+    }
+    status.pop("elapsed", None)
+    summary.update(status)
+    summary = {k: v for k, v in summary.items() if v not in (None, "")}
+    lines = _header(obj)
+    lines += _section("Spec", _field_lines(mask_credentials(obj.get("spec") or {}), 2))
+    lines += _section("Status", _field_lines(summary, 2))
+    volume_rows = [
+        [
+            v.get("namespace"),
+            v.get("persistentVolumeClaim"),
+            v.get("volume"),
+            v.get("driver"),
+            v.get("mode"),
+            v.get("status"),
+            size(v.get("totalSize")),
+            size(v.get("bytesDone")),
+            v.get("reason"),
+        ]
+        for v in volume_list
+    ]
+    volume_headers = ("NAMESPACE", "PVC", "VOLUME", "DRIVER", "MODE", "STATUS", "SIZE", "DONE", "REASON")
+    lines += _section(
+        "Volumes",
+        ["  " + line for line in format_table(volume_headers, volume_rows).splitlines()] if volume_rows else [],
+    )
+    condition_rows = [
+        [c.get("type"), c.get("status"), c.get("reason"), c.get("message"), c.get("lastTransitionTime")]
+        for c in conditions
+    ]
+    condition_headers = ("TYPE", "STATUS", "REASON", "MESSAGE", "LAST TRANSITION")
+    lines += _section(
+        "Conditions",
+        ["  " + line for line in format_table(condition_headers, condition_rows).splitlines()]
+        if condition_rows
+        else [],
+    )
+    lines += event_table(events, now)
+    return "\n".join(lines)
+
+
+def describe_location(obj: RawObject, events: Sequence[RawObject], now: datetime.datetime) -> str:
+    """Everything about one BackupLocation; every credential shown as ``(set)``, never its value."""
+    masked = mask_credentials(obj)
+    lines = _header(masked)
+    lines += _section("Location", _field_lines(masked.get("location") or {}, 2))
+    lines += _section("Status", _field_lines(masked.get("status") or {}, 2))
+    lines += event_table(events, now)
+    return "\n".join(lines)
+
+
+# --- --wait --------------------------------------------------------------------------------------
+
+
+def progress_line(obj: RawObject, now: datetime.datetime) -> str:
+    """One line of ``--wait``: where the operation is and how long it has taken."""
+    meta = obj.get("metadata") or {}
+    status = obj.get("status") or {}
+    parts = [
+        f"{obj.get('kind', 'ApplicationBackup')} {meta.get('namespace')}/{meta.get('name')}",
+        f"stage {status.get('stage') or '-'}",
+        f"status {status.get('status') or '-'}",
+        f"resources {status.get('resourceCount') if status.get('resourceCount') is not None else '-'}",
+        f"volumes {volumes(obj) or '-'}",
+    ]
+    if status.get("totalSize") is not None:
+        parts.append(f"size {size(status.get('totalSize'))}")
+    parts.append(f"elapsed {elapsed(obj, now) or '-'}")
+    return "  ".join(parts)

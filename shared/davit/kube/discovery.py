@@ -1,0 +1,107 @@
+"""Discovery and raw paginated lists: the resource-export's view of the API server.
+
+Everything is read as raw JSON (``_preload_content=False``): decoding into the client's typed models is
+tens of times slower and would drop fields the client does not know (custom resources, newer fields).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from davit.selection import ApiResource, ClusterRef
+
+RawObject = dict[str, Any]
+
+
+def _get(api: client.ApiClient, path: str, query: list[tuple[str, Any]] | None = None) -> Any:
+    response = api.call_api(
+        path, "GET", query_params=query or [], header_params={"Accept": "application/json"},
+        auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
+    )  # fmt: skip
+    return json.loads(response.data)
+
+
+def discover(api: client.ApiClient) -> list[ApiResource]:
+    """Every resource the API server serves, each once: in its group's preferred version when served
+    there, else in the first version (by the server's priority) that serves it. (In 1.20, CronJobs are
+    only in batch/v1beta1 while batch prefers v1.)"""
+    resources: list[ApiResource] = []
+    seen: set[tuple[str, str]] = set()
+
+    def add(group: str, version: str, path: str) -> None:
+        for item in _get(api, path).get("resources", []):
+            if (group, item["name"]) in seen:
+                continue
+            seen.add((group, item["name"]))
+            resources.append(
+                ApiResource(
+                    group=group,
+                    version=version,
+                    plural=item["name"],
+                    kind=item["kind"],
+                    namespaced=bool(item.get("namespaced")),
+                    verbs=frozenset(item.get("verbs") or []),
+                )
+            )
+
+    add("", "v1", "/api/v1")
+    for group in _get(api, "/apis").get("groups", []):
+        preferred = group.get("preferredVersion") or group["versions"][0]
+        versions = [preferred] + [v for v in group["versions"] if v["version"] != preferred["version"]]
+        for version in versions:
+            add(group["name"], version["version"], f"/apis/{version['groupVersion']}")
+    return resources
+
+
+def resource_path(api_version: str, plural: str, namespace: str | None) -> str:
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    return f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[RawObject]
+    continue_token: str | None
+
+
+def list_page(
+    api: client.ApiClient,
+    resource: ApiResource,
+    namespace: str | None,
+    label_selector: str | None,
+    limit: int,
+    continue_token: str | None,
+) -> Page:
+    """One page of a list; ``continue_token`` is None when it was the last page. Items get their
+    ``apiVersion`` and ``kind`` back (list responses leave them out of the items)."""
+    query: list[tuple[str, Any]] = [("limit", limit)]
+    if continue_token:
+        query.append(("continue", continue_token))
+    if label_selector:
+        query.append(("labelSelector", label_selector))
+    body = _get(api, resource_path(resource.api_version, resource.plural, namespace), query)
+    items = body.get("items") or []
+    for item in items:
+        item["apiVersion"] = resource.api_version
+        item["kind"] = resource.kind
+    return Page(items, (body.get("metadata") or {}).get("continue") or None)
+
+
+def get_cluster_object(api: client.ApiClient, ref: ClusterRef) -> RawObject | None:
+    try:
+        obj: RawObject = _get(api, f"{resource_path(ref.api_version, ref.plural, None)}/{ref.name}")
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return obj
+
+
+def namespaces_matching(api: client.ApiClient, selector: str) -> list[str]:
+    body = _get(api, "/api/v1/namespaces", [("labelSelector", selector)])
+    return sorted(item["metadata"]["name"] for item in body.get("items", []))

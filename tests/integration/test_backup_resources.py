@@ -1,0 +1,561 @@
+"""A backup of an application's resources, end to end on the real stack: watcher → snapshot →
+resource-export → manifest, to every kind of location."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from davit.api.types import LocationSpec
+from davit.format.layout import BackupRef
+from davit.format.repository import BackupRepository
+from davit.storage import factory
+from tests.conftest import StackEnv
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.integration
+
+SERVICES = ("watcher", "snapshot", "export", "retention")
+
+
+class Services:
+    """The Davit services as real processes against the test stack."""
+
+    def __init__(self, stack: StackEnv, log_dir: Path) -> None:
+        self.stack = stack
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.lease = f"davit-watcher-{uuid.uuid4().hex[:8]}"
+
+    def start(self, service: str, **env: str) -> None:
+        log = (self.log_dir / f"{service}.log").open("ab")
+        self.procs[service] = subprocess.Popen(
+            [sys.executable, "-m", f"davit_services.{service}"],
+            env={
+                **os.environ,
+                "DAVIT_KUBECONFIG": self.stack.kubeconfig,
+                "DAVIT_REDIS_URL": self.stack.redis_url,
+                "DAVIT_IDENTITY": f"test-{service}",
+                "DAVIT_LEASE_NAME": self.lease,
+                "DAVIT_RESYNC_SECONDS": "2",
+                "DAVIT_REQUEUE_GRACE_SECONDS": "1",
+                "DAVIT_STALL_SECONDS": "5",
+                **env,
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+    def kill(self, service: str) -> None:
+        proc = self.procs.pop(service)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-4000:] for p in sorted(self.log_dir.glob("*.log")))
+
+
+@pytest.fixture
+def stack_services(stack: StackEnv, tmp_path: Path) -> Iterator[Callable[..., Services]]:
+    """Starts the services (with extra settings) on first call; stops them after the test."""
+    import redis
+
+    redis.Redis.from_url(stack.redis_url).flushdb()
+    running = Services(stack, tmp_path / "logs")
+    running.log_dir.mkdir()
+
+    def start(**env: str) -> Services:
+        for service in SERVICES:
+            running.start(service, **env)
+        return running
+
+    yield start
+    running.stop_all()
+    stack.kubectl("-n", "kube-system", "delete", "lease", running.lease, "--ignore-not-found")
+
+
+@pytest.fixture
+def services(stack_services: Callable[..., Services]) -> Services:
+    return stack_services()
+
+
+def location_manifest(
+    stack: StackEnv, kind: str, namespace: str, tmp_path: Path, **extra: Any
+) -> dict[str, Any]:
+    env = stack.env
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    locations: dict[str, dict[str, Any]] = {
+        "local": {"type": "local", "path": str(tmp_path / "store")},
+        "s3": {
+            "type": "s3",
+            "path": env["S3_BUCKET"],
+            "prefix": prefix,
+            "s3Config": {
+                "region": env["S3_REGION"],
+                "endpoint": env["S3_ENDPOINT"],
+                "disableSSL": True,
+                "accessKeyID": env["S3_ACCESS_KEY"],
+                "secretAccessKey": env["S3_SECRET_KEY"],
+            },
+        },
+        "google": {
+            "type": "google",
+            "path": env["S3_BUCKET"],
+            "prefix": prefix,
+            "googleConfig": {
+                "projectID": "davit-test",
+                "endpoint": env["S3_ENDPOINT"],
+                "accessKeyID": env["S3_ACCESS_KEY"],
+                "secretAccessKey": env["S3_SECRET_KEY"],
+            },
+        },
+        "azure": _azure_location(env, prefix),
+    }
+    if kind == "local":
+        (tmp_path / "store").mkdir(exist_ok=True)
+    return {
+        "apiVersion": "davit.dev/v1alpha1",
+        "kind": "BackupLocation",
+        "metadata": {"name": "loc", "namespace": namespace},
+        "location": {**locations[kind], **extra},
+    }
+
+
+def _azure_location(env: dict[str, str], prefix: str) -> dict[str, Any]:
+    parts = dict(p.split("=", 1) for p in env["AZURE_STORAGE_CONNECTION_STRING"].strip(";").split(";"))
+    return {
+        "type": "azure",
+        "path": env["AZURE_CONTAINER"],
+        "prefix": prefix,
+        "azureConfig": {
+            "storageAccountName": parts["AccountName"],
+            "storageAccountKey": parts["AccountKey"],
+            "endpoint": parts["BlobEndpoint"],
+        },
+    }
+
+
+def backup_manifest(namespace: str, name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "davit.dev/v1alpha1",
+        "kind": "ApplicationBackup",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"backupLocation": "loc", "namespaces": [namespace], "reclaimPolicy": "Retain", **spec},
+    }
+
+
+def apply(stack: StackEnv, manifest: dict[str, Any] | str) -> None:
+    stack.kubectl("apply", "-f", "-", stdin=manifest if isinstance(manifest, str) else json.dumps(manifest))
+
+
+def backup_status(stack: StackEnv, namespace: str, name: str) -> dict[str, Any]:
+    out = stack.kubectl("-n", namespace, "get", "applicationbackup", name, "-o", "json").stdout
+    status: dict[str, Any] = json.loads(out).get("status") or {}
+    return status
+
+
+def wait_final(
+    stack: StackEnv, namespace: str, name: str, services: Services, timeout: float = 120
+) -> dict[str, Any]:
+    def final() -> dict[str, Any] | None:
+        status = backup_status(stack, namespace, name)
+        return status if status.get("stage") == "Final" else None
+
+    try:
+        return wait_for(f"backup {namespace}/{name} to finish", final, timeout=timeout)
+    except AssertionError:
+        print(services.logs())
+        raise
+
+
+def repository_for(location: dict[str, Any]) -> BackupRepository:
+    spec = LocationSpec.model_validate(location["location"])
+    resolved = factory.resolve_credentials(spec, None)
+    return BackupRepository.open(factory.open_store(resolved), resolved.encryption_key, create=False)
+
+
+def listed_in_scope(stack: StackEnv, namespace: str) -> set[tuple[str, str]]:
+    """(kind, name) of what the API lists in the namespace, for the kinds the test creates."""
+    kinds = "configmaps,secrets,services,deployments,statefulsets,serviceaccounts,roles,rolebindings,cronjobs,poddisruptionbudgets,networkpolicies,persistentvolumeclaims,widgets"  # noqa: E501
+    out = stack.kubectl("-n", namespace, "get", kinds, "-o", "json").stdout
+    return {(i["kind"], i["metadata"]["name"]) for i in json.loads(out)["items"]}
+
+
+APP = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.davit.dev}
+spec:
+  group: example.davit.dev
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: NS}
+data: {color: "blue-SECRETVALUE-cm"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: db-password, namespace: NS}
+stringData: {password: "hunter2-SECRETVALUE-secret"}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: skipped, namespace: NS, annotations: {davit.dev/skip-resource: "true"}}
+data: {a: b}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: app, namespace: NS}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: reader, namespace: NS}
+rules: [{apiGroups: [""], resources: [configmaps], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: reader, namespace: NS}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: reader}
+subjects: [{kind: ServiceAccount, name: app, namespace: NS}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: NS}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: nginx}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: NS}
+spec: {type: NodePort, selector: {app: web}, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: NS}
+spec: {clusterIP: None, selector: {app: db}, ports: [{port: 5432}]}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db, namespace: NS}
+spec:
+  serviceName: db
+  replicas: 1
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec: {containers: [{name: db, image: postgres}]}
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {storageClassName: davit-dev, accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+---
+apiVersion: batch/v1beta1
+kind: CronJob
+metadata: {name: nightly, namespace: NS}
+spec:
+  schedule: "0 3 * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec: {restartPolicy: Never, containers: [{name: job, image: busybox}]}
+---
+apiVersion: policy/v1beta1
+kind: PodDisruptionBudget
+metadata: {name: web, namespace: NS}
+spec: {minAvailable: 1, selector: {matchLabels: {app: web}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-all, namespace: NS}
+spec: {podSelector: {}, policyTypes: [Ingress]}
+"""
+
+
+def deploy_app(stack: StackEnv, namespace: str, extra_configmaps: int = 0) -> None:
+    apply(stack, APP.replace("NS", namespace))
+    wait_for(
+        "the Widget kind to be served",
+        lambda: (
+            stack.kubectl("get", "crd", "widgets.example.davit.dev", "-o", "json", check=False).returncode
+            == 0
+            and any(
+                c["type"] == "Established" and c["status"] == "True"
+                for c in json.loads(
+                    stack.kubectl("get", "crd", "widgets.example.davit.dev", "-o", "json").stdout
+                )["status"].get("conditions", [])
+            )
+        ),
+    )
+    apply(stack, {"apiVersion": "example.davit.dev/v1", "kind": "Widget",
+                  "metadata": {"name": "gadget", "namespace": namespace}, "spec": {"size": 3}})  # fmt: skip
+    if extra_configmaps:
+        from kubernetes import client
+
+        from davit.kube import clients
+
+        api = client.CoreV1Api(clients.api_client(stack.kubeconfig))
+        for i in range(extra_configmaps):
+            api.create_namespaced_config_map(
+                namespace, {"metadata": {"name": f"extra-{i:04d}"}, "data": {"i": str(i)}}
+            )
+    wait_for(
+        "the StatefulSet's claim to be bound",
+        lambda: (
+            json.loads(
+                stack.kubectl("-n", namespace, "get", "pvc", "data-db-0", "-o", "json", check=False).stdout
+                or "{}"
+            )
+            .get("status", {})
+            .get("phase")
+            == "Bound"
+        ),
+    )
+
+
+@pytest.mark.parametrize("kind", ["local", "s3", "azure", "google"])
+def test_backup_of_an_application_to_each_location_kind(
+    stack: StackEnv, namespace: str, services: Services, tmp_path: Path, kind: str
+) -> None:
+    deploy_app(stack, namespace, extra_configmaps=1000 if kind == "local" else 50)
+    location = location_manifest(stack, kind, namespace, tmp_path)
+    apply(stack, location)
+    apply(stack, backup_manifest(namespace, "full"))
+
+    status = wait_final(stack, namespace, "full", services)
+    assert status["status"] == "Successful", status
+    assert status["totalSize"] > 0 and status["storedSize"] > 0
+    assert status["backupPath"].endswith("/")
+
+    repository = repository_for(location)
+    uid = json.loads(stack.kubectl("-n", namespace, "get", "applicationbackup", "full", "-o", "json").stdout)[
+        "metadata"
+    ]["uid"]
+    ref = BackupRef(namespace, "full", uid)
+    assert ref in list(repository.list_backups(namespace))
+    manifest = repository.read_manifest(ref)
+    stored = {(r["kind"], r["name"]) for r in manifest["resources"] if r.get("namespace") == namespace}
+    expected = listed_in_scope(stack, namespace) - {("ConfigMap", "skipped")}
+    stored_of_expected_kinds = {(k, n) for k, n in stored if k in {k2 for k2, _ in expected}}
+    assert stored_of_expected_kinds == expected
+    assert ("ConfigMap", "skipped") not in stored
+    assert status["resourceCount"] == len(manifest["resources"])
+    cluster = {(r["kind"], r["name"]) for r in manifest["resources"] if "namespace" not in r}
+    assert ("Namespace", namespace) in cluster
+    assert ("CustomResourceDefinition", "widgets.example.davit.dev") in cluster
+    assert any(k == "PersistentVolume" for k, _ in cluster)
+    assert not any(k == "Event" for k, _ in stored)
+    # Every part the manifest lists reads back and holds what the manifest says.
+    read_back = {
+        (o["kind"], o["metadata"]["name"]) for p in manifest["parts"] for o in repository.read_part(p["key"])
+    }
+    assert stored <= read_back
+    assert repository.read_log(ref), "the operation's log is stored with the backup"
+
+
+def test_wrong_credentials_fail_the_backup_with_the_store_reason(
+    stack: StackEnv, namespace: str, services: Services, tmp_path: Path
+) -> None:
+    location = location_manifest(stack, "s3", namespace, tmp_path)
+    location["location"]["s3Config"]["secretAccessKey"] = "not-the-secret-0123456789abcdefghijklmn"
+    apply(stack, location)
+    apply(stack, backup_manifest(namespace, "refused"))
+
+    status = wait_final(stack, namespace, "refused", services)
+    assert status["status"] == "Failed"
+    assert "SignatureDoesNotMatch" in status["reason"]
+    assert "not-the-secret" not in json.dumps(status)
+    events = json.loads(
+        stack.kubectl(
+            "-n", namespace, "get", "events", "--field-selector", "involvedObject.name=refused", "-o", "json"
+        ).stdout
+    )["items"]
+    assert any(e["reason"] == "Failed" and "SignatureDoesNotMatch" in e["message"] for e in events)
+    # Nothing a reader would take for a backup: the prefix holds no manifest (nor anything else).
+    good = location_manifest(stack, "s3", namespace, tmp_path)
+    good["location"]["prefix"] = location["location"]["prefix"]
+    store = factory.open_store(
+        factory.resolve_credentials(LocationSpec.model_validate(good["location"]), None)
+    )
+    assert [i.key for i in store.list("backups/")] == []
+
+
+def test_encrypted_backup_stores_no_value_or_name_in_clear(
+    stack: StackEnv, namespace: str, services: Services, tmp_path: Path
+) -> None:
+    deploy_app(stack, namespace)
+    location = location_manifest(
+        stack, "local", namespace, tmp_path, encryptionKey="correct horse battery staple"
+    )
+    apply(stack, location)
+    apply(stack, backup_manifest(namespace, "sealed"))
+    status = wait_final(stack, namespace, "sealed", services)
+    assert status["status"] == "Successful", status
+
+    secrets = [b"SECRETVALUE", b"hunter2", b"db-password", b"gadget", b"widgets.example", namespace.encode()]
+    files = [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
+    assert len(files) > 3
+    for path in files:
+        data = path.read_bytes()
+        for secret in secrets:
+            assert secret not in data, f"{secret!r} in {path}"
+    # ... and the backup reads back with the key.
+    manifest_files = [p for p in files if p.name == "manifest"]
+    assert len(manifest_files) == 1
+
+
+def test_export_worker_killed_mid_backup_then_backup_completes_once(
+    stack: StackEnv, namespace: str, stack_services: Callable[..., Services], tmp_path: Path
+) -> None:
+    services = stack_services(DAVIT_EXPORT_PAGE_SIZE="25", DAVIT_WORKER_CONCURRENCY="1")
+    deploy_app(stack, namespace, extra_configmaps=1500)
+    apply(stack, location_manifest(stack, "local", namespace, tmp_path))
+    apply(stack, backup_manifest(namespace, "interrupted"))
+
+    def exporting() -> dict[str, Any] | None:
+        status = backup_status(stack, namespace, "interrupted")
+        return (
+            status
+            if status.get("stage") == "Applications" and (status.get("resourceCount") or 0) > 100
+            else None
+        )
+
+    wait_for("the export to be under way", exporting, timeout=60)
+    services.kill("export")
+    services.kill("watcher")
+    assert backup_status(stack, namespace, "interrupted").get("stage") != "Final"
+    services.start("watcher")
+    services.start("export", DAVIT_EXPORT_PAGE_SIZE="25", DAVIT_WORKER_CONCURRENCY="1")
+
+    status = wait_final(stack, namespace, "interrupted", services, timeout=180)
+    assert status["status"] == "Successful", status
+    repository = repository_for(location_manifest(stack, "local", namespace, tmp_path))
+    (ref,) = list(repository.list_backups(namespace))
+    manifest = repository.read_manifest(ref)
+    names = [r["name"] for r in manifest["resources"] if r["kind"] == "ConfigMap"]
+    assert len([n for n in names if n.startswith("extra-")]) == 1500
+    assert len(names) == len(set(names)), "an object was stored twice"
+    started = [line for line in repository.read_log(ref) if '"backup.started"' in line]
+    assert len(started) == 1, "the backup was started more than once"
+
+
+def location_phase(stack: StackEnv, namespace: str, name: str = "loc") -> dict[str, Any] | None:
+    out = stack.kubectl("-n", namespace, "get", "backuplocation", name, "-o", "json").stdout
+    status: dict[str, Any] = json.loads(out).get("status") or {}
+    return status if status.get("phase") else None
+
+
+def _unknown_s3_key(loc: dict[str, Any]) -> None:
+    loc["s3Config"]["accessKeyID"] = "AKIAUNKNOWN000000000"
+
+
+def _missing_bucket(loc: dict[str, Any]) -> None:
+    loc["path"] = "no-such-bucket"
+
+
+def _wrong_azure_key(loc: dict[str, Any]) -> None:
+    loc["azureConfig"]["storageAccountKey"] = "d3Jvbmcga2V5IGZvciBhenVyaXRl"
+
+
+def _missing_directory(loc: dict[str, Any]) -> None:
+    loc["path"] = "/nonexistent/davit"
+
+
+@pytest.mark.parametrize(
+    ("kind", "break_it", "reason"),
+    [
+        pytest.param("s3", _unknown_s3_key, "InvalidAccessKeyId", id="s3-unknown-key"),
+        pytest.param("s3", _missing_bucket, "NoSuchBucket", id="s3-no-bucket"),
+        # Azurite answers a wrong account key with AuthorizationFailure (Azure itself: AuthenticationFailed).
+        pytest.param("azure", _wrong_azure_key, "AuthorizationFailure", id="azure-wrong-key"),
+        pytest.param("local", _missing_directory, "NoSuchDirectory", id="local-missing-dir"),
+    ],
+)
+def test_location_status_tells_available_or_the_store_reason(
+    stack: StackEnv, namespace: str, services: Services, tmp_path: Path, kind: str, break_it: Any, reason: str
+) -> None:
+    good = location_manifest(stack, kind, namespace, tmp_path)
+    apply(stack, good)
+    status = wait_for("the location to be checked", lambda: location_phase(stack, namespace))
+    assert status["phase"] == "Available", status
+
+    bad = location_manifest(stack, kind, namespace, tmp_path)
+    bad["location"]["prefix"] = good["location"].get("prefix")
+    break_it(bad["location"])
+    apply(stack, bad)
+
+    def unavailable() -> dict[str, Any] | None:
+        s = location_phase(stack, namespace)
+        return s if s and s["phase"] == "Unavailable" else None
+
+    status = wait_for("the location to be found unavailable", unavailable)
+    assert reason in status["message"], status
+    events = json.loads(
+        stack.kubectl(
+            "-n", namespace, "get", "events", "--field-selector", "involvedObject.name=loc", "-o", "json"
+        ).stdout
+    )["items"]
+    assert any(e["reason"] == "Unavailable" and e["type"] == "Warning" for e in events)
+
+
+@pytest.mark.parametrize("policy", ["Delete", "Retain"])
+def test_deleting_a_backup_honours_its_reclaim_policy(
+    stack: StackEnv, namespace: str, services: Services, tmp_path: Path, policy: str
+) -> None:
+    apply(stack, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": namespace}})
+    location = location_manifest(stack, "local", namespace, tmp_path)
+    apply(stack, location)
+    apply(stack, backup_manifest(namespace, "doomed", reclaimPolicy=policy))
+    assert wait_final(stack, namespace, "doomed", services)["status"] == "Successful"
+    obj = json.loads(
+        stack.kubectl("-n", namespace, "get", "applicationbackup", "doomed", "-o", "json").stdout
+    )
+    assert "davit.dev/backup-data" in obj["metadata"]["finalizers"]
+    repository = repository_for(location)
+    ref = BackupRef(namespace, "doomed", obj["metadata"]["uid"])
+    assert repository.has_manifest(ref)
+
+    stack.kubectl("-n", namespace, "delete", "applicationbackup", "doomed", "--wait=false")
+    wait_for(
+        "the backup CR to be gone",
+        lambda: (
+            stack.kubectl("-n", namespace, "get", "applicationbackup", "doomed", check=False).returncode != 0
+        ),
+    )
+    files = [p for p in (tmp_path / "store" / "backups").rglob("*") if p.is_file()]
+    if policy == "Delete":
+        assert not repository.has_manifest(ref)
+        assert files == []
+    else:
+        assert repository.has_manifest(ref)
+        assert ref in list(repository.list_backups(namespace))
