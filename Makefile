@@ -3,7 +3,7 @@ PYTHON   := .venv/bin/python
 CLUSTERS ?= 1
 PYTEST   := $(PYTHON) -m pytest -p no:cacheprovider
 
-.PHONY: help deps up down status demo test lint unit integration crds format clean
+.PHONY: help deps up down status demo test lint unit integration crds format clean bench bench-export
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,6 +37,11 @@ integration: deps ## tests against the real local stack (started and stopped by 
 test: deps lint ## everything CI runs: lint, unit and integration tests
 	$(PYTEST) tests -q --durations=10
 
+bench: bench-export ## every benchmark (SPEC §9); results in bench/results/
+
+bench-export: deps ## back up 10,000 ConfigMaps/Secrets and compare with a raw paginated list
+	$(PYTHON) -m bench.export; status=$$?; $(PYTHON) -m devstack --dir .dev-bench down; exit $$status
+
 crds: ## regenerate deploy/crds from the API types
 	$(PYTHON) -m davit.api.crds deploy/crds
 
@@ -45,4 +50,4 @@ format: ## apply ruff's formatting and fixable lint
 	$(PYTHON) -m ruff check --fix .
 
 clean: down ## remove local state (not the caches in ~/.cache/davit)
-	rm -rf .dev .dev-test .mypy_cache .ruff_cache
+	rm -rf .dev .dev-test .dev-bench .mypy_cache .ruff_cache

@@ -233,6 +233,8 @@ class Stack:
             "KUBELET_ROOT": str(self.kubelet_root(first)),
             "DEV_NODES": ",".join(node_names(first)),
             "KUBECTL": str(kube_binary("kubectl")),
+            # The CLI installed in the same environment as the stack's Python.
+            "DAVIT": str(Path(sys.executable).parent / "davit"),
         }
         # Only where an exporter runs: a stack without the services has nothing listening there.
         if state.with_services:

@@ -490,3 +490,20 @@ def test_part_key_distinct(tmp_path: Path, a: str, b: str) -> None:
     info_b = repo.write_part(B1, b, [configmap("from-b")])
     assert repo.read_part(info_a.key) == [configmap("from-a")]
     assert repo.read_part(info_b.key) == [configmap("from-b")]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        pytest.param({"formatVersion": 1}, id="no-salt"),
+        pytest.param({"formatVersion": 1, "salt": "zz"}, id="salt-not-hex"),
+        pytest.param({"formatVersion": 1, "salt": "abcd"}, id="salt-too-short"),
+        pytest.param({"formatVersion": "two", "salt": "00" * 16}, id="version-not-a-number"),
+        pytest.param(["not", "an", "object"], id="a-list"),
+    ],
+)
+def test_a_damaged_location_record_is_a_format_error(tmp_path: Path, record: object) -> None:
+    store = LocalStore(str(tmp_path))
+    store.put(layout.LOCATION_RECORD, json.dumps(record).encode())
+    with pytest.raises(FormatError, match="davit-location.json"):
+        BackupRepository.open(store, None)

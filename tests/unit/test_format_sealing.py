@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Callable
 
 import blake3
 import pytest
@@ -270,8 +271,7 @@ def test_encrypts(passphrase: str | None, salt: bytes | None, encrypts: bool) ->
 
 
 @pytest.mark.parametrize("render", [pytest.param(repr, id="repr"), pytest.param(str, id="str")])
-def test_sealer_text_hides_passphrase(render: object) -> None:
-    assert callable(render)
+def test_sealer_text_hides_passphrase(render: Callable[[object], str]) -> None:
     text = render(Sealer(passphrase=SECRET_TEXT, salt=SALT))
     assert SECRET_TEXT not in text
     assert "hunter2" not in text

@@ -301,8 +301,10 @@ def _title(key: str) -> str:
     words: list[str] = []
     current = ""
     for i, ch in enumerate(key):
-        boundary = ch.isupper() and current and (
-            not current[-1].isupper() or (i + 1 < len(key) and key[i + 1].islower())
+        boundary = (
+            ch.isupper()
+            and current
+            and (not current[-1].isupper() or (i + 1 < len(key) and key[i + 1].islower()))
         )
         if boundary:
             words.append(current)
@@ -434,7 +436,9 @@ def describe_backup(obj: RawObject, events: Sequence[RawObject], now: datetime.d
     volume_headers = ("NAMESPACE", "PVC", "VOLUME", "DRIVER", "MODE", "STATUS", "SIZE", "DONE", "REASON")
     lines += _section(
         "Volumes",
-        ["  " + line for line in format_table(volume_headers, volume_rows).splitlines()] if volume_rows else [],
+        ["  " + line for line in format_table(volume_headers, volume_rows).splitlines()]
+        if volume_rows
+        else [],
     )
     condition_rows = [
         [c.get("type"), c.get("status"), c.get("reason"), c.get("message"), c.get("lastTransitionTime")]
@@ -479,3 +483,20 @@ def progress_line(obj: RawObject, now: datetime.datetime) -> str:
         parts.append(f"size {size(status.get('totalSize'))}")
     parts.append(f"elapsed {elapsed(obj, now) or '-'}")
     return "  ".join(parts)
+
+
+# --- logs ----------------------------------------------------------------------------------------
+
+
+def log_line(line: str) -> str | None:
+    """One stored log line as one JSON line, redacted; None for a blank line. A line that is not a
+    JSON object (never written by Davit, but a location is shared) is wrapped as ``{"message": …}``."""
+    if not line.strip():
+        return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        event = None
+    if not isinstance(event, dict):
+        event = {"message": line}
+    return json.dumps(logs.redact(event), sort_keys=True, separators=(",", ":"), default=str)

@@ -54,10 +54,15 @@ class BackupRepository:
             # Two writers may create the record at once; the one stored wins, and objects carry the salt
             # they were sealed with, so objects sealed by the loser stay readable too.
             record = read_location_record(store) or record
-        version = int(record.get("formatVersion", 0))
+        try:
+            version = int(record["formatVersion"])
+            salt = bytes.fromhex(str(record["salt"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError(f"{store.url}: unreadable {layout.LOCATION_RECORD}: {exc!r}") from exc
         if version > FORMAT_VERSION:
             raise FormatError(f"{store.url} uses format {version}; this Davit reads up to {FORMAT_VERSION}")
-        salt = bytes.fromhex(str(record["salt"]))
+        if len(salt) != len(new_salt()):
+            raise FormatError(f"{store.url}: {layout.LOCATION_RECORD} holds a salt of {len(salt)} bytes")
         return cls(store, Sealer(passphrase=encryption_key or None, salt=salt))
 
     # --- sealed objects ----------------------------------------------------------------------------
@@ -125,4 +130,6 @@ def read_location_record(store: ObjectStore) -> dict[str, Any] | None:
         return None
     except ValueError as exc:
         raise FormatError(f"{store.url}: unreadable {layout.LOCATION_RECORD}: {exc}") from exc
+    if not isinstance(record, dict):
+        raise FormatError(f"{store.url}: unreadable {layout.LOCATION_RECORD}: not a JSON object")
     return record

@@ -79,7 +79,7 @@ class LocalStore(ObjectStore):
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
         if not self.directory.is_dir():
-            # Creating it would write beside the volume that should be mounted there.
+            # Creating it would write to the node's own disk, under the path where the volume belongs.
             raise self._missing_directory()
         try:
             fd, temp = self._temp_file(path.parent)
@@ -92,11 +92,10 @@ class LocalStore(ObjectStore):
                 os.fsync(file.fileno())
             os.replace(temp, path)
             _fsync_directory(path.parent)
-        except OSError as exc:
+        except BaseException as exc:
             Path(temp).unlink(missing_ok=True)
-            raise self._error(exc, f"cannot write {key!r} in {self.url}") from exc
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise self._error(exc, f"cannot write {key!r} in {self.url}") from exc
             raise
 
     @staticmethod

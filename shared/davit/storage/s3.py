@@ -13,7 +13,8 @@ import boto3
 from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from davit.storage.base import ObjectInfo, ObjectNotFound, ObjectStore, StorageError, scrub
 
@@ -103,7 +104,7 @@ class S3Store(ObjectStore):
                 code = "AccessDenied"
         elif isinstance(exc, NoCredentialsError):
             code, message = "NoCredentials", "no access key given and none found in the environment"
-        elif isinstance(exc, EndpointConnectionError | BotoCoreError):
+        elif isinstance(exc, BotoConnectionError | HTTPClientError):
             code, message = "EndpointUnreachable", str(exc)
         else:
             code, message = type(exc).__name__, str(exc)

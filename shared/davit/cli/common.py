@@ -1,0 +1,424 @@
+"""What every ``davit`` command shares: the global options, the cluster connection, reading and writing
+Davit's objects, the ``--wait`` loop, and errors that end in one line on stderr."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from davit import constants, timeutil
+from davit.api.types import DURATION
+from davit.cli import output
+from davit.constants import Kind
+
+RawObject = dict[str, Any]
+F = TypeVar("F", bound=Callable[..., Any])
+
+_IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+#: How often ``--wait`` re-reads the object.
+POLL_SECONDS = 0.5
+
+
+class CliError(click.ClickException):
+    """A failure to report as one line on stderr, exit code 1."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()))
+
+
+class NotFound(CliError):
+    pass
+
+
+# --- global options ------------------------------------------------------------------------------
+
+
+@dataclass
+class CliContext:
+    """The global options, set by whichever level gave them (a command's own flag wins)."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespace: str | None = None
+    all_namespaces: bool = False
+    output: str = "table"
+    redis_url: str | None = None
+    _api: Any = field(default=None, repr=False)
+
+    def kubeconfig_path(self) -> str | None:
+        return self.kubeconfig or os.environ.get("KUBECONFIG") or None
+
+    def api(self) -> Any:
+        if self._api is None:
+            from davit.kube import clients
+
+            self._api = clients.api_client(self.kubeconfig_path(), self.context)
+        return self._api
+
+    def resolved_namespace(self) -> str:
+        return self.namespace or default_namespace(self.kubeconfig_path(), self.context)
+
+    def resolved_redis_url(self) -> str | None:
+        return self.redis_url or os.environ.get("REDIS_URL") or os.environ.get("DAVIT_REDIS_URL") or None
+
+    def objects(self) -> Objects:
+        return Objects(self.api())
+
+
+pass_cli = click.make_pass_decorator(CliContext, ensure=True)
+
+
+def default_namespace(kubeconfig: str | None, context: str | None = None) -> str:
+    """The namespace of the kubeconfig's current (or named) context; in a pod, the pod's; else default."""
+    if kubeconfig:
+        from kubernetes import config
+
+        try:
+            contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
+        except Exception as exc:
+            raise CliError(f"cannot read kubeconfig {kubeconfig}: {exc}") from exc
+        chosen = active if context is None else next((c for c in contexts if c.get("name") == context), None)
+        if chosen is None:
+            raise CliError(f"context {context!r} not found in kubeconfig {kubeconfig}")
+        return str((chosen.get("context") or {}).get("namespace") or "default")
+    if _IN_CLUSTER_NAMESPACE.exists():
+        return _IN_CLUSTER_NAMESPACE.read_text().strip() or "default"
+    return "default"
+
+
+def _store(attr: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        if value is not None and value is not False:
+            setattr(ctx.ensure_object(CliContext), attr, value)
+
+    return callback
+
+
+def connection_options(f: F) -> F:
+    """``--kubeconfig``, ``--context``, ``-n``: accepted by the group and by every command."""
+    for decorator in reversed(
+        [
+            click.option(
+                "--kubeconfig", metavar="FILE", expose_value=False, callback=_store("kubeconfig"),
+                help="Kubeconfig file (default: $KUBECONFIG).",
+            ),
+            click.option(
+                "--context", metavar="NAME", expose_value=False, callback=_store("context"),
+                help="Kubeconfig context (default: the current one).",
+            ),
+            click.option(
+                "-n", "--namespace", metavar="NS", expose_value=False, callback=_store("namespace"),
+                help="Namespace (default: the context's namespace, else default).",
+            ),
+        ]
+    ):  # fmt: skip
+        f = decorator(f)
+    return f
+
+
+def output_option(f: F) -> F:
+    return click.option(
+        "-o", "--output", type=click.Choice(output.OUTPUT_FORMATS), expose_value=False,
+        callback=_store("output"), help="Output format (default: table).",
+    )(f)  # fmt: skip
+
+
+def all_namespaces_option(f: F) -> F:
+    return click.option(
+        "-A", "--all-namespaces", is_flag=True, default=False, expose_value=False,
+        callback=_store("all_namespaces"), help="List across all namespaces.",
+    )(f)  # fmt: skip
+
+
+def redis_option(f: F) -> F:
+    return click.option(
+        "--redis-url", metavar="URL", expose_value=False, callback=_store("redis_url"),
+        help="Redis of the Davit services, for in-flight operations (default: $REDIS_URL).",
+    )(f)  # fmt: skip
+
+
+# --- parsing flags -------------------------------------------------------------------------------
+
+
+def split_list(value: str | None) -> list[str] | None:
+    """``a,b , c`` → ``["a", "b", "c"]``; None when not given."""
+    if value is None:
+        return None
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def parse_selector(value: str | None, flag: str = "--selector") -> dict[str, str] | None:
+    """``k=v,k2=v2`` → a dict; a malformed pair is a usage error naming the flag."""
+    if value is None:
+        return None
+    result: dict[str, str] = {}
+    for pair in split_list(value) or []:
+        key, sep, val = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{pair!r} is not key=value", param_hint=flag)
+        result[key.strip()] = val.strip()
+    return result
+
+
+_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: str, flag: str) -> float:
+    """``72h``, ``30d``, ``1h30m`` → seconds; anything else is a usage error naming the flag."""
+    if not re.fullmatch(DURATION, value):
+        raise click.BadParameter(f"{value!r} is not a duration such as 72h, 30d or 1h30m", param_hint=flag)
+    return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
+
+
+# --- the API server ------------------------------------------------------------------------------
+
+
+def api_error_message(exc: Any) -> str:
+    """The API server's own message (``applicationbackups.davit.dev "x" already exists``)."""
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message or f"API server answered {exc.status} {exc.reason}")
+
+
+KIND_NAMES: dict[Kind, str] = {
+    Kind.APPLICATION_BACKUP: "applicationbackup",
+    Kind.BACKUP_LOCATION: "backuplocation",
+}
+
+
+def describe_ref(kind: Kind, namespace: str, name: str) -> str:
+    return f"{KIND_NAMES.get(kind, kind.value.lower())} {namespace}/{name}"
+
+
+class Objects:
+    """Davit's custom objects as raw JSON (what the API server returns, camelCase, unknown fields kept)."""
+
+    def __init__(self, api: Any) -> None:
+        from kubernetes import client
+
+        self.api = api
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+
+    def get(self, kind: Kind, namespace: str, name: str) -> RawObject | None:
+        from davit.kube.operations import Operations
+
+        return Operations(self.api).get(kind, namespace, name)
+
+    def require(self, kind: Kind, namespace: str, name: str) -> RawObject:
+        obj = self.get(kind, namespace, name)
+        if obj is None:
+            raise NotFound(f"{describe_ref(kind, namespace, name)} not found")
+        return obj
+
+    def list(self, kind: Kind, namespace: str | None) -> list[RawObject]:
+        """Every object of ``kind`` in ``namespace`` (all namespaces for None), paginated."""
+        items: list[RawObject] = []
+        token: str | None = None
+        plural = constants.PLURALS[kind]
+        while True:
+            kwargs: dict[str, Any] = {"limit": 500, "_preload_content": False}
+            if token:
+                kwargs["_continue"] = token
+            if namespace is None:
+                response = self.custom.list_cluster_custom_object(
+                    constants.API_GROUP, constants.API_VERSION, plural, **kwargs
+                )
+            else:
+                response = self.custom.list_namespaced_custom_object(
+                    constants.API_GROUP, constants.API_VERSION, namespace, plural, **kwargs
+                )
+            page = json.loads(response.data)
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                break
+        for item in items:  # list items come without apiVersion/kind
+            item.setdefault("apiVersion", constants.API_GROUP_VERSION)
+            item.setdefault("kind", kind.value)
+        items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+        return items
+
+    def create(self, kind: Kind, namespace: str, body: RawObject) -> RawObject:
+        response = self.custom.create_namespaced_custom_object(
+            constants.API_GROUP, constants.API_VERSION, namespace, constants.PLURALS[kind], body,
+            _preload_content=False,
+        )  # fmt: skip
+        created: RawObject = json.loads(response.data)
+        return created
+
+    def delete(self, kind: Kind, namespace: str, name: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.custom.delete_namespaced_custom_object(
+                constants.API_GROUP, constants.API_VERSION, namespace, constants.PLURALS[kind], name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise NotFound(f"{describe_ref(kind, namespace, name)} not found") from exc
+            raise
+
+    def events(self, obj: RawObject) -> list[RawObject]:
+        """The core/v1 Events about ``obj`` (this incarnation of it: matched by uid when Events carry it)."""
+        meta = obj["metadata"]
+        response = self.core.list_namespaced_event(
+            meta["namespace"],
+            field_selector=f"involvedObject.name={meta['name']},involvedObject.kind={obj.get('kind')}",
+            _preload_content=False,
+        )
+        items: list[RawObject] = json.loads(response.data).get("items") or []
+        uid = meta.get("uid")
+        return [e for e in items if (e.get("involvedObject") or {}).get("uid") in (None, "", uid)]
+
+
+# --- emitting ------------------------------------------------------------------------------------
+
+
+def now() -> datetime.datetime:
+    return timeutil.utcnow()
+
+
+def emit_objects(
+    cli: CliContext,
+    objs: list[RawObject],
+    table: Callable[[list[RawObject], datetime.datetime, bool], str],
+    single: bool,
+    empty: str,
+) -> None:
+    """Print ``objs`` in the chosen format: one object as itself, several as a ``List``."""
+    if cli.output == "table":
+        if not objs:
+            click.echo(empty, err=True)
+            return
+        click.echo(table(objs, now(), cli.all_namespaces))
+        return
+    value: Any = objs[0] if single else output.as_list(objs)
+    click.echo(output.render_data(value, cli.output))
+
+
+# --- waiting -------------------------------------------------------------------------------------
+
+
+def _progress_table(obj: RawObject) -> Any:
+    from rich.table import Table
+
+    status = obj.get("status") or {}
+    meta = obj["metadata"]
+    table = Table(title=f"{obj.get('kind')} {meta['namespace']}/{meta['name']}", title_justify="left")
+    for column in ("STAGE", "STATUS", "RESOURCES", "VOLUMES", "SIZE", "ELAPSED"):
+        table.add_column(column)
+    table.add_row(
+        str(status.get("stage") or "-"),
+        str(status.get("status") or "-"),
+        str(status.get("resourceCount") if status.get("resourceCount") is not None else "-"),
+        output.volumes(obj) or "-",
+        output.size(status.get("totalSize")) or "-",
+        output.elapsed(obj, now()) or "-",
+    )
+    if status.get("reason") and status.get("stage") != "Final":
+        table.caption = str(status["reason"])
+        table.caption_justify = "left"
+    return table
+
+
+def _polls(fetch: Callable[[], RawObject], timeout: float | None, what: str) -> Iterator[RawObject]:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        yield fetch()
+        if deadline is not None and time.monotonic() >= deadline:
+            raise CliError(f"timed out after {output.human_duration(timeout or 0)} waiting for {what}")
+        time.sleep(POLL_SECONDS)
+
+
+def wait_final(cli: CliContext, kind: Kind, namespace: str, name: str, timeout: float | None) -> RawObject:
+    """Poll the operation until its stage is Final, showing its progress on stderr (a live table on a
+    terminal, a line per change elsewhere); return the final object."""
+    from rich.console import Console
+    from rich.live import Live
+
+    objects = cli.objects()
+    ref = describe_ref(kind, namespace, name)
+
+    def fetch() -> RawObject:
+        obj = objects.get(kind, namespace, name)
+        if obj is None:
+            raise CliError(f"{ref} was deleted while waiting for it")
+        return obj
+
+    console = Console(stderr=True)
+    polls = _polls(fetch, timeout, f"{ref} to finish")
+    if console.is_terminal:
+        obj = next(polls)
+        with Live(_progress_table(obj), console=console, refresh_per_second=4) as live:
+            while (obj.get("status") or {}).get("stage") != "Final":
+                obj = next(polls)
+                live.update(_progress_table(obj))
+        return obj
+    last: tuple[Any, ...] | None = None
+    for obj in polls:
+        status = obj.get("status") or {}
+        seen = (status.get("stage"), status.get("status"), status.get("resourceCount"))
+        if seen != last:
+            click.echo(output.progress_line(obj, now()), err=True)
+            last = seen
+        if status.get("stage") == "Final":
+            return obj
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def wait_gone(cli: CliContext, kind: Kind, namespace: str, name: str, timeout: float | None) -> None:
+    objects = cli.objects()
+    ref = describe_ref(kind, namespace, name)
+    sentinel: RawObject = {}
+    for obj in _polls(lambda: objects.get(kind, namespace, name) or sentinel, timeout, f"{ref} to go"):
+        if obj is sentinel:
+            return
+
+
+# --- backup locations ----------------------------------------------------------------------------
+
+
+def open_repository(cli: CliContext, namespace: str, location_name: str) -> Any:
+    """The repository of the BackupLocation ``location_name`` as an operation in ``namespace`` sees it
+    (its own namespace first, then the admin namespace's shared locations), its Secret resolved."""
+    from davit import queueing
+    from davit.kube.lookup import ApiLookup
+    from davit.kube.operations import Operations
+    from davit.runtime import LocationUnavailable, Runtime
+    from davit.settings import Settings
+
+    defaults = Settings()
+    settings = Settings(
+        kubeconfig=cli.kubeconfig_path() or "",
+        redis_url=cli.resolved_redis_url() or defaults.redis_url,
+        admin_namespace=os.environ.get("DAVIT_ADMIN_NAMESPACE") or defaults.admin_namespace,
+    )
+    api = cli.api()
+    runtime = Runtime(
+        settings=settings,
+        api=api,
+        redis=None,
+        celery=queueing.create_app(settings.redis_url, "davit-cli"),
+        ops=Operations(api),
+        lookup=ApiLookup(api),
+    )
+    try:
+        return runtime.repository(namespace, location_name)
+    except LocationUnavailable as exc:
+        raise CliError(exc.reason) from exc

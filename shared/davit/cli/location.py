@@ -1,0 +1,218 @@
+"""``davit location create|get|describe|delete``: BackupLocations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from davit import constants
+from davit.cli import output
+from davit.cli.common import (
+    CliContext,
+    all_namespaces_option,
+    connection_options,
+    emit_objects,
+    now,
+    output_option,
+    pass_cli,
+    split_list,
+)
+from davit.constants import Kind
+
+KIND = Kind.BACKUP_LOCATION
+TYPES = ("s3", "azure", "google", "local")
+
+#: Which type each type-specific flag belongs to (a flag given for another type is a usage error).
+_FLAG_TYPES: dict[str, tuple[str, ...]] = {
+    "region": ("s3",),
+    "disable_ssl": ("s3",),
+    "endpoint": ("s3", "azure", "google"),
+    "access_key_id": ("s3", "google"),
+    "secret_access_key": ("s3", "google"),
+    "storage_account_name": ("azure",),
+    "storage_account_key": ("azure",),
+    "project_id": ("google",),
+}
+
+
+@click.group()
+def location() -> None:
+    """BackupLocations: where backups are stored."""
+
+
+def build_location(
+    type_: str,
+    path: str,
+    prefix: str | None = None,
+    secret_config: str | None = None,
+    encryption_key: str | None = None,
+    sync: bool = False,
+    allowed_namespaces: list[str] | None = None,
+    **flags: Any,
+) -> dict[str, Any]:
+    """The ``location:`` of a BackupLocation from the flags; usage errors name the offending flag."""
+    for name, value in flags.items():
+        if value in (None, False):
+            continue
+        if type_ not in _FLAG_TYPES[name]:
+            allowed = " or ".join(_FLAG_TYPES[name])
+            flag = "--" + name.replace("_", "-")
+            raise click.UsageError(f"{flag} applies to --type {allowed}, not {type_}")
+    spec: dict[str, Any] = {"type": type_, "path": path}
+    if prefix:
+        spec["prefix"] = prefix
+    if sync:
+        spec["sync"] = True
+    if encryption_key:
+        spec["encryptionKey"] = encryption_key
+    if secret_config:
+        spec["secretConfig"] = secret_config
+    if allowed_namespaces:
+        spec["allowedNamespaces"] = allowed_namespaces
+    if type_ == "s3":
+        s3 = {
+            "region": flags.get("region"),
+            "endpoint": flags.get("endpoint"),
+            "accessKeyID": flags.get("access_key_id"),
+            "secretAccessKey": flags.get("secret_access_key"),
+            "disableSSL": True if flags.get("disable_ssl") else None,
+        }
+        if any(v is not None for v in s3.values()):
+            spec["s3Config"] = {k: v for k, v in s3.items() if v is not None}
+    elif type_ == "azure":
+        azure = {
+            "storageAccountName": flags.get("storage_account_name"),
+            "storageAccountKey": flags.get("storage_account_key"),
+            "endpoint": flags.get("endpoint"),
+        }
+        if any(v is not None for v in azure.values()):
+            spec["azureConfig"] = {k: v for k, v in azure.items() if v is not None}
+    elif type_ == "google":
+        google = {
+            "projectID": flags.get("project_id"),
+            "accessKeyID": flags.get("access_key_id"),
+            "secretAccessKey": flags.get("secret_access_key"),
+            "endpoint": flags.get("endpoint"),
+        }
+        if any(v is not None for v in google.values()):
+            spec["googleConfig"] = {k: v for k, v in google.items() if v is not None}
+    if not secret_config:
+        # Without a Secret to fill gaps, the flags alone must make a usable location: check it the way
+        # the workers will, so a missing key is reported now rather than by the first backup.
+        from pydantic import ValidationError
+
+        from davit.api.types import LocationSpec
+        from davit.storage.factory import LocationConfigError, resolve_credentials
+
+        try:
+            resolve_credentials(LocationSpec.model_validate(spec), None)
+        except LocationConfigError as exc:
+            raise click.UsageError(exc.message) from exc
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise click.UsageError(f"location.{where}: {first['msg']}") from exc
+    return spec
+
+
+@location.command("create")
+@click.argument("name")
+@click.option("--type", "type_", type=click.Choice(TYPES), required=True, help="Kind of store.")
+@click.option("--path", required=True, help="Bucket, container, or (local) absolute directory.")
+@click.option("--prefix", help="Key prefix inside the bucket or container.")
+@click.option("--secret-config", metavar="SECRET", help="Secret in the namespace whose keys override flags.")
+@click.option("--encryption-key", metavar="KEY", help="Encrypt everything written to the location.")
+@click.option("--region", help="s3: region of the bucket.")
+@click.option("--endpoint", metavar="URL", help="s3/google/azure: endpoint of the service.")
+@click.option("--access-key-id", metavar="ID", help="s3/google: access key id (google: HMAC key id).")
+@click.option("--secret-access-key", metavar="KEY", help="s3/google: secret key (google: HMAC secret).")
+@click.option("--disable-ssl", is_flag=True, default=False, help="s3: plain HTTP to the endpoint.")
+@click.option("--storage-account-name", metavar="NAME", help="azure: storage account.")
+@click.option("--storage-account-key", metavar="KEY", help="azure: storage account key.")
+@click.option("--project-id", metavar="ID", help="google: project id.")
+@click.option("--sync", is_flag=True, default=False, help="Import the backups found there as CRs.")
+@click.option(
+    "--allowed-namespaces", metavar="NS,...", help="Other namespaces that may use it ('*' for all)."
+)
+@connection_options
+@output_option
+@pass_cli
+def create(
+    cli: CliContext,
+    name: str,
+    type_: str,
+    path: str,
+    prefix: str | None,
+    secret_config: str | None,
+    encryption_key: str | None,
+    sync: bool,
+    allowed_namespaces: str | None,
+    **flags: Any,
+) -> None:
+    """Create the BackupLocation NAME.
+
+    Credentials given as flags are stored in the BackupLocation; prefer --secret-config, a Secret in
+    the same namespace whose keys (accessKeyID, secretAccessKey, storageAccountKey, encryptionKey, ...)
+    override the flags.
+    """
+    spec = build_location(
+        type_, path, prefix, secret_config, encryption_key, sync, split_list(allowed_namespaces), **flags
+    )
+    namespace = cli.resolved_namespace()
+    if secret_config:
+        from davit.kube.operations import Operations
+
+        if Operations(cli.api()).secret_data(namespace, secret_config) is None:
+            click.echo(f"Warning: Secret {namespace}/{secret_config} does not exist (yet)", err=True)
+    body = {
+        "apiVersion": constants.API_GROUP_VERSION,
+        "kind": KIND.value,
+        "metadata": {"name": name, "namespace": namespace},
+        "location": spec,
+    }
+    created = cli.objects().create(KIND, namespace, body)
+    if cli.output == "table":
+        click.echo(f"backuplocation {namespace}/{name} created")
+    else:
+        click.echo(output.render_data(created, cli.output))
+
+
+@location.command("get")
+@click.argument("name", required=False)
+@connection_options
+@output_option
+@all_namespaces_option
+@pass_cli
+def get(cli: CliContext, name: str | None) -> None:
+    """List BackupLocations, or show the one called NAME."""
+    objects = cli.objects()
+    if name:
+        objs = [objects.require(KIND, cli.resolved_namespace(), name)]
+    else:
+        namespace = None if cli.all_namespaces else cli.resolved_namespace()
+        objs = objects.list(KIND, namespace)
+    where = "any namespace" if cli.all_namespaces else f"namespace {cli.resolved_namespace()}"
+    emit_objects(cli, objs, output.location_table, bool(name), f"No backup locations found in {where}.")
+
+
+@location.command("describe")
+@click.argument("name")
+@connection_options
+@pass_cli
+def describe(cli: CliContext, name: str) -> None:
+    """Show the BackupLocation NAME, its status and Events (credentials shown only as "(set)")."""
+    objects = cli.objects()
+    obj = objects.require(KIND, cli.resolved_namespace(), name)
+    click.echo(output.describe_location(obj, objects.events(obj), now()))
+
+
+@location.command("delete")
+@click.argument("name")
+@connection_options
+@pass_cli
+def delete(cli: CliContext, name: str) -> None:
+    """Delete the BackupLocation NAME (the data in the store stays)."""
+    namespace = cli.resolved_namespace()
+    cli.objects().delete(KIND, namespace, name)
+    click.echo(f"backuplocation {namespace}/{name} deleted")

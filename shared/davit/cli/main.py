@@ -1,0 +1,78 @@
+"""``davit``: the command line for backups, restores and locations (SPEC §7).
+
+Global options (``--kubeconfig``, ``--context``, ``-n``, ``-o``, ``-A``, ``--redis-url``) are accepted
+before the noun and after the verb alike; the one closest to the verb wins. Every failure ends in one
+line on stderr and a non-zero exit: 2 for a bad flag (click's usage errors), 1 for anything else (an
+object not found, the API server refusing, a store unreachable). ``DAVIT_DEBUG=1`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from davit.cli import backup, backups, location
+from davit.cli.common import (
+    CliError,
+    all_namespaces_option,
+    api_error_message,
+    connection_options,
+    output_option,
+    redis_option,
+)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def translate(exc: Exception) -> click.ClickException:
+    """A one-line CLI error for an exception from the libraries underneath."""
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.config.config_exception import ConfigException
+
+    if isinstance(exc, ApiException):
+        return CliError(api_error_message(exc))
+    if isinstance(exc, ConfigException):
+        return CliError(f"kubeconfig: {_one_line(exc)}")
+    name = type(exc).__name__
+    module = type(exc).__module__
+    if module.startswith("urllib3") or isinstance(exc, ConnectionError | OSError):
+        return CliError(f"cannot reach the cluster or store: {name}: {_one_line(exc)}")
+    if module.startswith("redis"):
+        return CliError(f"Redis: {name}: {_one_line(exc)}")
+    return CliError(f"{name}: {_one_line(exc)}")
+
+
+class DavitGroup(click.Group):
+    """Turns any exception under it into a one-line message (no traceback unless DAVIT_DEBUG=1)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if os.environ.get("DAVIT_DEBUG") == "1":
+                raise
+            raise translate(exc) from exc
+
+
+@click.group(cls=DavitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@connection_options
+@output_option
+@all_namespaces_option
+@redis_option
+def cli() -> None:
+    """Davit: backup, restore and clone Kubernetes applications."""
+
+
+cli.add_command(location.location)
+cli.add_command(backup.backup)
+cli.add_command(backups.backups)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()
