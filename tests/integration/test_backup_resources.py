@@ -347,7 +347,7 @@ def deploy_app(stack: StackEnv, namespace: str, extra_configmaps: int = 0) -> No
 def test_backup_of_an_application_to_each_location_kind(
     stack: StackEnv, namespace: str, services: Services, tmp_path: Path, kind: str
 ) -> None:
-    deploy_app(stack, namespace, extra_configmaps=1000 if kind == "local" else 50)
+    deploy_app(stack, namespace, extra_configmaps=1000)
     location = location_manifest(stack, kind, namespace, tmp_path)
     apply(stack, location)
     apply(stack, backup_manifest(namespace, "full"))
@@ -559,3 +559,56 @@ def test_deleting_a_backup_honours_its_reclaim_policy(
     else:
         assert repository.has_manifest(ref)
         assert ref in list(repository.list_backups(namespace))
+
+
+def test_backup_naming_another_namespace_fails_and_stores_nothing(
+    stack: StackEnv, namespace: str, services: Services, tmp_path: Path
+) -> None:
+    apply(stack, location_manifest(stack, "local", namespace, tmp_path))
+    apply(stack, backup_manifest(namespace, "overreach", namespaces=[namespace, "kube-system"]))
+    status = wait_final(stack, namespace, "overreach", services)
+    assert status["status"] == "Failed"
+    assert "spec.namespaces" in status["reason"] and "kube-system" in status["reason"]
+    assert not (tmp_path / "store" / "backups").exists()
+
+
+def test_exporter_shows_a_running_backup_then_its_completion(
+    stack: StackEnv, namespace: str, stack_services: Callable[..., Services], tmp_path: Path
+) -> None:
+    from tests.integration.test_exporter import ExporterProcess, value
+
+    services = stack_services(DAVIT_EXPORT_PAGE_SIZE="25", DAVIT_WORKER_CONCURRENCY="1")
+    exporter = ExporterProcess(stack, tmp_path)
+    try:
+        deploy_app(stack, namespace, extra_configmaps=1500)
+        apply(stack, location_manifest(stack, "local", namespace, tmp_path))
+        apply(stack, backup_manifest(namespace, "watched"))
+        who = {"kind": "ApplicationBackup", "namespace": namespace, "name": "watched"}
+
+        def running() -> dict[str, Any] | None:
+            scrape = exporter.scrape()
+            elapsed = value(scrape, "davit_operation_elapsed_seconds", **who, stage="Applications")
+            return {"elapsed": elapsed} if elapsed is not None else None
+
+        seen = wait_for("the running backup on /metrics", running, timeout=60)
+        assert seen["elapsed"] >= 0
+
+        wait_final(stack, namespace, "watched", services, timeout=180)
+
+        def completed() -> dict[str, Any] | None:
+            scrape = exporter.scrape()
+            done = value(
+                scrape, "davit_operations_completed_total",
+                kind="ApplicationBackup", namespace=namespace, schedule="", result="Successful",
+            )  # fmt: skip
+            still_running = value(scrape, "davit_operation_elapsed_seconds", **who, stage="Applications")
+            return {"done": done} if done and still_running is None else None
+
+        assert wait_for("the completed backup on /metrics", completed)["done"] >= 1
+        scrape = exporter.scrape()
+        durations = value(
+            scrape, "davit_operation_duration_seconds_count", kind="ApplicationBackup", result="Successful"
+        )
+        assert durations is not None and durations >= 1
+    finally:
+        exporter.stop()

@@ -505,5 +505,5 @@ def test_part_key_distinct(tmp_path: Path, a: str, b: str) -> None:
 def test_a_damaged_location_record_is_a_format_error(tmp_path: Path, record: object) -> None:
     store = LocalStore(str(tmp_path))
     store.put(layout.LOCATION_RECORD, json.dumps(record).encode())
-    with pytest.raises(FormatError, match="davit-location.json"):
+    with pytest.raises(FormatError, match=re.escape(layout.LOCATION_RECORD)):
         BackupRepository.open(store, None)

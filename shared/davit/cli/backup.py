@@ -114,7 +114,7 @@ def _emit_one(cli: CliContext, obj: RawObject) -> None:
 @output_option
 @pass_cli
 def create(
-    cli: CliContext, name: str, location_name: str, wait: bool, timeout: str | None, **flags: Any
+    cli: CliContext, /, name: str, location_name: str, wait: bool, timeout: str | None, **flags: Any
 ) -> None:
     """Create the ApplicationBackup NAME.
 
@@ -151,7 +151,7 @@ def get(cli: CliContext, name: str | None) -> None:
     if name:
         objs = [objects.require(KIND, cli.resolved_namespace(), name)]
     else:
-        objs = objects.list(KIND, None if cli.all_namespaces else cli.resolved_namespace())
+        objs = objects.list_all(KIND, None if cli.all_namespaces else cli.resolved_namespace())
     where = "any namespace" if cli.all_namespaces else f"namespace {cli.resolved_namespace()}"
     emit_objects(cli, objs, output.backup_table, bool(name), f"No backups found in {where}.")
 

@@ -26,8 +26,9 @@ def backups() -> None:
 @output_option
 @pass_cli
 def list_remote(cli: CliContext, location_name: str, source_namespace: str | None) -> None:
-    """List the complete backups in the BackupLocation NAME (those whose manifest was written), read
-    from their manifests: namespace, name, uid, finish time, resource count, stored size, encryption."""
+    """List the complete backups (those whose manifest was written) in the BackupLocation given by
+    --location, from their manifests: namespace, name, uid, finish time, resources, stored size,
+    encryption."""
     from davit.format.layout import BackupRef
 
     namespace = cli.resolved_namespace()
@@ -35,11 +36,14 @@ def list_remote(cli: CliContext, location_name: str, source_namespace: str | Non
     refs: list[BackupRef] = list(repository.list_backups(source_namespace))
 
     def read(ref: BackupRef) -> dict[str, Any]:
+        entry: dict[str, Any]
         try:
-            return output.remote_backup_entry(repository.read_manifest(ref))
+            entry = output.remote_backup_entry(repository.read_manifest(ref))
         except Exception as exc:  # one unreadable manifest must not hide the others
             click.echo(f"Warning: {ref.manifest}: {type(exc).__name__}: {exc}", err=True)
-            return {"namespace": ref.namespace, "name": ref.name, "uid": ref.uid, "error": str(exc)}
+            entry = {"error": f"{type(exc).__name__}: {exc}"}
+        # The manifest's path names the backup; it is what ``backup logs`` and restores look up.
+        return {**entry, "namespace": ref.namespace, "name": ref.name, "uid": ref.uid}
 
     with ThreadPoolExecutor(max_workers=READ_CONCURRENCY) as pool:
         entries = list(pool.map(read, refs))

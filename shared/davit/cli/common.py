@@ -24,6 +24,8 @@ RawObject = dict[str, Any]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+#: Who the API server records as having written the fields the CLI sets.
+FIELD_MANAGER = "davit-cli"
 #: How often ``--wait`` re-reads the object.
 POLL_SECONDS = 0.5
 
@@ -226,7 +228,7 @@ class Objects:
             raise NotFound(f"{describe_ref(kind, namespace, name)} not found")
         return obj
 
-    def list(self, kind: Kind, namespace: str | None) -> list[RawObject]:
+    def list_all(self, kind: Kind, namespace: str | None) -> list[RawObject]:
         """Every object of ``kind`` in ``namespace`` (all namespaces for None), paginated."""
         items: list[RawObject] = []
         token: str | None = None
@@ -257,7 +259,7 @@ class Objects:
     def create(self, kind: Kind, namespace: str, body: RawObject) -> RawObject:
         response = self.custom.create_namespaced_custom_object(
             constants.API_GROUP, constants.API_VERSION, namespace, constants.PLURALS[kind], body,
-            _preload_content=False,
+            field_manager=FIELD_MANAGER, _preload_content=False,
         )  # fmt: skip
         created: RawObject = json.loads(response.data)
         return created

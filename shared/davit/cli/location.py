@@ -140,6 +140,7 @@ def build_location(
 @pass_cli
 def create(
     cli: CliContext,
+    /,
     name: str,
     type_: str,
     path: str,
@@ -191,7 +192,7 @@ def get(cli: CliContext, name: str | None) -> None:
         objs = [objects.require(KIND, cli.resolved_namespace(), name)]
     else:
         namespace = None if cli.all_namespaces else cli.resolved_namespace()
-        objs = objects.list(KIND, namespace)
+        objs = objects.list_all(KIND, namespace)
     where = "any namespace" if cli.all_namespaces else f"namespace {cli.resolved_namespace()}"
     emit_objects(cli, objs, output.location_table, bool(name), f"No backup locations found in {where}.")
 

@@ -37,6 +37,14 @@ def translate(exc: Exception) -> click.ClickException:
         return CliError(api_error_message(exc))
     if isinstance(exc, ConfigException):
         return CliError(f"kubeconfig: {_one_line(exc)}")
+    from davit.format.repository import FormatError
+    from davit.format.sealing import CorruptObject
+    from davit.storage.base import StorageError
+
+    if isinstance(exc, StorageError):
+        return CliError(f"store: {exc.code}: {_one_line(Exception(exc.message))}")
+    if isinstance(exc, FormatError | CorruptObject):
+        return CliError(f"location: {_one_line(exc)}")
     name = type(exc).__name__
     module = type(exc).__module__
     if module.startswith("urllib3") or isinstance(exc, ConnectionError | OSError):
@@ -46,12 +54,31 @@ def translate(exc: Exception) -> click.ClickException:
     return CliError(f"{name}: {_one_line(exc)}")
 
 
+def one_line_usage_error(exc: click.UsageError) -> click.UsageError:
+    """The same usage error (exit code 2) without click's usage block: one line naming the problem and
+    where help is."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: click shows its help
+        return exc
+    hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+    bare = click.UsageError(_one_line(Exception(exc.format_message())) + hint)
+    bare.exit_code = exc.exit_code
+    return bare
+
+
 class DavitGroup(click.Group):
     """Turns any exception under it into a one-line message (no traceback unless DAVIT_DEBUG=1)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            raise one_line_usage_error(exc) from exc
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise one_line_usage_error(exc) from exc
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:

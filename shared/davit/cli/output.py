@@ -252,8 +252,11 @@ def _scrub_last_applied(obj: Any, scrub: Callable[[Any], Any]) -> Any:
 
 def redact_object(obj: Any) -> Any:
     """``obj`` fit for printing as JSON/YAML: credential values replaced (``davit.logs.redact``),
-    inside kubectl's last-applied annotation too."""
-    return _scrub_last_applied(logs.redact(obj), logs.redact)
+    inside kubectl's last-applied annotation too, and without ``managedFields`` (as kubectl ≥ 1.21)."""
+    clean = _scrub_last_applied(logs.redact(obj), logs.redact)
+    if isinstance(clean, dict) and isinstance(clean.get("metadata"), dict):
+        clean["metadata"].pop("managedFields", None)
+    return clean
 
 
 def mask_credentials(value: Any) -> Any:
@@ -417,7 +420,8 @@ def describe_backup(obj: RawObject, events: Sequence[RawObject], now: datetime.d
     summary.update(status)
     summary = {k: v for k, v in summary.items() if v not in (None, "")}
     lines = _header(obj)
-    lines += _section("Spec", _field_lines(mask_credentials(obj.get("spec") or {}), 2))
+    spec = _ordered(mask_credentials(obj.get("spec") or {}), _BACKUP_ORDER)
+    lines += _section("Spec", _field_lines(spec, 2))
     lines += _section("Status", _field_lines(summary, 2))
     volume_rows = [
         [
@@ -455,11 +459,20 @@ def describe_backup(obj: RawObject, events: Sequence[RawObject], now: datetime.d
     return "\n".join(lines)
 
 
+def _ordered(value: Mapping[str, Any], first: Sequence[str]) -> dict[str, Any]:
+    """``value`` with the keys in ``first`` leading (the API server returns keys sorted)."""
+    return {**{k: value[k] for k in first if k in value}, **value}
+
+
+_LOCATION_ORDER = ("type", "path", "prefix", "sync", "secretConfig", "encryptionKey", "allowedNamespaces")
+_BACKUP_ORDER = ("backupLocation", "namespaces", "namespaceSelector", "selectors", "resourceTypes")
+
+
 def describe_location(obj: RawObject, events: Sequence[RawObject], now: datetime.datetime) -> str:
     """Everything about one BackupLocation; every credential shown as ``(set)``, never its value."""
     masked = mask_credentials(obj)
     lines = _header(masked)
-    lines += _section("Location", _field_lines(masked.get("location") or {}, 2))
+    lines += _section("Location", _field_lines(_ordered(masked.get("location") or {}, _LOCATION_ORDER), 2))
     lines += _section("Status", _field_lines(masked.get("status") or {}, 2))
     lines += event_table(events, now)
     return "\n".join(lines)
