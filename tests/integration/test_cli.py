@@ -17,13 +17,14 @@ from click.testing import CliRunner, Result
 from davit.cli.main import cli
 from davit.cli.output import BACKUP_COLUMNS, LOCATION_COLUMNS
 from tests.conftest import StackEnv
-from tests.integration.test_backup_resources import (  # noqa: F401 - pytest fixtures, used by name
-    Services,
-    services,
-    stack_services,
-)
+from tests.integration import test_backup_resources
+from tests.integration.test_backup_resources import Services
 
 pytestmark = pytest.mark.integration
+
+# The real services, started per test as test_backup_resources starts them (its fixtures, reused).
+stack_services = test_backup_resources.stack_services
+services = test_backup_resources.services
 
 ENCRYPTION_KEY = "correct-horse-battery-staple-CLI"
 CREATED = re.compile(r"^\d{2} [A-Z][a-z]{2} \d{2} \d{2}:\d{2} UTC$")
@@ -153,6 +154,15 @@ def test_locations_are_created_listed_and_described_without_their_credentials(
         ok(stack, "-n", namespace, "location", "get", "applied", "-o", "yaml"),
         ok(stack, "-n", namespace, "location", "describe", "applied"),
     ]
+    # Credentials in a Secret: a missing one is a warning (it may come later), not an error.
+    from_secret = davit(stack, "-n", namespace, "location", "create", "vault", "--type", "azure",
+                        "--path", "c", "--secret-config", "azure-creds")  # fmt: skip
+    assert from_secret.exit_code == 0, from_secret.output
+    assert f"Secret {namespace}/azure-creds does not exist" in from_secret.stderr
+    assert re.search(
+        r"Secret Config:\s+azure-creds", ok(stack, "-n", namespace, "location", "describe", "vault")
+    )
+
     for text in printed:
         assert secret_key not in text
         assert ENCRYPTION_KEY not in text
@@ -219,7 +229,9 @@ def test_backup_create_wait_get_logs_list_remote_describe_delete(
     assert header == ["NAMESPACE", "NAME", "UID", "FINISHED", "RESOURCES", "STORED", "ENCRYPTED"]
     assert [namespace, "nightly", obj["metadata"]["uid"]] == rows[0][:3]
     assert rows[0][4] == str(count)
-    remote = json.loads(ok(stack, "-n", namespace, "backups", "list-remote", "--location", "loc", "-o", "json"))
+    remote = json.loads(
+        ok(stack, "-n", namespace, "backups", "list-remote", "--location", "loc", "-o", "json")
+    )
     (entry,) = remote["backups"]
     assert entry["uid"] == obj["metadata"]["uid"]
     assert entry["resourceCount"] == count
@@ -228,7 +240,7 @@ def test_backup_create_wait_get_logs_list_remote_describe_delete(
 
     log = ok(stack, "-n", namespace, "backup", "logs", "nightly")
     events = [json.loads(line) for line in log.splitlines()]
-    assert [e["event"] for e in events][0] == "backup.started"
+    assert events[0]["event"] == "backup.started"
     assert "backup.completed" in {e["event"] for e in events}
 
     described = ok(stack, "-n", namespace, "backup", "describe", "nightly")

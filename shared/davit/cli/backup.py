@@ -214,9 +214,9 @@ def operation_log(cli: CliContext, obj: RawObject) -> list[str]:
         lines = _redis_lines(redis_url, meta["uid"])
         if lines:
             return lines
-    if location_error:
-        raise CliError(f"cannot read the log of {ref_text}: {location_error}")
     hint = "" if redis_url else " (pass --redis-url to look in the services' Redis)"
+    if location_error:
+        raise CliError(f"cannot read the log of {ref_text}: {location_error}{hint}")
     raise CliError(
         f"{ref_text} ended {status.get('status')} without a log in its location "
         f"{spec.get('backupLocation')}{hint}"

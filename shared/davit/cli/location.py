@@ -116,6 +116,20 @@ def build_location(
     return spec
 
 
+def _warn_if_secret_missing(cli: CliContext, namespace: str, secret: str) -> None:
+    """A courtesy: the Secret may be created later, and the user may not be allowed to read Secrets."""
+    from kubernetes.client.exceptions import ApiException
+
+    from davit.kube.operations import Operations
+
+    try:
+        missing = Operations(cli.api()).secret_data(namespace, secret) is None
+    except ApiException:
+        return
+    if missing:
+        click.echo(f"Warning: Secret {namespace}/{secret} does not exist (yet)", err=True)
+
+
 @location.command("create")
 @click.argument("name")
 @click.option("--type", "type_", type=click.Choice(TYPES), required=True, help="Kind of store.")
@@ -162,10 +176,7 @@ def create(
     )
     namespace = cli.resolved_namespace()
     if secret_config:
-        from davit.kube.operations import Operations
-
-        if Operations(cli.api()).secret_data(namespace, secret_config) is None:
-            click.echo(f"Warning: Secret {namespace}/{secret_config} does not exist (yet)", err=True)
+        _warn_if_secret_missing(cli, namespace, secret_config)
     body = {
         "apiVersion": constants.API_GROUP_VERSION,
         "kind": KIND.value,

@@ -60,9 +60,7 @@ def one_line_usage_error(exc: click.UsageError) -> click.UsageError:
     if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: click shows its help
         return exc
     hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-    bare = click.UsageError(_one_line(Exception(exc.format_message())) + hint)
-    bare.exit_code = exc.exit_code
-    return bare
+    return click.UsageError(_one_line(Exception(exc.format_message())) + hint)
 
 
 class DavitGroup(click.Group):
@@ -87,7 +85,7 @@ class DavitGroup(click.Group):
             raise translate(exc) from exc
 
 
-@click.group(cls=DavitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="davit", cls=DavitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @connection_options
 @output_option
 @all_namespaces_option

@@ -75,6 +75,9 @@ def human_duration(seconds: float) -> str:
         return f"{days}d{rest}h" if rest else f"{days}d"
     if days < 730:
         return f"{days}d"
+    if days < 365 * 8:
+        rest = days % 365
+        return f"{days // 365}y{rest}d" if rest else f"{days // 365}y"
     return f"{days // 365}y"
 
 
@@ -386,8 +389,13 @@ def event_table(events: Sequence[RawObject], now: datetime.datetime) -> list[str
             or ""
         )
 
+    def order(event: RawObject) -> tuple[str, int]:
+        # Timestamps have one-second resolution; the resourceVersion breaks ties in creation order.
+        version = str((event.get("metadata") or {}).get("resourceVersion") or "0")
+        return when(event), int(version) if version.isdigit() else 0
+
     rows = []
-    for event in sorted(events, key=when):
+    for event in sorted(events, key=order):
         count = int(event.get("count") or 1)
         shown_age = age(when(event), now)
         if count > 1:
