@@ -20,7 +20,7 @@ down: ## stop everything `make up` started
 status: ## list the stack's processes
 	$(PYTHON) -m devstack status
 
-demo: up ## bring the stack up and show a backup being accepted
+demo: up ## bring the stack up, deploy a sample application and back it up
 	bash scripts/demo.sh
 
 lint: deps ## ruff and mypy
