@@ -156,7 +156,9 @@ def cluster_part(rt: Runtime, obj: RawObject, state: OperationState) -> None:
     meta, spec = obj["metadata"], obj.get("spec") or {}
     namespaces = json.loads(rt.redis.get(state.key("namespaces")) or "[]")
     refs = [ClusterRef("v1", "namespaces", ns) for ns in namespaces]
-    refs += [ClusterRef(**json.loads(raw)) for raw in state.needed()]
+    # includeClusterResources unset means "auto": what the namespaced objects need. false: Namespaces only.
+    if spec.get("includeClusterResources") is not False:
+        refs += [ClusterRef(**json.loads(raw)) for raw in state.needed()]
     objects = []
     for ref in refs:
         found = discovery.get_cluster_object(rt.api, ref)
