@@ -89,6 +89,7 @@ class Stack:
                                                   "kube-scheduler", "redis", "kubelet")]  # fmt: skip
             if state.with_services:
                 names += [f"{c.name}-{service}" for service, _ in SERVICES]
+                names += [f"{c.name}-uploader-{node}" for node in node_names(c.name)]
         return names
 
     def running(self) -> StackState | None:
@@ -152,13 +153,20 @@ class Stack:
         self.apply_crds(cluster, kubeconfig)
         self._start_kubelet(config.name, kubeconfig)
         if state.with_services:
+            env = self.service_env(config.name, kubeconfig, redis_port, state.metrics_ports[config.name])
             for service, module in SERVICES:
+                self.procs.start(f"{config.name}-{service}", [sys.executable, "-m", module], env=env)
+            # One node agent per dev node, as the DaemonSet would run them.
+            for node in node_names(config.name):
                 self.procs.start(
-                    f"{config.name}-{service}",
-                    [sys.executable, "-m", module],
-                    env=self.service_env(
-                        config.name, kubeconfig, redis_port, state.metrics_ports[config.name]
-                    ),
+                    f"{config.name}-uploader-{node}",
+                    [sys.executable, "-m", "davit_services.uploader"],
+                    env={
+                        **env,
+                        "DAVIT_NODE_NAME": node,
+                        "DAVIT_KUBELET_ROOT": str(self.kubelet_root(config.name)),
+                        "DAVIT_IDENTITY": f"dev-{config.name}-{node}",
+                    },
                 )
 
     def _start_kubelet(self, cluster: str, kubeconfig: Path) -> None:

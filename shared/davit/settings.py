@@ -57,6 +57,11 @@ class Settings:
     #: Tasks a worker runs at once (threads: the work is I/O on the API server and the store, and the
     #: compression and encryption libraries release the GIL).
     worker_concurrency: int = 4
+    #: The node agent's node (its queue is ``davit.node.<node_name>``); in a DaemonSet, from the downward
+    #: API's ``spec.nodeName``.
+    node_name: str = ""
+    #: Where the kubelet keeps pod volume directories on this node.
+    kubelet_root: str = "/var/lib/kubelet"
     #: Objects per list call in resource-export: kubectl's page size; large enough to amortise a request,
     #: small enough that a worker's memory stays flat whatever a namespace holds.
     export_page_size: int = 500

@@ -32,9 +32,10 @@ def runtime(service: str) -> Runtime:
 
 
 def register(app: Celery, queue: str, service: str, handler: Handler) -> Any:
-    """The stage task for ``queue``, calling ``handler(runtime, message)``."""
+    """The stage task for ``queue`` (a node queue: the node task), calling ``handler(runtime, message)``."""
+    task_name = queueing.STAGE_TASKS.get(queue, queueing.NODE_TASK)
 
-    @app.task(name=queueing.STAGE_TASKS[queue], bind=True, max_retries=MAX_RETRIES)  # type: ignore[untyped-decorator]
+    @app.task(name=task_name, bind=True, max_retries=MAX_RETRIES)  # type: ignore[untyped-decorator]
     def run_stage(task: Any, envelope: bytes) -> None:
         try:
             message = Message.decode(envelope)

@@ -36,15 +36,16 @@ class Services:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.lease = f"davit-watcher-{uuid.uuid4().hex[:8]}"
 
-    def start(self, service: str, **env: str) -> None:
-        log = (self.log_dir / f"{service}.log").open("ab")
-        self.procs[service] = subprocess.Popen(
+    def start(self, service: str, name: str = "", **env: str) -> None:
+        name = name or service
+        log = (self.log_dir / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", f"davit_services.{service}"],
             env={
                 **os.environ,
                 "DAVIT_KUBECONFIG": self.stack.kubeconfig,
                 "DAVIT_REDIS_URL": self.stack.redis_url,
-                "DAVIT_IDENTITY": f"test-{service}",
+                "DAVIT_IDENTITY": f"test-{name}",
                 "DAVIT_LEASE_NAME": self.lease,
                 "DAVIT_RESYNC_SECONDS": "2",
                 "DAVIT_REQUEUE_GRACE_SECONDS": "1",
@@ -88,6 +89,10 @@ def stack_services(stack: StackEnv, tmp_path: Path) -> Iterator[Callable[..., Se
     def start(**env: str) -> Services:
         for service in SERVICES:
             running.start(service, **env)
+        # The node agents, one per dev node, reading the dev kubelet's directories.
+        for node in stack.env["DEV_NODES"].split(","):
+            running.start("uploader", name=f"uploader-{node}", DAVIT_NODE_NAME=node,
+                          DAVIT_KUBELET_ROOT=stack.env["KUBELET_ROOT"], **env)  # fmt: skip
         return running
 
     yield start

@@ -27,6 +27,8 @@ DEFAULTS: dict[str, Any] = {
     "log_level": "INFO",
     "worker_concurrency": 4,
     "export_page_size": 500,
+    "node_name": "",
+    "kubelet_root": "/var/lib/kubelet",
 }
 FLOAT_FIELDS = [name for name, value in DEFAULTS.items() if isinstance(value, float)]
 

@@ -8,9 +8,10 @@ from typing import Any
 import structlog
 from kubernetes.client.exceptions import ApiException
 
-from davit import constants, progress, queueing, timeutil
+from davit import constants, progress, timeutil
+from davit import volume_stage as volumes
 from davit.api.types import Stage, Status
-from davit.constants import Kind, Queue
+from davit.constants import Kind
 from davit.format.layout import BackupRef
 from davit.messages import Message
 from davit.opstate import OperationState
@@ -29,6 +30,12 @@ def handle(rt: Runtime, message: Message) -> None:
     stage = (obj.get("status") or {}).get("stage")
     if message.stage == Stage.INITIAL and stage == Stage.INITIAL:
         start(rt, obj)
+    elif message.stage == Stage.VOLUMES and stage == Stage.VOLUMES:
+        state = OperationState(rt.redis, message.uid)
+        if not message.part:
+            volumes.resend_outstanding(rt, obj, state)  # the watcher saw the stage stall
+        else:
+            snapshot_volume(rt, message, state)
     elif message.stage == Stage.POST_EXEC_RULE and stage == Stage.POST_EXEC_RULE:
         finish(rt, obj)
     else:
@@ -63,16 +70,22 @@ def start(rt: Runtime, obj: RawObject) -> None:
         reason = "preExecRule is not supported by this version of Davit yet"
         progress.fail(rt, KIND, obj, reason)
         return
-    obj = progress.set_stage(
-        rt, KIND, obj, Stage.VOLUMES, Status.IN_PROGRESS, "no volume data is backed up by this version",
-        extra={"volumes": [], "volumesProgress": "0/0"},
-    )  # fmt: skip
-    obj = progress.set_stage(rt, KIND, obj, Stage.APPLICATIONS, Status.PENDING, "queued for davit.export")
-    queueing.send(
-        rt.celery,
-        Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.APPLICATIONS.value),
-        Queue.EXPORT,
+    obj, outstanding = volumes.start(rt, obj, state, hold=False)
+    if not outstanding:
+        volumes.advance(rt, Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.VOLUMES.value))
+
+
+def snapshot_volume(rt: Runtime, message: Message, state: OperationState) -> None:
+    """A volume in snapshot mode (a VolumeSnapshotClass exists for its driver)."""
+    if not state.is_pending(message.part):
+        return
+    claim = message.part.removeprefix(volumes.VOLUME_PART_PREFIX)
+    reason = "CSI snapshots are not supported by this version of Davit yet"
+    volumes.update_volume(
+        rt, message.namespace, message.name, claim, {"status": Status.FAILED.value, "reason": reason}
     )
+    state.log("volume.failed", claim=claim, reason=reason)
+    volumes.finish_part(rt, message, state)
 
 
 def finish(rt: Runtime, obj: RawObject) -> None:
@@ -88,6 +101,14 @@ def finish(rt: Runtime, obj: RawObject) -> None:
     total = sum(int(info["rawSize"]) for info in parts.values())
     stored = sum(int(info["storedSize"]) for info in parts.values())
     started = (obj.get("status") or {}).get("triggerTimestamp")
+    results = volumes.results(state)
+    volume_entries = [
+        {**entry, **results.get(f"{entry.get('namespace')}/{entry.get('persistentVolumeClaim')}", {})}
+        for entry in (obj.get("status") or {}).get("volumes") or []
+    ]
+    failed = [v for v in volume_entries if v.get("status") == Status.FAILED]
+    total += sum(int(v.get("totalSize") or 0) for v in volume_entries)
+    stored += sum(int(v.get("storedSize") or 0) for v in volume_entries)
     manifest = {
         "backup": {
             "apiVersion": obj.get("apiVersion"),
@@ -111,13 +132,15 @@ def finish(rt: Runtime, obj: RawObject) -> None:
             key=lambda p: p["part"],
         ),
         "resources": resources,
-        "volumes": [],
+        "volumes": volume_entries,
     }
     state.log("backup.completed", resources=len(resources), totalSize=total, storedSize=stored)
     repository.write_log(ref, state.log_lines())
     manifest_size = repository.write_manifest(ref, manifest)
+    outcome = Status.PARTIAL_SUCCESS if failed else Status.SUCCESSFUL
+    reason = f"{len(failed)} of {len(volume_entries)} volume(s) failed" if failed else ""
     progress.set_stage(
-        rt, KIND, obj, Stage.FINAL, Status.SUCCESSFUL, "",
+        rt, KIND, obj, Stage.FINAL, outcome, reason,
         extra={
             "resourceCount": len(resources), "totalSize": total, "storedSize": stored + manifest_size,
             "backupPath": f"{repository.store.url.rstrip('/')}/{ref.root}",

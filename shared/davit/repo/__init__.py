@@ -1,0 +1,38 @@
+"""The volume-data repository (docs/format.md, "Volume data repository"): content-defined chunks,
+deduplicated across every backup in a location, packed, compressed, sealed, indexed; snapshot trees of
+directories; restore that never writes outside its target; and a check of what trees reference.
+
+Everything lives under ``repo/`` in the location and is named by content, so concurrent writers never
+overwrite each other's different data and need no lock.
+"""
+
+from davit.repo.check import CheckReport, check
+from davit.repo.errors import CorruptChunk, MissingChunk, RepoError, UnsafePath
+from davit.repo.index import IndexEntry, RepoIndex
+from davit.repo.reader import RepoReader
+from davit.repo.restore import RestoreStats, restore_tree
+from davit.repo.tree import Entry, Tree, iter_entries, load_tree, snapshot_tree
+from davit.repo.writer import Extent, FileEntry, RepoWriter, WriterStats
+
+__all__ = [
+    "CheckReport",
+    "CorruptChunk",
+    "Entry",
+    "Extent",
+    "FileEntry",
+    "IndexEntry",
+    "MissingChunk",
+    "RepoError",
+    "RepoIndex",
+    "RepoReader",
+    "RepoWriter",
+    "RestoreStats",
+    "Tree",
+    "UnsafePath",
+    "WriterStats",
+    "check",
+    "iter_entries",
+    "load_tree",
+    "restore_tree",
+    "snapshot_tree",
+]

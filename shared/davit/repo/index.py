@@ -1,0 +1,146 @@
+"""The repository index: which pack holds each chunk, at which offset, how long sealed and raw.
+
+One index object per pack, ``repo/index/<pack id>``, written after its pack. Loading lists
+``repo/index/`` and reads every index object not read before; a process keeps one index per store
+object and sealer, so the next backup in the same worker only reads what was added since.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
+
+import msgpack
+
+from davit.format.sealing import CorruptObject, Sealer
+from davit.repo import layout
+from davit.repo.errors import RepoError
+from davit.storage.base import ObjectNotFound, ObjectStore
+
+#: Index objects read at once: they are small, so a remote store's latency is what loading waits on.
+LOAD_CONCURRENCY = 16
+
+
+class IndexEntry(NamedTuple):
+    pack: str
+    offset: int
+    length: int
+    raw_size: int
+
+
+def encode_index(pack_id: str, chunks: Iterable[tuple[bytes, int, int, int]]) -> bytes:
+    """The unsealed index object of a pack: ``chunks`` are (id, offset, sealed length, raw size)."""
+    body = {"version": layout.REPO_VERSION, "pack": pack_id, "chunks": [list(c) for c in chunks]}
+    packed: bytes = msgpack.packb(body, use_bin_type=True)
+    return packed
+
+
+def decode_index(key: str, pack_id: str, raw: bytes) -> list[tuple[bytes, IndexEntry]]:
+    try:
+        body = msgpack.unpackb(raw, raw=False)
+        if not isinstance(body, dict) or int(body["version"]) > layout.REPO_VERSION:
+            raise RepoError(f"{key}: unsupported index version {body.get('version')!r}")
+        if body["pack"] != pack_id:
+            raise RepoError(f"{key}: index of pack {body['pack']!r} stored under another pack's name")
+        out = []
+        for chunk_id, offset, length, raw_size in body["chunks"]:
+            if not isinstance(chunk_id, bytes) or len(chunk_id) != 32:
+                raise RepoError(f"{key}: malformed chunk id {chunk_id!r}")
+            out.append((chunk_id, IndexEntry(pack_id, int(offset), int(length), int(raw_size))))
+        return out
+    except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+        raise RepoError(f"{key}: unreadable index object: {exc!r}") from exc
+
+
+class RepoIndex:
+    """Chunk id (32 raw bytes) → where it is stored. Thread-safe; shared by a process's writers."""
+
+    def __init__(self, store: ObjectStore, sealer: Sealer) -> None:
+        self.store = store
+        self.sealer = sealer
+        self._entries: dict[bytes, IndexEntry] = {}
+        self._packs: set[str] = set()
+        self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+
+    # One index per store object and sealer: a store object is one location, and a different key must
+    # never see what another key loaded. Keyed by object, not URL: two S3 endpoints can have equal URLs.
+    _cache: weakref.WeakKeyDictionary[ObjectStore, dict[Sealer, RepoIndex]] = weakref.WeakKeyDictionary()
+    _cache_lock = threading.Lock()
+
+    @classmethod
+    def load(cls, store: ObjectStore, sealer: Sealer) -> RepoIndex:
+        """The process's index of ``store``, brought up to date with what other writers added."""
+        with cls._cache_lock:
+            per_store = cls._cache.setdefault(store, {})
+            index = per_store.get(sealer)
+            if index is None:
+                index = per_store[sealer] = cls(store, sealer)
+        index.refresh()
+        return index
+
+    def refresh(self, errors: list[str] | None = None) -> int:
+        """Read index objects not read yet; returns how many. An index object that went away (garbage
+        collection) makes the next refresh start over, since its chunks may be duplicated elsewhere.
+
+        With ``errors``, unreadable index objects are reported there instead of raised (check)."""
+        with self._refresh_lock:
+            listed = {}
+            for info in self.store.list(layout.INDEX):
+                pack_id = info.key[len(layout.INDEX) :]
+                if layout.is_id(pack_id):
+                    listed[pack_id] = info.key
+            with self._lock:
+                if self._packs - listed.keys():
+                    self._entries.clear()
+                    self._packs.clear()
+                new = [pack_id for pack_id in listed if pack_id not in self._packs]
+            if not new:
+                return 0
+            with ThreadPoolExecutor(min(LOAD_CONCURRENCY, len(new))) as pool:
+                for pack_id, result in zip(new, pool.map(self._read_one, new), strict=True):
+                    if isinstance(result, Exception):
+                        if errors is None:
+                            raise result
+                        errors.append(str(result))
+                        continue
+                    if result is not None:
+                        self.add(pack_id, result)
+            return len(new)
+
+    def _read_one(self, pack_id: str) -> list[tuple[bytes, IndexEntry]] | Exception | None:
+        key = layout.index_key(pack_id)
+        try:
+            return decode_index(key, pack_id, self.sealer.open(key, self.store.get(key)))
+        except ObjectNotFound:
+            return None  # removed between listing and reading
+        except (CorruptObject, RepoError) as exc:
+            return exc
+
+    def add(self, pack_id: str, entries: Iterable[tuple[bytes, IndexEntry]]) -> None:
+        """Record a pack's chunks; a chunk already known keeps its first location."""
+        with self._lock:
+            self._packs.add(pack_id)
+            for chunk_id, entry in entries:
+                self._entries.setdefault(chunk_id, entry)
+
+    def get(self, chunk_id: bytes) -> IndexEntry | None:
+        return self._entries.get(chunk_id)
+
+    def __contains__(self, chunk_id: object) -> bool:
+        return chunk_id in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[bytes]:
+        with self._lock:
+            return iter(list(self._entries))
+
+    @property
+    def packs(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._packs)

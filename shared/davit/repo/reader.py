@@ -1,0 +1,109 @@
+"""Reading chunks back: locate them in the index, fetch their pack, open and verify them.
+
+The store interface reads whole objects, so a reader keeps the last few packs it fetched: restores and
+checks ask for chunks in about the order they were written, so each pack is fetched about once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future
+
+import blake3
+
+from davit.format.sealing import CorruptObject, Sealer
+from davit.repo import layout
+from davit.repo.errors import CorruptChunk, MissingChunk
+from davit.repo.index import IndexEntry, RepoIndex
+from davit.storage.base import ObjectNotFound, ObjectStore
+
+#: Packs kept in memory (16 MiB each at most, plus one chunk's overflow).
+CACHED_PACKS = 4
+
+
+class RepoReader:
+    """Verified chunk reads. Thread-safe: a restore reads chunks from a pool."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        sealer: Sealer,
+        *,
+        index: RepoIndex | None = None,
+        cached_packs: int = CACHED_PACKS,
+    ) -> None:
+        self.store = store
+        self.sealer = sealer
+        self.index = index if index is not None else RepoIndex.load(store, sealer)
+        self._cached_packs = cached_packs
+        self._packs: OrderedDict[str, Future[bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._refreshed = False
+        self.bytes_fetched = 0
+
+    def locate(self, chunk_id: bytes) -> IndexEntry:
+        entry = self.index.get(chunk_id)
+        if entry is None and not self._refreshed:
+            # Written by a writer after this index was loaded: look once more.
+            self._refreshed = True
+            self.index.refresh()
+            entry = self.index.get(chunk_id)
+        if entry is None:
+            raise MissingChunk(chunk_id.hex())
+        return entry
+
+    def read_chunk(self, chunk_id: bytes) -> bytes:
+        """The chunk's content, verified: its sealed form opens and its content hashes to ``chunk_id``."""
+        entry = self.locate(chunk_id)
+        pack = self.pack(entry.pack, chunk_id)
+        return open_chunk(self.sealer, chunk_id, entry, pack)
+
+    def pack(self, pack_id: str, for_chunk: bytes | None = None) -> bytes:
+        """A pack's bytes, fetched once while it stays among the recently used."""
+        with self._lock:
+            future = self._packs.get(pack_id)
+            owner = future is None
+            if future is None:
+                future = self._packs[pack_id] = Future()
+                while len(self._packs) > self._cached_packs:
+                    self._packs.popitem(last=False)
+            else:
+                self._packs.move_to_end(pack_id)
+        if owner:
+            try:
+                data = self.store.get(layout.pack_key(pack_id))
+            except ObjectNotFound as exc:
+                with self._lock:
+                    self._packs.pop(pack_id, None)
+                missing = MissingChunk(
+                    for_chunk.hex() if for_chunk else "?", f"its pack {pack_id} is not in the store"
+                )
+                future.set_exception(missing)
+                raise missing from exc
+            except BaseException as exc:
+                with self._lock:
+                    self._packs.pop(pack_id, None)
+                future.set_exception(exc)
+                raise
+            with self._lock:
+                self.bytes_fetched += len(data)
+            future.set_result(data)
+            return data
+        return future.result()
+
+
+def open_chunk(sealer: Sealer, chunk_id: bytes, entry: IndexEntry, pack: bytes) -> bytes:
+    hex_id = chunk_id.hex()
+    where = f"pack {entry.pack} at {entry.offset}+{entry.length}"
+    if entry.offset + entry.length > len(pack):
+        raise CorruptChunk(hex_id, f"{where} lies beyond the pack's end ({len(pack)} bytes)")
+    try:
+        data = sealer.open(layout.chunk_aad(hex_id), pack[entry.offset : entry.offset + entry.length])
+    except CorruptObject as exc:
+        raise CorruptChunk(hex_id, f"{where}: {exc}") from exc
+    if blake3.blake3(data).digest() != chunk_id:
+        raise CorruptChunk(hex_id, f"{where}: content does not match its id")
+    if len(data) != entry.raw_size:
+        raise CorruptChunk(hex_id, f"{where}: {len(data)} bytes, the index says {entry.raw_size}")
+    return data

@@ -1,0 +1,246 @@
+"""Restoring a tree into a directory, never writing outside it.
+
+Every path is checked (relative, no ``.``/``..``/empty components) and every directory on the way is
+opened by descriptor with O_NOFOLLOW, one component at a time: a symlink among the parents (one the
+tree itself created, or one already in the target) is refused, never followed. Anything already at an
+entry's name is removed, not written through, so an existing symlink or hard link cannot redirect a write.
+
+Files are created, truncated to their size and only their data ranges written, so holes stay holes.
+Chunks are read, verified and written by a pool; a file's owner, mode and mtime are set once its last
+chunk is written, and directories' (whose mtimes their children change) at the end, deepest first.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Final
+
+from davit.repo.errors import RepoError, UnsafePath
+from davit.repo.reader import RepoReader
+from davit.repo.tree import DIR, FILE, SYMLINK, Entry, Tree, iter_entries
+
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+#: Directory descriptors kept open between entries (entries come grouped by directory).
+_CACHED_DIRS: Final = 64
+
+
+@dataclass
+class RestoreStats:
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    bytes_written: int = 0
+
+
+def safe_components(path: bytes) -> list[bytes]:
+    """The components of a tree entry's path; UnsafePath for anything that could name a place outside
+    the target: absolute paths, ``..``, ``.``, empty components, NUL bytes."""
+    if not path:
+        return []
+    if path.startswith(b"/"):
+        raise UnsafePath(f"refusing {os.fsdecode(path)!r}: absolute path")
+    if b"\0" in path:
+        raise UnsafePath(f"refusing {os.fsdecode(path)!r}: NUL byte in path")
+    parts = path.split(b"/")
+    for part in parts:
+        if part == b"..":
+            raise UnsafePath(f"refusing {os.fsdecode(path)!r}: '..' component")
+        if part in (b"", b"."):
+            raise UnsafePath(f"refusing {os.fsdecode(path)!r}: empty or '.' component")
+    return parts
+
+
+class _Dirs:
+    """Descriptors of directories below the target, opened without following symlinks."""
+
+    def __init__(self, root_fd: int) -> None:
+        self.root_fd = root_fd
+        self._open: OrderedDict[tuple[bytes, ...], int] = OrderedDict()
+
+    def fd(self, parts: list[bytes], create: bool = True) -> int:
+        key = tuple(parts)
+        if not key:
+            return self.root_fd
+        cached = self._open.get(key)
+        if cached is not None:
+            self._open.move_to_end(key)
+            return cached
+        # Evict before opening: a descriptor is used only until the next call.
+        while len(self._open) >= _CACHED_DIRS:
+            os.close(self._open.popitem(last=False)[1])
+        depth = len(key)
+        while depth > 0 and key[:depth] not in self._open:
+            depth -= 1
+        fd = self._open[key[:depth]] if depth else self.root_fd
+        for i in range(depth, len(key)):
+            fd = self._open_child(fd, key[: i + 1], create)
+            self._open[key[: i + 1]] = fd
+        return fd
+
+    @staticmethod
+    def _open_child(parent: int, key: tuple[bytes, ...], create: bool) -> int:
+        name = key[-1]
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                raise
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                where = os.fsdecode(b"/".join(key))
+                reason = "it is a symlink or not a directory"
+                raise UnsafePath(f"refusing to write below {where!r}: {reason}") from exc
+            raise
+        # The tree lists directories before their contents; a tree without one gets it created.
+        os.mkdir(name, 0o700, dir_fd=parent)
+        return os.open(name, _DIR_FLAGS, dir_fd=parent)
+
+    def close(self) -> None:
+        while self._open:
+            os.close(self._open.popitem()[1])
+
+
+@dataclass
+class _FileJob:
+    fd: int
+    entry: Entry
+    outstanding: int = 0
+    submitted: bool = False
+
+
+def _remove_existing(parent: int, name: bytes) -> None:
+    try:
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        try:
+            os.rmdir(name, dir_fd=parent)
+        except OSError as exc:
+            raise RepoError(f"cannot replace directory {os.fsdecode(name)!r}: {exc.strerror}") from exc
+    else:
+        os.unlink(name, dir_fd=parent)
+
+
+def _chown(fn: Callable[..., None], *args: object, **kwargs: object) -> None:
+    """Ownership as recorded: required as root, best effort otherwise (a user can only give files to
+    itself)."""
+    try:
+        fn(*args, **kwargs)
+    except PermissionError:
+        if os.geteuid() == 0:
+            raise
+
+
+def _write_chunk(reader: RepoReader, fd: int, offset: int, chunk_id: bytes) -> int:
+    data = memoryview(reader.read_chunk(chunk_id))
+    done = 0
+    while done < len(data):
+        done += os.pwrite(fd, data[done:], offset + done)
+    return done
+
+
+def restore_tree(
+    tree: Tree, target_dir: str | os.PathLike[str], reader: RepoReader, *, workers: int | None = None
+) -> RestoreStats:
+    """Write ``tree`` into ``target_dir`` (created if missing): contents, modes, ownership, mtimes,
+    symlinks (targets verbatim, the links themselves inside the target) and holes."""
+    workers = workers or max(2, os.cpu_count() or 2)
+    max_inflight = 4 * workers
+    stats = RestoreStats()
+    os.makedirs(target_dir, exist_ok=True)
+    root_fd = os.open(os.fspath(target_dir), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    dirs = _Dirs(root_fd)
+    directories: list[Entry] = []
+    inflight: deque[tuple[Future[int], _FileJob]] = deque()
+    open_jobs: list[_FileJob] = []
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="davit-repo-restore")
+
+    def finish(job: _FileJob) -> None:
+        entry = job.entry
+        _chown(os.fchown, job.fd, entry.uid, entry.gid)
+        os.fchmod(job.fd, entry.mode)
+        os.utime(job.fd, ns=(entry.mtime_ns, entry.mtime_ns))
+        os.close(job.fd)
+        open_jobs.remove(job)
+
+    def retire_one() -> None:
+        future, job = inflight.popleft()
+        stats.bytes_written += future.result()
+        job.outstanding -= 1
+        if job.outstanding == 0 and job.submitted:
+            finish(job)
+
+    try:
+        for entry in iter_entries(reader.store, reader.sealer, tree):
+            parts = safe_components(entry.path)
+            if not parts:
+                if entry.kind != DIR:
+                    raise UnsafePath(f"refusing a root entry of type {entry.kind}")
+                directories.append(entry)
+                continue
+            parent = dirs.fd(parts[:-1])
+            name = parts[-1]
+            if entry.kind == DIR:
+                try:
+                    os.mkdir(name, 0o700, dir_fd=parent)
+                except FileExistsError:
+                    if not stat.S_ISDIR(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+                        _remove_existing(parent, name)
+                        os.mkdir(name, 0o700, dir_fd=parent)
+                directories.append(entry)
+                stats.dirs += 1
+            elif entry.kind == SYMLINK:
+                if entry.target is None:
+                    raise RepoError(f"symlink {entry.name} has no target")
+                _remove_existing(parent, name)
+                os.symlink(entry.target, name, dir_fd=parent)
+                _chown(os.chown, name, entry.uid, entry.gid, dir_fd=parent, follow_symlinks=False)
+                os.utime(name, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=parent, follow_symlinks=False)
+                stats.symlinks += 1
+            elif entry.kind == FILE:
+                _remove_existing(parent, name)
+                job = _FileJob(os.open(name, _FILE_FLAGS, 0o600, dir_fd=parent), entry)
+                open_jobs.append(job)
+                os.ftruncate(job.fd, entry.size)
+                for extent in entry.extents:
+                    offset = extent.offset
+                    for chunk_id in extent.chunks:
+                        size = reader.locate(chunk_id).raw_size
+                        if offset + size > extent.offset + extent.length:
+                            raise RepoError(f"{entry.name}: chunks overrun the data range at {extent.offset}")
+                        while len(inflight) >= max_inflight:
+                            retire_one()
+                        job.outstanding += 1
+                        inflight.append((pool.submit(_write_chunk, reader, job.fd, offset, chunk_id), job))
+                        offset += size
+                job.submitted = True
+                if job.outstanding == 0:
+                    finish(job)
+                stats.files += 1
+        while inflight:
+            retire_one()
+        # Deepest first: setting a directory's mtime before its last child is written would not stick,
+        # and a read-only mode would stop a non-root restore from finishing its children.
+        for entry in reversed(directories):
+            parts = safe_components(entry.path)
+            fd = dirs.fd(parts, create=False) if parts else root_fd
+            _chown(os.fchown, fd, entry.uid, entry.gid)
+            os.fchmod(fd, entry.mode)
+            os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+    finally:
+        for future, _job in inflight:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+        for job in open_jobs:
+            os.close(job.fd)
+        dirs.close()
+        os.close(root_fd)
+    return stats

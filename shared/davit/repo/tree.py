@@ -1,0 +1,404 @@
+"""Snapshot trees: every entry of a directory (path, type, metadata, and a file's data as chunk ids),
+stored as sealed msgpack parts under a root object whose BLAKE3 is the tree's id.
+
+Entries are in depth-first order with each directory's names sorted bytewise, which is the order of their
+paths compared component by component. A walk produces that order, so an incremental snapshot merges the
+walk with the previous tree's entries as two sorted streams instead of holding either in memory.
+
+Paths are bytes, relative to the root, ``/``-separated; the root itself is the entry with the empty
+path. Names are whatever bytes the filesystem holds (not necessarily UTF-8), so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import blake3
+import msgpack
+
+from davit.format.sealing import CorruptObject, Sealer
+from davit.repo import layout
+from davit.repo.errors import RepoError
+from davit.repo.writer import Extent, PendingFile, RepoWriter, open_for_reading
+from davit.storage.base import ObjectNotFound, ObjectStore
+
+FILE = "file"
+DIR = "dir"
+SYMLINK = "symlink"
+KINDS = (FILE, DIR, SYMLINK)
+#: Entries waiting for their files' chunks before they join the tree; beyond this the walk waits.
+MAX_WAITING = 4096
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: bytes
+    kind: str
+    mode: int
+    uid: int
+    gid: int
+    mtime_ns: int
+    size: int
+    inode: int
+    target: bytes | None = None
+    extents: tuple[Extent, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The path for messages (undecodable bytes escaped)."""
+        return os.fsdecode(self.path) if self.path else "."
+
+    @property
+    def components(self) -> list[bytes]:
+        return self.path.split(b"/") if self.path else []
+
+    def chunk_ids(self) -> Iterator[bytes]:
+        for extent in self.extents:
+            yield from extent.chunks
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A stored snapshot: its id, and where its entries are."""
+
+    id: str
+    parts: tuple[str, ...]
+    entries: int
+    #: Sum of the sizes of its files (holes included).
+    size: int
+
+
+# --- encoding ----------------------------------------------------------------------------------------
+
+
+def encode_entry(entry: Entry) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "path": entry.path,
+        "type": entry.kind,
+        "mode": entry.mode,
+        "uid": entry.uid,
+        "gid": entry.gid,
+        "mtime": entry.mtime_ns,
+        "size": entry.size,
+        "inode": entry.inode,
+    }
+    if entry.target is not None:
+        body["target"] = entry.target
+    if entry.extents:
+        body["extents"] = [[e.offset, e.length, list(e.chunks)] for e in entry.extents]
+    return body
+
+
+def decode_entry(body: Any) -> Entry:
+    try:
+        kind = body["type"]
+        if kind not in KINDS:
+            raise RepoError(f"unknown entry type {kind!r}")
+        path, target = body["path"], body.get("target")
+        if not isinstance(path, bytes) or not (target is None or isinstance(target, bytes)):
+            raise RepoError("entry path and target must be bytes")
+        extents = []
+        for offset, length, chunks in body.get("extents", ()):
+            if not all(isinstance(c, bytes) and len(c) == 32 for c in chunks):
+                raise RepoError(f"malformed chunk id in {path!r}")
+            extents.append(Extent(int(offset), int(length), tuple(chunks)))
+        return Entry(
+            path=path,
+            kind=kind,
+            mode=int(body["mode"]),
+            uid=int(body["uid"]),
+            gid=int(body["gid"]),
+            mtime_ns=int(body["mtime"]),
+            size=int(body["size"]),
+            inode=int(body["inode"]),
+            target=target,
+            extents=tuple(extents),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RepoError(f"malformed tree entry: {exc!r}") from exc
+
+
+def _sort_key(path: bytes) -> list[bytes]:
+    return path.split(b"/") if path else []
+
+
+class TreeBuilder:
+    """Writes entries in parts as they come, then the root: at most one part in memory."""
+
+    def __init__(self, store: ObjectStore, sealer: Sealer, part_size: int = layout.TREE_PART_SIZE) -> None:
+        self.store = store
+        self.sealer = sealer
+        self.part_size = part_size
+        self._packer = msgpack.Packer(use_bin_type=True)
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._parts: list[bytes] = []
+        self._entries = 0
+        self._size = 0
+        self._last: list[bytes] | None = None
+
+    def add(self, entry: Entry) -> None:
+        key = _sort_key(entry.path)
+        if self._last is not None and key <= self._last:
+            previous = os.fsdecode(b"/".join(self._last))
+            raise RepoError(f"tree entries out of order: {entry.name} after {previous}")
+        self._last = key
+        packed: bytes = self._packer.pack(encode_entry(entry))
+        self._buffer.append(packed)
+        self._buffered += len(packed)
+        self._entries += 1
+        if entry.kind == FILE:
+            self._size += entry.size
+        if self._buffered >= self.part_size:
+            self._write_part()
+
+    def _write_part(self) -> None:
+        if not self._buffer:
+            return
+        data = b"".join(self._buffer)
+        self._buffer, self._buffered = [], 0
+        digest = blake3.blake3(data).digest()
+        key = layout.tree_part_key(digest.hex())
+        self.store.put(key, self.sealer.seal(key, data))
+        self._parts.append(digest)
+
+    def finish(self) -> Tree:
+        """Write the last part and the root. Every chunk the entries reference must be stored by now."""
+        self._write_part()
+        body = {
+            "version": layout.REPO_VERSION,
+            "entries": self._entries,
+            "size": self._size,
+            "parts": self._parts,
+        }
+        root: bytes = msgpack.packb(body, use_bin_type=True)
+        tree_id = blake3.blake3(root).hexdigest()
+        key = layout.tree_key(tree_id)
+        self.store.put(key, self.sealer.seal(key, root))
+        parts = tuple(p.hex() for p in self._parts)
+        return Tree(id=tree_id, parts=parts, entries=self._entries, size=self._size)
+
+
+def _open_verified(store: ObjectStore, sealer: Sealer, key: str, object_id: str) -> bytes:
+    try:
+        data = sealer.open(key, store.get(key))
+    except ObjectNotFound as exc:
+        raise RepoError(f"{key} is missing") from exc
+    except CorruptObject as exc:
+        raise RepoError(str(exc)) from exc
+    if blake3.blake3(data).hexdigest() != object_id:
+        raise RepoError(f"{key}: content does not match its id")
+    return data
+
+
+def load_tree(store: ObjectStore, sealer: Sealer, tree_id: str) -> Tree:
+    if not layout.is_id(tree_id):
+        raise RepoError(f"{tree_id!r} is not a tree id")
+    key = layout.tree_key(tree_id)
+    try:
+        root = msgpack.unpackb(_open_verified(store, sealer, key, tree_id), raw=False)
+        if int(root["version"]) > layout.REPO_VERSION:
+            raise RepoError(f"{key}: tree version {root['version']} is newer than this Davit reads")
+        parts = tuple(bytes(p).hex() for p in root["parts"])
+        return Tree(id=tree_id, parts=parts, entries=int(root["entries"]), size=int(root["size"]))
+    except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
+        raise RepoError(f"{key}: malformed tree: {exc!r}") from exc
+
+
+def iter_entries(store: ObjectStore, sealer: Sealer, tree: Tree) -> Iterator[Entry]:
+    """The tree's entries in order, one part in memory at a time."""
+    for part_id in tree.parts:
+        data = _open_verified(store, sealer, layout.tree_part_key(part_id), part_id)
+        unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(len(data), 1))
+        unpacker.feed(data)
+        del data
+        try:
+            for body in unpacker:
+                yield decode_entry(body)
+        except (ValueError, msgpack.UnpackException) as exc:
+            raise RepoError(f"tree part {part_id}: malformed: {exc!r}") from exc
+
+
+# --- snapshots ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Waiting:
+    entry: Entry
+    pending: PendingFile | None = None
+
+
+@dataclass
+class _Walk:
+    """A depth-first walk by directory file descriptors: nothing is resolved through a path, so a symlink
+    swapped in for a directory mid-walk is never followed out of the root."""
+
+    root_fd: int
+    stack: list[tuple[int, bytes, Iterator[bytes]]] = field(default_factory=list)
+
+    def entries(self) -> Iterator[tuple[bytes, int, bytes, os.stat_result]]:
+        """(path, parent fd, name, lstat) of everything below the root, in tree order."""
+        self.stack.append((self.root_fd, b"", self._names(self.root_fd)))
+        while self.stack:
+            fd, prefix, names = self.stack[-1]
+            name = next(names, None)
+            if name is None:
+                self.stack.pop()
+                if fd != self.root_fd:
+                    os.close(fd)
+                continue
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:  # removed since listed
+                continue
+            path = prefix + name
+            yield path, fd, name, st
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # replaced by a symlink or a file
+                        continue
+                    raise
+                self.stack.append((child, path + b"/", self._names(child)))
+
+    @staticmethod
+    def _names(fd: int) -> Iterator[bytes]:
+        # listdir on a descriptor gives str names decoded with surrogateescape: fsencode restores the bytes.
+        return iter(sorted(os.fsencode(n) for n in os.listdir(fd)))
+
+    def close(self) -> None:
+        for fd, _prefix, _names in self.stack:
+            if fd != self.root_fd:
+                os.close(fd)
+        self.stack.clear()
+
+
+def _entry_from_stat(path: bytes, kind: str, st: os.stat_result, target: bytes | None = None) -> Entry:
+    return Entry(
+        path=path,
+        kind=kind,
+        mode=stat.S_IMODE(st.st_mode),
+        uid=st.st_uid,
+        gid=st.st_gid,
+        mtime_ns=st.st_mtime_ns,
+        size=st.st_size if kind != DIR else 0,
+        inode=st.st_ino,
+        target=target,
+    )
+
+
+class _Previous:
+    """The previous tree's entries, advanced in step with the walk."""
+
+    def __init__(self, entries: Iterable[Entry]) -> None:
+        self._entries = iter(entries)
+        self._current = next(self._entries, None)
+
+    def find(self, path: bytes) -> Entry | None:
+        key = _sort_key(path)
+        while self._current is not None and _sort_key(self._current.path) < key:
+            self._current = next(self._entries, None)
+        if self._current is not None and self._current.path == path:
+            return self._current
+        return None
+
+
+def _unchanged(previous: Entry | None, st: os.stat_result, writer: RepoWriter) -> bool:
+    return (
+        previous is not None
+        and previous.kind == FILE
+        and previous.size == st.st_size
+        and previous.mtime_ns == st.st_mtime_ns
+        and previous.inode == st.st_ino
+        # A chunk collected since (or a previous tree from elsewhere) means reading the file again.
+        and all(chunk in writer.index for chunk in previous.chunk_ids())
+    )
+
+
+def snapshot_tree(root_dir: str | os.PathLike[str], writer: RepoWriter, previous: Tree | None = None) -> Tree:
+    """Store everything below ``root_dir`` (files, directories, symlinks; other types are skipped) and
+    the tree describing it. Files unchanged since ``previous`` (same size, mtime and inode) are not read.
+    Symlinks are recorded, never followed, and the walk never leaves ``root_dir``."""
+    store, sealer = writer.store, writer.sealer
+    builder = TreeBuilder(store, sealer)
+    prev = _Previous(iter_entries(store, sealer, previous) if previous is not None else ())
+    waiting: deque[_Waiting] = deque()
+
+    def emit_ready() -> None:
+        while waiting and (waiting[0].pending is None or waiting[0].pending.done):
+            item = waiting.popleft()
+            if item.pending is None:
+                builder.add(item.entry)
+            else:
+                stored = item.pending.entry()
+                builder.add(replace(item.entry, size=stored.size, extents=stored.extents))
+
+    root_fd = os.open(os.fspath(root_dir), _DIR_FLAGS)
+    walk = _Walk(root_fd)
+    try:
+        waiting.append(_Waiting(_entry_from_stat(b"", DIR, os.fstat(root_fd))))
+        for path, parent_fd, name, st in walk.entries():
+            if stat.S_ISDIR(st.st_mode):
+                waiting.append(_Waiting(_entry_from_stat(path, DIR, st)))
+            elif stat.S_ISLNK(st.st_mode):
+                try:
+                    target = os.readlink(name, dir_fd=parent_fd)
+                except FileNotFoundError:
+                    continue
+                waiting.append(_Waiting(_entry_from_stat(path, SYMLINK, st, target)))
+            elif stat.S_ISREG(st.st_mode):
+                old = prev.find(path)
+                if _unchanged(old, st, writer):
+                    assert old is not None
+                    waiting.append(_Waiting(replace(_entry_from_stat(path, FILE, st), extents=old.extents)))
+                else:
+                    item = _store_file(writer, path, parent_fd, name)
+                    if item is not None:
+                        waiting.append(item)
+            # Sockets, FIFOs and device nodes carry no data a volume backup can restore: skipped.
+            emit_ready()
+            if len(waiting) > MAX_WAITING:
+                first = waiting[0].pending
+                if first is not None:
+                    writer.result(first)
+                emit_ready()
+        writer.flush()
+        emit_ready()
+    finally:
+        walk.close()
+        os.close(root_fd)
+    if waiting:
+        raise RepoError("internal: entries left waiting after the writer flushed")
+    return builder.finish()
+
+
+def _store_file(writer: RepoWriter, path: bytes, parent_fd: int, name: bytes) -> _Waiting | None:
+    try:
+        fd = open_for_reading(name, dir_fd=parent_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # replaced by a symlink since listed
+            return None
+        raise RepoError(f"cannot read {os.fsdecode(path)}: {exc.strerror}") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        pending = writer.submit_fd(fd, st.st_size)
+    except OSError as exc:
+        raise RepoError(f"cannot read {os.fsdecode(path)}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+    # The metadata of what was read, not of what was listed: they differ if the file changed meanwhile.
+    return _Waiting(_entry_from_stat(path, FILE, st), pending)
