@@ -17,14 +17,9 @@ from click.testing import CliRunner, Result
 from davit.cli.main import cli
 from davit.cli.output import BACKUP_COLUMNS, LOCATION_COLUMNS
 from tests.conftest import StackEnv
-from tests.integration import test_backup_resources
-from tests.integration.test_backup_resources import Services
+from tests.integration.conftest import Services
 
 pytestmark = pytest.mark.integration
-
-# The real services, started per test as test_backup_resources starts them (its fixtures, reused).
-stack_services = test_backup_resources.stack_services
-services = test_backup_resources.services
 
 ENCRYPTION_KEY = "correct-horse-battery-staple-CLI"
 CREATED = re.compile(r"^\d{2} [A-Z][a-z]{2} \d{2} \d{2}:\d{2} UTC$")

@@ -99,7 +99,7 @@ def test_mixed_data_throughput(tmp_path: Path) -> None:
     restore = time.perf_counter() - start
     assert_same_tree(source, tmp_path / "restored")
 
-    result = {
+    result: dict[str, object] = {
         "data_mib": round(total / MiB, 1),
         "first_backup_s": round(first, 2),
         "first_backup_mib_s": round(total / MiB / first, 1),

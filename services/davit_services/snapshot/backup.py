@@ -3,19 +3,22 @@ PostExecRule → Final, where the manifest is written last."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import structlog
 from kubernetes.client.exceptions import ApiException
 
-from davit import constants, progress, timeutil
+from davit import constants, progress, rules, timeutil
 from davit import volume_stage as volumes
 from davit.api.types import Stage, Status
 from davit.constants import Kind
 from davit.format.layout import BackupRef
+from davit.kube.execution import KubernetesExecutor
 from davit.messages import Message
 from davit.opstate import OperationState
 from davit.runtime import LocationUnavailable, Runtime
+from davit_services.snapshot import exec_rules
 
 log = structlog.get_logger(__name__)
 RawObject = dict[str, Any]
@@ -64,15 +67,46 @@ def start(rt: Runtime, obj: RawObject) -> None:
         state.log("backup.failed", reason=exc.reason)
         progress.fail(rt, KIND, obj, exc.reason)
         return
-    if spec.get("preExecRule"):
-        # Exec rules run through the Kubernetes exec API; until that lands, refuse rather than take a
-        # backup the user believes was quiesced.
-        reason = "preExecRule is not supported by this version of Davit yet"
-        progress.fail(rt, KIND, obj, reason)
+    try:
+        pre = exec_rules.run(rt, obj, "preExecRule", executor_factory(rt))
+    except exec_rules.RuleStepFailed as exc:
+        state.log("backup.failed", reason=str(exc))
+        progress.fail(rt, KIND, obj, str(exc))
         return
-    obj, outstanding = volumes.start(rt, obj, state, hold=False)
-    if not outstanding:
+    try:
+        hold = pre is not None and bool(pre.background)
+        obj, outstanding = volumes.start(rt, obj, state, hold=hold)
+        # Background actions hold (a read lock) until every volume is read: wait for them here.
+        if hold and outstanding and not _wait_for_volumes(rt, obj, state):
+            return
+        if pre is not None:
+            pre.check()  # a background action that ended early means the lock it held is gone
+    except rules.RuleFailed as exc:
+        progress.fail(rt, KIND, obj, f"preExecRule: {exc}")
+        return
+    finally:
+        if pre is not None:
+            for problem in pre.release():
+                state.log("rule.release_problem", problem=problem)
+    if hold or not outstanding:
         volumes.advance(rt, Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.VOLUMES.value))
+
+
+def executor_factory(rt: Runtime) -> rules.Executor:
+    return KubernetesExecutor(rt.api)
+
+
+def _wait_for_volumes(rt: Runtime, obj: RawObject, state: OperationState) -> bool:
+    """Wait until the node agents have finished every volume; False (and the backup failed) on timeout."""
+    deadline = time.monotonic() + rt.settings.stall_seconds * 12
+    while state.pending():
+        if time.monotonic() > deadline:
+            progress.fail(
+                rt, KIND, obj, "volumes did not finish while the preExecRule held its background actions"
+            )
+            return False
+        time.sleep(0.5)  # the node agents report through Redis; polling it is cheap
+    return True
 
 
 def snapshot_volume(rt: Runtime, message: Message, state: OperationState) -> None:
@@ -91,9 +125,14 @@ def snapshot_volume(rt: Runtime, message: Message, state: OperationState) -> Non
 def finish(rt: Runtime, obj: RawObject) -> None:
     meta, spec = obj["metadata"], obj.get("spec") or {}
     state = OperationState(rt.redis, meta["uid"])
-    if spec.get("postExecRule"):
-        progress.fail(rt, KIND, obj, "postExecRule is not supported by this version of Davit yet")
+    try:
+        post = exec_rules.run(rt, obj, "postExecRule", executor_factory(rt))
+    except exec_rules.RuleStepFailed as exc:
+        state.log("backup.failed", reason=str(exc))
+        progress.fail(rt, KIND, obj, str(exc))
         return
+    if post is not None:
+        post.release()
     repository = rt.repository(meta["namespace"], spec["backupLocation"])
     ref = BackupRef(meta["namespace"], meta["name"], meta["uid"])
     parts = state.parts()

@@ -107,8 +107,10 @@ class _Dirs:
             os.close(self._open.popitem()[1])
 
 
-@dataclass
+@dataclass(eq=False)
 class _FileJob:
+    """A large file being written by the pool, chunk by chunk; finished once the last one is written."""
+
     fd: int
     entry: Entry
     outstanding: int = 0
@@ -147,36 +149,94 @@ def _write_chunk(reader: RepoReader, fd: int, offset: int, chunk_id: bytes) -> i
     return done
 
 
+def _finish_file(fd: int, entry: Entry) -> None:
+    # Owner before mode: chown clears the setuid and setgid bits.
+    _chown(os.fchown, fd, entry.uid, entry.gid)
+    os.fchmod(fd, entry.mode)
+    os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+
+
+def _create_file(parent: int, name: bytes, entry: Entry) -> int:
+    _remove_existing(parent, name)
+    fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=parent)
+    try:
+        os.ftruncate(fd, entry.size)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _restore_small_file(
+    reader: RepoReader, parent: int, name: bytes, entry: Entry, chunks: list[tuple[int, bytes]]
+) -> int:
+    """In the pool: a whole file of at most one chunk. ``parent`` is a descriptor of its own, closed here."""
+    try:
+        fd = _create_file(parent, name, entry)
+        try:
+            written = sum(_write_chunk(reader, fd, offset, chunk_id) for offset, chunk_id in chunks)
+            _finish_file(fd, entry)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(parent)
+    return written
+
+
+def _chunk_offsets(entry: Entry, reader: RepoReader) -> list[tuple[int, bytes]]:
+    """Where each chunk of a file goes; MissingChunk before anything is written for a chunk not indexed."""
+    out = []
+    for extent in entry.extents:
+        offset = extent.offset
+        for chunk_id in extent.chunks:
+            out.append((offset, chunk_id))
+            offset += reader.locate(chunk_id).raw_size
+        if offset != extent.offset + extent.length:
+            raise RepoError(f"{entry.name}: chunks do not add up to the data range at {extent.offset}")
+    return out
+
+
 def restore_tree(
     tree: Tree, target_dir: str | os.PathLike[str], reader: RepoReader, *, workers: int | None = None
 ) -> RestoreStats:
     """Write ``tree`` into ``target_dir`` (created if missing): contents, modes, ownership, mtimes,
     symlinks (targets verbatim, the links themselves inside the target) and holes."""
-    workers = workers or max(2, os.cpu_count() or 2)
+    # File creation and small writes wait on the filesystem more than on a CPU: more threads than cores.
+    workers = workers or min(32, 4 * (os.cpu_count() or 2))
     max_inflight = 4 * workers
     stats = RestoreStats()
     os.makedirs(target_dir, exist_ok=True)
     root_fd = os.open(os.fspath(target_dir), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     dirs = _Dirs(root_fd)
     directories: list[Entry] = []
-    inflight: deque[tuple[Future[int], _FileJob]] = deque()
-    open_jobs: list[_FileJob] = []
+    # (task, the large file it writes to, a descriptor the task owns and closes).
+    inflight: deque[tuple[Future[int], _FileJob | None, int | None]] = deque()
+    open_jobs: set[_FileJob] = set()
     pool = ThreadPoolExecutor(workers, thread_name_prefix="davit-repo-restore")
 
     def finish(job: _FileJob) -> None:
-        entry = job.entry
-        _chown(os.fchown, job.fd, entry.uid, entry.gid)
-        os.fchmod(job.fd, entry.mode)
-        os.utime(job.fd, ns=(entry.mtime_ns, entry.mtime_ns))
-        os.close(job.fd)
-        open_jobs.remove(job)
+        open_jobs.discard(job)
+        try:
+            _finish_file(job.fd, job.entry)
+        finally:
+            os.close(job.fd)
 
     def retire_one() -> None:
-        future, job = inflight.popleft()
+        future, job, _owned = inflight.popleft()
         stats.bytes_written += future.result()
-        job.outstanding -= 1
-        if job.outstanding == 0 and job.submitted:
-            finish(job)
+        if job is not None:
+            job.outstanding -= 1
+            if job.outstanding == 0 and job.submitted:
+                finish(job)
+
+    def submit(
+        fn: Callable[..., int], *args: object, job: _FileJob | None = None, owned: int | None = None
+    ) -> None:
+        while len(inflight) >= max_inflight:
+            retire_one()
+        if job is not None:
+            job.outstanding += 1
+        inflight.append((pool.submit(fn, *args), job, owned))
 
     try:
         for entry in iter_entries(reader.store, reader.sealer, tree):
@@ -206,25 +266,21 @@ def restore_tree(
                 os.utime(name, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=parent, follow_symlinks=False)
                 stats.symlinks += 1
             elif entry.kind == FILE:
-                _remove_existing(parent, name)
-                job = _FileJob(os.open(name, _FILE_FLAGS, 0o600, dir_fd=parent), entry)
-                open_jobs.append(job)
-                os.ftruncate(job.fd, entry.size)
-                for extent in entry.extents:
-                    offset = extent.offset
-                    for chunk_id in extent.chunks:
-                        size = reader.locate(chunk_id).raw_size
-                        if offset + size > extent.offset + extent.length:
-                            raise RepoError(f"{entry.name}: chunks overrun the data range at {extent.offset}")
-                        while len(inflight) >= max_inflight:
-                            retire_one()
-                        job.outstanding += 1
-                        inflight.append((pool.submit(_write_chunk, reader, job.fd, offset, chunk_id), job))
-                        offset += size
+                chunks = _chunk_offsets(entry, reader)
+                stats.files += 1
+                if len(chunks) <= 1:
+                    # Most files of most volumes: one task creates, writes and finishes it, so many
+                    # files are created at once (creation waits on the filesystem's journal).
+                    own = os.dup(parent)
+                    submit(_restore_small_file, reader, own, name, entry, chunks, owned=own)
+                    continue
+                job = _FileJob(_create_file(parent, name, entry), entry)
+                open_jobs.add(job)
+                for offset, chunk_id in chunks:
+                    submit(_write_chunk, reader, job.fd, offset, chunk_id, job=job)
                 job.submitted = True
                 if job.outstanding == 0:
                     finish(job)
-                stats.files += 1
         while inflight:
             retire_one()
         # Deepest first: setting a directory's mtime before its last child is written would not stick,
@@ -236,8 +292,9 @@ def restore_tree(
             os.fchmod(fd, entry.mode)
             os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
     finally:
-        for future, _job in inflight:
-            future.cancel()
+        for future, _job, owned in inflight:
+            if future.cancel() and owned is not None:
+                os.close(owned)
         pool.shutdown(wait=True, cancel_futures=True)
         for job in open_jobs:
             os.close(job.fd)
