@@ -16,6 +16,8 @@ What it simulates, and nothing more (there are no containers, images, probes or 
   it creates a directory for that node and a ``local`` PV with node affinity, like a local-path
   provisioner; the PV controller binds them. Released PVs with reclaim policy Delete are deleted with
   their directory.
+* **Seed data**: a PVC annotated ``dev.davit.dev/seed-data: "24Mi"`` gets its new volume filled with about
+  that much application-like data, since there are no containers to write any.
 
 Run as ``python -m devstack.kubelet --kubeconfig K --nodes a,b --root DIR --volumes DIR``.
 """
@@ -48,6 +50,10 @@ LEASE_SECONDS = 40
 LEASE_RENEW_SECONDS = 10.0
 STATUS_REFRESH_SECONDS = 60.0
 
+#: A PVC annotated with this gets a freshly provisioned volume filled with that much data (e.g. "24Mi"),
+#: standing in for an application's writes: there are no containers to write real data.
+SEED_ANNOTATION = "dev.davit.dev/seed-data"
+
 _PLUGIN_DIRS = {
     "emptyDir": "kubernetes.io~empty-dir",
     "configMap": "kubernetes.io~configmap",
@@ -63,6 +69,36 @@ def _now() -> str:
 
 def _micro_now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _quantity(text: str) -> int:
+    units = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            return int(float(text[: -len(suffix)]) * factor)
+    return int(text)
+
+
+def seed_volume(path: Path, amount: str) -> None:
+    """Write about ``amount`` of application-like data: a table file of random bytes, a write-ahead log
+    of text, many small files and a symlink; deterministic per volume directory."""
+    import random
+
+    total = _quantity(amount)
+    rng = random.Random(path.name)  # noqa: S311 - reproducible test data, not secrets
+    (path / "base").mkdir(exist_ok=True)
+    (path / "base" / "16384").write_bytes(rng.randbytes(total // 2))
+    with (path / "pg_wal.log").open("w") as wal:
+        line = 0
+        while wal.tell() < total // 4:
+            wal.write(f"{line:08d} order {rng.randint(1, 10**6)} pending\n")
+            line += 1
+    small = path / "pg_stat"
+    small.mkdir(exist_ok=True)
+    for i in range(200):
+        (small / f"stat-{i:03d}").write_bytes(rng.randbytes(max(1, total // 4 // 200)))
+    if not (path / "current").exists():
+        (path / "current").symlink_to("base/16384")
 
 
 class DevKubelet:
@@ -304,6 +340,9 @@ class DevKubelet:
         pv_name = f"pvc-{meta['uid']}"
         path = self.volumes / node / pv_name
         path.mkdir(parents=True, exist_ok=True)
+        seed = (meta.get("annotations") or {}).get(SEED_ANNOTATION)
+        if seed:
+            seed_volume(path, seed)
         body = {
             "apiVersion": "v1",
             "kind": "PersistentVolume",

@@ -37,7 +37,8 @@ step "davit backup logs $name"
 
 cat <<TXT
 
-The backup holds the application's resources (volume data comes with the node agents). Try
+The backup holds the application's resources and the database volume's data (VOLUMES 1/1), stored
+deduplicated in $LOCAL_STORE/repo. Try
 '$DAVIT -n demo backup describe $name', or the metrics at $METRICS_URL.
 Stop the stack with: make down
 TXT

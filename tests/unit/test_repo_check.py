@@ -20,6 +20,7 @@ from davit.repo import (
     restore_tree,
     snapshot_tree,
 )
+from davit.repo.codec import ChunkCodec
 from davit.repo.layout import CHUNK_MIN, pack_key
 from davit.repo.reader import open_chunk
 from tests.unit.test_repo_support import Location, open_location, write
@@ -107,6 +108,7 @@ def test_reads_verify_content_against_the_chunk_id(tmp_path: Path) -> None:
     entry_one, entry_two = index.get(one), index.get(two)
     assert entry_one is not None and entry_two is not None
     pack = loc.store.get(pack_key(entry_one.pack))
-    assert open_chunk(loc.sealer, one, entry_one, pack) == b"one" * 1000
+    codec = ChunkCodec(loc.sealer)
+    assert open_chunk(codec, one, entry_one, pack) == b"one" * 1000
     with pytest.raises(CorruptChunk, match="does not match its id"):
-        open_chunk(loc.sealer, one, entry_two, pack)
+        open_chunk(codec, one, entry_two, pack)

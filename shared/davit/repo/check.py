@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from davit.format.sealing import Sealer
 from davit.repo import layout
+from davit.repo.codec import ChunkCodec
 from davit.repo.errors import CorruptChunk, RepoError
 from davit.repo.index import IndexEntry, RepoIndex
 from davit.repo.reader import open_chunk
@@ -94,6 +95,7 @@ def check(
             by_pack[entry.pack].append((chunk_id, entry))
 
     if read_data and by_pack:
+        codec = ChunkCodec(sealer)
 
         def verify(pack_id: str) -> tuple[int, dict[bytes, str], dict[bytes, str]]:
             chunks = by_pack[pack_id]
@@ -104,7 +106,7 @@ def check(
             bad: dict[bytes, str] = {}
             for chunk_id, entry in chunks:
                 try:
-                    open_chunk(sealer, chunk_id, entry, data)
+                    open_chunk(codec, chunk_id, entry, data)
                 except CorruptChunk as exc:
                     bad[chunk_id] = str(exc)
             return len(data), {}, bad

@@ -14,6 +14,7 @@ import blake3
 
 from davit.format.sealing import CorruptObject, Sealer
 from davit.repo import layout
+from davit.repo.codec import ChunkCodec
 from davit.repo.errors import CorruptChunk, MissingChunk
 from davit.repo.index import IndexEntry, RepoIndex
 from davit.storage.base import ObjectNotFound, ObjectStore
@@ -35,6 +36,7 @@ class RepoReader:
     ) -> None:
         self.store = store
         self.sealer = sealer
+        self.codec = ChunkCodec(sealer)
         self.index = index if index is not None else RepoIndex.load(store, sealer)
         self._cached_packs = cached_packs
         self._packs: OrderedDict[str, Future[bytes]] = OrderedDict()
@@ -57,7 +59,7 @@ class RepoReader:
         """The chunk's content, verified: its sealed form opens and its content hashes to ``chunk_id``."""
         entry = self.locate(chunk_id)
         pack = self.pack(entry.pack, chunk_id)
-        return open_chunk(self.sealer, chunk_id, entry, pack)
+        return open_chunk(self.codec, chunk_id, entry, pack)
 
     def pack(self, pack_id: str, for_chunk: bytes | None = None) -> bytes:
         """A pack's bytes, fetched once while it stays among the recently used."""
@@ -93,13 +95,13 @@ class RepoReader:
         return future.result()
 
 
-def open_chunk(sealer: Sealer, chunk_id: bytes, entry: IndexEntry, pack: bytes) -> bytes:
+def open_chunk(codec: ChunkCodec, chunk_id: bytes, entry: IndexEntry, pack: bytes) -> bytes:
     hex_id = chunk_id.hex()
     where = f"pack {entry.pack} at {entry.offset}+{entry.length}"
     if entry.offset + entry.length > len(pack):
         raise CorruptChunk(hex_id, f"{where} lies beyond the pack's end ({len(pack)} bytes)")
     try:
-        data = sealer.open(layout.chunk_aad(hex_id), pack[entry.offset : entry.offset + entry.length])
+        data = codec.open(layout.chunk_aad(hex_id), pack[entry.offset : entry.offset + entry.length])
     except CorruptObject as exc:
         raise CorruptChunk(hex_id, f"{where}: {exc}") from exc
     if blake3.blake3(data).digest() != chunk_id:

@@ -25,7 +25,7 @@ import msgpack
 from davit.format.sealing import CorruptObject, Sealer
 from davit.repo import layout
 from davit.repo.errors import RepoError
-from davit.repo.writer import Extent, PendingFile, RepoWriter, open_for_reading
+from davit.repo.writer import Extent, PendingFile, RepoWriter, has_holes, open_for_reading
 from davit.storage.base import ObjectNotFound, ObjectStore
 
 FILE = "file"
@@ -395,7 +395,7 @@ def _store_file(writer: RepoWriter, path: bytes, parent_fd: int, name: bytes) ->
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None
-        pending = writer.submit_fd(fd, st.st_size)
+        pending = writer.submit_fd(fd, st.st_size, may_have_holes=has_holes(st))
     except OSError as exc:
         raise RepoError(f"cannot read {os.fsdecode(path)}: {exc.strerror}") from exc
     finally:

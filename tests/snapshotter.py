@@ -1,0 +1,294 @@
+"""A small stand-in for the CSI external-snapshotter and a CSI driver's snapshot call, for tests.
+
+It watches VolumeSnapshots and, for one whose VolumeSnapshotClass names the driver it handles, does what
+the snapshot-controller, the csi-snapshotter sidecar and the driver together would: creates the
+VolumeSnapshotContent (``snapcontent-<snapshot uid>``, bound both ways: ``spec.volumeSnapshotRef`` on the
+content, ``status.boundVolumeSnapshotContentName`` on the snapshot), then reports the snapshot cut: the
+content's ``status`` (``snapshotHandle``, ``creationTime`` in ns, ``restoreSize`` in bytes, ready) and the
+snapshot's (``creationTime``, ``restoreSize`` as a quantity, ``readyToUse: true``). When a snapshot is
+deleted, its content goes too if the content's deletionPolicy is Delete. Nothing more: no finalizers, no
+pre-provisioned snapshots, no default-class lookup, no restore.
+
+Tests steer it through ``mode``: ``ready`` (the default; after ``delay`` seconds when set), ``never``
+(bound but never ready: the driver is still cutting) or ``error`` (``status.error`` with
+``error_message``, as the snapshotter reports a failed CreateSnapshot call).
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import threading
+import time
+from typing import Any, Literal
+
+import structlog
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from davit.kube.watching import ListWatch
+from davit_services.snapshot.csi import parse_quantity
+
+log = structlog.get_logger("tests.snapshotter")
+RawObject = dict[str, Any]
+Mode = Literal["ready", "never", "error"]
+
+GROUP = "snapshot.storage.k8s.io"
+VERSION = "v1"
+API_VERSION = f"{GROUP}/{VERSION}"
+DRIVER = "dev.csi.davit.dev"
+
+
+def _rfc3339_now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def binary_quantity(size: int) -> str:
+    """Bytes as the snapshot-controller writes them (``resource.NewQuantity(n, BinarySI)``): the largest
+    binary suffix that divides the size exactly."""
+    for suffix, factor in (("Ei", 2**60), ("Pi", 2**50), ("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20),
+                           ("Ki", 2**10)):  # fmt: skip
+        if size and size % factor == 0:
+            return f"{size // factor}{suffix}"
+    return str(size)
+
+
+class SnapshotController:
+    """The test controller; ``start()`` runs it in a thread, ``stop()`` ends it."""
+
+    def __init__(self, api: client.ApiClient, driver: str = DRIVER) -> None:
+        self.api = api
+        self.driver = driver
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+        self.mode: Mode = "ready"
+        self.delay = 0.0
+        self.error_message = "CreateSnapshot failed: rpc error: code = Internal desc = the test driver refused"
+        #: Contents this controller created (tests delete what is left).
+        self.contents: set[str] = set()
+        self._stop = threading.Event()
+        self._lock = threading.RLock()
+        self._thread: threading.Thread | None = None
+        self._timers: dict[str, threading.Timer] = {}
+        self._response: Any = None
+
+    def behave(self, mode: Mode, delay: float = 0.0, error_message: str | None = None) -> None:
+        """How snapshots created from now on are answered."""
+        with self._lock:
+            self.mode, self.delay = mode, delay
+            if error_message is not None:
+                self.error_message = error_message
+
+    # --- running -----------------------------------------------------------------------------------
+
+    def _list_call(self, **kwargs: Any) -> Any:
+        response = self.custom.list_cluster_custom_object(GROUP, VERSION, "volumesnapshots", **kwargs)
+        if kwargs.get("watch"):
+            self._response = response  # so that stop() can end a quiet watch at once
+        return response
+
+    def start(self) -> None:
+        def on_list(items: list[RawObject]) -> None:
+            for item in items:
+                self._safe(self.reconcile, item)
+
+        def on_event(kind: str, obj: RawObject) -> None:
+            self._safe(self.forget if kind == "DELETED" else self.reconcile, obj)
+
+        watch = ListWatch("volumesnapshots", self._list_call, on_list, on_event)
+        self._thread = threading.Thread(target=watch.run, args=(self._stop,), daemon=True, name="snapshotter")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            for timer in self._timers.values():
+                timer.cancel()
+            self._timers.clear()
+        response = self._response
+        if response is not None:
+            try:
+                response.close()
+            except Exception as exc:  # the watch thread may be closing it too
+                log.debug("snapshotter.close", error=str(exc))
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _safe(self, handler: Any, obj: RawObject) -> None:
+        if self._stop.is_set():
+            return
+        try:
+            with self._lock:
+                handler(obj)
+        except Exception as exc:
+            meta = obj.get("metadata") or {}
+            log.warning("snapshotter.failed", namespace=meta.get("namespace"), name=meta.get("name"),
+                        error=str(exc))  # fmt: skip
+
+    # --- the controller ----------------------------------------------------------------------------
+
+    def _get(self, plural: str, name: str, namespace: str | None = None) -> RawObject | None:
+        try:
+            if namespace is None:
+                response = self.custom.get_cluster_custom_object(
+                    GROUP, VERSION, plural, name, _preload_content=False
+                )
+            else:
+                response = self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, plural, name, _preload_content=False
+                )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        obj: RawObject = json.loads(response.data)
+        return obj
+
+    def _patch_snapshot_status(self, snapshot: RawObject, status: RawObject) -> None:
+        meta = snapshot["metadata"]
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, meta["namespace"], "volumesnapshots", meta["name"], {"status": status}
+        )
+
+    def _source_volume(self, snapshot: RawObject) -> tuple[str, int]:
+        """The CSI volume handle and size of the snapshot's claim; ValueError when it has none."""
+        namespace, claim = snapshot["metadata"]["namespace"], snapshot["spec"]["source"]["persistentVolumeClaimName"]
+        try:
+            pvc = json.loads(
+                self.core.read_namespaced_persistent_volume_claim(claim, namespace, _preload_content=False).data
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise ValueError(f"PersistentVolumeClaim {namespace}/{claim} not found") from exc
+            raise
+        volume = (pvc.get("spec") or {}).get("volumeName")
+        if not volume or (pvc.get("status") or {}).get("phase") != "Bound":
+            raise ValueError(f"PersistentVolumeClaim {namespace}/{claim} is not bound")
+        pv = json.loads(self.core.read_persistent_volume(volume, _preload_content=False).data)
+        csi = (pv.get("spec") or {}).get("csi") or {}
+        if csi.get("driver") != self.driver:
+            raise ValueError(f"PersistentVolume {volume} is not a {self.driver} volume")
+        return str(csi.get("volumeHandle") or volume), parse_quantity((pv["spec"].get("capacity") or {}).get("storage"))
+
+    def reconcile(self, snapshot: RawObject) -> None:
+        meta, spec = snapshot["metadata"], snapshot.get("spec") or {}
+        status = snapshot.get("status") or {}
+        if meta.get("deletionTimestamp") or status.get("readyToUse") is True or status.get("error"):
+            return
+        claim = (spec.get("source") or {}).get("persistentVolumeClaimName")
+        class_name = spec.get("volumeSnapshotClassName")
+        if not claim or not class_name:
+            return
+        snapshot_class = self._get("volumesnapshotclasses", class_name)
+        if snapshot_class is None or snapshot_class.get("driver") != self.driver:
+            return
+        if self.mode == "error":
+            self._fail(snapshot, self.error_message)
+            return
+        try:
+            handle, size = self._source_volume(snapshot)
+        except ValueError as exc:
+            self._fail(snapshot, f"failed to get input parameters to create snapshot {meta['name']}: {exc}")
+            return
+        content = self._ensure_content(snapshot, snapshot_class, handle)
+        if status.get("boundVolumeSnapshotContentName") != content:
+            self._patch_snapshot_status(snapshot, {"boundVolumeSnapshotContentName": content, "readyToUse": False})
+        if self.mode == "never":
+            return
+        if self.delay > 0:
+            uid = meta["uid"]
+            if uid not in self._timers:
+                timer = threading.Timer(self.delay, self._complete_later, (meta["namespace"], meta["name"], size))
+                timer.daemon = True
+                self._timers[uid] = timer
+                timer.start()
+            return
+        self._complete(snapshot, content, size)
+
+    def _fail(self, snapshot: RawObject, message: str) -> None:
+        log.info("snapshotter.error", name=snapshot["metadata"]["name"], message=message)
+        self._patch_snapshot_status(
+            snapshot, {"readyToUse": False, "error": {"message": message, "time": _rfc3339_now()}}
+        )
+
+    def _ensure_content(self, snapshot: RawObject, snapshot_class: RawObject, handle: str) -> str:
+        meta = snapshot["metadata"]
+        name = f"snapcontent-{meta['uid']}"
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": "VolumeSnapshotContent",
+            "metadata": {"name": name},
+            "spec": {
+                "deletionPolicy": snapshot_class.get("deletionPolicy", "Delete"),
+                "driver": self.driver,
+                "source": {"volumeHandle": handle},
+                "volumeSnapshotClassName": snapshot_class["metadata"]["name"],
+                "volumeSnapshotRef": {
+                    "apiVersion": API_VERSION, "kind": "VolumeSnapshot", "namespace": meta["namespace"],
+                    "name": meta["name"], "uid": meta["uid"], "resourceVersion": meta["resourceVersion"],
+                },
+            },
+        }  # fmt: skip
+        try:
+            self.custom.create_cluster_custom_object(GROUP, VERSION, "volumesnapshotcontents", body)
+            log.info("snapshotter.content_created", content=name, snapshot=f"{meta['namespace']}/{meta['name']}")
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        self.contents.add(name)
+        return name
+
+    def _complete_later(self, namespace: str, name: str, size: int) -> None:
+        def complete(snapshot: RawObject) -> None:
+            self._timers.pop(snapshot["metadata"]["uid"], None)
+            current = self._get("volumesnapshots", name, namespace)
+            if current is None or current["metadata"]["uid"] != snapshot["metadata"]["uid"]:
+                return
+            content = (current.get("status") or {}).get("boundVolumeSnapshotContentName")
+            if content and not (current.get("status") or {}).get("readyToUse"):
+                self._complete(current, content, size)
+
+        snapshot = self._get("volumesnapshots", name, namespace)
+        if snapshot is not None:
+            self._safe(complete, snapshot)
+
+    def _complete(self, snapshot: RawObject, content: str, size: int) -> None:
+        """The driver's CreateSnapshot returned ready: the content's status, then the snapshot's."""
+        meta = snapshot["metadata"]
+        created_ns = time.time_ns()
+        self.custom.patch_cluster_custom_object_status(
+            GROUP, VERSION, "volumesnapshotcontents", content,
+            {"status": {"snapshotHandle": f"snap-{meta['uid']}", "creationTime": created_ns,
+                        "restoreSize": size, "readyToUse": True}},
+        )  # fmt: skip
+        created = datetime.datetime.fromtimestamp(created_ns / 1e9, datetime.UTC)
+        self._patch_snapshot_status(
+            snapshot,
+            {
+                "boundVolumeSnapshotContentName": content,
+                "creationTime": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "restoreSize": binary_quantity(size),
+                "readyToUse": True,
+            },
+        )
+        log.info("snapshotter.ready", snapshot=f"{meta['namespace']}/{meta['name']}", content=content)
+
+    def forget(self, snapshot: RawObject) -> None:
+        """A deleted snapshot takes its content along when the content's deletionPolicy is Delete."""
+        meta = snapshot["metadata"]
+        timer = self._timers.pop(meta["uid"], None)
+        if timer is not None:
+            timer.cancel()
+        name = (snapshot.get("status") or {}).get("boundVolumeSnapshotContentName") or f"snapcontent-{meta['uid']}"
+        content = self._get("volumesnapshotcontents", name)
+        if content is None or content["spec"].get("deletionPolicy") != "Delete":
+            return
+        if (content["spec"].get("volumeSnapshotRef") or {}).get("uid") != meta["uid"]:
+            return
+        try:
+            self.custom.delete_cluster_custom_object(GROUP, VERSION, "volumesnapshotcontents", name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        self.contents.discard(name)
