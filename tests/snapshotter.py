@@ -64,7 +64,9 @@ class SnapshotController:
         self.core = client.CoreV1Api(api)
         self.mode: Mode = "ready"
         self.delay = 0.0
-        self.error_message = "CreateSnapshot failed: rpc error: code = Internal desc = the test driver refused"
+        self.error_message = (
+            "CreateSnapshot failed: rpc error: code = Internal desc = the test driver refused"
+        )
         #: Contents this controller created (tests delete what is left).
         self.contents: set[str] = set()
         self._stop = threading.Event()
@@ -153,10 +155,15 @@ class SnapshotController:
 
     def _source_volume(self, snapshot: RawObject) -> tuple[str, int]:
         """The CSI volume handle and size of the snapshot's claim; ValueError when it has none."""
-        namespace, claim = snapshot["metadata"]["namespace"], snapshot["spec"]["source"]["persistentVolumeClaimName"]
+        namespace, claim = (
+            snapshot["metadata"]["namespace"],
+            snapshot["spec"]["source"]["persistentVolumeClaimName"],
+        )
         try:
             pvc = json.loads(
-                self.core.read_namespaced_persistent_volume_claim(claim, namespace, _preload_content=False).data
+                self.core.read_namespaced_persistent_volume_claim(
+                    claim, namespace, _preload_content=False
+                ).data
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -169,7 +176,9 @@ class SnapshotController:
         csi = (pv.get("spec") or {}).get("csi") or {}
         if csi.get("driver") != self.driver:
             raise ValueError(f"PersistentVolume {volume} is not a {self.driver} volume")
-        return str(csi.get("volumeHandle") or volume), parse_quantity((pv["spec"].get("capacity") or {}).get("storage"))
+        return str(csi.get("volumeHandle") or volume), parse_quantity(
+            (pv["spec"].get("capacity") or {}).get("storage")
+        )
 
     def reconcile(self, snapshot: RawObject) -> None:
         meta, spec = snapshot["metadata"], snapshot.get("spec") or {}
@@ -193,13 +202,17 @@ class SnapshotController:
             return
         content = self._ensure_content(snapshot, snapshot_class, handle)
         if status.get("boundVolumeSnapshotContentName") != content:
-            self._patch_snapshot_status(snapshot, {"boundVolumeSnapshotContentName": content, "readyToUse": False})
+            self._patch_snapshot_status(
+                snapshot, {"boundVolumeSnapshotContentName": content, "readyToUse": False}
+            )
         if self.mode == "never":
             return
         if self.delay > 0:
             uid = meta["uid"]
             if uid not in self._timers:
-                timer = threading.Timer(self.delay, self._complete_later, (meta["namespace"], meta["name"], size))
+                timer = threading.Timer(
+                    self.delay, self._complete_later, (meta["namespace"], meta["name"], size)
+                )
                 timer.daemon = True
                 self._timers[uid] = timer
                 timer.start()
@@ -232,7 +245,9 @@ class SnapshotController:
         }  # fmt: skip
         try:
             self.custom.create_cluster_custom_object(GROUP, VERSION, "volumesnapshotcontents", body)
-            log.info("snapshotter.content_created", content=name, snapshot=f"{meta['namespace']}/{meta['name']}")
+            log.info(
+                "snapshotter.content_created", content=name, snapshot=f"{meta['namespace']}/{meta['name']}"
+            )
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -280,7 +295,9 @@ class SnapshotController:
         timer = self._timers.pop(meta["uid"], None)
         if timer is not None:
             timer.cancel()
-        name = (snapshot.get("status") or {}).get("boundVolumeSnapshotContentName") or f"snapcontent-{meta['uid']}"
+        name = (snapshot.get("status") or {}).get(
+            "boundVolumeSnapshotContentName"
+        ) or f"snapcontent-{meta['uid']}"
         content = self._get("volumesnapshotcontents", name)
         if content is None or content["spec"].get("deletionPolicy") != "Delete":
             return

@@ -12,6 +12,7 @@ import shutil
 import stat
 import sysconfig
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -229,3 +230,51 @@ def test_a_backup_whose_exec_rule_cannot_reach_its_pod_fails_naming_it(
     assert "preExecRule quiesce" in reason and f"{namespace}/db-0" in reason, reason
     # There is no kubelet in the local stack: the API server's own answer is passed on.
     assert "error dialing backend" in reason, reason
+
+
+def test_repo_check_finds_missing_and_corrupt_chunks_and_names_the_files(
+    stack: StackEnv, namespace: str, services: Services, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from davit.cli.main import cli
+
+    volumes = deploy(stack, namespace)
+    for seed, path in enumerate(volumes.values()):
+        (path / "data.bin").write_bytes(random.Random(seed).randbytes(3 * MiB))  # noqa: S311
+    apply(stack, location_manifest(stack, "local", namespace, tmp_path))
+    apply(stack, backup_manifest(namespace, "checked"))
+    assert wait_final(stack, namespace, "checked", services)["status"] == "Successful"
+
+    def run_check(*extra: str) -> Any:
+        return CliRunner().invoke(
+            cli,
+            ["--kubeconfig", stack.kubeconfig, "-n", namespace, "repo", "check", "--location", "loc", *extra],
+            catch_exceptions=False,
+        )
+
+    healthy = run_check("--read-data")
+    assert healthy.exit_code == 0, healthy.output
+    assert "every chunk read and verified" in healthy.output
+
+    packs = sorted((tmp_path / "store" / "repo" / "packs").rglob("*"))
+    packs = [p for p in packs if p.is_file()]
+    assert packs
+    # Flip a byte in the middle of one pack: found only when the data is read.
+    data = bytearray(packs[0].read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    packs[0].write_bytes(bytes(data))
+    assert run_check().exit_code == 0
+    corrupt = run_check("--read-data")
+    assert corrupt.exit_code == 1
+    assert "corrupt" in corrupt.output and "data.bin" in corrupt.output, corrupt.output
+
+    # Remove every pack: every chunk is missing, even without reading data.
+    for pack in packs:
+        pack.unlink()
+    missing = run_check("-o", "json")
+    assert missing.exit_code == 1
+    report = json.loads(missing.stdout)
+    assert report["ok"] is False
+    problems = [p for b in report["backups"] for p in b["problems"]]
+    assert any(p["problem"] == "missing" and any("data.bin" in f for f in p["files"]) for p in problems)

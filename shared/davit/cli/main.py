@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from davit.cli import backup, backups, location
+from davit.cli import backup, backups, location, repo
 from davit.cli.common import (
     CliError,
     all_namespaces_option,
@@ -97,6 +97,7 @@ def cli() -> None:
 cli.add_command(location.location)
 cli.add_command(backup.backup)
 cli.add_command(backups.backups)
+cli.add_command(repo.repo)
 
 
 if __name__ == "__main__":  # pragma: no cover
