@@ -17,7 +17,6 @@ Tests steer it through ``mode``: ``ready`` (the default; after ``delay`` seconds
 from __future__ import annotations
 
 import datetime
-import functools
 import json
 import threading
 import time

@@ -81,7 +81,7 @@ def deploy(stack: StackEnv, namespace: str) -> dict[str, Path]:
     return wait_for("both pods running with bound volumes", bound, timeout=60)
 
 
-def fill_mixed(root: Path, seed: int, big: int = 48 * MiB) -> None:
+def fill_mixed(root: Path, seed: int, big: int = 64 * MiB) -> None:
     """Random data, library files, text, 2,000 small files, a symlink, an empty directory, a 64 MiB sparse
     file, a zero-byte file, non-ASCII names and a deep path."""
     rng = random.Random(seed)  # noqa: S311 - test data, reproducible on purpose
@@ -126,6 +126,10 @@ def assert_same_tree(original: Path, restored: Path) -> None:
             raise AssertionError(f"restored holds an extra entry {rel / name}")
 
 
+def store_size(root: Path) -> int:
+    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+
+
 def backup_uid(stack: StackEnv, namespace: str, name: str) -> str:
     out = stack.kubectl("-n", namespace, "get", "applicationbackup", name, "-o", "json").stdout
     uid: str = json.loads(out)["metadata"]["uid"]
@@ -167,6 +171,20 @@ def test_two_volumes_on_two_nodes_are_backed_up_byte_for_byte_then_incrementally
     for volume in second["volumes"]:
         assert volume["bytesRead"] == 0, volume
         assert volume["storedSize"] < MiB, volume
+
+    # 1 MiB changed in one file and 20 small files added: the location grows by at most 3% + 2 MiB.
+    data_size = sum(f.stat().st_size for v in volumes.values() for f in v.rglob("*") if f.is_file())
+    before = store_size(tmp_path / "store")
+    changed = next(iter(volumes.values()))
+    with (changed / "random.bin").open("r+b") as f:
+        f.seek(10 * MiB)
+        f.write(random.Random(99).randbytes(MiB))  # noqa: S311
+    for i in range(20):
+        (changed / "small" / f"new-{i}.txt").write_text(f"new small file {i}\n" * 50)
+    apply(stack, backup_manifest(namespace, "third"))
+    assert wait_final(stack, namespace, "third", services, timeout=300)["status"] == "Successful"
+    growth = store_size(tmp_path / "store") - before
+    assert growth <= 0.03 * data_size + 2 * MiB, (growth, data_size)
 
 
 def test_a_failed_volume_makes_a_partial_success(
@@ -278,3 +296,44 @@ def test_repo_check_finds_missing_and_corrupt_chunks_and_names_the_files(
     assert report["ok"] is False
     problems = [p for b in report["backups"] for p in b["problems"]]
     assert any(p["problem"] == "missing" and any("data.bin" in f for f in p["files"]) for p in problems)
+
+
+def test_node_agent_killed_mid_volume_then_backup_succeeds_without_storing_a_chunk_twice(
+    stack: StackEnv, namespace: str, stack_services: Any, tmp_path: Path
+) -> None:
+    from davit.repo import layout as repo_layout
+    from davit.repo.index import decode_index
+
+    services: Services = stack_services()
+    volumes = deploy(stack, namespace)
+    for seed, path in enumerate(volumes.values()):
+        (path / "big.bin").write_bytes(random.Random(seed).randbytes(160 * MiB))  # noqa: S311
+    location = location_manifest(stack, "local", namespace, tmp_path)
+    apply(stack, location)
+    apply(stack, backup_manifest(namespace, "interrupted"))
+
+    packs_dir = tmp_path / "store" / "repo" / "packs"
+    wait_for(
+        "the first packs to be written", lambda: packs_dir.exists() and any(packs_dir.rglob("*")), timeout=60
+    )
+    killed = [name for name in list(services.procs) if name.startswith("uploader-")]
+    for name in killed:
+        services.kill(name)
+    out = stack.kubectl("-n", namespace, "get", "applicationbackup", "interrupted", "-o", "json").stdout
+    assert json.loads(out)["status"]["stage"] == "Volumes", "the agents were killed too late to test anything"
+    for name in killed:
+        services.start("uploader", name=name, DAVIT_NODE_NAME=name.removeprefix("uploader-"),
+                       DAVIT_KUBELET_ROOT=stack.env["KUBELET_ROOT"])  # fmt: skip
+
+    status = wait_final(stack, namespace, "interrupted", services, timeout=300)
+    assert status["status"] == "Successful", status
+    assert status["volumesProgress"] == "2/2"
+
+    repository = repository_for(location)
+    written: list[bytes] = []
+    for info in repository.store.list("repo/index/"):
+        pack_id = repo_layout.pack_id_of_key(info.key) or info.key.rsplit("/", 1)[-1]
+        raw = repository.sealer.open(info.key, repository.store.get(info.key))
+        written += [chunk for chunk, _entry in decode_index(info.key, pack_id, raw)]
+    assert written, "no chunk was indexed"
+    assert len(written) == len(set(written)), f"{len(written) - len(set(written))} chunk(s) stored twice"

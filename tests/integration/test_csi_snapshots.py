@@ -13,7 +13,6 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -149,13 +148,17 @@ def csi_claim(stack: StackEnv, namespace: str, api: client.ApiClient) -> Iterato
             return claim if claim.get("status", {}).get("phase") == "Bound" else None
 
         claim = wait_for("the claim to bind to the CSI volume", bound, timeout=60)
-        classes = client.CustomObjectsApi(api).list_cluster_custom_object(GROUP, VERSION, "volumesnapshotclasses")
+        classes = client.CustomObjectsApi(api).list_cluster_custom_object(
+            GROUP, VERSION, "volumesnapshotclasses"
+        )
         drivers = {str(c.get("driver")) for c in classes["items"]}
         plan = plan_volume(claim, _get_json(stack, "pv", pv_name), [], None, drivers)
         assert plan.mode == "snapshot", plan
         yield plan
     finally:
-        stack.kubectl("-n", namespace, "delete", "pvc", "data", "--wait=false", "--ignore-not-found", check=False)
+        stack.kubectl(
+            "-n", namespace, "delete", "pvc", "data", "--wait=false", "--ignore-not-found", check=False
+        )
         stack.kubectl("delete", "pv", pv_name, "--wait=false", "--ignore-not-found", check=False)
 
 
@@ -177,7 +180,10 @@ def test_a_snapshot_is_taken_waited_for_and_recorded(
     name = f"nightly-data-{backup_uid.replace('-', '')[:8]}"
     [snapshot] = _snapshots(stack, csi_claim.namespace)
     assert snapshot["metadata"]["name"] == name
-    assert snapshot["metadata"]["labels"] == {"davit.dev/backup": "nightly", "davit.dev/backup-uid": backup_uid}
+    assert snapshot["metadata"]["labels"] == {
+        "davit.dev/backup": "nightly",
+        "davit.dev/backup-uid": backup_uid,
+    }
     assert snapshot["spec"] == {
         "source": {"persistentVolumeClaimName": "data"},
         "volumeSnapshotClassName": snapshot_class,
@@ -249,7 +255,9 @@ def test_a_snapshot_never_ready_times_out(
 def test_the_snapshotters_error_is_surfaced(
     api: client.ApiClient, snapshotter: SnapshotController, csi_claim: VolumePlan
 ) -> None:
-    failure = f"CreateSnapshot failed: rpc error: code = ResourceExhausted desc = quota {uuid.uuid4().hex[:6]}"
+    failure = (
+        f"CreateSnapshot failed: rpc error: code = ResourceExhausted desc = quota {uuid.uuid4().hex[:6]}"
+    )
     snapshotter.behave("error", error_message=failure)
     backup_uid = str(uuid.uuid4())
     started = time.monotonic()
@@ -270,9 +278,3 @@ def test_a_snapshot_of_another_backup_under_the_same_name_is_not_taken_over(
     stack.kubectl("apply", "-f", "-", stdin=json.dumps(foreign))
     with pytest.raises(csi.SnapshotError, match="exists but was not created by this backup"):
         csi.snapshot_volume(api, csi_claim, "nightly", backup_uid, timeout_seconds=5)
-
-
-def test_crd_fixtures_are_what_the_tests_installed() -> None:
-    assert sorted(p.name for p in Path(CRD_DIR).glob("*.yaml")) == sorted(
-        f"snapshot.storage.k8s.io_{c.split('.')[0]}.yaml" for c in CRDS
-    )

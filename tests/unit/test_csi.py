@@ -51,7 +51,7 @@ def test_the_default_annotation_is_case_insensitive() -> None:
 
 
 def test_no_class_for_the_driver_is_an_error() -> None:
-    with pytest.raises(csi.SnapshotError, match="no VolumeSnapshotClass for driver dev.csi.davit.dev"):
+    with pytest.raises(csi.SnapshotError, match=r"no VolumeSnapshotClass for driver dev\.csi\.davit\.dev"):
         csi.choose_class([snapshot_class("x", driver="other")], DRIVER)
 
 
@@ -220,4 +220,4 @@ def test_result_entry_falls_back_to_the_content_size() -> None:
 
 def test_only_snapshot_plans_are_taken() -> None:
     with pytest.raises(ValueError, match="planned as filesystem"):
-        csi.snapshot_volume(None, plan(mode="filesystem"), "b", UID, 1)  # type: ignore[arg-type]
+        csi.snapshot_volume(None, plan(mode="filesystem"), "b", UID, 1)

@@ -35,6 +35,9 @@ from davit.storage.base import ObjectStore
 #: Closed packs being written at once (each held in memory until stored): two keep a remote store busy
 #: while the next pack fills.
 UPLOADS = 2
+#: Chunks up to this size are hashed and sealed by the calling thread: handing them to the pool costs
+#: more (a queue, a wake-up, the GIL passed back and forth) than the work itself.
+INLINE_CHUNK = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -198,7 +201,12 @@ class RepoWriter:
         while len(self._inflight) >= self._max_inflight:
             self._retire_one()
         pending.outstanding += 1
-        self._inflight.append((self._pool.submit(self._process, chunk), pending, extent, slot))
+        if len(chunk) <= INLINE_CHUNK:
+            future: Future[tuple[bytes, bytes | None, int]] = Future()
+            future.set_result(self._process(chunk))
+        else:
+            future = self._pool.submit(self._process, chunk)
+        self._inflight.append((future, pending, extent, slot))
 
     def _process(self, chunk: memoryview) -> tuple[bytes, bytes | None, int]:
         """In the pool: the chunk's id, and its sealed form if it is new (None if already stored)."""
