@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh machine, and nothing twice:
-#   Debian packages (redis-server, etcd-server, Node.js for Azurite), the Kubernetes binaries built from
-#   Debian's source package (scripts/build-kubernetes.sh), Azurite from the npm registry into the cache,
-#   and the Python virtualenv with the project installed in editable mode.
+#   Debian packages (redis-server, etcd-server, Node.js for Azurite, restic for `make bench-volume`), the
+#   Kubernetes binaries built from Debian's source package (scripts/build-kubernetes.sh), Azurite from the
+#   npm registry into the cache, and the Python virtualenv with the project installed in editable mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +16,7 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+command -v restic >/dev/null || missing+=(restic)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -q

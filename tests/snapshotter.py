@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import socket
 import threading
 import time
 from typing import Any, Literal
@@ -107,12 +108,17 @@ class SnapshotController:
             for timer in self._timers.values():
                 timer.cancel()
             self._timers.clear()
-        response = self._response
-        if response is not None:
+        # End a quiet watch at once: shut its socket down (closing the response would wait for the
+        # watch thread's blocked read to return).
+        connection = getattr(self._response, "connection", None) or getattr(
+            self._response, "_connection", None
+        )
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
             try:
-                response.close()
-            except Exception as exc:  # the watch thread may be closing it too
-                log.debug("snapshotter.close", error=str(exc))
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError as exc:  # already closed by the server
+                log.debug("snapshotter.shutdown", error=str(exc))
         if self._thread is not None:
             self._thread.join(timeout=10)
 

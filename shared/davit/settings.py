@@ -62,6 +62,8 @@ class Settings:
     node_name: str = ""
     #: Where the kubelet keeps pod volume directories on this node.
     kubelet_root: str = "/var/lib/kubelet"
+    #: How long a CSI VolumeSnapshot may take to become readyToUse before its volume is failed.
+    snapshot_timeout_seconds: float = 600.0
     #: Objects per list call in resource-export: kubectl's page size; large enough to amortise a request,
     #: small enough that a worker's memory stays flat whatever a namespace holds.
     export_page_size: int = 500

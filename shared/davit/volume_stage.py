@@ -160,6 +160,22 @@ def update_volume(rt: Runtime, namespace: str, name: str, claim_part: str, field
     log.warning("volume.status_conflict", claim=claim_part)
 
 
+#: The fields of a volume's result that go into its ``status.volumes[]`` entry (the rest, such as the
+#: tree id, only into the manifest).
+STATUS_FIELDS = ("status", "reason", "totalSize", "bytesDone")
+
+
+def complete(
+    rt: Runtime, message: Message, state: OperationState, claim: str, result: dict[str, Any]
+) -> None:
+    """Record a volume's result (manifest and status) and finish its part."""
+    record_result(state, claim, result)
+    update_volume(
+        rt, message.namespace, message.name, claim, {k: result[k] for k in STATUS_FIELDS if k in result}
+    )
+    finish_part(rt, message, state)
+
+
 def finish_part(rt: Runtime, message: Message, state: OperationState) -> None:
     """A volume part is done (successfully or not): the last one moves the backup on, unless a
     snapshot task holds background exec actions and will do it after releasing them."""

@@ -13,17 +13,27 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from davit.format.layout import BackupRef
 from davit.kube import clients
 from davit.volumes import VolumePlan, plan_volume
 from davit_services.snapshot import csi
 from tests.conftest import REPO_ROOT, StackEnv
 from tests.helpers import wait_for
+from tests.integration.conftest import Services
+from tests.integration.test_backup_resources import (
+    apply,
+    backup_manifest,
+    location_manifest,
+    repository_for,
+    wait_final,
+)
 from tests.snapshotter import DRIVER, SnapshotController
 
 pytestmark = pytest.mark.integration
@@ -72,11 +82,17 @@ def snapshot_class(snapshot_crds: None, api: client.ApiClient) -> Iterator[str]:
         "driver": DRIVER,
         "deletionPolicy": "Delete",
     }
+
+    def create() -> bool:
+        try:
+            custom.create_cluster_custom_object(GROUP, VERSION, "volumesnapshotclasses", body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        return True
+
     # Right after Established the new resource may still be missing from the API server's handlers.
-    wait_for(
-        "the VolumeSnapshotClass to be created",
-        lambda: custom.create_cluster_custom_object(GROUP, VERSION, "volumesnapshotclasses", body),
-    )
+    wait_for("the VolumeSnapshotClass to be created", create)
     yield name
     try:
         custom.delete_cluster_custom_object(GROUP, VERSION, "volumesnapshotclasses", name)
@@ -86,8 +102,8 @@ def snapshot_class(snapshot_crds: None, api: client.ApiClient) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def controller(snapshot_class: str, api: client.ApiClient) -> Iterator[SnapshotController]:
-    snapshotter = SnapshotController(api)
+def controller(stack: StackEnv, snapshot_class: str, api: client.ApiClient) -> Iterator[SnapshotController]:
+    snapshotter = SnapshotController(clients.api_client(stack.kubeconfig))  # a connection pool of its own
     snapshotter.start()
     yield snapshotter
     snapshotter.stop()
@@ -107,12 +123,15 @@ def snapshotter(controller: SnapshotController) -> Iterator[SnapshotController]:
     controller.behave("ready")
 
 
-@pytest.fixture
-def csi_claim(stack: StackEnv, namespace: str, api: client.ApiClient) -> Iterator[VolumePlan]:
-    """A hand-made CSI PersistentVolume of the dev driver and a claim bound to it, planned for snapshot
-    mode as the backup would plan it."""
+@pytest.fixture(scope="module")
+def csi_claim(stack: StackEnv, api: client.ApiClient, snapshot_class: str) -> Iterator[VolumePlan]:
+    """A hand-made CSI PersistentVolume of the dev driver and a claim bound to it, in a namespace of its
+    own, planned for snapshot mode as the backup plans it. Shared by the module's tests (each takes its
+    snapshots as a backup of its own uid): the PV controller binds a pre-bound claim only at its periodic
+    resync, which takes seconds."""
     core = client.CoreV1Api(api)
-    pv_name = f"t-csi-{uuid.uuid4().hex[:10]}"
+    suffix = uuid.uuid4().hex[:10]
+    namespace, pv_name = f"t-csi-{suffix}", f"t-csi-{suffix}"
     pv = {
         "apiVersion": "v1",
         "kind": "PersistentVolume",
@@ -139,6 +158,7 @@ def csi_claim(stack: StackEnv, namespace: str, api: client.ApiClient) -> Iterato
             "resources": {"requests": {"storage": "1Gi"}},
         },
     }
+    stack.kubectl("create", "namespace", namespace)
     core.create_persistent_volume(pv)
     try:
         core.create_namespaced_persistent_volume_claim(namespace, pvc)
@@ -156,14 +176,17 @@ def csi_claim(stack: StackEnv, namespace: str, api: client.ApiClient) -> Iterato
         assert plan.mode == "snapshot", plan
         yield plan
     finally:
-        stack.kubectl(
-            "-n", namespace, "delete", "pvc", "data", "--wait=false", "--ignore-not-found", check=False
-        )
+        # The namespace takes the claim and the VolumeSnapshots along (the controller, their contents).
+        stack.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
         stack.kubectl("delete", "pv", pv_name, "--wait=false", "--ignore-not-found", check=False)
 
 
-def _snapshots(stack: StackEnv, namespace: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = _get_json(stack, "-n", namespace, "volumesnapshots")["items"]
+def _snapshots(stack: StackEnv, namespace: str, backup_uid: str) -> list[dict[str, Any]]:
+    """The VolumeSnapshots of one backup."""
+    selector = f"davit.dev/backup-uid={backup_uid}"
+    items: list[dict[str, Any]] = _get_json(stack, "-n", namespace, "volumesnapshots", "-l", selector)[
+        "items"
+    ]
     return items
 
 
@@ -178,7 +201,7 @@ def test_a_snapshot_is_taken_waited_for_and_recorded(
     assert time.monotonic() - started >= 1.5
 
     name = f"nightly-data-{backup_uid.replace('-', '')[:8]}"
-    [snapshot] = _snapshots(stack, csi_claim.namespace)
+    [snapshot] = _snapshots(stack, csi_claim.namespace, backup_uid)
     assert snapshot["metadata"]["name"] == name
     assert snapshot["metadata"]["labels"] == {
         "davit.dev/backup": "nightly",
@@ -216,20 +239,22 @@ def test_taking_it_again_is_idempotent(
 ) -> None:
     backup_uid = str(uuid.uuid4())
     first = csi.snapshot_volume(api, csi_claim, "nightly", backup_uid, timeout_seconds=60)
-    [snapshot] = _snapshots(stack, csi_claim.namespace)
+    [snapshot] = _snapshots(stack, csi_claim.namespace, backup_uid)
 
     second = csi.snapshot_volume(api, csi_claim, "nightly", backup_uid, timeout_seconds=60)
     assert second == first
-    [again] = _snapshots(stack, csi_claim.namespace)
+    [again] = _snapshots(stack, csi_claim.namespace, backup_uid)
     assert again["metadata"]["uid"] == snapshot["metadata"]["uid"]
     contents = _get_json(stack, "volumesnapshotcontents")["items"]
     bound_here = [c for c in contents if c["spec"]["volumeSnapshotRef"]["uid"] == snapshot["metadata"]["uid"]]
     assert len(bound_here) == 1
 
     # Another backup of the same claim (a new uid) takes a snapshot of its own.
-    other = csi.snapshot_volume(api, csi_claim, "nightly", str(uuid.uuid4()), timeout_seconds=60)
+    other_uid = str(uuid.uuid4())
+    other = csi.snapshot_volume(api, csi_claim, "nightly", other_uid, timeout_seconds=60)
     assert other["volumeSnapshot"] != first["volumeSnapshot"]
-    assert len(_snapshots(stack, csi_claim.namespace)) == 2
+    assert len(_snapshots(stack, csi_claim.namespace, other_uid)) == 1
+    assert len(_snapshots(stack, csi_claim.namespace, backup_uid)) == 1
 
 
 def test_a_snapshot_never_ready_times_out(
@@ -247,7 +272,7 @@ def test_a_snapshot_never_ready_times_out(
     assert f"{csi_claim.namespace}/{name}" in message
     assert "after 3s" in message
     # The controller did bind it (the driver is "still cutting"); it is just not ready.
-    [snapshot] = _snapshots(stack, csi_claim.namespace)
+    [snapshot] = _snapshots(stack, csi_claim.namespace, backup_uid)
     assert snapshot["status"]["boundVolumeSnapshotContentName"]
     assert snapshot["status"]["readyToUse"] is False
 
@@ -278,3 +303,30 @@ def test_a_snapshot_of_another_backup_under_the_same_name_is_not_taken_over(
     stack.kubectl("apply", "-f", "-", stdin=json.dumps(foreign))
     with pytest.raises(csi.SnapshotError, match="exists but was not created by this backup"):
         csi.snapshot_volume(api, csi_claim, "nightly", backup_uid, timeout_seconds=5)
+
+
+def test_a_backup_through_the_services_snapshots_its_csi_volume(
+    stack: StackEnv,
+    csi_claim: VolumePlan,
+    snapshotter: SnapshotController,
+    services: Services,
+    tmp_path: Path,
+) -> None:
+    namespace = csi_claim.namespace
+    apply(stack, location_manifest(stack, "local", namespace, tmp_path))
+    apply(stack, backup_manifest(namespace, "with-snapshot"))
+    status = wait_final(stack, namespace, "with-snapshot", services, timeout=120)
+    assert status["status"] == "Successful", status
+    (volume,) = status["volumes"]
+    assert (volume["mode"], volume["status"], volume["persistentVolumeClaim"]) == (
+        "snapshot",
+        "Successful",
+        "data",
+    )
+    uid = _get_json(stack, "-n", namespace, "applicationbackup", "with-snapshot")["metadata"]["uid"]
+    (snapshot,) = _snapshots(stack, namespace, uid)
+    assert snapshot["status"]["readyToUse"] is True
+    manifest = repository_for(location_manifest(stack, "local", namespace, tmp_path)).read_manifest(
+        BackupRef(namespace, "with-snapshot", uid)
+    )
+    assert manifest["volumes"][0]["volumeSnapshot"] == snapshot["metadata"]["name"]

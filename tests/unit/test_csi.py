@@ -196,6 +196,13 @@ def test_ready_to_use_must_be_true_not_truthy() -> None:
     assert not csi.SnapshotState.of({"status": {"readyToUse": "true"}}).ready
 
 
+def test_outcome() -> None:
+    assert csi.outcome(csi.SnapshotState(False, "", "", None, "")) == "waiting"
+    assert csi.outcome(csi.SnapshotState(False, "quota exceeded", "", None, "")) == "failed"
+    # The snapshotter keeps the last error it saw while retrying; a snapshot that became ready is usable.
+    assert csi.outcome(csi.SnapshotState(True, "transient", "c", "1Gi", "")) == "ready"
+
+
 def test_result_entry() -> None:
     state = csi.SnapshotState(True, "", "snapcontent-1", "1Gi", "")
     assert csi.result_entry("nightly-data-0f1e2d3c", "csi-class", state) == {

@@ -11,12 +11,14 @@ import random
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from davit.repo import RepoReader, RepoWriter, restore_tree, snapshot_tree
+from davit.repo import RepoReader, RepoWriter, Tree, restore_tree, snapshot_tree
 from tests.unit.test_repo_support import MiB, assert_same_tree, open_location, stored_bytes, write
 
 KEY = "correct horse battery staple"
+ROUNDS = 2
 WORDS = b"alpha volume backup restore pod kubelet chunk pack index error warn info debug".split()
 
 
@@ -53,10 +55,36 @@ def make_mixed(root: Path) -> int:
     return total
 
 
-def restic(tmp_path: Path, source: Path) -> dict[str, float] | None:
-    binary = shutil.which("restic")
-    if binary is None:
-        return None
+def timed(fn: Callable[[], object]) -> float:
+    # Dirty pages of the previous phase would otherwise be written back during this one.
+    os.sync()
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def davit_round(tmp_path: Path, source: Path) -> dict[str, float]:
+    loc = open_location(tmp_path / "location", KEY)
+    trees: list[Tree] = []
+
+    def first() -> None:
+        with RepoWriter(loc.store, loc.sealer) as writer:
+            trees.append(snapshot_tree(source, writer))
+
+    def again() -> None:
+        with RepoWriter(loc.store, loc.sealer) as writer:
+            snapshot_tree(source, writer, previous=trees[0])
+            assert writer.stats.bytes_read == 0
+
+    def restore() -> None:
+        restore_tree(trees[0], tmp_path / "restored", RepoReader(loc.store, loc.sealer))
+
+    times = {"first": timed(first), "again": timed(again), "restore": timed(restore)}
+    assert_same_tree(source, tmp_path / "restored")
+    return {**times, "stored": stored_bytes(loc)}
+
+
+def restic_round(tmp_path: Path, source: Path, binary: str) -> dict[str, float]:
     env = {
         **os.environ,
         "RESTIC_PASSWORD": KEY,
@@ -64,58 +92,49 @@ def restic(tmp_path: Path, source: Path) -> dict[str, float] | None:
         "RESTIC_CACHE_DIR": str(tmp_path / "restic-cache"),
     }
 
-    def run(*args: str) -> float:
-        start = time.perf_counter()
-        subprocess.run([binary, "--quiet", *args], env=env, check=True, capture_output=True, timeout=600)
-        return time.perf_counter() - start
+    def run(*args: str) -> Callable[[], object]:
+        return lambda: subprocess.run(
+            [binary, "--quiet", *args], env=env, check=True, capture_output=True, timeout=600
+        )
 
-    run("init")
-    first = run("backup", str(source))
-    again = run("backup", str(source))
-    restore = run("restore", "latest", "--target", str(tmp_path / "restic-restored"))
-    size = sum(p.stat().st_size for p in (tmp_path / "restic").rglob("*") if p.is_file())
-    return {"first": first, "again": again, "restore": restore, "stored": size}
+    run("init")()
+    times = {
+        "first": timed(run("backup", str(source))),
+        "again": timed(run("backup", str(source))),
+        "restore": timed(run("restore", "latest", "--target", str(tmp_path / "restored"))),
+    }
+    stored = sum(p.stat().st_size for p in (tmp_path / "restic").rglob("*") if p.is_file())
+    return {**times, "stored": stored}
+
+
+def best(rounds: list[dict[str, float]], total: int) -> dict[str, float]:
+    """The fastest of each phase: this machine's other work only ever makes a phase slower."""
+    first, again, restore = (min(r[k] for r in rounds) for k in ("first", "again", "restore"))
+    return {
+        "first_backup_s": round(first, 2),
+        "first_backup_mib_s": round(total / MiB / first, 1),
+        "stored_mib": round(rounds[0]["stored"] / MiB, 1),
+        "unchanged_backup_s": round(again, 2),
+        "restore_s": round(restore, 2),
+        "restore_mib_s": round(total / MiB / restore, 1),
+    }
 
 
 def test_mixed_data_throughput(tmp_path: Path) -> None:
     source = tmp_path / "mixed"
     total = make_mixed(source)
-    loc = open_location(tmp_path / "location", KEY)
-
-    start = time.perf_counter()
-    with RepoWriter(loc.store, loc.sealer) as writer:
-        tree = snapshot_tree(source, writer)
-    first = time.perf_counter() - start
-    stored = stored_bytes(loc)
-
-    start = time.perf_counter()
-    with RepoWriter(loc.store, loc.sealer) as writer:
-        snapshot_tree(source, writer, previous=tree)
-        assert writer.stats.bytes_read == 0
-    again = time.perf_counter() - start
-
-    start = time.perf_counter()
-    restore_tree(tree, tmp_path / "restored", RepoReader(loc.store, loc.sealer))
-    restore = time.perf_counter() - start
-    assert_same_tree(source, tmp_path / "restored")
-
+    restic = shutil.which("restic")
+    ours, theirs = [], []
+    for i in range(ROUNDS):
+        # Alternating, each in a fresh repository, so both see the same conditions.
+        ours.append(davit_round(tmp_path / f"davit-{i}", source))
+        if restic is not None:
+            theirs.append(restic_round(tmp_path / f"restic-{i}", source, restic))
     result: dict[str, object] = {
         "data_mib": round(total / MiB, 1),
-        "first_backup_s": round(first, 2),
-        "first_backup_mib_s": round(total / MiB / first, 1),
-        "stored_mib": round(stored / MiB, 1),
-        "unchanged_backup_s": round(again, 2),
-        "restore_s": round(restore, 2),
-        "restore_mib_s": round(total / MiB / restore, 1),
         "cpus": os.cpu_count(),
+        "davit": best(ours, total),
     }
-    reference = restic(tmp_path, source)
-    if reference is not None:
-        result["restic"] = {
-            "first_backup_s": round(reference["first"], 2),
-            "first_backup_mib_s": round(total / MiB / reference["first"], 1),
-            "stored_mib": round(reference["stored"] / MiB, 1),
-            "unchanged_backup_s": round(reference["again"], 2),
-            "restore_s": round(reference["restore"], 2),
-        }
-    print("\nvolume data repository, mixed data:", json.dumps(result, indent=2))
+    if theirs:
+        result["restic"] = best(theirs, total)
+    print(f"\nvolume data repository, mixed data, best of {ROUNDS}:", json.dumps(result, indent=2))

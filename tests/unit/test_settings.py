@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "worker_concurrency": 4,
     "export_page_size": 500,
     "node_name": "",
+    "snapshot_timeout_seconds": 600.0,
     "kubelet_root": "/var/lib/kubelet",
 }
 FLOAT_FIELDS = [name for name, value in DEFAULTS.items() if isinstance(value, float)]

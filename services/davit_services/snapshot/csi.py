@@ -7,7 +7,7 @@ CSI external-snapshotter and the volume's driver do the rest; this module only a
 on the one object, bounded by a deadline), and fails with the snapshot's own ``status.error`` when the
 snapshotter reports one.
 
-The helpers above ``snapshot_volume`` are pure (class choice, naming, status parsing) and unit-tested.
+The helpers before the API calls are pure (class choice, naming, status parsing) and unit-tested.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from kubernetes import client
@@ -193,6 +193,14 @@ class SnapshotState:
         )
 
 
+def outcome(state: SnapshotState) -> Literal["ready", "failed", "waiting"]:
+    """Ready wins over an error: the snapshotter keeps the last error it saw while it retries, and a
+    snapshot that became ready is usable."""
+    if state.ready:
+        return "ready"
+    return "failed" if state.error else "waiting"
+
+
 def result_entry(
     name: str, class_name: str, state: SnapshotState, restore_size: Any = None
 ) -> dict[str, Any]:
@@ -252,38 +260,54 @@ def _get_snapshot(custom: Any, namespace: str, name: str) -> RawObject | None:
         raise
 
 
-def ensure_snapshot(custom: Any, body: RawObject, plan: VolumePlan, backup_uid: str) -> RawObject:
-    """Create the VolumeSnapshot, or take the one a previous attempt created."""
-    meta = body["metadata"]
-    name, namespace = meta["name"], meta["namespace"]
-    try:
-        created = _json(
-            custom.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, SNAPSHOTS, body, _preload_content=False
-            )
-        )
-        log.info("volumesnapshot.created", namespace=namespace, name=name, claim=plan.claim)
-        return created
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-    existing = _get_snapshot(custom, namespace, name)
-    if existing is None:  # deleted between the create and the get: create again next attempt
-        raise SnapshotError(f"VolumeSnapshot {namespace}/{name} vanished while being created")
+def _check_existing(existing: RawObject, plan: VolumePlan, backup_uid: str) -> RawObject:
+    meta = existing["metadata"]
+    where = f"{meta['namespace']}/{meta['name']}"
     if not owned_by(existing, plan, backup_uid):
         raise SnapshotError(
-            f"VolumeSnapshot {namespace}/{name} exists but was not created by this backup "
-            f"for claim {plan.claim}"
+            f"VolumeSnapshot {where} exists but was not created by this backup for claim {plan.claim}"
         )
-    if existing["metadata"].get("deletionTimestamp"):
-        raise SnapshotError(f"VolumeSnapshot {namespace}/{name} is being deleted")
-    log.info("volumesnapshot.exists", namespace=namespace, name=name, claim=plan.claim)
+    if meta.get("deletionTimestamp"):
+        raise SnapshotError(f"VolumeSnapshot {where} is being deleted")
+    log.info("volumesnapshot.exists", namespace=meta["namespace"], name=meta["name"], claim=plan.claim)
     return existing
 
 
+def ensure_snapshot(custom: Any, plan: VolumePlan, name: str, backup_name: str, backup_uid: str) -> RawObject:
+    """The backup's VolumeSnapshot of the claim: the one a previous attempt created (whatever the classes
+    are now), else a new one of the class for the volume's driver."""
+    existing = _get_snapshot(custom, plan.namespace, name)
+    if existing is not None:
+        return _check_existing(existing, plan, backup_uid)
+    class_name = choose_class(_list_classes(custom), plan.driver)
+    body = snapshot_body(name, plan, class_name, backup_name, backup_uid)
+    try:
+        created = _json(
+            custom.create_namespaced_custom_object(
+                GROUP, VERSION, plan.namespace, SNAPSHOTS, body, _preload_content=False
+            )
+        )
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+        existing = _get_snapshot(custom, plan.namespace, name)  # another attempt created it meanwhile
+        if existing is None:
+            raise SnapshotError(
+                f"VolumeSnapshot {plan.namespace}/{name} vanished while being created"
+            ) from exc
+        return _check_existing(existing, plan, backup_uid)
+    log.info(
+        "volumesnapshot.created",
+        namespace=plan.namespace,
+        name=name,
+        claim=plan.claim,
+        snapshotClass=class_name,
+    )
+    return created
+
+
 def _settled(snapshot: RawObject) -> bool:
-    state = SnapshotState.of(snapshot)
-    return state.ready or bool(state.error)
+    return outcome(SnapshotState.of(snapshot)) != "waiting"
 
 
 def _watch_until_settled(custom: Any, snapshot: RawObject, seconds: float) -> RawObject | None:
@@ -352,10 +376,10 @@ def snapshot_volume(
         raise ValueError(f"{plan.part} is planned as {plan.mode}, not snapshot")
     deadline = time.monotonic() + timeout_seconds
     custom = client.CustomObjectsApi(api)
-    class_name = choose_class(_list_classes(custom), plan.driver)
     name = snapshot_name(backup_name, plan.claim, backup_uid)
-    body = snapshot_body(name, plan, class_name, backup_name, backup_uid)
-    snapshot: RawObject | None = ensure_snapshot(custom, body, plan, backup_uid)
+    created = ensure_snapshot(custom, plan, name, backup_name, backup_uid)
+    class_name = str((created.get("spec") or {}).get("volumeSnapshotClassName") or "")
+    snapshot: RawObject | None = created
     where = f"{plan.namespace}/{name}"
     while True:
         if snapshot is None:
@@ -363,9 +387,7 @@ def snapshot_volume(
             if snapshot is None:
                 raise SnapshotError(f"VolumeSnapshot {where} was deleted before it was ready to use")
         state = SnapshotState.of(snapshot)
-        if state.error:
-            raise SnapshotError(f"VolumeSnapshot {where} failed: {state.error}")
-        if state.ready:
+        if outcome(state) == "ready":
             from_content = None
             if state.restore_size is None:
                 from_content = _restore_size_from_content(custom, state.content)
@@ -373,6 +395,8 @@ def snapshot_volume(
             log.info("volumesnapshot.ready", namespace=plan.namespace, name=name, content=state.content,
                      restoreSize=result["restoreSize"])  # fmt: skip
             return result
+        if outcome(state) == "failed":
+            raise SnapshotError(f"VolumeSnapshot {where} failed: {state.error}")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise SnapshotTimeout(

@@ -69,14 +69,11 @@ def handle(rt: Runtime, message: Message) -> None:
         log.warning("volume.failed", claim=claim, reason=reason)
         state.log("volume.failed", claim=claim, reason=reason)
         result = {"status": Status.FAILED.value, "reason": reason}
-    volume_stage.record_result(state, claim, result)
-    volume_stage.update_volume(rt, message.namespace, message.name, claim, {
-        k: result[k] for k in ("status", "reason", "totalSize", "bytesDone") if k in result})  # fmt: skip
     if result["status"] == Status.SUCCESSFUL:
         state.log(
             "volume.completed", claim=claim, **{k: result[k] for k in ("tree", "totalSize", "storedSize")}
         )
-    volume_stage.finish_part(rt, message, state)
+    volume_stage.complete(rt, message, state, claim, result)
 
 
 def _previous(repository: BackupRepository, plan: VolumePlan) -> Tree | None:

@@ -343,7 +343,8 @@ def snapshot_tree(root_dir: str | os.PathLike[str], writer: RepoWriter, previous
                 stored = item.pending.entry()
                 builder.add(replace(item.entry, size=stored.size, extents=stored.extents))
 
-    root_fd = os.open(os.fspath(root_dir), _DIR_FLAGS)
+    # The root is the caller's choice and may be reached through a symlink; nothing below it is.
+    root_fd = os.open(os.fspath(root_dir), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     walk = _Walk(root_fd)
     try:
         waiting.append(_Waiting(_entry_from_stat(b"", DIR, os.fstat(root_fd))))

@@ -1,8 +1,10 @@
 """Storing file data: chunk, hash, skip what the repository has, compress and seal the rest into packs.
 
 The calling thread reads files and chunks them (FastCDC releases the GIL); a pool hashes, compresses and
-seals chunks (BLAKE3, zstd and AES-GCM release it too), so a writer uses every core. Memory stays bounded:
-at most ``max_inflight`` chunks in the pool, one open pack, and ``uploads`` closed packs being written.
+seals chunks (BLAKE3, zstd and AES-GCM release it too), so a writer uses every core. Chunks of at most
+64 KiB (small files) are done by the calling thread: for them the hand-off costs more than the work.
+Memory stays bounded: at most ``max_inflight`` chunks in flight, one open pack, and ``uploads`` closed
+packs being written.
 
 A pack and then its index are written when the pack is full and on ``flush()``. Until its index exists a
 pack is invisible, so a writer that dies leaves only complete pack+index pairs (and perhaps a pack without
@@ -209,7 +211,8 @@ class RepoWriter:
         self._inflight.append((future, pending, extent, slot))
 
     def _process(self, chunk: memoryview) -> tuple[bytes, bytes | None, int]:
-        """In the pool: the chunk's id, and its sealed form if it is new (None if already stored)."""
+        """The chunk's id, and its sealed form if it is new (None if already stored). Runs in the pool,
+        or in the calling thread for small chunks."""
         chunk_id = blake3.blake3(chunk).digest()
         with self._claim_lock:
             if chunk_id in self._claimed or chunk_id in self.index:
