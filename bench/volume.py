@@ -571,6 +571,8 @@ def main() -> int:
         print("cannot drop the page cache: every phase runs with the dataset in a warm cache", flush=True)
         warm(data)
     phase = Phase(cold)
+    # Other processes compete for the CPUs and the disk: the load averages say how much, for the record.
+    load_start = [round(x, 2) for x in os.getloadavg()]
 
     rounds = []
     for number in range(args.rounds):
@@ -644,6 +646,8 @@ def main() -> int:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "kernel": platform.release(),
+            "load_average_at_start": load_start,
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         },
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
