@@ -1,9 +1,12 @@
-"""The manifests in deploy/*.yaml (deploy/crds has its own test): well-formed, the watcher's RBAC covers
-what the watcher does, and every Deployment runs a module that exists with settings that exist."""
+"""The manifests in deploy/*.yaml (deploy/crds has its own test): well-formed; every service's RBAC grants
+what its code does and nothing more (one justified wildcard: the export lists every resource); every
+workload runs a module that exists with settings that exist; the node agent reads the kubelet's volumes
+on every node."""
 
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import fields
 from functools import cache
 from pathlib import Path
@@ -13,17 +16,38 @@ import pytest
 import yaml
 
 from davit import constants
-from davit.settings import Settings
+from davit.settings import Settings, parse_address
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_DIR = REPO_ROOT / "deploy"
 MANIFEST_FILES = sorted(p.name for p in DEPLOY_DIR.glob("*.yaml"))
+SERVICES_PACKAGE_DIR = REPO_ROOT / "services" / "davit_services"
 
 DAVIT_IMAGE = "davit:latest"
+DAVIT_NAMESPACE = "davit-system"
 WATCHER_ROLE = "davit-watcher"
 WATCHER_MODULE = "davit_services.watcher"
 #: Namespaces that exist in every cluster; others must be created by the manifests.
 BUILTIN_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+WORKLOAD_KINDS = ("Deployment", "DaemonSet")
+
+#: Every service: (workload kind, workload name, module). Each service but the watcher (whose account is
+#: `davit`) runs as a service account of its workload's name, bound to a ClusterRole of that name.
+SERVICES: dict[str, tuple[str, str, str]] = {
+    "watcher": ("Deployment", "davit-watcher", "davit_services.watcher"),
+    "snapshot": ("Deployment", "davit-snapshot", "davit_services.snapshot"),
+    "export": ("Deployment", "davit-export", "davit_services.export"),
+    "retention": ("Deployment", "davit-retention", "davit_services.retention"),
+    "exporter": ("Deployment", "davit-exporter", "davit_services.exporter"),
+    "uploader": ("DaemonSet", "davit-uploader", "davit_services.uploader"),
+}
+EXPORT_ROLE = "davit-export"
+#: Subresources that act on a running pod or node rather than read an object: exec, attach, port
+#: forwarding and the proxies (nodes/proxy is the kubelet's own API).
+POWERFUL_SUBRESOURCES = ("pods/exec", "pods/attach", "pods/portforward", "pods/proxy", "services/proxy",
+                         "nodes/proxy")  # fmt: skip
+#: The only non-resource URLs a role may name: discovery.
+DISCOVERY_URLS = frozenset({"/api", "/api/*", "/apis", "/apis/*"})
 
 Doc = dict[str, Any]
 
