@@ -50,6 +50,50 @@ POWERFUL_SUBRESOURCES = ("pods/exec", "pods/attach", "pods/portforward", "pods/p
 DISCOVERY_URLS = frozenset({"/api", "/api/*", "/apis", "/apis/*"})
 
 Doc = dict[str, Any]
+Grant = tuple[str, str, str]  # (API group, resource, verb)
+
+G = constants.API_GROUP
+SNAPSHOTS = "snapshot.storage.k8s.io"
+
+
+def grants(group: str, resources: list[str], verbs: list[str]) -> set[Grant]:
+    return {(group, resource, verb) for resource in resources for verb in verbs}
+
+
+#: What a worker does through davit.workers and davit.runtime whatever its service: re-read the backup,
+#: write its status (stage changes; the failure after the last retry), record Events, open its location.
+WORKER_COMMON: set[Grant] = (
+    grants(G, ["applicationbackups"], ["get"])
+    | grants(G, ["applicationbackups/status"], ["patch"])
+    | grants(G, ["backuplocations"], ["get"])
+    | grants("", ["secrets"], ["get"])
+    | grants("", ["events"], ["create"])
+)
+
+#: Everything each service's ClusterRole grants: what its code calls (see the comments in
+#: deploy/rbac.yaml), exactly. A change to a service's API calls changes its role and this table together.
+EXPECTED_GRANTS: dict[str, set[Grant]] = {
+    "davit-snapshot": WORKER_COMMON
+    | grants(G, ["applicationbackups"], ["patch"])  # the finalizer
+    | grants(G, ["rules"], ["get"])
+    | grants("", ["persistentvolumeclaims", "pods"], ["list"])
+    | grants("", ["persistentvolumes"], ["get"])
+    | grants("", ["pods/exec"], ["get", "create"])
+    | grants(SNAPSHOTS, ["volumesnapshotclasses"], ["list"])
+    | grants(SNAPSHOTS, ["volumesnapshots"], ["get", "watch", "create"])
+    | grants(SNAPSHOTS, ["volumesnapshotcontents"], ["get"]),
+    EXPORT_ROLE: WORKER_COMMON
+    | grants("*", ["*"], ["list"])  # every resource of the namespaces it backs up
+    | grants("", ["namespaces", "persistentvolumes"], ["get"])
+    | grants("apiextensions.k8s.io", ["customresourcedefinitions"], ["get"]),
+    "davit-retention": WORKER_COMMON | grants(G, ["applicationbackups"], ["patch"]),  # the finalizer
+    "davit-uploader": WORKER_COMMON,
+    "davit-exporter": grants(
+        G,
+        [constants.PLURALS[k] for k in (*constants.OPERATION_KINDS, constants.Kind.BACKUP_LOCATION)],
+        ["list", "watch"],
+    ),
+}
 
 
 @cache
@@ -66,6 +110,10 @@ def objects(kind: str) -> list[Doc]:
     return [doc for _, doc in documents() if doc["kind"] == kind]
 
 
+def workloads() -> list[Doc]:
+    return [doc for kind in WORKLOAD_KINDS for doc in objects(kind)]
+
+
 def one(kind: str, name: str, namespace: str | None = None) -> Doc:
     found = [
         doc
@@ -76,11 +124,19 @@ def one(kind: str, name: str, namespace: str | None = None) -> Doc:
     return found[0]
 
 
+def _matches(values: list[str], wanted: str) -> bool:
+    return wanted in values or "*" in values
+
+
 def granted(rules: list[Doc], api_group: str, resource: str, name: str | None = None) -> set[str]:
-    """The verbs ``rules`` grant on ``resource`` in ``api_group`` (on the object ``name``, if given)."""
+    """The verbs ``rules`` grant on ``resource`` in ``api_group`` (on the object ``name``, if given).
+    As the API server matches them: ``*`` in apiGroups or resources matches every group and every
+    resource, subresources included."""
     verbs: set[str] = set()
     for rule in rules:
-        if api_group not in rule.get("apiGroups", []) or resource not in rule.get("resources", []):
+        if not (
+            _matches(rule.get("apiGroups", []), api_group) and _matches(rule.get("resources", []), resource)
+        ):
             continue
         names = rule.get("resourceNames")
         if names and (name is None or name not in names):
@@ -89,24 +145,70 @@ def granted(rules: list[Doc], api_group: str, resource: str, name: str | None = 
     return verbs
 
 
+def all_grants(role: Doc) -> set[Grant]:
+    """Every (group, resource, verb) a role's resource rules name, as written (``*`` stays ``*``)."""
+    found: set[Grant] = set()
+    for rule in role["rules"]:
+        if "nonResourceURLs" in rule:
+            continue
+        assert not rule.get("resourceNames"), f"{role['metadata']['name']}: resourceNames: extend this test"
+        for group in rule["apiGroups"]:
+            found |= grants(group, rule["resources"], rule["verbs"])
+    return found
+
+
+def role_rules(name: str) -> list[Doc]:
+    rules: list[Doc] = one("ClusterRole", name)["rules"]
+    return rules
+
+
 def bound_accounts(binding: Doc) -> set[tuple[str, str]]:
     return {(s["namespace"], s["name"]) for s in binding["subjects"] if s["kind"] == "ServiceAccount"}
 
 
+def pod_spec(workload: Doc) -> Doc:
+    spec: Doc = workload["spec"]["template"]["spec"]
+    return spec
+
+
 def davit_containers() -> list[tuple[Doc, Doc]]:
-    """(Deployment, container) for every container running the Davit image."""
+    """(workload, container) for every container running the Davit image."""
     return [
-        (deployment, container)
-        for deployment in objects("Deployment")
-        for container in deployment["spec"]["template"]["spec"]["containers"]
+        (workload, container)
+        for workload in workloads()
+        for container in pod_spec(workload)["containers"]
         if container["image"].partition(":")[0] == DAVIT_IMAGE.partition(":")[0]
     ]
 
 
+def workload_of(service: str) -> Doc:
+    kind, name, _ = SERVICES[service]
+    return one(kind, name, DAVIT_NAMESPACE)
+
+
+def container_of(service: str) -> Doc:
+    containers: list[Doc] = pod_spec(workload_of(service))["containers"]
+    assert len(containers) == 1, f"{service}: one container expected"
+    return containers[0]
+
+
+def env_of(container: Doc) -> dict[str, Doc]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def settings_of(container: Doc) -> Settings:
+    """The Settings a container's process starts with (literal values; valueFrom ones are left out)."""
+    return Settings.from_env({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+
+
+def account_of(workload: Doc) -> tuple[str, str]:
+    """(namespace, name) of the service account a workload's pods run as."""
+    return workload["metadata"]["namespace"], pod_spec(workload)["serviceAccountName"]
+
+
 def watcher_account() -> tuple[str, str]:
     """(namespace, name) of the service account the watcher's pods run as."""
-    deployment = one("Deployment", "davit-watcher", "davit-system")
-    return deployment["metadata"]["namespace"], deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    return account_of(workload_of("watcher"))
 
 
 def module_of(command: list[str]) -> str:
@@ -114,11 +216,20 @@ def module_of(command: list[str]) -> str:
     return command[2]
 
 
+def service_modules_in_tree() -> list[str]:
+    """Every ``davit_services.*`` package with a ``__main__.py``: each is a service that must be deployed."""
+    return sorted(
+        ".".join(("davit_services", *main.parent.relative_to(SERVICES_PACKAGE_DIR).parts))
+        for main in SERVICES_PACKAGE_DIR.rglob("__main__.py")
+        if main.parent != SERVICES_PACKAGE_DIR
+    )
+
+
 # --- every document -----------------------------------------------------------------------------------
 
 
 def test_there_are_manifests() -> None:
-    assert {"rbac.yaml", "watcher.yaml"} <= set(MANIFEST_FILES)
+    assert {"rbac.yaml", "watcher.yaml", "workers.yaml"} <= set(MANIFEST_FILES)
 
 
 @pytest.mark.parametrize("file_name", MANIFEST_FILES)
@@ -142,20 +253,34 @@ def test_namespaces_exist() -> None:
     assert used <= created | BUILTIN_NAMESPACES, f"namespaces nobody creates: {used - created}"
 
 
-def test_rbac_has_no_wildcards() -> None:
-    for kind in ("ClusterRole", "Role"):
-        for role in objects(kind):
-            for rule in role["rules"]:
-                for key in ("apiGroups", "resources", "verbs"):
-                    assert "*" not in rule.get(key, []), f"{kind} {role['metadata']['name']}: {key} *"
+def test_rbac_has_no_wildcards_but_the_exports_list() -> None:
+    # The export must list every resource of the namespaces it backs up, custom resources included, so
+    # no fixed list can name them; that rule is list-only (see its comment in deploy/rbac.yaml). Every
+    # other rule names its groups, resources and verbs.
+    wildcards = [
+        (kind, role["metadata"]["name"], rule)
+        for kind in ("ClusterRole", "Role")
+        for role in objects(kind)
+        for rule in role["rules"]
+        if any("*" in rule.get(key, []) for key in ("apiGroups", "resources", "verbs", "resourceNames"))
+    ]
+    assert [(kind, name) for kind, name, _ in wildcards] == [("ClusterRole", EXPORT_ROLE)], wildcards
+    assert wildcards[0][2] == {"apiGroups": ["*"], "resources": ["*"], "verbs": ["list"]}
+
+
+def test_non_resource_urls_are_discovery_only() -> None:
+    for role in objects("ClusterRole"):
+        for rule in role["rules"]:
+            if "nonResourceURLs" in rule:
+                assert set(rule["nonResourceURLs"]) <= DISCOVERY_URLS, role["metadata"]["name"]
+                assert rule["verbs"] == ["get"], role["metadata"]["name"]
 
 
 # --- the watcher's RBAC -----------------------------------------------------------------------------------
 
 
 def watcher_rules() -> list[Doc]:
-    rules: list[Doc] = one("ClusterRole", WATCHER_ROLE)["rules"]
-    return rules
+    return role_rules(WATCHER_ROLE)
 
 
 @pytest.mark.parametrize("plural", sorted(constants.PLURALS.values()))
@@ -195,13 +320,14 @@ def test_watcher_role_is_bound_to_its_service_account() -> None:
 
 def test_watcher_may_hold_its_lease_in_the_lease_namespace_only() -> None:
     # The Lease the watcher's pods use: the defaults, unless the Deployment's environment changes them.
-    deployment = one("Deployment", "davit-watcher", "davit-system")
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    settings = Settings.from_env({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+    settings = settings_of(container_of("watcher"))
     namespace, lease = settings.lease_namespace, settings.lease_name
     for cluster_role in objects("ClusterRole"):
+        name = cluster_role["metadata"]["name"]
         cluster_wide = granted(cluster_role["rules"], "coordination.k8s.io", "leases")
-        assert not cluster_wide, f"ClusterRole {cluster_role['metadata']['name']} grants leases cluster-wide"
+        # The export lists every resource (the one wildcard); no ClusterRole may do more with Leases.
+        allowed = {"list"} if name == EXPORT_ROLE else set()
+        assert cluster_wide <= allowed, f"ClusterRole {name} may {sorted(cluster_wide)} leases cluster-wide"
 
     roles = [r for r in objects("Role") if r["metadata"]["namespace"] == namespace]
     bindings = [b for b in objects("RoleBinding") if b["metadata"]["namespace"] == namespace]
@@ -216,63 +342,298 @@ def test_watcher_may_hold_its_lease_in_the_lease_namespace_only() -> None:
     assert verbs == {"get", "create", "update"}, f"Lease {namespace}/{lease}: the watcher may {sorted(verbs)}"
 
 
-# --- Deployments ---------------------------------------------------------------------------------------
+# --- the workers' RBAC ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", sorted(EXPECTED_GRANTS))
+def test_service_role_grants_exactly_what_its_code_does(role: str) -> None:
+    actual = all_grants(one("ClusterRole", role))
+    missing = sorted(EXPECTED_GRANTS[role] - actual)
+    extra = sorted(actual - EXPECTED_GRANTS[role])
+    assert not missing and not extra, f"ClusterRole {role}: missing {missing}, beyond its code {extra}"
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_each_service_runs_as_its_own_account_bound_to_its_own_role(service: str) -> None:
+    workload = workload_of(service)
+    account = account_of(workload)
+    one("ServiceAccount", account[1], account[0])
+    role = workload["metadata"]["name"]
+    binding = one("ClusterRoleBinding", role)
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role,
+    }
+    assert bound_accounts(binding) == {account}, f"{role} is bound to other accounts too"
+    bindings = objects("ClusterRoleBinding")
+    bound_roles = {b["roleRef"]["name"] for b in bindings if account in bound_accounts(b)}
+    assert bound_roles == {role}, f"{account} holds other services' roles: {sorted(bound_roles - {role})}"
+
+
+def test_no_two_services_share_an_account() -> None:
+    accounts = [account_of(workload_of(service)) for service in SERVICES]
+    assert len(accounts) == len(set(accounts)), accounts
+
+
+def test_snapshot_may_exec_rules_and_take_volume_snapshots() -> None:
+    rules = role_rules("davit-snapshot")
+    # The client's WebSocket exec is a GET: `get` before Kubernetes 1.30, `create` from then on.
+    assert {"get", "create"} <= granted(rules, "", "pods/exec")
+    assert "create" in granted(rules, SNAPSHOTS, "volumesnapshots")
+    assert {"get", "watch"} <= granted(rules, SNAPSHOTS, "volumesnapshots")
+    assert "list" in granted(rules, SNAPSHOTS, "volumesnapshotclasses")
+    assert "patch" in granted(rules, G, "applicationbackups"), "cannot add the finalizer"
+
+
+def test_retention_may_remove_the_finalizer() -> None:
+    rules = role_rules("davit-retention")
+    assert {"get", "patch"} <= granted(rules, G, "applicationbackups")
+    assert "delete" not in granted(rules, G, "applicationbackups"), "the user deletes the backup, not Davit"
+
+
+@pytest.mark.parametrize("resource", [("", "secrets"), ("apps", "deployments"), ("example.com", "widgets"),
+                                      ("", "namespaces")])  # fmt: skip
+def test_export_lists_every_resource(resource: tuple[str, str]) -> None:
+    assert "list" in granted(role_rules(EXPORT_ROLE), *resource)
+
+
+def test_export_reads_the_cluster_part_by_name() -> None:
+    rules = role_rules(EXPORT_ROLE)
+    assert "get" in granted(rules, "", "namespaces")
+    assert "get" in granted(rules, "", "persistentvolumes")
+    assert "get" in granted(rules, "apiextensions.k8s.io", "customresourcedefinitions")
+    nonresource = {url for rule in rules for url in rule.get("nonResourceURLs", [])}
+    assert {"/api", "/apis"} <= nonresource, "discovery"
+
+
+@pytest.mark.parametrize("subresource", POWERFUL_SUBRESOURCES)
+def test_only_the_snapshot_service_reaches_into_pods(subresource: str) -> None:
+    # `list` is never how the API server authorises a request on a subresource (those name an object),
+    # so the export's wildcard list reaches none of them; `get` on `*` would.
+    for role in objects("ClusterRole"):
+        name = role["metadata"]["name"]
+        verbs = granted(role["rules"], "", subresource) - {"list"}
+        if name == "davit-snapshot" and subresource == "pods/exec":
+            continue
+        assert not verbs, f"ClusterRole {name} may {sorted(verbs)} {subresource}"
+
+
+def test_exporter_only_reads() -> None:
+    verbs = {verb for _, _, verb in all_grants(one("ClusterRole", "davit-exporter"))}
+    assert verbs == {"list", "watch"}
+
+
+# --- workloads ------------------------------------------------------------------------------------------
 
 
 def test_the_watcher_runs_with_a_standby() -> None:
-    deployment = one("Deployment", "davit-watcher", "davit-system")
+    deployment = workload_of("watcher")
     assert deployment["spec"]["replicas"] >= 2, "leader election needs a standby to hand over to"
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    assert module_of(container["command"]) == WATCHER_MODULE
+    assert module_of(container_of("watcher")["command"]) == WATCHER_MODULE
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_each_service_runs_its_module(service: str) -> None:
+    assert module_of(container_of(service)["command"]) == SERVICES[service][2]
 
 
 def test_davit_containers_run_modules_that_exist() -> None:
-    assert davit_containers(), f"no Deployment runs {DAVIT_IMAGE}"
-    for deployment, container in davit_containers():
+    assert davit_containers(), f"no workload runs {DAVIT_IMAGE}"
+    for workload, container in davit_containers():
         module = module_of(container["command"])
-        assert importlib.util.find_spec(module) is not None, f"{module} does not exist"
-        assert importlib.util.find_spec(f"{module}.__main__") is not None, f"{module} has no __main__"
-        assert deployment["metadata"]["name"]
+        where = f"{workload['kind']} {workload['metadata']['name']}"
+        assert importlib.util.find_spec(module) is not None, f"{where}: {module} does not exist"
+        assert importlib.util.find_spec(f"{module}.__main__") is not None, f"{where}: no {module}.__main__"
+
+
+def test_every_service_in_the_tree_is_deployed() -> None:
+    in_tree = service_modules_in_tree()
+    assert WATCHER_MODULE in in_tree  # the scan itself works
+    deployed = {module_of(container["command"]) for _, container in davit_containers()}
+    missing = sorted(set(in_tree) - deployed)
+    assert not missing, f"services with a __main__ that deploy/*.yaml does not run: {missing}"
 
 
 def test_davit_containers_are_configured_with_settings_that_exist() -> None:
     known = {f"DAVIT_{f.name.upper()}" for f in fields(Settings)}
-    for deployment, container in davit_containers():
-        names = {env["name"] for env in container.get("env", [])}
-        assert names <= known, f"{deployment['metadata']['name']}: {sorted(names - known)} are not settings"
+    for workload, container in davit_containers():
+        names = set(env_of(container))
+        assert names <= known, f"{workload['metadata']['name']}: {sorted(names - known)} are not settings"
+        settings_of(container)  # and the values parse
 
 
 def test_davit_containers_reach_redis_through_a_service() -> None:
-    for deployment, container in davit_containers():
+    for workload, container in davit_containers():
         env = {e["name"]: e.get("value") for e in container.get("env", [])}
         host_port = env["DAVIT_REDIS_URL"].split("//", 1)[1].split("/", 1)[0]
         host, port = host_port.split(":")
         name, _, rest = host.partition(".")
-        namespace = rest.split(".")[0] or deployment["metadata"]["namespace"]
+        namespace = rest.split(".")[0] or workload["metadata"]["namespace"]
         service = one("Service", name, namespace)
-        assert int(port) in [p["port"] for p in service["spec"]["ports"]], deployment["metadata"]["name"]
+        assert int(port) in [p["port"] for p in service["spec"]["ports"]], workload["metadata"]["name"]
 
 
 def test_containers_have_resources() -> None:
-    for deployment in objects("Deployment"):
-        for container in deployment["spec"]["template"]["spec"]["containers"]:
+    for workload in workloads():
+        for container in pod_spec(workload)["containers"]:
             resources = container.get("resources") or {}
             assert resources.get("requests") and resources.get("limits"), (
-                f"{deployment['metadata']['name']}/{container['name']}: set requests and limits"
+                f"{workload['metadata']['name']}/{container['name']}: set requests and limits"
             )
 
 
 def test_selectors_match_the_pods() -> None:
-    for deployment in objects("Deployment"):
-        selector = deployment["spec"]["selector"]["matchLabels"]
-        labels = deployment["spec"]["template"]["metadata"]["labels"]
-        assert selector.items() <= labels.items(), deployment["metadata"]["name"]
+    for workload in workloads():
+        selector = workload["spec"]["selector"]["matchLabels"]
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= labels.items(), workload["metadata"]["name"]
     for service in objects("Service"):
         pods = [
-            d["spec"]["template"]["metadata"]["labels"]
-            for d in objects("Deployment")
-            if d["metadata"]["namespace"] == service["metadata"]["namespace"]
+            w["spec"]["template"]["metadata"]["labels"]
+            for w in workloads()
+            if w["metadata"]["namespace"] == service["metadata"]["namespace"]
         ]
         assert any(service["spec"]["selector"].items() <= labels.items() for labels in pods), (
             f"Service {service['metadata']['name']} selects no pods"
         )
+
+
+def test_export_runs_several_replicas() -> None:
+    # A large namespace is split into page tasks that several workers take at once.
+    assert workload_of("export")["spec"]["replicas"] >= 2
+
+
+@pytest.mark.parametrize("service", sorted(set(SERVICES) - {"uploader"}))
+def test_services_run_unprivileged(service: str) -> None:
+    pod = pod_spec(workload_of(service))
+    context = pod["securityContext"]
+    assert context["runAsNonRoot"] is True and context["runAsUser"] != 0, service
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}, service
+    assert not any("hostPath" in volume for volume in pod.get("volumes", [])), f"{service} mounts the host"
+    container = container_of(service)["securityContext"]
+    assert container["allowPrivilegeEscalation"] is False and container["readOnlyRootFilesystem"] is True
+    assert container["capabilities"] == {"drop": ["ALL"]}, service
+
+
+# --- the exporter -----------------------------------------------------------------------------------------
+
+
+def test_exporter_serves_metrics_through_an_annotated_service() -> None:
+    container = container_of("exporter")
+    host, port = parse_address(settings_of(container).metrics_address)
+    # Every interface of the pod, so that the Service reaches it.
+    assert host == "0.0.0.0"  # noqa: S104
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    service = one("Service", "davit-exporter", DAVIT_NAMESPACE)
+    (service_port,) = service["spec"]["ports"]
+    assert service_port["port"] == port == 9797
+    assert ports[service_port["targetPort"]] == port
+    annotations = service["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(port)
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert (
+        service["spec"]["selector"].items()
+        <= workload_of("exporter")["spec"]["template"]["metadata"]["labels"].items()
+    )
+
+
+# --- the node agent ---------------------------------------------------------------------------------------
+
+
+def test_uploader_runs_on_every_node() -> None:
+    daemonset = workload_of("uploader")
+    assert daemonset["kind"] == "DaemonSet"
+    tolerations = pod_spec(daemonset).get("tolerations") or []
+    assert {"operator": "Exists"} in tolerations, "an agent must run on tainted nodes too"
+    assert "nodeSelector" not in pod_spec(daemonset) and "affinity" not in pod_spec(daemonset)
+
+
+def test_uploader_knows_its_node_from_the_downward_api() -> None:
+    env = env_of(container_of("uploader"))
+    assert env["DAVIT_NODE_NAME"] == {
+        "name": "DAVIT_NODE_NAME",
+        "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}},
+    }
+
+
+def test_uploader_mounts_the_kubelet_root_read_only() -> None:
+    pod = pod_spec(workload_of("uploader"))
+    container = container_of("uploader")
+    kubelet_root = settings_of(container).kubelet_root
+    assert kubelet_root == "/var/lib/kubelet"
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == kubelet_root]
+    assert mount["readOnly"] is True
+    # Volumes the kubelet mounts after the agent started are visible only with propagation from the host.
+    assert mount["mountPropagation"] == "HostToContainer"
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["hostPath"]["path"] == kubelet_root, "the paths inside and out must be the same"
+
+
+def test_uploader_is_root_only_to_read() -> None:
+    pod = pod_spec(workload_of("uploader"))
+    assert pod["securityContext"]["runAsUser"] == 0, "it must read every pod's files whatever their owner"
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+    context = container_of("uploader")["securityContext"]
+    assert context.get("privileged") is not True
+    assert context["allowPrivilegeEscalation"] is False and context["readOnlyRootFilesystem"] is True
+    assert context["capabilities"] == {"drop": ["ALL"], "add": ["DAC_READ_SEARCH"]}
+    host_mounts = {v["name"] for v in pod["volumes"] if "hostPath" in v}
+    for mount in container_of("uploader")["volumeMounts"]:
+        if mount["name"] in host_mounts:
+            assert mount.get("readOnly") is True, f"{mount['mountPath']}: the host is read, never written"
+
+
+# --- the commented local-location example ----------------------------------------------------------------
+
+#: The services that open BackupLocations and so need a `type: local` location's volume.
+LOCATION_USERS = ("snapshot", "export", "retention", "uploader")
+_COMMENTED_MOUNT = re.compile(
+    r"^(\s*)# (- name: local-backups|  mountPath: \S+|  persistentVolumeClaim:|    claimName: \S+)$"
+)
+
+
+def uncommented_local_example() -> list[Doc]:
+    """deploy/workers.yaml with its commented `local-backups` mounts and claim uncommented."""
+    text = (DEPLOY_DIR / "workers.yaml").read_text()
+    claim_at = text.index("# ---\n# apiVersion: v1\n# kind: PersistentVolumeClaim")
+    lines: list[str] = []
+    for line in text[:claim_at].splitlines():
+        match = _COMMENTED_MOUNT.match(line)
+        # Only the lines that follow an uncommented `- name: local-backups` belong to it.
+        if match and (match.group(2).startswith("- name: local-backups") or lines[-1].lstrip()[:1] != "#"):
+            lines.append(match.group(1) + match.group(2))
+        else:
+            lines.append(line)
+    lines += [line.removeprefix("#").removeprefix(" ") for line in text[claim_at:].splitlines()]
+    return [doc for doc in yaml.safe_load_all("\n".join(lines)) if doc is not None]
+
+
+def test_the_commented_local_location_example_is_valid() -> None:
+    docs = uncommented_local_example()
+    (claim,) = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    assert (claim["metadata"]["name"], claim["metadata"]["namespace"]) == (
+        "davit-local-backups",
+        DAVIT_NAMESPACE,
+    )
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "every worker on every node mounts it"
+    paths = set()
+    for service, (kind, name, _) in SERVICES.items():
+        if service == "watcher":
+            continue  # deploy/watcher.yaml: the note asks for the same mount there
+        (workload,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+        volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
+        (container,) = pod_spec(workload)["containers"]
+        mounts = [m for m in container["volumeMounts"] if m["name"] == "local-backups"]
+        if service not in LOCATION_USERS:
+            assert not mounts, f"{service} never opens a location"
+            continue
+        assert len(mounts) == 1, f"{service}: no commented local-backups mount"
+        assert volumes["local-backups"] == {
+            "name": "local-backups",
+            "persistentVolumeClaim": {"claimName": "davit-local-backups"},
+        }
+        paths.add(mounts[0]["mountPath"])
+    assert len(paths) == 1, f"a local location's path must be the same in every worker: {sorted(paths)}"
