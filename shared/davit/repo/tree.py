@@ -16,6 +16,7 @@ import os
 import stat
 from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -34,6 +35,11 @@ SYMLINK = "symlink"
 KINDS = (FILE, DIR, SYMLINK)
 #: Entries waiting for their files' chunks before they join the tree; beyond this the walk waits.
 MAX_WAITING = 4096
+#: Threads reading, chunking and sealing (small chunks of) files while the walk goes on, and the files
+#: being read at once (each an open descriptor); beyond this the walk waits for the oldest. More readers
+#: than cores only contend for the GIL (measured: 2 beat 3 and 4 on two cores).
+READERS = max(2, min(4, os.cpu_count() or 2))
+MAX_READING = 16
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -332,11 +338,32 @@ def snapshot_tree(root_dir: str | os.PathLike[str], writer: RepoWriter, previous
     store, sealer = writer.store, writer.sealer
     builder = TreeBuilder(store, sealer)
     prev = _Previous(iter_entries(store, sealer, previous) if previous is not None else ())
-    waiting: deque[_Waiting] = deque()
+    # Entries in walk order; a file being read is its reader's future until it is resolved.
+    waiting: deque[_Waiting | Future[_Waiting | None]] = deque()
+    reading: deque[Future[_Waiting | None]] = deque()
+
+    def resolve_head() -> _Waiting | None:
+        """The first waiting entry once read (the file's chunks may still be in the writer's pool);
+        files that vanished or stopped being regular are dropped."""
+        while waiting:
+            head = waiting[0]
+            if not isinstance(head, Future):
+                return head
+            item = head.result()
+            if item is None:
+                waiting.popleft()
+            else:
+                waiting[0] = item
+        return None
 
     def emit_ready() -> None:
-        while waiting and (waiting[0].pending is None or waiting[0].pending.done):
-            item = waiting.popleft()
+        while waiting:
+            if isinstance(waiting[0], Future) and not waiting[0].done():
+                return
+            item = resolve_head()
+            if item is None or not (item.pending is None or item.pending.done):
+                return
+            waiting.popleft()
             if item.pending is None:
                 builder.add(item.entry)
             else:
@@ -346,6 +373,7 @@ def snapshot_tree(root_dir: str | os.PathLike[str], writer: RepoWriter, previous
     # The root is the caller's choice and may be reached through a symlink; nothing below it is.
     root_fd = os.open(os.fspath(root_dir), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     walk = _Walk(root_fd)
+    readers = ThreadPoolExecutor(READERS, thread_name_prefix="davit-repo-read")
     try:
         waiting.append(_Waiting(_entry_from_stat(b"", DIR, os.fstat(root_fd))))
         for path, parent_fd, name, st in walk.entries():
@@ -363,19 +391,35 @@ def snapshot_tree(root_dir: str | os.PathLike[str], writer: RepoWriter, previous
                     assert old is not None
                     waiting.append(_Waiting(replace(_entry_from_stat(path, FILE, st), extents=old.extents)))
                 else:
-                    item = _store_file(writer, path, parent_fd, name)
-                    if item is not None:
-                        waiting.append(item)
+                    # Opened here, by the walk (the directory's descriptor is closed once it is listed);
+                    # read, chunked and closed by a reader.
+                    fd = _open_file(path, parent_fd, name)
+                    if fd is not None:
+                        try:
+                            future = readers.submit(_store_file, writer, path, fd)
+                        except BaseException:
+                            os.close(fd)
+                            raise
+                        waiting.append(future)
+                        reading.append(future)
             # Sockets, FIFOs and device nodes carry no data a volume backup can restore: skipped.
+            while reading and reading[0].done():
+                reading.popleft().result()
+            if len(reading) >= MAX_READING:
+                reading.popleft().result()
             emit_ready()
             if len(waiting) > MAX_WAITING:
-                first = waiting[0].pending
-                if first is not None:
-                    writer.result(first)
+                first = resolve_head()
+                if first is not None and first.pending is not None:
+                    writer.result(first.pending)
                 emit_ready()
+        while reading:
+            reading.popleft().result()
         writer.flush()
         emit_ready()
     finally:
+        # Readers already given a file finish it (each closes its descriptor) before the walk ends.
+        readers.shutdown(wait=True)
         walk.close()
         os.close(root_fd)
     if waiting:
@@ -383,15 +427,19 @@ def snapshot_tree(root_dir: str | os.PathLike[str], writer: RepoWriter, previous
     return builder.finish()
 
 
-def _store_file(writer: RepoWriter, path: bytes, parent_fd: int, name: bytes) -> _Waiting | None:
+def _open_file(path: bytes, parent_fd: int, name: bytes) -> int | None:
     try:
-        fd = open_for_reading(name, dir_fd=parent_fd)
+        return open_for_reading(name, dir_fd=parent_fd)
     except FileNotFoundError:
         return None
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # replaced by a symlink since listed
             return None
         raise RepoError(f"cannot read {os.fsdecode(path)}: {exc.strerror}") from exc
+
+
+def _store_file(writer: RepoWriter, path: bytes, fd: int) -> _Waiting | None:
+    """In a reader: store the open file ``fd`` and close it."""
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

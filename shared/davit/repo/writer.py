@@ -118,7 +118,9 @@ def open_for_reading(name: str | bytes, dir_fd: int | None = None) -> int:
 
 
 class RepoWriter:
-    """Stores files into the repository. One thread uses a writer; use one writer per thread."""
+    """Stores files into the repository. Several threads may call ``submit_fd`` and ``result`` at once
+    (the chunk pipeline, the open pack and the stats are shared under a lock); ``flush``, ``close`` and
+    ``abort`` are for when no file is being submitted."""
 
     def __init__(
         self,
@@ -149,6 +151,8 @@ class RepoWriter:
         self._claimed: set[bytes] = set()
         self._claim_lock = threading.Lock()
         self._stats_lock = threading.Lock()
+        # The chunk pipeline and the open pack: in-flight queue, pending files' slots, pack assembly.
+        self._lock = threading.RLock()
         self._pack: list[bytes] = []
         self._pack_entries: list[tuple[bytes, int, int, int]] = []
         self._pack_len = 0
@@ -183,32 +187,40 @@ class RepoWriter:
                 ids.append(b"")
                 got[0] += len(chunk)
                 self._submit(pending, extent, len(ids) - 1, chunk)
-        pending.submitted = True
-        self.stats.files += 1
+        with self._lock:
+            pending.submitted = True
+        with self._stats_lock:
+            self.stats.files += 1
         return pending
 
     def result(self, pending: PendingFile) -> FileEntry:
-        while not pending.done:
-            self._retire_one()
-        return pending.entry()
+        while True:
+            with self._lock:
+                if pending.done:
+                    return pending.entry()
+                self._retire_one()
 
     def _count_read(self, n: int) -> None:
-        self.stats.bytes_read += n
+        with self._stats_lock:
+            self.stats.bytes_read += n
         if self._on_read is not None:
             self._on_read(n)
 
     # --- the chunk pipeline --------------------------------------------------------------------------
 
     def _submit(self, pending: PendingFile, extent: int, slot: int, chunk: memoryview) -> None:
-        while len(self._inflight) >= self._max_inflight:
-            self._retire_one()
-        pending.outstanding += 1
+        future: Future[tuple[bytes, bytes | None, int]] | None = None
         if len(chunk) <= INLINE_CHUNK:
-            future: Future[tuple[bytes, bytes | None, int]] = Future()
+            # Outside the lock: several threads submitting files seal their small chunks at once.
+            future = Future()
             future.set_result(self._process(chunk))
-        else:
-            future = self._pool.submit(self._process, chunk)
-        self._inflight.append((future, pending, extent, slot))
+        with self._lock:
+            while len(self._inflight) >= self._max_inflight:
+                self._retire_one()
+            pending.outstanding += 1
+            if future is None:
+                future = self._pool.submit(self._process, chunk)
+            self._inflight.append((future, pending, extent, slot))
 
     def _process(self, chunk: memoryview) -> tuple[bytes, bytes | None, int]:
         """The chunk's id, and its sealed form if it is new (None if already stored). Runs in the pool,
@@ -222,16 +234,19 @@ class RepoWriter:
         return chunk_id, sealed, len(chunk)
 
     def _retire_one(self) -> None:
+        """Under ``_lock``: record the oldest in-flight chunk's id and add it to the open pack if new."""
         if not self._inflight:
             raise RepoError("internal: waiting for a chunk that was never submitted")
         future, pending, extent, slot = self._inflight.popleft()
         chunk_id, sealed, raw_size = future.result()
         pending.extents[extent][2][slot] = chunk_id
         pending.outstanding -= 1
-        self.stats.chunks += 1
+        with self._stats_lock:
+            self.stats.chunks += 1
+            if sealed is not None:
+                self.stats.chunks_new += 1
+                self.stats.bytes_new += raw_size
         if sealed is not None:
-            self.stats.chunks_new += 1
-            self.stats.bytes_new += raw_size
             self._pack_entries.append((chunk_id, self._pack_len, len(sealed), raw_size))
             self._pack.append(sealed)
             self._pack_len += len(sealed)
@@ -270,11 +285,12 @@ class RepoWriter:
         """Process every queued chunk and write the open pack and its index; afterwards every chunk of
         every file returned so far is in the repository."""
         self._check_open()
-        while self._inflight:
-            self._retire_one()
-        self._close_pack()
-        while self._uploads:
-            self._uploads.popleft().result()
+        with self._lock:
+            while self._inflight:
+                self._retire_one()
+            self._close_pack()
+            while self._uploads:
+                self._uploads.popleft().result()
 
     # --- lifetime ------------------------------------------------------------------------------------
 
