@@ -15,6 +15,7 @@ from davit.cli.common import (
     connection_options,
     describe_ref,
     emit_objects,
+    get_and_emit,
     now,
     open_repository,
     output_option,
@@ -147,13 +148,7 @@ def create(
 @pass_cli
 def get(cli: CliContext, name: str | None) -> None:
     """List ApplicationBackups, or show the one called NAME."""
-    objects = cli.objects()
-    if name:
-        objs = [objects.require(KIND, cli.resolved_namespace(), name)]
-    else:
-        objs = objects.list_all(KIND, None if cli.all_namespaces else cli.resolved_namespace())
-    where = "any namespace" if cli.all_namespaces else f"namespace {cli.resolved_namespace()}"
-    emit_objects(cli, objs, output.backup_table, bool(name), f"No backups found in {where}.")
+    get_and_emit(cli, KIND, name, output.backup_table, "backups")
 
 
 @backup.command("describe")

@@ -314,6 +314,23 @@ def emit_objects(
     click.echo(output.render_data(value, cli.output))
 
 
+def get_and_emit(
+    cli: CliContext,
+    kind: Kind,
+    name: str | None,
+    table: Callable[[list[RawObject], datetime.datetime, bool], str],
+    plural: str,
+) -> None:
+    """``<noun> get [NAME]``: the object NAME, or every object of ``kind`` in scope, printed."""
+    objects = cli.objects()
+    if name:
+        objs = [objects.require(kind, cli.resolved_namespace(), name)]
+    else:
+        objs = objects.list_all(kind, None if cli.all_namespaces else cli.resolved_namespace())
+    where = "any namespace" if cli.all_namespaces else f"namespace {cli.resolved_namespace()}"
+    emit_objects(cli, objs, table, bool(name), f"No {plural} found in {where}.")
+
+
 # --- waiting -------------------------------------------------------------------------------------
 
 

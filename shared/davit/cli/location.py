@@ -12,7 +12,7 @@ from davit.cli.common import (
     CliContext,
     all_namespaces_option,
     connection_options,
-    emit_objects,
+    get_and_emit,
     now,
     output_option,
     pass_cli,
@@ -198,14 +198,7 @@ def create(
 @pass_cli
 def get(cli: CliContext, name: str | None) -> None:
     """List BackupLocations, or show the one called NAME."""
-    objects = cli.objects()
-    if name:
-        objs = [objects.require(KIND, cli.resolved_namespace(), name)]
-    else:
-        namespace = None if cli.all_namespaces else cli.resolved_namespace()
-        objs = objects.list_all(KIND, namespace)
-    where = "any namespace" if cli.all_namespaces else f"namespace {cli.resolved_namespace()}"
-    emit_objects(cli, objs, output.location_table, bool(name), f"No backup locations found in {where}.")
+    get_and_emit(cli, KIND, name, output.location_table, "backup locations")
 
 
 @location.command("describe")
