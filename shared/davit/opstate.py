@@ -12,6 +12,8 @@ import json
 import time
 from typing import Any
 
+from redis.exceptions import WatchError
+
 from davit.constants import REDIS_KEY_PREFIX
 
 #: Scratch state outlives a forgotten operation by a week at most.
@@ -39,33 +41,59 @@ class OperationState:
         """True for the first caller only: the plan is made once, a retry resumes it."""
         return bool(self.redis.set(self.key("planned"), "1", nx=True, ex=TTL_SECONDS))
 
-    def add_pending(self, parts: list[str], tokens: dict[str, str] | None = None) -> None:
+    # ``group`` names another set of outstanding parts (a volume's shards) finished the same way.
+
+    def add_pending(
+        self, parts: list[str], tokens: dict[str, str] | None = None, group: str = "pending"
+    ) -> None:
         if not parts:
             return
         pipe = self.redis.pipeline()
-        pipe.sadd(self.key("pending"), *parts)
+        pipe.sadd(self.key(group), *parts)
         if tokens:
             pipe.hset(self.key("tokens"), mapping=tokens)
         pipe.execute()
-        self._touch("pending", "tokens")
+        self._touch(group, "tokens")
 
-    def pending(self) -> list[str]:
-        return sorted(p.decode() for p in self.redis.smembers(self.key("pending")))
+    def pending(self, group: str = "pending") -> list[str]:
+        return sorted(p.decode() for p in self.redis.smembers(self.key(group)))
 
     def token(self, part: str) -> str | None:
         raw = self.redis.hget(self.key("tokens"), part)
         return raw.decode() if raw else None
 
-    def is_pending(self, part: str) -> bool:
-        return bool(self.redis.sismember(self.key("pending"), part))
+    def is_pending(self, part: str, group: str = "pending") -> bool:
+        return bool(self.redis.sismember(self.key(group), part))
 
-    def finish(self, part: str) -> bool:
+    def finish(self, part: str, group: str = "pending") -> bool:
         """Mark ``part`` done; True for exactly one caller: the one that finished the last part."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.srem(self.key("pending"), part)
-        pipe.scard(self.key("pending"))
+        pipe.srem(self.key(group), part)
+        pipe.scard(self.key(group))
         removed, left = pipe.execute()
         return bool(removed) and left == 0
+
+    def start_group(self, group: str, plan: str, parts: list[str]) -> bool:
+        """Record ``plan`` and make ``parts`` outstanding in ``group``, both or neither, once: True for
+        the caller that did it; a retry finds the plan (and the parts still outstanding) instead."""
+        plan_key = self.key(group + ":plan")
+        with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(plan_key)
+                if pipe.exists(plan_key):
+                    return False
+                pipe.multi()
+                pipe.set(plan_key, plan, ex=TTL_SECONDS)
+                pipe.sadd(self.key(group), *parts)
+                pipe.expire(self.key(group), TTL_SECONDS)
+                pipe.execute()
+                return True
+            except WatchError:
+                return False
+
+    def group_plan(self, group: str) -> str | None:
+        raw = self.redis.get(self.key(group + ":plan"))
+        return raw.decode() if raw else None
 
     # --- results -----------------------------------------------------------------------------------
 

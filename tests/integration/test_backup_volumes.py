@@ -137,8 +137,10 @@ def backup_uid(stack: StackEnv, namespace: str, name: str) -> str:
 
 
 def test_two_volumes_on_two_nodes_are_backed_up_byte_for_byte_then_incrementally(
-    stack: StackEnv, namespace: str, services: Services, tmp_path: Path
+    stack: StackEnv, namespace: str, stack_services: Any, tmp_path: Path
 ) -> None:
+    # Shards of 16 MiB: each volume is stored by several tasks, merged into one tree.
+    services: Services = stack_services(DAVIT_VOLUME_SHARD_BYTES=str(16 * MiB))
     volumes = deploy(stack, namespace)
     for seed, path in enumerate(volumes.values()):
         fill_mixed(path, seed)
@@ -151,7 +153,11 @@ def test_two_volumes_on_two_nodes_are_backed_up_byte_for_byte_then_incrementally
     assert {v["status"] for v in status["volumes"]} == {"Successful"}
 
     repository = repository_for(location)
-    manifest = repository.read_manifest(BackupRef(namespace, "first", backup_uid(stack, namespace, "first")))
+    first = BackupRef(namespace, "first", backup_uid(stack, namespace, "first"))
+    manifest = repository.read_manifest(first)
+    sharded = [json.loads(line) for line in repository.read_log(first) if '"volume.sharded"' in line]
+    assert sorted(e["claim"] for e in sharded) == sorted(f"{namespace}/{c}" for c in volumes), sharded
+    assert all(e["shards"] >= 3 for e in sharded), sharded
     by_claim = {v["persistentVolumeClaim"]: v for v in manifest["volumes"]}
     assert set(by_claim) == set(volumes)
     reader = RepoReader(repository.store, repository.sealer)

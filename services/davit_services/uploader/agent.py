@@ -1,5 +1,11 @@
 """Backing up one volume on this node: walk its directory, store new chunks, record the tree.
 
+A volume above ``volume_shard_bytes`` of data or ``volume_shard_entries`` entries is cut into shards,
+ranges of its tree in tree order (``davit.repo.plan_shards``), each stored by a task of its own on this
+node's queue; the last shard to finish writes the volume's tree from theirs (``merge_trees``: only a
+new root). Several task slots (or agent replicas on the node) then share a big volume, and a task killed
+mid-volume repeats one shard, not the volume.
+
 Incremental: the tree of the previous backup of the same claim (a pointer per namespace and claim in
 the repository) lets unchanged files (same size, mtime and inode) be taken over without being read, and
 chunks already in the repository are never stored again, whichever backup or namespace stored them.
@@ -7,21 +13,34 @@ chunks already in the repository are never stored again, whichever backup or nam
 
 from __future__ import annotations
 
+import json
 import os
-import stat
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from davit import volume_stage
+from davit import queueing, volume_stage
 from davit.api.types import Stage, Status
-from davit.constants import Kind
+from davit.constants import Kind, node_queue
 from davit.format.repository import BackupRepository
 from davit.messages import Message
 from davit.opstate import OperationState
-from davit.repo import RepoError, RepoWriter, Tree, load_tree, snapshot_tree
+from davit.repo import (
+    RepoError,
+    RepoWriter,
+    ShardPlan,
+    Tree,
+    load_tree,
+    merge_trees,
+    plan_shards,
+    snapshot_tree,
+)
+from davit.repo.writer import WriterStats
 from davit.runtime import LocationUnavailable, Runtime
 from davit.storage.base import ObjectNotFound
 from davit.volumes import VolumePlan
@@ -44,20 +63,6 @@ def source_directory(plan: VolumePlan, kubelet_root: str) -> Path:
     return base / "mount" if plan.plugin_dir == "kubernetes.io~csi" else base
 
 
-def apparent_size(root: Path) -> int:
-    """The sum of the regular files' sizes under ``root`` (holes included, symlinks not followed)."""
-    total = 0
-    for directory, _dirs, files in os.walk(root):
-        for name in files:
-            try:
-                st = os.lstat(os.path.join(directory, name))
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                total += st.st_size
-    return total
-
-
 def handle(rt: Runtime, message: Message) -> None:
     if message.kind != KIND or message.stage != Stage.VOLUMES:
         return
@@ -69,26 +74,202 @@ def handle(rt: Runtime, message: Message) -> None:
     ):
         return
     state = OperationState(rt.redis, message.uid)
-    if not state.is_pending(message.part):
-        return
-    claim = message.part.removeprefix(volume_stage.VOLUME_PART_PREFIX)
+    claim, _sep, shard = message.part.removeprefix(volume_stage.VOLUME_PART_PREFIX).partition(SHARD_SEPARATOR)
     plan = volume_stage.load_plan(state, claim)
     if plan is None:
         return
     spec = obj.get("spec") or {}
-    try:
-        repository = rt.repository(message.namespace, spec["backupLocation"])
-        result = back_up(rt, repository, plan, message)
-    except (LocationUnavailable, RepoError, OSError) as exc:
-        reason = exc.reason if isinstance(exc, LocationUnavailable) else f"{type(exc).__name__}: {exc}"
-        log.warning("volume.failed", claim=claim, reason=reason)
-        state.log("volume.failed", claim=claim, reason=reason)
-        result = {"status": Status.FAILED.value, "reason": reason}
-    if result["status"] == Status.SUCCESSFUL:
-        state.log(
-            "volume.completed", claim=claim, **{k: result[k] for k in ("tree", "totalSize", "storedSize")}
+    volume = _Volume(rt, message, state, plan, spec["backupLocation"])
+    if shard:
+        volume.store_shard(int(shard))
+    elif state.is_pending(message.part):
+        volume.start()
+
+
+#: A shard's part is ``volume:<namespace>/<claim>#<shard>``.
+SHARD_SEPARATOR = "#"
+
+
+class _Volume:
+    """One volume's backup: planned by the task for the volume, stored by it alone when small, else by one
+    task per shard on this node's queue, the last of which merges the shards' trees."""
+
+    def __init__(self, rt: Runtime, message: Message, state: OperationState, plan: VolumePlan,
+                 location: str) -> None:  # fmt: skip
+        self.rt = rt
+        self.message = message
+        self.state = state
+        self.plan = plan
+        self.location = location
+        self.group = f"shards:{plan.part}"
+        self.volume_part = volume_stage.VOLUME_PART_PREFIX + plan.part
+
+    def start(self) -> None:
+        try:
+            repository = self.rt.repository(self.message.namespace, self.location)
+            source = self._source()
+            if self.state.group_plan(self.group) is not None:
+                # A retry: the shards are out (or all done, and their merge was interrupted).
+                self._send_or_merge()
+                return
+            shards = plan_shards(source, self.rt.settings.volume_shard_bytes,
+                                 self.rt.settings.volume_shard_entries)  # fmt: skip
+            # The size to expect, from the metadata-only walk, so progress has a total.
+            self._update({"status": Status.IN_PROGRESS.value, "totalSize": shards.size, "bytesDone": 0})
+            if shards.shards == 1:
+                tree, stats = self._store(repository, source, None, None, self._report_single)
+                self._finish(self._success(repository, tree, stats.bytes_read, stats.bytes_stored))
+                return
+            bounds = json.dumps([b.hex() for b in shards.bounds])
+            if self.state.start_group(self.group, bounds, [str(i) for i in range(shards.shards)]):
+                self.state.log("volume.sharded", claim=self.plan.part, shards=shards.shards,
+                               totalSize=shards.size, entries=shards.entries)  # fmt: skip
+            self._send_or_merge()
+        except (LocationUnavailable, RepoError, OSError) as exc:
+            self._finish(_failure(exc))
+
+    def store_shard(self, shard: int) -> None:
+        if not self.state.is_pending(str(shard), group=self.group):
+            return
+        try:
+            repository = self.rt.repository(self.message.namespace, self.location)
+            start, end = self._bounds().range(shard)
+
+            def report(done: int) -> None:
+                self.rt.redis.hset(self.state.key(self.group + ":progress"), str(shard), done)
+                values = self.rt.redis.hvals(self.state.key(self.group + ":progress"))
+                self._update({"status": Status.IN_PROGRESS.value, "bytesDone": sum(int(v) for v in values)})
+
+            tree, stats = self._store(repository, self._source(), start, end, report)
+            outcome = {"tree": tree.id, "bytesRead": stats.bytes_read, "storedSize": stats.bytes_stored}
+        except (LocationUnavailable, RepoError, OSError) as exc:
+            outcome = _failure(exc)
+        self.rt.redis.hset(self.state.key(self.group + ":results"), str(shard), json.dumps(outcome))
+        if self.state.finish(str(shard), group=self.group):
+            self._merge()
+
+    # --- steps ---------------------------------------------------------------------------------------
+
+    def _send_or_merge(self) -> None:
+        outstanding = self.state.pending(group=self.group)
+        if not outstanding:
+            self._merge()
+            return
+        meta = self.message
+        for shard in outstanding:
+            part = f"{self.volume_part}{SHARD_SEPARATOR}{shard}"
+            queueing.send(self.rt.celery, replace(meta, part=part, issued_at=time.time()),
+                          node_queue(self.plan.node))  # fmt: skip
+
+    def _merge(self) -> None:
+        raw = self.rt.redis.hgetall(self.state.key(self.group + ":results"))
+        outcomes = sorted(((int(k), json.loads(v)) for k, v in raw.items()), key=lambda item: item[0])
+        failed = [f"shard {i}: {o['reason']}" for i, o in outcomes if "reason" in o]
+        if failed:
+            self._finish({"status": Status.FAILED.value, "reason": "; ".join(failed)})
+            return
+        try:
+            repository = self.rt.repository(self.message.namespace, self.location)
+            trees = [load_tree(repository.store, repository.sealer, o["tree"]) for _i, o in outcomes]
+            tree = merge_trees(repository.store, repository.sealer, trees)
+            bytes_read = sum(int(o["bytesRead"]) for _i, o in outcomes)
+            stored = sum(int(o["storedSize"]) for _i, o in outcomes)
+            result = self._success(repository, tree, bytes_read, stored)
+        except (LocationUnavailable, RepoError, OSError) as exc:
+            result = _failure(exc)
+        self._finish(result)
+
+    def _success(
+        self, repository: BackupRepository, tree: Tree, bytes_read: int, stored: int
+    ) -> dict[str, Any]:
+        repository.put(latest_key(self.plan.namespace, self.plan.claim), tree.id.encode())
+        log.info("volume.stored", claim=self.plan.part, tree=tree.id, entries=tree.entries, read=bytes_read,
+                 stored=stored)  # fmt: skip
+        return {
+            "status": Status.SUCCESSFUL.value,
+            "reason": "",
+            "tree": tree.id,
+            "entries": tree.entries,
+            "totalSize": tree.size,
+            "bytesDone": tree.size,
+            "bytesRead": bytes_read,
+            "storedSize": stored,
+        }
+
+    def _finish(self, result: dict[str, Any]) -> None:
+        claim = self.plan.part
+        if result["status"] == Status.SUCCESSFUL:
+            self.state.log("volume.completed", claim=claim,
+                           **{k: result[k] for k in ("tree", "totalSize", "storedSize")})  # fmt: skip
+        else:
+            log.warning("volume.failed", claim=claim, reason=result["reason"])
+            self.state.log("volume.failed", claim=claim, reason=result["reason"])
+        volume_stage.complete(
+            self.rt, replace(self.message, part=self.volume_part), self.state, claim, result
         )
-    volume_stage.complete(rt, message, state, claim, result)
+
+    # --- helpers -------------------------------------------------------------------------------------
+
+    def _source(self) -> Path:
+        source = source_directory(self.plan, self.rt.settings.kubelet_root)
+        if not source.is_dir():
+            raise FileNotFoundError(
+                f"volume directory {source} not found on node {self.rt.settings.node_name}"
+            )
+        return source
+
+    def _bounds(self) -> ShardPlan:
+        raw = self.state.group_plan(self.group)
+        if raw is None:
+            raise RepoError(f"the shard plan of {self.plan.part} is gone")
+        return ShardPlan(bounds=tuple(bytes.fromhex(b) for b in json.loads(raw)), size=0, entries=0)
+
+    def _update(self, fields: dict[str, Any]) -> None:
+        volume_stage.update_volume(self.rt, self.message.namespace, self.message.name, self.plan.part, fields)
+
+    def _report_single(self, done: int) -> None:
+        self._update({"status": Status.IN_PROGRESS.value, "bytesDone": done})
+
+    def _store(
+        self,
+        repository: BackupRepository,
+        source: Path,
+        start: bytes | None,
+        end: bytes | None,
+        report: Callable[[int], None],
+    ) -> tuple[Tree, WriterStats]:
+        """Store ``[start, end)`` of the volume, reporting the bytes read every few seconds."""
+        previous = _previous(repository, self.plan)
+        read = [0]
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def on_read(count: int) -> None:
+            with lock:
+                read[0] += count
+
+        def report_progress() -> None:
+            while not stop.wait(PROGRESS_SECONDS):
+                with lock:
+                    done = read[0]
+                report(done)
+
+        reporter = threading.Thread(target=report_progress, daemon=True, name="volume-progress")
+        reporter.start()
+        writer = RepoWriter(repository.store, repository.sealer, on_read=on_read)
+        try:
+            tree = snapshot_tree(os.fspath(source), writer, previous, start=start, end=end)
+            writer.flush()
+        finally:
+            writer.close()
+            stop.set()
+            reporter.join()
+        return tree, writer.stats
+
+
+def _failure(exc: Exception) -> dict[str, Any]:
+    reason = exc.reason if isinstance(exc, LocationUnavailable) else f"{type(exc).__name__}: {exc}"
+    return {"status": Status.FAILED.value, "reason": reason}
 
 
 def _previous(repository: BackupRepository, plan: VolumePlan) -> Tree | None:
@@ -98,53 +279,3 @@ def _previous(repository: BackupRepository, plan: VolumePlan) -> Tree | None:
     except (ObjectNotFound, RepoError) as exc:
         log.info("volume.full_backup", claim=plan.part, why=str(exc))
         return None
-
-
-def back_up(rt: Runtime, repository: BackupRepository, plan: VolumePlan, message: Message) -> dict[str, Any]:
-    source = source_directory(plan, rt.settings.kubelet_root)
-    if not source.is_dir():
-        raise FileNotFoundError(f"volume directory {source} not found on node {rt.settings.node_name}")
-    previous = _previous(repository, plan)
-    # The size to expect, from a metadata-only walk (fast next to reading), so progress has a total.
-    volume_stage.update_volume(rt, message.namespace, message.name, plan.part,
-                               {"status": Status.IN_PROGRESS.value, "totalSize": apparent_size(source),
-                                "bytesDone": 0})  # fmt: skip
-    read = [0]
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def on_read(count: int) -> None:
-        with lock:
-            read[0] += count
-
-    def report_progress() -> None:
-        while not stop.wait(PROGRESS_SECONDS):
-            with lock:
-                done = read[0]
-            volume_stage.update_volume(rt, message.namespace, message.name, plan.part,
-                                       {"status": Status.IN_PROGRESS.value, "bytesDone": done})  # fmt: skip
-
-    reporter = threading.Thread(target=report_progress, daemon=True, name="volume-progress")
-    reporter.start()
-    writer = RepoWriter(repository.store, repository.sealer, on_read=on_read)
-    try:
-        tree = snapshot_tree(os.fspath(source), writer, previous)
-        writer.flush()
-    finally:
-        writer.close()
-        stop.set()
-        reporter.join()
-    repository.put(latest_key(plan.namespace, plan.claim), tree.id.encode())
-    stats = writer.stats
-    log.info("volume.stored", claim=plan.part, tree=tree.id, files=stats.files, read=stats.bytes_read,
-             new=stats.bytes_new, stored=stats.bytes_stored)  # fmt: skip
-    return {
-        "status": Status.SUCCESSFUL.value,
-        "reason": "",
-        "tree": tree.id,
-        "entries": tree.entries,
-        "totalSize": tree.size,
-        "bytesDone": tree.size,
-        "bytesRead": stats.bytes_read,
-        "storedSize": stats.bytes_stored,
-    }

@@ -11,7 +11,16 @@ from davit.repo.errors import CorruptChunk, MissingChunk, RepoError, UnsafePath
 from davit.repo.index import IndexEntry, RepoIndex
 from davit.repo.reader import RepoReader
 from davit.repo.restore import RestoreStats, restore_tree
-from davit.repo.tree import Entry, Tree, iter_entries, load_tree, snapshot_tree
+from davit.repo.tree import (
+    Entry,
+    ShardPlan,
+    Tree,
+    iter_entries,
+    load_tree,
+    merge_trees,
+    plan_shards,
+    snapshot_tree,
+)
 from davit.repo.writer import Extent, FileEntry, RepoWriter, WriterStats
 
 __all__ = [
@@ -33,6 +42,9 @@ __all__ = [
     "check",
     "iter_entries",
     "load_tree",
+    "merge_trees",
+    "plan_shards",
     "restore_tree",
     "snapshot_tree",
+    "ShardPlan",
 ]

@@ -15,7 +15,7 @@ import errno
 import os
 import stat
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -178,18 +178,7 @@ class TreeBuilder:
     def finish(self) -> Tree:
         """Write the last part and the root. Every chunk the entries reference must be stored by now."""
         self._write_part()
-        body = {
-            "version": layout.REPO_VERSION,
-            "entries": self._entries,
-            "size": self._size,
-            "parts": self._parts,
-        }
-        root: bytes = msgpack.packb(body, use_bin_type=True)
-        tree_id = blake3.blake3(root).hexdigest()
-        key = layout.tree_key(tree_id)
-        self.store.put(key, self.sealer.seal(key, root))
-        parts = tuple(p.hex() for p in self._parts)
-        return Tree(id=tree_id, parts=parts, entries=self._entries, size=self._size)
+        return _write_root(self.store, self.sealer, self._parts, self._entries, self._size)
 
 
 def _open_verified(store: ObjectStore, sealer: Sealer, key: str, object_id: str) -> bytes:
@@ -247,6 +236,8 @@ class _Walk:
     swapped in for a directory mid-walk is never followed out of the root."""
 
     root_fd: int
+    #: Directories whose whole subtree the caller does not want (they are still yielded, not entered).
+    skip: Callable[[bytes], bool] = lambda _path: False
     stack: list[tuple[int, bytes, Iterator[bytes]]] = field(default_factory=list)
 
     def entries(self) -> Iterator[tuple[bytes, int, bytes, os.stat_result]]:
@@ -266,7 +257,7 @@ class _Walk:
                 continue
             path = prefix + name
             yield path, fd, name, st
-            if stat.S_ISDIR(st.st_mode):
+            if stat.S_ISDIR(st.st_mode) and not self.skip(path):
                 try:
                     child = os.open(name, _DIR_FLAGS, dir_fd=fd)
                 except FileNotFoundError:
@@ -319,6 +310,94 @@ class _Previous:
         return None
 
 
+@dataclass(frozen=True)
+class _Range:
+    """Paths in ``[start, end)`` in tree order (either bound may be open)."""
+
+    start: bytes | None
+    end: bytes | None
+
+    def before(self, path: bytes) -> bool:
+        return self.start is not None and _sort_key(path) < _sort_key(self.start)
+
+    def after(self, path: bytes) -> bool:
+        return self.end is not None and _sort_key(path) >= _sort_key(self.end)
+
+    def subtree_before(self, directory: bytes) -> bool:
+        """Whether everything below ``directory`` comes before ``start``: the directory does, and
+        ``start`` is not inside it (a subtree's entries sort between it and its next sibling)."""
+        if not self.before(directory):
+            return False
+        assert self.start is not None
+        return not self.start.startswith(directory + b"/")
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """A volume cut into ranges of its tree: shard ``i`` holds the entries in ``[bounds[i-1], bounds[i])``
+    (the first from the root, the last to the end)."""
+
+    bounds: tuple[bytes, ...]
+    #: What the metadata walk found: regular files' sizes (holes included) and the entry count.
+    size: int
+    entries: int
+
+    @property
+    def shards(self) -> int:
+        return len(self.bounds) + 1
+
+    def range(self, shard: int) -> tuple[bytes | None, bytes | None]:
+        start = self.bounds[shard - 1] if shard > 0 else None
+        end = self.bounds[shard] if shard < len(self.bounds) else None
+        return start, end
+
+
+def plan_shards(root_dir: str | os.PathLike[str], shard_bytes: int, shard_entries: int) -> ShardPlan:
+    """Walk ``root_dir``'s metadata only (fast next to reading) and cut it into ranges of about
+    ``shard_bytes`` of file data or ``shard_entries`` entries, whichever comes first, each stored by a
+    task of its own. A cut falls before the entry that would overflow a shard, so a single file larger
+    than ``shard_bytes`` makes a shard of its own rather than being split."""
+    bounds: list[bytes] = []
+    total = entries = 0
+    shard_size = shard_count = 0
+    root_fd = os.open(os.fspath(root_dir), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    walk = _Walk(root_fd)
+    try:
+        for path, _parent, _name, st in walk.entries():
+            size = st.st_size if stat.S_ISREG(st.st_mode) else 0
+            if shard_count and (shard_size + size > shard_bytes or shard_count >= shard_entries):
+                bounds.append(path)
+                shard_size = shard_count = 0
+            shard_size += size
+            shard_count += 1
+            total += size
+            entries += 1
+    finally:
+        walk.close()
+        os.close(root_fd)
+    return ShardPlan(bounds=tuple(bounds), size=total, entries=entries + 1)
+
+
+def merge_trees(store: ObjectStore, sealer: Sealer, shards: list[Tree]) -> Tree:
+    """One tree of the shards' trees, given in range order: their parts, one after the other, already
+    are the whole tree's entries in order, so only a new root is written (no entry is read again)."""
+    if len(shards) == 1:
+        return shards[0]
+    parts = [bytes.fromhex(p) for tree in shards for p in tree.parts]
+    entries = sum(tree.entries for tree in shards)
+    size = sum(tree.size for tree in shards)
+    return _write_root(store, sealer, parts, entries, size)
+
+
+def _write_root(store: ObjectStore, sealer: Sealer, parts: list[bytes], entries: int, size: int) -> Tree:
+    body = {"version": layout.REPO_VERSION, "entries": entries, "size": size, "parts": parts}
+    root: bytes = msgpack.packb(body, use_bin_type=True)
+    tree_id = blake3.blake3(root).hexdigest()
+    key = layout.tree_key(tree_id)
+    store.put(key, sealer.seal(key, root))
+    return Tree(id=tree_id, parts=tuple(p.hex() for p in parts), entries=entries, size=size)
+
+
 def _unchanged(previous: Entry | None, st: os.stat_result, writer: RepoWriter) -> bool:
     return (
         previous is not None
@@ -331,11 +410,22 @@ def _unchanged(previous: Entry | None, st: os.stat_result, writer: RepoWriter) -
     )
 
 
-def snapshot_tree(root_dir: str | os.PathLike[str], writer: RepoWriter, previous: Tree | None = None) -> Tree:
+def snapshot_tree(
+    root_dir: str | os.PathLike[str],
+    writer: RepoWriter,
+    previous: Tree | None = None,
+    *,
+    start: bytes | None = None,
+    end: bytes | None = None,
+) -> Tree:
     """Store everything below ``root_dir`` (files, directories, symlinks; other types are skipped) and
     the tree describing it. Files unchanged since ``previous`` (same size, mtime and inode) are not read.
-    Symlinks are recorded, never followed, and the walk never leaves ``root_dir``."""
+    Symlinks are recorded, never followed, and the walk never leaves ``root_dir``.
+
+    ``start``/``end`` restrict the tree to the entries whose paths fall in ``[start, end)`` in tree order
+    (a shard, see ``plan_shards``); the root entry belongs to the shard without a ``start``."""
     store, sealer = writer.store, writer.sealer
+    in_range = _Range(start, end)
     builder = TreeBuilder(store, sealer)
     prev = _Previous(iter_entries(store, sealer, previous) if previous is not None else ())
     # Entries in walk order; a file being read is its reader's future until it is resolved.
@@ -372,11 +462,16 @@ def snapshot_tree(root_dir: str | os.PathLike[str], writer: RepoWriter, previous
 
     # The root is the caller's choice and may be reached through a symlink; nothing below it is.
     root_fd = os.open(os.fspath(root_dir), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    walk = _Walk(root_fd)
+    walk = _Walk(root_fd, skip=in_range.subtree_before)
     readers = ThreadPoolExecutor(READERS, thread_name_prefix="davit-repo-read")
     try:
-        waiting.append(_Waiting(_entry_from_stat(b"", DIR, os.fstat(root_fd))))
+        if start is None:
+            waiting.append(_Waiting(_entry_from_stat(b"", DIR, os.fstat(root_fd))))
         for path, parent_fd, name, st in walk.entries():
+            if in_range.after(path):
+                break
+            if in_range.before(path):
+                continue
             if stat.S_ISDIR(st.st_mode):
                 waiting.append(_Waiting(_entry_from_stat(path, DIR, st)))
             elif stat.S_ISLNK(st.st_mode):
