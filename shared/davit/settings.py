@@ -67,6 +67,14 @@ class Settings:
     #: Objects per list call in resource-export: kubectl's page size; large enough to amortise a request,
     #: small enough that a worker's memory stays flat whatever a namespace holds.
     export_page_size: int = 500
+    #: A volume with more file data or entries than this is stored as several shards (ranges of its tree),
+    #: one task each, so a node agent's several task slots (or a retry after a kill) share a big volume.
+    #: 1 GiB takes about ten seconds to store; a retried shard repeats at most that much reading.
+    volume_shard_bytes: int = 1 << 30
+    volume_shard_entries: int = 100_000
+    #: The image of the init container a restore adds to the pods that mount restored claims (it runs
+    #: ``python -m davit.restore_wait``): Davit's own image, which every cluster running Davit has.
+    restore_helper_image: str = "davit:latest"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
