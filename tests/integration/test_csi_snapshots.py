@@ -330,3 +330,58 @@ def test_a_backup_through_the_services_snapshots_its_csi_volume(
         BackupRef(namespace, "with-snapshot", uid)
     )
     assert manifest["volumes"][0]["volumeSnapshot"] == snapshot["metadata"]["name"]
+
+
+def test_deleting_a_snapshot_backup_deletes_its_volumesnapshots_only_with_reclaim_policy_delete(
+    stack: StackEnv,
+    csi_claim: VolumePlan,
+    snapshotter: SnapshotController,
+    snapshot_class: str,
+    services: Services,
+    tmp_path: Path,
+) -> None:
+    namespace = csi_claim.namespace
+    location = location_manifest(stack, "local", namespace, tmp_path)
+    apply(stack, location)
+    # Another backup's snapshot of the same claim: deleting one backup must leave it alone.
+    other_uid = str(uuid.uuid4())
+    other = csi.snapshot_name("other", csi_claim.claim, other_uid)
+    foreign = csi.snapshot_body(other, csi_claim, snapshot_class, "other", other_uid)
+    stack.kubectl("apply", "-f", "-", stdin=json.dumps(foreign))
+    policies = {"snap-delete": "Delete", "snap-retain": "Retain"}
+    for name, policy in policies.items():
+        apply(stack, backup_manifest(namespace, name, reclaimPolicy=policy))
+    uids: dict[str, str] = {}
+    snapshots: dict[str, str] = {}
+    for name in policies:
+        assert wait_final(stack, namespace, name, services)["status"] == "Successful"
+        uids[name] = _get_json(stack, "-n", namespace, "applicationbackup", name)["metadata"]["uid"]
+        (snapshot,) = _snapshots(stack, namespace, uids[name])
+        snapshots[name] = snapshot["metadata"]["uid"]
+
+    for name in policies:
+        stack.kubectl("-n", namespace, "delete", "applicationbackup", name, "--wait=false")
+    wait_for(
+        "both backups to be gone",
+        lambda: all(
+            stack.kubectl("-n", namespace, "get", "applicationbackup", name, check=False).returncode != 0
+            for name in policies
+        ),
+        timeout=60,
+    )
+
+    wait_for(
+        "the VolumeSnapshot of the backup with reclaimPolicy Delete to be deleted",
+        lambda: not _snapshots(stack, namespace, uids["snap-delete"]),
+        timeout=30,
+    )
+    repository = repository_for(location)
+    assert not repository.has_manifest(BackupRef(namespace, "snap-delete", uids["snap-delete"]))
+    # Retain: the snapshot stays, untouched, like the data (the finalizer went after the decision, so a
+    # deletion would have been asked for by now).
+    (kept,) = _snapshots(stack, namespace, uids["snap-retain"])
+    assert kept["metadata"]["uid"] == snapshots["snap-retain"]
+    assert "deletionTimestamp" not in kept["metadata"]
+    assert repository.has_manifest(BackupRef(namespace, "snap-retain", uids["snap-retain"]))
+    (foreign,) = _snapshots(stack, namespace, other_uid)
+    assert "deletionTimestamp" not in foreign["metadata"]

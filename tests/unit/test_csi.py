@@ -1,12 +1,14 @@
 """Snapshot mode's pure parts: which VolumeSnapshotClass, the snapshot's name and labels, reading its
-status and the manifest entry."""
+status and the manifest entry, and finding a backup's snapshots when it is deleted."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from davit.volumes import VolumePlan
 from davit_services.snapshot import csi
@@ -134,6 +136,52 @@ def test_owned_by_checks_the_backup_uid_and_the_claim() -> None:
     assert csi.owned_by(body, plan(), UID)
     assert not csi.owned_by(body, plan(), "another-uid")
     assert not csi.owned_by(body, plan("logs"), UID)
+
+
+# --- finding a backup's snapshots --------------------------------------------------------------------------
+
+
+def test_the_backup_selector_matches_the_label_the_snapshot_carries() -> None:
+    body = csi.snapshot_body("n", plan(), "c", "nightly", UID)
+    key, value = csi.backup_selector(UID).split("=")
+    assert body["metadata"]["labels"][key] == value == UID
+
+
+def _volume(namespace: str, mode: str, status: str = "Successful") -> dict[str, Any]:
+    return {"namespace": namespace, "persistentVolumeClaim": "data", "mode": mode, "status": status}
+
+
+def test_snapshot_namespaces_are_those_of_snapshot_volumes_whatever_their_outcome() -> None:
+    backup = {
+        "status": {
+            "volumes": [
+                _volume("web", "snapshot"),
+                _volume("db", "snapshot", status="Failed"),  # a timed-out snapshot is still there
+                _volume("web", "snapshot"),
+                _volume("logs", "filesystem"),
+                _volume("cache", "skip"),
+            ]
+        }
+    }
+    assert csi.snapshot_namespaces(backup) == ["db", "web"]
+
+
+@pytest.mark.parametrize("status", [None, {}, {"volumes": None}, {"volumes": []}])
+def test_a_backup_without_volumes_has_no_snapshot_namespaces(status: dict[str, Any] | None) -> None:
+    assert csi.snapshot_namespaces({"metadata": {"name": "b"}, "status": status}) == []
+
+
+def test_api_reason_is_the_api_servers_message_else_the_http_status() -> None:
+    refused = ApiException(status=403, reason="Forbidden")
+    refused.body = json.dumps({"kind": "Status", "message": 'volumesnapshots "s" is forbidden'})
+    assert csi.api_reason(refused) == 'volumesnapshots "s" is forbidden'
+    bare = ApiException(status=503, reason="Service Unavailable")
+    bare.body = "upstream connect error"
+    assert csi.api_reason(bare) == "503 Service Unavailable"
+    assert (
+        csi.api_reason(ApiException(status=500, reason="Internal Server Error"))
+        == "500 Internal Server Error"
+    )
 
 
 # --- status ------------------------------------------------------------------------------------------------

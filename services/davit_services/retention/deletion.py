@@ -1,5 +1,6 @@
-"""Deleting an ApplicationBackup: with reclaimPolicy Delete (Stork's default) its data leaves the
-location, manifest first; with Retain it stays. Either way the finalizer goes last."""
+"""Deleting an ApplicationBackup: with reclaimPolicy Delete (Stork's default) its VolumeSnapshots are
+deleted and its data leaves the location, manifest first; with Retain both stay. Either way the finalizer
+goes last."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from davit.format.layout import BackupRef
 from davit.kube import events
 from davit.messages import Message
 from davit.runtime import LocationUnavailable, Runtime
+from davit_services.snapshot import csi
 
 log = structlog.get_logger(__name__)
 KIND = Kind.APPLICATION_BACKUP
@@ -25,6 +27,11 @@ def handle(rt: Runtime, message: Message) -> None:
         return
     policy = spec.get("reclaimPolicy") or "Delete"
     if policy == "Delete":
+        # Before the data and whatever the location's state: the snapshots are in this cluster, and a
+        # refusal raises, so the task is retried and the finalizer stays until they are gone.
+        snapshots = csi.delete_backup_snapshots(rt.api, csi.snapshot_namespaces(obj), meta["uid"])
+        if snapshots:
+            log.info("backup.volumesnapshots_deleted", volumeSnapshots=snapshots)
         try:
             repository = rt.repository(meta["namespace"], spec["backupLocation"])
         except LocationUnavailable as exc:
@@ -37,5 +44,5 @@ def handle(rt: Runtime, message: Message) -> None:
             removed = repository.delete_backup(BackupRef(meta["namespace"], meta["name"], meta["uid"]))
             log.info("backup.data_deleted", objects=removed)
     else:
-        log.info("backup.data_retained")
+        log.info("backup.data_retained")  # and its VolumeSnapshots with it
     rt.ops.remove_finalizer(KIND, obj, constants.BACKUP_FINALIZER)

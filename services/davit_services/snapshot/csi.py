@@ -7,6 +7,9 @@ CSI external-snapshotter and the volume's driver do the rest; this module only a
 on the one object, bounded by a deadline), and fails with the snapshot's own ``status.error`` when the
 snapshotter reports one.
 
+Every VolumeSnapshot carries the backup's uid in the label ``davit.dev/backup-uid``, failed and timed-out
+ones too: that label, not the manifest, is how deleting the backup finds the snapshots to delete.
+
 The helpers before the API calls are pure (class choice, naming, status parsing) and unit-tested.
 """
 
@@ -54,8 +57,8 @@ HEARTBEAT_SECONDS = 30.0
 
 
 class SnapshotError(Exception):
-    """A VolumeSnapshot could not be taken; the message says which and why (it goes into the backup's
-    ``status.volumes[].reason``)."""
+    """A VolumeSnapshot could not be taken (the message, saying which and why, goes into the backup's
+    ``status.volumes[].reason``) or deleted."""
 
 
 class SnapshotTimeout(SnapshotError):
@@ -217,6 +220,21 @@ def result_entry(
         "totalSize": total,
         "bytesDone": total,
     }
+
+
+def backup_selector(backup_uid: str) -> str:
+    """The label selector of the VolumeSnapshots taken for the backup of uid ``backup_uid``."""
+    return f"{BACKUP_UID_LABEL}={backup_uid}"
+
+
+def snapshot_namespaces(backup: RawObject) -> list[str]:
+    """The namespaces where ``backup`` may have VolumeSnapshots: those of its volumes planned in snapshot
+    mode, whatever became of them. ``status.volumes[]`` is written with the plan, before any snapshot is
+    asked for, and a failed or timed-out snapshot stays behind (labelled) like a successful one."""
+    volumes = (backup.get("status") or {}).get("volumes") or []
+    return sorted(
+        {str(v["namespace"]) for v in volumes if v.get("mode") == "snapshot" and v.get("namespace")}
+    )
 
 
 def owned_by(snapshot: RawObject, plan: VolumePlan, backup_uid: str) -> bool:
@@ -405,3 +423,50 @@ def snapshot_volume(
         if heartbeat is not None:
             heartbeat()
         snapshot = _watch_until_settled(custom, snapshot, min(remaining, HEARTBEAT_SECONDS))
+
+
+def api_reason(exc: ApiException) -> str:
+    """The API server's own message for a refused call (its Status object), else the HTTP status."""
+    try:
+        message = str(json.loads(exc.body or "{}").get("message") or "")
+    except (ValueError, AttributeError):
+        message = ""
+    return message or f"{exc.status} {exc.reason}"
+
+
+def delete_backup_snapshots(api: client.ApiClient, namespaces: list[str], backup_uid: str) -> list[str]:
+    """Delete the VolumeSnapshots labelled with ``backup_uid`` in ``namespaces``; returns the
+    ``namespace/name`` of each one asked to go (the snapshotter then releases its content, as the content's
+    deletionPolicy says). Without the snapshot CRDs, or when a snapshot is already gone, there is nothing
+    to do; any other refusal raises SnapshotError, so the backup's deletion is retried and, failing that,
+    keeps its finalizer with the reason in its status."""
+    custom = client.CustomObjectsApi(api)
+    deleted: list[str] = []
+    for namespace in namespaces:
+        try:
+            listed = _json(
+                custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, SNAPSHOTS,
+                    label_selector=backup_selector(backup_uid), _preload_content=False,
+                )
+            )  # fmt: skip
+        except ApiException as exc:
+            if exc.status == 404:
+                continue  # the snapshot CRDs are not installed: no snapshot can exist
+            raise SnapshotError(
+                f"the VolumeSnapshots in {namespace} could not be listed: {api_reason(exc)}"
+            ) from exc
+        for snapshot in listed.get("items", []):
+            name = snapshot["metadata"]["name"]
+            try:
+                custom.delete_namespaced_custom_object(
+                    GROUP, VERSION, namespace, SNAPSHOTS, name, _preload_content=False
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    continue
+                raise SnapshotError(
+                    f"VolumeSnapshot {namespace}/{name} could not be deleted: {api_reason(exc)}"
+                ) from exc
+            deleted.append(f"{namespace}/{name}")
+    return deleted
