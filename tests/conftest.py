@@ -63,8 +63,11 @@ def stack() -> Iterator[StackEnv]:
 
     state_dir = Path(os.environ.get("DAVIT_TEST_STACK_DIR", REPO_ROOT / ".dev-test"))
     test_stack = Stack(state_dir)
+    # A kept stack may hold the second cluster of an earlier session: keep it rather than restart all.
+    running = test_stack.running()
+    clusters = len(running.clusters) if running is not None and not running.with_services else 1
     try:
-        state = test_stack.up(clusters=1, with_services=False)
+        state = test_stack.up(clusters=clusters, with_services=False)
     except FileNotFoundError as exc:
         if IN_CI:
             raise
@@ -74,6 +77,25 @@ def stack() -> Iterator[StackEnv]:
     finally:
         if os.environ.get("DAVIT_KEEP_STACK") != "1":
             test_stack.down()
+
+
+#: The variables that differ per cluster; the second cluster's carry the suffix ``_B`` in the stack's env.
+CLUSTER_VARIABLES = ("KUBECONFIG", "REDIS_URL", "KUBELET_ROOT", "DEV_NODES")
+
+
+@pytest.fixture(scope="session")
+def second_cluster(stack: StackEnv) -> StackEnv:
+    """Cluster "b" of the session's stack, on the same stores as cluster "a", started on first use
+    without restarting "a". Its StackEnv looks like the first one's (``KUBECONFIG``, ``REDIS_URL``… name
+    cluster b), so fixtures and helpers work on either; the session's ``down`` stops it with the rest."""
+    from devstack.stack import Stack
+
+    test_stack = Stack(stack.state_dir)
+    state = test_stack.up(clusters=2, with_services=False)
+    env = test_stack.env(state)
+    for variable in CLUSTER_VARIABLES:
+        env[variable] = env[f"{variable}_B"]
+    return StackEnv(env=env, state_dir=test_stack.dir)
 
 
 @pytest.fixture

@@ -425,6 +425,47 @@ def test_deleting_object_does_nothing(status: dict[str, Any] | None, resync: boo
     )
 
 
+IMPORTED = {
+    "davit.dev/imported-from": "loc",
+    "davit.dev/source-backup": "app/op/5f0e0000-0000-4000-8000-000000000000",
+}
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        pytest.param(None, id="no-status"),
+        pytest.param({"stage": ""}, id="empty-stage"),
+        pytest.param({"stage": "Final", "status": "Successful"}, id="final"),
+        pytest.param(accepted_status("Initial", "Pending", updated_ago=3600), id="pending-looking"),
+    ],
+)
+@pytest.mark.parametrize("resync", [False, True], ids=["watch", "resync"])
+def test_imported_backup_is_never_started(status: dict[str, Any] | None, resync: bool) -> None:
+    """An import stands for a backup another cluster made: not validated, accepted, requeued or sent,
+    whatever its status (the location sync writes it)."""
+    raw = obj(status=status, annotations=dict(IMPORTED))
+    assert (
+        run(Kind.APPLICATION_BACKUP, raw, must_not_validate, resync=resync, in_flight=must_not_ask) == NOTHING
+    )
+
+
+def test_import_annotation_does_not_stop_a_restore() -> None:
+    """Only backups are imported; the annotation on another kind changes nothing."""
+    decision = run(Kind.APPLICATION_RESTORE, obj(annotations=dict(IMPORTED)), verdict_of(Verdict()))
+    assert decision.enqueue == Queue.RESTORE
+
+
+def test_deleting_an_import_sends_nothing() -> None:
+    """Imports carry no finalizer: deleting one removes only the CR, never the data."""
+    raw = obj(
+        status={"stage": "Final", "status": "Successful"},
+        annotations=dict(IMPORTED),
+        deletionTimestamp=ago(5),
+    )
+    assert run(Kind.APPLICATION_BACKUP, raw, resync=True, in_flight=lambda key: False) == NOTHING
+
+
 @pytest.mark.parametrize(
     ("kind", "stage", "state"),
     [

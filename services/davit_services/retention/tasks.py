@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from davit import queueing, workers
+from davit import location_sync, queueing, workers
 from davit.constants import Kind, Queue
 from davit.messages import Message
 from davit.runtime import Runtime
 from davit.settings import Settings
-from davit_services.retention import deletion
+from davit_services.retention import deletion, sync
 
 SERVICE = "retention"
 app = queueing.create_app(Settings.from_env().redis_url, f"davit-{SERVICE}")
@@ -16,6 +16,8 @@ app = queueing.create_app(Settings.from_env().redis_url, f"davit-{SERVICE}")
 def handle(rt: Runtime, message: Message) -> None:
     if message.kind == Kind.APPLICATION_BACKUP and message.stage == "Delete":
         deletion.handle(rt, message)
+    elif message.kind == Kind.BACKUP_LOCATION and message.stage == location_sync.SYNC_STAGE:
+        sync.handle(rt, message)
 
 
 run_stage = workers.register(app, Queue.RETENTION, SERVICE, handle)

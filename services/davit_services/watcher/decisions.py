@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from davit import constants, pipeline, timeutil
+from davit import constants, location_sync, pipeline, timeutil
 from davit.api.types import Stage, Status
 from davit.constants import Kind, Queue
 from davit.validation import Verdict
@@ -172,6 +172,10 @@ def decide(
     """
     if obj["metadata"].get("deletionTimestamp"):
         return _deletion(kind, obj, in_flight)
+    if kind == Kind.APPLICATION_BACKUP and location_sync.is_imported(obj):
+        # An import stands for a backup made elsewhere: never started, never validated or requeued. The
+        # location sync writes its status, also when it is (still) missing.
+        return NOTHING
     status: RawObject = obj.get("status") or {}
     stage, state = status.get("stage"), status.get("status")
     if not stage:

@@ -4,6 +4,10 @@ A check lists and writes a probe in the store with the location's credentials; t
 (``InvalidAccessKeyId``, ``AccessDenied``, ``AuthenticationFailed``, ``NoSuchBucket``…) becomes the
 status message, and a change of phase leaves an Event. Checks run on a small thread pool so that a slow
 or unreachable store never holds up the watch loops.
+
+A location with ``sync: true`` found Available is also sent to the retention service to be synced
+(``davit.location_sync``), so a sync follows every check: when the location is created or changed, and
+every ``location_check_seconds``.
 """
 
 from __future__ import annotations
@@ -14,14 +18,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
+from celery import Celery
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from davit import constants, timeutil
-from davit.constants import Kind
+from davit import constants, location_sync, queueing, timeutil
+from davit.constants import Kind, Queue
 from davit.kube import events
 from davit.kube.operations import Operations
+from davit.messages import Message
 from davit.runtime import open_location_store
+from davit.settings import Settings
 from davit.storage.base import StorageError
 
 log = structlog.get_logger(__name__)
@@ -37,9 +44,38 @@ def needs_check(obj: RawObject, now: datetime.datetime, interval_seconds: float)
     return last is None or (now - last).total_seconds() >= interval_seconds
 
 
+def sync_message(obj: RawObject, now: datetime.datetime, interval_seconds: float) -> Message | None:
+    """Pure: the message asking for a sync of ``obj``, or None when its ``sync`` is off.
+
+    The part is the current interval's number: a message is known by its key (uid, stage, part), so the
+    next interval's sync is a new message, while two checks within one interval send the same one.
+    """
+    if not (obj.get("location") or {}).get("sync"):
+        return None
+    meta = obj["metadata"]
+    slot = int(now.timestamp() // max(interval_seconds, 1.0))
+    return Message(
+        Kind.BACKUP_LOCATION,
+        meta["namespace"],
+        meta["name"],
+        meta["uid"],
+        location_sync.SYNC_STAGE,
+        str(slot),
+    )
+
+
 class LocationChecker:
-    def __init__(self, api: client.ApiClient, interval_seconds: float, is_leader: threading.Event) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        interval_seconds: float,
+        is_leader: threading.Event,
+        celery: Celery | None = None,
+    ) -> None:
         self.api = api
+        # Sync messages go out through the given app; without one, through an app on the Redis the
+        # environment's settings name.
+        self.celery = celery or queueing.create_app(Settings.from_env().redis_url, "davit-watcher")
         self.ops = Operations(api)
         self.custom = client.CustomObjectsApi(api)
         self.interval = interval_seconds
@@ -102,6 +138,10 @@ class LocationChecker:
             raise
         previous = (obj.get("status") or {}).get("phase")
         log.info("location.checked", namespace=meta["namespace"], name=meta["name"], phase=phase)
+        sync = sync_message(obj, timeutil.utcnow(), self.interval) if phase == "Available" else None
+        if sync is not None:
+            queueing.send(self.celery, sync, Queue.RETENTION.value)
+            log.info("message.sent", queue=Queue.RETENTION.value, key=sync.key, why="location sync")
         if previous != phase:
             events.record(
                 self.api, obj, "Normal" if phase == "Available" else "Warning", phase, message,

@@ -1,0 +1,190 @@
+"""Syncing a BackupLocation (``sync: true``): the backups in its location become ApplicationBackup CRs
+in its namespace, and leave again when their backup leaves the location.
+
+``davit.location_sync`` decides; this module lists, reads manifests and writes. Each sync starts from
+what the location and the cluster hold now, so a lost, repeated or interrupted sync is repaired by the
+next one (the watcher asks for one every ``location_check_seconds`` while the location is Available).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from davit import constants, location_sync, timeutil
+from davit.constants import Kind
+from davit.format.layout import BackupRef
+from davit.format.repository import BackupRepository, FormatError
+from davit.format.sealing import CorruptObject
+from davit.kube import events
+from davit.location_sync import SyncPlan
+from davit.messages import Message
+from davit.runtime import LocationUnavailable, Runtime
+from davit.storage.base import StorageError
+
+log = structlog.get_logger(__name__)
+RawObject = dict[str, Any]
+BACKUPS = constants.PLURALS[Kind.APPLICATION_BACKUP]
+#: Names listed in one Event before "and N more" (an Event message is at most 1 KiB).
+_NAMES_IN_EVENT = 10
+
+
+def handle(rt: Runtime, message: Message) -> None:
+    location = rt.ops.get(Kind.BACKUP_LOCATION, message.namespace, message.name)
+    if location is None or location["metadata"]["uid"] != message.uid:
+        return
+    if not (location.get("location") or {}).get("sync"):
+        log.info("sync.skipped", why="sync is off")
+        return
+    meta = location["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    admin = rt.settings.admin_namespace
+    try:
+        repository = rt.repository(namespace, name)
+        present = list(repository.list_backups(location_sync.scope(namespace, admin)))
+    except (LocationUnavailable, StorageError, FormatError) as exc:
+        # Nothing is removed when the location cannot be listed: an outage must not look like an
+        # empty location. The next periodic sync tries again.
+        reason = exc.reason if isinstance(exc, LocationUnavailable) else str(exc)
+        log.warning("sync.unavailable", reason=reason)
+        _event(rt, location, "Warning", "SyncFailed", f"cannot list the location: {reason}")
+        return
+    plan = location_sync.plan(namespace, name, admin, present, _backups(rt, namespace, admin))
+    failures = _apply(rt, location, repository, plan)
+    try:
+        rt.ops.patch_status(
+            Kind.BACKUP_LOCATION, location, {"lastSynced": timeutil.format_time(timeutil.utcnow())}
+        )
+    except ApiException as exc:
+        if exc.status == 404:  # the location was deleted meanwhile; its imports stay as they are
+            return
+        raise
+    log.info(
+        "sync.done", listed=len(present), imported=sum(1 for i in plan.create if i.name not in failures),
+        completed=len(plan.complete), removed=len(plan.delete), conflicts=len(plan.conflicts),
+        failed=len(failures),
+    )  # fmt: skip
+    _report(rt, location, plan, failures)
+
+
+def _backups(rt: Runtime, namespace: str, admin_namespace: str) -> list[RawObject]:
+    """The ApplicationBackups the plan needs to see: the namespace's, or every one for the admin
+    namespace (whose imports come from every namespace)."""
+    custom = client.CustomObjectsApi(rt.api)
+    group, version = constants.API_GROUP, constants.API_VERSION
+    if location_sync.scope(namespace, admin_namespace) is None:
+        response = custom.list_cluster_custom_object(group, version, BACKUPS, _preload_content=False)
+    else:
+        response = custom.list_namespaced_custom_object(
+            group, version, namespace, BACKUPS, _preload_content=False
+        )
+    items: list[RawObject] = json.loads(response.data)["items"]
+    return items
+
+
+def _apply(rt: Runtime, location: RawObject, repository: BackupRepository, plan: SyncPlan) -> dict[str, str]:
+    """Carry out ``plan``: removals first (they may free a name an import needs), then imports, then
+    the statuses of imports an interrupted sync left without one. Returns {import name: why it failed}."""
+    meta = location["metadata"]
+    custom = client.CustomObjectsApi(rt.api)
+    group, version = constants.API_GROUP, constants.API_VERSION
+    for removal in plan.delete:
+        try:
+            custom.delete_namespaced_custom_object(
+                group, version, meta["namespace"], BACKUPS, removal.name,
+                body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=removal.uid)),
+            )  # fmt: skip
+        except ApiException as exc:
+            if exc.status not in (404, 409):  # gone already, or replaced by another object
+                raise
+        log.info("sync.removed", backup=removal.name, source=location_sync.format_source(removal.source))
+    failures: dict[str, str] = {}
+    for item in plan.create:
+        manifest = _manifest(repository, item.source, failures, item.name)
+        if manifest is None:
+            continue
+        body = location_sync.imported_backup(meta["namespace"], meta["name"], item, manifest)
+        try:
+            created: RawObject = custom.create_namespaced_custom_object(
+                group, version, meta["namespace"], BACKUPS, body
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            # Taken between our list and the create (a removal still finishing, or a user's create):
+            # the next sync sees who holds the name.
+            failures[item.name] = "the name was taken meanwhile"
+            continue
+        # A status subresource ignores status on create: it is written right after. A crash in between
+        # leaves an import without status, which the watcher leaves alone and the next sync completes.
+        _write_status(rt, created, meta["name"], manifest, repository, item.source)
+        log.info("sync.imported", backup=item.name, source=location_sync.format_source(item.source))
+    for item in plan.complete:
+        manifest = _manifest(repository, item.source, failures, item.name)
+        obj = rt.ops.get(Kind.APPLICATION_BACKUP, meta["namespace"], item.name)
+        if manifest is not None and obj is not None:
+            _write_status(rt, obj, meta["name"], manifest, repository, item.source)
+    return failures
+
+
+def _manifest(
+    repository: BackupRepository, ref: BackupRef, failures: dict[str, str], name: str
+) -> dict[str, Any] | None:
+    try:
+        return repository.read_manifest(ref)
+    except (StorageError, CorruptObject, FormatError, ValueError) as exc:
+        # One unreadable backup (another encryptionKey, a newer format) must not stop the others.
+        failures[name] = f"unreadable manifest: {exc}"
+        log.warning("sync.manifest_unreadable", backup=name, error=str(exc))
+        return None
+
+
+def _write_status(
+    rt: Runtime,
+    obj: RawObject,
+    location_name: str,
+    manifest: dict[str, Any],
+    repository: BackupRepository,
+    source: BackupRef,
+) -> None:
+    path = f"{repository.store.url.rstrip('/')}/{source.root}"
+    now = timeutil.format_time(timeutil.utcnow())
+    rt.ops.patch_status(
+        Kind.APPLICATION_BACKUP, obj, location_sync.imported_status(location_name, manifest, path, now)
+    )
+
+
+def _report(rt: Runtime, location: RawObject, plan: SyncPlan, failures: dict[str, str]) -> None:
+    imported = [i.name for i in plan.create if i.name not in failures]
+    if imported or plan.delete:
+        removed = [r.name for r in plan.delete]
+        note = (
+            f"imported {len(imported)} backup(s){_names(imported)}; removed {len(removed)}{_names(removed)}"
+        )
+        _event(rt, location, "Normal", "Synced", note)
+    problems = [
+        f"{c.name} ({location_sync.format_source(c.source)}): taken by {c.holder}" for c in plan.conflicts
+    ]
+    problems += [f"{name}: {why}" for name, why in failures.items()]
+    if problems:
+        shown = "; ".join(problems[:_NAMES_IN_EVENT])
+        more = f"; and {len(problems) - _NAMES_IN_EVENT} more" if len(problems) > _NAMES_IN_EVENT else ""
+        _event(rt, location, "Warning", "ImportSkipped", f"not imported: {shown}{more}")
+        for problem in problems:
+            log.warning("sync.not_imported", problem=problem)
+
+
+def _names(names: list[str]) -> str:
+    if not names:
+        return ""
+    more = f", … ({len(names) - _NAMES_IN_EVENT} more)" if len(names) > _NAMES_IN_EVENT else ""
+    return f" ({', '.join(names[:_NAMES_IN_EVENT])}{more})"
+
+
+def _event(rt: Runtime, location: RawObject, kind: events.EventType, reason: str, message: str) -> None:
+    location = {"apiVersion": constants.API_GROUP_VERSION, "kind": Kind.BACKUP_LOCATION.value, **location}
+    events.record(rt.api, location, kind, reason, message, constants.COMPONENT_WORKER)
