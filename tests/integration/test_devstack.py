@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -42,6 +44,36 @@ spec:
       resources: {requests: {storage: 1Gi}}
 """
 
+#: A restored claim and the pod that mounts it, with the init container a restore injects (its pod volume
+#: is named differently from the claim, as the mount refers to the pod's volume), after another one.
+RESTORED_POD = """
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data, namespace: NS}
+spec:
+  storageClassName: davit-dev
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db, namespace: NS}
+spec:
+  initContainers:
+  - {name: setup, image: busybox}
+  - name: davit-restore-wait
+    image: davit:dev
+    command: [python, -m, davit.restore_wait, /davit-restore/pgdata]
+    env: [{name: DAVIT_RESTORE_UID, value: "UID"}]
+    volumeMounts: [{name: pgdata, mountPath: /davit-restore/pgdata}]
+  containers:
+  - name: db
+    image: postgres:16
+    volumeMounts: [{name: pgdata, mountPath: /var/lib/postgresql/data}]
+  volumes:
+  - name: pgdata
+    persistentVolumeClaim: {claimName: data}
+"""
 
 #: The keys SPEC §8 asks of .dev/env with the services running (DAVIT joins with the CLI).
 ENV_KEYS = (
@@ -99,6 +131,109 @@ def test_dev_kubelet_runs_pods_and_provisions_node_local_volumes(stack: StackEnv
     for pod in pods:
         assert not (kubelet_root / "pods" / pod["metadata"]["uid"]).exists()
     wait_for("the volumes' directories to be removed", lambda: not any(p.exists() for p in pv_paths))
+
+
+def condition(pod: dict[str, Any], kind: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(c for c in pod["status"].get("conditions", []) if c["type"] == kind)
+    return found
+
+
+def test_dev_kubelet_holds_a_restored_pod_until_the_node_agents_marker_is_in_its_volume(
+    stack: StackEnv, namespace: str
+) -> None:
+    restore_uid = "0d4c1c52-3f7a-4c0b-a3a5-8e7f1d2b9c61"
+    stack.kubectl(
+        "apply", "-f", "-", stdin=RESTORED_POD.replace("NS", namespace).replace('"UID"', f'"{restore_uid}"')
+    )
+
+    def held() -> dict | None:  # type: ignore[type-arg]
+        pod = get_json(stack, "-n", namespace, "get", "pod", "db")
+        statuses = {s["name"]: s for s in pod["status"].get("initContainerStatuses", [])}
+        waiting = statuses.get("davit-restore-wait", {})
+        return pod if "running" in waiting.get("state", {}) else None
+
+    pod = wait_for("the restore's init container to run", held)
+    # Held, not just slow: it stays so while nothing is written into the volume.
+    observe_until = time.monotonic() + 4
+    while time.monotonic() < observe_until:
+        pod = held() or {}
+        assert pod, "the restore's init container stopped running before its marker existed"
+        assert pod["status"]["phase"] == "Pending"
+        assert condition(pod, "Ready")["status"] == "False"
+        assert condition(pod, "Initialized")["status"] == "False"
+        time.sleep(0.5)
+    init = {s["name"]: s for s in pod["status"]["initContainerStatuses"]}
+    assert init["setup"]["state"]["terminated"]["reason"] == "Completed", "init containers run in order"
+    assert init["davit-restore-wait"]["ready"] is False
+    assert pod["status"]["containerStatuses"][0]["state"] == {"waiting": {"reason": "PodInitializing"}}
+
+    # What the node agent does: the data, then the marker last.
+    pv_name = get_json(stack, "-n", namespace, "get", "pvc", "data")["spec"]["volumeName"]
+    volume = Path(stack.env["KUBELET_ROOT"]) / "pods" / pod["metadata"]["uid"] / "volumes"
+    volume = volume / "kubernetes.io~local-volume" / pv_name
+    assert volume.is_dir()
+    (volume / "PG_VERSION").write_text("16\n")
+    marker = volume / ".davit-restore" / restore_uid
+    marker.parent.mkdir()
+    marker.touch()
+
+    def ready() -> dict | None:  # type: ignore[type-arg]
+        pod = get_json(stack, "-n", namespace, "get", "pod", "db")
+        conditions = pod["status"].get("conditions", [])
+        return pod if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions) else None
+
+    pod = wait_for("the restored pod to be Ready", ready, timeout=20)
+    assert pod["status"]["phase"] == "Running"
+    init = {s["name"]: s for s in pod["status"]["initContainerStatuses"]}
+    terminated = init["davit-restore-wait"]["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (0, "Completed")
+    assert "reason" not in condition(pod, "Initialized"), "a condition kept the reason it was held for"
+    assert "running" in pod["status"]["containerStatuses"][0]["state"]
+    assert sorted(p.name for p in volume.iterdir()) == ["PG_VERSION"], "the marker was left in the volume"
+
+
+def test_dev_kubelet_fails_a_restore_wait_as_the_container_would(stack: StackEnv, namespace: str) -> None:
+    """Without a restore uid the container exits 2 at once; with a timeout and no marker, 1 after it."""
+
+    def pod(name: str, env: list[dict[str, str]]) -> str:
+        return json.dumps({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "restartPolicy": "Never",
+                "initContainers": [
+                    {"name": "davit-restore-wait", "image": "davit:dev", "env": env,
+                     "command": ["python", "-m", "davit.restore_wait", "/davit-restore/scratch"],
+                     "volumeMounts": [{"name": "scratch", "mountPath": "/davit-restore/scratch"}]},
+                ],
+                "containers": [{"name": "app", "image": "busybox"}],
+                "volumes": [{"name": "scratch", "emptyDir": {}}],
+            },
+        })  # fmt: skip
+
+    stack.kubectl("apply", "-f", "-", stdin=pod("no-uid", []))
+    timeout_env = [
+        {"name": "DAVIT_RESTORE_UID", "value": "9b2f0c4e-0000-4000-8000-000000000001"},
+        {"name": "DAVIT_RESTORE_TIMEOUT_SECONDS", "value": "2"},
+    ]
+    stack.kubectl("apply", "-f", "-", stdin=pod("timed-out", timeout_env))
+
+    def failed(name: str) -> dict[str, Any] | None:
+        found: dict[str, Any] = get_json(stack, "-n", namespace, "get", "pod", name)
+        return found if found["status"].get("phase") == "Failed" else None
+
+    status = wait_for("the pod without a restore uid to fail", lambda: failed("no-uid"))["status"]
+    terminated = status["initContainerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 2
+    assert "DAVIT_RESTORE_UID is not set" in terminated["message"]
+    assert condition({"status": status}, "Ready")["status"] == "False"
+
+    status = wait_for("the waiting pod to time out", lambda: failed("timed-out"))["status"]
+    terminated = status["initContainerStatuses"][0]["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (1, "Error")
+    assert "no data after 2s" in terminated["message"]
+    assert "running" not in status["containerStatuses"][0]["state"], "the app ran after a failed wait"
 
 
 def test_s3_emulator_refuses_a_wrong_key(stack: StackEnv) -> None:
