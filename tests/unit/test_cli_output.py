@@ -131,7 +131,8 @@ def test_volumes_and_sizes() -> None:
 
 
 def test_backup_table_columns_and_order() -> None:
-    text = output.backup_table([backup(**FINISHED), backup("hourly", stage="Initial", status="Pending")], NOW)
+    objs = [backup(**FINISHED), backup("hourly", stage="Initial", status="Pending")]
+    text = output.operation_table(objs, NOW)
     header, first, second = text.splitlines()
     assert header.split() == list(output.BACKUP_COLUMNS)
     assert re.split(r" {3,}", first) == [
@@ -144,7 +145,7 @@ def test_backup_table_columns_and_order() -> None:
 
 
 def test_all_namespaces_adds_namespace_first() -> None:
-    text = output.backup_table([backup(**FINISHED), backup(namespace="web", **FINISHED)], NOW, True)
+    text = output.operation_table([backup(**FINISHED), backup(namespace="web", **FINISHED)], NOW, True)
     table = rows(text)
     assert table[0] == ["NAMESPACE", *output.BACKUP_COLUMNS]
     assert [r[:2] for r in table[1:]] == [["shop", "nightly"], ["web", "nightly"]]
@@ -253,7 +254,7 @@ def test_describe_backup_has_spec_status_volumes_conditions_events() -> None:
         conditions=[{"type": "Queued", "status": "True", "reason": "Sent", "message": "davit.snapshot",
                      "lastTransitionTime": "2019-09-11T22:10:05Z"}],
     )  # fmt: skip
-    text = output.describe_backup(obj, [], NOW)
+    text = output.describe_operation(obj, [], NOW)
     for expected in ("Name:         nightly", "Namespace:    shop", "Spec:", "Backup Location:",
                      "Reclaim Policy:", "Status:", "Stage:", "Final", "Resource Count:", "42", "Total Size:",
                      "4.0 KiB", "Volumes:", "data", "pv-1", "filesystem", "Conditions:", "Queued", "Sent",

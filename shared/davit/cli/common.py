@@ -56,6 +56,9 @@ class CliContext:
     all_namespaces: bool = False
     output: str = "table"
     redis_url: str | None = None
+    #: The namespace when neither ``-n`` nor the kubeconfig names one, if a command group has its own
+    #: (clones live in the admin namespace).
+    group_namespace: str | None = None
     _api: Any = field(default=None, repr=False)
 
     def kubeconfig_path(self) -> str | None:
@@ -69,7 +72,9 @@ class CliContext:
         return self._api
 
     def resolved_namespace(self) -> str:
-        return self.namespace or default_namespace(self.kubeconfig_path(), self.context)
+        return (
+            self.namespace or self.group_namespace or default_namespace(self.kubeconfig_path(), self.context)
+        )
 
     def resolved_redis_url(self) -> str | None:
         return self.redis_url or os.environ.get("REDIS_URL") or os.environ.get("DAVIT_REDIS_URL") or None
@@ -97,6 +102,14 @@ def default_namespace(kubeconfig: str | None, context: str | None = None) -> str
     if _IN_CLUSTER_NAMESPACE.exists():
         return _IN_CLUSTER_NAMESPACE.read_text().strip() or "default"
     return "default"
+
+
+def admin_namespace() -> str:
+    """The namespace whose operations may act across namespaces, as the services are configured
+    (``$DAVIT_ADMIN_NAMESPACE``, else Stork's ``kube-system``)."""
+    from davit.settings import Settings
+
+    return os.environ.get("DAVIT_ADMIN_NAMESPACE") or Settings().admin_namespace
 
 
 def _store(attr: str) -> Callable[[click.Context, click.Parameter, Any], None]:
@@ -160,16 +173,44 @@ def split_list(value: str | None) -> list[str] | None:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def _pairs(value: str, flag: str, separator: str, shape: str) -> Iterator[tuple[str, str, str]]:
+    """Each ``key<separator>value`` of a comma-separated flag, stripped, with the pair as written; a pair
+    without the separator or without a key is a usage error naming the flag."""
+    for pair in split_list(value) or []:
+        key, sep, val = pair.partition(separator)
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{pair!r} is not {shape}", param_hint=flag)
+        yield pair, key.strip(), val.strip()
+
+
 def parse_selector(value: str | None, flag: str = "--selector") -> dict[str, str] | None:
     """``k=v,k2=v2`` → a dict; a malformed pair is a usage error naming the flag."""
     if value is None:
         return None
+    return {key: val for _pair, key, val in _pairs(value, flag, "=", "key=value")}
+
+
+def parse_mapping(value: str | None, flag: str, name_pattern: str) -> dict[str, str] | None:
+    """``old:new,old2:new2`` → a dict; None when not given. Both sides must be names matching
+    ``name_pattern`` and each old name may be mapped once: anything else is a usage error naming the
+    flag, so that a typo never creates an operation that would put things in the wrong place."""
+    if value is None:
+        return None
     result: dict[str, str] = {}
-    for pair in split_list(value) or []:
-        key, sep, val = pair.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"{pair!r} is not key=value", param_hint=flag)
-        result[key.strip()] = val.strip()
+    for pair, old, new in _pairs(value, flag, ":", "old:new"):
+        for name in (old, new):
+            if not re.fullmatch(name_pattern, name):
+                raise click.BadParameter(
+                    f"{pair!r}: {name!r} is not a valid name (lowercase letters, digits, '-')",
+                    param_hint=flag,
+                )
+        if result.get(old, new) != new:
+            raise click.BadParameter(
+                f"{old!r} is mapped twice ({old}:{result[old]}, {pair})", param_hint=flag
+            )
+        result[old] = new
+    if not result:
+        raise click.BadParameter(f"{value!r} has no old:new pairs", param_hint=flag)
     return result
 
 
@@ -289,6 +330,27 @@ class Objects:
         return [e for e in items if (e.get("involvedObject") or {}).get("uid") in (None, "", uid)]
 
 
+def create_object(cli: CliContext, kind: Kind, namespace: str, name: str, content: RawObject) -> RawObject:
+    """Create the object ``name`` of ``kind`` whose top-level fields (``spec``, ``location``) are
+    ``content``; return it as the API server stored it."""
+    body = {
+        "apiVersion": constants.API_GROUP_VERSION,
+        "kind": kind.value,
+        "metadata": {"name": name, "namespace": namespace},
+        **content,
+    }
+    return cli.objects().create(kind, namespace, body)
+
+
+def echo_created(cli: CliContext, created: RawObject) -> None:
+    """``<kind> <namespace>/<name> created`` for a table, the stored object for JSON and YAML."""
+    if cli.output == "table":
+        meta = created["metadata"]
+        click.echo(f"{describe_ref(Kind(created['kind']), meta['namespace'], meta['name'])} created")
+    else:
+        click.echo(output.render_data(created, cli.output))
+
+
 # --- emitting ------------------------------------------------------------------------------------
 
 
@@ -314,6 +376,13 @@ def emit_objects(
     click.echo(output.render_data(value, cli.output))
 
 
+def get_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """What every ``<noun> get`` takes: an optional NAME, the connection options, ``-o`` and ``-A``;
+    the command gets the CliContext first."""
+    with_options = connection_options(output_option(all_namespaces_option(pass_cli(f))))
+    return click.argument("name", required=False)(with_options)
+
+
 def get_and_emit(
     cli: CliContext,
     kind: Kind,
@@ -329,6 +398,18 @@ def get_and_emit(
         objs = objects.list_all(kind, None if cli.all_namespaces else cli.resolved_namespace())
     where = "any namespace" if cli.all_namespaces else f"namespace {cli.resolved_namespace()}"
     emit_objects(cli, objs, table, bool(name), f"No {plural} found in {where}.")
+
+
+def describe_and_echo(
+    cli: CliContext,
+    kind: Kind,
+    name: str,
+    render: Callable[[RawObject, list[RawObject], datetime.datetime], str],
+) -> None:
+    """``<noun> describe NAME``: the object and its Events, as ``render`` writes them."""
+    objects = cli.objects()
+    obj = objects.require(kind, cli.resolved_namespace(), name)
+    click.echo(render(obj, objects.events(obj), now()))
 
 
 # --- waiting -------------------------------------------------------------------------------------
@@ -422,11 +503,10 @@ def open_repository(cli: CliContext, namespace: str, location_name: str) -> Any:
     from davit.runtime import LocationUnavailable, Runtime
     from davit.settings import Settings
 
-    defaults = Settings()
     settings = Settings(
         kubeconfig=cli.kubeconfig_path() or "",
-        redis_url=cli.resolved_redis_url() or defaults.redis_url,
-        admin_namespace=os.environ.get("DAVIT_ADMIN_NAMESPACE") or defaults.admin_namespace,
+        redis_url=cli.resolved_redis_url() or Settings().redis_url,
+        admin_namespace=admin_namespace(),
     )
     api = cli.api()
     runtime = Runtime(
@@ -441,3 +521,182 @@ def open_repository(cli: CliContext, namespace: str, location_name: str) -> Any:
         return runtime.repository(namespace, location_name)
     except LocationUnavailable as exc:
         raise CliError(exc.reason) from exc
+
+
+# --- operations: what backups, restores and clones share ------------------------------------------
+
+TIMEOUT_HELP = "With --wait: give up after this long, e.g. 30m (default: wait as long as it takes)."
+
+
+def wait_options(wait_help: str) -> Callable[[F], F]:
+    """``--wait`` (described by ``wait_help``) and ``--timeout DURATION``."""
+
+    def decorate(f: F) -> F:
+        f = click.option("--timeout", metavar="DURATION", help=TIMEOUT_HELP)(f)
+        return click.option("--wait", is_flag=True, default=False, help=wait_help)(f)
+
+    return decorate
+
+
+def create_options(noun: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """What every operation's ``create`` takes besides its own flags: ``--wait``, ``--timeout``, the
+    connection options and ``-o``; the command gets the CliContext first."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        with_options = connection_options(output_option(pass_cli(f)))
+        return wait_options(f"Show progress until the {noun} has finished.")(with_options)
+
+    return decorate
+
+
+def timeout_seconds(timeout: str | None) -> float | None:
+    return parse_duration(timeout, "--timeout") if timeout else None
+
+
+def finish_operation(cli: CliContext, kind: Kind, obj: RawObject) -> None:
+    """Print the finished operation; exit 1 with its reason when it failed. A partial success is a
+    warning on stderr and exit 0: what succeeded is there to use, and describe names what did not."""
+    emit_objects(cli, [obj], output.operation_table, True, "")
+    meta, status = obj["metadata"], obj.get("status") or {}
+    ref = describe_ref(kind, meta["namespace"], meta["name"])
+    if status.get("status") == "Failed":
+        raise CliError(f"{ref} failed: {status.get('reason') or 'no reason given'}")
+    if status.get("status") == "PartialSuccess":
+        click.echo(f"Warning: {ref} partially succeeded: {status.get('reason') or ''}".rstrip(), err=True)
+
+
+def create_operation(
+    cli: CliContext, kind: Kind, name: str, spec: RawObject, wait: bool, timeout: str | None
+) -> None:
+    """``<noun> create NAME``: create the operation; with ``wait``, follow it to Final and finish as
+    ``finish_operation`` does. Every flag is checked before anything is created."""
+    limit = timeout_seconds(timeout)
+    namespace = cli.resolved_namespace()
+    created = create_object(cli, kind, namespace, name, {"spec": spec})
+    if not wait:
+        echo_created(cli, created)
+        return
+    finish_operation(cli, kind, wait_final(cli, kind, namespace, name, limit))
+
+
+def redis_lines(redis_url: str, uid: str) -> list[str]:
+    """The log lines the services keep in Redis for the operation ``uid`` while it runs."""
+    import redis
+
+    from davit.opstate import OperationState
+
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=10)
+    try:
+        return OperationState(client, uid).log_lines()
+    finally:
+        client.close()
+
+
+#: Where in its location an operation keeps its log: ``(namespace, name, uid)`` → key.
+LogKey = Callable[[str, str, str], str]
+
+
+def location_log(log_key: LogKey) -> Callable[[CliContext, RawObject], list[str]]:
+    """``logs`` of an operation that keeps its log in its ``spec.backupLocation`` at ``log_key``."""
+    return lambda cli, obj: operation_log(cli, obj, log_key)
+
+
+def operation_log(cli: CliContext, obj: RawObject, log_key: LogKey) -> list[str]:
+    """The log of an operation that keeps it in its ``spec.backupLocation`` (at ``log_key``) once it is
+    Final, and in Redis while it runs (or when it ended before its log reached the location)."""
+    meta, spec = obj["metadata"], obj.get("spec") or {}
+    status = obj.get("status") or {}
+    kind = Kind(obj["kind"])
+    ref_text = describe_ref(kind, meta["namespace"], meta["name"])
+    redis_url = cli.resolved_redis_url()
+    if status.get("stage") != "Final":
+        if not redis_url:
+            raise CliError(
+                f"{ref_text} is still running (stage {status.get('stage') or 'not yet accepted'}); "
+                "its log is in the services' Redis until it finishes: pass --redis-url or set $REDIS_URL"
+            )
+        lines = redis_lines(redis_url, meta["uid"])
+        if lines:
+            return lines
+        # It may have finished (and moved its log to the location) since we read it.
+        latest = cli.objects().get(kind, meta["namespace"], meta["name"])
+        if latest is None or (latest.get("status") or {}).get("stage") != "Final":
+            return []
+        obj, status = latest, latest.get("status") or {}
+    from davit.storage.base import ObjectNotFound
+
+    location_error = None
+    try:
+        repository = open_repository(cli, meta["namespace"], spec.get("backupLocation", ""))
+        key = log_key(meta["namespace"], meta["name"], meta["uid"])
+        lines = repository.get(key).decode().splitlines()
+    except ObjectNotFound:
+        lines = []
+    except CliError as exc:
+        location_error, lines = exc.message, []
+    if lines:
+        return list(lines)
+    if redis_url:
+        lines = redis_lines(redis_url, meta["uid"])
+        if lines:
+            return lines
+    hint = "" if redis_url else " (pass --redis-url to look in the services' Redis)"
+    if location_error:
+        raise CliError(f"cannot read the log of {ref_text}: {location_error}{hint}")
+    raise CliError(
+        f"{ref_text} ended {status.get('status')} without a log in its location "
+        f"{spec.get('backupLocation')}{hint}"
+    )
+
+
+def add_operation_commands(
+    group: click.Group,
+    kind: Kind,
+    noun: str,
+    log_lines: Callable[[CliContext, RawObject], list[str]],
+    *,
+    describe_help: str,
+    logs_help: str,
+    delete_help: str,
+) -> None:
+    """Add ``get``, ``describe``, ``logs`` and ``delete`` for ``kind`` to ``group``: the same for
+    backups, restores and clones but for where the log is and what deleting one leaves behind."""
+
+    @group.command("get", help=f"List {kind.value}s, or show the one called NAME.")
+    @get_options
+    def get(cli: CliContext, name: str | None) -> None:
+        get_and_emit(cli, kind, name, output.operation_table, f"{noun}s")
+
+    @group.command("describe", help=f"Show the {kind.value} NAME: {describe_help}.")
+    @click.argument("name")
+    @connection_options
+    @pass_cli
+    def describe(cli: CliContext, name: str) -> None:
+        describe_and_echo(cli, kind, name, output.describe_operation)
+
+    @group.command(
+        "logs", help=f"Print the log of the {kind.value} NAME, one JSON line per event; {logs_help}."
+    )
+    @click.argument("name")
+    @connection_options
+    @redis_option
+    @pass_cli
+    def logs(cli: CliContext, name: str) -> None:
+        obj = cli.objects().require(kind, cli.resolved_namespace(), name)
+        for line in log_lines(cli, obj):
+            rendered = output.log_line(line)
+            if rendered is not None:
+                click.echo(rendered)
+
+    @group.command("delete", help=f"Delete the {kind.value} NAME ({delete_help}).")
+    @click.argument("name")
+    @wait_options(f"Return once the {noun} is gone.")
+    @connection_options
+    @pass_cli
+    def delete(cli: CliContext, name: str, wait: bool, timeout: str | None) -> None:
+        limit = timeout_seconds(timeout)
+        namespace = cli.resolved_namespace()
+        cli.objects().delete(kind, namespace, name)
+        if wait:
+            wait_gone(cli, kind, namespace, name, limit)
+        click.echo(f"{describe_ref(kind, namespace, name)} deleted")

@@ -6,14 +6,15 @@ from typing import Any
 
 import click
 
-from davit import constants
 from davit.cli import output
 from davit.cli.common import (
     CliContext,
-    all_namespaces_option,
     connection_options,
+    create_object,
+    describe_and_echo,
+    echo_created,
     get_and_emit,
-    now,
+    get_options,
     output_option,
     pass_cli,
     split_list,
@@ -177,25 +178,11 @@ def create(
     namespace = cli.resolved_namespace()
     if secret_config:
         _warn_if_secret_missing(cli, namespace, secret_config)
-    body = {
-        "apiVersion": constants.API_GROUP_VERSION,
-        "kind": KIND.value,
-        "metadata": {"name": name, "namespace": namespace},
-        "location": spec,
-    }
-    created = cli.objects().create(KIND, namespace, body)
-    if cli.output == "table":
-        click.echo(f"backuplocation {namespace}/{name} created")
-    else:
-        click.echo(output.render_data(created, cli.output))
+    echo_created(cli, create_object(cli, KIND, namespace, name, {"location": spec}))
 
 
 @location.command("get")
-@click.argument("name", required=False)
-@connection_options
-@output_option
-@all_namespaces_option
-@pass_cli
+@get_options
 def get(cli: CliContext, name: str | None) -> None:
     """List BackupLocations, or show the one called NAME."""
     get_and_emit(cli, KIND, name, output.location_table, "backup locations")
@@ -207,9 +194,7 @@ def get(cli: CliContext, name: str | None) -> None:
 @pass_cli
 def describe(cli: CliContext, name: str) -> None:
     """Show the BackupLocation NAME, its status and Events (credentials shown only as "(set)")."""
-    objects = cli.objects()
-    obj = objects.require(KIND, cli.resolved_namespace(), name)
-    click.echo(output.describe_location(obj, objects.events(obj), now()))
+    describe_and_echo(cli, KIND, name, output.describe_location)
 
 
 @location.command("delete")

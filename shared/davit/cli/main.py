@@ -1,4 +1,4 @@
-"""``davit``: the command line for backups, restores and locations (SPEC §7).
+"""``davit``: the command line for backups, restores, clones and locations (SPEC §7).
 
 Global options (``--kubeconfig``, ``--context``, ``-n``, ``-o``, ``-A``, ``--redis-url``) are accepted
 before the noun and after the verb alike; the one closest to the verb wins. Every failure ends in one
@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from davit.cli import backup, backups, location, repo
+from davit.cli import backup, backups, clone, location, repo, restore
 from davit.cli.common import (
     CliError,
     all_namespaces_option,
@@ -97,6 +97,8 @@ def cli() -> None:
 cli.add_command(location.location)
 cli.add_command(backup.backup)
 cli.add_command(backups.backups)
+cli.add_command(restore.restore)
+cli.add_command(clone.clone)
 cli.add_command(repo.repo)
 
 

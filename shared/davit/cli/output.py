@@ -21,7 +21,10 @@ RawObject = dict[str, Any]
 OutputFormat = Literal["table", "json", "yaml"]
 OUTPUT_FORMATS: tuple[str, ...] = ("table", "json", "yaml")
 
-BACKUP_COLUMNS = ("NAME", "STAGE", "STATUS", "VOLUMES", "RESOURCES", "CREATED", "ELAPSED")
+#: The printer columns of every operation kind: backups, restores and clones (SPEC §3).
+OPERATION_COLUMNS = ("NAME", "STAGE", "STATUS", "VOLUMES", "RESOURCES", "CREATED", "ELAPSED")
+BACKUP_COLUMNS = OPERATION_COLUMNS
+KIND_COUNT_COLUMNS = ("KIND", "RESTORED", "RETAINED", "REPLACED", "FAILED")
 LOCATION_COLUMNS = ("NAME", "TYPE", "PATH", "PHASE", "AGE")
 REMOTE_COLUMNS = ("NAMESPACE", "NAME", "UID", "FINISHED", "RESOURCES", "STORED", "ENCRYPTED")
 
@@ -160,8 +163,9 @@ def _with_namespace(
     return ("NAMESPACE", *headers), [[ns, *row] for ns, row in zip(namespaces, rows, strict=True)]
 
 
-def backup_table(objs: Sequence[RawObject], now: datetime.datetime, all_namespaces: bool = False) -> str:
-    """``NAME STAGE STATUS VOLUMES RESOURCES CREATED ELAPSED`` (NAMESPACE first with ``-A``)."""
+def operation_table(objs: Sequence[RawObject], now: datetime.datetime, all_namespaces: bool = False) -> str:
+    """Backups, restores or clones: ``NAME STAGE STATUS VOLUMES RESOURCES CREATED ELAPSED`` (NAMESPACE
+    first with ``-A``)."""
     rows = []
     for obj in objs:
         status = obj.get("status") or {}
@@ -177,7 +181,7 @@ def backup_table(objs: Sequence[RawObject], now: datetime.datetime, all_namespac
                 elapsed(obj, now),
             ]
         )
-    headers, rows = _with_namespace(BACKUP_COLUMNS, rows, objs, all_namespaces)
+    headers, rows = _with_namespace(OPERATION_COLUMNS, rows, objs, all_namespaces)
     return format_table(headers, rows)
 
 
@@ -376,43 +380,75 @@ def _header(obj: RawObject) -> list[str]:
     return lines
 
 
-def event_table(events: Sequence[RawObject], now: datetime.datetime) -> list[str]:
-    """kubectl describe's Events block: ``Type Reason Age From Message``, oldest first."""
-    if not events:
-        return ["Events:  <none>"]
+def _event_time(event: RawObject) -> str:
+    return str(
+        event.get("lastTimestamp")
+        or event.get("eventTime")
+        or (event.get("metadata") or {}).get("creationTimestamp")
+        or ""
+    )
 
-    def when(event: RawObject) -> str:
-        return str(
-            event.get("lastTimestamp")
-            or event.get("eventTime")
-            or (event.get("metadata") or {}).get("creationTimestamp")
-            or ""
-        )
+
+def _event_source(event: RawObject) -> str:
+    return str((event.get("source") or {}).get("component") or event.get("reportingComponent") or "")
+
+
+def _event_message(event: RawObject) -> str:
+    return " ".join(str(event.get("message") or "").split())
+
+
+def oldest_first(events: Sequence[RawObject]) -> list[RawObject]:
+    """Events in the order they happened."""
 
     def order(event: RawObject) -> tuple[str, int]:
         # Timestamps have one-second resolution; the resourceVersion breaks ties in creation order.
         version = str((event.get("metadata") or {}).get("resourceVersion") or "0")
-        return when(event), int(version) if version.isdigit() else 0
+        return _event_time(event), int(version) if version.isdigit() else 0
 
+    return sorted(events, key=order)
+
+
+def event_table(events: Sequence[RawObject], now: datetime.datetime) -> list[str]:
+    """kubectl describe's Events block: ``Type Reason Age From Message``, oldest first."""
+    if not events:
+        return ["Events:  <none>"]
     rows = []
-    for event in sorted(events, key=order):
+    for event in oldest_first(events):
         count = int(event.get("count") or 1)
-        shown_age = age(when(event), now)
+        when = _event_time(event)
+        shown_age = age(when, now)
         if count > 1:
-            shown_age += f" (x{count} over {age(event.get('firstTimestamp') or when(event), now)})"
-        source = (event.get("source") or {}).get("component") or event.get("reportingComponent") or ""
-        message = " ".join(str(event.get("message") or "").split())
-        rows.append([event.get("type", ""), event.get("reason", ""), shown_age, source, message])
+            shown_age += f" (x{count} over {age(event.get('firstTimestamp') or when, now)})"
+        row = [event.get("type", ""), event.get("reason", ""), shown_age, _event_source(event)]
+        rows.append([*row, _event_message(event)])
     headers = ("Type", "Reason", "Age", "From", "Message")
     table = format_table(headers, [["-" * len(h) for h in headers], *rows])
     return ["Events:", *("  " + line for line in table.splitlines())]
 
 
-def describe_backup(obj: RawObject, events: Sequence[RawObject], now: datetime.datetime) -> str:
-    """Everything about one backup: spec, status, volumes, conditions and its Events."""
+def _indented_table(headers: Sequence[str], rows: list[list[Any]]) -> list[str]:
+    return ["  " + line for line in format_table(headers, rows).splitlines()] if rows else []
+
+
+def kind_counts_table(by_kind: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """A restore's or clone's ``resourcesByKind``: ``KIND RESTORED RETAINED REPLACED FAILED``, one row a
+    kind by name, and a TOTAL row when there are several."""
+    counted = ("restored", "retained", "replaced", "failed")
+    rows: list[list[Any]] = [
+        [kind, *(int(by_kind[kind].get(c) or 0) for c in counted)] for kind in sorted(by_kind)
+    ]
+    if len(rows) > 1:
+        rows.append(["TOTAL", *(sum(row[i + 1] for row in rows) for i in range(len(counted)))])
+    return _indented_table(KIND_COUNT_COLUMNS, rows)
+
+
+def describe_operation(obj: RawObject, events: Sequence[RawObject], now: datetime.datetime) -> str:
+    """Everything about one backup, restore or clone: spec, status, counts per kind (restores and
+    clones), volumes, conditions and its Events."""
     status = dict(obj.get("status") or {})
     volume_list = status.pop("volumes", None) or []
     conditions = status.pop("conditions", None) or []
+    by_kind = status.pop("resourcesByKind", None)
     status.pop("volumesProgress", None)
     summary = {
         "stage": status.pop("stage", None),
@@ -428,9 +464,13 @@ def describe_backup(obj: RawObject, events: Sequence[RawObject], now: datetime.d
     summary.update(status)
     summary = {k: v for k, v in summary.items() if v not in (None, "")}
     lines = _header(obj)
-    spec = _ordered(mask_credentials(obj.get("spec") or {}), _BACKUP_ORDER)
+    spec = _ordered(
+        _flag_syntax(mask_credentials(obj.get("spec") or {})), _SPEC_ORDER.get(str(obj.get("kind")), ())
+    )
     lines += _section("Spec", _field_lines(spec, 2))
     lines += _section("Status", _field_lines(summary, 2))
+    if by_kind is not None or obj.get("kind") in _COUNTED_KINDS:
+        lines += _section("Resources By Kind", kind_counts_table(by_kind or {}))
     volume_rows = [
         [
             v.get("namespace"),
@@ -446,25 +486,26 @@ def describe_backup(obj: RawObject, events: Sequence[RawObject], now: datetime.d
         for v in volume_list
     ]
     volume_headers = ("NAMESPACE", "PVC", "VOLUME", "DRIVER", "MODE", "STATUS", "SIZE", "DONE", "REASON")
-    lines += _section(
-        "Volumes",
-        ["  " + line for line in format_table(volume_headers, volume_rows).splitlines()]
-        if volume_rows
-        else [],
-    )
+    lines += _section("Volumes", _indented_table(volume_headers, volume_rows))
     condition_rows = [
         [c.get("type"), c.get("status"), c.get("reason"), c.get("message"), c.get("lastTransitionTime")]
         for c in conditions
     ]
     condition_headers = ("TYPE", "STATUS", "REASON", "MESSAGE", "LAST TRANSITION")
-    lines += _section(
-        "Conditions",
-        ["  " + line for line in format_table(condition_headers, condition_rows).splitlines()]
-        if condition_rows
-        else [],
-    )
+    lines += _section("Conditions", _indented_table(condition_headers, condition_rows))
     lines += event_table(events, now)
     return "\n".join(lines)
+
+
+def _flag_syntax(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """``spec`` with its maps of names (mappings, label selectors) written as the flags take them,
+    ``shop:shop2, web:web2``: their keys are names, not fields to title-case."""
+    return {
+        key: ", ".join(f"{k}{_NAME_MAPS[key]}{v}" for k, v in value.items())
+        if key in _NAME_MAPS and isinstance(value, dict)
+        else value
+        for key, value in spec.items()
+    }
 
 
 def _ordered(value: Mapping[str, Any], first: Sequence[str]) -> dict[str, Any]:
@@ -474,6 +515,18 @@ def _ordered(value: Mapping[str, Any], first: Sequence[str]) -> dict[str, Any]:
 
 _LOCATION_ORDER = ("type", "path", "prefix", "sync", "secretConfig", "encryptionKey", "allowedNamespaces")
 _BACKUP_ORDER = ("backupLocation", "namespaces", "namespaceSelector", "selectors", "resourceTypes")
+_RESTORE_ORDER = ("backupName", "backupLocation", "namespaceMapping", "replacePolicy", "resourceTypes")
+_CLONE_ORDER = ("sourceNamespace", "destinationNamespace", "selectors", "replacePolicy")
+#: Spec fields that map names to names, and how their flags write a pair.
+_NAME_MAPS = {"namespaceMapping": ":", "storageClassMapping": ":", "nodeMapping": ":", "selectors": "="}
+#: Kinds whose status counts what happened to each kind of resource (``resourcesByKind``).
+_COUNTED_KINDS = ("ApplicationRestore", "ApplicationClone")
+#: What describe shows first in each operation kind's spec: what it works on, then how.
+_SPEC_ORDER = {
+    "ApplicationBackup": _BACKUP_ORDER,
+    "ApplicationRestore": _RESTORE_ORDER,
+    "ApplicationClone": _CLONE_ORDER,
+}
 
 
 def describe_location(obj: RawObject, events: Sequence[RawObject], now: datetime.datetime) -> str:
@@ -507,6 +560,25 @@ def progress_line(obj: RawObject, now: datetime.datetime) -> str:
 
 
 # --- logs ----------------------------------------------------------------------------------------
+
+
+def event_log_lines(events: Sequence[RawObject]) -> list[str]:
+    """An operation's Events as log lines (``time``, ``type``, ``reason``, ``source``, ``message``), oldest
+    first: the log of an operation whose services keep no log of their own."""
+    return [
+        json.dumps(
+            {
+                "time": _event_time(event),
+                "type": event.get("type", ""),
+                "event": event.get("reason", ""),
+                "source": _event_source(event),
+                "message": _event_message(event),
+                **({"count": int(event["count"])} if int(event.get("count") or 1) > 1 else {}),
+            },
+            separators=(",", ":"),
+        )
+        for event in oldest_first(events)
+    ]
 
 
 def log_line(line: str) -> str | None:
