@@ -28,6 +28,7 @@ SERVICES: tuple[tuple[str, str], ...] = (
     ("snapshot", "davit_services.snapshot"),
     ("export", "davit_services.export"),
     ("retention", "davit_services.retention"),
+    ("restore", "davit_services.restore"),
 )
 
 
@@ -117,6 +118,13 @@ class Stack:
                 self.apply_crds(Cluster(config, self.dir, self.procs), self.kubeconfig_path(config.name))
             self.write_env(current)
             return current
+        if (
+            current is not None
+            and current.with_services == with_services
+            and clusters > len(current.clusters)
+        ):
+            # More clusters on the same stores: the running ones keep running (and their objects).
+            return self._add_clusters(current, clusters)
         self.down()
         self.dir.mkdir(parents=True, exist_ok=True)
         state = StackState(
@@ -140,6 +148,29 @@ class Stack:
         except BaseException:
             self.down()
             raise
+        return state
+
+    def _add_clusters(self, state: StackState, clusters: int) -> StackState:
+        from devstack.net import free_port
+
+        added = [ClusterConfig.new(name) for name in CLUSTER_NAMES[len(state.clusters) : clusters]]
+        for config in added:
+            state.redis_ports[config.name] = free_port()
+            state.metrics_ports[config.name] = free_port()
+        try:
+            for config in added:
+                self._start_cluster(state, config)
+        except BaseException:
+            # Undo only what this call started: the clusters already running are someone's.
+            for config in added:
+                for record in self.procs.all():
+                    if record.name.startswith(f"{config.name}-"):
+                        self.procs.stop(record.name)
+                Cluster(config, self.dir, self.procs).wipe_etcd_data()
+            raise
+        state.clusters.extend(added)
+        state.save(self.state_file)
+        self.write_env(state)
         return state
 
     def _start_cluster(self, state: StackState, config: ClusterConfig) -> None:

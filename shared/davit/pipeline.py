@@ -7,7 +7,8 @@ from davit.constants import Kind, Queue
 
 #: The service that moves an operation forward from each stage. A backup's rules and volumes belong to
 #: the snapshot service and its resources to resource-export; a restore is driven by the restore service
-#: throughout; a clone snapshots its source like a backup, then restores like a restore.
+#: throughout; so is a clone, which runs a backup of its source (Volumes) and a restore of that backup
+#: (Applications) and follows them.
 _OWNERS: dict[Kind, dict[Stage, Queue]] = {
     Kind.APPLICATION_BACKUP: {
         Stage.INITIAL: Queue.SNAPSHOT,
@@ -22,11 +23,9 @@ _OWNERS: dict[Kind, dict[Stage, Queue]] = {
         Stage.APPLICATIONS: Queue.RESTORE,
     },
     Kind.APPLICATION_CLONE: {
-        Stage.INITIAL: Queue.SNAPSHOT,
-        Stage.PRE_EXEC_RULE: Queue.SNAPSHOT,
-        Stage.VOLUMES: Queue.SNAPSHOT,
+        Stage.INITIAL: Queue.RESTORE,
+        Stage.VOLUMES: Queue.RESTORE,
         Stage.APPLICATIONS: Queue.RESTORE,
-        Stage.POST_EXEC_RULE: Queue.SNAPSHOT,
     },
 }
 

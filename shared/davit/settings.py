@@ -75,6 +75,9 @@ class Settings:
     #: The image of the init container a restore adds to the pods that mount restored claims (it runs
     #: ``python -m davit.restore_wait``): Davit's own image, which every cluster running Davit has.
     restore_helper_image: str = "davit:latest"
+    #: The BackupLocation (in the admin namespace) clones stage their backup through; empty: the first
+    #: Available one there, by name.
+    clone_location: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -134,11 +134,13 @@ def resend_outstanding(rt: Runtime, obj: RawObject, state: OperationState) -> No
             send(rt, obj, plan)
 
 
-def update_volume(rt: Runtime, namespace: str, name: str, claim_part: str, fields: dict[str, Any]) -> None:
+def update_volume(
+    rt: Runtime, namespace: str, name: str, claim_part: str, fields: dict[str, Any], kind: Kind = KIND
+) -> None:
     """Update one entry of ``status.volumes`` (read, modify, write conditionally; retry on conflict:
     several node agents write their volumes' progress into the same list)."""
     for _attempt in range(10):
-        obj = rt.ops.get(KIND, namespace, name)
+        obj = rt.ops.get(kind, namespace, name)
         if obj is None:
             return
         volumes = list((obj.get("status") or {}).get("volumes") or [])
@@ -148,7 +150,7 @@ def update_volume(rt: Runtime, namespace: str, name: str, claim_part: str, field
         done = sum(1 for v in volumes if v.get("status") in (Status.SUCCESSFUL, Status.FAILED))
         try:
             rt.ops.patch_status(
-                KIND,
+                kind,
                 obj,
                 {"volumes": volumes, "volumesProgress": f"{done}/{len(volumes)}"},
                 check_version=True,

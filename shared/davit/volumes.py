@@ -160,3 +160,17 @@ def plan_volume(
     return VolumePlan(
         **base, mode="skip", reason=f"no running pod mounts it and no VolumeSnapshotClass exists for {driver}"
     )
+
+
+def restore_target(pvc: RawObject, pv: RawObject, pod: RawObject) -> VolumePlan:
+    """Where the node agent writes a restored claim's data: the directory ``pod`` (scheduled, perhaps
+    still held by the restore's init container) sees the claim's new volume at, on the pod's node."""
+    meta = pvc["metadata"]
+    spec = pv.get("spec") or {}
+    base = {"namespace": meta["namespace"], "claim": meta["name"], "volume": pv["metadata"]["name"],
+            "driver": driver_of(pv), "mode": "filesystem", "node": pod["spec"]["nodeName"],
+            "pod_uid": pod["metadata"]["uid"]}  # fmt: skip
+    node_local = spec.get("local") or spec.get("hostPath")
+    if node_local:
+        return VolumePlan(**base, source="local", path=str(node_local.get("path", "")))
+    return VolumePlan(**base, source="pod", plugin_dir=_plugin_dir(spec))

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import StackEnv
 
-SERVICES = ("watcher", "snapshot", "export", "retention")
+SERVICES = ("watcher", "snapshot", "export", "retention", "restore")
 
 
 class Services:

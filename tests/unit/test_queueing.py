@@ -326,11 +326,11 @@ OWNERS = {
         Stage.FINAL: None,
     },
     Kind.APPLICATION_CLONE: {
-        Stage.INITIAL: Queue.SNAPSHOT,
-        Stage.PRE_EXEC_RULE: Queue.SNAPSHOT,
-        Stage.VOLUMES: Queue.SNAPSHOT,
+        Stage.INITIAL: Queue.RESTORE,
+        Stage.PRE_EXEC_RULE: None,
+        Stage.VOLUMES: Queue.RESTORE,
         Stage.APPLICATIONS: Queue.RESTORE,
-        Stage.POST_EXEC_RULE: Queue.SNAPSHOT,
+        Stage.POST_EXEC_RULE: None,
         Stage.FINAL: None,
     },
 }

@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "volume_shard_bytes": 1 << 30,
     "volume_shard_entries": 100_000,
     "restore_helper_image": "davit:latest",
+    "clone_location": "",
     "node_name": "",
     "snapshot_timeout_seconds": 600.0,
     "kubelet_root": "/var/lib/kubelet",

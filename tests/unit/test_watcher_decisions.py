@@ -24,7 +24,7 @@ STALL = 300.0
 FIRST_QUEUE = {
     Kind.APPLICATION_BACKUP: Queue.SNAPSHOT,
     Kind.APPLICATION_RESTORE: Queue.RESTORE,
-    Kind.APPLICATION_CLONE: Queue.SNAPSHOT,
+    Kind.APPLICATION_CLONE: Queue.RESTORE,
 }
 OPERATION_KINDS = list(FIRST_QUEUE)
 
@@ -341,7 +341,7 @@ def test_resync_lost_message_requeued_after_grace(updated_ago: float | None, req
         pytest.param(Kind.APPLICATION_RESTORE, "Initial", Queue.RESTORE, id="restore-initial"),
         pytest.param(Kind.APPLICATION_RESTORE, "Volumes", Queue.RESTORE, id="restore-volumes"),
         pytest.param(Kind.APPLICATION_RESTORE, "Applications", Queue.RESTORE, id="restore-applications"),
-        pytest.param(Kind.APPLICATION_CLONE, "Volumes", Queue.SNAPSHOT, id="clone-volumes"),
+        pytest.param(Kind.APPLICATION_CLONE, "Volumes", Queue.RESTORE, id="clone-volumes"),
         pytest.param(Kind.APPLICATION_CLONE, "Applications", Queue.RESTORE, id="clone-applications"),
     ],
 )

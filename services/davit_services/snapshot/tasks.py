@@ -16,7 +16,6 @@ app = queueing.create_app(Settings.from_env().redis_url, f"davit-{SERVICE}")
 def handle(rt: Runtime, message: Message) -> None:
     if message.kind == Kind.APPLICATION_BACKUP:
         backup.handle(rt, message)
-    # Clones arrive here too; they are carried out once restores exist.
 
 
 run_stage = workers.register(app, Queue.SNAPSHOT, SERVICE, handle)

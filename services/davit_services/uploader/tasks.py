@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from davit import queueing, workers
-from davit.constants import node_queue
+from davit.constants import Kind, node_queue
+from davit.messages import Message
+from davit.runtime import Runtime
 from davit.settings import Settings
-from davit_services.uploader import agent
+from davit_services.uploader import agent, restorer
 
 SERVICE = "uploader"
 settings = Settings.from_env()
 app = queueing.create_app(settings.redis_url, f"davit-{SERVICE}")
 QUEUE = node_queue(settings.node_name or "unknown-node")
-run_stage = workers.register(app, QUEUE, SERVICE, agent.handle)
+
+
+def handle(rt: Runtime, message: Message) -> None:
+    """Backups read volumes on this node; restores write them."""
+    if message.kind == Kind.APPLICATION_RESTORE:
+        restorer.handle(rt, message)
+    else:
+        agent.handle(rt, message)
+
+
+run_stage = workers.register(app, QUEUE, SERVICE, handle)

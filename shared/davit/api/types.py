@@ -169,8 +169,11 @@ class VolumeStatus(Model):
 
 
 class KindCounts(Model):
+    """Per kind: created, kept as they were (Retain), deleted and created again (Delete), refused."""
+
     restored: Count = 0
     retained: Count = 0
+    replaced: Count = 0
     failed: Count = 0
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 LOCATION_RECORD = "davit-location.json"
 BACKUPS = "backups"
+RESTORES = "restores"
 MANIFEST = "manifest"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -44,6 +45,19 @@ class BackupRef:
 
     def resource_part(self, part: str) -> str:
         return f"{self.root}resources/{part_key(part)}.bin"
+
+
+def restore_log(namespace: str, name: str, uid: str) -> str:
+    """Where a restore's (or clone's) own log is kept, in the location of the backup it restored."""
+    return f"{RESTORES}/{namespace}/{name}/{uid}/log.jsonl.bin"
+
+
+def ref_from_path(backup_path: str) -> BackupRef | None:
+    """The backup a ``status.backupPath`` (``<store url>/backups/<namespace>/<name>/<uid>/``) names."""
+    parts = backup_path.rstrip("/").split("/")
+    if len(parts) < 4 or parts[-4] != BACKUPS or not all(parts[-3:]):
+        return None
+    return BackupRef(namespace=parts[-3], name=parts[-2], uid=parts[-1])
 
 
 def part_key(part: str) -> str:

@@ -36,6 +36,7 @@ __all__ = [
     "RepoReader",
     "RepoWriter",
     "RestoreStats",
+    "ShardPlan",
     "Tree",
     "UnsafePath",
     "WriterStats",
@@ -46,5 +47,4 @@ __all__ = [
     "plan_shards",
     "restore_tree",
     "snapshot_tree",
-    "ShardPlan",
 ]

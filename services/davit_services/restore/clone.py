@@ -1,0 +1,211 @@
+"""An ApplicationClone: a backup of the source namespace and a restore of it into the destination, each an
+ordinary Davit operation the clone creates and follows.
+
+* **Staging location**: the BackupLocation of the admin namespace named by the ``clone_location``
+  setting, else the first Available one there (by name). Deduplication makes the staging backup cheap
+  when the source was backed up to that location before.
+* **Volumes** stage: the staging ApplicationBackup ``<clone>-<uid prefix>`` (the clone's selectors and
+  exec rules, reclaimPolicy Delete) runs and is waited for.
+* **Applications** stage: with ``replacePolicy: Fail``, the clone plans the restore first and fails,
+  writing nothing, if the destination holds any object the clone would write. Then the staging
+  ApplicationRestore (namespace mapping source → destination, replacePolicy Delete or Retain) runs; its
+  counts and volumes are copied into the clone's status as it goes.
+* **Final**: the clone ends as its restore did; the staging backup is deleted (its data with it, up to
+  what other backups share); the restore stays for inspection. Both carry an owner reference to the
+  clone, so deleting the clone deletes them.
+
+Every step is idempotent (objects are found by name before being created), so a clone whose worker died
+is picked up again by the watcher's stall detection from the stage it had reached.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from davit import constants, progress
+from davit.api.types import Stage, Status
+from davit.constants import Kind
+from davit.messages import Message
+from davit.restoring.plan import plan_restore
+from davit.runtime import Runtime
+from davit_services.restore.apply import Applier, describe, key_of
+from davit_services.restore.restore import RestoreRefused, namespace_default, read_backup
+
+log = structlog.get_logger(__name__)
+RawObject = dict[str, Any]
+KIND = Kind.APPLICATION_CLONE
+POLL_SECONDS = 1.0
+HEARTBEAT_SECONDS = 5.0
+CONFLICTS_SHOWN = 5
+
+
+class CloneFailed(Exception):
+    """The clone cannot go on; the reason goes into its status as it is."""
+
+
+def handle(rt: Runtime, message: Message) -> None:
+    obj = rt.ops.get(KIND, message.namespace, message.name)
+    if obj is None or obj["metadata"]["uid"] != message.uid:
+        return
+    stage = (obj.get("status") or {}).get("stage")
+    if stage != message.stage or stage == Stage.FINAL:
+        log.info("message.stale", current_stage=stage)
+        return
+    if stage == Stage.INITIAL:
+        try:
+            obj = progress.set_stage(rt, KIND, obj, Stage.VOLUMES, Status.IN_PROGRESS,
+                                     "backing up the source namespace", check_version=True)  # fmt: skip
+        except ApiException as exc:
+            if exc.status == 409:  # another worker took the same message
+                return
+            raise
+    try:
+        drive(rt, obj)
+    except CloneFailed as exc:
+        progress.fail(rt, KIND, obj, str(exc))
+
+
+def _names(obj: RawObject) -> str:
+    """The staging backup's and restore's name: the clone's, made unique by its uid."""
+    return f"{obj['metadata']['name']}-{obj['metadata']['uid'][:8]}"
+
+
+def _owned_by(obj: RawObject) -> dict[str, Any]:
+    meta = obj["metadata"]
+    owner = {"apiVersion": constants.API_GROUP_VERSION, "kind": KIND.value, "name": meta["name"],
+             "uid": meta["uid"], "controller": True, "blockOwnerDeletion": False}  # fmt: skip
+    return {"ownerReferences": [owner], "labels": {f"{constants.ANNOTATION_PREFIX}clone": meta["name"]}}
+
+
+def drive(rt: Runtime, obj: RawObject) -> None:
+    meta, spec = obj["metadata"], obj.get("spec") or {}
+    namespace, name = meta["namespace"], _names(obj)
+    custom = client.CustomObjectsApi(rt.api)
+    if (obj.get("status") or {}).get("stage") == Stage.VOLUMES:
+        location = staging_location(rt, namespace)
+        backup_spec = {
+            "backupLocation": location,
+            "namespaces": [spec["sourceNamespace"]],
+            "reclaimPolicy": "Delete",
+            **{k: spec[k] for k in ("selectors", "preExecRule", "postExecRule") if spec.get(k)},
+        }
+        _create(custom, namespace, Kind.APPLICATION_BACKUP, {"metadata": {"name": name, **_owned_by(obj)},
+                                                             "spec": backup_spec})  # fmt: skip
+        backup = _wait_final(rt, obj, Kind.APPLICATION_BACKUP, name)
+        status = backup.get("status") or {}
+        if status.get("status") not in (Status.SUCCESSFUL, Status.PARTIAL_SUCCESS):
+            _delete(custom, namespace, Kind.APPLICATION_BACKUP, name)
+            raise CloneFailed(f"the backup of {spec['sourceNamespace']} failed: {status.get('reason')}")
+        if spec.get("replacePolicy") == "Fail":
+            _refuse_conflicts(rt, obj, location, name)
+        obj = progress.set_stage(rt, KIND, obj, Stage.APPLICATIONS, Status.IN_PROGRESS,
+                                 f"restoring into {spec['destinationNamespace']}",
+                                 extra={"resourceCount": status.get("resourceCount")})  # fmt: skip
+    location = ((rt.ops.get(Kind.APPLICATION_BACKUP, namespace, name) or {}).get("spec") or {}).get(
+        "backupLocation"
+    ) or staging_location(rt, namespace)
+    restore_spec = {
+        "backupName": name,
+        "backupLocation": location,
+        "namespaceMapping": {spec["sourceNamespace"]: spec["destinationNamespace"]},
+        "replacePolicy": "Delete" if spec.get("replacePolicy") == "Delete" else "Retain",
+    }
+    _create(custom, namespace, Kind.APPLICATION_RESTORE, {"metadata": {"name": name, **_owned_by(obj)},
+                                                          "spec": restore_spec})  # fmt: skip
+    restored = _wait_final(rt, obj, Kind.APPLICATION_RESTORE, name)
+    status = restored.get("status") or {}
+    _delete(custom, namespace, Kind.APPLICATION_BACKUP, name)
+    progress.set_stage(
+        rt, KIND, obj, Stage.FINAL, Status(status.get("status") or Status.FAILED), status.get("reason") or "",
+        extra={k: status[k] for k in ("resourcesByKind", "volumes", "volumesProgress", "resourceCount")
+               if k in status},
+    )  # fmt: skip
+
+
+def staging_location(rt: Runtime, namespace: str) -> str:
+    """The BackupLocation a clone stages its backup through (see the module docstring)."""
+    if rt.settings.clone_location:
+        return rt.settings.clone_location
+    items = client.CustomObjectsApi(rt.api).list_namespaced_custom_object(
+        constants.API_GROUP, constants.API_VERSION, namespace,
+        constants.PLURALS[Kind.BACKUP_LOCATION],
+    )["items"]  # fmt: skip
+    available = sorted(
+        i["metadata"]["name"] for i in items if (i.get("status") or {}).get("phase") == "Available"
+    )
+    if not available:
+        raise CloneFailed(
+            f"no Available BackupLocation in {namespace} to stage the clone through "
+            "(create one, or name one with DAVIT_CLONE_LOCATION)"
+        )
+    return str(available[0])
+
+
+def _refuse_conflicts(rt: Runtime, obj: RawObject, location: str, name: str) -> None:
+    """replacePolicy Fail: the objects the clone would write, planned as its restore will plan them; any
+    of them already in the destination fails the clone before anything is written."""
+    meta, spec = obj["metadata"], obj.get("spec") or {}
+    restore_spec = {"backupName": name, "backupLocation": location,
+                    "namespaceMapping": {spec["sourceNamespace"]: spec["destinationNamespace"]}}  # fmt: skip
+    custom = client.CustomObjectsApi(rt.api)
+    try:
+        manifest, objects = read_backup(rt, meta["namespace"], restore_spec)
+    except RestoreRefused as exc:
+        raise CloneFailed(str(exc)) from exc
+    plan = plan_restore(
+        objects, restore_spec, backup_name=name, backup_uid=manifest["backup"]["metadata"]["uid"],
+        restore_name=name, restore_uid=meta["uid"], cluster_scoped_allowed=False,
+    )  # fmt: skip
+    applier = Applier(rt.api)
+    existing = applier.existing(plan.objects)
+    conflicts = [o for o in plan.objects if key_of(o) in existing and not namespace_default(o)]
+    if conflicts:
+        _delete(custom, meta["namespace"], Kind.APPLICATION_BACKUP, name)
+        shown = ", ".join(describe(o) for o in conflicts[:CONFLICTS_SHOWN])
+        more = f" and {len(conflicts) - CONFLICTS_SHOWN} more" if len(conflicts) > CONFLICTS_SHOWN else ""
+        raise CloneFailed(
+            f"replacePolicy Fail: {spec['destinationNamespace']} already holds {len(conflicts)} object(s) "
+            f"the clone would write: {shown}{more}; nothing was written"
+        )
+
+
+def _create(custom: client.CustomObjectsApi, namespace: str, kind: Kind, body: RawObject) -> None:
+    body = {"apiVersion": constants.API_GROUP_VERSION, "kind": kind.value, **body}
+    group, version = constants.API_GROUP, constants.API_VERSION
+    try:
+        custom.create_namespaced_custom_object(group, version, namespace, constants.PLURALS[kind], body)
+    except ApiException as exc:
+        if exc.status != 409:  # made by an earlier attempt
+            raise
+
+
+def _delete(custom: client.CustomObjectsApi, namespace: str, kind: Kind, name: str) -> None:
+    group, version = constants.API_GROUP, constants.API_VERSION
+    try:
+        custom.delete_namespaced_custom_object(group, version, namespace, constants.PLURALS[kind], name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def _wait_final(rt: Runtime, clone: RawObject, kind: Kind, name: str) -> RawObject:
+    """Follow the staging operation until it ends, showing its progress on the clone."""
+    namespace = clone["metadata"]["namespace"]
+    last_beat = 0.0
+    while True:
+        current = rt.ops.get(kind, namespace, name)
+        if current is None:
+            raise CloneFailed(f"the clone's {kind.value} {name} disappeared")
+        status = current.get("status") or {}
+        if status.get("stage") == Stage.FINAL:
+            return current
+        if time.monotonic() - last_beat > HEARTBEAT_SECONDS:
+            shown = {k: status[k] for k in ("resourcesByKind", "volumes", "volumesProgress") if k in status}
+            progress.heartbeat(rt, KIND, clone, shown)
+            last_beat = time.monotonic()
+        time.sleep(POLL_SECONDS)  # the staging operation's own workers report into its status

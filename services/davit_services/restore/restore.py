@@ -1,0 +1,535 @@
+"""An ApplicationRestore's stages, owned by the restore service: Initial → Applications → Volumes → Final.
+
+* **Initial** (one task): find the backup and read its manifest and resources, transform and order them
+  (``davit.restoring``), and either report what a dry run would do or lay the restore out as steps (the
+  dependency tiers) of chunks, kept in the operation's scratch state. With ``replacePolicy: Delete`` the
+  objects already there are deleted first, workloads first, and waited for.
+* **Applications**: one task per chunk creates its objects in parallel; the task finishing a step's last
+  chunk waits for what the next step needs (CRDs Established) and hands out the next step's chunks.
+* **Volumes**: the claims whose data is in the backup were created empty with the resources, and the pods
+  that mount them hold in an init container; once such a pod is scheduled, the node agent of its node
+  writes the data into the new volume and releases the pod (``davit.restore_wait``).
+
+Applications come before Volumes (Stork has it the other way round): the data is written into the volume
+a pod's node mounted, so the pods must exist first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import structlog
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from davit import progress, queueing, volume_stage
+from davit.api.types import Stage, Status
+from davit.constants import Kind, Queue
+from davit.format.layout import BackupRef, ref_from_path, restore_log
+from davit.messages import Message
+from davit.opstate import OperationState
+from davit.restoring import inject
+from davit.restoring.plan import OwnedObject, RestorePlan, plan_restore
+from davit.restoring.transform import OwnerLink
+from davit.runtime import LocationUnavailable, Runtime
+from davit_services.restore import volumes
+from davit_services.restore.apply import (
+    FAILED,
+    REPLACED,
+    RESTORED,
+    RETAINED,
+    Applier,
+    Outcome,
+    api_message,
+    describe,
+    key_of,
+)
+
+log = structlog.get_logger(__name__)
+RawObject = dict[str, Any]
+KIND = Kind.APPLICATION_RESTORE
+
+#: Objects per Applications task: a few seconds of creates at 8 in flight, so a large restore spreads
+#: over the workers' task slots and a retried task repeats little.
+CHUNK_OBJECTS = 500
+#: Creates in flight per task (the API server's own limits, not the worker's CPU, bound a restore).
+PARALLEL_CREATES = 8
+#: How long a restored CustomResourceDefinition may take to become Established.
+CRD_TIMEOUT_SECONDS = 60.0
+#: How long objects replaced under ``replacePolicy: Delete`` may take to go away (finalizers, dependents).
+DELETE_TIMEOUT_SECONDS = 180.0
+#: Failure reasons kept for the status (the full list goes to the operation's log).
+REASONS_SHOWN = 5
+
+
+class RestoreRefused(Exception):
+    """The restore cannot start: the reason goes into its status as it is."""
+
+
+def handle(rt: Runtime, message: Message) -> None:
+    obj = rt.ops.get(KIND, message.namespace, message.name)
+    if obj is None or obj["metadata"]["uid"] != message.uid:
+        log.info("operation.gone")
+        return
+    stage = (obj.get("status") or {}).get("stage")
+    state = OperationState(rt.redis, message.uid)
+    if message.stage == Stage.INITIAL and stage == Stage.INITIAL:
+        start(rt, obj, state)
+    elif message.stage == Stage.APPLICATIONS and stage == Stage.APPLICATIONS:
+        if message.part:
+            apply_chunk(rt, obj, state, message.part)
+        else:
+            resend_current_step(rt, obj, state)  # the watcher saw the stage stall
+    elif message.stage == Stage.VOLUMES and stage == Stage.VOLUMES:
+        if message.part == volumes.FINISH_PART:
+            finish(rt, obj, state)
+        else:
+            volumes.hand_out(rt, obj, state)
+    else:
+        log.info("message.stale", current_stage=stage)
+
+
+# --- Initial ---------------------------------------------------------------------------------------
+
+
+def start(rt: Runtime, obj: RawObject, state: OperationState) -> None:
+    meta, spec = obj["metadata"], obj.get("spec") or {}
+    try:
+        obj = progress.set_stage(rt, KIND, obj, Stage.APPLICATIONS, Status.IN_PROGRESS,
+                                 "reading the backup", check_version=True)  # fmt: skip
+    except ApiException as exc:
+        if exc.status == 409:  # another worker took the same message
+            log.info("message.duplicate")
+            return
+        raise
+    state.log("restore.started", backupName=spec.get("backupName"), backupLocation=spec.get("backupLocation"))
+    try:
+        manifest, objects = read_backup(rt, meta["namespace"], spec)
+    except (RestoreRefused, LocationUnavailable) as exc:
+        reason = exc.reason if isinstance(exc, LocationUnavailable) else str(exc)
+        state.log("restore.failed", reason=reason)
+        progress.fail(rt, KIND, obj, reason)
+        return
+    sources = _claims_with_data(manifest)
+    objects = [_orphaned(o) if _mounts_any(o, sources) else o for o in objects]
+    nodes = client.CoreV1Api(rt.api).list_node()
+    plan = plan_restore(
+        objects, spec, backup_name=spec["backupName"], backup_uid=manifest["backup"]["metadata"]["uid"],
+        restore_name=meta["name"], restore_uid=meta["uid"],
+        cluster_scoped_allowed=meta["namespace"] == rt.settings.admin_namespace,
+        target_nodes=frozenset(n.metadata.name for n in nodes.items),
+    )  # fmt: skip
+    for skipped in plan.skipped:
+        state.log("resource.skipped", resource=str(skipped.source), reason=skipped.reason)
+    data_claims = _data_claims(manifest, plan)
+    steps = _steps(plan, data_claims, meta["uid"], rt.settings.restore_helper_image)
+    applier = Applier(rt.api)
+    everything = [item for step in steps for item in step]
+    existing = applier.existing(everything)
+    replace = spec.get("replacePolicy") == "Delete"
+    if spec.get("dryRun"):
+        finish_dry_run(rt, obj, state, everything, existing, replace)
+        return
+    if replace:
+        left = _delete_existing(applier, steps, existing)
+        if left:
+            reason = "replacePolicy Delete: still present after deletion: " + ", ".join(
+                map(describe, left[:5])
+            )
+            progress.fail(rt, KIND, obj, reason)
+            return
+    _save_steps(state, steps, existing if replace else set())
+    _save_owners(state, plan.owned)
+    _save_volumes(state, data_claims)
+    progress.heartbeat(rt, KIND, obj, {
+        "resourceCount": len(everything),
+        "volumes": [v["status"] for v in data_claims.values()],
+        "volumesProgress": f"0/{len(data_claims)}",
+    })  # fmt: skip
+    state.log("restore.planned", steps=[len(s) for s in steps], volumes=sorted(data_claims))
+    _send_step(rt, obj, state, 0)
+
+
+def read_backup(rt: Runtime, namespace: str, spec: RawObject) -> tuple[RawObject, list[RawObject]]:
+    """The backup's manifest and every object it holds."""
+    backup = rt.ops.get(Kind.APPLICATION_BACKUP, namespace, spec["backupName"])
+    if backup is None:
+        raise RestoreRefused(f"ApplicationBackup {namespace}/{spec['backupName']} not found")
+    status = backup.get("status") or {}
+    if status.get("stage") != Stage.FINAL or status.get("status") not in (
+        Status.SUCCESSFUL,
+        Status.PARTIAL_SUCCESS,
+    ):
+        raise RestoreRefused(
+            f"ApplicationBackup {spec['backupName']} is not complete "
+            f"(stage {status.get('stage')}, status {status.get('status')})"
+        )
+    ref = ref_from_path(status.get("backupPath") or "") or BackupRef(
+        namespace, spec["backupName"], backup["metadata"]["uid"]
+    )
+    repository = rt.repository(namespace, spec["backupLocation"])
+    if not repository.has_manifest(ref):
+        raise RestoreRefused(f"backup {ref.root} has no manifest in location {spec['backupLocation']}")
+    manifest = repository.read_manifest(ref)
+    objects: list[RawObject] = []
+    for part in manifest.get("parts") or []:
+        objects.extend(repository.read_part(part["key"]))
+    return manifest, objects
+
+
+def _claims_with_data(manifest: RawObject) -> set[tuple[str, str]]:
+    """(namespace, claim) in the backup of the volumes whose files it holds."""
+    return {
+        (v["namespace"], v["persistentVolumeClaim"])
+        for v in manifest.get("volumes") or []
+        if v.get("mode") == "filesystem" and v.get("status") == Status.SUCCESSFUL and v.get("tree")
+    }
+
+
+def _mounts_any(obj: RawObject, claims: set[tuple[str, str]]) -> bool:
+    if obj.get("kind") != "Pod" or obj.get("apiVersion") != "v1":
+        return False
+    namespace = obj["metadata"].get("namespace")
+    volumes = (obj.get("spec") or {}).get("volumes") or []
+    return any(
+        (namespace, (v.get("persistentVolumeClaim") or {}).get("claimName")) in claims for v in volumes
+    )
+
+
+def _orphaned(pod: RawObject) -> RawObject:
+    """A pod that mounts restored data is restored itself (held until its data is back, see
+    ``davit.restoring.inject``) rather than left to its controller: without owner references, so that
+    planning keeps it and its restored controller adopts it."""
+    return {**pod, "metadata": {k: v for k, v in pod["metadata"].items() if k != "ownerReferences"}}
+
+
+def _data_claims(manifest: RawObject, plan: RestorePlan) -> dict[str, RawObject]:
+    """The claims (``<target namespace>/<name>``) whose data the node agents write, with their tree."""
+    restored_claims = {
+        (o["metadata"]["namespace"], o["metadata"]["name"]): o
+        for step in plan.tiers for o in step.items if o["kind"] == "PersistentVolumeClaim"
+    }  # fmt: skip
+    found: dict[str, RawObject] = {}
+    for volume in manifest.get("volumes") or []:
+        if (
+            volume.get("mode") != "filesystem"
+            or volume.get("status") != Status.SUCCESSFUL
+            or not volume.get("tree")
+        ):
+            continue
+        namespace = plan.map_namespace(volume["namespace"])
+        claim = volume["persistentVolumeClaim"]
+        if (namespace, claim) not in restored_claims:
+            continue
+        found[f"{namespace}/{claim}"] = {
+            "tree": volume["tree"],
+            "size": int(volume.get("totalSize") or 0),
+            "status": {
+                "namespace": namespace, "persistentVolumeClaim": claim, "volume": "", "driver": "",
+                "mode": "filesystem", "status": Status.PENDING.value, "reason": "",
+                "totalSize": int(volume.get("totalSize") or 0), "bytesDone": 0,
+            },
+        }  # fmt: skip
+    return found
+
+
+def _steps(
+    plan: RestorePlan, data_claims: dict[str, RawObject], restore_uid: str, image: str
+) -> list[list[RawObject]]:
+    """The tiers as steps; the pods that mount restored data form a step of their own just before the
+    workloads, so that their controllers adopt them instead of starting pods of their own."""
+    steps: list[list[RawObject]] = []
+    for group in plan.tiers:
+        held: list[RawObject] = []
+        rest: list[RawObject] = []
+        for item in group.items:
+            if item["kind"] == "Pod":
+                claims = {
+                    c.split("/", 1)[1]
+                    for c in data_claims
+                    if c.startswith(item["metadata"]["namespace"] + "/")
+                }
+                mounts = inject.data_mounts(item, claims)
+                if mounts:
+                    held.append(inject.hold_until_restored(item, mounts, restore_uid, image))
+                    continue
+            rest.append(item)
+        if held:
+            steps.append(held)
+        if rest:
+            steps.append(rest)
+    return steps
+
+
+def finish_dry_run(rt: Runtime, obj: RawObject, state: OperationState, objects: list[RawObject],
+                   existing: set[tuple[str, str, str, str]], replace: bool) -> None:  # fmt: skip
+    counts: dict[str, dict[str, int]] = {}
+    for item in objects:
+        there = key_of(item) in existing
+        result = (REPLACED if replace else RETAINED) if there else RESTORED
+        entry = counts.setdefault(item["kind"], {"restored": 0, "retained": 0, "replaced": 0, "failed": 0})
+        entry[result] += 1
+    state.log("restore.dry_run", counts=counts)
+    progress.set_stage(rt, KIND, obj, Stage.FINAL, Status.SUCCESSFUL, "dry run: nothing was changed",
+                       extra={"resourceCount": len(objects), "resourcesByKind": counts})  # fmt: skip
+    _write_log(rt, obj, state)
+
+
+def _delete_existing(applier: Applier, steps: list[list[RawObject]],
+                     existing: set[tuple[str, str, str, str]]) -> list[RawObject]:  # fmt: skip
+    """replacePolicy Delete: delete what is there, dependents before what they depend on (workloads
+    before claims, claims before volumes), each step waited for; what is left at the deadline."""
+    for step in reversed(steps):
+        there = [o for o in step if key_of(o) in existing and not namespace_default(o)]
+        for item in there:
+            applier.delete(item)
+        left = applier.wait_gone(there, DELETE_TIMEOUT_SECONDS)
+        if left:
+            return left
+    return []
+
+
+def namespace_default(obj: RawObject) -> bool:
+    """Whether ``obj`` is one a namespace has from its creation on, made again at once by a controller if
+    deleted (the namespace itself, its ``default`` ServiceAccount): never deleted to be replaced, never a
+    conflict for a clone's ``Fail``."""
+    kind, name = obj.get("kind"), obj["metadata"].get("name")
+    return obj.get("apiVersion") == "v1" and (
+        kind == "Namespace" or (kind, name) == ("ServiceAccount", "default")
+    )
+
+
+# --- Applications --------------------------------------------------------------------------------
+
+
+def _chunk_key(step: int, chunk: int) -> str:
+    return f"restore:objects:{step}:{chunk}"
+
+
+def _save_steps(state: OperationState, steps: list[list[RawObject]],
+                replacing: set[tuple[str, str, str, str]]) -> None:  # fmt: skip
+    pipe = state.redis.pipeline()
+    layout = []
+    for index, step in enumerate(steps):
+        chunks = [step[i : i + CHUNK_OBJECTS] for i in range(0, len(step), CHUNK_OBJECTS)]
+        layout.append(len(chunks))
+        for number, chunk in enumerate(chunks):
+            body = [{"object": o, "replacing": key_of(o) in replacing} for o in chunk]
+            pipe.set(state.key(_chunk_key(index, number)), json.dumps(body), ex=7 * 24 * 3600)
+    pipe.set(state.key("restore:steps"), json.dumps(layout), ex=7 * 24 * 3600)
+    pipe.execute()
+
+
+def _layout(state: OperationState) -> list[int]:
+    raw = state.redis.get(state.key("restore:steps"))
+    return list(json.loads(raw)) if raw else []
+
+
+def _part(step: int, chunk: int) -> str:
+    return f"step:{step}:{chunk}"
+
+
+def _send_step(rt: Runtime, obj: RawObject, state: OperationState, step: int) -> None:
+    layout = _layout(state)
+    if step >= len(layout):
+        _applications_done(rt, obj, state)
+        return
+    parts = [_part(step, c) for c in range(layout[step])]
+    state.add_pending(parts, group=f"step:{step}")
+    state.redis.set(state.key("restore:current"), step)
+    meta = obj["metadata"]
+    for part in state.pending(group=f"step:{step}"):
+        message = Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.APPLICATIONS.value, part)
+        queueing.send(rt.celery, message, Queue.RESTORE)
+
+
+def resend_current_step(rt: Runtime, obj: RawObject, state: OperationState) -> None:
+    raw = state.redis.get(state.key("restore:current"))
+    if raw is None:
+        return
+    step = int(raw)
+    if state.pending(group=f"step:{step}"):
+        meta = obj["metadata"]
+        for part in state.pending(group=f"step:{step}"):
+            message = Message(
+                KIND, meta["namespace"], meta["name"], meta["uid"], Stage.APPLICATIONS.value, part
+            )
+            queueing.send(rt.celery, message, Queue.RESTORE)
+    else:
+        _next_step(rt, obj, state, step)
+
+
+def apply_chunk(rt: Runtime, obj: RawObject, state: OperationState, part: str) -> None:
+    _prefix, step_text, chunk_text = part.split(":")
+    step, chunk = int(step_text), int(chunk_text)
+    group = f"step:{step}"
+    if not state.is_pending(part, group=group):
+        return
+    raw = state.redis.get(state.key(_chunk_key(step, chunk)))
+    items = json.loads(raw) if raw else []
+    applier = Applier(rt.api)
+
+    def create(item: RawObject) -> tuple[RawObject, Outcome]:
+        outcome = applier.create(item["object"])
+        if outcome.result == RESTORED and item["replacing"]:
+            outcome = Outcome(REPLACED)
+        return item["object"], outcome
+
+    with ThreadPoolExecutor(PARALLEL_CREATES, thread_name_prefix="davit-restore-create") as pool:
+        results = list(pool.map(create, items))
+    # Per chunk, so that a retried chunk replaces its counts instead of adding to them.
+    tally: dict[str, int] = {}
+    failures = []
+    for created, outcome in results:
+        tally[f"{created['kind']}|{outcome.result}"] = tally.get(f"{created['kind']}|{outcome.result}", 0) + 1
+        if outcome.result == FAILED:
+            failures.append(outcome.reason)
+            state.log("resource.failed", resource=describe(created), reason=outcome.reason)
+    state.redis.hset(state.key("restore:counts"), part, json.dumps(tally))
+    if failures:
+        state.redis.hset(state.key("restore:failures"), part, json.dumps(failures))
+    _skip_retained_volumes(rt, obj, state, results)
+    progress.heartbeat(rt, KIND, obj, {"resourcesByKind": counts(state)})
+    if state.finish(part, group=group):
+        _next_step(rt, obj, state, step)
+
+
+def _next_step(rt: Runtime, obj: RawObject, state: OperationState, step: int) -> None:
+    """After a step: wait for restored CRDs to be Established (their custom resources come later)."""
+    raw = state.redis.get(state.key(_chunk_key(step, 0)))
+    crds = [i["object"]["metadata"]["name"] for i in json.loads(raw or "[]")
+            if i["object"]["kind"] == "CustomResourceDefinition"]  # fmt: skip
+    if crds:
+        applier = Applier(rt.api)
+        deadline = time.monotonic() + CRD_TIMEOUT_SECONDS
+        waiting = list(crds)
+        while waiting and time.monotonic() < deadline:
+            waiting = [name for name in waiting if not applier.crd_established(name)]
+            if waiting:
+                time.sleep(0.5)  # the apiextensions controller needs a moment: poll the server
+        if waiting:
+            state.log("crd.not_established", crds=waiting)
+    _send_step(rt, obj, state, step + 1)
+
+
+def counts(state: OperationState) -> dict[str, dict[str, int]]:
+    result: dict[str, dict[str, int]] = {}
+    for raw in state.redis.hvals(state.key("restore:counts")):
+        for field, value in json.loads(raw).items():
+            kind, _sep, outcome = field.partition("|")
+            entry = result.setdefault(kind, {"restored": 0, "retained": 0, "replaced": 0, "failed": 0})
+            entry[outcome] += int(value)
+    return result
+
+
+def _skip_retained_volumes(
+    rt: Runtime, obj: RawObject, state: OperationState, results: list[tuple[RawObject, Outcome]]
+) -> None:
+    """A claim that was already there is left as it is, data included (Retain): its volume is not
+    written, so it is done at once."""
+    meta = obj["metadata"]
+    for created, outcome in results:
+        if created["kind"] != "PersistentVolumeClaim" or outcome.result != RETAINED:
+            continue
+        claim_part = f"{created['metadata']['namespace']}/{created['metadata']['name']}"
+        part = volumes.PART_PREFIX + claim_part
+        if not state.is_pending(part, group=volumes.GROUP):
+            continue
+        reason = "the claim already existed and was retained: its data was left as it was"
+        state.log("volume.retained", claim=claim_part)
+        fields = {"status": Status.SUCCESSFUL.value, "reason": reason}
+        volume_stage.update_volume(rt, meta["namespace"], meta["name"], claim_part, fields, kind=KIND)
+        state.redis.hdel(state.key(volumes.TARGETS), claim_part)
+        state.finish(part, group=volumes.GROUP)
+
+
+def _save_owners(state: OperationState, owned: tuple[OwnedObject, ...]) -> None:
+    if owned:
+        body = [dataclasses.asdict(o) for o in owned]
+        state.redis.set(state.key("restore:owners"), json.dumps(body), ex=7 * 24 * 3600)
+
+
+def _link_owners(rt: Runtime, state: OperationState) -> None:
+    """Restored objects get their owner references back, pointing at their restored owners' new uids
+    (owners are created in any tier, so this waits until every tier is)."""
+    raw = state.redis.get(state.key("restore:owners"))
+    if not raw:
+        return
+    applier = Applier(rt.api)
+
+    def link(entry: RawObject) -> None:
+        references = []
+        for owner in entry["owners"]:
+            link = OwnerLink(**owner)
+            found = applier.get(link.api_version, link.kind, link.namespace, link.name)
+            if found is not None:
+                references.append(link.reference(found["metadata"]["uid"]))
+        target = {"apiVersion": entry["api_version"], "kind": entry["kind"],
+                  "metadata": {"namespace": entry["namespace"], "name": entry["name"]}}  # fmt: skip
+        if references:
+            try:
+                applier.set_owners(target, references)
+            except ApiException as exc:
+                state.log("resource.owner_failed", resource=describe(target), reason=api_message(exc))
+
+    with ThreadPoolExecutor(PARALLEL_CREATES, thread_name_prefix="davit-restore-owners") as pool:
+        list(pool.map(link, json.loads(raw)))
+
+
+def _applications_done(rt: Runtime, obj: RawObject, state: OperationState) -> None:
+    _link_owners(rt, state)
+    if state.redis.hlen(state.key(volumes.TARGETS)):
+        obj = progress.set_stage(rt, KIND, obj, Stage.VOLUMES, Status.IN_PROGRESS,
+                                 "writing volume data", extra={"resourcesByKind": counts(state)})  # fmt: skip
+        meta = obj["metadata"]
+        message = Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.VOLUMES.value)
+        queueing.send(rt.celery, message, Queue.RESTORE)
+        return
+    finish(rt, obj, state)
+
+
+def finish(rt: Runtime, obj: RawObject, state: OperationState) -> None:
+    obj = rt.ops.get(KIND, obj["metadata"]["namespace"], obj["metadata"]["name"]) or obj
+    by_kind = counts(state)
+    failed = sum(c["failed"] for c in by_kind.values())
+    done = sum(c["restored"] + c["retained"] + c["replaced"] for c in by_kind.values())
+    volumes = (obj.get("status") or {}).get("volumes") or []
+    failed_volumes = [v for v in volumes if v.get("status") == Status.FAILED]
+    reasons = [r for raw in state.redis.hvals(state.key("restore:failures")) for r in json.loads(raw)]
+    reasons = reasons[:REASONS_SHOWN]
+    reasons += [
+        f"volume {v['namespace']}/{v['persistentVolumeClaim']}: {v.get('reason')}" for v in failed_volumes
+    ]
+    if not failed and not failed_volumes:
+        status, reason = Status.SUCCESSFUL, ""
+    elif done or len(failed_volumes) < len(volumes):
+        status, reason = Status.PARTIAL_SUCCESS, "; ".join(reasons)
+    else:
+        status, reason = Status.FAILED, "; ".join(reasons)
+    state.log("restore.finished", status=status.value, counts=by_kind)
+    progress.set_stage(rt, KIND, obj, Stage.FINAL, status, reason, extra={"resourcesByKind": by_kind})
+    _write_log(rt, obj, state)
+    state.clear()
+
+
+def _write_log(rt: Runtime, obj: RawObject, state: OperationState) -> None:
+    """Keep the operation's log in the location it restored from, for ``davit restore logs``."""
+    meta, spec = obj["metadata"], obj.get("spec") or {}
+    try:
+        repository = rt.repository(meta["namespace"], spec["backupLocation"])
+        lines = state.log_lines()
+        repository.put(restore_log(meta["namespace"], meta["name"], meta["uid"]),
+                       ("\n".join(lines) + "\n").encode() if lines else b"")  # fmt: skip
+    except (LocationUnavailable, OSError) as exc:
+        log.warning("restore.log_not_stored", reason=str(exc))
+
+
+def _save_volumes(state: OperationState, data_claims: dict[str, RawObject]) -> None:
+    if data_claims:
+        targets = {k: json.dumps({"tree": v["tree"]}) for k, v in data_claims.items()}
+        state.redis.hset(state.key(volumes.TARGETS), mapping=targets)
+        state.add_pending([volumes.PART_PREFIX + k for k in data_claims], group=volumes.GROUP)

@@ -1,0 +1,23 @@
+"""The restore service's Celery app and task."""
+
+from __future__ import annotations
+
+from davit import queueing, workers
+from davit.constants import Kind, Queue
+from davit.messages import Message
+from davit.runtime import Runtime
+from davit.settings import Settings
+from davit_services.restore import clone, restore
+
+SERVICE = "restore"
+app = queueing.create_app(Settings.from_env().redis_url, f"davit-{SERVICE}")
+
+
+def handle(rt: Runtime, message: Message) -> None:
+    if message.kind == Kind.APPLICATION_RESTORE:
+        restore.handle(rt, message)
+    elif message.kind == Kind.APPLICATION_CLONE:
+        clone.handle(rt, message)
+
+
+run_stage = workers.register(app, Queue.RESTORE, SERVICE, handle)

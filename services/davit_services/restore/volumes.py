@@ -1,0 +1,108 @@
+"""A restore's Volumes stage in the restore service: find where each restored claim's data goes and hand
+it to the node agent of that node.
+
+A claim is ready once it is bound (the provisioner made its new volume) and a pod that mounts it is
+scheduled: the pod's node mounts the volume, and its directory there is where the data goes. The pods
+wait in the restore's init container meanwhile. The node agent writes the data, leaves the marker that
+releases the pod and reports the volume; the last one asks this service to finish the restore.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import structlog
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from davit import progress, queueing, volume_stage
+from davit.api.types import Stage, Status
+from davit.constants import Kind, node_queue
+from davit.messages import Message
+from davit.opstate import OperationState
+from davit.restore_volumes import FINISH_PART, GROUP, PART_PREFIX, TARGETS, fail_volume
+from davit.runtime import Runtime
+from davit.volumes import restore_target
+
+__all__ = ["FINISH_PART", "GROUP", "PART_PREFIX", "TARGETS", "hand_out"]
+
+log = structlog.get_logger(__name__)
+RawObject = dict[str, Any]
+KIND = Kind.APPLICATION_RESTORE
+
+POLL_SECONDS = 1.0
+HEARTBEAT_SECONDS = 5.0
+
+
+def _json(response: Any) -> Any:
+    return json.loads(response.data)
+
+
+def _mounting_pod(pods: list[RawObject], claim: str) -> RawObject | None:
+    """A scheduled pod that mounts ``claim``: one held by the restore first (that is the one waiting)."""
+    candidates = []
+    for pod in pods:
+        if not (pod.get("spec") or {}).get("nodeName") or pod["metadata"].get("deletionTimestamp"):
+            continue
+        volumes = (pod.get("spec") or {}).get("volumes") or []
+        if any((v.get("persistentVolumeClaim") or {}).get("claimName") == claim for v in volumes):
+            held = any(c.get("name") == "davit-restore-wait" for c in pod["spec"].get("initContainers") or [])
+            candidates.append((not held, pod["metadata"]["name"], pod))
+    return min(candidates, key=lambda c: (c[0], c[1]))[2] if candidates else None
+
+
+def hand_out(rt: Runtime, obj: RawObject, state: OperationState) -> None:
+    """Send each outstanding volume to its node agent once its target is known; fail the volumes whose
+    claim is never bound or mounted within the deadline."""
+    meta = obj["metadata"]
+    core = client.CoreV1Api(rt.api)
+    deadline = time.monotonic() + rt.settings.stall_seconds * 12
+    last_beat = 0.0
+    while True:
+        waiting = []
+        for part in state.pending(group=GROUP):
+            claim_part = part.removeprefix(PART_PREFIX)
+            target = json.loads(state.redis.hget(state.key(TARGETS), claim_part) or "{}")
+            if "plan" in target:
+                continue  # handed out already; the node agent reports it
+            namespace, claim = claim_part.split("/", 1)
+            plan = _find_target(core, namespace, claim)
+            if plan is None:
+                waiting.append(part)
+                continue
+            target["plan"] = plan.__dict__
+            state.redis.hset(state.key(TARGETS), claim_part, json.dumps(target))
+            volume_stage.update_volume(rt, meta["namespace"], meta["name"], claim_part,
+                                       {"volume": plan.volume, "driver": plan.driver,
+                                        "status": Status.IN_PROGRESS.value}, kind=KIND)  # fmt: skip
+            state.log("volume.handed_out", claim=claim_part, node=plan.node, pod=plan.pod_uid)
+            message = Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.VOLUMES.value, part)
+            queueing.send(rt.celery, message, node_queue(plan.node))
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            for part in waiting:
+                fail_volume(rt, obj, state, part, "no pod that mounts the claim was scheduled in time")
+            return
+        if time.monotonic() - last_beat > HEARTBEAT_SECONDS:
+            progress.heartbeat(rt, KIND, obj, {})
+            last_beat = time.monotonic()
+        time.sleep(POLL_SECONDS)  # the scheduler and the provisioner work asynchronously
+
+
+def _find_target(core: client.CoreV1Api, namespace: str, claim: str) -> Any:
+    try:
+        pvc = _json(core.read_namespaced_persistent_volume_claim(claim, namespace, _preload_content=False))
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    volume_name = (pvc.get("spec") or {}).get("volumeName")
+    if not volume_name:
+        return None
+    pv = _json(core.read_persistent_volume(volume_name, _preload_content=False))
+    pods = _json(core.list_namespaced_pod(namespace, _preload_content=False)).get("items") or []
+    pod = _mounting_pod(pods, claim)
+    return restore_target(pvc, pv, pod) if pod is not None else None

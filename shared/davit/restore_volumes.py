@@ -1,0 +1,43 @@
+"""A restore's volumes as the restore service and the node agents share them (scratch state and the
+hand-over that finishes the restore)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from davit import queueing, volume_stage
+from davit.api.types import Stage, Status
+from davit.constants import Kind, Queue
+from davit.messages import Message
+from davit.opstate import OperationState
+from davit.runtime import Runtime
+
+RawObject = dict[str, Any]
+KIND = Kind.APPLICATION_RESTORE
+
+#: The scratch-state group of a restore's outstanding volumes, and their parts' prefix.
+GROUP = "volumes"
+PART_PREFIX = "volume:"
+#: The part of the message that asks the restore service to finish once every volume is done.
+FINISH_PART = "finish"
+#: Where each volume's tree and, once known, its target are kept.
+TARGETS = "restore:volumes"
+
+
+def fail_volume(rt: Runtime, obj: RawObject, state: OperationState, part: str, reason: str) -> None:
+    meta = obj["metadata"]
+    claim_part = part.removeprefix(PART_PREFIX)
+    state.log("volume.failed", claim=claim_part, reason=reason)
+    volume_stage.update_volume(rt, meta["namespace"], meta["name"], claim_part,
+                               {"status": Status.FAILED.value, "reason": reason}, kind=KIND)  # fmt: skip
+    volume_done(rt, obj, state, part)
+
+
+def volume_done(rt: Runtime, obj: RawObject, state: OperationState, part: str) -> None:
+    """A volume is done (either way): the last one asks the restore service to finish."""
+    if state.finish(part, group=GROUP):
+        meta = obj["metadata"]
+        message = Message(
+            KIND, meta["namespace"], meta["name"], meta["uid"], Stage.VOLUMES.value, FINISH_PART
+        )
+        queueing.send(rt.celery, message, Queue.RESTORE)
