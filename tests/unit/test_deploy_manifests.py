@@ -1,7 +1,7 @@
 """The manifests in deploy/*.yaml (deploy/crds has its own test): well-formed; every service's RBAC grants
-what its code does and nothing more (one justified wildcard: the export lists every resource); every
-workload runs a module that exists with settings that exist; the node agent reads the kubelet's volumes
-on every node."""
+what its code does and nothing more (two justified wildcards: the export lists every resource, the
+restore recreates any); every workload runs a module that exists with settings that exist; the node agent
+reads and writes the kubelet's pod volumes on every node."""
 
 from __future__ import annotations
 
@@ -38,10 +38,14 @@ SERVICES: dict[str, tuple[str, str, str]] = {
     "snapshot": ("Deployment", "davit-snapshot", "davit_services.snapshot"),
     "export": ("Deployment", "davit-export", "davit_services.export"),
     "retention": ("Deployment", "davit-retention", "davit_services.retention"),
+    "restore": ("Deployment", "davit-restore", "davit_services.restore"),
     "exporter": ("Deployment", "davit-exporter", "davit_services.exporter"),
     "uploader": ("DaemonSet", "davit-uploader", "davit_services.uploader"),
 }
 EXPORT_ROLE = "davit-export"
+RESTORE_ROLE = "davit-restore"
+#: The restore's wildcard: what it does with the objects it restores, whatever their kind.
+RESTORE_WILDCARD_VERBS = ("get", "list", "create", "delete", "patch")
 #: Subresources that act on a running pod or node rather than read an object: exec, attach, port
 #: forwarding and the proxies (nodes/proxy is the kubelet's own API).
 POWERFUL_SUBRESOURCES = ("pods/exec", "pods/attach", "pods/portforward", "pods/proxy", "services/proxy",
@@ -60,15 +64,19 @@ def grants(group: str, resources: list[str], verbs: list[str]) -> set[Grant]:
     return {(group, resource, verb) for resource in resources for verb in verbs}
 
 
+def operation(plural: str) -> set[Grant]:
+    """Working on an operation of ``plural``: re-read it before every task, write its status (stage
+    changes, progress; the failure after the last retry)."""
+    return grants(G, [plural], ["get"]) | grants(G, [f"{plural}/status"], ["patch"])
+
+
+#: Opening a BackupLocation (davit.runtime): the location, then its `secretConfig` Secret.
+OPENS_LOCATIONS: set[Grant] = grants(G, ["backuplocations"], ["get"]) | grants("", ["secrets"], ["get"])
+RECORDS_EVENTS: set[Grant] = grants("", ["events"], ["create"])
+
 #: What a worker does through davit.workers and davit.runtime whatever its service: re-read the backup,
 #: write its status (stage changes; the failure after the last retry), record Events, open its location.
-WORKER_COMMON: set[Grant] = (
-    grants(G, ["applicationbackups"], ["get"])
-    | grants(G, ["applicationbackups/status"], ["patch"])
-    | grants(G, ["backuplocations"], ["get"])
-    | grants("", ["secrets"], ["get"])
-    | grants("", ["events"], ["create"])
-)
+WORKER_COMMON: set[Grant] = operation("applicationbackups") | OPENS_LOCATIONS | RECORDS_EVENTS
 
 #: Everything each service's ClusterRole grants: what its code calls (see the comments in
 #: deploy/rbac.yaml), exactly. A change to a service's API calls changes its role and this table together.
@@ -86,8 +94,29 @@ EXPECTED_GRANTS: dict[str, set[Grant]] = {
     | grants("*", ["*"], ["list"])  # every resource of the namespaces it backs up
     | grants("", ["namespaces", "persistentvolumes"], ["get"])
     | grants("apiextensions.k8s.io", ["customresourcedefinitions"], ["get"]),
-    "davit-retention": WORKER_COMMON | grants(G, ["applicationbackups"], ["patch"]),  # the finalizer
-    "davit-uploader": WORKER_COMMON,
+    "davit-retention": WORKER_COMMON
+    | grants(G, ["applicationbackups"], ["patch"])  # the finalizer
+    | grants(SNAPSHOTS, ["volumesnapshots"], ["list", "delete"])  # reclaimPolicy Delete
+    # Location sync: the cluster's backups listed, imports created and removed, the sync's time.
+    | grants(G, ["applicationbackups"], ["list", "create", "delete"])
+    | grants(G, ["backuplocations/status"], ["patch"]),
+    RESTORE_ROLE: grants("*", ["*"], list(RESTORE_WILDCARD_VERBS))  # whatever the backup holds
+    | grants("rbac.authorization.k8s.io", ["roles", "clusterroles"], ["bind", "escalate"])
+    # What it does for itself (all of it also within the wildcard):
+    | operation("applicationrestores")
+    | grants(G, ["applicationbackups"], ["get"])
+    | OPENS_LOCATIONS
+    | RECORDS_EVENTS
+    | grants("", ["nodes"], ["list"])
+    | grants("apiextensions.k8s.io", ["customresourcedefinitions"], ["get"])
+    | grants("", ["persistentvolumeclaims", "persistentvolumes"], ["get"])
+    | grants("", ["pods"], ["list"])
+    # Clones: the clone itself, the staging backup and restore it creates and follows.
+    | operation("applicationclones")
+    | grants(G, ["applicationbackups", "applicationrestores"], ["create"])
+    | grants(G, ["applicationbackups"], ["delete"])
+    | grants(G, ["backuplocations"], ["list"]),
+    "davit-uploader": WORKER_COMMON | operation("applicationrestores"),
     "davit-exporter": grants(
         G,
         [constants.PLURALS[k] for k in (*constants.OPERATION_KINDS, constants.Kind.BACKUP_LOCATION)],
@@ -253,19 +282,26 @@ def test_namespaces_exist() -> None:
     assert used <= created | BUILTIN_NAMESPACES, f"namespaces nobody creates: {used - created}"
 
 
-def test_rbac_has_no_wildcards_but_the_exports_list() -> None:
+def test_rbac_has_no_wildcards_but_the_exports_list_and_the_restores_writes() -> None:
     # The export must list every resource of the namespaces it backs up, custom resources included, so
-    # no fixed list can name them; that rule is list-only (see its comment in deploy/rbac.yaml). Every
+    # no fixed list can name them; that rule is list-only. The restore recreates whatever a backup holds:
+    # its rule names the five verbs it uses, never `*` (see both comments in deploy/rbac.yaml). Every
     # other rule names its groups, resources and verbs.
-    wildcards = [
-        (kind, role["metadata"]["name"], rule)
+    wildcards = {
+        (kind, role["metadata"]["name"]): rule
         for kind in ("ClusterRole", "Role")
         for role in objects(kind)
         for rule in role["rules"]
         if any("*" in rule.get(key, []) for key in ("apiGroups", "resources", "verbs", "resourceNames"))
-    ]
-    assert [(kind, name) for kind, name, _ in wildcards] == [("ClusterRole", EXPORT_ROLE)], wildcards
-    assert wildcards[0][2] == {"apiGroups": ["*"], "resources": ["*"], "verbs": ["list"]}
+    }
+    assert wildcards == {
+        ("ClusterRole", EXPORT_ROLE): {"apiGroups": ["*"], "resources": ["*"], "verbs": ["list"]},
+        ("ClusterRole", RESTORE_ROLE): {
+            "apiGroups": ["*"],
+            "resources": ["*"],
+            "verbs": list(RESTORE_WILDCARD_VERBS),
+        },
+    }
 
 
 def test_non_resource_urls_are_discovery_only() -> None:
@@ -305,6 +341,13 @@ def test_watcher_records_events() -> None:
     assert "create" in granted(watcher_rules(), "", "events")
 
 
+def test_watcher_checks_locations() -> None:
+    # The check opens the store with the location's Secret and writes the outcome into its status.
+    rules = watcher_rules()
+    assert "get" in granted(rules, "", "secrets")
+    assert "patch" in granted(rules, constants.API_GROUP, "backuplocations/status")
+
+
 def test_watcher_role_is_bound_to_its_service_account() -> None:
     binding = one("ClusterRoleBinding", WATCHER_ROLE)
     assert binding["roleRef"] == {
@@ -325,8 +368,9 @@ def test_watcher_may_hold_its_lease_in_the_lease_namespace_only() -> None:
     for cluster_role in objects("ClusterRole"):
         name = cluster_role["metadata"]["name"]
         cluster_wide = granted(cluster_role["rules"], "coordination.k8s.io", "leases")
-        # The export lists every resource (the one wildcard); no ClusterRole may do more with Leases.
-        allowed = {"list"} if name == EXPORT_ROLE else set()
+        # The export lists every resource and the restore writes any (the two wildcards: the restore is
+        # cluster-admin in effect anyway); no other ClusterRole may do anything with Leases.
+        allowed = {EXPORT_ROLE: {"list"}, RESTORE_ROLE: set(RESTORE_WILDCARD_VERBS)}.get(name, set())
         assert cluster_wide <= allowed, f"ClusterRole {name} may {sorted(cluster_wide)} leases cluster-wide"
 
     roles = [r for r in objects("Role") if r["metadata"]["namespace"] == namespace]
@@ -386,10 +430,24 @@ def test_snapshot_may_exec_rules_and_take_volume_snapshots() -> None:
     assert "patch" in granted(rules, G, "applicationbackups"), "cannot add the finalizer"
 
 
-def test_retention_may_remove_the_finalizer() -> None:
+def test_retention_may_remove_the_finalizer_and_delete_snapshots() -> None:
     rules = role_rules("davit-retention")
     assert {"get", "patch"} <= granted(rules, G, "applicationbackups")
-    assert "delete" not in granted(rules, G, "applicationbackups"), "the user deletes the backup, not Davit"
+    assert {"list", "delete"} <= granted(rules, SNAPSHOTS, "volumesnapshots")
+    assert not granted(rules, SNAPSHOTS, "volumesnapshotcontents"), "the snapshotter releases the contents"
+
+
+def test_retention_may_sync_locations() -> None:
+    rules = role_rules("davit-retention")
+    assert {"list", "create", "delete"} <= granted(rules, G, "applicationbackups")
+    assert "patch" in granted(rules, G, "applicationbackups/status"), "an import's status"
+    assert "patch" in granted(rules, G, "backuplocations/status"), "lastSynced"
+
+
+@pytest.mark.parametrize("role", ["davit-snapshot", EXPORT_ROLE, "davit-uploader", "davit-exporter"])
+def test_backups_are_deleted_by_their_users_and_the_sync_only(role: str) -> None:
+    # Retention deletes only the imports a location sync made; the restore's wildcard reaches them too.
+    assert "delete" not in granted(role_rules(role), G, "applicationbackups")
 
 
 @pytest.mark.parametrize("resource", [("", "secrets"), ("apps", "deployments"), ("example.com", "widgets"),
@@ -410,13 +468,46 @@ def test_export_reads_the_cluster_part_by_name() -> None:
 @pytest.mark.parametrize("subresource", POWERFUL_SUBRESOURCES)
 def test_only_the_snapshot_service_reaches_into_pods(subresource: str) -> None:
     # `list` is never how the API server authorises a request on a subresource (those name an object),
-    # so the export's wildcard list reaches none of them; `get` on `*` would.
+    # so the export's wildcard list reaches none of them; `get` on `*` would, and the restore's wildcard
+    # does: RBAC cannot exclude subresources from `*`, and an account that may create any object and
+    # bind any role gains nothing from them. No rule of the restore's names one, though.
     for role in objects("ClusterRole"):
         name = role["metadata"]["name"]
-        verbs = granted(role["rules"], "", subresource) - {"list"}
+        rules = role["rules"]
+        if name == RESTORE_ROLE:
+            rules = [rule for rule in rules if "*" not in rule.get("resources", [])]
+        verbs = granted(rules, "", subresource) - {"list"}
         if name == "davit-snapshot" and subresource == "pods/exec":
             continue
         assert not verbs, f"ClusterRole {name} may {sorted(verbs)} {subresource}"
+
+
+#: A few of the resources a backup may hold: core, built-in, custom, cluster-scoped, RBAC.
+RESTORED_RESOURCES = [("", "secrets"), ("apps", "deployments"), ("example.com", "widgets"),
+                      ("", "namespaces"), ("rbac.authorization.k8s.io", "rolebindings")]  # fmt: skip
+
+
+@pytest.mark.parametrize("resource", RESTORED_RESOURCES)
+def test_restore_recreates_any_object_with_five_verbs(resource: tuple[str, str]) -> None:
+    verbs = granted(role_rules(RESTORE_ROLE), *resource)
+    assert verbs == set(RESTORE_WILDCARD_VERBS), f"{resource}: {sorted(verbs)}"
+
+
+@pytest.mark.parametrize("role", ["roles", "clusterroles"])
+def test_restore_may_restore_rbac(role: str) -> None:
+    # Creating a Role granting what the restore lacks needs `escalate`; a binding to such a role, `bind`.
+    assert {"bind", "escalate"} <= granted(role_rules(RESTORE_ROLE), "rbac.authorization.k8s.io", role)
+
+
+def test_restore_reads_what_it_restores_from_and_into() -> None:
+    # Beyond the wildcard: the rules that say what the service does for itself.
+    rules = [rule for rule in role_rules(RESTORE_ROLE) if "*" not in rule.get("resources", [])]
+    assert "get" in granted(rules, G, "applicationbackups")
+    assert "patch" in granted(rules, G, "applicationrestores/status")
+    assert "list" in granted(rules, "", "nodes")
+    assert "get" in granted(rules, "apiextensions.k8s.io", "customresourcedefinitions")
+    nonresource = {url for rule in rules for url in rule.get("nonResourceURLs", [])}
+    assert {"/api/*", "/apis", "/apis/*"} <= nonresource, "discovery"
 
 
 def test_exporter_only_reads() -> None:
@@ -504,6 +595,14 @@ def test_export_runs_several_replicas() -> None:
     assert workload_of("export")["spec"]["replicas"] >= 2
 
 
+def test_restore_runs_several_replicas_with_room_for_a_backup() -> None:
+    # A step's objects are split into chunk tasks that several workers take at once; planning holds
+    # every object of the backup in memory.
+    assert workload_of("restore")["spec"]["replicas"] >= 2
+    limit = container_of("restore")["resources"]["limits"]["memory"]
+    assert limit.endswith("Gi") and float(limit.removesuffix("Gi")) >= 1, limit
+
+
 @pytest.mark.parametrize("service", sorted(set(SERVICES) - {"uploader"}))
 def test_services_run_unprivileged(service: str) -> None:
     pod = pod_spec(workload_of(service))
@@ -558,38 +657,40 @@ def test_uploader_knows_its_node_from_the_downward_api() -> None:
     }
 
 
-def test_uploader_mounts_the_kubelet_root_read_only() -> None:
+def test_uploader_mounts_the_kubelets_pod_directory_read_write() -> None:
     pod = pod_spec(workload_of("uploader"))
     container = container_of("uploader")
     kubelet_root = settings_of(container).kubelet_root
     assert kubelet_root == "/var/lib/kubelet"
-    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == kubelet_root]
-    assert mount["readOnly"] is True
+    pods_dir = f"{kubelet_root}/pods"  # where davit_services.uploader.agent.source_directory looks
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == pods_dir]
+    assert not mount.get("readOnly"), "restores write into the restored pods' volumes"
     # Volumes the kubelet mounts after the agent started are visible only with propagation from the host.
     assert mount["mountPropagation"] == "HostToContainer"
     (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
-    assert volume["hostPath"]["path"] == kubelet_root, "the paths inside and out must be the same"
+    assert volume["hostPath"]["path"] == pods_dir, "the paths inside and out must be the same"
 
 
-def test_uploader_is_root_only_to_read() -> None:
+def test_uploader_is_root_only_for_the_pods_files() -> None:
     pod = pod_spec(workload_of("uploader"))
-    assert pod["securityContext"]["runAsUser"] == 0, "it must read every pod's files whatever their owner"
+    assert pod["securityContext"]["runAsUser"] == 0, "every pod's files, whatever their owner"
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
     context = container_of("uploader")["securityContext"]
     assert context.get("privileged") is not True
     assert context["allowPrivilegeEscalation"] is False and context["readOnlyRootFilesystem"] is True
-    assert context["capabilities"] == {"drop": ["ALL"], "add": ["DAC_READ_SEARCH"]}
-    host_mounts = {v["name"] for v in pod["volumes"] if "hostPath" in v}
-    for mount in container_of("uploader")["volumeMounts"]:
-        if mount["name"] in host_mounts:
-            assert mount.get("readOnly") is True, f"{mount['mountPath']}: the host is read, never written"
+    # Read and write any file; give restored files back their owners, modes (setgid too) and times.
+    assert context["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"]}
+    # The host is reached at the kubelet's pod directory only: not its credentials and configuration.
+    kubelet_root = settings_of(container_of("uploader")).kubelet_root
+    host_paths = {v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+    assert host_paths == {f"{kubelet_root}/pods"}, sorted(host_paths)
 
 
 # --- the commented local-location example ----------------------------------------------------------------
 
 #: The services that open BackupLocations and so need a `type: local` location's volume.
-LOCATION_USERS = ("snapshot", "export", "retention", "uploader")
+LOCATION_USERS = ("snapshot", "export", "retention", "restore", "uploader")
 _COMMENTED_MOUNT = re.compile(
     r"^(\s*)# (- name: local-backups|  mountPath: \S+|  persistentVolumeClaim:|    claimName: \S+)$"
 )

@@ -44,7 +44,9 @@ class Watcher:
         self.celery = queueing.create_app(settings.redis_url, "davit-watcher")
         self.redis = redis.Redis.from_url(settings.redis_url)
         self.elector = self._elector()
-        self.locations = LocationChecker(api, settings.location_check_seconds, self.elector.is_leader)
+        self.locations = LocationChecker(
+            api, settings.location_check_seconds, self.elector.is_leader, celery=self.celery
+        )
 
     def _elector(self) -> LeaseElector:
         settings = self.settings
