@@ -3,10 +3,10 @@ PYTHON   := .venv/bin/python
 CLUSTERS ?= 1
 PYTEST   := $(PYTHON) -m pytest -p no:cacheprovider
 
-.PHONY: help deps up down status demo test lint unit integration crds format clean bench bench-export bench-volume
+.PHONY: help deps up down status demo test lint unit integration crds format clean bench bench-export bench-restore bench-volume
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 deps: ## install everything the project needs (Debian packages, Kubernetes binaries, Azurite, .venv)
 	bash scripts/install-deps.sh
@@ -37,10 +37,13 @@ integration: deps ## tests against the real local stack (started and stopped by 
 test: deps lint ## everything CI runs: lint, unit and integration tests
 	$(PYTEST) tests -q --durations=10
 
-bench: bench-export bench-volume ## every benchmark (SPEC §9); results in bench/results/
+bench: bench-export bench-restore bench-volume ## every benchmark (SPEC §9); results in bench/results/
 
 bench-export: deps ## back up 10,000 ConfigMaps/Secrets and compare with a raw paginated list
 	$(PYTHON) -m bench.export; status=$$?; $(PYTHON) -m devstack --dir .dev-bench down; exit $$status
+
+bench-restore: deps ## restore 10,000 ConfigMaps/Secrets and compare with a parallel create (8 threads)
+	$(PYTHON) -m bench.restore; status=$$?; $(PYTHON) -m devstack --dir .dev-bench down; exit $$status
 
 bench-volume: deps ## back up 640 MiB of mixed data and compare with restic (backup, re-backup, restore)
 	$(PYTHON) -m bench.volume
