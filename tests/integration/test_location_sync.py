@@ -194,3 +194,102 @@ def test_a_second_cluster_imports_keeps_and_drops_backups_of_the_first(
         print(services_b.logs())
         raise
     assert get(second_cluster, namespace_b, "applicationbackup", "foreign") is not None
+
+
+CROSS_CLUSTER_APP = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: NS}
+data: {mode: production}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: credentials, namespace: NS}
+stringData: {password: not-a-real-password}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db, namespace: NS, labels: {app: db}}
+spec:
+  serviceName: db
+  replicas: 1
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers: [{name: db, image: postgres, volumeMounts: [{name: data, mountPath: /data}]}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {storageClassName: davit-dev, accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+"""
+
+
+@pytest.fixture
+def restoring_b(second_cluster: StackEnv, tmp_path: Path) -> Iterator[Services]:
+    """Cluster b's watcher, retention (sync), restore service and node agents."""
+    redis.Redis.from_url(second_cluster.redis_url).flushdb()
+    running = Services(second_cluster, tmp_path / "logs-b")
+    running.log_dir.mkdir()
+    for service in ("watcher", "retention", "restore"):
+        running.start(service, DAVIT_LOCATION_CHECK_SECONDS="2")
+    for node in second_cluster.env["DEV_NODES"].split(","):
+        running.start("uploader", name=f"uploader-{node}", DAVIT_NODE_NAME=node,
+                      DAVIT_KUBELET_ROOT=second_cluster.env["KUBELET_ROOT"])  # fmt: skip
+    yield running
+    running.stop_all()
+    second_cluster.kubectl("-n", "kube-system", "delete", "lease", running.lease, "--ignore-not-found")
+
+
+def test_a_backup_of_cluster_a_is_restored_in_cluster_b_with_its_volume(
+    stack: StackEnv,
+    second_cluster: StackEnv,
+    namespace: str,
+    namespace_b: str,
+    services: Services,
+    restoring_b: Services,
+    tmp_path: Path,
+) -> None:
+    from davit.restoring.normalize import normalize
+    from tests.integration.test_backup_volumes import assert_same_tree, fill_mixed
+    from tests.integration.test_restore import volume_of
+
+    apply(stack, CROSS_CLUSTER_APP.replace("NS", namespace))
+    volume = volume_of(stack, namespace, "data-db-0")
+    fill_mixed(volume, seed=11, big=4 * 1024 * 1024)
+    location = location_manifest(stack, "s3", namespace, tmp_path)
+    apply(stack, location)
+    apply(stack, backup_manifest(namespace, "for-b"))
+    assert wait_final(stack, namespace, "for-b", services, timeout=180)["status"] == "Successful"
+    originals = {
+        (kind, name): json.loads(stack.kubectl("-n", namespace, "get", kind, name, "-o", "json").stdout)
+        for kind, name in (("configmap", "settings"), ("secret", "credentials"), ("statefulset", "db"),
+                           ("pvc", "data-db-0"))
+    }  # fmt: skip
+
+    syncing = copy.deepcopy(location)
+    syncing["location"]["sync"] = True
+    apply(second_cluster, syncing)
+    wait_for(
+        "the backup to appear in cluster b",
+        lambda: (get(second_cluster, namespace_b, "applicationbackup", "for-b") or {}).get("status"),
+        timeout=60,
+    )
+    apply(second_cluster, {"apiVersion": "davit.dev/v1alpha1", "kind": "ApplicationRestore",
+                           "metadata": {"name": "from-a", "namespace": namespace_b},
+                           "spec": {"backupName": "for-b", "backupLocation": "loc"}})  # fmt: skip
+
+    def restored() -> dict[str, Any] | None:
+        status = (get(second_cluster, namespace_b, "applicationrestore", "from-a") or {}).get("status") or {}
+        return status if status.get("stage") == "Final" else None
+
+    try:
+        status = wait_for("the restore in cluster b", restored, timeout=240)
+    except AssertionError:
+        print(restoring_b.logs())
+        raise
+    assert status["status"] == "Successful", (status.get("reason"), status.get("resourcesByKind"))
+    assert status["volumesProgress"] == "1/1"
+    for (kind, name), original in originals.items():
+        copy_b = json.loads(second_cluster.kubectl("-n", namespace_b, "get", kind, name, "-o", "json").stdout)
+        assert normalize(copy_b, {}) == normalize(original, {}), (kind, name)
+    assert_same_tree(volume, volume_of(second_cluster, namespace_b, "data-db-0"))
