@@ -460,3 +460,61 @@ def test_clone_with_data_and_a_clone_that_must_not_overwrite(
     finally:
         for created in (target, occupied):
             stack.kubectl("delete", "namespace", created, "--wait=false", check=False)
+
+
+def test_a_dry_run_reports_what_it_would_do_and_changes_nothing(
+    stack: StackEnv, namespace: str, services: Services, admin_location: str
+) -> None:
+    documents = APP.replace("NS", namespace).split("---")
+    for document in documents[3:5]:  # the ConfigMap and the Secret
+        apply(stack, document)
+    backup(stack, services, admin_location, namespace, "small")
+    target = f"{namespace}-dry"
+    mapping = {namespace: target}
+    try:
+        status = restore(
+            stack, services, admin_location, "dry-1", "small", namespaceMapping=mapping, dryRun=True
+        )
+        assert status["status"] == "Successful" and "dry run" in status["reason"], status
+        by_kind = status["resourcesByKind"]
+        assert by_kind["ConfigMap"] == {"restored": 1, "retained": 0, "replaced": 0, "failed": 0}, by_kind
+        assert by_kind["Secret"]["restored"] == 1 and by_kind["Namespace"]["restored"] == 1, by_kind
+        assert stack.kubectl("get", "namespace", target, check=False).returncode != 0, "the dry run wrote"
+
+        stack.kubectl("create", "namespace", target)
+        stack.kubectl("-n", target, "create", "configmap", "settings", "--from-literal=mine=yes")
+        before = resource_versions(stack, target)
+        status = restore(stack, services, admin_location, "dry-2", "small", namespaceMapping=mapping,
+                         dryRun=True, replacePolicy="Delete")  # fmt: skip
+        by_kind = status["resourcesByKind"]
+        assert by_kind["ConfigMap"]["replaced"] == 1 and by_kind["Secret"]["restored"] == 1, by_kind
+        assert resource_versions(stack, target) == before, "the dry run wrote"
+    finally:
+        stack.kubectl("delete", "namespace", target, "--wait=false", check=False)
+
+
+def test_node_mapping_moves_a_node_bound_volume_to_another_node(
+    stack: StackEnv, namespace: str, services: Services, admin_location: str
+) -> None:
+    """The OpenEBS Local PV case: a volume bound to one node comes back on the node the mapping names, data
+    included (the claim's selected node and so its new volume's node affinity are mapped)."""
+    volume = deploy_app(stack, namespace)
+    claim = json.loads(stack.kubectl("-n", namespace, "get", "pvc", "data-db-0", "-o", "json").stdout)
+    old_node = claim["metadata"]["annotations"]["volume.kubernetes.io/selected-node"]
+    new_node = next(n for n in stack.env["DEV_NODES"].split(",") if n != old_node)
+    backup(stack, services, admin_location, namespace, "pinned")
+    target = f"{namespace}-moved"
+    try:
+        status = restore(stack, services, admin_location, "moved", "pinned",
+                         namespaceMapping={namespace: target}, nodeMapping={old_node: new_node})  # fmt: skip
+        assert status["status"] == "Successful", (status.get("reason"), status.get("resourcesByKind"))
+        moved = json.loads(stack.kubectl("-n", target, "get", "pvc", "data-db-0", "-o", "json").stdout)
+        assert moved["metadata"]["annotations"]["volume.kubernetes.io/selected-node"] == new_node
+        pv = json.loads(stack.kubectl("get", "pv", moved["spec"]["volumeName"], "-o", "json").stdout)
+        terms = pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"]
+        assert [e["values"] for t in terms for e in t["matchExpressions"]] == [[new_node]], terms
+        pod = json.loads(stack.kubectl("-n", target, "get", "pod", "db-0", "-o", "json").stdout)
+        assert pod["spec"]["nodeName"] == new_node
+        assert_same_tree(volume, volume_of(stack, target, "data-db-0"))
+    finally:
+        stack.kubectl("delete", "namespace", target, "--wait=false", check=False)

@@ -270,7 +270,7 @@ def finish_dry_run(rt: Runtime, obj: RawObject, state: OperationState, objects: 
     counts: dict[str, dict[str, int]] = {}
     for item in objects:
         there = key_of(item) in existing
-        result = (REPLACED if replace else RETAINED) if there else RESTORED
+        result = (REPLACED if replace and not namespace_default(item) else RETAINED) if there else RESTORED
         entry = counts.setdefault(item["kind"], {"restored": 0, "retained": 0, "replaced": 0, "failed": 0})
         entry[result] += 1
     state.log("restore.dry_run", counts=counts)
