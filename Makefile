@@ -20,7 +20,7 @@ down: ## stop everything `make up` started
 status: ## list the stack's processes
 	$(PYTHON) -m devstack status
 
-demo: up ## bring the stack up, deploy a sample application and back it up
+demo: up ## bring the stack up; back a sample app up, delete it, restore it, check every object and byte
 	bash scripts/demo.sh
 
 lint: deps ## ruff and mypy

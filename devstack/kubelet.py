@@ -22,7 +22,8 @@ What it simulates, and nothing more (there are no containers, images, probes or 
   provisioner; the PV controller binds them. Released PVs with reclaim policy Delete are deleted with
   their directory.
 * **Seed data**: a PVC annotated ``dev.davit.dev/seed-data: "24Mi"`` gets its new volume filled with about
-  that much application-like data, since there are no containers to write any.
+  that much application-like data, since there are no containers to write any. Not a claim a restore
+  created (label ``davit.dev/restore``): its data comes from the restore, as a real application's would.
 
 Run as ``python -m devstack.kubelet --kubeconfig K --nodes a,b --root DIR --volumes DIR``.
 """
@@ -45,6 +46,7 @@ from kubernetes.client.exceptions import ApiException
 from davit import logs, restore_wait
 from davit.kube import clients
 from davit.kube.watching import ListWatch
+from davit.restoring.fields import RESTORE_LABEL
 
 log = structlog.get_logger("devstack.kubelet")
 
@@ -60,7 +62,8 @@ STATUS_REFRESH_SECONDS = 60.0
 RESTORE_CHECK_SECONDS = restore_wait.POLL_SECONDS
 
 #: A PVC annotated with this gets a freshly provisioned volume filled with that much data (e.g. "24Mi"),
-#: standing in for an application's writes: there are no containers to write real data.
+#: standing in for an application's writes: there are no containers to write real data. Claims a restore
+#: created (``RESTORE_LABEL``) are left empty for the restore to fill.
 SEED_ANNOTATION = "dev.davit.dev/seed-data"
 
 _PLUGIN_DIRS = {
@@ -601,7 +604,10 @@ class DevKubelet:
         path = self.volumes / node / pv_name
         path.mkdir(parents=True, exist_ok=True)
         seed = (meta.get("annotations") or {}).get(SEED_ANNOTATION)
-        if seed:
+        # A restored claim keeps the annotation, but its data is the restore's: seeding it would mix
+        # invented files into what the node agent writes back.
+        restored = RESTORE_LABEL in (meta.get("labels") or {})
+        if seed and not restored:
             seed_volume(path, seed)
         body = {
             "apiVersion": "v1",

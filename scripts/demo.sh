@@ -1,44 +1,60 @@
 #!/usr/bin/env bash
-# The demo on embedded defaults: a sample application backed up to a local-directory BackupLocation,
-# shown with the davit CLI. Run by `make demo` after `make up`.
+# The demo on embedded defaults: a sample application with volume data is backed up, its namespace
+# deleted, and restored; then every object and every byte is compared with what was there before
+# (devstack/demo_check.py). Exits non-zero on any difference. Run by `make demo` after `make up`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 set -a; . .dev/env; set +a
 k() { "$KUBECTL" "$@"; }
+check() { .venv/bin/python -m devstack.demo_check "$@"; }
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "Deploying the demo application (namespace demo)"
-k apply -f examples/demo/app.yaml
-k -n demo rollout status statefulset/db --timeout=60s
-k -n demo get deploy,statefulset,svc,pvc
+ns=demo
+# Backups, restores and their location live in the admin namespace: they outlive the application's.
+admin=kube-system
+location=demo-local
+name="demo-$(date +%Y%m%d-%H%M%S)"
+record=".dev/demo/$name.json"
 
-step "A BackupLocation on the local filesystem"
-"$DAVIT" -n demo location create local --type local --path "$LOCAL_STORE" 2>/dev/null \
-  || echo "(location demo/local exists already)"
+if k get namespace "$ns" >/dev/null 2>&1; then
+  step "Removing namespace $ns left by an earlier run"
+  k delete namespace "$ns" --timeout=180s
+fi
+
+step "Deploying the demo application (namespace $ns)"
+k apply -f examples/demo/app.yaml
+check record "$ns" --out "$record"
+k -n "$ns" get deploy,statefulset,svc,pvc
+
+step "A BackupLocation on the local filesystem ($admin/$location)"
+if ! k -n "$admin" get backuplocation "$location" >/dev/null 2>&1; then
+  "$DAVIT" -n "$admin" location create "$location" --type local --path "$LOCAL_STORE"
+fi
 for _ in $(seq 1 100); do
-  phase=$(k -n demo get backuplocation local -o jsonpath='{.status.phase}')
-  [ -n "$phase" ] && break
+  [ "$(k -n "$admin" get backuplocation "$location" -o jsonpath='{.status.phase}')" = Available ] && break
   sleep 0.1
 done
-"$DAVIT" -n demo location get
+"$DAVIT" -n "$admin" location get "$location"
 
-name="demo-$(date +%Y%m%d-%H%M%S)"
-step "davit backup create $name --wait"
-"$DAVIT" -n demo backup create "$name" --location local --namespaces demo --wait
+step "davit backup create $name --namespaces $ns --wait"
+"$DAVIT" -n "$admin" backup create "$name" --location "$location" --namespaces "$ns" --wait
 
-step "davit backup get"
-"$DAVIT" -n demo backup get
+step "Deleting namespace $ns: the application, its claims and their volumes"
+k delete namespace "$ns" --timeout=180s
+k get namespace "$ns" 2>&1 || true
 
-step "davit backups list-remote --location local"
-"$DAVIT" -n demo backups list-remote --location local
+step "davit restore create $name --from-backup $name --wait"
+"$DAVIT" -n "$admin" restore create "$name" --from-backup "$name" --location "$location" --wait
 
-step "davit backup logs $name"
-"$DAVIT" -n demo backup logs "$name"
+step "davit restore describe $name"
+"$DAVIT" -n "$admin" restore describe "$name"
+
+step "Comparing every object and every file with the record taken before the backup"
+check compare "$ns" --before "$record" --backup "$admin/$name" --restore "$admin/$name"
 
 cat <<TXT
 
-The backup holds the application's resources and the database volume's data (VOLUMES 1/1), stored
-deduplicated in $LOCAL_STORE/repo. Try
-'$DAVIT -n demo backup describe $name', or the metrics at $METRICS_URL.
+Try '$DAVIT -n $admin backup describe $name', '$DAVIT -n $admin restore logs $name',
+'$KUBECTL -n $ns get all -l davit.dev/restore=$name', or the metrics at $METRICS_URL.
 Stop the stack with: make down
 TXT

@@ -75,6 +75,33 @@ spec:
     persistentVolumeClaim: {claimName: data}
 """
 
+#: Two claims asking for seed data, one of them as a restore creates it (labelled ``davit.dev/restore``,
+#: the annotation kept), and a pod that mounts both so that the scheduler picks their node.
+SEEDED_CLAIMS = """
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: fresh, namespace: NS, annotations: {dev.davit.dev/seed-data: "1Mi"}}
+spec: {storageClassName: davit-dev, accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: restored
+  namespace: NS
+  annotations: {dev.davit.dev/seed-data: "1Mi"}
+  labels: {davit.dev/restore: app-back, davit.dev/restored-from-backup: app}
+spec: {storageClassName: davit-dev, accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: app, namespace: NS}
+spec:
+  containers: [{name: app, image: postgres:16}]
+  volumes:
+  - {name: fresh, persistentVolumeClaim: {claimName: fresh}}
+  - {name: restored, persistentVolumeClaim: {claimName: restored}}
+"""
+
 #: The keys SPEC §8 asks of .dev/env with the services running (DAVIT joins with the CLI).
 ENV_KEYS = (
     "KUBECONFIG", "REDIS_URL", "S3_ENDPOINT", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_BUCKET",
@@ -234,6 +261,26 @@ def test_dev_kubelet_fails_a_restore_wait_as_the_container_would(stack: StackEnv
     assert (terminated["exitCode"], terminated["reason"]) == (1, "Error")
     assert "no data after 2s" in terminated["message"]
     assert "running" not in status["containerStatuses"][0]["state"], "the app ran after a failed wait"
+
+
+def test_dev_kubelet_seeds_a_new_claim_but_not_one_a_restore_created(stack: StackEnv, namespace: str) -> None:
+    stack.kubectl("apply", "-f", "-", stdin=SEEDED_CLAIMS.replace("NS", namespace))
+
+    def volume_of(claim: str) -> Path | None:
+        pvc = get_json(stack, "-n", namespace, "get", "pvc", claim)
+        if pvc["status"].get("phase") != "Bound":
+            return None
+        pv = get_json(stack, "get", "pv", pvc["spec"]["volumeName"])
+        return Path(pv["spec"]["local"]["path"])
+
+    # The dev kubelet seeds a volume before it creates its PV: once bound, the data is all there.
+    fresh = wait_for("the fresh claim to be bound", lambda: volume_of("fresh"), timeout=60)
+    restored = wait_for("the restored claim to be bound", lambda: volume_of("restored"), timeout=60)
+    assert sorted(p.name for p in fresh.iterdir()) == ["base", "current", "pg_stat", "pg_wal.log"]
+    assert len(list((fresh / "pg_stat").iterdir())) == 200
+    assert sum(f.stat().st_size for f in fresh.rglob("*") if f.is_file()) >= 1024 * 1024 * 3 // 4
+    assert restored.is_dir()
+    assert list(restored.iterdir()) == [], "the claim a restore created was seeded"
 
 
 def test_s3_emulator_refuses_a_wrong_key(stack: StackEnv) -> None:
