@@ -78,6 +78,8 @@ class Settings:
     #: The BackupLocation (in the admin namespace) clones stage their backup through; empty: the first
     #: Available one there, by name.
     clone_location: str = ""
+    #: How often the watcher looks for due schedule slots: a backup starts at most this late.
+    schedule_tick_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

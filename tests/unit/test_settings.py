@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "volume_shard_entries": 100_000,
     "restore_helper_image": "davit:latest",
     "clone_location": "",
+    "schedule_tick_seconds": 10.0,
     "node_name": "",
     "snapshot_timeout_seconds": 600.0,
     "kubelet_root": "/var/lib/kubelet",

@@ -515,3 +515,41 @@ def test_decide_does_not_mutate_the_object() -> None:
     before = copy.deepcopy(raw)
     run(Kind.APPLICATION_BACKUP, raw, verdict_of(Verdict()))
     assert raw == before
+
+
+@pytest.mark.parametrize(
+    ("ttl", "finished_ago", "expired"),
+    [
+        ("1h", 3601, True),
+        ("1h", 3599, False),
+        ("1h30m", 5500, True),
+        ("7d", 86400, False),
+        (None, 10**6, False),
+    ],
+)
+def test_a_finished_backup_whose_ttl_passed_goes_to_retention_on_a_resync(
+    ttl: str | None, finished_ago: float, expired: bool
+) -> None:
+    raw = obj({"stage": "Final", "status": "Successful", "finishTimestamp": ago(finished_ago)})
+    if ttl:
+        raw["spec"]["ttl"] = ttl
+    decision = run(Kind.APPLICATION_BACKUP, raw, resync=True, in_flight=lambda _key: False)
+    if expired:
+        assert (decision.enqueue, decision.message_stage) == (Queue.RETENTION, "Expire")
+        assert decision.event is not None and decision.event.reason == "Expired"
+    else:
+        assert decision.enqueue is None
+    # A watch event never sends it: the resync does, once a minute at most.
+    assert run(Kind.APPLICATION_BACKUP, raw).enqueue is None
+
+
+def test_durations_parse_as_the_api_accepts_them() -> None:
+    from davit.retention_rules import parse_duration
+
+    assert parse_duration("72h").total_seconds() == 72 * 3600
+    assert parse_duration("1h30m").total_seconds() == 5400
+    assert parse_duration("2w").days == 14
+    assert parse_duration("500ms").total_seconds() == 0.5
+    for bad in ("", "h", "5", "1x", "1h 2m"):
+        with pytest.raises(ValueError, match="not a duration"):
+            parse_duration(bad)

@@ -343,3 +343,15 @@ def queue_family(lengths: Mapping[str, int]) -> Metric:
     for queue, length in sorted(lengths.items()):
         family.add_metric([queue], length)
     return family
+
+
+def deletions_family(counts: Mapping[tuple[str, str], int]) -> Metric:
+    family = CounterMetricFamily(
+        "davit_retention_deletions",
+        "Backups the retention service deleted, by namespace and reason (retain, failed-superseded, "
+        "expire-after, ttl); kept in Redis, so it survives exporter restarts but not a Redis flush.",
+        labels=["namespace", "reason"],
+    )
+    for (namespace, reason), value in sorted(counts.items()):
+        family.add_metric([namespace, reason], value)
+    return family

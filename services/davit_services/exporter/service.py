@@ -21,7 +21,7 @@ from prometheus_client.core import Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from davit import constants, timeutil
+from davit import constants, deletions, timeutil
 from davit.constants import Kind
 from davit.kube.watching import EventType, ListWatch, RawObject
 from davit.settings import Settings, parse_address
@@ -121,6 +121,10 @@ class DavitCollector(Collector):
             log.warning("metrics.queues_unreadable", error=str(exc))
         else:
             yield model.queue_family(lengths)
+        try:
+            yield model.deletions_family(deletions.counts(self.redis))
+        except redis.RedisError as exc:
+            log.warning("metrics.deletions_unreadable", error=str(exc))
 
 
 class Exporter:

@@ -7,7 +7,11 @@ from davit.constants import Kind, Queue
 from davit.messages import Message
 from davit.runtime import Runtime
 from davit.settings import Settings
-from davit_services.retention import deletion, sync
+from davit_services.retention import deletion, expiry, sync
+
+#: The stages the watcher sends: a backup whose ttl passed, a schedule whose retention is due.
+EXPIRE = "Expire"
+RETAIN = "Retain"
 
 SERVICE = "retention"
 app = queueing.create_app(Settings.from_env().redis_url, f"davit-{SERVICE}")
@@ -16,6 +20,10 @@ app = queueing.create_app(Settings.from_env().redis_url, f"davit-{SERVICE}")
 def handle(rt: Runtime, message: Message) -> None:
     if message.kind == Kind.APPLICATION_BACKUP and message.stage == "Delete":
         deletion.handle(rt, message)
+    elif message.kind == Kind.APPLICATION_BACKUP and message.stage == EXPIRE:
+        expiry.expire(rt, message)
+    elif message.kind == Kind.APPLICATION_BACKUP_SCHEDULE and message.stage == RETAIN:
+        expiry.apply_schedule_retention(rt, message)
     elif message.kind == Kind.BACKUP_LOCATION and message.stage == location_sync.SYNC_STAGE:
         sync.handle(rt, message)
 

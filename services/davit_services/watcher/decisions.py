@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from davit import constants, location_sync, pipeline, timeutil
+from davit import constants, expiry, location_sync, pipeline, timeutil
 from davit.api.types import Stage, Status
 from davit.constants import Kind, Queue
 from davit.validation import Verdict
@@ -149,6 +149,20 @@ def _deletion(kind: Kind, obj: RawObject, in_flight: Callable[[str], bool]) -> D
     )
 
 
+#: The retention stage that deletes a backup whose ``ttl`` has passed.
+EXPIRE = "Expire"
+
+
+def _expiry(kind: Kind, obj: RawObject, now: datetime.datetime) -> Decision:
+    """On a resync: a finished backup whose ttl passed goes to retention, which deletes it."""
+    if kind != Kind.APPLICATION_BACKUP or not expiry.ttl_expired(obj, now):
+        return NOTHING
+    note = f"ttl {obj['spec']['ttl']} passed; queued for deletion by {Queue.RETENTION.value}"
+    return Decision(
+        event=EventNote("Normal", "Expired", note), enqueue=Queue.RETENTION, message_stage=EXPIRE, why="ttl"
+    )
+
+
 def message_key(obj: RawObject, stage: str) -> str:
     """The idempotency key of the whole-stage message (see davit.messages.Message.key)."""
     return f"{obj['metadata']['uid']}:{stage}:"
@@ -181,7 +195,7 @@ def decide(
     if not stage:
         return _from_verdict(kind, obj, validate(), now)
     if stage == Stage.FINAL:
-        return NOTHING
+        return _expiry(kind, obj, now) if resync else NOTHING
     queued = _condition(status, QUEUED)
     if stage == Stage.INITIAL and state == Status.PENDING and (queued or {}).get("status") != "True":
         return _from_verdict(kind, obj, validate(), now)

@@ -27,6 +27,7 @@ from davit.validation import validate
 from davit_services.watcher import decisions
 from davit_services.watcher.leader import LeaseElector
 from davit_services.watcher.locations import LocationChecker
+from davit_services.watcher.schedules import Scheduler
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +45,7 @@ class Watcher:
         self.celery = queueing.create_app(settings.redis_url, "davit-watcher")
         self.redis = redis.Redis.from_url(settings.redis_url)
         self.elector = self._elector()
+        self.scheduler = Scheduler(api, self.celery, settings.schedule_tick_seconds)
         self.locations = LocationChecker(
             api, settings.location_check_seconds, self.elector.is_leader, celery=self.celery
         )
@@ -73,6 +75,9 @@ class Watcher:
             threading.Thread(target=lw.run, args=(lost,), name=f"watch-{lw.name}", daemon=True)
             for lw in self.list_watches()
         ]
+        threads.append(
+            threading.Thread(target=self.scheduler.run, args=(lost,), name="schedules", daemon=True)
+        )
         for thread in threads:
             thread.start()
         lost.wait()

@@ -341,6 +341,9 @@ class ApplicationBackupScheduleStatus(Model):
     last_success_time: str | None = None
     last_success_duration: str | None = None
     next_trigger: dict[str, str] | None = None
+    last_triggered: dict[str, str] | None = Field(
+        default=None, description="Per policy type, the last slot fired (so a slot never fires twice)."
+    )
     conditions: list[Condition] | None = None
 
 

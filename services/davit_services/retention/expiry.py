@@ -1,0 +1,122 @@
+"""Deleting backups retention no longer keeps: a schedule's backups beyond its policy's rules, and ad-hoc
+backups whose ``ttl`` passed.
+
+Retention deletes the ApplicationBackup object; the backup's finalizer then sends it through the usual
+deletion (``deletion.py``), which honours its ``reclaimPolicy``. Each deletion leaves an Event (on the
+schedule, or on the backup itself for a ttl) and a count in ``davit_retention_deletions_total``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from davit import constants, deletions, expiry, retention_rules, schedules, timeutil
+from davit.api.types import PolicySpec, Status
+from davit.constants import Kind
+from davit.kube import events
+from davit.messages import Message
+from davit.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+RawObject = dict[str, Any]
+POLICY_TYPE_LABEL = f"{constants.ANNOTATION_PREFIX}policy-type"
+
+
+def _delete(rt: Runtime, backup: RawObject) -> bool:
+    meta = backup["metadata"]
+    try:
+        client.CustomObjectsApi(rt.api).delete_namespaced_custom_object(
+            constants.API_GROUP, constants.API_VERSION, meta["namespace"],
+            constants.PLURALS[Kind.APPLICATION_BACKUP], meta["name"],
+            body={"preconditions": {"uid": meta["uid"]}},
+        )  # fmt: skip
+    except ApiException as exc:
+        if exc.status in (404, 409):  # gone already, or replaced by another backup of that name
+            return False
+        raise
+    return True
+
+
+def expire(rt: Runtime, message: Message) -> None:
+    """An ad-hoc backup's ttl passed (the watcher's resync noticed): delete it, if that is still so."""
+    backup = rt.ops.get(Kind.APPLICATION_BACKUP, message.namespace, message.name)
+    if (
+        backup is None
+        or backup["metadata"]["uid"] != message.uid
+        or backup["metadata"].get("deletionTimestamp")
+    ):
+        return
+    if not expiry.ttl_expired(backup, timeutil.utcnow()):
+        return
+    if _delete(rt, backup):
+        ttl = backup["spec"]["ttl"]
+        policy = backup["spec"].get("reclaimPolicy") or "Delete"
+        note = f"ttl {ttl} passed since it finished: deleted (reclaimPolicy {policy})"
+        events.record(rt.api, backup, "Normal", "Expired", note, constants.COMPONENT_WORKER)
+        deletions.record(rt.redis, message.namespace, deletions.TTL)
+        log.info("backup.expired", ttl=ttl)
+
+
+def apply_schedule_retention(rt: Runtime, message: Message) -> None:
+    """Apply a schedule's retention to its backups, per policy type (``davit.retention_rules``)."""
+    schedule = rt.ops.get(Kind.APPLICATION_BACKUP_SCHEDULE, message.namespace, message.name)
+    if schedule is None or schedule["metadata"]["uid"] != message.uid:
+        return
+    policy_name = (schedule.get("spec") or {}).get("schedulePolicyName", "")
+    try:
+        policy = client.CustomObjectsApi(rt.api).get_cluster_custom_object(
+            constants.API_GROUP, constants.API_VERSION, constants.PLURALS[Kind.SCHEDULE_POLICY], policy_name
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return  # without its policy nothing says what to keep: keep everything
+        raise
+    selector = f"{constants.SCHEDULE_LABEL}={message.name}"
+    backups: list[RawObject] = client.CustomObjectsApi(rt.api).list_namespaced_custom_object(
+        constants.API_GROUP, constants.API_VERSION, message.namespace,
+        constants.PLURALS[Kind.APPLICATION_BACKUP], label_selector=selector,
+    )["items"]  # fmt: skip
+    live = [b for b in backups if not b["metadata"].get("deletionTimestamp")]
+    by_name = {b["metadata"]["name"]: b for b in live}
+    try:
+        entries = schedules.entries(PolicySpec.model_validate(policy.get("policy") or {}))
+    except ValidationError:
+        return  # the watcher reports an unreadable policy on the schedule; keep everything meanwhile
+    for deletion in retention_rules.to_delete([_record(b) for b in live], entries, timeutil.utcnow()):
+        if _delete(rt, by_name[deletion.name]):
+            note = f"deleted {deletion.name}: {deletion.reason}"
+            events.record(rt.api, schedule, "Normal", "RetentionDeleted", note, constants.COMPONENT_WORKER)
+            deletions.record(rt.redis, message.namespace, reason_code(deletion.reason))
+            log.info("schedule.retention_deleted", backup=deletion.name, reason=deletion.reason)
+
+
+def _record(backup: RawObject) -> retention_rules.BackupRecord:
+    """What retention needs of a backup: its type, outcome and times."""
+    meta, status = backup["metadata"], backup.get("status") or {}
+    finished = timeutil.parse_time(status.get("finishTimestamp"))
+    outcome = Status(status["status"]) if status.get("stage") == "Final" and status.get("status") else None
+    policy_type = (meta.get("labels") or {}).get(POLICY_TYPE_LABEL)
+    return retention_rules.BackupRecord(
+        name=meta["name"],
+        policy_type=policy_type if policy_type in schedules.POLICY_TYPES else None,
+        status=outcome or Status.IN_PROGRESS,
+        created_at=timeutil.parse_time(meta.get("creationTimestamp")) or timeutil.utcnow(),
+        finished_at=finished,
+        ttl_expires_at=retention_rules.ttl_expires_at((backup.get("spec") or {}).get("ttl"), finished),
+    )
+
+
+def reason_code(reason: str) -> str:
+    """The bounded metric label of a deletion's reason (``davit.deletions``)."""
+    if reason.startswith("its ttl"):
+        return deletions.TTL
+    if reason.startswith("retain"):
+        return deletions.RETAIN
+    if reason.startswith("older than expireAfter"):
+        return deletions.EXPIRED
+    return deletions.SUPERSEDED

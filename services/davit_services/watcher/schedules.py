@@ -1,0 +1,279 @@
+"""Firing ApplicationBackupSchedules: the watcher's schedule loop (while leading) and its pure planner.
+
+Every tick the loop reads the SchedulePolicies, the schedules and their backups, and for each schedule
+and policy type asks ``davit.schedules`` for the latest slot at or before now. A slot fires when it is
+newer than the last one fired (``status.lastTriggered``) and not older than the schedule itself:
+
+* **exactly once per slot**: the backup's name is ``<schedule>-<policytype>-<slot>``, so creating it is
+  idempotent across watcher restarts and between two watchers (the second create is refused as
+  AlreadyExists); ``lastTriggered`` then keeps a slot from firing again even after its backup was
+  deleted by retention or by hand;
+* **one catch-up after downtime, not a burst**: only the latest slot is considered, so a watcher that
+  was down for ten slots fires one backup, for the last of them;
+* ``suspend: true`` fires nothing (the slots passed while suspended are not caught up on resume, except
+  the latest: resuming is like coming back from downtime);
+* a schedule naming a SchedulePolicy that does not exist gets the condition ``PolicyFound=False`` and a
+  Warning Event (once, when the condition changes), and fires nothing.
+
+After each tick the retention service is asked, at most once a minute per schedule, to apply the
+schedule's retention (``Retain`` messages on ``davit.retention``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from davit import constants, queueing, schedules, timeutil
+from davit.api.types import PolicySpec
+from davit.constants import Kind, Queue
+from davit.kube import events
+from davit.messages import Message
+
+log = structlog.get_logger(__name__)
+RawObject = dict[str, Any]
+
+POLICY_TYPE_LABEL = f"{constants.ANNOTATION_PREFIX}policy-type"
+SLOT_ANNOTATION = f"{constants.ANNOTATION_PREFIX}schedule-slot"
+POLICY_FOUND = "PolicyFound"
+#: The retention message's part: one per schedule and minute, however often the loop ticks.
+RETENTION_STAGE = "Retain"
+
+
+@dataclass(frozen=True)
+class Fire:
+    policy_type: str
+    slot: datetime.datetime
+    name: str
+
+
+@dataclass(frozen=True)
+class SchedulePlan:
+    fire: list[Fire] = field(default_factory=list)
+    #: Status fields to write (only when they differ from the current ones).
+    status: dict[str, Any] = field(default_factory=dict)
+    #: A Warning Event to record, as (reason, message), if any.
+    event: tuple[str, str] | None = None
+
+
+def _condition(
+    found: bool, message: str, previous: list[RawObject], now: datetime.datetime, reason: str = ""
+) -> RawObject:
+    status = "True" if found else "False"
+    old = next((c for c in previous if c.get("type") == POLICY_FOUND), None)
+    unchanged = old is not None and old.get("status") == status
+    return {
+        "type": POLICY_FOUND,
+        "status": status,
+        "reason": reason or ("Found" if found else "PolicyMissing"),
+        "message": message,
+        "lastTransitionTime": old.get("lastTransitionTime")
+        if old and unchanged
+        else timeutil.format_time(now),
+    }
+
+
+def _items(backups: list[RawObject]) -> dict[str, list[RawObject]]:
+    items: dict[str, list[RawObject]] = {}
+    for backup in sorted(
+        backups, key=lambda b: (b["metadata"].get("creationTimestamp") or "", b["metadata"]["name"])
+    ):
+        kind = (backup["metadata"].get("labels") or {}).get(POLICY_TYPE_LABEL, "")
+        status = backup.get("status") or {}
+        entry = {"name": backup["metadata"]["name"], "status": status.get("status") or "Pending",
+                 "creationTimestamp": backup["metadata"].get("creationTimestamp")}  # fmt: skip
+        if status.get("finishTimestamp"):
+            entry["finishTimestamp"] = status["finishTimestamp"]
+        items.setdefault(kind, []).append(entry)
+    return items
+
+
+def _successful(backup: RawObject) -> bool:
+    return (backup.get("status") or {}).get("status") == "Successful"
+
+
+def _last_success(backups: list[RawObject]) -> dict[str, Any]:
+    done = [b for b in backups if _successful(b) and b["status"].get("finishTimestamp")]
+    if not done:
+        return {}
+    last = max(done, key=lambda b: b["status"]["finishTimestamp"])
+    finished = timeutil.parse_time(last["status"]["finishTimestamp"])
+    started = timeutil.parse_time(
+        last["status"].get("triggerTimestamp") or last["metadata"].get("creationTimestamp")
+    )
+    fields: dict[str, Any] = {"lastSuccessfulBackup": last["metadata"]["name"],
+                              "lastSuccessTime": last["status"]["finishTimestamp"]}  # fmt: skip
+    if finished and started:
+        fields["lastSuccessDuration"] = timeutil.format_elapsed((finished - started).total_seconds())
+    return fields
+
+
+def _slots(
+    name: str,
+    body: PolicySpec,
+    spec: RawObject,
+    current: RawObject,
+    created: datetime.datetime,
+    now: datetime.datetime,
+) -> tuple[list[Fire], dict[str, str], dict[str, str]]:
+    """The slots due per policy type, the next trigger of each, and ``lastTriggered`` after firing."""
+    last_triggered = dict(current.get("lastTriggered") or {})
+    fire: list[Fire] = []
+    next_trigger: dict[str, str] = {}
+    for policy_type, entry in schedules.entries(body).items():
+        next_trigger[policy_type] = timeutil.format_time(
+            schedules.next_trigger(policy_type, entry, body.time_zone, now)
+        )
+        if spec.get("suspend"):
+            continue
+        last = timeutil.parse_time(last_triggered.get(policy_type))
+        slot = schedules.due_slot(policy_type, entry, body.time_zone, now, last, not_before=created)
+        if slot is None:
+            continue
+        fire.append(Fire(policy_type, slot, schedules.backup_name(name, policy_type, slot)))
+        last_triggered[policy_type] = timeutil.format_time(slot)
+    return fire, next_trigger, last_triggered
+
+
+def _unschedulable(
+    status: dict[str, Any], conditions: list[RawObject], reason: str, message: str, now: datetime.datetime
+) -> SchedulePlan:
+    """Nothing fires: the condition says why, and a Warning Event says so once, when it starts."""
+    was_failing = any(c.get("type") == POLICY_FOUND and c.get("status") == "False" for c in conditions)
+    condition = _condition(False, message, conditions, now, reason=reason)
+    status["conditions"] = [c for c in conditions if c.get("type") != POLICY_FOUND] + [condition]
+    status["nextTrigger"] = None  # null, not {}: a merge patch would keep the old keys of a map
+    return SchedulePlan(status=status, event=None if was_failing else (reason, message))
+
+
+def plan_schedule(
+    schedule: RawObject, policy: RawObject | None, backups: list[RawObject], now: datetime.datetime
+) -> SchedulePlan:
+    """What to do about one schedule now (pure): which slots to fire, the status to show."""
+    meta, spec = schedule["metadata"], schedule.get("spec") or {}
+    current = schedule.get("status") or {}
+    conditions = list(current.get("conditions") or [])
+    status: dict[str, Any] = {"items": _items(backups), **_last_success(backups)}
+    if policy is None:
+        message = f"SchedulePolicy {spec.get('schedulePolicyName')} not found: nothing is scheduled"
+        return _unschedulable(status, conditions, "PolicyMissing", message, now)
+    try:
+        body = PolicySpec.model_validate(policy.get("policy") or {})
+        # A schedule fires no slot from before it existed: creating one never fires at once.
+        created = timeutil.parse_time(meta.get("creationTimestamp")) or now
+        plan = _slots(meta["name"], body, spec, current, created, now)
+    except (ValidationError, schedules.ScheduleError) as exc:
+        message = f"SchedulePolicy {spec.get('schedulePolicyName')} cannot be evaluated: {exc}"
+        return _unschedulable(status, conditions, "PolicyInvalid", message, now)
+    fire, next_trigger, last_triggered = plan
+    condition = _condition(True, f"SchedulePolicy {spec.get('schedulePolicyName')}", conditions, now)
+    status["conditions"] = [c for c in conditions if c.get("type") != POLICY_FOUND] + [condition]
+    status["nextTrigger"] = None if spec.get("suspend") or not next_trigger else next_trigger
+    status["lastTriggered"] = last_triggered
+    return SchedulePlan(fire=fire, status=status)
+
+
+def backup_for(schedule: RawObject, fire: Fire) -> RawObject:
+    """The ApplicationBackup a slot fires: the template's spec, named and labelled for the schedule."""
+    meta, spec = schedule["metadata"], schedule.get("spec") or {}
+    backup_spec = dict(((spec.get("template") or {}).get("spec")) or {})
+    if spec.get("reclaimPolicy"):
+        backup_spec["reclaimPolicy"] = spec["reclaimPolicy"]
+    return {
+        "apiVersion": constants.API_GROUP_VERSION,
+        "kind": Kind.APPLICATION_BACKUP.value,
+        "metadata": {
+            "name": fire.name,
+            "namespace": meta["namespace"],
+            "labels": {constants.SCHEDULE_LABEL: meta["name"], POLICY_TYPE_LABEL: fire.policy_type},
+            "annotations": {SLOT_ANNOTATION: timeutil.format_time(fire.slot)},
+        },
+        "spec": backup_spec,
+    }
+
+
+class Scheduler:
+    """The schedule loop: one tick every ``tick_seconds`` while this watcher leads."""
+
+    def __init__(self, api: client.ApiClient, celery: Any, tick_seconds: float) -> None:
+        self.api = api
+        self.custom = client.CustomObjectsApi(api)
+        self.celery = celery
+        self.tick_seconds = tick_seconds
+
+    def run(self, lost: threading.Event) -> None:
+        while not lost.is_set():
+            try:
+                self.tick(timeutil.utcnow())
+            except Exception:
+                log.exception("schedules.tick_failed")
+            lost.wait(self.tick_seconds)
+
+    def _list(self, kind: Kind) -> list[RawObject]:
+        items: list[RawObject] = self.custom.list_cluster_custom_object(
+            constants.API_GROUP, constants.API_VERSION, constants.PLURALS[kind]
+        )["items"]
+        return items
+
+    def tick(self, now: datetime.datetime) -> None:
+        schedules_ = self._list(Kind.APPLICATION_BACKUP_SCHEDULE)
+        if not schedules_:
+            return
+        policies = {p["metadata"]["name"]: p for p in self._list(Kind.SCHEDULE_POLICY)}
+        backups: dict[tuple[str, str], list[RawObject]] = {}
+        for backup in self._list(Kind.APPLICATION_BACKUP):
+            owner = (backup["metadata"].get("labels") or {}).get(constants.SCHEDULE_LABEL)
+            if owner:
+                backups.setdefault((backup["metadata"]["namespace"], owner), []).append(backup)
+        for schedule in schedules_:
+            meta = schedule["metadata"]
+            if meta.get("deletionTimestamp"):
+                continue
+            policy = policies.get((schedule.get("spec") or {}).get("schedulePolicyName", ""))
+            plan = plan_schedule(schedule, policy, backups.get((meta["namespace"], meta["name"]), []), now)
+            self.apply(schedule, plan, now)
+
+    def apply(self, schedule: RawObject, plan: SchedulePlan, now: datetime.datetime) -> None:
+        meta = schedule["metadata"]
+        group, version, plural = constants.API_GROUP, constants.API_VERSION, constants.PLURALS
+        for fire in plan.fire:
+            try:
+                self.custom.create_namespaced_custom_object(
+                    group,
+                    version,
+                    meta["namespace"],
+                    plural[Kind.APPLICATION_BACKUP],
+                    backup_for(schedule, fire),
+                )
+                log.info(
+                    "schedule.fired", schedule=meta["name"], policyType=fire.policy_type, backup=fire.name
+                )
+                note = f"{fire.policy_type}: backup {fire.name} created"
+                events.record(self.api, schedule, "Normal", "Triggered", note, constants.COMPONENT_WATCHER)
+            except ApiException as exc:
+                if exc.status != 409:  # fired by an earlier attempt or another watcher: the slot is done
+                    raise
+        current = schedule.get("status") or {}
+        if any(current.get(k) != v for k, v in plan.status.items()):
+            self.custom.patch_namespaced_custom_object_status(
+                group,
+                version,
+                meta["namespace"],
+                plural[Kind.APPLICATION_BACKUP_SCHEDULE],
+                meta["name"],
+                {"status": plan.status},
+            )
+        if plan.event is not None:
+            events.record(self.api, schedule, "Warning", *plan.event, constants.COMPONENT_WATCHER)
+        if plan.status.get("items") and (schedule.get("spec") or {}).get("schedulePolicyName"):
+            minute = now.strftime("%Y%m%d%H%M")
+            message = Message(Kind.APPLICATION_BACKUP_SCHEDULE, meta["namespace"], meta["name"], meta["uid"],
+                              RETENTION_STAGE, minute)  # fmt: skip
+            queueing.send(self.celery, message, Queue.RETENTION.value)

@@ -1,0 +1,22 @@
+"""When an ad-hoc backup's ``ttl`` has passed (pure): the watcher's resync sends such backups to the
+retention service, which checks again and deletes them."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from davit import retention_rules, timeutil
+
+RawObject = dict[str, Any]
+
+
+def ttl_expired(obj: RawObject, now: datetime.datetime) -> bool:
+    """Whether a finished backup's ``ttl``, counted from when it finished, has passed (an unparsable ttl
+    never expires anything: the API server's pattern keeps one from being stored)."""
+    finished = timeutil.parse_time((obj.get("status") or {}).get("finishTimestamp"))
+    try:
+        expires = retention_rules.ttl_expires_at((obj.get("spec") or {}).get("ttl") or None, finished)
+    except ValueError:
+        return False
+    return expires is not None and expires <= now
