@@ -8,6 +8,7 @@ import click
 
 from davit.cli.common import (
     CliContext,
+    F,
     add_operation_commands,
     create_operation,
     create_options,
@@ -66,21 +67,41 @@ def build_spec(
     return spec
 
 
+def spec_options(f: F) -> F:
+    """The flags ``build_spec`` takes but ``--reclaim-policy`` (a schedule sets it on itself):
+    ``--location`` (as ``location_name``) and what to back up and how."""
+    for decorator in reversed(
+        [
+            click.option(
+                "--location", "location_name", required=True, metavar="NAME", help="BackupLocation to use."
+            ),
+            click.option("--namespaces", metavar="NS,...", help="Namespaces to back up (default: -n's)."),
+            click.option("--selector", metavar="K=V,...", help="Only resources with these labels."),
+            click.option(
+                "--namespace-selector", metavar="SELECTOR", help="Namespaces by label (admin namespace)."
+            ),
+            click.option(
+                "--resource-types", metavar="TYPE,...", help="Only these kinds, e.g. ConfigMap,Deployment."
+            ),
+            click.option("--exclude-resource-types", metavar="TYPE,...", help="Leave these kinds out."),
+            click.option("--volume-mode", type=click.Choice(["auto", "filesystem", "snapshot", "skip"])),
+            click.option("--pre-exec-rule", metavar="RULE", help="Rule to run before the backup."),
+            click.option("--post-exec-rule", metavar="RULE", help="Rule to run after the backup."),
+            click.option(
+                "--ttl", metavar="DURATION", help="Delete the backup this long after it finished, e.g. 72h."
+            ),
+        ]
+    ):
+        f = decorator(f)
+    return f
+
+
 @backup.command("create")
 @click.argument("name")
-@click.option("--location", "location_name", required=True, metavar="NAME", help="BackupLocation to use.")
-@click.option("--namespaces", metavar="NS,...", help="Namespaces to back up (default: -n's).")
-@click.option("--selector", metavar="K=V,...", help="Only resources with these labels.")
-@click.option("--namespace-selector", metavar="SELECTOR", help="Namespaces by label (admin namespace).")
-@click.option("--resource-types", metavar="TYPE,...", help="Only these kinds, e.g. ConfigMap,Deployment.")
-@click.option("--exclude-resource-types", metavar="TYPE,...", help="Leave these kinds out.")
+@spec_options
 @click.option(
     "--reclaim-policy", type=click.Choice(["Delete", "Retain"]), help="Remove the data with the CR?"
 )
-@click.option("--volume-mode", type=click.Choice(["auto", "filesystem", "snapshot", "skip"]))
-@click.option("--pre-exec-rule", metavar="RULE", help="Rule to run before the backup.")
-@click.option("--post-exec-rule", metavar="RULE", help="Rule to run after the backup.")
-@click.option("--ttl", metavar="DURATION", help="Delete the backup this long after it finished, e.g. 72h.")
 @create_options("backup")
 def create(
     cli: CliContext, /, name: str, location_name: str, wait: bool, timeout: str | None, **flags: Any

@@ -8,20 +8,22 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from pydantic import BaseModel, ValidationError
 
 from davit import constants, timeutil
-from davit.api.types import DURATION
+from davit.api.types import DNS1123_LABEL, DNS1123_SUBDOMAIN, DURATION
 from davit.cli import output
 from davit.constants import Kind
 
 RawObject = dict[str, Any]
 F = TypeVar("F", bound=Callable[..., Any])
+M = TypeVar("M", bound=BaseModel)
 
 _IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 #: Who the API server records as having written the fields the CLI sets.
@@ -75,6 +77,10 @@ class CliContext:
         return (
             self.namespace or self.group_namespace or default_namespace(self.kubeconfig_path(), self.context)
         )
+
+    def namespace_for(self, kind: Kind) -> str:
+        """Where objects of ``kind`` are read and written: nowhere ("") for a cluster-scoped kind."""
+        return "" if kind in CLUSTER_SCOPED else self.resolved_namespace()
 
     def resolved_redis_url(self) -> str | None:
         return self.redis_url or os.environ.get("REDIS_URL") or os.environ.get("DAVIT_REDIS_URL") or None
@@ -225,6 +231,33 @@ def parse_duration(value: str, flag: str) -> float:
     return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
 
 
+#: The API's patterns in words, for errors.
+_PATTERN_WORDS = {
+    DNS1123_SUBDOMAIN: "a valid name (lowercase letters, digits, '-', '.')",
+    DNS1123_LABEL: "a valid name (lowercase letters, digits, '-')",
+    DURATION: "a duration such as 72h, 30d or 1h30m",
+}
+
+
+def check_model(model: type[M], value: RawObject, flags: Mapping[str, str]) -> M:
+    """``value`` validated against the API model the CRD is generated from, so that what the API server
+    would refuse is a usage error (exit 2) before anything is created. The error names the flag of the
+    innermost field on its path that ``flags`` maps (field name → flag)."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        path = [str(part) for part in first["loc"]]
+        flag = next((flags[part] for part in reversed(path) if part in flags), None)
+        pattern = (first.get("ctx") or {}).get("pattern")
+        message = (
+            f"{first['input']!r} is not {_PATTERN_WORDS[pattern]}"
+            if pattern in _PATTERN_WORDS
+            else first["msg"]
+        )
+        raise click.BadParameter(f"{'.'.join(path)}: {message}", param_hint=flag) from exc
+
+
 # --- the API server ------------------------------------------------------------------------------
 
 
@@ -242,14 +275,25 @@ KIND_NAMES: dict[Kind, str] = {
     Kind.APPLICATION_BACKUP: "applicationbackup",
     Kind.BACKUP_LOCATION: "backuplocation",
 }
+#: How help texts name several objects of a kind whose plural is not the kind plus "s".
+_KIND_PLURALS: dict[Kind, str] = {Kind.SCHEDULE_POLICY: "SchedulePolicies"}
+#: Kinds whose objects are in no namespace: ``-n`` and ``-A`` mean nothing to them.
+CLUSTER_SCOPED: frozenset[Kind] = frozenset({Kind.SCHEDULE_POLICY})
+
+
+def kind_plural(kind: Kind) -> str:
+    return _KIND_PLURALS.get(kind, f"{kind.value}s")
 
 
 def describe_ref(kind: Kind, namespace: str, name: str) -> str:
-    return f"{KIND_NAMES.get(kind, kind.value.lower())} {namespace}/{name}"
+    """``applicationbackup shop/nightly``; ``schedulepolicy nightly`` for a cluster-scoped kind."""
+    where = name if kind in CLUSTER_SCOPED else f"{namespace}/{name}"
+    return f"{KIND_NAMES.get(kind, kind.value.lower())} {where}"
 
 
 class Objects:
-    """Davit's custom objects as raw JSON (what the API server returns, camelCase, unknown fields kept)."""
+    """Davit's custom objects as raw JSON (what the API server returns, camelCase, unknown fields kept).
+    The namespace given for a cluster-scoped kind is ignored."""
 
     def __init__(self, api: Any) -> None:
         from kubernetes import client
@@ -258,35 +302,38 @@ class Objects:
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
 
-    def get(self, kind: Kind, namespace: str, name: str) -> RawObject | None:
-        from davit.kube.operations import Operations
+    def _call(self, verb: str, kind: Kind, namespace: str | None, *args: Any, **kwargs: Any) -> Any:
+        """The custom objects API's ``<verb>``: namespaced in ``namespace``, cluster-wide for a
+        cluster-scoped kind or a namespace of None (a list across all namespaces)."""
+        plural = constants.PLURALS[kind]
+        if kind in CLUSTER_SCOPED or namespace is None:
+            method = getattr(self.custom, f"{verb}_cluster_custom_object")
+            return method(constants.API_GROUP, constants.API_VERSION, plural, *args, **kwargs)
+        method = getattr(self.custom, f"{verb}_namespaced_custom_object")
+        return method(constants.API_GROUP, constants.API_VERSION, namespace, plural, *args, **kwargs)
 
-        return Operations(self.api).get(kind, namespace, name)
+    def get(self, kind: Kind, namespace: str, name: str) -> RawObject | None:
+        try:
+            return self.require(kind, namespace, name)
+        except NotFound:
+            return None
 
     def require(self, kind: Kind, namespace: str, name: str) -> RawObject:
-        obj = self.get(kind, namespace, name)
-        if obj is None:
-            raise NotFound(f"{describe_ref(kind, namespace, name)} not found")
+        response = self._not_found(
+            kind, namespace, name, lambda: self._call("get", kind, namespace, name, _preload_content=False)
+        )
+        obj: RawObject = json.loads(response.data)
         return obj
 
     def list_all(self, kind: Kind, namespace: str | None) -> list[RawObject]:
         """Every object of ``kind`` in ``namespace`` (all namespaces for None), paginated."""
         items: list[RawObject] = []
         token: str | None = None
-        plural = constants.PLURALS[kind]
         while True:
             kwargs: dict[str, Any] = {"limit": 500, "_preload_content": False}
             if token:
                 kwargs["_continue"] = token
-            if namespace is None:
-                response = self.custom.list_cluster_custom_object(
-                    constants.API_GROUP, constants.API_VERSION, plural, **kwargs
-                )
-            else:
-                response = self.custom.list_namespaced_custom_object(
-                    constants.API_GROUP, constants.API_VERSION, namespace, plural, **kwargs
-                )
-            page = json.loads(response.data)
+            page = json.loads(self._call("list", kind, namespace, **kwargs).data)
             items.extend(page.get("items") or [])
             token = (page.get("metadata") or {}).get("continue")
             if not token:
@@ -298,57 +345,75 @@ class Objects:
         return items
 
     def create(self, kind: Kind, namespace: str, body: RawObject) -> RawObject:
-        response = self.custom.create_namespaced_custom_object(
-            constants.API_GROUP, constants.API_VERSION, namespace, constants.PLURALS[kind], body,
-            field_manager=FIELD_MANAGER, _preload_content=False,
-        )  # fmt: skip
+        response = self._call(
+            "create", kind, namespace, body, field_manager=FIELD_MANAGER, _preload_content=False
+        )
         created: RawObject = json.loads(response.data)
         return created
 
-    def delete(self, kind: Kind, namespace: str, name: str) -> None:
+    def _not_found(self, kind: Kind, namespace: str, name: str, call: Callable[[], Any]) -> Any:
+        """``call()``, with the API server's 404 as NotFound naming the object."""
         from kubernetes.client.exceptions import ApiException
 
         try:
-            self.custom.delete_namespaced_custom_object(
-                constants.API_GROUP, constants.API_VERSION, namespace, constants.PLURALS[kind], name
-            )
+            return call()
         except ApiException as exc:
             if exc.status == 404:
                 raise NotFound(f"{describe_ref(kind, namespace, name)} not found") from exc
             raise
 
+    def patch(self, kind: Kind, namespace: str, name: str, body: RawObject) -> RawObject:
+        """Merge ``body`` into the object (a JSON merge patch); return the object as stored."""
+
+        def call() -> Any:
+            return self._call(
+                "patch", kind, namespace, name, body, field_manager=FIELD_MANAGER, _preload_content=False
+            )
+
+        response = self._not_found(kind, namespace, name, call)
+        patched: RawObject = json.loads(response.data)
+        return patched
+
+    def delete(self, kind: Kind, namespace: str, name: str) -> None:
+        self._not_found(kind, namespace, name, lambda: self._call("delete", kind, namespace, name))
+
     def events(self, obj: RawObject) -> list[RawObject]:
-        """The core/v1 Events about ``obj`` (this incarnation of it: matched by uid when Events carry it)."""
+        """The core/v1 Events about ``obj`` (this incarnation of it: matched by uid when Events carry it).
+        Those about a cluster-scoped object may be in any namespace (most recorders use default)."""
         meta = obj["metadata"]
-        response = self.core.list_namespaced_event(
-            meta["namespace"],
-            field_selector=f"involvedObject.name={meta['name']},involvedObject.kind={obj.get('kind')}",
-            _preload_content=False,
-        )
+        selector = f"involvedObject.name={meta['name']},involvedObject.kind={obj.get('kind')}"
+        if meta.get("namespace"):
+            response = self.core.list_namespaced_event(
+                meta["namespace"], field_selector=selector, _preload_content=False
+            )
+        else:
+            response = self.core.list_event_for_all_namespaces(
+                field_selector=selector, _preload_content=False
+            )
         items: list[RawObject] = json.loads(response.data).get("items") or []
         uid = meta.get("uid")
         return [e for e in items if (e.get("involvedObject") or {}).get("uid") in (None, "", uid)]
 
 
 def create_object(cli: CliContext, kind: Kind, namespace: str, name: str, content: RawObject) -> RawObject:
-    """Create the object ``name`` of ``kind`` whose top-level fields (``spec``, ``location``) are
-    ``content``; return it as the API server stored it."""
-    body = {
-        "apiVersion": constants.API_GROUP_VERSION,
-        "kind": kind.value,
-        "metadata": {"name": name, "namespace": namespace},
-        **content,
-    }
+    """Create the object ``name`` of ``kind`` whose top-level fields (``spec``, ``location``, ``policy``)
+    are ``content``; return it as the API server stored it."""
+    metadata = {"name": name} if kind in CLUSTER_SCOPED else {"name": name, "namespace": namespace}
+    body = {"apiVersion": constants.API_GROUP_VERSION, "kind": kind.value, "metadata": metadata, **content}
     return cli.objects().create(kind, namespace, body)
 
 
-def echo_created(cli: CliContext, created: RawObject) -> None:
-    """``<kind> <namespace>/<name> created`` for a table, the stored object for JSON and YAML."""
+def echo_changed(cli: CliContext, obj: RawObject, verb: str) -> None:
+    """``<kind> <namespace>/<name> <verb>`` for a table, the stored object for JSON and YAML."""
     if cli.output == "table":
-        meta = created["metadata"]
-        click.echo(f"{describe_ref(Kind(created['kind']), meta['namespace'], meta['name'])} created")
+        meta = obj["metadata"]
+        click.echo(f"{describe_ref(Kind(obj['kind']), meta.get('namespace', ''), meta['name'])} {verb}")
     else:
-        click.echo(output.render_data(created, cli.output))
+        click.echo(output.render_data(obj, cli.output))
+
+
+def echo_created(cli: CliContext, created: RawObject) -> None:
+    echo_changed(cli, created, "created")
 
 
 # --- emitting ------------------------------------------------------------------------------------
@@ -392,12 +457,15 @@ def get_and_emit(
 ) -> None:
     """``<noun> get [NAME]``: the object NAME, or every object of ``kind`` in scope, printed."""
     objects = cli.objects()
+    cluster_scoped = kind in CLUSTER_SCOPED
+    namespace = cli.namespace_for(kind)
     if name:
-        objs = [objects.require(kind, cli.resolved_namespace(), name)]
+        objs = [objects.require(kind, namespace, name)]
     else:
-        objs = objects.list_all(kind, None if cli.all_namespaces else cli.resolved_namespace())
-    where = "any namespace" if cli.all_namespaces else f"namespace {cli.resolved_namespace()}"
-    emit_objects(cli, objs, table, bool(name), f"No {plural} found in {where}.")
+        objs = objects.list_all(kind, None if cli.all_namespaces or cluster_scoped else namespace)
+    where = "any namespace" if cli.all_namespaces else f"namespace {namespace}"
+    empty = f"No {plural} found." if cluster_scoped else f"No {plural} found in {where}."
+    emit_objects(cli, objs, table, bool(name), empty)
 
 
 def describe_and_echo(
@@ -408,7 +476,7 @@ def describe_and_echo(
 ) -> None:
     """``<noun> describe NAME``: the object and its Events, as ``render`` writes them."""
     objects = cli.objects()
-    obj = objects.require(kind, cli.resolved_namespace(), name)
+    obj = objects.require(kind, cli.namespace_for(kind), name)
     click.echo(render(obj, objects.events(obj), now()))
 
 
@@ -649,6 +717,54 @@ def operation_log(cli: CliContext, obj: RawObject, log_key: LogKey) -> list[str]
     )
 
 
+def add_get_command(
+    group: click.Group,
+    kind: Kind,
+    table: Callable[[list[RawObject], datetime.datetime, bool], str],
+    plural: str,
+) -> None:
+    """``get [NAME]`` for ``kind``, printing tables with ``table``; ``plural`` names the objects when
+    there are none."""
+
+    @group.command("get", help=f"List {kind_plural(kind)}, or show the one called NAME.")
+    @get_options
+    def get(cli: CliContext, name: str | None) -> None:
+        get_and_emit(cli, kind, name, table, plural)
+
+
+def add_describe_command(
+    group: click.Group,
+    kind: Kind,
+    render: Callable[[RawObject, list[RawObject], datetime.datetime], str],
+    describe_help: str,
+) -> None:
+    """``describe NAME`` for ``kind``: the object and its Events as ``render`` writes them."""
+
+    @group.command("describe", help=f"Show the {kind.value} NAME: {describe_help}.")
+    @click.argument("name")
+    @connection_options
+    @pass_cli
+    def describe(cli: CliContext, name: str) -> None:
+        describe_and_echo(cli, kind, name, render)
+
+
+def add_delete_command(group: click.Group, kind: Kind, noun: str, delete_help: str) -> None:
+    """``delete NAME [--wait]`` for ``kind``; ``delete_help`` says what deleting one leaves behind."""
+
+    @group.command("delete", help=f"Delete the {kind.value} NAME ({delete_help}).")
+    @click.argument("name")
+    @wait_options(f"Return once the {noun} is gone.")
+    @connection_options
+    @pass_cli
+    def delete(cli: CliContext, name: str, wait: bool, timeout: str | None) -> None:
+        limit = timeout_seconds(timeout)
+        namespace = cli.namespace_for(kind)
+        cli.objects().delete(kind, namespace, name)
+        if wait:
+            wait_gone(cli, kind, namespace, name, limit)
+        click.echo(f"{describe_ref(kind, namespace, name)} deleted")
+
+
 def add_operation_commands(
     group: click.Group,
     kind: Kind,
@@ -661,18 +777,8 @@ def add_operation_commands(
 ) -> None:
     """Add ``get``, ``describe``, ``logs`` and ``delete`` for ``kind`` to ``group``: the same for
     backups, restores and clones but for where the log is and what deleting one leaves behind."""
-
-    @group.command("get", help=f"List {kind.value}s, or show the one called NAME.")
-    @get_options
-    def get(cli: CliContext, name: str | None) -> None:
-        get_and_emit(cli, kind, name, output.operation_table, f"{noun}s")
-
-    @group.command("describe", help=f"Show the {kind.value} NAME: {describe_help}.")
-    @click.argument("name")
-    @connection_options
-    @pass_cli
-    def describe(cli: CliContext, name: str) -> None:
-        describe_and_echo(cli, kind, name, output.describe_operation)
+    add_get_command(group, kind, output.operation_table, f"{noun}s")
+    add_describe_command(group, kind, output.describe_operation, describe_help)
 
     @group.command(
         "logs", help=f"Print the log of the {kind.value} NAME, one JSON line per event; {logs_help}."
@@ -688,15 +794,4 @@ def add_operation_commands(
             if rendered is not None:
                 click.echo(rendered)
 
-    @group.command("delete", help=f"Delete the {kind.value} NAME ({delete_help}).")
-    @click.argument("name")
-    @wait_options(f"Return once the {noun} is gone.")
-    @connection_options
-    @pass_cli
-    def delete(cli: CliContext, name: str, wait: bool, timeout: str | None) -> None:
-        limit = timeout_seconds(timeout)
-        namespace = cli.resolved_namespace()
-        cli.objects().delete(kind, namespace, name)
-        if wait:
-            wait_gone(cli, kind, namespace, name, limit)
-        click.echo(f"{describe_ref(kind, namespace, name)} deleted")
+    add_delete_command(group, kind, noun, delete_help)

@@ -1,4 +1,4 @@
-"""``davit``: the command line for backups, restores, clones and locations (SPEC §7).
+"""``davit``: the command line for backups, restores, clones, locations and schedules (SPEC §7).
 
 Global options (``--kubeconfig``, ``--context``, ``-n``, ``-o``, ``-A``, ``--redis-url``) are accepted
 before the noun and after the verb alike; the one closest to the verb wins. Every failure ends in one
@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from davit.cli import backup, backups, clone, location, repo, restore
+from davit.cli import backup, backups, clone, location, policy, repo, restore, schedule
 from davit.cli.common import (
     CliError,
     all_namespaces_option,
@@ -91,7 +91,7 @@ class DavitGroup(click.Group):
 @all_namespaces_option
 @redis_option
 def cli() -> None:
-    """Davit: backup, restore and clone Kubernetes applications."""
+    """Davit: backup, restore and clone Kubernetes applications, on demand or on schedules."""
 
 
 cli.add_command(location.location)
@@ -100,6 +100,8 @@ cli.add_command(backups.backups)
 cli.add_command(restore.restore)
 cli.add_command(clone.clone)
 cli.add_command(repo.repo)
+cli.add_command(policy.policy)
+cli.add_command(schedule.schedule)
 
 
 if __name__ == "__main__":  # pragma: no cover
