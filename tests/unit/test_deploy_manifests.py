@@ -99,7 +99,9 @@ EXPECTED_GRANTS: dict[str, set[Grant]] = {
     | grants(SNAPSHOTS, ["volumesnapshots"], ["list", "delete"])  # reclaimPolicy Delete
     # Location sync: the cluster's backups listed, imports created and removed, the sync's time.
     | grants(G, ["applicationbackups"], ["list", "create", "delete"])
-    | grants(G, ["backuplocations/status"], ["patch"]),
+    | grants(G, ["backuplocations/status"], ["patch"])
+    # Schedule retention and ttls: the schedule and its policy read, backups deleted (above).
+    | grants(G, ["applicationbackupschedules", "schedulepolicies"], ["get"]),
     RESTORE_ROLE: grants("*", ["*"], list(RESTORE_WILDCARD_VERBS))  # whatever the backup holds
     | grants("rbac.authorization.k8s.io", ["roles", "clusterroles"], ["bind", "escalate"])
     # What it does for itself (all of it also within the wildcard):
@@ -332,9 +334,16 @@ def test_watcher_writes_operation_status(kind: constants.Kind) -> None:
 
 
 def test_watcher_never_writes_davit_objects_themselves() -> None:
+    # The one exception: a schedule's due slot creates its ApplicationBackup.
+    allowed = {constants.PLURALS[constants.Kind.APPLICATION_BACKUP]: {"get", "list", "watch", "create"}}
     for plural in constants.PLURALS.values():
         verbs = granted(watcher_rules(), constants.API_GROUP, plural)
-        assert verbs <= {"get", "list", "watch"}, f"{plural}: {sorted(verbs)}"
+        assert verbs <= allowed.get(plural, {"get", "list", "watch"}), f"{plural}: {sorted(verbs)}"
+
+
+def test_watcher_fires_schedules() -> None:
+    assert "create" in granted(watcher_rules(), constants.API_GROUP, "applicationbackups")
+    assert "patch" in granted(watcher_rules(), constants.API_GROUP, "applicationbackupschedules/status")
 
 
 def test_watcher_records_events() -> None:
