@@ -78,6 +78,15 @@ class Settings:
     #: The BackupLocation (in the admin namespace) clones stage their backup through; empty: the first
     #: Available one there, by name.
     clone_location: str = ""
+    #: The retention service collects the garbage of every Available BackupLocation's repository this
+    #: often (docs/format.md, "Garbage collection"): a deleted backup's data is marked at one run and
+    #: freed at a later one, so space comes back within a few days without a run costing much more than
+    #: a read of every tree once a day.
+    gc_interval_seconds: float = 86400.0
+    #: How long garbage stays marked before it is deleted: three times the task time limit (2 h), so a
+    #: backup task that began before the mark has named its data long before (docs/format.md says what
+    #: else it must exceed: the longest backup of a claim overlapping another).
+    gc_grace_seconds: float = 21600.0
     #: How often the watcher looks for due schedule slots: a backup starts at most this late.
     schedule_tick_seconds: float = 10.0
 

@@ -31,6 +31,8 @@ DEFAULTS: dict[str, Any] = {
     "volume_shard_entries": 100_000,
     "restore_helper_image": "davit:latest",
     "clone_location": "",
+    "gc_interval_seconds": 86400.0,
+    "gc_grace_seconds": 21600.0,
     "schedule_tick_seconds": 10.0,
     "node_name": "",
     "snapshot_timeout_seconds": 600.0,

@@ -5,9 +5,10 @@ from __future__ import annotations
 from davit import location_sync, queueing, workers
 from davit.constants import Kind, Queue
 from davit.messages import Message
+from davit.repo.gc import COLLECT_STAGE
 from davit.runtime import Runtime
 from davit.settings import Settings
-from davit_services.retention import deletion, expiry, sync
+from davit_services.retention import collection, deletion, expiry, sync
 
 #: The stages the watcher sends: a backup whose ttl passed, a schedule whose retention is due.
 EXPIRE = "Expire"
@@ -26,6 +27,8 @@ def handle(rt: Runtime, message: Message) -> None:
         expiry.apply_schedule_retention(rt, message)
     elif message.kind == Kind.BACKUP_LOCATION and message.stage == location_sync.SYNC_STAGE:
         sync.handle(rt, message)
+    elif message.kind == Kind.BACKUP_LOCATION and message.stage == COLLECT_STAGE:
+        collection.handle(rt, message)
 
 
 run_stage = workers.register(app, Queue.RETENTION, SERVICE, handle)

@@ -7,7 +7,8 @@ or unreachable store never holds up the watch loops.
 
 A location with ``sync: true`` found Available is also sent to the retention service to be synced
 (``davit.location_sync``), so a sync follows every check: when the location is created or changed, and
-every ``location_check_seconds``.
+every ``location_check_seconds``. An Available location whose store holds a repository is also sent to be
+garbage-collected (``davit.repo.gc``), once every ``gc_interval_seconds``.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from davit.constants import Kind, Queue
 from davit.kube import events
 from davit.kube.operations import Operations
 from davit.messages import Message
+from davit.repo import gc
+from davit.repo import layout as repo_layout
 from davit.runtime import open_location_store
 from davit.settings import Settings
-from davit.storage.base import StorageError
+from davit.storage.base import ObjectStore, StorageError
 
 log = structlog.get_logger(__name__)
 RawObject = dict[str, Any]
@@ -64,6 +67,21 @@ def sync_message(obj: RawObject, now: datetime.datetime, interval_seconds: float
     )
 
 
+def collect_message(obj: RawObject, now: datetime.datetime, interval_seconds: float) -> Message:
+    """Pure: the message asking for a garbage collection of ``obj``'s repository, known (like a sync's)
+    by the number of the current interval, so one goes out per interval."""
+    meta = obj["metadata"]
+    slot = int(now.timestamp() // max(interval_seconds, 1.0))
+    return Message(
+        Kind.BACKUP_LOCATION, meta["namespace"], meta["name"], meta["uid"], gc.COLLECT_STAGE, str(slot)
+    )
+
+
+def has_repository(store: ObjectStore) -> bool:
+    """Whether the store holds volume data (one listed key is enough to know)."""
+    return next(iter(store.list(repo_layout.PREFIX)), None) is not None
+
+
 class LocationChecker:
     def __init__(
         self,
@@ -71,11 +89,16 @@ class LocationChecker:
         interval_seconds: float,
         is_leader: threading.Event,
         celery: Celery | None = None,
+        gc_interval_seconds: float | None = None,
     ) -> None:
         self.api = api
         # Sync messages go out through the given app; without one, through an app on the Redis the
         # environment's settings name.
         self.celery = celery or queueing.create_app(Settings.from_env().redis_url, "davit-watcher")
+        self.gc_interval = gc_interval_seconds or Settings.from_env().gc_interval_seconds
+        #: The last collection message sent per location uid: checks come every ``interval_seconds``,
+        #: a collection once per ``gc_interval``.
+        self._collections: dict[str, str] = {}
         self.ops = Operations(api)
         self.custom = client.CustomObjectsApi(api)
         self.interval = interval_seconds
@@ -111,12 +134,26 @@ class LocationChecker:
             with self._lock:
                 self._running.discard(obj["metadata"]["uid"])
 
+    def _collection(self, obj: RawObject, store: ObjectStore) -> Message | None:
+        """The collection message to send for ``obj``, if this interval's has not gone out yet and the
+        store holds a repository."""
+        message = collect_message(obj, timeutil.utcnow(), self.gc_interval)
+        if self._collections.get(obj["metadata"]["uid"]) == message.part:
+            return None
+        try:
+            return message if has_repository(store) else None
+        except StorageError as exc:  # the check itself passed: this listing is retried next check
+            log.warning("location.repository_unknown", name=obj["metadata"]["name"], error=str(exc))
+            return None
+
     def check(self, obj: RawObject) -> None:
         meta = obj["metadata"]
+        collect: Message | None = None
         try:
             store, _ = open_location_store(self.ops, obj)
             store.check()
             phase, message = "Available", f"{store.url} is reachable and writable"
+            collect = self._collection(obj, store)
         except StorageError as exc:
             phase, message = "Unavailable", f"{exc.code}: {exc.message}"
         if not self.is_leader.is_set():
@@ -142,6 +179,10 @@ class LocationChecker:
         if sync is not None:
             queueing.send(self.celery, sync, Queue.RETENTION.value)
             log.info("message.sent", queue=Queue.RETENTION.value, key=sync.key, why="location sync")
+        if collect is not None:
+            queueing.send(self.celery, collect, Queue.RETENTION.value)
+            self._collections[meta["uid"]] = collect.part
+            log.info("message.sent", queue=Queue.RETENTION.value, key=collect.key, why="garbage collection")
         if previous != phase:
             events.record(
                 self.api, obj, "Normal" if phase == "Available" else "Warning", phase, message,

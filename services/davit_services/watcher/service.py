@@ -47,7 +47,11 @@ class Watcher:
         self.elector = self._elector()
         self.scheduler = Scheduler(api, self.celery, settings.schedule_tick_seconds)
         self.locations = LocationChecker(
-            api, settings.location_check_seconds, self.elector.is_leader, celery=self.celery
+            api,
+            settings.location_check_seconds,
+            self.elector.is_leader,
+            celery=self.celery,
+            gc_interval_seconds=settings.gc_interval_seconds,
         )
 
     def _elector(self) -> LeaseElector:

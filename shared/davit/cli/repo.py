@@ -1,4 +1,5 @@
-"""``davit repo check``: is every chunk every backup's volumes reference in the location, and intact?"""
+"""``davit repo check``: is every chunk every backup's volumes reference in the location, and intact?
+``davit repo gc``: remove what no backup references any more, and say what that freed."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ from typing import Any
 import click
 
 from davit.cli import output
-from davit.cli.common import CliContext, connection_options, open_repository, output_option, pass_cli
+from davit.cli.common import (
+    CliContext,
+    CliError,
+    connection_options,
+    open_repository,
+    output_option,
+    parse_duration,
+    pass_cli,
+)
 
 
 def _file(trees: dict[str, str], tree_path: str) -> str:
@@ -87,3 +96,57 @@ def check_command(cli: CliContext, location_name: str, read_data: bool) -> None:
         )
     if not healthy:
         raise SystemExit(1)
+
+
+#: The report's kinds of objects, as the table names them.
+_KIND_NAMES = {"packs": "packs", "trees": "tree roots", "treeParts": "tree parts"}
+
+
+@repo.command("gc")
+@click.option("--location", "location_name", required=True, metavar="NAME", help="BackupLocation to collect.")
+@click.option("--dry-run", is_flag=True, help="Change nothing; report what a collection would do.")
+@click.option(
+    "--grace",
+    metavar="DURATION",
+    help="How long unused data stays marked before it is deleted (default 6h). Shorter than the longest "
+    "backup is unsafe while backups run; 0s frees everything unused at once.",
+)
+@connection_options
+@output_option
+@pass_cli
+def gc_command(cli: CliContext, location_name: str, dry_run: bool, grace: str | None) -> None:
+    """Collect the location's garbage: data no backup (in any namespace) and no claim's latest tree
+    references is marked, and deleted by a later collection once marked for the grace period. The
+    retention service does this daily; this runs it now and reports what it freed."""
+    from davit.repo import GcError, collect
+    from davit.repo.gc import DEFAULT_GRACE_SECONDS
+
+    grace_seconds = parse_duration(grace, "--grace") if grace is not None else float(DEFAULT_GRACE_SECONDS)
+    repository = open_repository(cli, cli.resolved_namespace(), location_name)
+    try:
+        report = collect(repository.store, repository.sealer, grace_seconds=grace_seconds, dry_run=dry_run)
+    except GcError as exc:
+        raise CliError(f"garbage collection stopped, nothing depending on it was deleted: {exc}") from exc
+    result = report.to_dict()
+    if cli.output != "table":
+        click.echo(output.render_data({"location": location_name, **result}, cli.output))
+        return
+    rows = []
+    for key, name in _KIND_NAMES.items():
+        kind = result[key]
+        kept = f"{kind['keptByGrace']} ({output.size(kind['keptByGraceBytes'])})"
+        rows.append(
+            [name, kind["live"], kind["deleted"], output.size(kind["freedBytes"]), kind["marked"], kept]
+        )
+    deleted_header = "WOULD DELETE" if dry_run else "DELETED"
+    click.echo(
+        output.format_table(["KIND", "IN USE", deleted_header, "FREED", "MARKED", "KEPT BY GRACE"], rows)
+    )
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    verb = "would free" if dry_run else "freed"
+    summary = f"{verb} {output.size(report.freed_bytes)} in {report.deleted} object(s)"
+    if report.waiting:
+        period = output.human_duration(grace_seconds)
+        summary += f"; {report.waiting} unused object(s) wait for the grace period ({period})"
+    click.echo(summary)

@@ -1,6 +1,7 @@
 """The volume-data repository (docs/format.md, "Volume data repository"): content-defined chunks,
 deduplicated across every backup in a location, packed, compressed, sealed, indexed; snapshot trees of
-directories; restore that never writes outside its target; and a check of what trees reference.
+directories; restore that never writes outside its target; a check of what trees reference; and garbage
+collection of what nothing references any more.
 
 Everything lives under ``repo/`` in the location and is named by content, so concurrent writers never
 overwrite each other's different data and need no lock.
@@ -8,6 +9,7 @@ overwrite each other's different data and need no lock.
 
 from davit.repo.check import CheckReport, check
 from davit.repo.errors import CorruptChunk, MissingChunk, RepoError, UnsafePath
+from davit.repo.gc import GcError, GcReport, collect
 from davit.repo.index import IndexEntry, RepoIndex
 from davit.repo.reader import RepoReader
 from davit.repo.restore import RestoreStats, restore_tree
@@ -29,6 +31,8 @@ __all__ = [
     "Entry",
     "Extent",
     "FileEntry",
+    "GcError",
+    "GcReport",
     "IndexEntry",
     "MissingChunk",
     "RepoError",
@@ -41,6 +45,7 @@ __all__ = [
     "UnsafePath",
     "WriterStats",
     "check",
+    "collect",
     "iter_entries",
     "load_tree",
     "merge_trees",

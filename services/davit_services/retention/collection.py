@@ -1,0 +1,70 @@
+"""Collecting a BackupLocation's repository garbage (``davit.repo.gc``), asked for by the watcher every
+``gc_interval_seconds`` for each Available location.
+
+A run marks what no backup uses any more and deletes what was marked at least ``gc_grace_seconds``
+before, so nothing depends on runs being regular or on one finishing: a lost, repeated or killed run is
+made good by the next. Several BackupLocations on one store collect it each in turn, which is safe.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from davit import constants
+from davit.constants import Kind
+from davit.format.repository import FormatError
+from davit.kube import events
+from davit.messages import Message
+from davit.repo import GcError, GcReport, collect
+from davit.runtime import LocationUnavailable, Runtime
+from davit.storage.base import StorageError
+
+log = structlog.get_logger(__name__)
+RawObject = dict[str, Any]
+
+
+def handle(rt: Runtime, message: Message) -> None:
+    location = rt.ops.get(Kind.BACKUP_LOCATION, message.namespace, message.name)
+    if location is None or location["metadata"]["uid"] != message.uid:
+        return
+    if (location.get("status") or {}).get("phase") != "Available":
+        log.info("gc.skipped", why="the location is not Available")
+        return
+    grace = rt.settings.gc_grace_seconds
+    try:
+        repository = rt.repository(message.namespace, message.name)
+        report = collect(repository.store, repository.sealer, grace_seconds=grace)
+    except (LocationUnavailable, StorageError, FormatError, GcError) as exc:
+        # Not retried: the next period's run starts over, and whatever this one did stands.
+        reason = exc.reason if isinstance(exc, LocationUnavailable) else str(exc)
+        log.warning("gc.failed", reason=reason)
+        _event(rt, location, "Warning", "CollectionFailed", f"garbage collection stopped: {reason}"[:1000])
+        return
+    log.info("gc.done", **_summary(report))
+    for warning in report.warnings:
+        log.warning("gc.warning", warning=warning)
+    if report.deleted or report.packs.marked or report.trees.marked or report.tree_parts.marked:
+        note = (
+            f"freed {report.freed_bytes} bytes in {report.deleted} object(s); "
+            f"{report.waiting} unused object(s) kept for the grace period"
+        )
+        _event(rt, location, "Normal", "Collected", note)
+
+
+def _summary(report: GcReport) -> dict[str, Any]:
+    return {
+        "deleted": report.deleted,
+        "freedBytes": report.freed_bytes,
+        "keptByGrace": report.waiting,
+        "packsInUse": report.packs.live,
+        "packsMarked": report.packs.marked,
+        "backups": report.backups,
+        "graceSeconds": report.grace_seconds,
+    }
+
+
+def _event(rt: Runtime, location: RawObject, kind: events.EventType, reason: str, message: str) -> None:
+    location = {"apiVersion": constants.API_GROUP_VERSION, "kind": Kind.BACKUP_LOCATION.value, **location}
+    events.record(rt.api, location, kind, reason, message, constants.COMPONENT_WORKER)
