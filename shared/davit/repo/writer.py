@@ -2,9 +2,11 @@
 
 The calling thread reads files and chunks them (FastCDC releases the GIL); a pool hashes, compresses and
 seals chunks (BLAKE3, zstd and AES-GCM release it too), so a writer uses every core. Chunks of at most
-64 KiB (small files) are done by the calling thread: for them the hand-off costs more than the work.
-Memory stays bounded: at most ``max_inflight`` chunks in flight, one open pack, and ``uploads`` closed
-packs being written.
+64 KiB are done by the calling thread: for them the hand-off costs more than the work. Whole small files
+come best in batches (``store_small_files``, from several threads at once): hashed, compressed in one
+call and packed under one lock by the calling thread, into an open pack of their own. Memory stays
+bounded: at most ``max_inflight`` chunks in flight, two open packs, and ``uploads`` closed packs being
+written; a batch is its caller's.
 
 A pack and then its index are written when the pack is full and on ``flush()``. Until its index exists a
 pack is invisible, so a writer that dies leaves only complete pack+index pairs (and perhaps a pack without
@@ -19,7 +21,7 @@ import os
 import stat
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -29,7 +31,7 @@ import blake3
 from davit.format.sealing import Sealer
 from davit.repo import layout
 from davit.repo.chunking import data_ranges, iter_chunks
-from davit.repo.codec import ChunkCodec
+from davit.repo.codec import ChunkCodec, SealedParts
 from davit.repo.errors import RepoError
 from davit.repo.index import IndexEntry, RepoIndex, encode_index
 from davit.storage.base import ObjectStore
@@ -40,6 +42,26 @@ UPLOADS = 2
 #: Chunks up to this size are hashed and sealed by the calling thread: handing them to the pool costs
 #: more (a queue, a wake-up, the GIL passed back and forth) than the work itself.
 INLINE_CHUNK = 64 << 10
+
+
+#: What the pool makes of a chunk: its id, its sealed form if new to the repository (None if stored
+#: already), and its size.
+_Processed = tuple[bytes, SealedParts | None, int]
+
+
+@dataclass
+class _OpenPack:
+    """The sealed chunks of a pack being filled, and their index entries (id, offset, length, raw size)."""
+
+    blobs: list[bytes | memoryview] = field(default_factory=list)
+    entries: list[tuple[bytes, int, int, int]] = field(default_factory=list)
+    length: int = 0
+
+    def take(self) -> tuple[list[bytes | memoryview], list[tuple[bytes, int, int, int]]]:
+        """Its contents, leaving it empty."""
+        blobs, entries = self.blobs, self.entries
+        self.blobs, self.entries, self.length = [], [], 0
+        return blobs, entries
 
 
 @dataclass(frozen=True)
@@ -146,16 +168,18 @@ class RepoWriter:
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="davit-repo-chunk")
         self._uploader = ThreadPoolExecutor(uploads, thread_name_prefix="davit-repo-upload")
         self._max_uploads = uploads
-        self._inflight: deque[tuple[Future[tuple[bytes, bytes | None, int]], PendingFile, int, int]] = deque()
+        self._inflight: deque[tuple[Future[_Processed], PendingFile, int, int]] = deque()
         self._uploads: deque[Future[int]] = deque()
         self._claimed: set[bytes] = set()
         self._claim_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         # The chunk pipeline and the open pack: in-flight queue, pending files' slots, pack assembly.
         self._lock = threading.RLock()
-        self._pack: list[bytes] = []
-        self._pack_entries: list[tuple[bytes, int, int, int]] = []
-        self._pack_len = 0
+        # Two open packs: one for the chunks of files cut into chunks, one for whole small files, so that
+        # each kind's chunks stay together in the order they were stored (a restore reads them in about
+        # that order) however the two interleave in time.
+        self._pack = _OpenPack()
+        self._small_pack = _OpenPack()
         self._closed = False
 
     # --- files ---------------------------------------------------------------------------------------
@@ -193,6 +217,40 @@ class RepoWriter:
             self.stats.files += 1
         return pending
 
+    def store_small_files(self, datas: Sequence[bytes]) -> list[bytes | None]:
+        """Store the whole data of small files, each no longer than the minimum chunk (so one chunk, by
+        the format's rule), and return each one's chunk id (None for an empty file). A batch costs one
+        lock and one compression call rather than a pool hand-off per chunk, and its new chunks go
+        straight into the open pack. Several threads may call this at once."""
+        self._check_open()
+        if any(len(data) > layout.CHUNK_MIN for data in datas):
+            raise RepoError("internal: data longer than the minimum chunk must be cut into chunks")
+        ids = [blake3.blake3(data).digest() if data else None for data in datas]
+        new: list[int] = []
+        with self._claim_lock:
+            claimed, index = self._claimed, self.index
+            for i, chunk_id in enumerate(ids):
+                if chunk_id is not None and chunk_id not in claimed and chunk_id not in index:
+                    claimed.add(chunk_id)
+                    new.append(i)
+        new_ids = [ids[i] for i in new]
+        keys = [layout.chunk_aad(c.hex()) for c in new_ids if c is not None] if self.codec.encrypts else []
+        sealed = self.codec.seal_many(keys, [datas[i] for i in new])
+        read = sum(len(data) for data in datas)
+        with self._stats_lock:
+            self.stats.files += len(datas)
+            self.stats.bytes_read += read
+            self.stats.chunks += sum(1 for c in ids if c is not None)
+            self.stats.chunks_new += len(new)
+            self.stats.bytes_new += sum(len(datas[i]) for i in new)
+        if self._on_read is not None and read:
+            self._on_read(read)
+        with self._lock:
+            for i, chunk_id, parts in zip(new, new_ids, sealed, strict=True):
+                assert chunk_id is not None
+                self._add_to_pack(self._small_pack, chunk_id, parts, len(datas[i]))
+        return ids
+
     def result(self, pending: PendingFile) -> FileEntry:
         while True:
             with self._lock:
@@ -209,7 +267,7 @@ class RepoWriter:
     # --- the chunk pipeline --------------------------------------------------------------------------
 
     def _submit(self, pending: PendingFile, extent: int, slot: int, chunk: memoryview) -> None:
-        future: Future[tuple[bytes, bytes | None, int]] | None = None
+        future: Future[_Processed] | None = None
         if len(chunk) <= INLINE_CHUNK:
             # Outside the lock: several threads submitting files seal their small chunks at once.
             future = Future()
@@ -222,7 +280,7 @@ class RepoWriter:
                 future = self._pool.submit(self._process, chunk)
             self._inflight.append((future, pending, extent, slot))
 
-    def _process(self, chunk: memoryview) -> tuple[bytes, bytes | None, int]:
+    def _process(self, chunk: memoryview) -> _Processed:
         """The chunk's id, and its sealed form if it is new (None if already stored). Runs in the pool,
         or in the calling thread for small chunks."""
         chunk_id = blake3.blake3(chunk).digest()
@@ -230,7 +288,7 @@ class RepoWriter:
             if chunk_id in self._claimed or chunk_id in self.index:
                 return chunk_id, None, len(chunk)
             self._claimed.add(chunk_id)
-        sealed = self.codec.seal(layout.chunk_aad(chunk_id.hex()), chunk)
+        sealed = self.codec.seal_parts(layout.chunk_aad(chunk_id.hex()), chunk)
         return chunk_id, sealed, len(chunk)
 
     def _retire_one(self) -> None:
@@ -247,26 +305,30 @@ class RepoWriter:
                 self.stats.chunks_new += 1
                 self.stats.bytes_new += raw_size
         if sealed is not None:
-            self._pack_entries.append((chunk_id, self._pack_len, len(sealed), raw_size))
-            self._pack.append(sealed)
-            self._pack_len += len(sealed)
-            if self._pack_len >= self.pack_size:
-                self._close_pack()
+            self._add_to_pack(self._pack, chunk_id, sealed, raw_size)
         while self._uploads and self._uploads[0].done():
             self._uploads.popleft().result()
 
     # --- packs ---------------------------------------------------------------------------------------
 
-    def _close_pack(self) -> None:
-        if not self._pack:
+    def _add_to_pack(self, pack: _OpenPack, chunk_id: bytes, sealed: SealedParts, raw_size: int) -> None:
+        """Under ``_lock``: append a sealed chunk to an open pack, and close the pack once full."""
+        length = sum(len(part) for part in sealed)
+        pack.entries.append((chunk_id, pack.length, length, raw_size))
+        pack.blobs.extend(sealed)
+        pack.length += length
+        if pack.length >= self.pack_size:
+            self._close_pack(pack)
+
+    def _close_pack(self, pack: _OpenPack) -> None:
+        if not pack.blobs:
             return
         while len(self._uploads) >= self._max_uploads:
             self._uploads.popleft().result()
-        blobs, entries = self._pack, self._pack_entries
-        self._pack, self._pack_entries, self._pack_len = [], [], 0
+        blobs, entries = pack.take()
         self._uploads.append(self._uploader.submit(self._write_pack, blobs, entries))
 
-    def _write_pack(self, blobs: list[bytes], entries: list[tuple[bytes, int, int, int]]) -> int:
+    def _write_pack(self, blobs: list[bytes | memoryview], entries: list[tuple[bytes, int, int, int]]) -> int:
         """In the uploader: the pack, then its index (only then are its chunks visible to anyone)."""
         pack = b"".join(blobs)
         blobs.clear()
@@ -282,13 +344,14 @@ class RepoWriter:
         return len(pack)
 
     def flush(self) -> None:
-        """Process every queued chunk and write the open pack and its index; afterwards every chunk of
-        every file returned so far is in the repository."""
+        """Process every queued chunk and write the open packs and their indexes; afterwards every chunk
+        of every file returned so far is in the repository."""
         self._check_open()
         with self._lock:
             while self._inflight:
                 self._retire_one()
-            self._close_pack()
+            self._close_pack(self._pack)
+            self._close_pack(self._small_pack)
             while self._uploads:
                 self._uploads.popleft().result()
 
@@ -308,14 +371,15 @@ class RepoWriter:
             self._shutdown()
 
     def abort(self) -> None:
-        """Stop without writing the open pack: what a writer killed mid-way leaves (packs already being
+        """Stop without writing the open packs: what a writer killed mid-way leaves (packs already being
         written finish, each with its index)."""
         if self._closed:
             return
         for future, _pending, _extent, _slot in self._inflight:
             future.cancel()
         self._inflight.clear()
-        self._pack, self._pack_entries, self._pack_len = [], [], 0
+        self._pack.take()
+        self._small_pack.take()
         self._shutdown()
 
     def _shutdown(self) -> None:
