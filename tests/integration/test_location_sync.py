@@ -292,4 +292,11 @@ def test_a_backup_of_cluster_a_is_restored_in_cluster_b_with_its_volume(
     for (kind, name), original in originals.items():
         copy_b = json.loads(second_cluster.kubectl("-n", namespace_b, "get", kind, name, "-o", "json").stdout)
         assert normalize(copy_b, {}) == normalize(original, {}), (kind, name)
+    # The pod runs once its init container has found and removed the node agent's marker.
+    ready = "jsonpath={.status.conditions[?(@.type=='Ready')].status}"
+    wait_for(
+        "db-0 to run in cluster b",
+        lambda: "True" in second_cluster.kubectl("-n", namespace_b, "get", "pod", "db-0", "-o", ready).stdout,
+        timeout=60,
+    )
     assert_same_tree(volume, volume_of(second_cluster, namespace_b, "data-db-0"))

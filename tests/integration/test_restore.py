@@ -328,8 +328,9 @@ def test_round_trip_after_deleting_the_namespace(
         labels = restored[key]["metadata"].get("labels") or {}
         assert labels.get("davit.dev/restore") == "app-back", key
 
-    assert_same_tree(original_files, volume_of(stack, namespace, "data-db-0"))
+    # Once the pods run, their init container has removed the node agent's marker from the volume.
     wait_ready(stack, namespace)
+    assert_same_tree(original_files, volume_of(stack, namespace, "data-db-0"))
 
 
 def resource_versions(stack: StackEnv, namespace: str) -> dict[tuple[str, str], tuple[str, str]]:
@@ -354,8 +355,8 @@ def test_into_another_namespace_then_retain_keeps_and_delete_replaces(
         assert sorted(copied) == sorted(originals)
         for key, original in originals.items():
             assert normalize(copied[key], {}) == normalize(original, mapping), key
-        assert_same_tree(volume, volume_of(stack, target, "data-db-0"))
         wait_ready(stack, target)
+        assert_same_tree(volume, volume_of(stack, target, "data-db-0"))
         assert objects_of(stack, namespace).keys() == originals.keys(), "the original namespace changed"
 
         # Restored again with Retain: nothing is written, everything is reported Retained.
@@ -376,8 +377,8 @@ def test_into_another_namespace_then_retain_keeps_and_delete_replaces(
         after = resource_versions(stack, target)
         replaced = [k for k in before if k != ("ServiceAccount", "default")]
         assert all(after[k][0] != before[k][0] for k in replaced), "an object kept its uid"
-        assert_same_tree(volume, volume_of(stack, target, "data-db-0"))
         wait_ready(stack, target)
+        assert_same_tree(volume, volume_of(stack, target, "data-db-0"))
     finally:
         stack.kubectl("delete", "namespace", target, "--wait=false", check=False)
 
@@ -446,8 +447,8 @@ def test_clone_with_data_and_a_clone_that_must_not_overwrite(
         assert sorted(copied) == sorted(originals)
         for key, original in originals.items():
             assert normalize(copied[key], {}) == normalize(original, mapping), key
-        assert_same_tree(volume, volume_of(stack, target, "data-db-0"))
         wait_ready(stack, target)
+        assert_same_tree(volume, volume_of(stack, target, "data-db-0"))
 
         # replacePolicy Fail into a namespace that already holds the ConfigMap the clone would write.
         stack.kubectl("create", "namespace", occupied)
@@ -515,6 +516,7 @@ def test_node_mapping_moves_a_node_bound_volume_to_another_node(
         assert [e["values"] for t in terms for e in t["matchExpressions"]] == [[new_node]], terms
         pod = json.loads(stack.kubectl("-n", target, "get", "pod", "db-0", "-o", "json").stdout)
         assert pod["spec"]["nodeName"] == new_node
+        wait_ready(stack, target)
         assert_same_tree(volume, volume_of(stack, target, "data-db-0"))
     finally:
         stack.kubectl("delete", "namespace", target, "--wait=false", check=False)

@@ -340,7 +340,7 @@ def test_invalid_operations_fail_with_reason_and_event(
     assert "bad" not in queued
 
 
-def test_clone_in_admin_namespace_goes_to_snapshot_queue(stack: StackEnv, redis, start_watcher) -> None:
+def test_clone_in_admin_namespace_goes_to_restore_queue(stack: StackEnv, redis, start_watcher) -> None:
     start_watcher("w1")
     name = f"clone-{uuid.uuid4().hex[:8]}"
     manifest = {
@@ -353,7 +353,7 @@ def test_clone_in_admin_namespace_goes_to_snapshot_queue(stack: StackEnv, redis,
     try:
         wait_stage(stack, "applicationclone", ADMIN_NAMESPACE, name, Stage.INITIAL)
         messages = wait_for(
-            "the clone's message", lambda: queued_messages(redis, Queue.SNAPSHOT, ADMIN_NAMESPACE)
+            "the clone's message", lambda: queued_messages(redis, Queue.RESTORE, ADMIN_NAMESPACE)
         )
         assert [(m.kind, m.name) for _, m in messages] == [(Kind.APPLICATION_CLONE, name)]
     finally:
