@@ -130,6 +130,17 @@ def test_interval_schedule_keeps_two_and_survives_a_watcher_kill(
         status = json.loads(stack.kubectl("-n", namespace, "get", "applicationbackupschedule", "often", "-o",
                                           "json").stdout)["status"]  # fmt: skip
         assert "nextTrigger" not in status and status["items"]["interval"], status
+
+        # Retention has run on what is left: exactly the 2 newest successful backups are kept.
+        def kept_successes() -> list[str]:
+            return [
+                b["metadata"]["name"]
+                for b in backups_of(stack, namespace, "often")
+                if state(b) == "Successful"
+            ]
+
+        wait_for("retention to keep exactly 2", lambda: len(kept_successes()) == 2, timeout=90)
+        assert kept_successes() == sorted(names)[-2:], (kept_successes(), names)
     except AssertionError:
         print(services.logs())
         raise

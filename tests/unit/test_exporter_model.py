@@ -529,3 +529,30 @@ def test_cache_follows_events_and_a_relist_replaces_everything() -> None:
     assert snapshot is not None and snapshot.operations[BACKUP][0]["status"]["stage"] == "Initial"
     cache.replace(BACKUP, [op("c")])  # "a" was deleted while the watch was down
     assert names() == ["c"]
+
+
+def test_retention_deletions_by_namespace_and_reason() -> None:
+    family = model.deletions_family(
+        {("shop", "retain"): 3, ("shop", "ttl"): 1, ("db", "failed-superseded"): 2}
+    )
+    assert samples([family], "davit_retention_deletions_total") == {
+        (("namespace", "db"), ("reason", "failed-superseded")): 2,
+        (("namespace", "shop"), ("reason", "retain")): 3,
+        (("namespace", "shop"), ("reason", "ttl")): 1,
+    }
+
+
+@pytest.mark.parametrize(
+    ("reason", "code"),
+    [
+        ("its ttl expired at 2026-11-21T10:00:00Z", "ttl"),
+        ("retain 2 keeps only the 2 newest successful interval backups", "retain"),
+        ("older than expireAfter 7d (finished 2026-11-01T00:00:00Z); minRetain 1 keeps ...", "expire-after"),
+        ("failed, and the newer interval backup b3 succeeded", "failed-superseded"),
+    ],
+)
+def test_each_retention_reason_has_a_bounded_metric_label(reason: str, code: str) -> None:
+    from davit import deletions
+    from davit_services.retention.expiry import reason_code
+
+    assert reason_code(reason) == code and code in deletions.REASONS
