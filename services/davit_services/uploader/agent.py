@@ -66,12 +66,8 @@ def source_directory(plan: VolumePlan, kubelet_root: str) -> Path:
 def handle(rt: Runtime, message: Message) -> None:
     if message.kind != KIND or message.stage != Stage.VOLUMES:
         return
-    obj = rt.ops.get(KIND, message.namespace, message.name)
-    if (
-        obj is None
-        or obj["metadata"]["uid"] != message.uid
-        or (obj.get("status") or {}).get("stage") != Stage.VOLUMES
-    ):
+    obj = rt.ops.current(KIND, message.namespace, message.name, message.uid, Stage.VOLUMES)
+    if obj is None:
         return
     state = OperationState(rt.redis, message.uid)
     claim, _sep, shard = message.part.removeprefix(volume_stage.VOLUME_PART_PREFIX).partition(SHARD_SEPARATOR)

@@ -36,12 +36,8 @@ MOUNT_WAIT_SECONDS = 120.0
 def handle(rt: Runtime, message: Message) -> None:
     if message.stage != Stage.VOLUMES:
         return
-    obj = rt.ops.get(KIND, message.namespace, message.name)
-    if (
-        obj is None
-        or obj["metadata"]["uid"] != message.uid
-        or (obj.get("status") or {}).get("stage") != Stage.VOLUMES
-    ):
+    obj = rt.ops.current(KIND, message.namespace, message.name, message.uid, Stage.VOLUMES)
+    if obj is None:
         return
     state = OperationState(rt.redis, message.uid)
     if not state.is_pending(message.part, group=restore_volumes.GROUP):

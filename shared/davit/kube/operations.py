@@ -33,6 +33,14 @@ class Operations:
         obj: RawObject = json.loads(response.data)
         return obj
 
+    def current(self, kind: Kind, namespace: str, name: str, uid: str, stage: str) -> RawObject | None:
+        """The operation a message is about, if it still is that object (same uid) in that stage: a
+        message for an operation deleted and re-created, or one that moved on, is stale."""
+        obj = self.get(kind, namespace, name)
+        if obj is None or obj["metadata"]["uid"] != uid or (obj.get("status") or {}).get("stage") != stage:
+            return None
+        return obj
+
     def patch_status(
         self, kind: Kind, obj: RawObject, status: dict[str, Any], check_version: bool = False
     ) -> RawObject:
