@@ -196,32 +196,12 @@ def test_a_second_cluster_imports_keeps_and_drops_backups_of_the_first(
     assert get(second_cluster, namespace_b, "applicationbackup", "foreign") is not None
 
 
-CROSS_CLUSTER_APP = """
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: settings, namespace: NS}
-data: {mode: production}
----
-apiVersion: v1
-kind: Secret
-metadata: {name: credentials, namespace: NS}
-stringData: {password: not-a-real-password}
----
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: db, namespace: NS, labels: {app: db}}
-spec:
-  serviceName: db
-  replicas: 1
-  selector: {matchLabels: {app: db}}
-  template:
-    metadata: {labels: {app: db}}
-    spec:
-      containers: [{name: db, image: postgres, volumeMounts: [{name: data, mountPath: /data}]}]
-  volumeClaimTemplates:
-  - metadata: {name: data}
-    spec: {storageClassName: davit-dev, accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
-"""
+def cross_cluster_app() -> str:
+    """The restore tests' ConfigMap, Secret and StatefulSet with a volume claim template."""
+    from tests.integration.test_restore import APP
+
+    wanted = ("kind: ConfigMap", "kind: Secret", "kind: StatefulSet")
+    return "---".join(doc for doc in APP.split("---") if any(k in doc for k in wanted))
 
 
 @pytest.fixture
@@ -253,7 +233,7 @@ def test_a_backup_of_cluster_a_is_restored_in_cluster_b_with_its_volume(
     from tests.integration.test_backup_volumes import assert_same_tree, fill_mixed
     from tests.integration.test_restore import volume_of
 
-    apply(stack, CROSS_CLUSTER_APP.replace("NS", namespace))
+    apply(stack, cross_cluster_app().replace("NS", namespace))
     volume = volume_of(stack, namespace, "data-db-0")
     fill_mixed(volume, seed=11, big=4 * 1024 * 1024)
     location = location_manifest(stack, "s3", namespace, tmp_path)

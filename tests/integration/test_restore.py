@@ -18,30 +18,15 @@ from davit.restoring.normalize import normalize
 from tests.conftest import StackEnv
 from tests.helpers import wait_for
 from tests.integration.conftest import Services
+from tests.integration.test_backup_resources import APP as BACKUP_APP
 from tests.integration.test_backup_resources import apply, location_manifest
 from tests.integration.test_backup_volumes import assert_same_tree, fill_mixed
 
 pytestmark = pytest.mark.integration
 
 ADMIN = "kube-system"
-CRD = """
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: widgets.example.davit.dev}
-spec:
-  group: example.davit.dev
-  scope: Namespaced
-  names: {plural: widgets, singular: widget, kind: Widget}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec: {type: object, properties: {size: {type: integer}, color: {type: string}}}
-"""
+#: The custom resource definition the resource-backup tests use (Widgets keep any fields).
+CRD = BACKUP_APP.split("---")[0]
 
 APP = """
 apiVersion: v1
