@@ -77,6 +77,10 @@ def _plugin_dir(pv_spec: RawObject) -> str:
     return f"kubernetes.io~{plugin_names.get(source, source)}"
 
 
+#: The plugin directory of a PV, for the node agent's check of a plan against the API.
+plugin_dir = _plugin_dir
+
+
 def driver_of(pv: RawObject | None) -> str:
     spec = (pv or {}).get("spec") or {}
     if "csi" in spec:

@@ -6,6 +6,10 @@ node's queue; the last shard to finish writes the volume's tree from theirs (``m
 new root). Several task slots (or agent replicas on the node) then share a big volume, and a task killed
 mid-volume repeats one shard, not the volume.
 
+The node agent runs as root: the directory it reads is derived from the API (``davit.node_volume``), the
+plan in Redis being only a hint that must agree; any error in a volume ends that volume Failed with its
+reason, never the task.
+
 Incremental: the tree of the previous backup of the same claim (a pointer per namespace and claim in
 the repository) lets unchanged files (same size, mtime and inode) be taken over without being read, and
 chunks already in the repository are never stored again, whichever backup or namespace stored them.
@@ -24,7 +28,7 @@ from typing import Any
 
 import structlog
 
-from davit import queueing, volume_stage
+from davit import node_volume, queueing, volume_stage
 from davit.api.types import Stage, Status
 from davit.constants import Kind, node_queue
 from davit.format.repository import BackupRepository
@@ -56,13 +60,6 @@ def latest_key(namespace: str, claim: str) -> str:
     return f"repo/latest/{namespace}/{claim}"
 
 
-def source_directory(plan: VolumePlan, kubelet_root: str) -> Path:
-    if plan.source == "local":
-        return Path(plan.path)
-    base = Path(kubelet_root) / "pods" / plan.pod_uid / "volumes" / plan.plugin_dir / plan.volume
-    return base / "mount" if plan.plugin_dir == "kubernetes.io~csi" else base
-
-
 def handle(rt: Runtime, message: Message) -> None:
     if message.kind != KIND or message.stage != Stage.VOLUMES:
         return
@@ -75,7 +72,7 @@ def handle(rt: Runtime, message: Message) -> None:
     if plan is None:
         return
     spec = obj.get("spec") or {}
-    volume = _Volume(rt, message, state, plan, spec["backupLocation"])
+    volume = _Volume(rt, message, state, plan, claim, obj, str(spec.get("backupLocation") or ""))
     if shard:
         volume.store_shard(int(shard))
     elif state.is_pending(message.part):
@@ -90,39 +87,48 @@ class _Volume:
     """One volume's backup: planned by the task for the volume, stored by it alone when small, else by one
     task per shard on this node's queue, the last of which merges the shards' trees."""
 
-    def __init__(self, rt: Runtime, message: Message, state: OperationState, plan: VolumePlan,
-                 location: str) -> None:  # fmt: skip
+    def __init__(self, rt: Runtime, message: Message, state: OperationState, plan: VolumePlan, part: str,
+                 backup: dict[str, Any], location: str) -> None:  # fmt: skip
         self.rt = rt
         self.message = message
         self.state = state
+        #: Only a hint: ``_source`` derives the directory from the API and refuses a plan that disagrees.
         self.plan = plan
+        #: ``<namespace>/<claim>``, from the message: the status entry and the claim that are checked.
+        self.part = part
+        self.namespace, _sep, self.claim = part.partition("/")
+        self.backup = backup
         self.location = location
-        self.group = f"shards:{plan.part}"
-        self.volume_part = volume_stage.VOLUME_PART_PREFIX + plan.part
+        self.group = f"shards:{part}"
+        self.volume_part = volume_stage.VOLUME_PART_PREFIX + part
 
     def start(self) -> None:
         try:
-            repository = self.rt.repository(self.message.namespace, self.location)
-            source = self._source()
-            if self.state.group_plan(self.group) is not None:
-                # A retry: the shards are out (or all done, and their merge was interrupted).
-                self._send_or_merge()
-                return
-            shards = plan_shards(source, self.rt.settings.volume_shard_bytes,
-                                 self.rt.settings.volume_shard_entries)  # fmt: skip
-            # The size to expect, from the metadata-only walk, so progress has a total.
-            self._update({"status": Status.IN_PROGRESS.value, "totalSize": shards.size, "bytesDone": 0})
-            if shards.shards == 1:
-                tree, stats = self._store(repository, source, None, None, self._report_single)
-                self._finish(self._success(repository, tree, stats.bytes_read, stats.bytes_stored))
-                return
-            bounds = json.dumps([b.hex() for b in shards.bounds])
-            if self.state.start_group(self.group, bounds, [str(i) for i in range(shards.shards)]):
-                self.state.log("volume.sharded", claim=self.plan.part, shards=shards.shards,
-                               totalSize=shards.size, entries=shards.entries)  # fmt: skip
-            self._send_or_merge()
-        except (LocationUnavailable, RepoError, OSError) as exc:
-            self._finish(_failure(exc))
+            result = self._start()
+        except Exception as exc:  # any error ends this volume, never the task
+            result = _failure(exc)
+        if result is not None:
+            self._finish(result)
+
+    def _start(self) -> dict[str, Any] | None:
+        """The volume's result when it is done here; None while its shards are out."""
+        source = self._source()
+        repository = self.rt.repository(self.message.namespace, self.location)
+        if self.state.group_plan(self.group) is not None:
+            # A retry: the shards are out (or all done, and their merge was interrupted).
+            return self._send_or_merge()
+        shards = plan_shards(source, self.rt.settings.volume_shard_bytes,
+                             self.rt.settings.volume_shard_entries)  # fmt: skip
+        # The size to expect, from the metadata-only walk, so progress has a total.
+        self._update({"status": Status.IN_PROGRESS.value, "totalSize": shards.size, "bytesDone": 0})
+        if shards.shards == 1:
+            tree, stats = self._store(repository, source, None, None, self._report_single)
+            return self._success(repository, tree, stats.bytes_read, stats.bytes_stored)
+        bounds = json.dumps([b.hex() for b in shards.bounds])
+        if self.state.start_group(self.group, bounds, [str(i) for i in range(shards.shards)]):
+            self.state.log("volume.sharded", claim=self.part, shards=shards.shards,
+                           totalSize=shards.size, entries=shards.entries)  # fmt: skip
+        return self._send_or_merge()
 
     def store_shard(self, shard: int) -> None:
         if not self.state.is_pending(str(shard), group=self.group):
@@ -136,50 +142,50 @@ class _Volume:
                 values = self.rt.redis.hvals(self.state.key(self.group + ":progress"))
                 self._update({"status": Status.IN_PROGRESS.value, "bytesDone": sum(int(v) for v in values)})
 
-            tree, stats = self._store(repository, self._source(), start, end, report)
+            source = self._source()
+            tree, stats = self._store(repository, source, start, end, report)
             outcome = {"tree": tree.id, "bytesRead": stats.bytes_read, "storedSize": stats.bytes_stored}
-        except (LocationUnavailable, RepoError, OSError) as exc:
+        except Exception as exc:  # any error ends this shard (and so the volume) Failed
             outcome = _failure(exc)
         self.rt.redis.hset(self.state.key(self.group + ":results"), str(shard), json.dumps(outcome))
         if self.state.finish(str(shard), group=self.group):
-            self._merge()
+            self._finish(self._merge())
 
     # --- steps ---------------------------------------------------------------------------------------
 
-    def _send_or_merge(self) -> None:
+    def _send_or_merge(self) -> dict[str, Any] | None:
         outstanding = self.state.pending(group=self.group)
         if not outstanding:
-            self._merge()
-            return
+            return self._merge()
         meta = self.message
         for shard in outstanding:
             part = f"{self.volume_part}{SHARD_SEPARATOR}{shard}"
             queueing.send(self.rt.celery, replace(meta, part=part, issued_at=time.time()),
-                          node_queue(self.plan.node))  # fmt: skip
+                          node_queue(self.rt.settings.node_name))  # fmt: skip
+        return None
 
-    def _merge(self) -> None:
-        raw = self.rt.redis.hgetall(self.state.key(self.group + ":results"))
-        outcomes = sorted(((int(k), json.loads(v)) for k, v in raw.items()), key=lambda item: item[0])
-        failed = [f"shard {i}: {o['reason']}" for i, o in outcomes if "reason" in o]
-        if failed:
-            self._finish({"status": Status.FAILED.value, "reason": "; ".join(failed)})
-            return
+    def _merge(self) -> dict[str, Any]:
+        """The volume's result from its shards' (the last shard to finish merges)."""
         try:
+            raw = self.rt.redis.hgetall(self.state.key(self.group + ":results"))
+            outcomes = sorted(((int(k), json.loads(v)) for k, v in raw.items()), key=lambda item: item[0])
+            failed = [f"shard {i}: {o['reason']}" for i, o in outcomes if "reason" in o]
+            if failed:
+                return {"status": Status.FAILED.value, "reason": "; ".join(failed)}
             repository = self.rt.repository(self.message.namespace, self.location)
             trees = [load_tree(repository.store, repository.sealer, o["tree"]) for _i, o in outcomes]
             tree = merge_trees(repository.store, repository.sealer, trees)
             bytes_read = sum(int(o["bytesRead"]) for _i, o in outcomes)
             stored = sum(int(o["storedSize"]) for _i, o in outcomes)
-            result = self._success(repository, tree, bytes_read, stored)
-        except (LocationUnavailable, RepoError, OSError) as exc:
-            result = _failure(exc)
-        self._finish(result)
+            return self._success(repository, tree, bytes_read, stored)
+        except Exception as exc:  # any error ends this volume, never the task
+            return _failure(exc)
 
     def _success(
         self, repository: BackupRepository, tree: Tree, bytes_read: int, stored: int
     ) -> dict[str, Any]:
-        repository.put(latest_key(self.plan.namespace, self.plan.claim), tree.id.encode())
-        log.info("volume.stored", claim=self.plan.part, tree=tree.id, entries=tree.entries, read=bytes_read,
+        repository.put(latest_key(self.namespace, self.claim), tree.id.encode())
+        log.info("volume.stored", claim=self.part, tree=tree.id, entries=tree.entries, read=bytes_read,
                  stored=stored)  # fmt: skip
         return {
             "status": Status.SUCCESSFUL.value,
@@ -193,7 +199,7 @@ class _Volume:
         }
 
     def _finish(self, result: dict[str, Any]) -> None:
-        claim = self.plan.part
+        claim = self.part
         if result["status"] == Status.SUCCESSFUL:
             self.state.log("volume.completed", claim=claim,
                            **{k: result[k] for k in ("tree", "totalSize", "storedSize")})  # fmt: skip
@@ -207,7 +213,16 @@ class _Volume:
     # --- helpers -------------------------------------------------------------------------------------
 
     def _source(self) -> Path:
-        source = source_directory(self.plan, self.rt.settings.kubelet_root)
+        """The volume's directory on this node as the API has it (RefusedDirectory when the plan in Redis
+        disagrees or the claim is not one this backup may read)."""
+        settings = self.rt.settings
+        view = node_volume.claim_view(self.rt.api, self.part)
+        allowed = node_volume.backup_namespaces(
+            self.backup, settings.admin_namespace, node_volume.selected_namespaces(self.rt.api, self.backup)
+        )
+        source = node_volume.derive_directory(
+            self.plan, self.part, view, allowed, settings.node_name, settings.kubelet_root
+        )
         if not source.is_dir():
             raise FileNotFoundError(
                 f"volume directory {source} not found on node {self.rt.settings.node_name}"
@@ -217,11 +232,11 @@ class _Volume:
     def _bounds(self) -> ShardPlan:
         raw = self.state.group_plan(self.group)
         if raw is None:
-            raise RepoError(f"the shard plan of {self.plan.part} is gone")
+            raise RepoError(f"the shard plan of {self.part} is gone")
         return ShardPlan(bounds=tuple(bytes.fromhex(b) for b in json.loads(raw)), size=0, entries=0)
 
     def _update(self, fields: dict[str, Any]) -> None:
-        volume_stage.update_volume(self.rt, self.message.namespace, self.message.name, self.plan.part, fields)
+        volume_stage.update_volume(self.rt, self.message.namespace, self.message.name, self.part, fields)
 
     def _report_single(self, done: int) -> None:
         self._update({"status": Status.IN_PROGRESS.value, "bytesDone": done})
@@ -235,7 +250,7 @@ class _Volume:
         report: Callable[[int], None],
     ) -> tuple[Tree, WriterStats]:
         """Store ``[start, end)`` of the volume, reporting the bytes read every few seconds."""
-        previous = _previous(repository, self.plan)
+        previous = _previous(repository, self.namespace, self.claim)
         read = [0]
         lock = threading.Lock()
         stop = threading.Event()
@@ -263,15 +278,24 @@ class _Volume:
         return tree, writer.stats
 
 
+def failure_reason(exc: Exception) -> str:
+    """A volume's reason in its status: what went wrong, never a traceback."""
+    if isinstance(exc, LocationUnavailable):
+        return exc.reason
+    if isinstance(exc, node_volume.RefusedDirectory):
+        return f"refused the volume's directory: {exc.reason}"
+    log.warning("volume.error", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _failure(exc: Exception) -> dict[str, Any]:
-    reason = exc.reason if isinstance(exc, LocationUnavailable) else f"{type(exc).__name__}: {exc}"
-    return {"status": Status.FAILED.value, "reason": reason}
+    return {"status": Status.FAILED.value, "reason": failure_reason(exc)}
 
 
-def _previous(repository: BackupRepository, plan: VolumePlan) -> Tree | None:
+def _previous(repository: BackupRepository, namespace: str, claim: str) -> Tree | None:
     try:
-        tree_id = repository.get(latest_key(plan.namespace, plan.claim)).decode()
+        tree_id = repository.get(latest_key(namespace, claim)).decode()
         return load_tree(repository.store, repository.sealer, tree_id)
     except (ObjectNotFound, RepoError) as exc:
-        log.info("volume.full_backup", claim=plan.part, why=str(exc))
+        log.info("volume.full_backup", claim=f"{namespace}/{claim}", why=str(exc))
         return None

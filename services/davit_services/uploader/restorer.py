@@ -1,36 +1,48 @@
 """Writing a restored volume's data on this node, then releasing the pods that wait for it.
 
 The target is the directory the pod's node mounts the claim's new volume at (the kubelet's pod volume
-directory, or a local PV's path). The tree is written there by ``davit.repo.restore_tree``, which never
-writes outside it; then the marker ``.davit-restore/<restore uid>`` is created, last, which the restore's
-init container waits for (``davit.restore_wait``).
+directory, or a local PV's path), derived from the API (``davit.node_volume``): the plan the restore
+service left in Redis is only a hint that must agree with it, and the claim must lie in a namespace the
+restore may write. The tree is written there by ``davit.repo.restore_tree``, which never writes outside
+it, strips setuid and setgid bits unless the BackupLocation opts in (``location.restoreSetuid``, honoured
+for locations in the admin namespace only), and refuses a tree holding an entry where the marker goes.
+Then the marker ``.davit-restore/<restore uid>`` is created, last, without following links, which the
+restore's init container waits for (``davit.restore_wait``). Any error ends the volume Failed with its
+reason, never the task.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import structlog
 
-from davit import restore_volumes, volume_stage
+from davit import node_volume, restore_volumes, volume_stage
 from davit.api.types import Stage, Status
 from davit.constants import Kind
 from davit.messages import Message
 from davit.opstate import OperationState
-from davit.repo import RepoError, load_tree, restore_tree
+from davit.repo import UnsafePath, load_tree, restore_tree
 from davit.repo.reader import RepoReader
-from davit.restore_wait import marker_path
-from davit.runtime import LocationUnavailable, Runtime
+from davit.restore_wait import MARKER_DIR
+from davit.runtime import Runtime
+from davit.validation import resolve_location
 from davit.volumes import VolumePlan
-from davit_services.uploader.agent import source_directory
+from davit_services.uploader.agent import failure_reason
 
 log = structlog.get_logger(__name__)
 KIND = Kind.APPLICATION_RESTORE
 #: How long the kubelet may take to set up the pod's volume directory after the pod was scheduled.
 MOUNT_WAIT_SECONDS = 120.0
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def handle(rt: Runtime, message: Message) -> None:
@@ -43,39 +55,111 @@ def handle(rt: Runtime, message: Message) -> None:
     if not state.is_pending(message.part, group=restore_volumes.GROUP):
         return
     claim_part = message.part.removeprefix(restore_volumes.PART_PREFIX)
-    target = json.loads(state.redis.hget(state.key(restore_volumes.TARGETS), claim_part) or "{}")
-    if "plan" not in target:
-        return
-    plan = VolumePlan(**target["plan"])
-    spec = obj.get("spec") or {}
     try:
-        directory = _wait_for_directory(source_directory(plan, rt.settings.kubelet_root))
-        repository = rt.repository(message.namespace, spec["backupLocation"])
-        tree = load_tree(repository.store, repository.sealer, target["tree"])
-        stats = restore_tree(tree, directory, RepoReader(repository.store, repository.sealer))
-        _leave_marker(directory, message.uid)
-    except (LocationUnavailable, RepoError, OSError) as exc:
-        reason = exc.reason if isinstance(exc, LocationUnavailable) else f"{type(exc).__name__}: {exc}"
-        restore_volumes.fail_volume(rt, obj, state, message.part, reason)
+        target = json.loads(state.redis.hget(state.key(restore_volumes.TARGETS), claim_part) or "{}")
+        if "plan" not in target:
+            return
+        tree_size, files, written = _restore(rt, obj, claim_part, target)
+    except Exception as exc:  # any error ends this volume Failed, never the task
+        restore_volumes.fail_volume(rt, obj, state, message.part, failure_reason(exc))
         return
-    state.log("volume.restored", claim=claim_part, files=stats.files, bytes=stats.bytes_written)
-    log.info("volume.restored", claim=claim_part, files=stats.files, bytes=stats.bytes_written)
+    state.log("volume.restored", claim=claim_part, files=files, bytes=written)
+    log.info("volume.restored", claim=claim_part, files=files, bytes=written)
     volume_stage.update_volume(rt, message.namespace, message.name, claim_part,
-                               {"status": Status.SUCCESSFUL.value, "reason": "", "totalSize": tree.size,
-                                "bytesDone": tree.size}, kind=KIND)  # fmt: skip
+                               {"status": Status.SUCCESSFUL.value, "reason": "", "totalSize": tree_size,
+                                "bytesDone": tree_size}, kind=KIND)  # fmt: skip
     restore_volumes.volume_done(rt, obj, state, message.part)
 
 
-def _leave_marker(directory: Path, restore_uid: str) -> None:
+def _restore(
+    rt: Runtime, obj: dict[str, Any], claim_part: str, target: dict[str, Any]
+) -> tuple[int, int, int]:
+    """Write the volume; (tree size, files, bytes written)."""
+    meta, spec = obj["metadata"], obj.get("spec") or {}
+    restore_uid = str(meta["uid"])
+    plan = VolumePlan(**target["plan"])
+    directory = _wait_for_directory(target_directory(rt, obj, claim_part, plan))
+    repository = rt.repository(meta["namespace"], spec["backupLocation"])
+    tree = load_tree(repository.store, repository.sealer, str(target["tree"]))
+    stats = restore_tree(
+        tree, directory, RepoReader(repository.store, repository.sealer),
+        keep_setuid=_location_keeps_setuid(rt, meta["namespace"], spec["backupLocation"]),
+        reserved=(marker_entry(restore_uid),),
+    )  # fmt: skip
+    leave_marker(directory, restore_uid)
+    return tree.size, stats.files, stats.bytes_written
+
+
+def target_directory(rt: Runtime, obj: dict[str, Any], claim_part: str, plan: VolumePlan) -> Path:
+    """Where the claim's data goes on this node, from the API; RefusedDirectory when the plan disagrees."""
+    settings = rt.settings
+    backup_name = (obj.get("spec") or {}).get("backupName") or ""
+    backup = rt.lookup.backup(obj["metadata"]["namespace"], backup_name) if backup_name else None
+    allowed = node_volume.restore_namespaces(obj, backup, settings.admin_namespace)
+    view = node_volume.claim_view(rt.api, claim_part)
+    return node_volume.derive_directory(
+        plan, claim_part, view, allowed, settings.node_name, settings.kubelet_root
+    )
+
+
+def _location_keeps_setuid(rt: Runtime, namespace: str, name: str) -> bool:
+    """Whether the location opts in to restoring setuid/setgid bits: only an administrator's location (in
+    the admin namespace) may, since the bits would be restored as root."""
+    location = resolve_location(rt.lookup, namespace, name, rt.settings.admin_namespace)
+    if location is None or location["metadata"]["namespace"] != rt.settings.admin_namespace:
+        return False
+    return (location.get("location") or {}).get("restoreSetuid") is True
+
+
+def marker_entry(restore_uid: str) -> bytes:
+    """The tree path of this restore's marker: no entry of a restored tree may be there (or be a
+    non-directory where its directory goes)."""
+    return os.fsencode(f"{MARKER_DIR}/{restore_uid}")
+
+
+def leave_marker(directory: Path, restore_uid: str) -> None:
     """The marker that releases the pod, last; owned like the volume's root, so that the init container,
-    which runs as the application's user, can remove it (and its directory) again."""
-    owner = os.stat(directory)
-    marker = marker_path(directory, restore_uid)
-    marker.parent.mkdir(exist_ok=True)
-    marker.touch()
-    for path in (marker.parent, marker):
-        if (os.stat(path).st_uid, os.stat(path).st_gid) != (owner.st_uid, owner.st_gid):
-            os.chown(path, owner.st_uid, owner.st_gid)
+    which runs as the application's user, can remove it (and its directory) again.
+
+    Written by descriptor, never following a link: the volume's contents came from a backup a tenant may
+    have crafted, and the node agent is root."""
+    if not restore_uid or "/" in restore_uid or restore_uid in (".", ".."):
+        raise UnsafePath(f"refusing a marker named {restore_uid!r}")
+    root = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        owner = os.fstat(root)
+        with contextlib.suppress(FileExistsError):  # an earlier try, or the backup's own marker directory
+            os.mkdir(MARKER_DIR, 0o755, dir_fd=root)
+        marker_dir = _open_no_follow(MARKER_DIR, _DIR_FLAGS, root)
+        try:
+            marker = _open_no_follow(restore_uid, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                     marker_dir, what=f"{MARKER_DIR}/{restore_uid}")  # fmt: skip
+            try:
+                st = os.fstat(marker)
+                if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                    # A hard link would have root give an outside file to the volume's owner.
+                    raise UnsafePath(f"refusing to leave the restore marker: {MARKER_DIR}/{restore_uid} "
+                                     "in the volume is a link or not a file")  # fmt: skip
+                for fd in (marker_dir, marker):
+                    st = os.fstat(fd)
+                    if (st.st_uid, st.st_gid) != (owner.st_uid, owner.st_gid):
+                        os.fchown(fd, owner.st_uid, owner.st_gid)
+            finally:
+                os.close(marker)
+        finally:
+            os.close(marker_dir)
+    finally:
+        os.close(root)
+
+
+def _open_no_follow(name: str, flags: int, dir_fd: int, what: str = MARKER_DIR) -> int:
+    try:
+        return os.open(name, flags, 0o644, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EISDIR):
+            raise UnsafePath(f"refusing to leave the restore marker: {what} in the volume is a symlink "
+                             "or of the wrong type") from exc  # fmt: skip
+        raise
 
 
 def _wait_for_directory(directory: Path) -> Path:

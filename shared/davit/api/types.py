@@ -125,6 +125,11 @@ class LocationSpec(Model):
         description="Namespaces (besides its own) whose operations may use this location; '*' for all. "
         "Honoured only for locations in the admin namespace.",
     )
+    restore_setuid: bool | None = Field(
+        default=None,
+        description="Restore the setuid and setgid bits of files as they were backed up (by default they "
+        "are stripped). Honoured only for locations in the admin namespace.",
+    )
 
 
 class BackupLocationStatus(Model):

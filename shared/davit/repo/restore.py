@@ -5,6 +5,12 @@ opened by descriptor with O_NOFOLLOW, one component at a time: a symlink among t
 tree itself created, or one already in the target) is refused, never followed. Anything already at an
 entry's name is removed, not written through, so an existing symlink or hard link cannot redirect a write.
 
+The tree's contents are untrusted too (a tenant can craft them): a mode, owner or mtime that no
+filesystem call takes is refused with the entry's name before anything is done with it; setuid and
+setgid bits are stripped from files unless the caller asks to keep them (the node agent restores as
+root); and ``reserved`` paths (where the caller itself writes afterwards, e.g. the restore's marker)
+may hold no entry, nor any non-directory on their way.
+
 Files are created, truncated to their size and only their data ranges written, so holes stay holes.
 Chunks are read, verified and written by a pool; a file's owner, mode and mtime are set once its last
 chunk is written, and directories' (whose mtimes their children change) at the end, deepest first.
@@ -16,7 +22,7 @@ import errno
 import os
 import stat
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final
@@ -29,6 +35,13 @@ _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 #: Directory descriptors kept open between entries (entries come grouped by directory).
 _CACHED_DIRS: Final = 64
+#: The permission bits a mode may carry (``stat.S_IMODE``).
+_MODE_BITS: Final = 0o7777
+#: Bits that make an executable run as its owner or group.
+_SETID_BITS: Final = stat.S_ISUID | stat.S_ISGID
+#: uid_t/gid_t: 2**32 - 1 means "unchanged" to chown, so it is no owner.
+_MAX_ID: Final = 2**32 - 2
+_NS_RANGE: Final = range(-(2**63), 2**63)
 
 
 @dataclass
@@ -149,10 +162,40 @@ def _write_chunk(reader: RepoReader, fd: int, offset: int, chunk_id: bytes) -> i
     return done
 
 
-def _finish_file(fd: int, entry: Entry) -> None:
+def check_entry(entry: Entry) -> None:
+    """RepoError naming the entry when its mode, owner or mtime is not one a filesystem call takes (a
+    crafted tree could otherwise crash the restore with an OverflowError)."""
+    where = os.fsdecode(entry.path) or "/"
+    for field, value, valid in (
+        ("mode", entry.mode, range(_MODE_BITS + 1)),
+        ("uid", entry.uid, range(_MAX_ID + 1)),
+        ("gid", entry.gid, range(_MAX_ID + 1)),
+        ("mtime", entry.mtime_ns, _NS_RANGE),
+    ):
+        if type(value) is not int or value not in valid:
+            raise RepoError(f"refusing {where!r}: its {field} {value!r} is out of range")
+
+
+def file_mode(entry: Entry, keep_setuid: bool) -> int:
+    """The mode a restored file gets: as recorded, without setuid/setgid unless they are kept."""
+    return entry.mode if keep_setuid else entry.mode & ~_SETID_BITS
+
+
+def check_reserved(parts: list[bytes], kind: str, reserved: tuple[tuple[bytes, ...], ...]) -> None:
+    """UnsafePath when an entry sits at a reserved path, or is no directory on the way to one."""
+    key = tuple(parts)
+    for path in reserved:
+        if key == path or (key == path[: len(key)] and kind != DIR):
+            where = os.fsdecode(b"/".join(key))
+            raise UnsafePath(
+                f"refusing {where!r}: the restore itself writes {os.fsdecode(b'/'.join(path))!r}"
+            )
+
+
+def _finish_file(fd: int, entry: Entry, keep_setuid: bool) -> None:
     # Owner before mode: chown clears the setuid and setgid bits.
     _chown(os.fchown, fd, entry.uid, entry.gid)
-    os.fchmod(fd, entry.mode)
+    os.fchmod(fd, file_mode(entry, keep_setuid))
     os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
 
 
@@ -168,14 +211,15 @@ def _create_file(parent: int, name: bytes, entry: Entry) -> int:
 
 
 def _restore_small_file(
-    reader: RepoReader, parent: int, name: bytes, entry: Entry, chunks: list[tuple[int, bytes]]
-) -> int:
+    reader: RepoReader, parent: int, name: bytes, entry: Entry, chunks: list[tuple[int, bytes]],
+    keep_setuid: bool,
+) -> int:  # fmt: skip
     """In the pool: a whole file of at most one chunk. ``parent`` is a descriptor of its own, closed here."""
     try:
         fd = _create_file(parent, name, entry)
         try:
             written = sum(_write_chunk(reader, fd, offset, chunk_id) for offset, chunk_id in chunks)
-            _finish_file(fd, entry)
+            _finish_file(fd, entry, keep_setuid)
         finally:
             os.close(fd)
     finally:
@@ -197,10 +241,19 @@ def _chunk_offsets(entry: Entry, reader: RepoReader) -> list[tuple[int, bytes]]:
 
 
 def restore_tree(
-    tree: Tree, target_dir: str | os.PathLike[str], reader: RepoReader, *, workers: int | None = None
+    tree: Tree,
+    target_dir: str | os.PathLike[str],
+    reader: RepoReader,
+    *,
+    workers: int | None = None,
+    keep_setuid: bool = False,
+    reserved: Iterable[bytes] = (),
 ) -> RestoreStats:
-    """Write ``tree`` into ``target_dir`` (created if missing): contents, modes, ownership, mtimes,
-    symlinks (targets verbatim, the links themselves inside the target) and holes."""
+    """Write ``tree`` into ``target_dir`` (created if missing): contents, modes (setuid and setgid of
+    files only with ``keep_setuid``), ownership, mtimes, symlinks (targets verbatim, the links themselves
+    inside the target) and holes. An entry at one of the ``reserved`` paths (or a non-directory on the
+    way to one) is refused."""
+    reserved_parts = tuple(tuple(safe_components(path)) for path in reserved)
     # File creation and small writes wait on the filesystem more than on a CPU: more threads than cores.
     workers = workers or min(32, 4 * (os.cpu_count() or 2))
     max_inflight = 4 * workers
@@ -217,7 +270,7 @@ def restore_tree(
     def finish(job: _FileJob) -> None:
         open_jobs.discard(job)
         try:
-            _finish_file(job.fd, job.entry)
+            _finish_file(job.fd, job.entry, keep_setuid)
         finally:
             os.close(job.fd)
 
@@ -241,6 +294,8 @@ def restore_tree(
     try:
         for entry in iter_entries(reader.store, reader.sealer, tree):
             parts = safe_components(entry.path)
+            check_entry(entry)
+            check_reserved(parts, entry.kind, reserved_parts)
             if not parts:
                 if entry.kind != DIR:
                     raise UnsafePath(f"refusing a root entry of type {entry.kind}")
@@ -272,7 +327,7 @@ def restore_tree(
                     # Most files of most volumes: one task creates, writes and finishes it, so many
                     # files are created at once (creation waits on the filesystem's journal).
                     own = os.dup(parent)
-                    submit(_restore_small_file, reader, own, name, entry, chunks, owned=own)
+                    submit(_restore_small_file, reader, own, name, entry, chunks, keep_setuid, owned=own)
                     continue
                 job = _FileJob(_create_file(parent, name, entry), entry)
                 open_jobs.add(job)
