@@ -31,8 +31,10 @@ def set_stage(
     reason: str,
     extra: dict[str, Any] | None = None,
     check_version: bool = False,
+    event_reason: str | None = None,
 ) -> RawObject:
-    """Write the new stage and status, and record an Event when the stage changed."""
+    """Write the new stage and status, and record an Event when the stage changed (``event_reason``
+    names a failure's Event when it has a reason of its own, e.g. ``SpecChanged``)."""
     now = timeutil.format_time(timeutil.utcnow())
     previous = (obj.get("status") or {}).get("stage")
     patch: dict[str, Any] = {
@@ -52,7 +54,8 @@ def set_stage(
             rt.api,
             obj,
             "Warning" if failed else "Normal",
-            "Failed" if failed else ("Completed" if stage == Stage.FINAL else "StageChanged"),
+            event_reason
+            or ("Failed" if failed else ("Completed" if stage == Stage.FINAL else "StageChanged")),
             f"Stage {stage.value}: {status.value}" + (f": {reason}" if reason else ""),
             constants.COMPONENT_WORKER,
         )
@@ -69,5 +72,5 @@ def heartbeat(rt: Runtime, kind: Kind, obj: RawObject, extra: dict[str, Any]) ->
     )
 
 
-def fail(rt: Runtime, kind: Kind, obj: RawObject, reason: str) -> RawObject:
-    return set_stage(rt, kind, obj, Stage.FINAL, Status.FAILED, reason)
+def fail(rt: Runtime, kind: Kind, obj: RawObject, reason: str, event_reason: str | None = None) -> RawObject:
+    return set_stage(rt, kind, obj, Stage.FINAL, Status.FAILED, reason, event_reason=event_reason)

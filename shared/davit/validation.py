@@ -103,6 +103,12 @@ def validate_restore(obj: RawObject, lookup: Lookup, admin_namespace: str) -> Ve
     if backup is None:
         problems.append(f"spec.backupName: ApplicationBackup {namespace}/{spec.get('backupName')} not found")
         return Verdict(tuple(problems))
+    written_to = (backup.get("spec") or {}).get("backupLocation")
+    if location and written_to and location != written_to:
+        problems.append(
+            f"spec.backupLocation: ApplicationBackup {namespace}/{spec.get('backupName')} was written to "
+            f"BackupLocation {written_to}, not {location}; a restore reads a backup where it was written"
+        )
     mapping: dict[str, str] = spec.get("namespaceMapping") or {}
     if namespace != admin_namespace:
         sources = (backup.get("spec") or {}).get("namespaces") or []

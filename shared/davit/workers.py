@@ -12,7 +12,8 @@ from typing import Any
 import structlog
 from celery import Celery
 
-from davit import logs, progress, queueing
+from davit import logs, progress, queueing, tenancy
+from davit.kube.operations import SpecChanged
 from davit.messages import Message, MessageDecodeError
 from davit.runtime import Runtime
 from davit.settings import Settings
@@ -49,16 +50,35 @@ def register(app: Celery, queue: str, service: str, handler: Handler) -> Any:
         ):  # fmt: skip
             try:
                 handler(rt, message)
+            except SpecChanged as exc:
+                # Not transient: the operation ends, with the reason and an Event of its own.
+                log.warning("operation.spec_changed", reason=exc.reason)
+                _fail_spec_changed(rt, message, exc)
             except Exception as exc:
                 if task.request.retries < MAX_RETRIES:
                     log.warning("task.retry", error=str(exc), attempt=task.request.retries + 1)
                     raise task.retry(exc=exc, countdown=2 ** (task.request.retries + 1)) from exc
                 log.exception("task.failed")
-                obj = rt.ops.get(message.kind, message.namespace, message.name)
+                obj = rt.ops.get_as_is(message.kind, message.namespace, message.name)
                 if obj is not None and obj["metadata"]["uid"] == message.uid:
                     progress.fail(rt, message.kind, obj, f"{message.stage} failed after retries: {exc}")
 
     return run_stage
+
+
+def _fail_spec_changed(rt: Runtime, message: Message, exc: SpecChanged) -> None:
+    """Fail the message's operation; if the changed object is another one (a clone's staging backup),
+    the message's operation fails naming it."""
+    meta = exc.obj["metadata"]
+    same = (exc.obj.get("kind"), meta.get("namespace"), meta.get("name")) == (
+        message.kind.value, message.namespace, message.name,
+    )  # fmt: skip
+    obj = exc.obj if same else rt.ops.get_as_is(message.kind, message.namespace, message.name)
+    if obj is None or obj["metadata"]["uid"] != message.uid:
+        return
+    if (obj.get("status") or {}).get("stage") != "Final":
+        reason = exc.reason if same else f"{exc.obj.get('kind')} {meta.get('name')}: {exc.reason}"
+        progress.fail(rt, message.kind, obj, reason, event_reason=tenancy.SPEC_CHANGED)
 
 
 def main(app: Celery, queue: str, service: str) -> None:

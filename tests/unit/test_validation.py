@@ -539,3 +539,15 @@ def test_admin_namespace_is_a_parameter_not_hard_coded() -> None:
     lookup = world("davit-admin", ADMIN)
     assert validate_backup(op("davit-admin", spec), lookup, "davit-admin").accepted
     assert not validate_backup(op(ADMIN, spec), lookup, "davit-admin").accepted
+
+
+def test_restore_from_another_location_than_the_backups_is_rejected() -> None:
+    backup = backup_obj(APP, "bk", [APP], "Final", "Successful")
+    backup["spec"]["backupLocation"] = "written-here"
+    lookup = restore_world(APP, backup)
+    lookup.locations[(APP, "written-here")] = location_obj(APP, "written-here")
+
+    problem = only_problem(validate_restore(restore(APP), lookup, ADMIN))
+
+    assert problem.startswith("spec.backupLocation:") and "written-here" in problem
+    assert validate_restore(restore(APP, backupLocation="written-here"), lookup, ADMIN).accepted

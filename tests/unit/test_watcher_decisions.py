@@ -553,3 +553,38 @@ def test_durations_parse_as_the_api_accepts_them() -> None:
     for bad in ("", "h", "5", "1x", "1h 2m"):
         with pytest.raises(ValueError, match="not a duration"):
             parse_duration(bad)
+
+
+# --- the accepted spec ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", OPERATION_KINDS, ids=str)
+def test_acceptance_records_the_generation_it_validated(kind: Kind) -> None:
+    decision = run(kind, obj(generation=3), verdict_of(Verdict()))
+
+    assert decision.status is not None and decision.status["acceptedGeneration"] == 3
+
+
+@pytest.mark.parametrize("kind", OPERATION_KINDS, ids=str)
+@pytest.mark.parametrize("resync", [False, True], ids=["watch", "resync"])
+@pytest.mark.parametrize("stage", ["Initial", "Applications", "Volumes"])
+def test_a_spec_edited_after_acceptance_fails_the_operation(kind: Kind, resync: bool, stage: str) -> None:
+    status = {**accepted_status(stage=stage, state="InProgress"), "acceptedGeneration": 1}
+
+    decision = run(kind, obj(status, generation=2), resync=resync, in_flight=lambda key: True)
+
+    assert decision.enqueue is None
+    assert decision.status is not None
+    assert (decision.status["stage"], decision.status["status"]) == ("Final", "Failed")
+    assert decision.status["reason"].startswith("SpecChanged")
+    assert decision.event is not None
+    assert (decision.event.type, decision.event.reason) == ("Warning", "SpecChanged")
+
+
+def test_an_unchanged_accepted_spec_is_left_alone() -> None:
+    status = {
+        **accepted_status(stage="Applications", state="InProgress", updated_ago=1),
+        "acceptedGeneration": 2,
+    }
+
+    assert run(Kind.APPLICATION_BACKUP, obj(status, generation=2)) == NOTHING

@@ -7,7 +7,7 @@ from typing import Any
 
 import structlog
 
-from davit import progress, queueing
+from davit import progress, queueing, tenancy
 from davit.api.types import Stage, Status
 from davit.constants import Kind, Queue
 from davit.format.layout import BackupRef
@@ -20,6 +20,7 @@ from davit.selection import (
     ClusterRef,
     ListTarget,
     keep,
+    label_selector,
     needed_cluster_objects,
     resource_ref,
     select_targets,
@@ -113,6 +114,12 @@ def page(rt: Runtime, obj: RawObject, state: OperationState, part: str) -> None:
     meta, spec = obj["metadata"], obj.get("spec") or {}
     base, _, number = part.rpartition("#")
     target = _target(state, rt, base)
+    if target.namespace is None or not _may_read(rt, obj, target.namespace):
+        _refuse(rt, obj, state, f"list target {base!r} names namespace {target.namespace}")
+        return
+    if target.label_selector != label_selector(spec.get("selectors")):
+        _refuse(rt, obj, state, f"list target {base!r} has selector {target.label_selector!r}")
+        return
     result = discovery.list_page(
         rt.api,
         target.resource,
@@ -139,6 +146,43 @@ def page(rt: Runtime, obj: RawObject, state: OperationState, part: str) -> None:
         _send(rt, obj, CLUSTER_PART)
 
 
+def _may_read(rt: Runtime, obj: RawObject, namespace: str) -> bool:
+    """Whether the backup's accepted spec covers ``namespace``: what is about to be listed comes from the
+    scratch state in Redis, which is not trusted to decide what a backup reads."""
+    meta, spec = obj["metadata"], obj.get("spec") or {}
+    admin = rt.settings.admin_namespace
+    if tenancy.backup_may_read(meta["namespace"], admin, spec, namespace):
+        return True
+    selector = spec.get("namespaceSelector") if meta["namespace"] == admin else None
+    return (
+        isinstance(selector, str)
+        and bool(selector)
+        and namespace in discovery.namespaces_matching(rt.api, selector)
+    )
+
+
+def _needed_by(rt: Runtime, obj: RawObject, found: RawObject) -> bool:
+    """Outside the admin namespace a backup stores only the cluster-scoped objects its namespace's own
+    objects need, checked against the cluster: a volume bound to one of its claims, a CRD; the refs
+    themselves come from the scratch state."""
+    if obj["metadata"]["namespace"] == rt.settings.admin_namespace:
+        return True
+    kind = found.get("kind")
+    if kind == "PersistentVolume":
+        claim = (found.get("spec") or {}).get("claimRef") or {}
+        return bool(claim.get("namespace") == obj["metadata"]["namespace"])
+    return kind in ("CustomResourceDefinition", "Namespace") and (
+        kind != "Namespace" or found["metadata"]["name"] == obj["metadata"]["namespace"]
+    )
+
+
+def _refuse(rt: Runtime, obj: RawObject, state: OperationState, what: str) -> None:
+    reason = (f"the backup's scratch state is outside its accepted spec ({what}); nothing of it was "
+              f"read: the backup is failed rather than trusted")  # fmt: skip
+    state.log("export.refused", reason=reason)
+    progress.fail(rt, KIND, obj, reason, event_reason="ScopeRefused")
+
+
 def _record(state: OperationState, info: Any, refs: list[dict[str, str]], needed: list[str]) -> None:
     state.record_part(
         info.part,
@@ -155,6 +199,10 @@ def cluster_part(rt: Runtime, obj: RawObject, state: OperationState) -> None:
         return
     meta, spec = obj["metadata"], obj.get("spec") or {}
     namespaces = json.loads(rt.redis.get(state.key("namespaces")) or "[]")
+    outside = [ns for ns in namespaces if not isinstance(ns, str) or not _may_read(rt, obj, ns)]
+    if outside:
+        _refuse(rt, obj, state, f"the recorded namespaces include {outside}")
+        return
     refs = [ClusterRef("v1", "namespaces", ns) for ns in namespaces]
     # includeClusterResources unset means "auto": what the namespaced objects need. false: Namespaces only.
     if spec.get("includeClusterResources") is not False:
@@ -162,7 +210,7 @@ def cluster_part(rt: Runtime, obj: RawObject, state: OperationState) -> None:
     objects = []
     for ref in refs:
         found = discovery.get_cluster_object(rt.api, ref)
-        if found is not None:
+        if found is not None and _needed_by(rt, obj, found):
             objects.append(_clean(found))
     repository = rt.repository(meta["namespace"], spec["backupLocation"])
     info = repository.write_part(

@@ -19,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from davit.kube.discovery import discover, resource_path
 from davit.restoring.fields import RESTORE_UID_ANNOTATION
 from davit.selection import ApiResource
+from davit.tenancy import RestoreGuard, UnsafeName
 
 RawObject = dict[str, Any]
 
@@ -33,6 +34,10 @@ RESTORED, RETAINED, REPLACED, FAILED = "restored", "retained", "replaced", "fail
 
 class UnknownResource(Exception):
     """The target cluster serves no resource of this apiVersion and kind (a CRD missing, an API removed)."""
+
+
+class Refused(Exception):
+    """The restore guard refused an object: it lies outside what this restore may write."""
 
 
 @dataclass(frozen=True)
@@ -78,10 +83,14 @@ def api_message(exc: ApiException) -> str:
 
 
 class Applier:
-    """Knows the target cluster's resources (discovery, refreshed when a restored CRD adds some)."""
+    """Knows the target cluster's resources (discovery, refreshed when a restored CRD adds some).
 
-    def __init__(self, api: client.ApiClient) -> None:
+    Every request about an object (create, get, patch, delete) builds its path in ``path``, which passes
+    the object through the restore's guard first: there is no way to address an object around it."""
+
+    def __init__(self, api: client.ApiClient, guard: RestoreGuard) -> None:
         self.api = api
+        self.guard = guard
         self._resources: dict[tuple[str, str], ApiResource] = {}
         self.refresh()
 
@@ -97,11 +106,30 @@ class Applier:
             raise UnknownResource(f"the cluster serves no {kind} in {api_version}")
         return found
 
+    def refusal(self, obj: RawObject) -> str | None:
+        """Why the guard refuses ``obj`` (scope by discovery, never by the stored object); None: allowed.
+        A type the cluster does not serve is not refused here: writing it fails as UnknownResource."""
+        try:
+            resource = self.resource(obj["apiVersion"], obj["kind"])
+        except UnknownResource:
+            return None
+        return self.guard.refusal(obj, resource.namespaced)
+
     def path(self, obj: RawObject, named: bool = False) -> str:
         api_version, kind, namespace, name = key_of(obj)
         resource = self.resource(api_version, kind)
-        base = resource_path(api_version, resource.plural, namespace if resource.namespaced else None)
-        return f"{base}/{name}" if named else base
+        refusal = self.guard.refusal(obj, resource.namespaced)
+        if refusal is not None:
+            raise Refused(refusal)
+        try:
+            return resource_path(
+                api_version,
+                resource.plural,
+                namespace if resource.namespaced else None,
+                name if named else None,
+            )
+        except UnsafeName as exc:
+            raise Refused(f"{describe(obj)}: {exc}") from exc
 
     def existing(self, objects: Iterable[RawObject]) -> set[tuple[str, str, str, str]]:
         """Which of ``objects`` exist now: one (paginated) list per resource and namespace."""
@@ -115,6 +143,10 @@ class Applier:
                 resource = self.resource(api_version, kind)
             except UnknownResource:
                 continue  # nothing of a kind the cluster does not serve can exist yet
+            if resource.namespaced and self.guard.refusal(
+                {"kind": kind, "metadata": {"name": "-", "namespace": namespace}}, True
+            ):
+                continue  # never listed: the guard refuses every object there, before any create
             path = resource_path(api_version, resource.plural, namespace if resource.namespaced else None)
             token: str | None = None
             while True:
@@ -148,6 +180,8 @@ class Applier:
                 time.sleep(min(8.0, 0.5 * 2**attempt))
             except UnknownResource as exc:
                 return Outcome(FAILED, f"{describe(obj)}: {exc}")
+            except Refused as exc:
+                return Outcome(FAILED, f"refused: {exc}")
         raise AssertionError("unreachable")
 
     def _made_by_same_restore(self, obj: RawObject) -> bool:
@@ -199,7 +233,11 @@ class Applier:
 
     def crd_established(self, name: str) -> bool:
         try:
-            crd = _call(self.api, "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+            crd = _call(
+                self.api,
+                "GET",
+                resource_path("apiextensions.k8s.io/v1", "customresourcedefinitions", None, name),
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return False

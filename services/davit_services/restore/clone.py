@@ -33,6 +33,7 @@ from davit.constants import Kind
 from davit.messages import Message
 from davit.restoring.plan import plan_restore
 from davit.runtime import Runtime
+from davit.tenancy import RestoreGuard
 from davit_services.restore.apply import Applier, describe, key_of
 from davit_services.restore.restore import RestoreRefused, namespace_default, read_backup
 
@@ -161,7 +162,7 @@ def _refuse_conflicts(rt: Runtime, obj: RawObject, location: str, name: str) -> 
         objects, restore_spec, backup_name=name, backup_uid=manifest["backup"]["metadata"]["uid"],
         restore_name=name, restore_uid=meta["uid"], cluster_scoped_allowed=False,
     )  # fmt: skip
-    applier = Applier(rt.api)
+    applier = Applier(rt.api, RestoreGuard(meta["namespace"], rt.settings.admin_namespace))
     existing = applier.existing(plan.objects)
     conflicts = [o for o in plan.objects if key_of(o) in existing and not namespace_default(o)]
     if conflicts:

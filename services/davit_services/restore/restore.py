@@ -36,6 +36,7 @@ from davit.restoring import inject
 from davit.restoring.plan import OwnedObject, RestorePlan, plan_restore
 from davit.restoring.transform import OwnerLink
 from davit.runtime import LocationUnavailable, Runtime
+from davit.tenancy import RESTORE_REFUSED, RestoreGuard
 from davit_services.restore import volumes
 from davit_services.restore.apply import (
     FAILED,
@@ -44,6 +45,7 @@ from davit_services.restore.apply import (
     RETAINED,
     Applier,
     Outcome,
+    Refused,
     api_message,
     describe,
     key_of,
@@ -68,6 +70,17 @@ REASONS_SHOWN = 5
 
 class RestoreRefused(Exception):
     """The restore cannot start: the reason goes into its status as it is."""
+
+
+def applier_for(rt: Runtime, obj: RawObject) -> Applier:
+    """The Applier of a restore, guarded by what the restore may write: decided by the namespace the
+    restore lives in (the API server's word, not its spec, its backup or its scratch state)."""
+    return Applier(rt.api, RestoreGuard(obj["metadata"]["namespace"], rt.settings.admin_namespace))
+
+
+def refusals(applier: Applier, objects: list[RawObject]) -> list[str]:
+    """What the guard refuses among everything a restore would write."""
+    return [reason for reason in map(applier.refusal, objects) if reason is not None]
 
 
 def handle(rt: Runtime, message: Message) -> None:
@@ -127,8 +140,19 @@ def start(rt: Runtime, obj: RawObject, state: OperationState) -> None:
         state.log("resource.skipped", resource=str(skipped.source), reason=skipped.reason)
     data_claims = _data_claims(manifest, plan)
     steps = _steps(plan, data_claims, meta["uid"], rt.settings.restore_helper_image)
-    applier = Applier(rt.api)
+    applier = applier_for(rt, obj)
     everything = [item for step in steps for item in step]
+    # A backup holding anything this restore may not write was not made by this namespace's backups
+    # (its bytes were rewritten, or it came from elsewhere): nothing of it is written, not even the rest.
+    refused = refusals(applier, everything)
+    if refused:
+        shown = "; ".join(refused[:REASONS_SHOWN])
+        more = f" (and {len(refused) - REASONS_SHOWN} more)" if len(refused) > REASONS_SHOWN else ""
+        reason = (f"{RESTORE_REFUSED}: the backup holds {len(refused)} object(s) this restore may not "
+                  f"write, nothing was restored: {shown}{more}")  # fmt: skip
+        state.log("restore.refused", reasons=refused)
+        progress.fail(rt, KIND, obj, reason, event_reason=RESTORE_REFUSED)
+        return
     existing = applier.existing(everything)
     replace = spec.get("replacePolicy") == "Delete"
     if spec.get("dryRun"):
@@ -168,9 +192,21 @@ def read_backup(rt: Runtime, namespace: str, spec: RawObject) -> tuple[RawObject
             f"ApplicationBackup {spec['backupName']} is not complete "
             f"(stage {status.get('stage')}, status {status.get('status')})"
         )
+    written_to = (backup.get("spec") or {}).get("backupLocation")
+    if written_to != spec["backupLocation"]:
+        raise RestoreRefused(
+            f"ApplicationBackup {spec['backupName']} was written to BackupLocation {written_to}, not "
+            f"{spec['backupLocation']}; a restore reads a backup where it was written"
+        )
     ref = ref_from_path(status.get("backupPath") or "") or BackupRef(
         namespace, spec["backupName"], backup["metadata"]["uid"]
     )
+    if namespace not in (rt.settings.admin_namespace, ref.namespace):
+        # A location shared from the admin namespace holds other tenants' backups beside this one's.
+        raise RestoreRefused(
+            f"ApplicationBackup {spec['backupName']} points at {ref.root}, a backup of namespace "
+            f"{ref.namespace}: a restore in {namespace} reads only its own namespace's backups"
+        )
     repository = rt.repository(namespace, spec["backupLocation"])
     if not repository.has_manifest(ref):
         raise RestoreRefused(f"backup {ref.root} has no manifest in location {spec['backupLocation']}")
@@ -371,7 +407,7 @@ def apply_chunk(rt: Runtime, obj: RawObject, state: OperationState, part: str) -
         return
     raw = state.redis.get(state.key(_chunk_key(step, chunk)))
     items = json.loads(raw) if raw else []
-    applier = Applier(rt.api)
+    applier = applier_for(rt, obj)
 
     def create(item: RawObject) -> tuple[RawObject, Outcome]:
         outcome = applier.create(item["object"])
@@ -404,7 +440,7 @@ def _next_step(rt: Runtime, obj: RawObject, state: OperationState, step: int) ->
     crds = [i["object"]["metadata"]["name"] for i in json.loads(raw or "[]")
             if i["object"]["kind"] == "CustomResourceDefinition"]  # fmt: skip
     if crds:
-        applier = Applier(rt.api)
+        applier = applier_for(rt, obj)
         deadline = time.monotonic() + CRD_TIMEOUT_SECONDS
         waiting = list(crds)
         while waiting and time.monotonic() < deadline:
@@ -453,13 +489,13 @@ def _save_owners(state: OperationState, owned: tuple[OwnedObject, ...]) -> None:
         state.redis.set(state.key("restore:owners"), json.dumps(body), ex=7 * 24 * 3600)
 
 
-def _link_owners(rt: Runtime, state: OperationState) -> None:
+def _link_owners(rt: Runtime, obj: RawObject, state: OperationState) -> None:
     """Restored objects get their owner references back, pointing at their restored owners' new uids
     (owners are created in any tier, so this waits until every tier is)."""
     raw = state.redis.get(state.key("restore:owners"))
     if not raw:
         return
-    applier = Applier(rt.api)
+    applier = applier_for(rt, obj)
 
     def link(entry: RawObject) -> None:
         references = []
@@ -475,13 +511,15 @@ def _link_owners(rt: Runtime, state: OperationState) -> None:
                 applier.set_owners(target, references)
             except ApiException as exc:
                 state.log("resource.owner_failed", resource=describe(target), reason=api_message(exc))
+            except Refused as exc:
+                state.log("resource.owner_refused", resource=describe(target), reason=str(exc))
 
     with ThreadPoolExecutor(PARALLEL_CREATES, thread_name_prefix="davit-restore-owners") as pool:
         list(pool.map(link, json.loads(raw)))
 
 
 def _applications_done(rt: Runtime, obj: RawObject, state: OperationState) -> None:
-    _link_owners(rt, state)
+    _link_owners(rt, obj, state)
     if state.redis.hlen(state.key(volumes.TARGETS)):
         obj = progress.set_stage(rt, KIND, obj, Stage.VOLUMES, Status.IN_PROGRESS,
                                  "writing volume data", extra={"resourcesByKind": counts(state)})  # fmt: skip

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from davit import constants, expiry, location_sync, pipeline, timeutil
+from davit import constants, expiry, location_sync, pipeline, tenancy, timeutil
 from davit.api.types import Stage, Status
 from davit.constants import Kind, Queue
 from davit.validation import Verdict
@@ -122,11 +122,33 @@ def _from_verdict(kind: Kind, obj: RawObject, verdict: Verdict, now: datetime.da
             "reason": message,
             "resourceCount": status.get("resourceCount", 0),
             "volumesProgress": status.get("volumesProgress", "0/0"),
+            # The generation just validated: workers refuse to act on any other (davit.tenancy).
+            "acceptedGeneration": obj["metadata"].get("generation"),
             "conditions": _with_condition(status, QUEUED, True, "Enqueued", message, stamp),
         },
         event=EventNote("Normal", "Accepted", f"Stage Initial: {message}"),
         enqueue=queue,
         why="accepted",
+    )
+
+
+def _spec_changed(obj: RawObject, reason: str, now: datetime.datetime) -> Decision:
+    """An accepted operation whose spec was edited: it ends here, and the workers, which check the same
+    rule before they act, do nothing more for it."""
+    status: RawObject = obj.get("status") or {}
+    stamp = timeutil.format_time(now)
+    return Decision(
+        status={
+            "stage": Stage.FINAL.value,
+            "status": Status.FAILED.value,
+            "reason": reason,
+            "lastUpdateTimestamp": stamp,
+            "finishTimestamp": stamp,
+            "elapsed": _elapsed(obj, now),
+            "conditions": _with_condition(status, QUEUED, False, tenancy.SPEC_CHANGED, reason, stamp),
+        },
+        event=EventNote("Warning", tenancy.SPEC_CHANGED, reason),
+        why="spec changed",
     )
 
 
@@ -199,6 +221,9 @@ def decide(
     queued = _condition(status, QUEUED)
     if stage == Stage.INITIAL and state == Status.PENDING and (queued or {}).get("status") != "True":
         return _from_verdict(kind, obj, validate(), now)
+    changed = tenancy.spec_changed(obj)
+    if changed is not None:
+        return _spec_changed(obj, changed, now)
     if not resync:
         return NOTHING
 

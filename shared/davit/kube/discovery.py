@@ -13,6 +13,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from davit import tenancy
 from davit.selection import ApiResource, ClusterRef
 
 RawObject = dict[str, Any]
@@ -58,9 +59,10 @@ def discover(api: client.ApiClient) -> list[ApiResource]:
     return resources
 
 
-def resource_path(api_version: str, plural: str, namespace: str | None) -> str:
-    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-    return f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
+def resource_path(api_version: str, plural: str, namespace: str | None, name: str | None = None) -> str:
+    """Every segment checked and escaped (``davit.tenancy.resource_path``): names and namespaces come from
+    stored backups and scratch state, neither of which is trusted."""
+    return tenancy.resource_path(api_version, plural, namespace, name)
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ def list_page(
 
 def get_cluster_object(api: client.ApiClient, ref: ClusterRef) -> RawObject | None:
     try:
-        obj: RawObject = _get(api, f"{resource_path(ref.api_version, ref.plural, None)}/{ref.name}")
+        obj: RawObject = _get(api, resource_path(ref.api_version, ref.plural, None, ref.name))
     except ApiException as exc:
         if exc.status == 404:
             return None

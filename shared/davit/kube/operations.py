@@ -8,19 +8,34 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from davit import constants
+from davit import constants, tenancy
 from davit.constants import Kind
 
 RawObject = dict[str, Any]
 
 
+class SpecChanged(Exception):
+    """The operation's spec changed after it was accepted: no worker acts on it (``davit.tenancy``)."""
+
+    def __init__(self, reason: str, obj: RawObject) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.obj = obj
+
+
 class Operations:
-    def __init__(self, api: client.ApiClient) -> None:
+    """``accepted_only``: reading an operation whose spec changed since acceptance raises SpecChanged. The
+    workers' reads are all made this way, so whatever a handler acts on is the spec the watcher validated,
+    read in the same request that proved it unchanged."""
+
+    def __init__(self, api: client.ApiClient, accepted_only: bool = False) -> None:
         self.api = api
+        self.accepted_only = accepted_only
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
 
-    def get(self, kind: Kind, namespace: str, name: str) -> RawObject | None:
+    def get_as_is(self, kind: Kind, namespace: str, name: str) -> RawObject | None:
+        """The object as it is, also when its spec changed after acceptance (to record that it did)."""
         try:
             response = self.custom.get_namespaced_custom_object(
                 constants.API_GROUP, constants.API_VERSION, namespace, constants.PLURALS[kind], name,
@@ -31,6 +46,14 @@ class Operations:
                 return None
             raise
         obj: RawObject = json.loads(response.data)
+        return obj
+
+    def get(self, kind: Kind, namespace: str, name: str) -> RawObject | None:
+        obj = self.get_as_is(kind, namespace, name)
+        if obj is not None and self.accepted_only and kind in constants.OPERATION_KINDS:
+            changed = tenancy.spec_changed(obj)
+            if changed is not None:
+                raise SpecChanged(changed, obj)
         return obj
 
     def current(self, kind: Kind, namespace: str, name: str, uid: str, stage: str) -> RawObject | None:

@@ -1,0 +1,162 @@
+"""The multi-tenancy rules applied at the moment Davit acts (pure).
+
+Validation (``davit.validation``) decides whether an operation may start. The rules here are applied
+again where the work happens, because what a tenant can write changes after acceptance: the spec of an
+accepted operation, the objects stored in their bucket, the scratch state in Redis. Every check takes
+only what the API server says (the accepted generation, discovery's scope of a type, the operation's own
+namespace) as the truth, never the bytes being checked.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import quote
+
+RawObject = dict[str, Any]
+
+#: The reason (status and Event) of an operation failed because its spec changed after acceptance.
+SPEC_CHANGED: Final = "SpecChanged"
+#: The Event reason of a restore refused because the backup holds objects it may not write.
+RESTORE_REFUSED: Final = "RestoreRefused"
+
+#: Kubernetes' longest object name (a DNS-1123 subdomain).
+MAX_NAME_LENGTH: Final = 253
+#: A DNS-1123 label: namespaces.
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+#: An API group (DNS subdomain) and version, as they appear in a path.
+_API_VERSION = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+#: A resource's plural as served by discovery (lowercase DNS label characters).
+_PLURAL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+class UnsafeName(ValueError):
+    """A name that must not go into a request path (it would address another object)."""
+
+
+def check_name(name: Any) -> str:
+    """``name`` if it may name an object: Kubernetes' own rule for names in paths (not ``.`` or ``..``, no
+    ``/`` or ``%``), no control characters, at most 253 characters. Kinds such as ClusterRoles allow
+    ``:`` and upper case, so this is deliberately not the DNS-1123 rule; per-kind rules are the API
+    server's, which refuses a create with a bad name."""
+    if not isinstance(name, str) or not name:
+        raise UnsafeName(f"name {name!r} is empty or not a string")
+    if name in (".", "..") or "/" in name or "%" in name:
+        raise UnsafeName(f"name {name!r} is not a valid path segment")
+    if len(name) > MAX_NAME_LENGTH or any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise UnsafeName(f"name {name[:60]!r} is too long or holds control characters")
+    return name
+
+
+def check_namespace(namespace: Any) -> str:
+    if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):
+        raise UnsafeName(f"namespace {namespace!r} is not a valid namespace name")
+    return namespace
+
+
+def resource_path(api_version: str, plural: str, namespace: str | None, name: str | None = None) -> str:
+    """The API path of a collection (or, with ``name``, of one object), every segment checked and
+    escaped: a stored name like ``../../namespaces/kube-system/secrets/x`` cannot reach another object."""
+    if not _API_VERSION.match(api_version):
+        raise UnsafeName(f"apiVersion {api_version!r} is not a valid group/version")
+    if not _PLURAL.match(plural):
+        raise UnsafeName(f"resource {plural!r} is not a valid resource name")
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    path = f"{base}/namespaces/{check_namespace(namespace)}/{plural}" if namespace else f"{base}/{plural}"
+    return f"{path}/{quote(check_name(name), safe='')}" if name is not None else path
+
+
+# --- the accepted spec -------------------------------------------------------------------------------
+
+
+def spec_changed(obj: RawObject) -> str | None:
+    """Why ``obj`` (an operation) must not be acted on: its spec changed after the watcher accepted it.
+
+    The watcher records ``status.acceptedGeneration`` when it accepts; the API server bumps
+    ``metadata.generation`` on every spec change (never on status or metadata-only changes), so a
+    difference means the spec being read is not the one that was validated. A finished operation is
+    history (its ``reclaimPolicy`` and ``ttl`` may be edited), and one being deleted has its generation
+    bumped by the deletion itself; neither is acted on as an operation any more.
+    """
+    status = obj.get("status") or {}
+    accepted = status.get("acceptedGeneration")
+    meta = obj.get("metadata") or {}
+    if accepted is None or status.get("stage") in (None, "Final") or meta.get("deletionTimestamp"):
+        return None
+    generation = meta.get("generation")
+    if generation == accepted:
+        return None
+    return (
+        f"{SPEC_CHANGED}: the spec changed after it was accepted (generation {accepted} was validated, "
+        f"{generation} is current); create a new operation instead of editing a running one"
+    )
+
+
+# --- what a backup may read --------------------------------------------------------------------------
+
+
+def backup_may_read(
+    backup_namespace: str,
+    admin_namespace: str,
+    spec: RawObject,
+    namespace: str,
+    selected: Collection[str] = (),
+) -> bool:
+    """Whether a backup in ``backup_namespace`` with the accepted ``spec`` may read ``namespace``.
+
+    Outside the admin namespace only its own namespace (Stork's rule), whatever the spec or the scratch
+    state says. In the admin namespace: the namespaces its spec names, or, with a namespaceSelector,
+    those ``selected`` (listed from the API by that selector).
+    """
+    if backup_namespace != admin_namespace:
+        return namespace == backup_namespace
+    return namespace in (spec.get("namespaces") or []) or namespace in selected
+
+
+# --- what a restore may write ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RestoreGuard:
+    """The one check every object a restore writes passes, right before the request is made.
+
+    ``namespaced`` comes from discovery (the target cluster's view of the type), never from whether the
+    stored object carries a namespace: the API server ignores the namespace of a cluster-scoped object,
+    so trusting the stored bytes would let a tenant's backup create ClusterRoleBindings.
+    """
+
+    restore_namespace: str
+    admin_namespace: str
+
+    @property
+    def admin(self) -> bool:
+        return self.restore_namespace == self.admin_namespace
+
+    def refusal(self, obj: RawObject, namespaced: bool) -> str | None:
+        """Why ``obj`` must not be written by this restore; None when it may."""
+        meta = obj.get("metadata") or {}
+        kind = obj.get("kind") or "object"
+        try:
+            name = check_name(meta.get("name"))
+        except UnsafeName as exc:
+            return f"{kind}: {exc}"
+        namespace = meta.get("namespace") or ""
+        if not namespaced:
+            if not self.admin:
+                return (
+                    f"{kind} {name} is cluster-scoped: a restore in namespace {self.restore_namespace} "
+                    f"creates no cluster-scoped object (only the admin namespace {self.admin_namespace} may)"
+                )
+            return None
+        try:
+            check_namespace(namespace)
+        except UnsafeName as exc:
+            return f"{kind} {name}: {exc}"
+        if not self.admin and namespace != self.restore_namespace:
+            return (
+                f"{kind} {namespace}/{name}: namespace {namespace} is outside {self.restore_namespace}, "
+                f"the only namespace a restore in {self.restore_namespace} may write"
+            )
+        return None
