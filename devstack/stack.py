@@ -83,6 +83,13 @@ class Stack:
     def env_path(self) -> Path:
         return self.dir / "env"
 
+    def redis_password_path(self) -> Path:
+        """The password every cluster's Redis of this stack requires (mode 0600)."""
+        return self.dir / "redis-password"
+
+    def redis_password(self) -> str:
+        return self.redis_password_path().read_text().strip()
+
     def expected_processes(self, state: StackState) -> list[str]:
         names = ["s3", "azurite"]
         for c in state.clusters:
@@ -97,6 +104,8 @@ class Stack:
         """The recorded state, if every process it needs is alive."""
         if not self.state_file.exists():
             return None
+        if not self.redis_password_path().exists():
+            return None  # a stack whose Redis was started without a password: start afresh
         state = StackState.load(self.state_file)
         for name in self.expected_processes(state):
             record = self.procs.get(name)
@@ -127,6 +136,8 @@ class Stack:
             return self._add_clusters(current, clusters)
         self.down()
         self.dir.mkdir(parents=True, exist_ok=True)
+        # One random password per stack, generated afresh by each start: REDIS_URL in the env file carries it.
+        stores.write_private(self.redis_password_path(), stores.new_redis_password() + "\n")
         state = StackState(
             clusters=[ClusterConfig.new(name) for name in CLUSTER_NAMES[:clusters]],
             stores=stores.StoresConfig.new(),
@@ -177,7 +188,11 @@ class Stack:
         cluster = Cluster(config, self.dir, self.procs)
         redis_port = state.redis_ports[config.name]
         stores.start_redis(
-            self.procs, f"{config.name}-redis", redis_port, self.dir / f"cluster-{config.name}"
+            self.procs,
+            f"{config.name}-redis",
+            redis_port,
+            self.dir / f"cluster-{config.name}",
+            self.redis_password(),
         )
         cluster.start()
         kubeconfig = cluster.write_kubeconfig(self.kubeconfig_path(config.name))
@@ -231,7 +246,7 @@ class Stack:
         return {
             **os.environ,
             "DAVIT_KUBECONFIG": str(kubeconfig),
-            "DAVIT_REDIS_URL": stores.redis_url(redis_port),
+            "DAVIT_REDIS_URL": stores.redis_url(redis_port, self.redis_password()),
             "DAVIT_IDENTITY": f"dev-{cluster}",
             "DAVIT_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
             "PYTHONUNBUFFERED": "1",
@@ -251,6 +266,7 @@ class Stack:
             for config in state.clusters:
                 Cluster(config, self.dir, self.procs).wipe_etcd_data()
             self.state_file.unlink()
+        self.redis_password_path().unlink(missing_ok=True)
         return stopped
 
     # --- env ---------------------------------------------------------------------------------------
@@ -258,9 +274,10 @@ class Stack:
     def env(self, state: StackState) -> dict[str, str]:
         s = state.stores
         first = state.clusters[0].name
+        password = self.redis_password()
         env = {
             "KUBECONFIG": str(self.kubeconfig_path(first)),
-            "REDIS_URL": stores.redis_url(state.redis_ports[first]),
+            "REDIS_URL": stores.redis_url(state.redis_ports[first], password),
             "S3_ENDPOINT": s.s3_endpoint,
             "S3_ACCESS_KEY": s.s3_access_key,
             "S3_SECRET_KEY": s.s3_secret_key,
@@ -283,7 +300,7 @@ class Stack:
             if state.with_services:
                 env[f"METRICS_URL_{suffix}"] = metrics_url(state.metrics_ports[config.name])
             env[f"KUBECONFIG_{suffix}"] = str(self.kubeconfig_path(config.name))
-            env[f"REDIS_URL_{suffix}"] = stores.redis_url(state.redis_ports[config.name])
+            env[f"REDIS_URL_{suffix}"] = stores.redis_url(state.redis_ports[config.name], password)
             env[f"KUBELET_ROOT_{suffix}"] = str(self.kubelet_root(config.name))
             env[f"DEV_NODES_{suffix}"] = ",".join(node_names(config.name))
         return env

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import sys
 from dataclasses import dataclass
@@ -61,20 +62,41 @@ class StoresConfig:
         )
 
 
-def redis_url(port: int) -> str:
-    return f"redis://127.0.0.1:{port}/0"
+def new_redis_password() -> str:
+    """A password for one stack's Redis: 192 random bits, hex, so it needs no escaping in a URL."""
+    return secrets.token_hex(24)
 
 
-def start_redis(procs: ProcessTable, name: str, port: int, workdir: Path) -> None:
+def redis_url(port: int, password: str) -> str:
+    return f"redis://:{password}@127.0.0.1:{port}/0"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only, from the first byte on (no window in which
+    the file exists with the umask's mode)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+def start_redis(procs: ProcessTable, name: str, port: int, workdir: Path, password: str) -> None:
+    """redis-server on loopback, requiring ``password`` (AUTH) from every client. The password goes into
+    a configuration file of mode 0600 rather than onto the command line, where any local user could read
+    it in the process list."""
     server = shutil.which("redis-server")
     if server is None:
         raise FileNotFoundError("redis-server is missing: install Debian's redis-server (make deps)")
+    if not password:
+        raise ValueError("the stack's Redis needs a password")
     workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "redis.conf"
+    write_private(config, f"requirepass {password}\n")
     procs.start(
         name,
         [
-            server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", str(workdir), "--daemonize", "no", "--protected-mode", "yes",
+            server, str(config), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no", "--protected-mode", "yes",
         ],
     )  # fmt: skip
     wait_until("redis", lambda: port_open(port), 20, lambda: procs.log_tail(name))

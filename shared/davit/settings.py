@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import os
 import socket
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -24,8 +25,13 @@ def _default_identity() -> str:
 class Settings:
     #: Kubeconfig file; empty means $KUBECONFIG, then the in-cluster service account.
     kubeconfig: str = ""
-    #: The broker and Davit's own Redis keys.
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: The broker and Davit's own Redis keys. Kept out of ``repr`` (and so out of any dump of the
+    #: settings): with a password it is a credential.
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    #: Redis' password, for a ``redis_url`` that has none: a deployment keeps the URL in plain
+    #: configuration and the password in a Secret (``DAVIT_REDIS_PASSWORD`` from a secretKeyRef), and the
+    #: two are joined here, so ``redis_url`` is always what a client connects with.
+    redis_password: str = field(default="", repr=False)
     #: Objects here may act across namespaces (Stork's admin namespace).
     admin_namespace: str = constants.DEFAULT_ADMIN_NAMESPACE
     #: Full relist and reconcile of every object at least this often, so lost messages and missed events
@@ -90,6 +96,11 @@ class Settings:
     #: How often the watcher looks for due schedule slots: a backup starts at most this late.
     schedule_tick_seconds: float = 10.0
 
+    def __post_init__(self) -> None:
+        # Frozen: set through object.__setattr__, once, as the instance is made (dataclasses.replace,
+        # and so with_overrides, makes a new one: a --redis-url override gets the password too).
+        object.__setattr__(self, "redis_url", redis_url_with_password(self.redis_url, self.redis_password))
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Settings from ``DAVIT_<FIELD>`` variables; ``KUBECONFIG`` and ``REDIS_URL`` are honoured too."""
@@ -121,6 +132,19 @@ class Settings:
         cls.add_arguments(parser)
         args = parser.parse_args(argv)
         return cls.from_env().with_overrides(**vars(args))
+
+
+def redis_url_with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` as its AUTH password (percent-encoded), unless it has one already or
+    there is none to add."""
+    if not password:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is not None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    netloc = f"{user}:{urllib.parse.quote(password, safe='')}@{host}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def parse_address(address: str) -> tuple[str, int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.util
+import re
 import shlex
 import tomllib
 from dataclasses import fields
@@ -198,6 +199,36 @@ def test_davit_service_reaches_redis_and_the_cluster(name: str) -> None:
     assert redis_host in services(), f"{name}: Redis host {redis_host} is not a compose service"
     depends_on = service.get("depends_on") or []
     assert redis_host in depends_on, f"{name}: does not depend on {redis_host}"
+
+
+def redis_password_variable() -> str:
+    """The interpolation Redis takes its password from: a required variable (``${NAME:?message}``)."""
+    command = [str(part) for part in services()["redis"]["command"]]
+    assert "--requirepass" in command, "Redis must require a password"
+    value = command[command.index("--requirepass") + 1]
+    match = re.fullmatch(r"\$\{([A-Z_]+):\?[^}]+\}", value)
+    assert match, f"--requirepass {value}: not a required variable (compose must refuse to run without it)"
+    return value
+
+
+def test_redis_requires_a_password_the_operator_chooses() -> None:
+    password = redis_password_variable()
+    assert "DAVIT_REDIS_PASSWORD" in password
+    redis = services()["redis"]
+    # The health check's redis-cli authenticates with the same password.
+    assert dict(redis["environment"])["REDISCLI_AUTH"] == password
+    # Reached only from inside the project's network: nothing published on the host.
+    assert not redis.get("ports") and redis.get("network_mode") is None
+
+
+@pytest.mark.parametrize("name", sorted(davit_services()))
+def test_davit_service_has_the_redis_password(name: str) -> None:
+    env = dict(davit_services()[name]["environment"])
+    assert env["DAVIT_REDIS_PASSWORD"] == redis_password_variable()
+    # The URL itself holds no password: that is the variable's alone.
+    assert "@" not in env["DAVIT_REDIS_URL"], f"{name}: DAVIT_REDIS_URL must not carry credentials"
+    settings = Settings.from_env({"DAVIT_REDIS_URL": env["DAVIT_REDIS_URL"], "DAVIT_REDIS_PASSWORD": "pw"})
+    assert settings.redis_url.startswith("redis://:pw@"), settings.redis_url
 
 
 # --- Dockerfile -------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """The manifests in deploy/*.yaml (deploy/crds has its own test): well-formed; every service's RBAC grants
 what its code does and nothing more (two justified wildcards: the export lists every resource, the
-restore recreates any); every workload runs a module that exists with settings that exist; the node agent
-reads and writes the kubelet's pod volumes on every node."""
+restore recreates any), each rule with its reason, and only the services that open a store read Secrets;
+every workload runs a module that exists with settings that exist; Redis requires the password from its
+Secret and admits only Davit's pods; the node agent reads and writes the kubelet's pod volumes on every
+node."""
 
 from __future__ import annotations
 
@@ -81,6 +83,21 @@ WORKER_COMMON: set[Grant] = operation("applicationbackups") | OPENS_LOCATIONS | 
 #: Everything each service's ClusterRole grants: what its code calls (see the comments in
 #: deploy/rbac.yaml), exactly. A change to a service's API calls changes its role and this table together.
 EXPECTED_GRANTS: dict[str, set[Grant]] = {
+    WATCHER_ROLE: grants(
+        G,
+        ["applicationbackups", "applicationrestores", "applicationclones", "backuplocations"],
+        ["list", "watch"],
+    )
+    | grants(G, ["backuplocations", "rules", "applicationbackups"], ["get"])  # validation
+    | grants(G, ["schedulepolicies", "applicationbackupschedules"], ["list"])  # the schedule loop
+    | grants(
+        G, ["applicationbackups/status", "applicationrestores/status", "applicationclones/status"], ["patch"]
+    )
+    | grants(G, ["backuplocations/status"], ["patch"])  # location checks
+    | grants("", ["secrets"], ["get"])  # location checks open the store
+    | grants(G, ["applicationbackups"], ["create"])  # a schedule's due slot
+    | grants(G, ["applicationbackupschedules/status"], ["patch"])
+    | RECORDS_EVENTS,
     "davit-snapshot": WORKER_COMMON
     | grants(G, ["applicationbackups"], ["patch"])  # the finalizer
     | grants(G, ["rules"], ["get"])
@@ -321,10 +338,12 @@ def watcher_rules() -> list[Doc]:
     return role_rules(WATCHER_ROLE)
 
 
-@pytest.mark.parametrize("plural", sorted(constants.PLURALS.values()))
-def test_watcher_reads_every_davit_kind(plural: str) -> None:
+@pytest.mark.parametrize(
+    "plural", [constants.PLURALS[k] for k in (*constants.OPERATION_KINDS, constants.Kind.BACKUP_LOCATION)]
+)
+def test_watcher_follows_the_operations_and_the_locations(plural: str) -> None:
     verbs = granted(watcher_rules(), constants.API_GROUP, plural)
-    assert {"get", "list", "watch"} <= verbs, f"{plural}: the watcher may only {sorted(verbs)}"
+    assert {"list", "watch"} <= verbs, f"{plural}: the watcher may only {sorted(verbs)}"
 
 
 @pytest.mark.parametrize("kind", constants.OPERATION_KINDS)
@@ -336,6 +355,7 @@ def test_watcher_writes_operation_status(kind: constants.Kind) -> None:
 def test_watcher_never_writes_davit_objects_themselves() -> None:
     # The one exception: a schedule's due slot creates its ApplicationBackup.
     allowed = {constants.PLURALS[constants.Kind.APPLICATION_BACKUP]: {"get", "list", "watch", "create"}}
+    assert not granted(watcher_rules(), constants.API_GROUP, "applicationbackups/status") - {"patch"}
     for plural in constants.PLURALS.values():
         verbs = granted(watcher_rules(), constants.API_GROUP, plural)
         assert verbs <= allowed.get(plural, {"get", "list", "watch"}), f"{plural}: {sorted(verbs)}"
@@ -747,3 +767,189 @@ def test_the_commented_local_location_example_is_valid() -> None:
         }
         paths.add(mounts[0]["mountPath"])
     assert len(paths) == 1, f"a local location's path must be the same in every worker: {sorted(paths)}"
+
+
+# --- Secrets and reasons ----------------------------------------------------------------------------------
+
+#: Every role that may read Secrets, with the verbs. Each of these services opens BackupLocations' stores
+#: with their `secretConfig` Secret, read by name (davit.runtime.open_location_store): `get` only. The
+#: export's `list` (every resource of the namespaces it backs up) and the restore's wildcard (whatever a
+#: backup holds) reach Secrets as what they back up and restore. No other role reads a Secret.
+SECRET_READERS: dict[str, set[str]] = {
+    WATCHER_ROLE: {"get"},  # location checks
+    "davit-snapshot": {"get"},  # the probe write and the manifest
+    EXPORT_ROLE: {"get", "list"},  # the pages' location; the Secrets a backup holds
+    "davit-retention": {"get"},  # deletion, sync, garbage collection
+    RESTORE_ROLE: set(RESTORE_WILDCARD_VERBS),  # the backup's location; the Secrets a restore recreates
+    "davit-uploader": {"get"},  # the node agent stores and reads the volumes' chunks itself
+}
+#: How a service's code opens a location's store: through the worker runtime or directly.
+OPENS_A_STORE = re.compile(r"\.repository\(|open_location_store\(")
+
+
+def rbac_roles() -> list[Doc]:
+    return [
+        doc for name, doc in documents() if name == "rbac.yaml" and doc["kind"] in ("ClusterRole", "Role")
+    ]
+
+
+def opens_a_store(service: str) -> bool:
+    package = SERVICES_PACKAGE_DIR / SERVICES[service][2].removeprefix("davit_services.")
+    return any(OPENS_A_STORE.search(path.read_text()) for path in package.rglob("*.py"))
+
+
+def test_only_the_services_that_open_a_store_read_secrets() -> None:
+    readers = {}
+    for role in rbac_roles():
+        verbs = granted(role["rules"], "", "secrets")
+        if verbs:
+            readers[role["metadata"]["name"]] = verbs
+    assert readers == SECRET_READERS
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_a_service_that_opens_no_store_reads_no_secret(service: str) -> None:
+    # Derived from the code: a service whose package never opens a location's store gets no Secret.
+    role = SERVICES[service][1]
+    assert opens_a_store(service) == (role in SECRET_READERS), (
+        f"{service}: opens a store: {opens_a_store(service)}, may read Secrets: {role in SECRET_READERS}"
+    )
+    assert opens_a_store("snapshot") and not opens_a_store("exporter")  # the scan itself works
+
+
+def test_secrets_are_read_by_name_only_outside_the_two_wildcards() -> None:
+    # `get` needs the name: the account cannot find Secrets, only read those it is told about. List and
+    # watch come only with the export's list of what it backs up and the restore's wildcard.
+    for role in rbac_roles():
+        name = role["metadata"]["name"]
+        rules = [rule for rule in role["rules"] if "*" not in rule.get("resources", [])]
+        assert granted(rules, "", "secrets") <= {"get"}, name
+
+
+def rule_comments() -> list[tuple[str, int, str]]:
+    """(role, rule index, the comment right above the rule) for every rule of every role in
+    deploy/rbac.yaml, read from the file's text: YAML parsers drop comments."""
+    found: list[tuple[str, int, str]] = []
+    for text in re.split(r"^---\s*$", (DEPLOY_DIR / "rbac.yaml").read_text(), flags=re.MULTILINE):
+        doc = yaml.safe_load(text)
+        if not doc or doc.get("kind") not in ("ClusterRole", "Role"):
+            continue
+        lines = text.splitlines()
+        starts = [i for i, line in enumerate(lines) if re.match(r"^  - (apiGroups|nonResourceURLs):", line)]
+        assert len(starts) == len(doc["rules"]), f"{doc['metadata']['name']}: a rule written differently"
+        for index, start in enumerate(starts):
+            comment: list[str] = []
+            above = start - 1
+            while above >= 0 and lines[above].strip().startswith("#"):
+                comment.insert(0, lines[above].strip().lstrip("#").strip())
+                above -= 1
+            found.append((doc["metadata"]["name"], index, " ".join(comment)))
+    return found
+
+
+def test_every_rule_says_why() -> None:
+    comments = rule_comments()
+    assert len(comments) == sum(len(role["rules"]) for role in rbac_roles())
+    missing = [f"{role} rule {index}" for role, index, comment in comments if len(comment) < 20]
+    assert not missing, f"rules without a reason in the comment right above them: {missing}"
+
+
+def test_every_secret_rule_says_what_the_secret_is_for() -> None:
+    naming_secrets = set()
+    for role in rbac_roles():
+        name = role["metadata"]["name"]
+        reasons = {index: comment for r, index, comment in rule_comments() if r == name}
+        for index, rule in enumerate(role["rules"]):
+            if "secrets" in rule.get("resources", []):
+                assert "Secret" in reasons[index] and "store" in reasons[index], f"{name} rule {index}"
+                naming_secrets.add(name)
+    # Every reader names Secrets in a rule of its own, wildcards or not: the reason is always written.
+    assert naming_secrets == set(SECRET_READERS)
+
+
+# --- Redis: a password from a Secret, and Davit's pods only -------------------------------------------------
+
+REDIS_SECRET_REF = {"secretKeyRef": {"name": "davit-redis", "key": "password"}}
+
+
+def redis_container() -> Doc:
+    containers: list[Doc] = pod_spec(one("Deployment", "davit-redis", DAVIT_NAMESPACE))["containers"]
+    (container,) = containers
+    return container
+
+
+def selects(selector: Doc, labels: dict[str, str]) -> bool:
+    """Whether a label selector (matchLabels and matchExpressions) selects a pod with ``labels``."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[operator]
+        if not ok:
+            return False
+    return True
+
+
+def test_redis_requires_the_password_of_its_secret() -> None:
+    container = redis_container()
+    args = container["args"]
+    assert "--requirepass" in args
+    variable = re.fullmatch(r"\$\(([A-Z_]+)\)", args[args.index("--requirepass") + 1])
+    assert variable, "the password is expanded from the environment, never written into the manifest"
+    env = env_of(container)
+    assert env[variable.group(1)]["valueFrom"] == REDIS_SECRET_REF
+    # The readiness probe's redis-cli authenticates with the same password.
+    assert env["REDISCLI_AUTH"]["valueFrom"] == REDIS_SECRET_REF
+    assert container["readinessProbe"]["exec"]["command"][0] == "redis-cli"
+
+
+def test_no_manifest_holds_the_redis_password() -> None:
+    # The administrator creates the Secret with a random value (README): a password shipped in deploy/
+    # would be the same, and public, in every cluster.
+    assert not [doc for _, doc in documents() if doc["kind"] == "Secret"]
+    text = "\n".join((DEPLOY_DIR / name).read_text() for name in MANIFEST_FILES)
+    assert not re.search(r"redis://[^\s/]*@", text), "a Redis URL with credentials in deploy/"
+
+
+def test_davit_containers_get_the_redis_password_from_its_secret() -> None:
+    for workload, container in davit_containers():
+        env = env_of(container)
+        name = workload["metadata"]["name"]
+        assert env["DAVIT_REDIS_PASSWORD"]["valueFrom"] == REDIS_SECRET_REF, name
+        assert "@" not in env["DAVIT_REDIS_URL"]["value"], f"{name}: the URL must not hold credentials"
+        # What the process connects with: the URL and the password joined.
+        settings = Settings.from_env(
+            {"DAVIT_REDIS_URL": env["DAVIT_REDIS_URL"]["value"], "DAVIT_REDIS_PASSWORD": "pw"}
+        )
+        assert settings.redis_url == "redis://:pw@davit-redis.davit-system:6379/0", name
+
+
+def test_only_davits_pods_reach_redis() -> None:
+    policy = one("NetworkPolicy", "davit-redis", DAVIT_NAMESPACE)
+    spec = policy["spec"]
+    redis_pod = one("Deployment", "davit-redis", DAVIT_NAMESPACE)["spec"]["template"]["metadata"]["labels"]
+    assert selects(spec["podSelector"], redis_pod), "the policy must select the Redis pods"
+    assert "Ingress" in spec["policyTypes"]
+    (rule,) = spec["ingress"]
+    (port,) = [p["containerPort"] for p in redis_container()["ports"] if p["name"] == "redis"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": port}]
+    peers = rule["from"]
+    # Pods of davit-system only: no namespaceSelector (which would open other namespaces), no ipBlock.
+    assert peers and all(set(peer) == {"podSelector"} for peer in peers), peers
+
+    def admitted(labels: dict[str, str]) -> bool:
+        return any(selects(peer["podSelector"], labels) for peer in peers)
+
+    for workload, _container in davit_containers():
+        assert workload["metadata"]["namespace"] == DAVIT_NAMESPACE
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert admitted(labels), f"{workload['metadata']['name']} cannot reach Redis"
+    # Anything else is not: a pod without Davit's labels, or one claiming a component Davit does not run.
+    assert not admitted({"app": "tenant"})
+    assert not admitted({"app.kubernetes.io/part-of": "davit"})
+    assert not admitted({"app.kubernetes.io/part-of": "davit", "app.kubernetes.io/component": "broker"})

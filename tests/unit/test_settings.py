@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from davit.settings import Settings, parse_address
+from davit.settings import Settings, parse_address, redis_url_with_password
 
 DEFAULTS: dict[str, Any] = {
     "kubeconfig": "",
     "redis_url": "redis://127.0.0.1:6379/0",
+    "redis_password": "",
     "admin_namespace": "kube-system",
     "resync_seconds": 60.0,
     "stall_seconds": 300.0,
@@ -263,3 +264,52 @@ def test_parse_address_refuses_what_is_not_host_and_port(address: str) -> None:
     with pytest.raises(ValueError, match="host:port") as info:
         parse_address(address)
     assert repr(address) in str(info.value)
+
+
+# --- Redis' password --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "password", "expected"),
+    [
+        pytest.param("redis://r:6379/0", "", "redis://r:6379/0", id="none-to-add"),
+        pytest.param("redis://r:6379/0", "s3cret", "redis://:s3cret@r:6379/0", id="added"),
+        pytest.param("redis://u@r:6379/0", "pw", "redis://u:pw@r:6379/0", id="with-a-user-name"),
+        pytest.param("redis://:old@r:6379/0", "new", "redis://:old@r:6379/0", id="the-urls-own-wins"),
+        pytest.param("redis://r:6379/0", "a@b:c/d%", "redis://:a%40b%3Ac%2Fd%25@r:6379/0", id="escaped"),
+        pytest.param("rediss://[::1]:6380/2", "pw", "rediss://:pw@[::1]:6380/2", id="tls-and-ipv6"),
+    ],
+)
+def test_redis_url_with_password(url: str, password: str, expected: str) -> None:
+    assert redis_url_with_password(url, password) == expected
+
+
+def test_the_password_joins_the_url_the_services_connect_with() -> None:
+    # What deploy/ gives every container: the URL in plain configuration, the password from a Secret.
+    settings = Settings.from_env(
+        {"DAVIT_REDIS_URL": "redis://davit-redis.davit-system:6379/0", "DAVIT_REDIS_PASSWORD": "pw"}
+    )
+    assert settings.redis_url == "redis://:pw@davit-redis.davit-system:6379/0"
+    # A --redis-url flag still gets the password.
+    flagged = settings.with_overrides(redis_url="redis://other:1/0")
+    assert flagged.redis_url == "redis://:pw@other:1/0"
+    # The REDIS_URL fallback too.
+    assert Settings.from_env({"REDIS_URL": "redis://r:1/0", "DAVIT_REDIS_PASSWORD": "pw"}).redis_url == (
+        "redis://:pw@r:1/0"
+    )
+
+
+def test_the_password_the_url_decodes_to_is_the_one_given() -> None:
+    import redis
+
+    password = "p@ss:w/rd%?#"
+    settings = Settings(redis_url="redis://127.0.0.1:6379/0", redis_password=password)
+    kwargs = redis.ConnectionPool.from_url(settings.redis_url).connection_kwargs
+    assert kwargs["password"] == password
+    assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("127.0.0.1", 6379, 0)
+
+
+def test_the_password_stays_out_of_the_settings_repr() -> None:
+    settings = Settings(redis_url="redis://:inurl@r:1/0", redis_password="given")
+    assert "inurl" not in repr(settings) and "given" not in repr(settings)
+    assert "admin_namespace=" in repr(settings)  # the rest is still shown
