@@ -12,8 +12,9 @@ RawObject = dict[str, Any]
 
 
 def ttl_expired(obj: RawObject, now: datetime.datetime) -> bool:
-    """Whether a finished backup's ``ttl``, counted from when it finished, has passed (an unparsable ttl
-    never expires anything: the API server's pattern keeps one from being stored)."""
+    """Whether a finished backup's ``ttl``, counted from when it finished, has passed. A ttl that cannot be
+    computed with never expires anything: an unparsable one (the API server's pattern keeps one from being
+    stored) or one longer than ``retention_rules.MAX_DURATION`` (which would overflow the date)."""
     finished = timeutil.parse_time((obj.get("status") or {}).get("finishTimestamp"))
     try:
         expires = retention_rules.ttl_expires_at((obj.get("spec") or {}).get("ttl") or None, finished)

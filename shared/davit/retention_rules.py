@@ -36,7 +36,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
-from davit.api.types import DURATION, Status
+from davit.api.types import DURATION, MAX_DURATION_LENGTH, Status
 from davit.schedules import PolicyEntry, PolicyType
 from davit.timeutil import format_time
 
@@ -57,14 +57,22 @@ _UNFINISHED: Final = frozenset({Status.PENDING, Status.IN_PROGRESS})
 _UNSUCCESSFUL: Final = {Status.FAILED: "failed", Status.PARTIAL_SUCCESS: "partially successful"}
 _DURATION: Final = re.compile(DURATION)
 _DURATION_PART: Final = re.compile(r"([0-9]+)(ms|s|m|h|d|w)")
-_UNITS: Final = {
-    "ms": datetime.timedelta(milliseconds=1),
-    "s": datetime.timedelta(seconds=1),
-    "m": datetime.timedelta(minutes=1),
-    "h": datetime.timedelta(hours=1),
-    "d": datetime.timedelta(days=1),
-    "w": datetime.timedelta(weeks=1),
+#: Each unit in milliseconds: a duration is summed as an integer, which cannot overflow, and only then
+#: compared with ``MAX_DURATION`` and made a timedelta.
+_UNIT_MS: Final = {
+    "ms": 1,
+    "s": 1000,
+    "m": 60 * 1000,
+    "h": 60 * 60 * 1000,
+    "d": 24 * 60 * 60 * 1000,
+    "w": 7 * 24 * 60 * 60 * 1000,
 }
+#: The longest ``ttl`` or ``expireAfter`` Davit computes with. The CRD bounds how long the text may be,
+#: but "999999w" fits that and is 19,000 years: past the last date a timestamp can hold. Longer durations
+#: are refused with this reason instead of overflowing in the middle of a retention run.
+MAX_DURATION: Final = datetime.timedelta(days=100 * 365)
+_MAX_DURATION_TEXT: Final = "100 years (36500d)"
+_MAX_MS: Final = MAX_DURATION // datetime.timedelta(milliseconds=1)
 
 
 @dataclass(frozen=True)
@@ -90,12 +98,21 @@ class Deletion(NamedTuple):
 
 
 def parse_duration(text: str) -> datetime.timedelta:
-    """``72h``, ``30d``, ``1h30m``, ``2w``, ``500ms`` (the API's ``DURATION``) → a timedelta."""
-    if not _DURATION.fullmatch(text):
-        raise ValueError(f"{text!r} is not a duration such as 72h, 30d or 1h30m")
-    return sum(
-        (int(count) * _UNITS[unit] for count, unit in _DURATION_PART.findall(text)), datetime.timedelta(0)
-    )
+    """``72h``, ``30d``, ``1h30m``, ``2w``, ``500ms`` (the API's ``DURATION``) → a timedelta.
+
+    ``ValueError``, with a message fit for a condition or an Event, for text that is not a duration and
+    for a duration longer than ``MAX_DURATION``.
+    """
+    if len(text) > MAX_DURATION_LENGTH or not _DURATION.fullmatch(text):
+        raise ValueError(
+            f"{text[:MAX_DURATION_LENGTH]!r} is not a duration such as 72h, 30d or 1h30m "
+            f"(at most {MAX_DURATION_LENGTH} characters)"
+        )
+    milliseconds = sum(int(count) * _UNIT_MS[unit] for count, unit in _DURATION_PART.findall(text))
+    duration = datetime.timedelta(milliseconds=min(milliseconds, _MAX_MS + 1))
+    if duration > MAX_DURATION:
+        raise ValueError(f"duration {text} is longer than {_MAX_DURATION_TEXT}, the longest Davit keeps")
+    return duration
 
 
 def ttl_expires_at(ttl: str | None, finished_at: datetime.datetime | None) -> datetime.datetime | None:
@@ -103,7 +120,12 @@ def ttl_expires_at(ttl: str | None, finished_at: datetime.datetime | None) -> da
     finish. None without a ttl, or while the backup has not finished."""
     if ttl is None or finished_at is None:
         return None
-    return finished_at + parse_duration(ttl)
+    duration = parse_duration(ttl)
+    try:
+        return finished_at + duration
+    except OverflowError:
+        # Only a finish time near the year 9999 gets here (the duration is bounded).
+        raise ValueError(f"ttl {ttl} from {format_time(finished_at)} ends past the last date") from None
 
 
 def effective_retain(policy_type: PolicyType, entry: PolicyEntry) -> int | None:

@@ -39,6 +39,7 @@ from croniter import CroniterError, croniter
 
 from davit.api.types import (
     KITCHEN_TIME,
+    MAX_INTERVAL_MINUTES,
     CronPolicy,
     DailyPolicy,
     IntervalPolicy,
@@ -138,7 +139,7 @@ def next_trigger(
     _check_aware(after, "after")
     _check_entry(policy_type, entry)
     if isinstance(entry, IntervalPolicy):
-        return _grid_floor(entry, after) + _step(entry)
+        return _grid_next(entry, after)
     tz = zone(time_zone)
     # Walls at or before ``after``'s own wall time map to instants at or before ``after`` (the mapping is
     # monotonic and a wall maps to its first occurrence), so the search can start there.
@@ -242,13 +243,29 @@ def _check_entry(policy_type: PolicyType, entry: PolicyEntry) -> None:
 
 
 def _step(entry: IntervalPolicy) -> datetime.timedelta:
-    return datetime.timedelta(minutes=entry.interval_minutes)
+    # The CRD bounds intervalMinutes; a policy stored before it did (or built in code) may not be, and a
+    # huge one would overflow timedelta instead of saying what is wrong.
+    minutes = entry.interval_minutes
+    if not 1 <= minutes <= MAX_INTERVAL_MINUTES:
+        raise ScheduleError(
+            f"intervalMinutes {minutes} is outside 1-{MAX_INTERVAL_MINUTES} (one minute to one year)"
+        )
+    return datetime.timedelta(minutes=minutes)
 
 
 def _grid_floor(entry: IntervalPolicy, moment: datetime.datetime) -> datetime.datetime:
     """The latest grid point at or before ``moment``; integer arithmetic, so no float rounding at slots."""
     step = _step(entry)
     return _EPOCH + ((moment - _EPOCH) // step) * step
+
+
+def _grid_next(entry: IntervalPolicy, moment: datetime.datetime) -> datetime.datetime:
+    try:
+        return _grid_floor(entry, moment) + _step(entry)
+    except OverflowError:
+        raise ScheduleError(
+            f"intervalMinutes {entry.interval_minutes} after {moment:%Y-%m-%d} is past the last date"
+        ) from None
 
 
 def _instant(wall: datetime.datetime, tz: ZoneInfo) -> datetime.datetime:

@@ -132,6 +132,34 @@ def test_schema_is_structural(file_name: str) -> None:
     assert not problems, f"{file_name} is not structural:\n" + "\n".join(problems)
 
 
+@pytest.mark.parametrize("file_name", CRD_FILES)
+def test_every_number_and_duration_a_user_writes_is_bounded(file_name: str) -> None:
+    # A tenant writes everything but status (a subresource only Davit's service accounts write). An
+    # unbounded number or duration there is one the services may not be able to compute with.
+    root = version_of(file_name)["schema"]["openAPIV3Schema"]
+    problems: list[str] = []
+    for path, node in schema_nodes(root):
+        if path.startswith(".status"):
+            continue
+        if node.get("type") == "integer" and ("maximum" not in node or "minimum" not in node):
+            problems.append(f"{path}: integer without minimum and maximum")
+        if node.get("pattern") == types.DURATION and node.get("maxLength") != types.MAX_DURATION_LENGTH:
+            problems.append(f"{path}: duration without maxLength")
+    assert not problems, f"{file_name}:\n" + "\n".join(problems)
+
+
+def test_the_bounds_of_schedule_policies() -> None:
+    policy = version_of("schedulepolicies.yaml")["schema"]["openAPIV3Schema"]["properties"]["policy"]
+    interval = policy["properties"]["interval"]["properties"]
+    assert (interval["intervalMinutes"]["minimum"], interval["intervalMinutes"]["maximum"]) == (1, 527040)
+    assert (interval["retain"]["minimum"], interval["retain"]["maximum"]) == (1, types.MAX_RETAIN)
+    assert (interval["minRetain"]["minimum"], interval["minRetain"]["maximum"]) == (0, types.MAX_RETAIN)
+    monthly = policy["properties"]["monthly"]["properties"]
+    assert (monthly["date"]["minimum"], monthly["date"]["maximum"]) == (1, 31)
+    backup = version_of("applicationbackups.yaml")["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert backup["properties"]["ttl"]["maxLength"] == 32
+
+
 # --- (c) operation kinds: status subresource and printer columns ------------------------------------
 
 

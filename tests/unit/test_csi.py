@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from davit import labels
 from davit.volumes import VolumePlan
 from davit_services.snapshot import csi
 
@@ -108,13 +109,13 @@ def test_long_names_sharing_a_prefix_stay_apart() -> None:
 
 
 def test_label_values_fit() -> None:
-    assert csi.label_value("nightly") == "nightly"
+    assert labels.label_value("nightly") == "nightly"
     long = "a" * 60 + "-" + "b" * 100
-    value = csi.label_value(long)
+    value = labels.label_value(long)
     assert len(value) <= 63
     assert LABEL_VALUE.match(value)
-    assert value != csi.label_value("a" * 60 + "-" + "c" * 100)
-    assert LABEL_VALUE.match(csi.label_value("a" * 61 + "." + "b" * 10))
+    assert value != labels.label_value("a" * 60 + "-" + "c" * 100)
+    assert LABEL_VALUE.match(labels.label_value("a" * 61 + "." + "b" * 10))
 
 
 def test_snapshot_body() -> None:

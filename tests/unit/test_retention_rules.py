@@ -7,9 +7,18 @@ import datetime
 
 import pytest
 
-from davit.api.types import CronPolicy, DailyPolicy, IntervalPolicy, MonthlyPolicy, Status, WeeklyPolicy
+from davit.api.types import (
+    MAX_DURATION_LENGTH,
+    CronPolicy,
+    DailyPolicy,
+    IntervalPolicy,
+    MonthlyPolicy,
+    Status,
+    WeeklyPolicy,
+)
 from davit.retention_rules import (
     DEFAULT_RETAIN,
+    MAX_DURATION,
     BackupRecord,
     Deletion,
     effective_retain,
@@ -368,3 +377,32 @@ def test_every_policy_type_has_a_default_retain() -> None:
     from davit.schedules import POLICY_TYPES
 
     assert set(DEFAULT_RETAIN) == set(POLICY_TYPES)
+
+
+@pytest.mark.parametrize("text", ["999999w", "36501d", "876001h", "99999999999999999999999999999ms"])
+def test_a_duration_too_long_to_compute_with_is_refused_with_its_reason(text: str) -> None:
+    # Each fits the CRD's pattern and length; "999999w" is 19,000 years, past the last datetime.
+    assert len(text) <= MAX_DURATION_LENGTH
+    with pytest.raises(ValueError, match=f"duration {text} is longer than 100 years"):
+        parse_duration(text)
+
+
+def test_the_longest_duration_is_accepted_and_a_long_text_is_refused() -> None:
+    assert parse_duration("36500d") == MAX_DURATION
+    assert parse_duration("5214w2d") == MAX_DURATION
+    with pytest.raises(ValueError, match="at most 32 characters"):
+        parse_duration("1s" * 17)
+
+
+def test_a_ttl_past_the_last_date_is_refused_not_overflowed() -> None:
+    late = datetime.datetime(9999, 6, 1, tzinfo=datetime.UTC)
+    with pytest.raises(ValueError, match="ttl 365d from 9999-06-01T00:00:00Z ends past the last date"):
+        ttl_expires_at("365d", late)
+    with pytest.raises(ValueError, match="longer than 100 years"):
+        ttl_expires_at("999999w", datetime.datetime(2026, 3, 1, tzinfo=datetime.UTC))
+
+
+def test_to_delete_refuses_an_expire_after_it_cannot_compute_with() -> None:
+    backups = [backup("old", OK, 400), backup("new", OK, 1)]
+    with pytest.raises(ValueError, match="duration 999999w is longer than 100 years"):
+        to_delete(backups, {"daily": daily(expire_after="999999w")}, NOW)

@@ -15,6 +15,7 @@ from _pytest.mark import ParameterSet
 from davit import schedules
 from davit.api.types import (
     DNS1123_SUBDOMAIN,
+    MAX_INTERVAL_MINUTES,
     CronPolicy,
     DailyPolicy,
     IntervalPolicy,
@@ -534,3 +535,31 @@ def test_entry_must_match_its_policy_type() -> None:
         schedules.next_trigger("weekly", SEED_DAILY, None, at("2026-01-01T00:00"))
     with pytest.raises(ValueError, match="unknown policy type 'hourly'"):
         schedules.next_trigger("hourly", SEED_DAILY, None, at("2026-01-01T00:00"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("minutes", [0, MAX_INTERVAL_MINUTES + 1, 10**15, 10**30])
+def test_an_interval_it_cannot_compute_with_is_a_schedule_error(minutes: int) -> None:
+    # The CRD bounds intervalMinutes; a policy stored before it did reaches this code unbounded.
+    entry = IntervalPolicy.model_construct(interval_minutes=minutes)
+    now = at("2026-01-01T00:00")
+    with pytest.raises(schedules.ScheduleError, match=f"intervalMinutes {minutes} is outside 1-527040"):
+        schedules.next_trigger("interval", entry, None, now)
+    with pytest.raises(schedules.ScheduleError, match=f"intervalMinutes {minutes} is outside"):
+        schedules.latest_slot("interval", entry, None, now)
+
+
+def test_the_longest_interval_fires_and_one_past_the_last_date_is_a_schedule_error() -> None:
+    year = interval(MAX_INTERVAL_MINUTES)
+    assert schedules.next_trigger("interval", year, None, at("2026-01-01T00:00")) > at("2026-01-01T00:00")
+    late = datetime.datetime(9999, 12, 1, tzinfo=datetime.UTC)
+    with pytest.raises(schedules.ScheduleError, match="past the last date"):
+        schedules.next_trigger("interval", year, None, late)
+
+
+def test_backup_names_of_the_longest_schedule_names_are_object_names() -> None:
+    slot = at("2026-11-21T10:01:00")
+    for name in ("a" * 253, "a" * 232 + "." + "b" * 20, "a" * 231 + "-" + "b" * 21, "n" * 200):
+        made = schedules.backup_name(name, "interval", slot)
+        assert len(made) <= 253 and re.fullmatch(DNS1123_SUBDOMAIN, made), made
+        assert made.endswith("-interval-2026-11-21-100100")
+    assert schedules.backup_name("a" * 253, "daily", slot) != schedules.backup_name("a" * 252, "daily", slot)

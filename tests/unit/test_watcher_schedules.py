@@ -4,9 +4,21 @@ nothing while suspended or without a policy, and the status a user reads."""
 from __future__ import annotations
 
 import datetime
+import json
+import re
 from typing import Any
 
-from davit_services.watcher.schedules import backup_for, plan_schedule
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from davit import labels
+from davit_services.watcher.schedules import (
+    backup_for,
+    describe_error,
+    failure_plan,
+    plan_schedule,
+    template_problem,
+)
 
 UTC = datetime.UTC
 
@@ -16,11 +28,11 @@ def at(text: str) -> datetime.datetime:
 
 
 def schedule(created: str = "2026-11-21T10:00:30Z", status: dict[str, Any] | None = None,
-             suspend: bool = False) -> dict[str, Any]:  # fmt: skip
+             suspend: bool = False, name: str = "nightly", **template: Any) -> dict[str, Any]:  # fmt: skip
     return {
-        "metadata": {"name": "nightly", "namespace": "shop", "uid": "u1", "creationTimestamp": created},
+        "metadata": {"name": name, "namespace": "shop", "uid": "u1", "creationTimestamp": created},
         "spec": {"schedulePolicyName": "every-minute", "suspend": suspend, "reclaimPolicy": "Delete",
-                 "template": {"spec": {"backupLocation": "loc", "namespaces": ["shop"]}}},
+                 "template": {"spec": {"backupLocation": "loc", "namespaces": ["shop"], **template}}},
         "status": status or {},
     }  # fmt: skip
 
@@ -101,3 +113,95 @@ def test_the_backup_a_slot_fires() -> None:
         "davit.dev/policy-type": "interval",
     }
     assert backup["spec"] == {"backupLocation": "loc", "namespaces": ["shop"], "reclaimPolicy": "Delete"}
+
+
+LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+def condition(plan: Any, kind: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(c for c in plan.status["conditions"] if c["type"] == kind)
+    return found
+
+
+def test_a_healthy_schedule_says_it_is_scheduling() -> None:
+    plan = plan_schedule(schedule(), POLICY, [], at("2026-11-21T10:01:05"))
+    assert (condition(plan, "Scheduling")["status"], condition(plan, "Scheduling")["reason"]) == (
+        "True",
+        "Scheduled",
+    )
+
+
+def test_a_253_character_schedule_labels_its_backups_with_a_short_value() -> None:
+    long = "s" * 120 + "." + "t" * 132
+    assert len(long) == 253
+    plan = plan_schedule(schedule(name=long), POLICY, [], at("2026-11-21T10:01:05"))
+    backup = backup_for(schedule(name=long), plan.fire[0])
+    value = backup["metadata"]["labels"]["davit.dev/schedule"]
+    assert value == labels.label_value(long) and len(value) <= 63 and LABEL_VALUE.match(value)
+    assert len(backup["metadata"]["name"]) <= 253
+    assert backup["metadata"]["name"].endswith("-interval-2026-11-21-100100")
+
+
+@pytest.mark.parametrize(
+    ("policy", "problem"),
+    [
+        ({"interval": {"intervalMinutes": 10**15}}, "interval.intervalMinutes: Input should be less than"),
+        ({"interval": {"intervalMinutes": 1, "expireAfter": "999999w"}}, "interval.expireAfter: duration"),
+        ({"interval": {"intervalMinutes": 1, "retain": 10**30}}, "interval.retain: Input should be less"),
+    ],
+)
+def test_a_policy_with_values_it_cannot_compute_with_is_invalid_not_a_crash(
+    policy: dict[str, Any], problem: str
+) -> None:
+    # What a policy stored before the CRD bounded these (or one the CRD's pattern lets through) holds.
+    bad = {"metadata": {"name": "every-minute"}, "policy": policy}
+    plan = plan_schedule(schedule(), bad, [], at("2026-11-21T10:05:00"))
+    found = condition(plan, "PolicyFound")
+    assert plan.fire == [] and (found["status"], found["reason"]) == ("False", "PolicyInvalid")
+    assert problem in found["message"], found["message"]
+    assert "\n" not in found["message"] and "errors.pydantic.dev" not in found["message"]
+    assert plan.event is not None and plan.event[0] == "PolicyInvalid"
+
+
+def test_a_template_ttl_it_cannot_compute_with_stops_only_this_schedule_with_one_warning() -> None:
+    bad = schedule(ttl="999999w")
+    assert template_problem(bad["spec"]) is not None
+    assert template_problem(schedule(ttl="72h")["spec"]) is None
+    plan = plan_schedule(bad, POLICY, [], at("2026-11-21T10:01:05"))
+    found = condition(plan, "Scheduling")
+    assert plan.fire == [] and (found["status"], found["reason"]) == ("False", "TemplateInvalid")
+    assert "template.spec.ttl: duration 999999w is longer than 100 years" in found["message"]
+    assert plan.event == ("TemplateInvalid", found["message"])
+    assert condition(plan, "PolicyFound")["status"] == "True"
+    later = plan_schedule(schedule(status=plan.status, ttl="999999w"), POLICY, [], at("2026-11-21T10:02:05"))
+    assert later.event is None and later.fire == []
+    fixed = plan_schedule(schedule(status=later.status, ttl="72h"), POLICY, [], at("2026-11-21T10:03:05"))
+    assert [f.name for f in fixed.fire] == ["nightly-interval-2026-11-21-100300"]
+    assert condition(fixed, "Scheduling")["status"] == "True"
+
+
+def test_a_failure_while_firing_is_a_condition_and_one_warning() -> None:
+    now = at("2026-11-21T10:01:05")
+    first = failure_plan(schedule(), "the API server answered 403: exceeded quota", now)
+    found = condition(first, "Scheduling")
+    assert (found["status"], found["reason"]) == ("False", "SchedulingFailed")
+    assert found["message"] == "the API server answered 403: exceeded quota"
+    assert first.event == ("SchedulingFailed", "the API server answered 403: exceeded quota")
+    again = failure_plan(schedule(status=first.status), "the API server answered 403: exceeded quota", now)
+    assert again.event is None, "the warning is given once, when firing starts to fail"
+    assert condition(again, "Scheduling")["lastTransitionTime"] == found["lastTransitionTime"]
+    # Once firing works again, the condition says so.
+    healed = plan_schedule(schedule(status=first.status), POLICY, [], now)
+    assert condition(healed, "Scheduling")["status"] == "True" and healed.fire
+
+
+def test_errors_are_described_by_what_the_api_server_said() -> None:
+    refused = ApiException(status=403, reason="Forbidden")
+    refused.body = json.dumps({"kind": "Status", "message": "exceeded quota: q, requested: count=1"})
+    assert describe_error(refused) == "the API server answered 403: exceeded quota: q, requested: count=1"
+    bare = ApiException(status=500, reason="Internal Server Error")
+    assert describe_error(bare) == "the API server answered 500: Internal Server Error"
+    assert (
+        describe_error(OverflowError("date value out of range")) == "OverflowError: date value out of range"
+    )
+    assert len(describe_error(ValueError("x" * 5000))) == 512

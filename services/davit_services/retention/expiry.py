@@ -15,7 +15,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from davit import constants, deletions, expiry, retention_rules, schedules, timeutil
+from davit import constants, deletions, expiry, labels, retention_rules, schedules, timeutil
 from davit.api.types import PolicySpec, Status
 from davit.constants import Kind
 from davit.kube import events
@@ -76,7 +76,8 @@ def apply_schedule_retention(rt: Runtime, message: Message) -> None:
         if exc.status == 404:
             return  # without its policy nothing says what to keep: keep everything
         raise
-    selector = f"{constants.SCHEDULE_LABEL}={message.name}"
+    # The same value the watcher labelled the backups with: a long name is shortened with a hash.
+    selector = labels.selector(constants.SCHEDULE_LABEL, message.name)
     backups: list[RawObject] = client.CustomObjectsApi(rt.api).list_namespaced_custom_object(
         constants.API_GROUP, constants.API_VERSION, message.namespace,
         constants.PLURALS[Kind.APPLICATION_BACKUP], label_selector=selector,
@@ -87,7 +88,14 @@ def apply_schedule_retention(rt: Runtime, message: Message) -> None:
         entries = schedules.entries(PolicySpec.model_validate(policy.get("policy") or {}))
     except ValidationError:
         return  # the watcher reports an unreadable policy on the schedule; keep everything meanwhile
-    for deletion in retention_rules.to_delete([_record(b) for b in live], entries, timeutil.utcnow()):
+    try:
+        deletions_due = retention_rules.to_delete([_record(b) for b in live], entries, timeutil.utcnow())
+    except ValueError as exc:
+        # An expireAfter too long to compute with: the watcher reports it on the schedule (PolicyInvalid);
+        # keep everything meanwhile rather than fail the task on every tick.
+        log.warning("schedule.retention_skipped", error=str(exc))
+        return
+    for deletion in deletions_due:
         if _delete(rt, by_name[deletion.name]):
             note = f"deleted {deletion.name}: {deletion.reason}"
             events.record(rt.api, schedule, "Normal", "RetentionDeleted", note, constants.COMPONENT_WORKER)
@@ -101,13 +109,17 @@ def _record(backup: RawObject) -> retention_rules.BackupRecord:
     finished = timeutil.parse_time(status.get("finishTimestamp"))
     outcome = Status(status["status"]) if status.get("stage") == "Final" and status.get("status") else None
     policy_type = (meta.get("labels") or {}).get(POLICY_TYPE_LABEL)
+    try:
+        expires = retention_rules.ttl_expires_at((backup.get("spec") or {}).get("ttl"), finished)
+    except ValueError:
+        expires = None  # a ttl too long to compute with never runs out (as in ``expiry.ttl_expired``)
     return retention_rules.BackupRecord(
         name=meta["name"],
         policy_type=policy_type if policy_type in schedules.POLICY_TYPES else None,
         status=outcome or Status.IN_PROGRESS,
         created_at=timeutil.parse_time(meta.get("creationTimestamp")) or timeutil.utcnow(),
         finished_at=finished,
-        ttl_expires_at=retention_rules.ttl_expires_at((backup.get("spec") or {}).get("ttl"), finished),
+        ttl_expires_at=expires,
     )
 
 

@@ -30,6 +30,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 from urllib3.exceptions import HTTPError as Urllib3Error
 
+from davit.labels import label_value
 from davit.volumes import VolumePlan
 
 log = structlog.get_logger(__name__)
@@ -48,7 +49,6 @@ BACKUP_UID_LABEL = "davit.dev/backup-uid"
 
 #: Longest object name (a DNS subdomain) and label value.
 MAX_NAME = 253
-MAX_LABEL_VALUE = 63
 #: Characters of the backup's uid in the snapshot's name: enough to tell two backups of the same name
 #: apart (a backup deleted and created again), short enough to keep the name readable.
 SHORT_UID = 8
@@ -113,15 +113,6 @@ def snapshot_name(backup_name: str, claim: str, backup_uid: str) -> str:
     suffix = f"-{_digest(full)}-{short_uid}"
     # A subdomain's labels must start and end alphanumeric: no "-" or "." before the suffix.
     return f"{backup_name}-{claim}"[: MAX_NAME - len(suffix)].rstrip("-.") + suffix
-
-
-def label_value(value: str) -> str:
-    """``value`` as a label value (at most 63 characters, alphanumeric at both ends): unchanged when it
-    fits, else its front and a digest of the whole."""
-    if len(value) <= MAX_LABEL_VALUE:
-        return value
-    digest = _digest(value)
-    return f"{value[: MAX_LABEL_VALUE - len(digest) - 1].rstrip('-_.')}-{digest}"
 
 
 def snapshot_body(

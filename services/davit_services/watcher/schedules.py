@@ -12,8 +12,16 @@ newer than the last one fired (``status.lastTriggered``) and not older than the 
   was down for ten slots fires one backup, for the last of them;
 * ``suspend: true`` fires nothing (the slots passed while suspended are not caught up on resume, except
   the latest: resuming is like coming back from downtime);
-* a schedule naming a SchedulePolicy that does not exist gets the condition ``PolicyFound=False`` and a
-  Warning Event (once, when the condition changes), and fires nothing.
+* a schedule naming a SchedulePolicy that does not exist, or one whose values cannot be computed with
+  (an ``expireAfter`` or ``intervalMinutes`` past what a date can hold), gets the condition
+  ``PolicyFound=False`` and a Warning Event (once, when the condition changes), and fires nothing;
+* **each schedule on its own**: a schedule whose template cannot be used (a ``ttl`` too long to compute
+  with) or whose backup the API server refuses gets ``Scheduling=False`` with the reason and a Warning
+  Event, and the loop goes on with the other schedules: one tenant's schedule never stops another's.
+
+The schedule's name goes into the ``davit.dev/schedule`` label of its backups through
+``davit.labels.label_value`` (a name longer than a label value's 63 characters is cut and ends with a
+hash), and the backups are found again by that same value.
 
 After each tick the retention service is asked, at most once a minute per schedule, to apply the
 schedule's retention (``Retain`` messages on ``davit.retention``).
@@ -22,6 +30,7 @@ schedule's retention (``Retain`` messages on ``davit.retention``).
 from __future__ import annotations
 
 import datetime
+import json
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +40,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from davit import constants, queueing, schedules, timeutil
+from davit import constants, labels, queueing, retention_rules, schedules, timeutil
 from davit.api.types import PolicySpec
 from davit.constants import Kind, Queue
 from davit.kube import events
@@ -43,6 +52,10 @@ RawObject = dict[str, Any]
 POLICY_TYPE_LABEL = f"{constants.ANNOTATION_PREFIX}policy-type"
 SLOT_ANNOTATION = f"{constants.ANNOTATION_PREFIX}schedule-slot"
 POLICY_FOUND = "PolicyFound"
+#: Whether the schedule's backups can be made: False when its template cannot be used or firing failed.
+SCHEDULING = "Scheduling"
+#: The longest error text put in a condition (the Event's message is cut by ``events.record``).
+_MAX_ERROR = 512
 #: The retention message's part: one per schedule and minute, however often the loop ticks.
 RETENTION_STAGE = "Retain"
 
@@ -64,20 +77,70 @@ class SchedulePlan:
 
 
 def _condition(
-    found: bool, message: str, previous: list[RawObject], now: datetime.datetime, reason: str = ""
+    found: bool,
+    message: str,
+    previous: list[RawObject],
+    now: datetime.datetime,
+    reason: str = "",
+    kind: str = POLICY_FOUND,
 ) -> RawObject:
     status = "True" if found else "False"
-    old = next((c for c in previous if c.get("type") == POLICY_FOUND), None)
+    old = next((c for c in previous if c.get("type") == kind), None)
     unchanged = old is not None and old.get("status") == status
+    default_reason = {POLICY_FOUND: ("Found", "PolicyMissing"), SCHEDULING: ("Scheduled", "SchedulingFailed")}
     return {
-        "type": POLICY_FOUND,
+        "type": kind,
         "status": status,
-        "reason": reason or ("Found" if found else "PolicyMissing"),
+        "reason": reason or default_reason[kind][0 if found else 1],
         "message": message,
         "lastTransitionTime": old.get("lastTransitionTime")
         if old and unchanged
         else timeutil.format_time(now),
     }
+
+
+def _replace_condition(conditions: list[RawObject], condition: RawObject) -> list[RawObject]:
+    return [c for c in conditions if c.get("type") != condition["type"]] + [condition]
+
+
+def _failing(conditions: list[RawObject], kind: str, reason: str) -> bool:
+    """Whether the condition already says ``False`` for this reason (its Event was recorded then)."""
+    return any(
+        c.get("type") == kind and c.get("status") == "False" and c.get("reason") == reason for c in conditions
+    )
+
+
+def _validation_message(exc: ValidationError) -> str:
+    """Pydantic's errors as ``field: problem; ...``, without its multi-line layout and links."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+    )
+
+
+def _check_durations(body: PolicySpec) -> None:
+    """``ValueError`` naming the entry whose ``expireAfter`` retention could not compute with."""
+    for policy_type, entry in schedules.entries(body).items():
+        if entry.expire_after is not None:
+            try:
+                retention_rules.parse_duration(entry.expire_after)
+            except ValueError as exc:
+                raise ValueError(f"{policy_type}.expireAfter: {exc}") from None
+
+
+def template_problem(spec: RawObject) -> str | None:
+    """Why the backups of this template could not be made or kept, or None.
+
+    The CRD checks the template's shape; what it cannot check is whether a ``ttl`` of the right shape is
+    one Davit can count with ("999999w" is 19,000 years).
+    """
+    ttl = (((spec.get("template") or {}).get("spec")) or {}).get("ttl")
+    if not ttl:
+        return None
+    try:
+        retention_rules.parse_duration(str(ttl))
+    except ValueError as exc:
+        return f"template.spec.ttl: {exc}"
+    return None
 
 
 def _items(backups: list[RawObject]) -> dict[str, list[RawObject]]:
@@ -143,12 +206,21 @@ def _slots(
 
 
 def _unschedulable(
-    status: dict[str, Any], conditions: list[RawObject], reason: str, message: str, now: datetime.datetime
+    status: dict[str, Any],
+    conditions: list[RawObject],
+    reason: str,
+    message: str,
+    now: datetime.datetime,
+    kind: str = POLICY_FOUND,
 ) -> SchedulePlan:
     """Nothing fires: the condition says why, and a Warning Event says so once, when it starts."""
-    was_failing = any(c.get("type") == POLICY_FOUND and c.get("status") == "False" for c in conditions)
-    condition = _condition(False, message, conditions, now, reason=reason)
-    status["conditions"] = [c for c in conditions if c.get("type") != POLICY_FOUND] + [condition]
+    was_failing = (
+        any(c.get("type") == kind and c.get("status") == "False" for c in conditions)
+        if kind == POLICY_FOUND
+        else _failing(conditions, kind, reason)
+    )
+    condition = _condition(False, message, conditions, now, reason=reason, kind=kind)
+    status["conditions"] = _replace_condition(conditions, condition)
     status["nextTrigger"] = None  # null, not {}: a merge patch would keep the old keys of a map
     return SchedulePlan(status=status, event=None if was_failing else (reason, message))
 
@@ -166,18 +238,55 @@ def plan_schedule(
         return _unschedulable(status, conditions, "PolicyMissing", message, now)
     try:
         body = PolicySpec.model_validate(policy.get("policy") or {})
+        _check_durations(body)
         # A schedule fires no slot from before it existed: creating one never fires at once.
         created = timeutil.parse_time(meta.get("creationTimestamp")) or now
         plan = _slots(meta["name"], body, spec, current, created, now)
-    except (ValidationError, schedules.ScheduleError) as exc:
-        message = f"SchedulePolicy {spec.get('schedulePolicyName')} cannot be evaluated: {exc}"
+    except (ValueError, OverflowError) as exc:  # ValidationError and ScheduleError are ValueErrors
+        problem = _validation_message(exc) if isinstance(exc, ValidationError) else str(exc)
+        message = f"SchedulePolicy {spec.get('schedulePolicyName')} cannot be evaluated: {problem}"
         return _unschedulable(status, conditions, "PolicyInvalid", message, now)
+    found = _condition(True, f"SchedulePolicy {spec.get('schedulePolicyName')}", conditions, now)
+    conditions = _replace_condition(conditions, found)
+    unusable = template_problem(spec)
+    if unusable is not None:
+        return _unschedulable(status, conditions, "TemplateInvalid", unusable, now, kind=SCHEDULING)
     fire, next_trigger, last_triggered = plan
-    condition = _condition(True, f"SchedulePolicy {spec.get('schedulePolicyName')}", conditions, now)
-    status["conditions"] = [c for c in conditions if c.get("type") != POLICY_FOUND] + [condition]
+    scheduled = _condition(True, "backups are made as the policy says", conditions, now, kind=SCHEDULING)
+    status["conditions"] = _replace_condition(conditions, scheduled)
     status["nextTrigger"] = None if spec.get("suspend") or not next_trigger else next_trigger
     status["lastTriggered"] = last_triggered
     return SchedulePlan(fire=fire, status=status)
+
+
+def describe_error(exc: Exception) -> str:
+    """An error while firing a schedule, in words for its condition and Event: the API server's own
+    message when it refused something (a create over a quota, a name it does not take)."""
+    if isinstance(exc, ApiException):
+        text = str(exc.reason or "")
+        try:
+            body = json.loads(exc.body or "{}")
+        except (TypeError, ValueError):
+            body = {}
+        if isinstance(body, dict) and body.get("message"):
+            text = str(body["message"])
+        message = f"the API server answered {exc.status}: {text}"
+    else:
+        message = f"{type(exc).__name__}: {exc}"
+    return message[:_MAX_ERROR]
+
+
+def failure_plan(schedule: RawObject, message: str, now: datetime.datetime) -> SchedulePlan:
+    """What to write when handling one schedule failed (pure): ``Scheduling=False`` with the error, and a
+    Warning Event only when the condition turns False (not on every tick it stays so)."""
+    conditions = list((schedule.get("status") or {}).get("conditions") or [])
+    reason = "SchedulingFailed"
+    condition = _condition(False, message, conditions, now, reason=reason, kind=SCHEDULING)
+    unchanged = _failing(conditions, SCHEDULING, reason)
+    return SchedulePlan(
+        status={"conditions": _replace_condition(conditions, condition)},
+        event=None if unchanged else (reason, message),
+    )
 
 
 def backup_for(schedule: RawObject, fire: Fire) -> RawObject:
@@ -192,7 +301,11 @@ def backup_for(schedule: RawObject, fire: Fire) -> RawObject:
         "metadata": {
             "name": fire.name,
             "namespace": meta["namespace"],
-            "labels": {constants.SCHEDULE_LABEL: meta["name"], POLICY_TYPE_LABEL: fire.policy_type},
+            # The name may be up to 253 characters, a label value only 63.
+            "labels": {
+                constants.SCHEDULE_LABEL: labels.label_value(meta["name"]),
+                POLICY_TYPE_LABEL: fire.policy_type,
+            },
             "annotations": {SLOT_ANNOTATION: timeutil.format_time(fire.slot)},
         },
         "spec": backup_spec,
@@ -227,6 +340,7 @@ class Scheduler:
         if not schedules_:
             return
         policies = {p["metadata"]["name"]: p for p in self._list(Kind.SCHEDULE_POLICY)}
+        # Keyed by the label's value: a schedule finds its backups by ``label_value`` of its name.
         backups: dict[tuple[str, str], list[RawObject]] = {}
         for backup in self._list(Kind.APPLICATION_BACKUP):
             owner = (backup["metadata"].get("labels") or {}).get(constants.SCHEDULE_LABEL)
@@ -236,9 +350,30 @@ class Scheduler:
             meta = schedule["metadata"]
             if meta.get("deletionTimestamp"):
                 continue
-            policy = policies.get((schedule.get("spec") or {}).get("schedulePolicyName", ""))
-            plan = plan_schedule(schedule, policy, backups.get((meta["namespace"], meta["name"]), []), now)
-            self.apply(schedule, plan, now)
+            try:
+                policy = policies.get((schedule.get("spec") or {}).get("schedulePolicyName", ""))
+                owned = backups.get((meta["namespace"], labels.label_value(meta["name"])), [])
+                self.apply(schedule, plan_schedule(schedule, policy, owned, now), now)
+            except Exception as exc:  # one schedule's failure must not stop the others
+                log.exception("schedule.failed", namespace=meta.get("namespace"), schedule=meta.get("name"))
+                self.report_failure(schedule, describe_error(exc), now)
+
+    def report_failure(self, schedule: RawObject, message: str, now: datetime.datetime) -> None:
+        """``Scheduling=False`` and a Warning Event on a schedule that could not be handled; failing to say
+        so is logged, never raised (the loop goes on with the next schedule)."""
+        meta = schedule["metadata"]
+        plan = failure_plan(schedule, message, now)
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                constants.API_GROUP, constants.API_VERSION, meta["namespace"],
+                constants.PLURALS[Kind.APPLICATION_BACKUP_SCHEDULE], meta["name"], {"status": plan.status},
+            )  # fmt: skip
+        except Exception:  # e.g. the schedule was deleted meanwhile
+            log.exception(
+                "schedule.status_failed", namespace=meta.get("namespace"), schedule=meta.get("name")
+            )
+        if plan.event is not None:
+            events.record(self.api, schedule, "Warning", *plan.event, constants.COMPONENT_WATCHER)
 
     def apply(self, schedule: RawObject, plan: SchedulePlan, now: datetime.datetime) -> None:
         meta = schedule["metadata"]
@@ -276,4 +411,7 @@ class Scheduler:
             minute = now.strftime("%Y%m%d%H%M")
             message = Message(Kind.APPLICATION_BACKUP_SCHEDULE, meta["namespace"], meta["name"], meta["uid"],
                               RETENTION_STAGE, minute)  # fmt: skip
-            queueing.send(self.celery, message, Queue.RETENTION.value)
+            try:
+                queueing.send(self.celery, message, Queue.RETENTION.value)
+            except Exception:  # the queue, not this schedule, failed; the next tick resends
+                log.exception("schedule.retention_not_sent", schedule=meta["name"])

@@ -27,6 +27,14 @@ DURATION = r"^([0-9]+(ms|s|m|h|d|w))+$"
 #: A five-field cron expression or one of the @-macros.
 CRON = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"
 
+#: The longest duration written (``ttl``, ``expireAfter``): room for any sensible one, such as "87600h",
+#: while a tenant cannot store a number of digits no one can compute with.
+MAX_DURATION_LENGTH = 32
+#: The longest interval of an ``interval`` policy: one (leap) year in minutes.
+MAX_INTERVAL_MINUTES = 366 * 24 * 60
+#: The most backups a policy entry may keep by count (``retain``, ``minRetain``).
+MAX_RETAIN = 10000
+
 ObjectName = Annotated[str, Field(pattern=DNS1123_SUBDOMAIN, max_length=253)]
 NamespaceName = Annotated[str, Field(pattern=DNS1123_LABEL, max_length=63)]
 Count = Annotated[int, Field(ge=0)]
@@ -218,7 +226,7 @@ class ApplicationBackupSpec(Model):
     pre_exec_rule: ObjectName | None = None
     post_exec_rule: ObjectName | None = None
     volume_mode: VolumeMode | None = None
-    ttl: Annotated[str, Field(pattern=DURATION)] | None = Field(
+    ttl: Annotated[str, Field(pattern=DURATION, max_length=MAX_DURATION_LENGTH)] | None = Field(
         default=None, description="Delete the backup this long after it finishes, e.g. 72h or 30d."
     )
 
@@ -266,13 +274,18 @@ class ApplicationCloneStatus(OperationStatus):
 
 # --- SchedulePolicy ----------------------------------------------------------------------------------
 
-RetainCount = Annotated[int, Field(ge=1, description="How many successful backups of this type to keep.")]
-ExpireAfter = Annotated[str, Field(pattern=DURATION, description="Remove backups older than this.")]
-MinRetain = Annotated[int, Field(ge=0, description="Never remove below this many by age.")]
+RetainCount = Annotated[
+    int, Field(ge=1, le=MAX_RETAIN, description="How many successful backups of this type to keep.")
+]
+ExpireAfter = Annotated[
+    str,
+    Field(pattern=DURATION, max_length=MAX_DURATION_LENGTH, description="Remove backups older than this."),
+]
+MinRetain = Annotated[int, Field(ge=0, le=MAX_RETAIN, description="Never remove below this many by age.")]
 
 
 class IntervalPolicy(Model):
-    interval_minutes: int = Field(ge=1)
+    interval_minutes: int = Field(ge=1, le=MAX_INTERVAL_MINUTES)
     retain: RetainCount | None = None
     expire_after: ExpireAfter | None = None
     min_retain: MinRetain | None = None
@@ -302,14 +315,16 @@ class MonthlyPolicy(Model):
 
 
 class CronPolicy(Model):
-    schedule: str = Field(pattern=CRON, description='Cron expression, e.g. "*/15 * * * *".')
+    schedule: str = Field(pattern=CRON, max_length=256, description='Cron expression, e.g. "*/15 * * * *".')
     retain: RetainCount | None = None
     expire_after: ExpireAfter | None = None
     min_retain: MinRetain | None = None
 
 
 class PolicySpec(Model):
-    time_zone: str | None = Field(default=None, description="IANA time zone of the times (default UTC).")
+    time_zone: str | None = Field(
+        default=None, max_length=64, description="IANA time zone of the times (default UTC)."
+    )
     interval: IntervalPolicy | None = None
     daily: DailyPolicy | None = None
     weekly: WeeklyPolicy | None = None

@@ -16,6 +16,16 @@ EventType = Literal["Normal", "Warning"]
 
 #: The API server rejects Event messages longer than this.
 _MAX_MESSAGE = 1024
+#: Event names are object names: at most 253 characters.
+_MAX_NAME = 253
+_SUFFIX_CHARS = 16
+
+
+def _event_name(object_name: str) -> str:
+    """``<object>.<random>``, the object's name cut so that the whole stays a valid object name: an
+    object with a 253-character name still gets its Events."""
+    head = object_name[: _MAX_NAME - _SUFFIX_CHARS - 1].rstrip("-.")
+    return f"{head}.{uuid.uuid4().hex[:_SUFFIX_CHARS]}"
 
 
 def record(
@@ -34,7 +44,7 @@ def record(
     body = {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+        "metadata": {"name": _event_name(meta["name"]), "namespace": namespace},
         "involvedObject": {
             "apiVersion": obj.get("apiVersion"),
             "kind": obj.get("kind"),
