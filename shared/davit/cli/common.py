@@ -57,7 +57,8 @@ class CliContext:
     namespace: str | None = None
     all_namespaces: bool = False
     output: str = "table"
-    redis_url: str | None = None
+    #: Out of repr: the URL may hold Redis' password.
+    redis_url: str | None = field(default=None, repr=False)
     #: The namespace when neither ``-n`` nor the kubeconfig names one, if a command group has its own
     #: (clones live in the admin namespace).
     group_namespace: str | None = None
@@ -83,7 +84,13 @@ class CliContext:
         return "" if kind in CLUSTER_SCOPED else self.resolved_namespace()
 
     def resolved_redis_url(self) -> str | None:
-        return self.redis_url or os.environ.get("REDIS_URL") or os.environ.get("DAVIT_REDIS_URL") or None
+        url = self.redis_url or os.environ.get("REDIS_URL") or os.environ.get("DAVIT_REDIS_URL")
+        if not url:
+            return None
+        # As for the services: $DAVIT_REDIS_PASSWORD joins a URL that holds no password.
+        from davit.settings import redis_url_with_password
+
+        return redis_url_with_password(url, os.environ.get("DAVIT_REDIS_PASSWORD", ""))
 
     def objects(self) -> Objects:
         return Objects(self.api())
@@ -165,7 +172,8 @@ def all_namespaces_option(f: F) -> F:
 def redis_option(f: F) -> F:
     return click.option(
         "--redis-url", metavar="URL", expose_value=False, callback=_store("redis_url"),
-        help="Redis of the Davit services, for in-flight operations (default: $REDIS_URL).",
+        help="Redis of the Davit services, for in-flight operations (default: $REDIS_URL; a password in "
+        "$DAVIT_REDIS_PASSWORD joins a URL that has none).",
     )(f)  # fmt: skip
 
 
