@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
+from davit.api.types import LocationSpec
 from davit.format.layout import BackupRef
 from davit.opstate import OperationState
+from davit.storage import factory
 from tests.conftest import StackEnv
 from tests.helpers import wait_for
 from tests.integration.conftest import Services
@@ -77,7 +79,9 @@ def events_of(stack: StackEnv, namespace: str, name: str) -> list[dict[str, Any]
 
 def stored_keys(location: dict[str, Any]) -> list[str]:
     """Every key under the location's prefix, listed with the tenant's own credentials."""
-    return sorted(info.key for info in repository_for(location).store.list(""))
+    spec = LocationSpec.model_validate(location["location"])
+    store = factory.open_store(factory.resolve_credentials(spec, None))
+    return sorted(info.key for info in store.list(""))
 
 
 def accepted(stack: StackEnv, kind: str, namespace: str, name: str) -> dict[str, Any]:
