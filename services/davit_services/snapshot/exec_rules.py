@@ -7,7 +7,7 @@ from typing import Any
 
 from kubernetes import client
 
-from davit import rules
+from davit import rules, tenancy
 from davit.runtime import Runtime
 
 RawObject = dict[str, Any]
@@ -36,6 +36,12 @@ def run(rt: Runtime, obj: RawObject, field: str, executor: rules.Executor) -> ru
     try:
         items = rules.rule_items(rule)
         for namespace in sorted(set(spec.get("namespaces") or [meta["namespace"]])):
+            if not tenancy.backup_may_read(
+                meta["namespace"], rt.settings.admin_namespace, {"namespaces": [namespace]}, namespace
+            ):
+                # Validated at acceptance, and the spec is the accepted one; checked again here because
+                # this is where a command runs in someone's pod.
+                raise RuleStepFailed(f"{field} {name}: namespace {namespace} is outside {meta['namespace']}")
             pods = json.loads(core.list_namespaced_pod(namespace, _preload_content=False).data)["items"]
             try:
                 planned += rules.plan(items, pods, namespace, background_allowed=field == "preExecRule")
