@@ -7,6 +7,9 @@
   outside) and setuid/setgid root files; it is backed up and restored by the tenant: the marker is not
   written through the link (nothing outside is created or chowned, the volume ends Failed with the
   reason) and the other volume's files come back without their setuid/setgid bits.
+* The same with trees the tenant crafts in its own bucket (a mode that fits no filesystem call ends its
+  volume Failed, the node agent keeps running), while someone who can write Redis redirects the
+  restore of another volume into another namespace's volume: refused, that volume untouched.
 
 Everything is checked by listing the filesystem and the store, not by trusting Davit's status alone.
 """
@@ -24,13 +27,17 @@ import pytest
 import redis
 
 from davit.api.types import LocationSpec
+from davit.format.layout import BackupRef
 from davit.opstate import OperationState
+from davit.repo import Entry, RepoWriter
+from davit.repo.tree import DIR, FILE, SYMLINK, TreeBuilder
+from davit.restore_volumes import TARGETS
 from davit.restore_wait import MARKER_DIR
 from davit.storage import factory
 from tests.conftest import StackEnv
 from tests.helpers import wait_for
 from tests.integration.conftest import SERVICES, Services
-from tests.integration.test_backup_resources import apply, location_manifest
+from tests.integration.test_backup_resources import apply, location_manifest, repository_for
 from tests.integration.test_backup_volumes import STATEFULSET
 from tests.integration.test_restore import volume_of
 
@@ -283,3 +290,137 @@ def test_a_crafted_volume_cannot_make_the_restore_write_outside_or_keep_setuid(
         assert (st.st_uid, st.st_gid) == (0, 0), name
         assert (restored / name).read_bytes() == b"#!/bin/sh\necho " + name.encode() + b"\n"
     assert os.stat(restored).st_uid == TENANT_UID
+
+
+def crafted_tree(
+    location: dict[str, Any], tmp_path: Path, entries: list[tuple[bytes, str, int, int, bytes | None]]
+) -> str:
+    """A tree written into the tenant's bucket with the tenant's credentials, by Davit's own repository
+    writer (docs/format.md): ``(path, kind, mode, uid, symlink target)`` under a root the tenant owns;
+    each file holds a short script."""
+    repository = repository_for(location)
+    script = tmp_path / "script"
+    script.write_bytes(SCRIPT)
+    with RepoWriter(repository.store, repository.sealer) as writer:
+        stored = writer.store_file(script)
+    builder = TreeBuilder(repository.store, repository.sealer)
+    builder.add(Entry(b"", DIR, 0o755, TENANT_UID, TENANT_UID, 10**18, 0, 1))
+    for path, kind, mode, uid, target in entries:
+        extents = stored.extents if kind == FILE else ()
+        size = len(SCRIPT) if kind == FILE else 0
+        builder.add(Entry(path, kind, mode, uid, uid, 10**18, size, 1, target, extents))
+    return builder.finish().id
+
+
+SCRIPT = b"#!/bin/sh\nid\n"
+
+
+def test_crafted_trees_and_a_tampered_restore_plan_write_nothing_outside_the_tenants_volumes(
+    stack: StackEnv, namespace: str, victim: str, services: Services, tmp_path: Path
+) -> None:
+    """The tenant rewrites its own backup in its own bucket so that its volumes' trees are crafted (a
+    symlink where the marker goes, setuid root files, a mode no filesystem call takes), and someone who
+    can write Redis redirects the restore of a fourth volume into another namespace's volume."""
+    node = stack.env["DEV_NODES"].split(",")[0]
+    outside = tmp_path / "outside"  # stands in for /etc: a root-owned directory on the node
+    outside.mkdir()
+    (outside / "victim").write_text("original\n")
+    outside_before = tree_state(outside)
+    apply(stack, claim(victim, "secret-data"))
+    apply(stack, pod(victim, "db", node, ["secret-data"]))
+    victim_dir = volume_of(stack, victim, "secret-data")
+    (victim_dir / "secret.txt").write_text("the other tenant's data\n")
+    running(stack, victim, "db")
+    victim_before = tree_state(victim_dir)
+
+    claims = ["marker", "setuid", "mode", "redirect"]
+    for name in claims:
+        apply(stack, claim(namespace, name))
+    apply(stack, pod(namespace, "app", node, claims))
+    for name in claims:
+        (volume_of(stack, namespace, name) / "mine.txt").write_text("the tenant's own data\n")
+    running(stack, namespace, "app")
+    location = location_manifest(stack, "s3", namespace, tmp_path)
+    apply(stack, location)
+    start_workers(stack, services)
+    start_node_agents(stack, services)
+    apply(stack, {"apiVersion": "davit.dev/v1alpha1", "kind": "ApplicationBackup",
+                  "metadata": {"name": "base", "namespace": namespace},
+                  "spec": {"backupLocation": "loc", "namespaces": [namespace]}})  # fmt: skip
+    assert final(stack, services, namespace, "applicationbackup", "base")["status"] == "Successful"
+
+    # The tenant's own bucket, rewritten with its own credentials.
+    trees = {
+        "marker": crafted_tree(
+            location, tmp_path, [(MARKER_DIR.encode(), SYMLINK, 0o777, 0, os.fsencode(outside))]
+        ),
+        "setuid": crafted_tree(
+            location,
+            tmp_path,
+            [
+                (b"both", FILE, 0o6755, 0, None),
+                (b"sgid", FILE, 0o2755, 0, None),
+                (b"suid", FILE, 0o4755, 0, None),
+            ],
+        ),
+        "mode": crafted_tree(location, tmp_path, [(b"odd", FILE, 2**40, 0, None)]),
+    }
+    repository = repository_for(location)
+    backup_uid = get(stack, namespace, "applicationbackup", "base")["metadata"]["uid"]
+    ref = BackupRef(namespace, "base", backup_uid)
+    manifest = repository.read_manifest(ref)
+    for volume in manifest["volumes"]:
+        if volume["persistentVolumeClaim"] in trees:
+            volume["tree"] = trees[volume["persistentVolumeClaim"]]
+    repository.write_manifest(ref, manifest)
+
+    # The tenant removes its application; the node agents are stopped so that the restore's plans wait.
+    stack.kubectl("-n", namespace, "delete", "pod", "app", "--wait=false")
+    stack.kubectl("-n", namespace, "delete", "pvc", *claims, "--wait=false")
+    wait_for(
+        "the claims to be gone",
+        lambda: not json.loads(stack.kubectl("-n", namespace, "get", "pvc", "-o", "json").stdout)["items"],
+        timeout=120,
+    )
+    for agent in [name for name in services.procs if name.startswith("uploader-")]:
+        services.kill(agent)
+    apply(stack, {"apiVersion": "davit.dev/v1alpha1", "kind": "ApplicationRestore",
+                  "metadata": {"name": "back", "namespace": namespace},
+                  "spec": {"backupName": "base", "backupLocation": "loc"}})  # fmt: skip
+    restore_uid = get(stack, namespace, "applicationrestore", "back")["metadata"]["uid"]
+    r = redis.Redis.from_url(stack.redis_url)
+    key = OperationState(r, restore_uid).key(TARGETS)  # where the restore keeps each volume's target
+
+    def handed_out() -> dict[str, Any] | None:
+        target: dict[str, Any] = json.loads(r.hget(key, f"{namespace}/redirect") or "{}")
+        return target if "plan" in target else None
+
+    target = wait_for("the redirect volume's target in Redis", handed_out, timeout=120)
+    target["plan"].update(source="local", path=str(victim_dir))
+    r.hset(key, f"{namespace}/redirect", json.dumps(target))
+    start_node_agents(stack, services)
+
+    status = final(stack, services, namespace, "applicationrestore", "back", timeout=240)
+    volumes = {v["persistentVolumeClaim"]: v for v in status.get("volumes") or []}
+    assert volumes["marker"]["status"] == "Failed", volumes["marker"]
+    assert f"refusing '{MARKER_DIR}'" in volumes["marker"]["reason"], volumes["marker"]
+    assert volumes["mode"]["status"] == "Failed", volumes["mode"]
+    assert f"refusing 'odd': its mode {2**40} is out of range" in volumes["mode"]["reason"], volumes["mode"]
+    assert volumes["redirect"]["status"] == "Failed", volumes["redirect"]
+    assert "refused the volume's directory" in volumes["redirect"]["reason"], volumes["redirect"]
+    assert f"names the directory '{victim_dir}'" in volumes["redirect"]["reason"], volumes["redirect"]
+    assert volumes["setuid"]["status"] == "Successful", volumes["setuid"]
+    assert status["status"] == "PartialSuccess", status
+    # The node agents handled every failure as a volume's, and are still running.
+    assert all(p.poll() is None for name, p in services.procs.items() if name.startswith("uploader-"))
+
+    # Listed on the node: nothing outside created or chowned, the other namespace's volume untouched,
+    # no marker of this restore anywhere but in the tenant's volumes.
+    assert tree_state(outside) == outside_before
+    assert tree_state(victim_dir) == victim_before
+    assert list(tmp_path.rglob(restore_uid)) == []
+    restored = volume_of(stack, namespace, "setuid")
+    for name, mode in (("both", 0o755), ("sgid", 0o755), ("suid", 0o755)):
+        st = os.lstat(restored / name)
+        assert stat.S_IMODE(st.st_mode) == mode, (name, oct(st.st_mode))
+        assert (st.st_uid, (restored / name).read_bytes()) == (0, SCRIPT), name
