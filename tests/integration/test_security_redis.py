@@ -20,6 +20,7 @@ import redis
 
 from davit.constants import Queue
 from tests.conftest import StackEnv
+from tests.helpers import wait_for
 from tests.integration.conftest import Services
 from tests.integration.test_backup_resources import apply, backup_manifest, location_manifest, wait_final
 
@@ -124,3 +125,28 @@ def test_services_work_with_the_password_and_never_log_it(
     for proc in services.procs.values():
         argv = Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode()
         assert password not in argv
+
+
+def test_a_refused_connection_is_logged_without_the_password(stack: StackEnv, tmp_path: Path) -> None:
+    # A worker given a wrong password (say, a rotated Secret not yet rolled out) keeps retrying; what it
+    # logs about the refusal names the server, never the password it tried.
+    host, port, _ = redis_address(stack)
+    tried = f"wrong-{uuid.uuid4().hex}"
+    worker = Services(stack, tmp_path / "logs")
+    worker.log_dir.mkdir()
+    worker.start("snapshot", DAVIT_REDIS_URL=f"redis://:{tried}@{host}:{port}/0")
+    try:
+        log = worker.log_dir / "snapshot.log"
+        refusal = wait_for(
+            "the worker to log the refused connection",
+            lambda: [
+                line for line in log.read_text(errors="replace").splitlines() if "Cannot connect" in line
+            ],
+            timeout=60,
+        )
+    finally:
+        worker.stop_all()
+    assert any(f"redis://:**@{host}:{port}" in line for line in refusal), refusal
+    text = log.read_text(errors="replace")
+    assert tried not in text, "the tried password is in the worker's log"
+    assert any(word in text.lower() for word in ("invalid", "wrongpass", "authentication")), refusal
