@@ -13,6 +13,8 @@ import structlog
 from celery import Celery
 
 from davit import logs, progress, queueing, tenancy
+from davit.format.repository import FormatError
+from davit.format.sealing import CorruptObject
 from davit.kube.operations import SpecChanged
 from davit.messages import Message, MessageDecodeError
 from davit.runtime import Runtime
@@ -54,6 +56,12 @@ def register(app: Celery, queue: str, service: str, handler: Handler) -> Any:
                 # Not transient: the operation ends, with the reason and an Event of its own.
                 log.warning("operation.spec_changed", reason=exc.reason)
                 _fail_spec_changed(rt, message, exc)
+            except (CorruptObject, FormatError) as exc:
+                # What the location holds cannot be read, or is refused (damaged, not sealed with the
+                # location's key, larger or more deeply nested than allowed): reading it again gives the
+                # same bytes, so the operation fails now, with the reason naming the object.
+                log.warning("operation.unreadable", reason=str(exc))
+                _fail_now(rt, message, f"{message.stage} failed: {exc}")
             except Exception as exc:
                 if task.request.retries < MAX_RETRIES:
                     log.warning("task.retry", error=str(exc), attempt=task.request.retries + 1)
@@ -64,6 +72,16 @@ def register(app: Celery, queue: str, service: str, handler: Handler) -> Any:
                     progress.fail(rt, message.kind, obj, f"{message.stage} failed after retries: {exc}")
 
     return run_stage
+
+
+def _fail_now(rt: Runtime, message: Message, reason: str) -> None:
+    obj = rt.ops.get_as_is(message.kind, message.namespace, message.name)
+    if (
+        obj is not None
+        and obj["metadata"]["uid"] == message.uid
+        and (obj.get("status") or {}).get("stage") != "Final"
+    ):
+        progress.fail(rt, message.kind, obj, reason)
 
 
 def _fail_spec_changed(rt: Runtime, message: Message, exc: SpecChanged) -> None:

@@ -15,7 +15,7 @@ from davit import timeutil
 from davit.format import FORMAT_VERSION, layout
 from davit.format.layout import BackupRef, parse_manifest_key, part_key
 from davit.format.repository import BackupRepository, FormatError, PartInfo
-from davit.format.sealing import CorruptObject
+from davit.format.sealing import CorruptObject, Sealer
 from davit.storage.local import LocalStore
 
 ENCRYPTION_KEY = "correct horse battery staple"
@@ -94,8 +94,12 @@ def test_open_creates_location_record(tmp_path: Path, store: LocalStore, key: st
     repo = BackupRepository.open(store, key)
     assert files_under(tmp_path).keys() == {layout.LOCATION_RECORD}
     record = json.loads((tmp_path / "davit-location.json").read_bytes())
-    assert set(record) == {"formatVersion", "salt", "createdAt"}
-    assert record["formatVersion"] == 1 == FORMAT_VERSION
+    assert set(record) == {"formatVersion", "salt", "createdAt", "encrypted", "kdf"} | (
+        {"mac"} if key else set()
+    )
+    assert record["formatVersion"] == 2 == FORMAT_VERSION
+    assert record["encrypted"] is (key is not None)
+    assert record["kdf"] == {"name": "scrypt", **{k: getattr(repo.sealer.kdf, k) for k in "nrp"}}
     assert re.fullmatch(r"[0-9a-f]{32}", record["salt"])
     assert timeutil.parse_time(record["createdAt"]) is not None
     assert repo.sealer.salt == bytes.fromhex(record["salt"])
@@ -106,7 +110,7 @@ def test_second_open_reuses_the_record(tmp_path: Path, store: LocalStore) -> Non
     first = BackupRepository.open(store, ENCRYPTION_KEY)
     before = (tmp_path / layout.LOCATION_RECORD).read_bytes()
     second = BackupRepository.open(LocalStore(tmp_path), ENCRYPTION_KEY)
-    third = BackupRepository.open(LocalStore(tmp_path), None, create=False)
+    third = BackupRepository.open(LocalStore(tmp_path), ENCRYPTION_KEY, create=False)
     assert (tmp_path / layout.LOCATION_RECORD).read_bytes() == before
     assert first.sealer.salt == second.sealer.salt == third.sealer.salt
     assert first.sealer.salt == bytes.fromhex(json.loads(before)["salt"])
@@ -127,11 +131,11 @@ def test_open_without_create_on_empty_store(tmp_path: Path, store: LocalStore) -
 
 
 @pytest.mark.parametrize("create", [pytest.param(True, id="create"), pytest.param(False, id="no-create")])
-@pytest.mark.parametrize("version", [pytest.param(2, id="v2"), pytest.param(99, id="v99")])
+@pytest.mark.parametrize("version", [pytest.param(3, id="v3"), pytest.param(99, id="v99")])
 def test_newer_format_is_refused(tmp_path: Path, store: LocalStore, create: bool, version: int) -> None:
     record = {"formatVersion": version, "salt": "00" * 16, "createdAt": "2030-01-01T00:00:00Z"}
     (tmp_path / layout.LOCATION_RECORD).write_text(json.dumps(record))
-    with pytest.raises(FormatError, match=f"uses format {version}; this Davit reads up to 1"):
+    with pytest.raises(FormatError, match=f"uses format {version}; this Davit reads up to 2"):
         BackupRepository.open(store, None, create=create)
     # The newer record is left alone.
     assert json.loads((tmp_path / layout.LOCATION_RECORD).read_text()) == record
@@ -144,8 +148,8 @@ def test_unreadable_record_is_a_format_error(tmp_path: Path, store: LocalStore) 
 
 
 def test_newer_manifest_is_refused(repo: BackupRepository) -> None:
-    repo.put(B1.manifest, json.dumps({"formatVersion": 2, "parts": []}).encode())
-    with pytest.raises(FormatError, match="uses format 2"):
+    repo.put(B1.manifest, json.dumps({"formatVersion": 3, "parts": []}).encode())
+    with pytest.raises(FormatError, match="uses format 3"):
         repo.read_manifest(B1)
 
 
@@ -350,7 +354,14 @@ def test_encrypted_location_hides_names_and_values(tmp_path: Path) -> None:
         for needle in needles:
             assert needle not in name
         if name == layout.LOCATION_RECORD:
-            assert set(json.loads(content)) == {"formatVersion", "salt", "createdAt"}
+            assert set(json.loads(content)) == {
+                "formatVersion",
+                "salt",
+                "createdAt",
+                "encrypted",
+                "kdf",
+                "mac",
+            }
             continue
         assert content[:5] == b"DVT\x01\x01", name
         for needle in needles:
@@ -370,7 +381,16 @@ def test_encrypted_location_hides_names_and_values(tmp_path: Path) -> None:
 def test_wrong_key_cannot_read_manifest(tmp_path: Path, reader_key: str | None, message: str) -> None:
     writer = BackupRepository.open(LocalStore(tmp_path), ENCRYPTION_KEY)
     write_backup(writer, B1)
-    reader = BackupRepository.open(LocalStore(tmp_path), reader_key, create=False)
+    # The record says the location is encrypted and is authenticated: another key, or none, is told so
+    # when the location is opened.
+    opening = (
+        "not authenticated by the BackupLocation's encryptionKey" if reader_key else "has no encryptionKey"
+    )
+    with pytest.raises(FormatError, match=opening):
+        BackupRepository.open(LocalStore(tmp_path), reader_key, create=False)
+    # And the objects themselves refuse whoever bypasses the record.
+    sealer = Sealer(passphrase=reader_key, salt=writer.sealer.salt, kdf=writer.sealer.kdf)
+    reader = BackupRepository(LocalStore(tmp_path), sealer)
     assert list(reader.list_backups()) == [B1]  # listing needs no key
     with pytest.raises(CorruptObject, match=message):
         reader.read_manifest(B1)
@@ -499,6 +519,15 @@ def test_part_key_distinct(tmp_path: Path, a: str, b: str) -> None:
         pytest.param({"formatVersion": 1, "salt": "zz"}, id="salt-not-hex"),
         pytest.param({"formatVersion": 1, "salt": "abcd"}, id="salt-too-short"),
         pytest.param({"formatVersion": "two", "salt": "00" * 16}, id="version-not-a-number"),
+        pytest.param({"formatVersion": 2, "salt": "00" * 16}, id="v2-without-parameters"),
+        pytest.param(
+            {"formatVersion": 2, "salt": "00" * 16, "kdf": {"name": "scrypt", "n": 2**30, "r": 8, "p": 1}},
+            id="v2-parameters-too-costly",
+        ),
+        pytest.param(
+            {"formatVersion": 2, "salt": "00" * 16, "kdf": {"name": "scrypt", "n": 2**14, "r": 8, "p": 1}},
+            id="v2-no-encrypted-flag",
+        ),
         pytest.param(["not", "an", "object"], id="a-list"),
     ],
 )

@@ -14,6 +14,7 @@ import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from davit.format.sealing import (
+    LEGACY_KDF,
     MAGIC,
     MODE_ENCRYPTED,
     MODE_PLAIN,
@@ -21,6 +22,8 @@ from davit.format.sealing import (
     SALT_BYTES,
     VERSION,
     CorruptObject,
+    Kdf,
+    NotEncrypted,
     Sealer,
     derive_key,
 )
@@ -36,8 +39,10 @@ PLAIN_BODY = HEADER + 32  # header | blake3 digest | payload
 ENC_BODY = HEADER + SALT_BYTES + NONCE_BYTES  # header | salt | nonce | ciphertext+tag
 TAG_BYTES = 16
 
+#: Most tests here are not about key derivation: they derive with cheap parameters.
+FAST = Kdf(n=2**10)
 PLAIN = Sealer()
-ENCRYPTED = Sealer(passphrase=PASSPHRASE, salt=SALT)
+ENCRYPTED = Sealer(passphrase=PASSPHRASE, salt=SALT, kdf=FAST)
 
 SECRET_JSON = json.dumps(
     [
@@ -96,13 +101,13 @@ def test_plain_body_is_blake3_then_zstd_with_content_size(data: bytes) -> None:
 
 @pytest.mark.parametrize("data", [pytest.param(b"", id="empty"), pytest.param(SECRET_JSON, id="json")])
 def test_encrypted_body_follows_the_documented_layout(data: bytes) -> None:
-    """salt | nonce | AES-256-GCM(zstd(data), aad=key), key = scrypt(passphrase, salt)."""
+    """salt | nonce | AES-256-GCM(zstd(data), aad=key), key = scrypt(passphrase, salt, record's N, r, p)."""
     sealed = ENCRYPTED.seal(KEY, data)
     salt = sealed[HEADER : HEADER + SALT_BYTES]
     nonce = sealed[HEADER + SALT_BYTES : ENC_BODY]
     assert salt == SALT
     assert len(nonce) == 12
-    payload = AESGCM(derive_key(PASSPHRASE, salt)).decrypt(nonce, sealed[ENC_BODY:], KEY.encode())
+    payload = AESGCM(derive_key(PASSPHRASE, salt, FAST)).decrypt(nonce, sealed[ENC_BODY:], KEY.encode())
     assert zstandard.ZstdDecompressor().decompress(payload) == data
 
 
@@ -180,13 +185,13 @@ def test_encrypted_hides_plaintext_and_compressed_plaintext(data: bytes) -> None
 def test_wrong_passphrase_is_an_authentication_failure(wrong: str) -> None:
     sealed = ENCRYPTED.seal(KEY, SECRET_JSON)
     with pytest.raises(CorruptObject, match="authentication failed"):
-        Sealer(passphrase=wrong, salt=SALT).open(KEY, sealed)
+        Sealer(passphrase=wrong, salt=SALT, kdf=FAST).open(KEY, sealed)
 
 
 def test_salt_travels_with_the_object() -> None:
     """A reader whose location record has another salt (two clusters raced) still opens the object."""
     sealed = ENCRYPTED.seal(KEY, SECRET_JSON)
-    assert Sealer(passphrase=PASSPHRASE, salt=OTHER_SALT).open(KEY, sealed) == SECRET_JSON
+    assert Sealer(passphrase=PASSPHRASE, salt=OTHER_SALT, kdf=FAST).open(KEY, sealed) == SECRET_JSON
 
 
 @pytest.mark.parametrize(
@@ -264,7 +269,7 @@ def test_encrypting_sealer_needs_a_16_byte_salt(salt: bytes | None) -> None:
     ],
 )
 def test_encrypts(passphrase: str | None, salt: bytes | None, encrypts: bool) -> None:
-    sealer = Sealer(passphrase=passphrase, salt=salt)
+    sealer = Sealer(passphrase=passphrase, salt=salt, kdf=FAST)
     assert sealer.encrypts is encrypts
     mode = sealer.seal(KEY, b"x")[4]
     assert mode == (MODE_ENCRYPTED if encrypts else MODE_PLAIN)
@@ -281,30 +286,59 @@ def test_sealer_text_hides_passphrase(render: Callable[[object], str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("passphrase", "salt"),
+    ("passphrase", "salt", "kdf"),
     [
-        pytest.param(PASSPHRASE, SALT, id="ascii"),
-        pytest.param("pässwörd-ключ", OTHER_SALT, id="unicode"),
-        pytest.param("x", bytes(SALT_BYTES), id="zero-salt"),
+        pytest.param(PASSPHRASE, SALT, Kdf(), id="ascii-current"),
+        pytest.param("pässwörd-ключ", OTHER_SALT, LEGACY_KDF, id="unicode-legacy"),
+        pytest.param("x", bytes(SALT_BYTES), LEGACY_KDF, id="zero-salt-legacy"),
+        pytest.param(PASSPHRASE, SALT, Kdf(n=2**12, r=4, p=2), id="other-parameters"),
     ],
 )
-def test_derive_key_is_documented_scrypt(passphrase: str, salt: bytes) -> None:
-    key = derive_key(passphrase, salt)
+def test_derive_key_is_documented_scrypt(passphrase: str, salt: bytes, kdf: Kdf) -> None:
+    key = derive_key(passphrase, salt, kdf)
     assert len(key) == 32
     # Deterministic: the uncached computation gives the same key again.
-    assert derive_key.__wrapped__(passphrase, salt) == key
-    expected = hashlib.scrypt(passphrase.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32, maxmem=64 << 20)
+    assert derive_key.__wrapped__(passphrase, salt, kdf) == key
+    expected = hashlib.scrypt(
+        passphrase.encode(), salt=salt, n=kdf.n, r=kdf.r, p=kdf.p, dklen=32, maxmem=300 << 20
+    )
     assert key == expected
+
+
+def test_new_locations_use_at_least_n_2_17_and_old_ones_2_14() -> None:
+    assert Kdf() == Kdf(n=2**17, r=8, p=1)
+    assert Kdf(n=2**14, r=8, p=1) == LEGACY_KDF
+
+
+@pytest.mark.parametrize(
+    ("n", "r", "p"),
+    [
+        pytest.param(2**19, 8, 1, id="n-too-large"),
+        pytest.param(2**30, 8, 1, id="n-huge"),
+        pytest.param(3 * 2**10, 8, 1, id="n-not-a-power-of-two"),
+        pytest.param(1, 8, 1, id="n-one"),
+        pytest.param(2**14, 64, 1, id="r-too-large"),
+        pytest.param(2**14, 8, 1000, id="p-too-large"),
+        pytest.param(2**14, 0, 1, id="r-zero"),
+    ],
+)
+def test_parameters_a_record_may_not_ask_for(n: int, r: int, p: int) -> None:
+    """A record is read before it can be authenticated: it must not make a reader spend unbounded memory."""
+    with pytest.raises(ValueError, match="outside what Davit accepts"):
+        Kdf(n=n, r=r, p=p)
+    with pytest.raises(ValueError, match="outside what Davit accepts"):
+        Kdf.from_record({"name": "scrypt", "n": n, "r": r, "p": p})
 
 
 @pytest.mark.parametrize(
     ("a", "b"),
     [
-        pytest.param((PASSPHRASE, SALT), (PASSPHRASE, OTHER_SALT), id="salts"),
-        pytest.param((PASSPHRASE, SALT), (PASSPHRASE + "!", SALT), id="passphrases"),
+        pytest.param((PASSPHRASE, SALT, FAST), (PASSPHRASE, OTHER_SALT, FAST), id="salts"),
+        pytest.param((PASSPHRASE, SALT, FAST), (PASSPHRASE + "!", SALT, FAST), id="passphrases"),
+        pytest.param((PASSPHRASE, SALT, FAST), (PASSPHRASE, SALT, Kdf(n=2**11)), id="parameters"),
     ],
 )
-def test_derive_key_differs(a: tuple[str, bytes], b: tuple[str, bytes]) -> None:
+def test_derive_key_differs(a: tuple[str, bytes, Kdf], b: tuple[str, bytes, Kdf]) -> None:
     assert derive_key(*a) != derive_key(*b)
 
 
@@ -331,8 +365,8 @@ def _checksummed(payload: bytes) -> bytes:
         pytest.param(b"DVT\xff\x01" + bytes(40), "unsupported object version 255", id="version-255"),
         pytest.param(b"DVT\x01\x02" + bytes(40), "unknown mode 2", id="mode-2"),
         pytest.param(b"DVT\x01\xff" + bytes(40), "unknown mode 255", id="mode-255"),
-        pytest.param(b"DVT\x01\x00", "checksum mismatch", id="plain-no-body"),
-        pytest.param(b"DVT\x01\x00" + bytes(31), "checksum mismatch", id="plain-short-digest"),
+        pytest.param(b"DVT\x01\x00", "checksum mismatch|not encrypted", id="plain-no-body"),
+        pytest.param(b"DVT\x01\x00" + bytes(31), "checksum mismatch|not encrypted", id="plain-short-digest"),
         pytest.param(_checksummed(b"not zstd at all"), None, id="checksum-ok-not-zstd"),
         pytest.param(_checksummed(b""), None, id="checksum-ok-empty-payload"),
         pytest.param(
@@ -374,6 +408,13 @@ def test_truncated_encrypted_object_every_short_length(length: int) -> None:
         ENCRYPTED.open(KEY, sealed[:length])
 
 
-def test_encrypted_seal_of_a_plain_object_still_opens() -> None:
-    """Plain objects stay readable after a location gains an encryptionKey (they are checksummed)."""
-    assert ENCRYPTED.open(KEY, PLAIN.seal(KEY, SECRET_JSON)) == SECRET_JSON
+@pytest.mark.parametrize("data", [pytest.param(b"", id="empty"), pytest.param(SECRET_JSON, id="json")])
+def test_an_encrypted_location_refuses_plain_objects(data: bytes) -> None:
+    """A plain object's checksum proves nothing about who wrote it: anyone who can write to the bucket
+    can compute one. With an encryption key, only objects sealed with it open, and the error names the
+    object."""
+    forged = PLAIN.seal(KEY, data)
+    with pytest.raises(NotEncrypted, match="not encrypted") as caught:
+        ENCRYPTED.open(KEY, forged)
+    assert str(caught.value).startswith(f"{KEY}: ")
+    assert isinstance(caught.value, CorruptObject)  # every reader's existing handling applies

@@ -7,11 +7,15 @@ import os
 
 import pytest
 
-from davit.format.sealing import CorruptObject, Sealer
+from davit.format.sealing import CorruptObject, Kdf, NotEncrypted, ObjectTooLarge, Sealer
 from davit.repo.codec import ChunkCodec
 
 SALT = bytes(range(16))
-SEALERS = {"plain": Sealer(), "encrypted": Sealer(passphrase="correct horse battery staple", salt=SALT)}
+FAST = Kdf(n=2**10)
+SEALERS = {
+    "plain": Sealer(),
+    "encrypted": Sealer(passphrase="correct horse battery staple", salt=SALT, kdf=FAST),
+}
 DATA = [b"", b"x", os.urandom(5000), b"compressible " * 100_000]
 
 
@@ -27,7 +31,7 @@ def test_codec_and_sealer_read_each_other(mode: str) -> None:
 
 def test_an_object_sealed_with_another_salt_still_opens() -> None:
     # A writer that lost the race to create the location record sealed with its own salt.
-    other = Sealer(passphrase="correct horse battery staple", salt=bytes(16))
+    other = Sealer(passphrase="correct horse battery staple", salt=bytes(16), kdf=FAST)
     codec = ChunkCodec(SEALERS["encrypted"])
     assert codec.open("k", other.seal("k", b"data")) == b"data"
 
@@ -44,6 +48,22 @@ def test_the_codec_verifies_like_the_sealer(mode: str) -> None:
     if mode == "encrypted":
         with pytest.raises(CorruptObject, match="authentication failed"):
             codec.open("other-key", codec.seal("k", b"data"))
-        wrong = ChunkCodec(Sealer(passphrase="wrong", salt=SALT))
+        wrong = ChunkCodec(Sealer(passphrase="wrong", salt=SALT, kdf=FAST))
         with pytest.raises(CorruptObject, match="wrong encryptionKey"):
             wrong.open("k", codec.seal("k", b"data"))
+
+
+def test_an_encrypting_codec_refuses_plain_chunks() -> None:
+    codec = ChunkCodec(SEALERS["encrypted"])
+    forged = ChunkCodec(SEALERS["plain"]).seal("repo/chunks/k", b"forged data")
+    with pytest.raises(NotEncrypted, match=r"^repo/chunks/k: not encrypted"):
+        codec.open("repo/chunks/k", forged)
+
+
+@pytest.mark.parametrize("mode", sorted(SEALERS))
+def test_the_codec_refuses_content_larger_than_promised(mode: str) -> None:
+    codec = ChunkCodec(SEALERS[mode])
+    sealed = codec.seal("repo/chunks/k", bytes(1 << 20))
+    assert codec.open("repo/chunks/k", sealed, 1 << 20) == bytes(1 << 20)
+    with pytest.raises(ObjectTooLarge, match=r"its content is 1048576 bytes, more than the 1048575 allowed"):
+        codec.open("repo/chunks/k", sealed, (1 << 20) - 1)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from davit.format.repository import BackupRepository
-from davit.format.sealing import CorruptObject
+from davit.format.repository import BackupRepository, FormatError
+from davit.format.sealing import CorruptObject, Sealer
 from davit.repo import RepoError, RepoIndex, RepoReader, RepoWriter, load_tree, restore_tree, snapshot_tree
 from tests.unit.test_repo_support import assert_same_tree, open_location, write
 
@@ -65,12 +65,17 @@ def test_a_wrong_key_fails_clearly(tmp_path: Path) -> None:
     with RepoWriter(loc.store, loc.sealer) as writer:
         tree = snapshot_tree(tmp_path / "src", writer)
 
-    wrong = BackupRepository.open(loc.store, "not the key").sealer
+    # The location record is authenticated with the key: another key, or none, is told at once.
+    with pytest.raises(FormatError, match="not authenticated by the BackupLocation's encryptionKey"):
+        BackupRepository.open(loc.store, "not the key")
+    with pytest.raises(FormatError, match=r"is encrypted .* has no encryptionKey"):
+        BackupRepository.open(loc.store, None)
+    # The objects themselves refuse another key, too.
+    wrong = Sealer(passphrase="not the key", salt=loc.sealer.salt, kdf=loc.sealer.kdf)
     with pytest.raises(CorruptObject, match="authentication failed"):
         RepoIndex.load(loc.store, wrong)
     with pytest.raises(RepoError, match="authentication failed"):
         load_tree(loc.store, wrong, tree.id)
-    # A location opened without its key is told the objects are encrypted.
-    keyless = BackupRepository.open(loc.store, None).sealer
+    keyless = Sealer()
     with pytest.raises(CorruptObject, match="has no encryptionKey"):
         RepoIndex.load(loc.store, keyless)

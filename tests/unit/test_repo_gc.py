@@ -306,7 +306,9 @@ def test_an_unreadable_manifest_stops_the_collection_before_it_changes_anything(
     _old_tree, old, _new_tree, _new, _replaced = two_backups(loc, tmp_path)
     delete_backup(loc, old)
     # Another cluster's backup in the same store, sealed with a key this one does not have.
-    foreign = BackupRepository(loc.store, Sealer(passphrase="another key", salt=loc.sealer.salt))
+    foreign = BackupRepository(
+        loc.store, Sealer(passphrase="another key", salt=loc.sealer.salt, kdf=loc.sealer.kdf)
+    )
     foreign.write_manifest(BackupRef("other", "b", "u"), {"volumes": [{"tree": "0" * 64}]})
     before = keys(loc)
     with pytest.raises(GcError, match="backups/other/b/u/manifest"):

@@ -14,7 +14,7 @@ from pathlib import Path
 import blake3
 import pytest
 
-from davit.format.sealing import Sealer
+from davit.format.sealing import Kdf, Sealer
 from davit.repo import RepoError, RepoReader, RepoWriter, iter_entries, restore_tree, snapshot_tree
 from davit.repo import tree as tree_module
 from davit.repo.codec import ChunkCodec
@@ -38,7 +38,7 @@ from tests.unit.test_repo_support import (
 )
 
 KEY = "correct horse battery staple"
-SEALERS = {"plain": Sealer(), "encrypted": Sealer(passphrase=KEY, salt=bytes(range(16)))}
+SEALERS = {"plain": Sealer(), "encrypted": Sealer(passphrase=KEY, salt=bytes(range(16)), kdf=Kdf(n=2**10))}
 
 
 @pytest.fixture(params=[None, KEY], ids=["plain", "encrypted"])

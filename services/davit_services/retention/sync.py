@@ -104,15 +104,20 @@ def _apply(rt: Runtime, location: RawObject, repository: BackupRepository, plan:
         log.info("sync.removed", backup=removal.name, source=location_sync.format_source(removal.source))
     failures: dict[str, str] = {}
     for item in plan.create:
-        manifest = _manifest(repository, item.source, failures, item.name)
-        if manifest is None:
+        prepared = _prepare(meta, repository, item, failures)
+        if prepared is None:
             continue
-        body = location_sync.imported_backup(meta["namespace"], meta["name"], item, manifest)
+        body, status = prepared
         try:
             created: RawObject = custom.create_namespaced_custom_object(
                 group, version, meta["namespace"], BACKUPS, body
             )
         except ApiException as exc:
+            if exc.status in (400, 422):
+                # The manifest's spec is not one the API server takes: this backup is skipped, the
+                # others go on.
+                failures[item.name] = f"refused by the API server: {_api_reason(exc)}"
+                continue
             if exc.status != 409:
                 raise
             # Taken between our list and the create (a removal still finishing, or a user's create):
@@ -121,14 +126,35 @@ def _apply(rt: Runtime, location: RawObject, repository: BackupRepository, plan:
             continue
         # A status subresource ignores status on create: it is written right after. A crash in between
         # leaves an import without status, which the watcher leaves alone and the next sync completes.
-        _write_status(rt, created, meta["name"], manifest, repository, item.source)
+        _write_status(rt, created, status, failures, item.name)
         log.info("sync.imported", backup=item.name, source=location_sync.format_source(item.source))
     for item in plan.complete:
-        manifest = _manifest(repository, item.source, failures, item.name)
+        prepared = _prepare(meta, repository, item, failures)
         obj = rt.ops.get(Kind.APPLICATION_BACKUP, meta["namespace"], item.name)
-        if manifest is not None and obj is not None:
-            _write_status(rt, obj, meta["name"], manifest, repository, item.source)
+        if prepared is not None and obj is not None:
+            _write_status(rt, obj, prepared[1], failures, item.name)
     return failures
+
+
+def _prepare(
+    meta: RawObject, repository: BackupRepository, item: location_sync.Import, failures: dict[str, str]
+) -> tuple[RawObject, RawObject] | None:
+    """The import's object and status, from its manifest; None (and the reason in ``failures``) when the
+    manifest cannot be read or does not have the shape of one. Both are built before anything is created,
+    so a malformed manifest leaves nothing behind."""
+    manifest = _manifest(repository, item.source, failures, item.name)
+    if manifest is None:
+        return None
+    path = f"{repository.store.url.rstrip('/')}/{item.source.root}"
+    now = timeutil.format_time(timeutil.utcnow())
+    try:
+        body = location_sync.imported_backup(meta["namespace"], meta["name"], item, manifest)
+        status = location_sync.imported_status(meta["name"], manifest, path, now)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        failures[item.name] = f"malformed manifest {item.source.manifest}: {exc!r}"[:500]
+        log.warning("sync.manifest_malformed", backup=item.name, error=repr(exc))
+        return None
+    return body, status
 
 
 def _manifest(
@@ -137,25 +163,30 @@ def _manifest(
     try:
         return repository.read_manifest(ref)
     except (StorageError, CorruptObject, FormatError, ValueError) as exc:
-        # One unreadable backup (another encryptionKey, a newer format) must not stop the others.
+        # One unreadable backup (another encryptionKey, a newer format, one larger or more deeply nested
+        # than Davit reads, a plain one in an encrypted location) must not stop the others.
         failures[name] = f"unreadable manifest: {exc}"
         log.warning("sync.manifest_unreadable", backup=name, error=str(exc))
         return None
 
 
 def _write_status(
-    rt: Runtime,
-    obj: RawObject,
-    location_name: str,
-    manifest: dict[str, Any],
-    repository: BackupRepository,
-    source: BackupRef,
+    rt: Runtime, obj: RawObject, status: RawObject, failures: dict[str, str], name: str
 ) -> None:
-    path = f"{repository.store.url.rstrip('/')}/{source.root}"
-    now = timeutil.format_time(timeutil.utcnow())
-    rt.ops.patch_status(
-        Kind.APPLICATION_BACKUP, obj, location_sync.imported_status(location_name, manifest, path, now)
-    )
+    try:
+        rt.ops.patch_status(Kind.APPLICATION_BACKUP, obj, status)
+    except ApiException as exc:
+        if exc.status not in (400, 422):
+            raise
+        failures[name] = f"status refused by the API server: {_api_reason(exc)}"
+
+
+def _api_reason(exc: ApiException) -> str:
+    try:
+        message = str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except (ValueError, AttributeError):
+        message = str(exc.reason)
+    return message[:300]
 
 
 def _report(rt: Runtime, location: RawObject, plan: SyncPlan, failures: dict[str, str]) -> None:

@@ -5,7 +5,8 @@ but for a volume of small files (one chunk each) it is most of the work. A codec
 decompressor and AEAD per thread and produces byte-for-byte the same format, with the same primitives
 (``derive_key``, AES-256-GCM, zstd level 3, BLAKE3), so ``Sealer.open`` reads what a codec seals and the
 other way round. Objects carrying a salt other than the location's (sealed by a writer that raced to
-create the location record) are handed to ``Sealer.open``.
+create the location record) are handed to ``Sealer.open``. As there, a codec with an encryption key
+opens only objects sealed with it, and nothing decompresses to more than its reader allows.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from davit.format.sealing import (
     MAGIC,
+    MAX_CONTENT,
     MODE_ENCRYPTED,
     MODE_PLAIN,
     NONCE_BYTES,
@@ -30,7 +32,7 @@ from davit.format.sealing import (
     ZSTD_LEVEL,
     CorruptObject,
     Sealer,
-    derive_key,
+    decompress,
 )
 
 _HEADER_PLAIN = MAGIC + bytes([VERSION, MODE_PLAIN])
@@ -51,7 +53,7 @@ class _Contexts(threading.local):
 class ChunkCodec:
     def __init__(self, sealer: Sealer) -> None:
         self.sealer = sealer
-        self._key = derive_key(sealer.passphrase, sealer.salt) if sealer.passphrase and sealer.salt else None
+        self._key = sealer.key() if sealer.passphrase and sealer.salt else None
         self._local = _Contexts()
 
     def _compressor(self) -> zstandard.ZstdCompressor:
@@ -105,10 +107,12 @@ class ChunkCodec:
         sealed = self._aead(self._key).encrypt(nonce, compressed, key.encode())
         return _HEADER_ENCRYPTED + self.sealer.salt + nonce, sealed
 
-    def open(self, key: str, blob: bytes) -> bytes:
+    def open(self, key: str, blob: bytes | memoryview, max_size: int = MAX_CONTENT) -> bytes:
+        """``blob``'s content, verified, refused if more than ``max_size`` bytes (a chunk's: the size its
+        index entry gives)."""
         view = memoryview(blob)
         head = bytes(view[:5])
-        if head == _HEADER_PLAIN:
+        if head == _HEADER_PLAIN and self._key is None:
             digest, compressed = view[5:37], view[37:]
             if len(digest) != 32 or blake3.blake3(compressed).digest() != digest:
                 raise CorruptObject(f"{key}: checksum mismatch")
@@ -128,8 +132,6 @@ class ChunkCodec:
                 raise CorruptObject(f"{key}: {reason}") from exc
         else:
             # Other salts, versions, truncated or foreign objects: the general path and its messages.
-            return self.sealer.open(key, blob)
-        try:
-            return self._decompressor().decompress(compressed)
-        except zstandard.ZstdError as exc:
-            raise CorruptObject(f"{key}: {exc}") from exc
+            # A plain object in an encrypted location is refused there, too.
+            return self.sealer.open(key, blob, max_size)
+        return decompress(key, compressed, max_size, self._decompressor())

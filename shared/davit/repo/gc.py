@@ -302,8 +302,15 @@ class _Collection:
             except ObjectNotFound:
                 return None  # deleted since listed
             except (CorruptObject, FormatError, ValueError) as exc:
+                # Including one too large or too deeply nested to read: what it names is unknown, so
+                # nothing may be deleted on its account. The run stops; the error names the object.
                 raise GcError(f"cannot read the manifest {ref.manifest}: {exc}") from exc
-            return [str(v["tree"]) for v in manifest.get("volumes") or [] if v.get("tree")]
+            volumes = manifest.get("volumes") or []
+            if not isinstance(volumes, list) or not all(isinstance(v, dict) for v in volumes):
+                raise GcError(
+                    f"cannot read the manifest {ref.manifest}: its volumes are not a list of objects"
+                )
+            return [str(v["tree"]) for v in volumes if v.get("tree")]
 
         def pointer_tree(key: str) -> list[str] | None:
             try:

@@ -36,6 +36,10 @@ PACK_SIZE: Final = 16 << 20
 #: Tree entries are stored in parts of about this many serialised bytes, so neither writing nor reading
 #: a tree of millions of entries holds it whole.
 TREE_PART_SIZE: Final = 4 << 20
+#: What a reader accepts as one tree part: a part closes after the entry that takes it past
+#: ``TREE_PART_SIZE``, and one entry lists every chunk id of its file (~34 bytes per 1.25 MiB), so a part
+#: may hold a file of several TiB; anything larger is refused rather than decompressed.
+MAX_TREE_PART: Final = 512 << 20
 
 _HEX_ID = re.compile(r"[0-9a-f]{64}")
 

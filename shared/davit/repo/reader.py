@@ -100,8 +100,15 @@ def open_chunk(codec: ChunkCodec, chunk_id: bytes, entry: IndexEntry, pack: byte
     where = f"pack {entry.pack} at {entry.offset}+{entry.length}"
     if entry.offset + entry.length > len(pack):
         raise CorruptChunk(hex_id, f"{where} lies beyond the pack's end ({len(pack)} bytes)")
+    if not 0 <= entry.raw_size <= layout.CHUNK_MAX:
+        raise CorruptChunk(hex_id, f"{where}: the index gives it {entry.raw_size} bytes; chunks have at most "
+                           f"{layout.CHUNK_MAX}")  # fmt: skip
     try:
-        data = codec.open(layout.chunk_aad(hex_id), pack[entry.offset : entry.offset + entry.length])
+        # Bounded by what the index promises: a chunk that would expand further is refused before its
+        # content is allocated.
+        data = codec.open(
+            layout.chunk_aad(hex_id), pack[entry.offset : entry.offset + entry.length], entry.raw_size
+        )
     except CorruptObject as exc:
         raise CorruptChunk(hex_id, f"{where}: {exc}") from exc
     if blake3.blake3(data).digest() != chunk_id:

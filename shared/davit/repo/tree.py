@@ -25,7 +25,7 @@ from typing import Any
 import blake3
 import msgpack
 
-from davit.format.sealing import CorruptObject, Sealer
+from davit.format.sealing import MAX_CONTENT, CorruptObject, Sealer
 from davit.repo import layout
 from davit.repo.chunking import data_ranges
 from davit.repo.errors import RepoError
@@ -200,9 +200,11 @@ class TreeBuilder:
         return _write_root(self.store, self.sealer, self._parts, self._entries, self._size)
 
 
-def _open_verified(store: ObjectStore, sealer: Sealer, key: str, object_id: str) -> bytes:
+def _open_verified(
+    store: ObjectStore, sealer: Sealer, key: str, object_id: str, max_size: int = MAX_CONTENT
+) -> bytes:
     try:
-        data = sealer.open(key, store.get(key))
+        data = sealer.open(key, store.get(key), max_size)
     except ObjectNotFound as exc:
         raise RepoError(f"{key} is missing") from exc
     except CorruptObject as exc:
@@ -229,7 +231,7 @@ def load_tree(store: ObjectStore, sealer: Sealer, tree_id: str) -> Tree:
 def iter_entries(store: ObjectStore, sealer: Sealer, tree: Tree) -> Iterator[Entry]:
     """The tree's entries in order, one part in memory at a time."""
     for part_id in tree.parts:
-        data = _open_verified(store, sealer, layout.tree_part_key(part_id), part_id)
+        data = _open_verified(store, sealer, layout.tree_part_key(part_id), part_id, layout.MAX_TREE_PART)
         unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(len(data), 1))
         unpacker.feed(data)
         del data
