@@ -135,7 +135,13 @@ EXPECTED_GRANTS: dict[str, set[Grant]] = {
     | grants(G, ["applicationbackups", "applicationrestores"], ["create"])
     | grants(G, ["applicationbackups"], ["delete"])
     | grants(G, ["backuplocations"], ["list"]),
-    "davit-uploader": WORKER_COMMON | operation("applicationrestores"),
+    "davit-uploader": WORKER_COMMON
+    | operation("applicationrestores")
+    # The volume's directory, derived from the API (davit.node_volume): the claim, its PV, the pod on this
+    # node that mounts it, and the namespaces an admin backup's selector matches.
+    | grants("", ["persistentvolumeclaims", "persistentvolumes"], ["get"])
+    | grants("", ["pods"], ["list"])
+    | grants("", ["namespaces"], ["list"]),
     "davit-exporter": grants(
         G,
         [constants.PLURALS[k] for k in (*constants.OPERATION_KINDS, constants.Kind.BACKUP_LOCATION)],
