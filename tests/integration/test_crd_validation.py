@@ -234,6 +234,16 @@ BAD_SPECS = [
     bad("policy", "policy.interval.intervalMinutes", 0, "should be greater than or equal to 1"),
     bad("policy", "policy.daily.minRetain", -1, "should be greater than or equal to 0"),
     bad("rule", "rules.0.actions", [], "should have at least 1 items"),
+    # every number a user writes is bounded, and so is the length of every duration
+    bad("policy", "policy.interval.intervalMinutes", 527041, "should be less than or equal to 527040"),
+    bad("policy", "policy.interval.intervalMinutes", 10**15, "should be less than or equal to 527040"),
+    bad("policy", "policy.interval.retain", 10001, "should be less than or equal to 10000"),
+    bad("policy", "policy.daily.minRetain", 10001, "should be less than or equal to 10000"),
+    bad("backup", "spec.ttl", "1" * 32 + "h", "should be at most 32 chars long"),
+    bad("policy", "policy.daily.expireAfter", "9" * 40 + "w", "should be at most 32 chars long"),
+    bad("schedule", "spec.template.spec.ttl", "1" * 32 + "h", "should be at most 32 chars long"),
+    bad("policy", "policy.cron.schedule", "0 0 * * " + "1," * 130 + "1", "should be at most 256 chars long"),
+    bad("policy", "policy.timeZone", "Europe/" + "x" * 60, "should be at most 64 chars long"),
     # malformed time, duration or cron expression
     bad("policy", "policy.daily.time", "22:14", "in body should match"),
     bad("policy", "policy.weekly.time", "13:00PM", "in body should match"),
