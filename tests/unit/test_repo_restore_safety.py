@@ -16,7 +16,7 @@ from davit.repo import Entry, Extent, RepoError, RepoReader, RepoWriter, Tree, U
 from davit.repo.restore import safe_components
 from davit.repo.tree import DIR, FILE, SYMLINK, TreeBuilder
 from davit.restore_wait import MARKER_DIR, is_restored
-from davit_services.uploader.restorer import leave_marker, marker_entry
+from davit_services.uploader.restorer import keeps_setuid, leave_marker, marker_entry
 from tests.unit.test_repo_support import Location, open_location, snapshot_of, write
 
 PAYLOAD = b"written by a crafted tree\n"
@@ -291,3 +291,18 @@ def test_a_mode_or_owner_that_does_not_fit_is_a_clear_error(
                         uids={b"odd": value} if field == "uid" else None)  # fmt: skip
     with pytest.raises(RepoError, match=rf"refusing 'odd': its {field} {value} is out of range"):
         restore_tree(tree, tmp_path / "target", RepoReader(loc.store, loc.sealer))
+
+
+@pytest.mark.parametrize(
+    ("namespace", "field", "kept"),
+    [("kube-system", True, True), ("kube-system", None, False), ("kube-system", "true", False),
+     ("team-a", True, False), ("team-a", None, False)],
+)  # fmt: skip
+def test_only_an_admin_location_may_keep_setuid(namespace: str, field: object, kept: bool) -> None:
+    """A tenant's own location cannot opt in: the node agent would restore setuid-root programs for it."""
+    spec: dict[str, object] = {"type": "s3", "path": "b"}
+    if field is not None:
+        spec["restoreSetuid"] = field
+    location = {"metadata": {"namespace": namespace, "name": "loc"}, "location": spec}
+    assert keeps_setuid(location, "kube-system") is kept
+    assert keeps_setuid(None, "kube-system") is False

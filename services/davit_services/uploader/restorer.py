@@ -103,10 +103,15 @@ def target_directory(rt: Runtime, obj: dict[str, Any], claim_part: str, plan: Vo
 
 
 def _location_keeps_setuid(rt: Runtime, namespace: str, name: str) -> bool:
-    """Whether the location opts in to restoring setuid/setgid bits: only an administrator's location (in
-    the admin namespace) may, since the bits would be restored as root."""
     location = resolve_location(rt.lookup, namespace, name, rt.settings.admin_namespace)
-    if location is None or location["metadata"]["namespace"] != rt.settings.admin_namespace:
+    return keeps_setuid(location, rt.settings.admin_namespace)
+
+
+def keeps_setuid(location: dict[str, Any] | None, admin_namespace: str) -> bool:
+    """Whether a restore from ``location`` keeps setuid/setgid bits: only when an administrator's location
+    (in the admin namespace) opts in, since the node agent restores the files as root and a tenant must
+    not be able to hand itself setuid-root programs."""
+    if location is None or location["metadata"]["namespace"] != admin_namespace:
         return False
     return (location.get("location") or {}).get("restoreSetuid") is True
 
