@@ -25,8 +25,13 @@ from davit.validation import resolve_location
 RawObject = dict[str, Any]
 
 
-def open_location_store(ops: Operations, location: RawObject) -> tuple[ObjectStore, factory.ResolvedLocation]:
-    """The store of a BackupLocation CR, with the keys of its ``secretConfig`` Secret applied."""
+def open_location_store(
+    ops: Operations, location: RawObject, policy: factory.LocationPolicy | None = None
+) -> tuple[ObjectStore, factory.ResolvedLocation]:
+    """The store of a BackupLocation CR, with the keys of its ``secretConfig`` Secret applied. Every
+    open checks the location again against ``policy`` (by default the environment's settings): a
+    tenant's directory must lie under the administrator's roots, resolved on this machine, and its
+    endpoint must be allowed; StorageError (LocationRefused) otherwise, before anything is contacted."""
     meta = location["metadata"]
     spec = LocationSpec.model_validate(location["location"])
     secret = None
@@ -34,8 +39,9 @@ def open_location_store(ops: Operations, location: RawObject) -> tuple[ObjectSto
         secret = ops.secret_data(meta["namespace"], spec.secret_config)
         if secret is None:
             raise StorageError("SecretNotFound", f"Secret {meta['namespace']}/{spec.secret_config} not found")
-    resolved = factory.resolve_credentials(spec, secret)
-    return factory.open_store(resolved), resolved
+    policy = policy or factory.LocationPolicy.from_settings(Settings.from_env())
+    resolved = factory.guard(factory.resolve_credentials(spec, secret, namespace=meta["namespace"]), policy)
+    return factory.open_store(resolved, policy), resolved
 
 
 class LocationUnavailable(Exception):
@@ -84,7 +90,9 @@ class Runtime:
         if cached is not None and not verify:
             return cached
         try:
-            store, resolved = open_location_store(self.ops, location)
+            store, resolved = open_location_store(
+                self.ops, location, factory.LocationPolicy.from_settings(self.settings)
+            )
             if verify:
                 store.check()
             repository = BackupRepository.open(store, resolved.encryption_key)

@@ -95,6 +95,17 @@ class Settings:
     gc_grace_seconds: float = 21600.0
     #: How often the watcher looks for due schedule slots: a backup starts at most this late.
     schedule_tick_seconds: float = 10.0
+    #: Directories (comma-separated) under which a ``type: local`` BackupLocation outside the admin
+    #: namespace must lie; ``{namespace}`` in one stands for the location's namespace, so each tenant
+    #: can be kept to a directory of its own. Empty: tenants may not use local locations at all, because
+    #: the workers and the node agent (root) would otherwise read and write any path a tenant names.
+    #: The admin namespace's locations may use any directory.
+    local_location_roots: str = ""
+    #: Endpoints (comma-separated ``host`` or ``host:port`` patterns, ``*`` as a wildcard, e.g.
+    #: ``minio.storage.svc:9000,*.amazonaws.com``) that BackupLocations outside the admin namespace may
+    #: contact; a cloud's default endpoint counts too. Empty: any endpoint, as before such a list
+    #: existed; set it where tenants must not make Davit reach addresses inside the cluster network.
+    tenant_endpoint_allowlist: str = ""
 
     def __post_init__(self) -> None:
         # Frozen: set through object.__setattr__, once, as the instance is made (dataclasses.replace,
@@ -145,6 +156,11 @@ def redis_url_with_password(url: str, password: str) -> str:
     user, _, host = parts.netloc.rpartition("@")
     netloc = f"{user}:{urllib.parse.quote(password, safe='')}@{host}"
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def parse_list(value: str) -> tuple[str, ...]:
+    """The items of a comma-separated setting, stripped, empty ones dropped."""
+    return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
 def parse_address(address: str) -> tuple[str, int]:

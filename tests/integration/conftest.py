@@ -25,6 +25,10 @@ class Services:
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.lease = f"davit-watcher-{uuid.uuid4().hex[:8]}"
+        #: Tests keep their local locations in their own ``tmp_path``; ``log_dir`` is one of them, so its
+        #: grandparent is pytest's base temporary directory, which holds them all. Tests of the roots
+        #: themselves pass their own DAVIT_LOCAL_LOCATION_ROOTS.
+        self.local_roots = str(log_dir.parent.parent)
 
     def start(self, service: str, name: str = "", **env: str) -> None:
         name = name or service
@@ -40,6 +44,7 @@ class Services:
                 "DAVIT_RESYNC_SECONDS": "2",
                 "DAVIT_REQUEUE_GRACE_SECONDS": "1",
                 "DAVIT_STALL_SECONDS": "5",
+                "DAVIT_LOCAL_LOCATION_ROOTS": self.local_roots,
                 **env,
             },
             stdout=log,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from davit.settings import Settings, parse_address, redis_url_with_password
+from davit.settings import Settings, parse_address, parse_list, redis_url_with_password
 
 DEFAULTS: dict[str, Any] = {
     "kubeconfig": "",
@@ -38,6 +38,8 @@ DEFAULTS: dict[str, Any] = {
     "node_name": "",
     "snapshot_timeout_seconds": 600.0,
     "kubelet_root": "/var/lib/kubelet",
+    "local_location_roots": "",
+    "tenant_endpoint_allowlist": "",
 }
 FLOAT_FIELDS = [name for name, value in DEFAULTS.items() if isinstance(value, float)]
 
@@ -313,3 +315,22 @@ def test_the_password_stays_out_of_the_settings_repr() -> None:
     settings = Settings(redis_url="redis://:inurl@r:1/0", redis_password="given")
     assert "inurl" not in repr(settings) and "given" not in repr(settings)
     assert "admin_namespace=" in repr(settings)  # the rest is still shown
+
+
+def test_tenant_location_settings_are_read_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "DAVIT_LOCAL_LOCATION_ROOTS": "/srv/davit/{namespace}, /mnt/shared",
+            "DAVIT_TENANT_ENDPOINT_ALLOWLIST": "minio.storage.svc:9000,*.amazonaws.com",
+        }
+    )
+    assert parse_list(settings.local_location_roots) == ("/srv/davit/{namespace}", "/mnt/shared")
+    assert parse_list(settings.tenant_endpoint_allowlist) == ("minio.storage.svc:9000", "*.amazonaws.com")
+
+
+@pytest.mark.parametrize(
+    ("value", "items"),
+    [("", ()), (" , ,", ()), ("a", ("a",)), (" a , b ,", ("a", "b"))],
+)
+def test_parse_list(value: str, items: tuple[str, ...]) -> None:
+    assert parse_list(value) == items

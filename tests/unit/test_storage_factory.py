@@ -14,8 +14,13 @@ from davit.storage.base import StorageError, scrub
 from davit.storage.factory import (
     GOOGLE_ENDPOINT,
     LocationConfigError,
+    LocationPolicy,
+    LocationRefused,
     ResolvedLocation,
     describe,
+    endpoint_allowed,
+    endpoint_of,
+    guard,
     open_store,
     resolve_credentials,
 )
@@ -316,3 +321,221 @@ def test_local_store_conflicting_keys(tmp_path: Path) -> None:
         store.put("a/b", b"under a file")
     assert refused.value.code == "KeyConflict"
     assert [p.name for p in tmp_path.iterdir()] == ["a"], "no temporary file left behind"
+
+
+# --- What a tenant's location may point at ---------------------------------------------------------
+
+ADMIN = "kube-system"
+TENANT = "team-a"
+
+
+def tenant_local(path: str, prefix: str = "", namespace: str = TENANT) -> ResolvedLocation:
+    return resolve_credentials(location(type="local", path=path, prefix=prefix), None, namespace=namespace)
+
+
+def policy(roots: tuple[str, ...] = (), allowlist: tuple[str, ...] = ()) -> LocationPolicy:
+    return LocationPolicy(admin_namespace=ADMIN, local_roots=roots, endpoint_allowlist=allowlist)
+
+
+def test_without_roots_a_tenant_may_not_use_a_local_location(tmp_path: Path) -> None:
+    with pytest.raises(LocationRefused) as refused:
+        open_store(tenant_local(str(tmp_path)), policy())
+    assert refused.value.code == "LocalPathNotAllowed"
+    assert "DAVIT_LOCAL_LOCATION_ROOTS" in refused.value.message
+
+
+def test_a_tenant_local_location_under_its_root_opens(tmp_path: Path) -> None:
+    (tmp_path / TENANT / "store").mkdir(parents=True)
+    store = open_store(
+        tenant_local(str(tmp_path / TENANT / "store"), "p"), policy((f"{tmp_path}/{{namespace}}",))
+    )
+    assert isinstance(store, LocalStore)
+    assert store.root == tmp_path / TENANT / "store" / "p"
+
+
+@pytest.mark.parametrize("target", ["other-tenant", "/etc", "", "team-a-evil"])
+def test_a_tenant_local_location_outside_its_root_is_refused(tmp_path: Path, target: str) -> None:
+    (tmp_path / TENANT).mkdir()
+    path = target if target.startswith("/") else str(tmp_path / target)
+    with pytest.raises(LocationRefused) as refused:
+        open_store(tenant_local(path), policy((f"{tmp_path}/{{namespace}}",)))
+    assert refused.value.code == "LocalPathNotAllowed"
+    assert path in refused.value.message and str(tmp_path / TENANT) in refused.value.message
+
+
+def test_dot_dot_is_refused_in_any_local_path(tmp_path: Path) -> None:
+    for namespace in (TENANT, ADMIN, None):
+        with pytest.raises(LocationConfigError, match=r"'\.\.'"):
+            tenant_local(f"{tmp_path}/{TENANT}/../other-tenant", namespace=namespace)  # type: ignore[arg-type]
+
+
+def test_a_symlink_inside_a_root_cannot_lead_out_of_it(tmp_path: Path) -> None:
+    root, outside = tmp_path / "roots" / TENANT, tmp_path / "other-tenant"
+    root.mkdir(parents=True)
+    outside.mkdir()
+    (root / "link").symlink_to(outside)
+    (root / "inside").mkdir()
+    (root / "prefix-link").symlink_to(outside)
+    tenant_policy = policy((f"{tmp_path}/roots/{{namespace}}",))
+    with pytest.raises(LocationRefused, match="which leads to") as refused:
+        open_store(tenant_local(str(root / "link")), tenant_policy)
+    assert str(outside) in refused.value.message
+    # The prefix is a directory below the path: a link there is followed by every write, so it counts too.
+    with pytest.raises(LocationRefused):
+        open_store(tenant_local(str(root), "prefix-link"), tenant_policy)
+    # A link that stays inside is opened at its target, so swapping the link later moves nothing.
+    (root / "to-inside").symlink_to(root / "inside")
+    store = open_store(tenant_local(str(root / "to-inside")), tenant_policy)
+    assert isinstance(store, LocalStore) and store.directory == root / "inside"
+
+
+def test_a_root_that_is_itself_a_link_is_resolved_too(tmp_path: Path) -> None:
+    (tmp_path / "data" / TENANT).mkdir(parents=True)
+    (tmp_path / "srv").symlink_to(tmp_path / "data")
+    store = open_store(
+        tenant_local(str(tmp_path / "data" / TENANT)), policy((f"{tmp_path}/srv/{{namespace}}",))
+    )
+    assert isinstance(store, LocalStore)
+
+
+def test_the_admin_namespace_and_operators_may_use_any_directory(tmp_path: Path) -> None:
+    for namespace in (ADMIN, None):
+        store = open_store(tenant_local("/etc", namespace=namespace), policy())  # type: ignore[arg-type]
+        assert isinstance(store, LocalStore) and store.directory == Path("/etc")
+
+
+@pytest.mark.parametrize(
+    ("url", "allowlist", "allowed"),
+    [
+        ("http://minio.storage.svc:9000", ("minio.storage.svc:9000",), True),
+        ("http://minio.storage.svc:9000", ("minio.storage.svc",), True),
+        ("http://minio.storage.svc:9001", ("minio.storage.svc:9000",), False),
+        ("https://MinIO.Storage.svc./x", ("minio.storage.svc:443",), True),
+        ("http://minio.storage.svc", ("minio.storage.svc:443",), False),
+        ("https://s3.eu-west-1.amazonaws.com", ("*.amazonaws.com",), True),
+        ("https://amazonaws.com.evil.example", ("*.amazonaws.com",), False),
+        ("http://127.0.0.1:6379", ("*.amazonaws.com", "minio:9000"), False),
+        ("http://169.254.169.254/latest/meta-data", ("minio",), False),
+        ("http://[::1]:9000", ("[::1]:9000",), True),
+        ("http://[::1]:9000", ("[::1]",), True),
+        ("http://[::1]:9000", ("[::2]:9000",), False),
+    ],
+)
+def test_endpoint_allowed(url: str, allowlist: tuple[str, ...], allowed: bool) -> None:
+    assert endpoint_allowed(url, allowlist) is allowed
+
+
+TENANT_S3 = {
+    "type": "s3",
+    "path": "b",
+    "s3Config": {"endpoint": "http://10.0.0.1:6379", "accessKeyID": "k", "secretAccessKey": "s"},
+}
+
+
+def test_a_tenant_endpoint_off_the_allowlist_is_refused_before_any_client_exists() -> None:
+    resolved = resolve_credentials(location(**TENANT_S3), None, namespace=TENANT)
+    with pytest.raises(LocationRefused) as refused:
+        open_store(resolved, policy(allowlist=("minio.storage.svc:9000",)))
+    assert refused.value.code == "EndpointNotAllowed"
+    assert "http://10.0.0.1:6379" in refused.value.message and "not contacted" in refused.value.message
+    # An empty list allows any endpoint; the admin namespace is never held to the list.
+    assert isinstance(open_store(resolved, policy()), S3Store)
+    admin = resolve_credentials(location(**TENANT_S3), None, namespace=ADMIN)
+    assert isinstance(open_store(admin, policy(allowlist=("minio.storage.svc:9000",))), S3Store)
+
+
+AWS_DEFAULT = {"type": "s3", "path": "b", "s3Config": {"region": "eu-west-1"}}
+GOOGLE_DEFAULT = {"type": "google", "path": "g", "googleConfig": {"accessKeyID": "k", "secretAccessKey": "s"}}
+AZURE_DEFAULT = {
+    "type": "azure",
+    "path": "c",
+    "azureConfig": {"storageAccountName": "acct", "storageAccountKey": "k"},
+}
+
+
+@pytest.mark.parametrize(
+    ("spec", "host"),
+    [
+        (AWS_DEFAULT, "https://s3.eu-west-1.amazonaws.com"),
+        (GOOGLE_DEFAULT, GOOGLE_ENDPOINT),
+        (AZURE_DEFAULT, "https://acct.blob.core.windows.net"),
+    ],
+)
+def test_a_cloud_default_endpoint_is_held_to_the_allowlist_too(spec: dict[str, Any], host: str) -> None:
+    resolved = resolve_credentials(location(**spec), None, namespace=TENANT)
+    assert endpoint_of(resolved) == host
+    with pytest.raises(LocationRefused, match="not on the administrator's list"):
+        open_store(resolved, policy(allowlist=("minio:9000",)))
+    assert guard(resolved, policy(allowlist=(host.split("://")[1],))) == resolved
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"type": "s3", "path": "b", "s3Config": {"endpoint": "http://user:pw@minio:9000"}},
+        {"type": "s3", "path": "b", "s3Config": {"endpoint": "ftp://minio"}},
+        {"type": "s3", "path": "b", "s3Config": {"endpoint": "http://minio:99999"}},
+        {"type": "s3", "path": "b", "s3Config": {"region": "x.evil.example/"}},
+        {"type": "azure", "path": "c",
+         "azureConfig": {"storageAccountName": "evil.example:80/", "storageAccountKey": "k"}},
+    ],
+)  # fmt: skip
+def test_endpoints_that_hide_their_host_are_refused(spec: dict[str, Any]) -> None:
+    for namespace in (TENANT, ADMIN):
+        with pytest.raises(LocationConfigError):
+            open_store(resolve_credentials(location(**spec), None, namespace=namespace), policy())
+
+
+def _s3_verifies(store: Any) -> Any:
+    return store._client._endpoint.http_session._verify
+
+
+def test_disable_ssl_with_an_https_endpoint_keeps_verification_on() -> None:
+    spec = {
+        "type": "s3",
+        "path": "b",
+        "s3Config": {"endpoint": "https://minio.example:9000", "disableSSL": True},
+    }
+    store = open_store(resolve_credentials(location(**spec), None, namespace=TENANT), policy())
+    assert isinstance(store, S3Store)
+    assert store.endpoint == "https://minio.example:9000"
+    assert store._client.meta.endpoint_url == "https://minio.example:9000"
+    assert _s3_verifies(store) is True
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("inline", "secret"),
+    [(True, None), (None, {"insecureSkipTLSVerify": "true"})],
+    ids=["inline", "secret"],
+)
+def test_only_insecure_skip_tls_verify_turns_verification_off(
+    inline: bool | None, secret: dict[str, str] | None
+) -> None:
+    s3 = {
+        "type": "s3",
+        "path": "b",
+        "s3Config": {"endpoint": "https://minio.example", "insecureSkipTLSVerify": inline},
+    }
+    store = open_store(resolve_credentials(location(**s3), secret), policy())
+    assert _s3_verifies(store) is False
+    store.close()
+    azure = {
+        "type": "azure",
+        "path": "c",
+        "azureConfig": {
+            "storageAccountName": "acct",
+            "storageAccountKey": "k",
+            "endpoint": "https://azure.example/acct",
+            "insecureSkipTLSVerify": inline,
+        },
+    }
+    az = open_store(resolve_credentials(location(**azure), secret), policy())
+    assert isinstance(az, AzureStore)
+    assert _azure_verifies(az) is False
+    plain = {**azure, "azureConfig": {**azure["azureConfig"], "insecureSkipTLSVerify": None}}  # type: ignore[dict-item]
+    assert _azure_verifies(open_store(resolve_credentials(location(**plain), None), policy())) is True
+
+
+def _azure_verifies(store: Any) -> Any:
+    return store._client._pipeline._transport.connection_config.verify

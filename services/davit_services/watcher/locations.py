@@ -33,6 +33,7 @@ from davit.repo import layout as repo_layout
 from davit.runtime import open_location_store
 from davit.settings import Settings
 from davit.storage.base import ObjectStore, StorageError
+from davit.storage.factory import LocationPolicy
 
 log = structlog.get_logger(__name__)
 RawObject = dict[str, Any]
@@ -90,8 +91,12 @@ class LocationChecker:
         is_leader: threading.Event,
         celery: Celery | None = None,
         gc_interval_seconds: float | None = None,
+        policy: LocationPolicy | None = None,
     ) -> None:
         self.api = api
+        #: What tenants' locations may point at; one found pointing elsewhere is Unavailable with the
+        #: reason, and its store is never contacted.
+        self.policy = policy or LocationPolicy.from_settings(Settings.from_env())
         # Sync messages go out through the given app; without one, through an app on the Redis the
         # environment's settings name.
         self.celery = celery or queueing.create_app(Settings.from_env().redis_url, "davit-watcher")
@@ -150,7 +155,7 @@ class LocationChecker:
         meta = obj["metadata"]
         collect: Message | None = None
         try:
-            store, _ = open_location_store(self.ops, obj)
+            store, _ = open_location_store(self.ops, obj, self.policy)
             store.check()
             phase, message = "Available", f"{store.url} is reachable and writable"
             collect = self._collection(obj, store)

@@ -23,6 +23,7 @@ from davit.kube.lookup import ApiLookup
 from davit.kube.watching import EventType, ListWatch, RawObject
 from davit.messages import Message
 from davit.settings import Settings
+from davit.storage.factory import LocationPolicy
 from davit.validation import validate
 from davit_services.watcher import decisions
 from davit_services.watcher.leader import LeaseElector
@@ -52,6 +53,7 @@ class Watcher:
             self.elector.is_leader,
             celery=self.celery,
             gc_interval_seconds=settings.gc_interval_seconds,
+            policy=LocationPolicy.from_settings(settings),
         )
 
     def _elector(self) -> LeaseElector:

@@ -98,13 +98,28 @@ class S3Config(Model):
     access_key_id: str | None = Field(default=None, alias="accessKeyID")
     secret_access_key: str | None = Field(default=None, alias="secretAccessKey")
     endpoint: str | None = Field(default=None, description="URL of an S3-compatible endpoint.")
-    disable_ssl: bool | None = Field(default=None, alias="disableSSL")
+    disable_ssl: bool | None = Field(
+        default=None,
+        alias="disableSSL",
+        description="Plain http for an endpoint given without a scheme; never turns off certificate "
+        "verification (see insecureSkipTLSVerify).",
+    )
+    insecure_skip_tls_verify: bool | None = Field(
+        default=None,
+        alias="insecureSkipTLSVerify",
+        description="Accept any certificate from an https endpoint (e.g. a self-signed one).",
+    )
 
 
 class AzureConfig(Model):
     storage_account_name: str | None = None
     storage_account_key: str | None = None
     endpoint: str | None = Field(default=None, description="Blob service URL (defaults to Azure's).")
+    insecure_skip_tls_verify: bool | None = Field(
+        default=None,
+        alias="insecureSkipTLSVerify",
+        description="Accept any certificate from an https endpoint (e.g. a self-signed one).",
+    )
 
 
 class GoogleConfig(Model):

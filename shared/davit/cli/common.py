@@ -583,6 +583,9 @@ def open_repository(cli: CliContext, namespace: str, location_name: str) -> Any:
         kubeconfig=cli.kubeconfig_path() or "",
         redis_url=cli.resolved_redis_url() or Settings().redis_url,
         admin_namespace=admin_namespace(),
+        # The CLI reads a local location with its own user's permissions on its own machine, so any
+        # directory is one that user may read anyway: the roots keep the cluster's services in, not it.
+        local_location_roots="/",
     )
     api = cli.api()
     runtime = Runtime(

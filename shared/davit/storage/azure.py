@@ -38,8 +38,10 @@ class AzureStore(ObjectStore):
         account_name: str,
         account_key: str,
         endpoint: str | None = None,
+        verify_tls: bool = True,
     ) -> None:
-        """``endpoint`` is the blob service URL (Azurite's is ``http://host:port/<account>``)."""
+        """``endpoint`` is the blob service URL (Azurite's is ``http://host:port/<account>``);
+        ``verify_tls=False`` accepts any certificate from an https endpoint."""
         self.container = container
         self.prefix = prefix.strip("/")
         self.endpoint = (endpoint or default_endpoint(account_name)).rstrip("/")
@@ -51,6 +53,7 @@ class AzureStore(ObjectStore):
             credential={"account_name": account_name, "account_key": account_key},
             max_single_put_size=BLOCK_UPLOAD_THRESHOLD,
             max_block_size=BLOCK_SIZE,
+            connection_verify=verify_tls,
             # The SDK's default waits 15 s and more between attempts, so a wrong endpoint would hold a
             # location check for about a minute; this retries as often with waits of about 3, 5 and 9 s.
             retry_policy=ExponentialRetry(

@@ -44,16 +44,18 @@ class S3Store(ObjectStore):
         secret_access_key: str | None = None,
         endpoint: str | None = None,
         disable_ssl: bool = False,
+        verify_tls: bool = True,
         scheme: str = "s3",
         batch_delete: bool = True,
     ) -> None:
         """``endpoint`` is a URL (``http://host:port``) or a bare host; a bare host gets ``http://`` when
-        ``disable_ssl`` is set, ``https://`` otherwise. Without keys boto3's default chain applies (IRSA,
-        instance profiles, the environment). ``batch_delete=False`` for stores without DeleteObjects
-        (Google's XML API)."""
+        ``disable_ssl`` is set, ``https://`` otherwise. ``disable_ssl`` never turns certificate
+        verification off for an ``https://`` endpoint: only ``verify_tls=False`` does. Without keys
+        boto3's default chain applies (IRSA, instance profiles, the environment). ``batch_delete=False``
+        for stores without DeleteObjects (Google's XML API)."""
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self.endpoint = _endpoint_url(endpoint, disable_ssl)
+        self.endpoint = endpoint_url(endpoint, disable_ssl)
         self.url = f"{scheme}://{bucket}/{self.prefix}".rstrip("/")
         self._secrets = tuple(s for s in (secret_access_key, access_key_id) if s)
         self._batch_delete = batch_delete
@@ -77,9 +79,9 @@ class S3Store(ObjectStore):
             aws_access_key_id=access_key_id,
             aws_secret_access_key=secret_access_key,
             use_ssl=not disable_ssl,
-            # disableSSL with an explicit https:// endpoint: the user asked us not to insist on TLS,
-            # which for an https endpoint means trusting its (typically self-signed) certificate.
-            verify=not (disable_ssl and (self.endpoint or "").startswith("https://")),
+            # Only the explicit insecureSkipTLSVerify turns verification off: disableSSL asks for plain
+            # http, and an https:// endpoint next to it says TLS is wanted after all, so it is verified.
+            verify=verify_tls,
             config=config,
         )
         self._transfer = TransferConfig(
@@ -211,7 +213,8 @@ class S3Store(ObjectStore):
         self._client.close()
 
 
-def _endpoint_url(endpoint: str | None, disable_ssl: bool) -> str | None:
+def endpoint_url(endpoint: str | None, disable_ssl: bool) -> str | None:
+    """The URL an ``endpoint`` setting (a URL or a bare host) stands for."""
     if not endpoint:
         return None
     if "://" in endpoint:
