@@ -71,7 +71,7 @@ class Runtime:
             api=api,
             redis=redis.Redis.from_url(settings.redis_url),
             celery=queueing.create_app(settings.redis_url, f"davit-{service}"),
-            ops=Operations(api),
+            ops=Operations(api, accepted_only=True),
             lookup=ApiLookup(api),
         )
 

@@ -223,6 +223,10 @@ class OperationStatus(Model):
     elapsed: str | None = None
     conditions: list[Condition] | None = None
     observed_generation: int | None = None
+    accepted_generation: int | None = Field(
+        default=None,
+        description="The metadata.generation whose spec was validated; workers act on that spec only.",
+    )
 
 
 # --- ApplicationBackup -------------------------------------------------------------------------------
