@@ -338,3 +338,123 @@ def test_a_tenant_endpoint_off_the_allowlist_is_never_contacted(
         wait_for("the admin location's check to reach the listener", lambda: listener.connections > 0)
     finally:
         stack.kubectl("-n", ADMIN_NAMESPACE, "delete", "backuplocation", f"probe-{tenant.namespace}")
+
+
+# --- TLS --------------------------------------------------------------------------------------------
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that no one trusts, and its key."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+class TlsListener:
+    """An https endpoint with an untrusted certificate that counts the requests that got through the
+    handshake (a client that verifies certificates never sends one)."""
+
+    def __init__(self, directory: Path) -> None:
+        import ssl
+
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(*_self_signed(directory))
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.requests = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            conn.settimeout(5)
+            try:
+                with self.context.wrap_socket(conn, server_side=True) as tls:
+                    if tls.recv(4096):
+                        self.requests += 1
+                        tls.sendall(
+                            b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        )
+            except OSError:  # the client refused the certificate (ssl.SSLError is an OSError)
+                conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+
+@pytest.fixture
+def tls_listener(tmp_path: Path) -> Iterator[TlsListener]:
+    running = TlsListener(tmp_path)
+    yield running
+    running.close()
+
+
+def test_disable_ssl_with_an_https_endpoint_still_verifies_the_certificate(
+    stack: StackEnv, stack_services: Callable[..., Services], tenant: Tenant, tls_listener: TlsListener
+) -> None:
+    env = stack.env
+    stack_services()
+    endpoint = f"https://127.0.0.1:{tls_listener.port}"
+    keys = {"accessKeyID": env["S3_ACCESS_KEY"], "secretAccessKey": env["S3_SECRET_KEY"]}
+    # Stork's disableSSL next to an https:// endpoint: once taken to mean "trust any certificate".
+    tenant.location(
+        "disable-ssl", type="s3", path="bucket", s3Config={"endpoint": endpoint, "disableSSL": True, **keys}
+    )
+    status = location_status(stack, tenant.namespace, "disable-ssl", "Unavailable")
+    assert "certificate verify failed" in status["message"], status
+    assert tls_listener.connections > 0 and tls_listener.requests == 0
+
+    # Only the explicit field accepts the certificate: the request (with its signed credentials) then
+    # reaches the endpoint, which is what a location that skips verification risks.
+    tenant.location(
+        "skip-verify",
+        type="s3",
+        path="bucket",
+        s3Config={"endpoint": endpoint, "insecureSkipTLSVerify": True, **keys},
+    )
+    location_status(stack, tenant.namespace, "skip-verify", "Unavailable")
+    wait_for("a request through the skipped verification", lambda: tls_listener.requests > 0)
