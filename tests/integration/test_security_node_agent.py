@@ -29,8 +29,8 @@ import redis
 from davit.api.types import LocationSpec
 from davit.format.layout import BackupRef
 from davit.opstate import OperationState
-from davit.repo import Entry, RepoWriter
-from davit.repo.tree import DIR, FILE, SYMLINK, TreeBuilder
+from davit.repo import Entry, RepoWriter, load_tree
+from davit.repo.tree import DIR, FILE, SYMLINK, TreeBuilder, iter_entries
 from davit.restore_volumes import TARGETS
 from davit.restore_wait import MARKER_DIR
 from davit.storage import factory
@@ -424,3 +424,54 @@ def test_crafted_trees_and_a_tampered_restore_plan_write_nothing_outside_the_ten
         st = os.lstat(restored / name)
         assert stat.S_IMODE(st.st_mode) == mode, (name, oct(st.st_mode))
         assert (st.st_uid, (restored / name).read_bytes()) == (0, SCRIPT), name
+
+
+def test_a_csi_volume_is_read_from_the_directory_its_pod_has_on_the_node(
+    stack: StackEnv, namespace: str, services: Services, tmp_path: Path
+) -> None:
+    """The other way a directory is derived: a claim of a CSI volume (no path of its own) is read from
+    ``<kubeletRoot>/pods/<podUID>/volumes/kubernetes.io~csi/<pv>/mount`` of the tenant's pod that mounts
+    it on the node, found through the API."""
+    node = stack.env["DEV_NODES"].split(",")[0]
+    pv_name = f"{namespace}-csi"
+    stack.kubectl("apply", "-f", "-", stdin=json.dumps({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv_name},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                 "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": namespace,
+                              "name": "data"},
+                 "csi": {"driver": "dev.csi.davit.dev", "volumeHandle": f"vol-{pv_name}"}},
+    }))  # fmt: skip
+    try:
+        body = claim(namespace, "data")
+        body["spec"].update(storageClassName="", volumeName=pv_name)
+        apply(stack, body)
+        wait_for(
+            "the claim to bind to the CSI volume",
+            lambda: get(stack, namespace, "pvc", "data").get("status", {}).get("phase") == "Bound",
+            timeout=60,
+        )
+        apply(stack, pod(namespace, "app", node, ["data"]))
+        uid = running(stack, namespace, "app")["metadata"]["uid"]
+        mount = Path(stack.env["KUBELET_ROOT"], "pods", uid, "volumes", "kubernetes.io~csi", pv_name, "mount")
+        (mount / "notes.txt").write_text("kept in a CSI volume\n")
+        location = location_manifest(stack, "s3", namespace, tmp_path)
+        apply(stack, location)
+        start_workers(stack, services)
+        start_node_agents(stack, services)
+        apply(stack, {"apiVersion": "davit.dev/v1alpha1", "kind": "ApplicationBackup",
+                      "metadata": {"name": "csi", "namespace": namespace},
+                      "spec": {"backupLocation": "loc", "namespaces": [namespace],
+                               "volumeMode": "filesystem"}})  # fmt: skip
+        status = final(stack, services, namespace, "applicationbackup", "csi")
+        assert status["status"] == "Successful", status
+        [volume] = status["volumes"]
+        assert (volume["mode"], volume["status"]) == ("filesystem", "Successful"), volume
+
+        repository = repository_for(location)
+        tree_id = repository.get(f"repo/latest/{namespace}/data").decode()
+        tree = load_tree(repository.store, repository.sealer, tree_id)
+        names = {e.path for e in iter_entries(repository.store, repository.sealer, tree)}
+        assert names == {b"", b"notes.txt"}, names
+    finally:
+        stack.kubectl("delete", "pv", pv_name, "--wait=false", "--ignore-not-found", check=False)
