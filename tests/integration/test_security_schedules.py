@@ -163,7 +163,7 @@ def test_the_api_server_refuses_numbers_and_durations_out_of_bounds(stack: Stack
     assert stack.kubectl("get", "schedulepolicy", "p", check=False).returncode != 0
 
 
-@pytest.mark.timeout(400)  # real minutes: the healthy schedule's next slot
+@pytest.mark.timeout(600)  # real minutes: two of the healthy schedule's slots, on a busy machine
 def test_bad_schedules_get_their_condition_and_another_tenants_schedule_fires(
     stack: StackEnv,
     namespace: str,
@@ -242,7 +242,7 @@ def test_bad_schedules_get_their_condition_and_another_tenants_schedule_fires(
 
         # The 253-character name works: its backup is labelled with a short value, the schedule finds it.
         long_backups = wait_for(
-            "the long-named schedule's backup", lambda: fired(attacker, "tenant-a", LONG_NAME), timeout=90
+            "the long-named schedule's backup", lambda: fired(attacker, "tenant-a", LONG_NAME), timeout=120
         )
         backup_meta = long_backups[0]["metadata"]
         assert len(backup_meta["labels"][SCHEDULE_LABEL]) <= 63
@@ -260,7 +260,7 @@ def test_bad_schedules_get_their_condition_and_another_tenants_schedule_fires(
             items = ((status or {}).get("items") or {}).get("interval") or []
             return backup_meta["name"] in [i["name"] for i in items]
 
-        wait_for("the long-named schedule to list its backup", listed_in_status, timeout=30)
+        wait_for("the long-named schedule to list its backup", listed_in_status, timeout=60)
         triggered = get_json(
             stack,
             "tenant-a",
@@ -291,21 +291,21 @@ def test_bad_schedules_get_their_condition_and_another_tenants_schedule_fires(
             found = wait_for(
                 f"the {kind} condition of {name}",
                 functools.partial(condition, stack, "tenant-a", ns, name, kind),
-                timeout=30,
+                timeout=60,
             )
             assert (found["status"], found["reason"]) == ("False", reason), found
             assert words in found["message"], found
             events = wait_for(
                 f"the Warning Event of {name}",
                 functools.partial(warnings, stack, "tenant-a", ns, name),
-                timeout=30,
+                timeout=60,
             )
             assert [e["reason"] for e in events] == [reason], events
             assert words in events[0]["message"]
         assert "quota" in warnings(stack, "tenant-a", quota_ns, "over-quota")[0]["message"]
         # A second slot passes: the healthy schedule fires again, the warnings are not repeated.
         wait_for(
-            "a second healthy backup", lambda: len(fired(healthy_ns, "tenant-b", "healthy")) >= 2, timeout=90
+            "a second healthy backup", lambda: len(fired(healthy_ns, "tenant-b", "healthy")) >= 2, timeout=150
         )
         for name, (ns, _, reason, _) in expected.items():
             assert [e["reason"] for e in warnings(stack, "tenant-a", ns, name)] == [reason]
