@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from davit import retention_rules
 from davit.api.types import Stage, Status
 from davit.constants import Kind
 
@@ -88,6 +89,11 @@ def validate_backup(obj: RawObject, lookup: Lookup, admin_namespace: str) -> Ver
     location = spec.get("backupLocation")
     if location and resolve_location(lookup, namespace, location, admin_namespace) is None:
         problems.append(f"spec.backupLocation: BackupLocation {namespace}/{location} not found")
+    if spec.get("ttl"):
+        try:
+            retention_rules.parse_duration(str(spec["ttl"]))
+        except ValueError as exc:
+            problems.append(f"spec.ttl: {exc}")
     problems += _rules(lookup, namespace, spec)
     return Verdict(tuple(problems))
 

@@ -551,3 +551,12 @@ def test_restore_from_another_location_than_the_backups_is_rejected() -> None:
 
     assert problem.startswith("spec.backupLocation:") and "written-here" in problem
     assert validate_restore(restore(APP, backupLocation="written-here"), lookup, ADMIN).accepted
+
+
+def test_backup_with_a_ttl_too_long_to_compute_with_is_rejected() -> None:
+    spec = {"backupLocation": "loc", "namespaces": [APP], "ttl": "999999w"}
+
+    problem = only_problem(validate_backup(op(APP, spec), world(APP), ADMIN))
+
+    assert problem.startswith("spec.ttl:")
+    assert validate_backup(op(APP, {**spec, "ttl": "30d"}), world(APP), ADMIN).accepted

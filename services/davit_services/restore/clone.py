@@ -27,7 +27,7 @@ import structlog
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from davit import constants, progress
+from davit import constants, labels, progress
 from davit.api.types import Stage, Status
 from davit.constants import Kind
 from davit.messages import Message
@@ -80,7 +80,10 @@ def _owned_by(obj: RawObject) -> dict[str, Any]:
     meta = obj["metadata"]
     owner = {"apiVersion": constants.API_GROUP_VERSION, "kind": KIND.value, "name": meta["name"],
              "uid": meta["uid"], "controller": True, "blockOwnerDeletion": False}  # fmt: skip
-    return {"ownerReferences": [owner], "labels": {f"{constants.ANNOTATION_PREFIX}clone": meta["name"]}}
+    return {
+        "ownerReferences": [owner],
+        "labels": {f"{constants.ANNOTATION_PREFIX}clone": labels.label_value(meta["name"])},
+    }
 
 
 def drive(rt: Runtime, obj: RawObject) -> None:
