@@ -424,7 +424,8 @@ def _wrong_azure_key(loc: dict[str, Any]) -> None:
 
 
 def _missing_directory(loc: dict[str, Any]) -> None:
-    loc["path"] = "/nonexistent/davit"
+    # Beside the good one, so under the directories tenants' local locations may use.
+    loc["path"] = loc["path"] + "-missing"
 
 
 @pytest.mark.parametrize(
