@@ -318,6 +318,30 @@ def test_a_decompression_bomb_fails_the_restore_at_once_without_the_memory(
     assert namespace_objects(stack, namespace) == before
 
 
+def test_an_oversized_manifest_is_not_even_read(
+    stack: StackEnv, namespace: str, services: Services, tenant_s3: Tenant
+) -> None:
+    """An object longer than any manifest may be is refused by its stored length: the worker reads none
+    of it (S3 says the length before the body is read)."""
+    tenant = tenant_s3
+    tenant.apply(tenant.location)
+    ref = tenant.backup("nightly", services)
+    tenant.put(ref.manifest, sealed_plain(os.urandom(80 * MIB)))
+    worker = services.procs["restore"].pid
+    baseline = rss_kib(worker, "VmRSS")
+    reset_peak(worker)
+    started = time.monotonic()
+    tenant.restore("oversized", "nightly")
+    status = final(tenant, "applicationrestore", "oversized", services)
+    elapsed = time.monotonic() - started
+    growth_mb = (rss_kib(worker, "VmHWM") - baseline) * 1024 / 1e6
+    print(f"80 MiB manifest: restore Failed after {elapsed:.2f} s; restore worker RSS +{growth_mb:.1f} MB")
+    assert status["status"] == "Failed", status
+    assert ref.manifest in status["reason"] and "bytes or more stored" in status["reason"], status
+    assert elapsed < 20, f"the refusal took {elapsed:.1f} s"
+    assert growth_mb < 100, f"the restore worker grew by {growth_mb:.1f} MB"
+
+
 # --- finding: a deeply nested manifest in a synced location ----------------------------------------------
 
 

@@ -5,6 +5,7 @@ it with an error naming the object, without spending the memory or time the obje
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from davit.format.layout import BackupRef
 from davit.format.repository import BackupRepository, FormatError, record_mac
 from davit.format.sealing import (
     LEGACY_KDF,
+    MAX_CONTENT,
     MAX_FOREIGN_SALTS,
     MAX_JSON_DEPTH,
     CorruptObject,
@@ -28,12 +30,15 @@ from davit.format.sealing import (
     Sealer,
     load_json,
     new_salt,
+    sealed_limit,
 )
-from davit.repo import CorruptChunk
+from davit.repo import CorruptChunk, RepoReader
+from davit.repo import layout as repo_layout
 from davit.repo.codec import ChunkCodec
 from davit.repo.gc import GcError, collect
 from davit.repo.index import IndexEntry
 from davit.repo.reader import open_chunk
+from davit.storage.base import ObjectTooLarge as StoredTooLarge
 from davit.storage.local import LocalStore
 from tests.crafted import nested_json, sealed_plain, zstd_claiming, zstd_of_zeros
 
@@ -276,3 +281,39 @@ def test_objects_may_carry_only_a_few_salts_of_their_own(tmp_path: Path) -> None
     # The location's own salt is never counted.
     repo.write_manifest(REF, {"parts": []})
     assert repo.read_manifest(REF)["parts"] == []
+
+
+# --- stored size --------------------------------------------------------------------------------------
+
+
+def test_an_object_longer_than_its_content_may_be_is_not_read(tmp_path: Path) -> None:
+    repo = BackupRepository.open(LocalStore(tmp_path), None)
+    (tmp_path / REF.manifest).parent.mkdir(parents=True)
+    (tmp_path / REF.manifest).write_bytes(sealed_plain(bytes(MAX_CONTENT + (1 << 20))))
+    with pytest.raises(ObjectTooLarge, match=rf"^{REF.manifest}: \d+ bytes or more stored, more than"):
+        repo.read_manifest(REF)
+    with pytest.raises(StoredTooLarge, match="more than the 1000 allowed"):
+        LocalStore(tmp_path).get(REF.manifest, 1000)
+    # What Davit writes itself always fits: incompressible content of the largest size allowed.
+    content = os.urandom(1 << 20)
+    repo.put(REF.log, content)
+    assert repo.get(REF.log, len(content)) == content
+    assert len((tmp_path / REF.log).read_bytes()) <= sealed_limit(len(content))
+
+
+def test_an_oversized_location_record_is_refused(tmp_path: Path) -> None:
+    (tmp_path / layout.LOCATION_RECORD).write_bytes(b" " * (1 << 20) + b"{}")
+    with pytest.raises(FormatError, match=r"davit-location\.json is 65537 bytes or more"):
+        BackupRepository.open(LocalStore(tmp_path), None)
+
+
+def test_a_pack_longer_than_a_pack_can_be_is_not_read(tmp_path: Path) -> None:
+    repo = BackupRepository.open(LocalStore(tmp_path), None)
+    pack_id = "ab" * 32
+    path = tmp_path / repo_layout.pack_key(pack_id)
+    path.parent.mkdir(parents=True)
+    with path.open("wb") as file:
+        file.truncate(repo_layout.MAX_PACK + 1)
+    reader = RepoReader(repo.store, repo.sealer)
+    with pytest.raises(CorruptChunk, match=f"its pack {pack_id}: .* more than the {repo_layout.MAX_PACK}"):
+        reader.pack(pack_id, bytes(32))

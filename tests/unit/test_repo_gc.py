@@ -460,8 +460,8 @@ class Hooked(ObjectStore):
             self.on_put(key)
         self.inner.put(key, data)
 
-    def get(self, key: str) -> bytes:
-        return self.inner.get(key)
+    def get(self, key: str, max_size: int | None = None) -> bytes:
+        return self.inner.get(key, max_size)
 
     def exists(self, key: str) -> bool:
         if self.on_exists is not None and self.on_exists(key):

@@ -22,11 +22,14 @@ from davit.format.sealing import (
     SALT_BYTES,
     CorruptObject,
     Kdf,
+    ObjectTooLarge,
     Sealer,
     load_json,
     new_salt,
+    sealed_limit,
 )
 from davit.storage.base import ObjectNotFound, ObjectStore
+from davit.storage.base import ObjectTooLarge as StoredTooLarge
 
 #: What a manifest may decompress to: it lists every resource of its backup (~100 bytes each), so this
 #: leaves room for several hundred thousand.
@@ -84,7 +87,7 @@ class BackupRepository:
         return len(sealed)
 
     def get(self, key: str, max_size: int = MAX_CONTENT) -> bytes:
-        return self.sealer.open(key, self.store.get(key), max_size)
+        return self.sealer.open(key, fetch_sealed(self.store, key, max_size), max_size)
 
     # --- backups -----------------------------------------------------------------------------------
 
@@ -137,6 +140,18 @@ class BackupRepository:
             return self.get(ref.log).decode().splitlines()
         except ObjectNotFound:
             return []
+
+
+def fetch_sealed(store: ObjectStore, key: str, max_content: int = MAX_CONTENT) -> bytes:
+    """The stored bytes of a sealed object of at most ``max_content`` bytes of content: never more than
+    such an object can take is read (``ObjectTooLarge`` otherwise, a ``CorruptObject``)."""
+    limit = sealed_limit(max_content)
+    try:
+        return store.get(key, limit)
+    except StoredTooLarge as exc:
+        raise ObjectTooLarge(
+            f"{key}: {exc.size} bytes or more stored, more than the {limit} allowed"
+        ) from exc
 
 
 def new_location_record(passphrase: str | None) -> dict[str, Any]:
@@ -215,13 +230,11 @@ def record_sealer(url: str, record: dict[str, Any], passphrase: str | None) -> S
 
 def read_location_record(store: ObjectStore) -> dict[str, Any] | None:
     try:
-        data = store.get(layout.LOCATION_RECORD)
+        data = store.get(layout.LOCATION_RECORD, MAX_RECORD)
     except ObjectNotFound:
         return None
-    if len(data) > MAX_RECORD:
-        raise FormatError(
-            f"{store.url}: {layout.LOCATION_RECORD} is {len(data)} bytes, more than {MAX_RECORD}"
-        )
+    except StoredTooLarge as exc:
+        raise FormatError(f"{store.url}: {layout.LOCATION_RECORD} is {exc.size} bytes or more") from exc
     try:
         record: dict[str, Any] = load_json(layout.LOCATION_RECORD, data, max_depth=4)
     except CorruptObject as exc:

@@ -180,6 +180,12 @@ def decompress(
         raise CorruptObject(f"{key}: {exc}") from exc
 
 
+def sealed_limit(max_content: int) -> int:
+    """The most a sealed object of at most ``max_content`` bytes of content takes in the store: zstd's
+    bound for incompressible input (``ZSTD_COMPRESSBOUND``, below n + n/256 + 64 KiB) and the header."""
+    return max_content + (max_content >> 8) + (64 << 10) + 128
+
+
 def load_json(key: str, data: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """``data`` parsed as JSON, refused (``ObjectTooDeep``) when nested deeper than ``max_depth``."""
     try:

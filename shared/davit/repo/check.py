@@ -15,7 +15,7 @@ from davit.repo.errors import CorruptChunk, RepoError
 from davit.repo.index import IndexEntry, RepoIndex
 from davit.repo.reader import open_chunk
 from davit.repo.tree import Tree, iter_entries, load_tree
-from davit.storage.base import ObjectNotFound, ObjectStore
+from davit.storage.base import ObjectNotFound, ObjectStore, ObjectTooLarge
 
 #: Packs fetched at once with ``read_data`` (each held in memory while its chunks are verified).
 READ_CONCURRENCY = 4
@@ -100,9 +100,11 @@ def check(
         def verify(pack_id: str) -> tuple[int, dict[bytes, str], dict[bytes, str]]:
             chunks = by_pack[pack_id]
             try:
-                data = store.get(layout.pack_key(pack_id))
+                data = store.get(layout.pack_key(pack_id), layout.MAX_PACK)
             except ObjectNotFound:
                 return 0, {c: f"its pack {pack_id} is not in the store" for c, _ in chunks}, {}
+            except ObjectTooLarge as exc:
+                return 0, {}, {c: f"its pack {pack_id}: {exc.message}" for c, _ in chunks}
             bad: dict[bytes, str] = {}
             for chunk_id, entry in chunks:
                 try:

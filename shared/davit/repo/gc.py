@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from davit.format.layout import BackupRef
-from davit.format.repository import BackupRepository, FormatError
+from davit.format.repository import BackupRepository, FormatError, fetch_sealed
 from davit.format.sealing import CorruptObject, Sealer
 from davit.repo import layout
 from davit.repo.errors import RepoError
@@ -314,7 +314,7 @@ class _Collection:
 
         def pointer_tree(key: str) -> list[str] | None:
             try:
-                return [self.sealer.open(key, self.store.get(key)).decode(errors="replace").strip()]
+                return [self.sealer.open(key, fetch_sealed(self.store, key)).decode(errors="replace").strip()]
             except ObjectNotFound:
                 return None
             except CorruptObject as exc:
@@ -387,7 +387,7 @@ class _Collection:
         def chunks_in_use(pack_id: str) -> list[bytes]:
             key = layout.index_key(pack_id)
             try:
-                entries = decode_index(key, pack_id, self.sealer.open(key, self.store.get(key)))
+                entries = decode_index(key, pack_id, self.sealer.open(key, fetch_sealed(self.store, key)))
             except ObjectNotFound:
                 return []  # deleted since listed
             except (CorruptObject, RepoError) as exc:

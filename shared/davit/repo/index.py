@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import msgpack
 
+from davit.format.repository import fetch_sealed
 from davit.format.sealing import CorruptObject, Sealer
 from davit.repo import layout
 from davit.repo.errors import RepoError
@@ -142,7 +143,7 @@ class RepoIndex:
     def _read_one(self, pack_id: str) -> list[tuple[bytes, IndexEntry]] | Exception | None:
         key = layout.index_key(pack_id)
         try:
-            return decode_index(key, pack_id, self.sealer.open(key, self.store.get(key)))
+            return decode_index(key, pack_id, self.sealer.open(key, fetch_sealed(self.store, key)))
         except ObjectNotFound:
             return None  # removed between listing and reading
         except (CorruptObject, RepoError) as exc:

@@ -33,6 +33,9 @@ CHUNK_MAX: Final = 4 << 20
 #: Pack files close once they reach this size: few objects (cheap listing, few requests per GiB) while
 #: a lost pack (a writer killed mid-upload) loses little work.
 PACK_SIZE: Final = 16 << 20
+#: What a reader fetches of a pack at most: a pack closes once it reaches ``PACK_SIZE``, so it is at most
+#: one sealed chunk (4 MiB, zstd's bound for incompressible data and a header) longer.
+MAX_PACK: Final = PACK_SIZE + CHUNK_MAX + (CHUNK_MAX >> 8) + (64 << 10)
 #: Tree entries are stored in parts of about this many serialised bytes, so neither writing nor reading
 #: a tree of millions of entries holds it whole.
 TREE_PART_SIZE: Final = 4 << 20

@@ -17,7 +17,7 @@ from davit.repo import layout
 from davit.repo.codec import ChunkCodec
 from davit.repo.errors import CorruptChunk, MissingChunk
 from davit.repo.index import IndexEntry, RepoIndex
-from davit.storage.base import ObjectNotFound, ObjectStore
+from davit.storage.base import ObjectNotFound, ObjectStore, ObjectTooLarge
 
 #: Packs kept in memory (16 MiB each at most, plus one chunk's overflow).
 CACHED_PACKS = 4
@@ -74,7 +74,16 @@ class RepoReader:
                 self._packs.move_to_end(pack_id)
         if owner:
             try:
-                data = self.store.get(layout.pack_key(pack_id))
+                # A pack closes once it reaches PACK_SIZE: one sealed chunk more at most.
+                data = self.store.get(layout.pack_key(pack_id), layout.MAX_PACK)
+            except ObjectTooLarge as exc:
+                with self._lock:
+                    self._packs.pop(pack_id, None)
+                large = CorruptChunk(
+                    for_chunk.hex() if for_chunk else "?", f"its pack {pack_id}: {exc.message}"
+                )
+                future.set_exception(large)
+                raise large from exc
             except ObjectNotFound as exc:
                 with self._lock:
                     self._packs.pop(pack_id, None)

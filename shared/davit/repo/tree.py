@@ -25,6 +25,7 @@ from typing import Any
 import blake3
 import msgpack
 
+from davit.format.repository import fetch_sealed
 from davit.format.sealing import MAX_CONTENT, CorruptObject, Sealer
 from davit.repo import layout
 from davit.repo.chunking import data_ranges
@@ -204,7 +205,7 @@ def _open_verified(
     store: ObjectStore, sealer: Sealer, key: str, object_id: str, max_size: int = MAX_CONTENT
 ) -> bytes:
     try:
-        data = sealer.open(key, store.get(key), max_size)
+        data = sealer.open(key, fetch_sealed(store, key, max_size), max_size)
     except ObjectNotFound as exc:
         raise RepoError(f"{key} is missing") from exc
     except CorruptObject as exc:

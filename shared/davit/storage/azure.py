@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError, ServiceResponseError
 from azure.storage.blob import ContainerClient, ExponentialRetry
 
-from davit.storage.base import ObjectInfo, ObjectNotFound, ObjectStore, StorageError, scrub
+from davit.storage.base import ObjectInfo, ObjectNotFound, ObjectStore, ObjectTooLarge, StorageError, scrub
 
 # The SDK's HTTP logging policy writes request headers at DEBUG; keep the SDK at WARNING so raising the
 # service's log level can never put them (or anything else about a request) into the logs.
@@ -99,11 +99,13 @@ class AzureStore(ObjectStore):
         except AzureError as exc:
             self._fail(exc, f"cannot write {key!r} to")
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_size: int | None = None) -> bytes:
         try:
-            data: bytes = self._client.download_blob(
-                self._name(key), max_concurrency=MAX_CONCURRENCY
-            ).readall()
+            downloader = self._client.download_blob(self._name(key), max_concurrency=MAX_CONCURRENCY)
+            # The blob's size is known from the first response, before the rest is fetched.
+            if max_size is not None and downloader.size > max_size:
+                raise ObjectTooLarge(key, downloader.size, max_size)
+            data: bytes = downloader.readall()
         except HttpResponseError as exc:
             if self._is_missing_blob(exc):
                 raise ObjectNotFound(key) from exc

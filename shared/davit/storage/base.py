@@ -36,6 +36,19 @@ def scrub(text: str, secrets: Iterable[str | None]) -> str:
     return text
 
 
+class ObjectTooLarge(StorageError):
+    """An object is longer than its reader allows: a location's contents are untrusted, and nothing
+    reads an object of unbounded size into memory."""
+
+    def __init__(self, key: str, size: int, max_size: int) -> None:
+        super().__init__(
+            "ObjectTooLarge", f"{key!r} is {size} bytes or more, more than the {max_size} allowed"
+        )
+        self.key = key
+        self.size = size
+        self.max_size = max_size
+
+
 class ObjectNotFound(StorageError):
     def __init__(self, key: str) -> None:
         super().__init__("NotFound", f"no object {key!r}")
@@ -64,8 +77,9 @@ class ObjectStore(abc.ABC):
         """Write ``data`` at ``key`` atomically: a reader sees the old object or the whole new one."""
 
     @abc.abstractmethod
-    def get(self, key: str) -> bytes:
-        """The object's bytes; ObjectNotFound if there is none."""
+    def get(self, key: str, max_size: int | None = None) -> bytes:
+        """The object's bytes; ObjectNotFound if there is none, ObjectTooLarge (having read at most
+        ``max_size`` + 1 bytes of it) if it is longer than ``max_size``."""
 
     @abc.abstractmethod
     def exists(self, key: str) -> bool: ...

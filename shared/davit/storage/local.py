@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from davit.storage.base import ObjectInfo, ObjectNotFound, ObjectStore, StorageError
+from davit.storage.base import ObjectInfo, ObjectNotFound, ObjectStore, ObjectTooLarge, StorageError
 
 #: Names of files being written (and of check()'s probe); never listed, never valid in a key.
 TEMP_PREFIX = ".davit-tmp-"
@@ -112,16 +112,22 @@ class LocalStore(ObjectStore):
                     raise
         raise AssertionError("unreachable")
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_size: int | None = None) -> bytes:
         path = self._path(key)
         try:
-            return path.read_bytes()
+            if max_size is None:
+                return path.read_bytes()
+            with path.open("rb") as file:
+                data = file.read(max_size + 1)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             if not self.directory.is_dir():
                 raise self._missing_directory() from exc
             raise ObjectNotFound(key) from exc
         except OSError as exc:
             raise self._error(exc, f"cannot read {key!r} in {self.url}") from exc
+        if len(data) > max_size:
+            raise ObjectTooLarge(key, len(data), max_size)
+        return data
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

@@ -16,7 +16,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from davit.storage.base import ObjectInfo, ObjectNotFound, ObjectStore, StorageError, scrub
+from davit.storage.base import ObjectInfo, ObjectNotFound, ObjectStore, ObjectTooLarge, StorageError, scrub
 
 MiB = 1024 * 1024
 #: From this size on, an object is uploaded in parts, several at once.
@@ -139,11 +139,17 @@ class S3Store(ObjectStore):
         except _STORE_ERRORS as exc:
             self._fail(exc, f"cannot write {key!r} to")
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_size: int | None = None) -> bytes:
         try:
-            body = self._client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
-            with body:
-                data: bytes = body.read()
+            response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+            with response["Body"] as body:
+                length = int(response.get("ContentLength") or 0)
+                if max_size is not None and length > max_size:
+                    raise ObjectTooLarge(key, length, max_size)  # nothing of it read
+                # Bounded even if the length said otherwise: at most one byte more than allowed.
+                data: bytes = body.read() if max_size is None else body.read(max_size + 1)
+            if max_size is not None and len(data) > max_size:
+                raise ObjectTooLarge(key, len(data), max_size)
             return data
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
