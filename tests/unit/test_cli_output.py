@@ -331,6 +331,20 @@ def test_location_from_flags() -> None:
         build_location("s3", "bucket", access_key_id="id")
 
 
+def test_only_its_own_flag_skips_tls_verification() -> None:
+    assert build_location("s3", "b", endpoint="https://e", insecure_skip_tls_verify=True)["s3Config"] == {
+        "endpoint": "https://e", "insecureSkipTLSVerify": True,
+    }  # fmt: skip
+    assert (
+        "insecureSkipTLSVerify"
+        not in build_location("s3", "b", endpoint="https://e", disable_ssl=True)["s3Config"]
+    )
+    azure = build_location("azure", "c", secret_config="creds", insecure_skip_tls_verify=True)
+    assert azure["azureConfig"]["insecureSkipTLSVerify"] is True
+    with pytest.raises(click.UsageError, match="--insecure-skip-tls-verify applies to --type s3 or azure"):
+        build_location("google", "g", insecure_skip_tls_verify=True)
+
+
 def test_bad_flags_exit_2_with_one_line() -> None:
     result = CliRunner().invoke(
         cli,

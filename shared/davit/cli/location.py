@@ -28,6 +28,7 @@ TYPES = ("s3", "azure", "google", "local")
 _FLAG_TYPES: dict[str, tuple[str, ...]] = {
     "region": ("s3",),
     "disable_ssl": ("s3",),
+    "insecure_skip_tls_verify": ("s3", "azure"),
     "endpoint": ("s3", "azure", "google"),
     "access_key_id": ("s3", "google"),
     "secret_access_key": ("s3", "google"),
@@ -78,6 +79,7 @@ def build_location(
             "accessKeyID": flags.get("access_key_id"),
             "secretAccessKey": flags.get("secret_access_key"),
             "disableSSL": True if flags.get("disable_ssl") else None,
+            "insecureSkipTLSVerify": True if flags.get("insecure_skip_tls_verify") else None,
         }
         if any(v is not None for v in s3.values()):
             spec["s3Config"] = {k: v for k, v in s3.items() if v is not None}
@@ -86,6 +88,7 @@ def build_location(
             "storageAccountName": flags.get("storage_account_name"),
             "storageAccountKey": flags.get("storage_account_key"),
             "endpoint": flags.get("endpoint"),
+            "insecureSkipTLSVerify": True if flags.get("insecure_skip_tls_verify") else None,
         }
         if any(v is not None for v in azure.values()):
             spec["azureConfig"] = {k: v for k, v in azure.items() if v is not None}
@@ -143,6 +146,10 @@ def _warn_if_secret_missing(cli: CliContext, namespace: str, secret: str) -> Non
 @click.option("--access-key-id", metavar="ID", help="s3/google: access key id (google: HMAC key id).")
 @click.option("--secret-access-key", metavar="KEY", help="s3/google: secret key (google: HMAC secret).")
 @click.option("--disable-ssl", is_flag=True, default=False, help="s3: plain HTTP to the endpoint.")
+@click.option(
+    "--insecure-skip-tls-verify", is_flag=True, default=False,
+    help="s3/azure: accept any certificate from an https endpoint (disableSSL never does).",
+)  # fmt: skip
 @click.option("--storage-account-name", metavar="NAME", help="azure: storage account.")
 @click.option("--storage-account-key", metavar="KEY", help="azure: storage account key.")
 @click.option("--project-id", metavar="ID", help="google: project id.")
