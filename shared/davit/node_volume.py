@@ -37,9 +37,11 @@ RawObject = dict[str, Any]
 class RefusedDirectory(Exception):
     """The volume's directory could not be derived from the API, or the plan disagrees with it."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, what: str = "directory") -> None:
         super().__init__(reason)
         self.reason = reason
+        #: What was refused, for the volume's reason: its "directory", or the "data" to restore.
+        self.what = what
 
 
 @dataclass(frozen=True)

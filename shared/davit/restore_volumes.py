@@ -24,6 +24,23 @@ FINISH_PART = "finish"
 TARGETS = "restore:volumes"
 
 
+def backup_trees(manifest: RawObject, namespace_mapping: dict[str, str]) -> dict[str, str]:
+    """``<target namespace>/<claim>`` → the tree the backup's manifest records for it (filesystem
+    volumes that succeeded), after the restore's namespace mapping: what a node agent may restore into a
+    claim, whatever the scratch state says."""
+    trees: dict[str, str] = {}
+    for volume in manifest.get("volumes") or []:
+        if not isinstance(volume, dict) or volume.get("mode") != "filesystem":
+            continue
+        if volume.get("status") != Status.SUCCESSFUL or not isinstance(volume.get("tree"), str):
+            continue
+        namespace = str(volume.get("namespace") or "")
+        trees[f"{namespace_mapping.get(namespace, namespace)}/{volume.get('persistentVolumeClaim')}"] = (
+            volume["tree"]
+        )
+    return trees
+
+
 def fail_volume(rt: Runtime, obj: RawObject, state: OperationState, part: str, reason: str) -> None:
     meta = obj["metadata"]
     claim_part = part.removeprefix(PART_PREFIX)

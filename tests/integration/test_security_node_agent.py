@@ -9,7 +9,8 @@
   reason) and the other volume's files come back without their setuid/setgid bits.
 * The same with trees the tenant crafts in its own bucket (a mode that fits no filesystem call ends its
   volume Failed, the node agent keeps running), while someone who can write Redis redirects the
-  restore of another volume into another namespace's volume: refused, that volume untouched.
+  restore of another volume into another namespace's volume, and hands a third a tree its backup does
+  not record for it: both refused, the other volume untouched, the third left empty.
 
 Everything is checked by listing the filesystem and the store, not by trusting Davit's status alone.
 """
@@ -333,7 +334,7 @@ def test_crafted_trees_and_a_tampered_restore_plan_write_nothing_outside_the_ten
     running(stack, victim, "db")
     victim_before = tree_state(victim_dir)
 
-    claims = ["marker", "setuid", "mode", "redirect"]
+    claims = ["marker", "setuid", "mode", "redirect", "swapped"]
     for name in claims:
         apply(stack, claim(namespace, name))
     apply(stack, pod(namespace, "app", node, claims))
@@ -391,13 +392,16 @@ def test_crafted_trees_and_a_tampered_restore_plan_write_nothing_outside_the_ten
     r = redis.Redis.from_url(stack.redis_url)
     key = OperationState(r, restore_uid).key(TARGETS)  # where the restore keeps each volume's target
 
-    def handed_out() -> dict[str, Any] | None:
-        target: dict[str, Any] = json.loads(r.hget(key, f"{namespace}/redirect") or "{}")
-        return target if "plan" in target else None
+    def handed_out() -> dict[str, dict[str, Any]] | None:
+        found = {c: json.loads(r.hget(key, f"{namespace}/{c}") or "{}") for c in ("redirect", "swapped")}
+        return found if all("plan" in t for t in found.values()) else None
 
-    target = wait_for("the redirect volume's target in Redis", handed_out, timeout=120)
-    target["plan"].update(source="local", path=str(victim_dir))
-    r.hset(key, f"{namespace}/redirect", json.dumps(target))
+    targets = wait_for("the volumes' targets in Redis", handed_out, timeout=120)
+    # One volume's data goes into the other namespace's volume; another gets a tree the backup does not
+    # record for it (here the tenant's crafted setuid tree, in a shared location another tenant's).
+    targets["redirect"]["plan"].update(source="local", path=str(victim_dir))
+    targets["swapped"]["tree"] = trees["setuid"]
+    r.hset(key, mapping={f"{namespace}/{c}": json.dumps(t) for c, t in targets.items()})
     start_node_agents(stack, services)
 
     status = final(stack, services, namespace, "applicationrestore", "back", timeout=240)
@@ -409,6 +413,11 @@ def test_crafted_trees_and_a_tampered_restore_plan_write_nothing_outside_the_ten
     assert volumes["redirect"]["status"] == "Failed", volumes["redirect"]
     assert "refused the volume's directory" in volumes["redirect"]["reason"], volumes["redirect"]
     assert f"names the directory '{victim_dir}'" in volumes["redirect"]["reason"], volumes["redirect"]
+    assert volumes["swapped"]["status"] == "Failed", volumes["swapped"]
+    assert (
+        f"refused the volume's data: the tree '{trees['setuid']}' handed out for {namespace}/swapped is not"
+        in (volumes["swapped"]["reason"])
+    ), volumes["swapped"]
     assert volumes["setuid"]["status"] == "Successful", volumes["setuid"]
     assert status["status"] == "PartialSuccess", status
     # The node agents handled every failure as a volume's, and are still running.
@@ -419,6 +428,7 @@ def test_crafted_trees_and_a_tampered_restore_plan_write_nothing_outside_the_ten
     assert tree_state(outside) == outside_before
     assert tree_state(victim_dir) == victim_before
     assert list(tmp_path.rglob(restore_uid)) == []
+    assert os.listdir(volume_of(stack, namespace, "swapped")) == []
     restored = volume_of(stack, namespace, "setuid")
     for name, mode in (("both", 0o755), ("sgid", 0o755), ("suid", 0o755)):
         st = os.lstat(restored / name)

@@ -1,5 +1,6 @@
 """The node agent's directory comes from the API, never from the plan in Redis: a plan naming another
-namespace's pod, another volume's path or a path like /etc is refused with the disagreement named."""
+namespace's pod, another volume's path or a path like /etc is refused with the disagreement named; the
+tree a restore writes is the one the backup's manifest records for the claim."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from davit.node_volume import (
     derive_directory,
     restore_namespaces,
 )
+from davit.restore_volumes import backup_trees
 from davit.volumes import VolumePlan
 
 ROOT = "/var/lib/kubelet"
@@ -125,3 +127,22 @@ def test_which_namespaces_a_restore_may_write() -> None:
     assert restore_namespaces(tenant, backup, ADMIN) == {"team-a"}
     admin = {"metadata": {"namespace": ADMIN}, "spec": {"namespaceMapping": {"team-a": "copy"}}}
     assert restore_namespaces(admin, backup, ADMIN) == {"copy", "team-c"}
+
+
+def test_the_trees_a_restore_may_write_come_from_the_manifest_after_mapping() -> None:
+    manifest = {
+        "volumes": [
+            {"namespace": "team-a", "persistentVolumeClaim": "data", "mode": "filesystem",
+             "status": "Successful", "tree": "t1"},
+            {"namespace": "team-a", "persistentVolumeClaim": "failed", "mode": "filesystem",
+             "status": "Failed", "tree": "t2"},
+            {"namespace": "team-a", "persistentVolumeClaim": "snap", "mode": "snapshot",
+             "status": "Successful", "tree": "t3"},
+            {"namespace": "team-a", "persistentVolumeClaim": "odd", "mode": "filesystem",
+             "status": "Successful", "tree": {"not": "an id"}},
+            "not a volume",
+        ]
+    }  # fmt: skip
+    assert backup_trees(manifest, {}) == {"team-a/data": "t1"}
+    assert backup_trees(manifest, {"team-a": "copy"}) == {"copy/data": "t1"}
+    assert backup_trees({}, {}) == {}

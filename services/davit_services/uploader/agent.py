@@ -283,7 +283,7 @@ def failure_reason(exc: Exception) -> str:
     if isinstance(exc, LocationUnavailable):
         return exc.reason
     if isinstance(exc, node_volume.RefusedDirectory):
-        return f"refused the volume's directory: {exc.reason}"
+        return f"refused the volume's {exc.what}: {exc.reason}"
     log.warning("volume.error", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
     return f"{type(exc).__name__}: {exc}"
 

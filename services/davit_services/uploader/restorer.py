@@ -27,7 +27,10 @@ import structlog
 from davit import node_volume, restore_volumes, volume_stage
 from davit.api.types import Stage, Status
 from davit.constants import Kind
+from davit.format.layout import BackupRef, ref_from_path
+from davit.format.repository import BackupRepository
 from davit.messages import Message
+from davit.node_volume import RefusedDirectory
 from davit.opstate import OperationState
 from davit.repo import UnsafePath, load_tree, restore_tree
 from davit.repo.reader import RepoReader
@@ -80,7 +83,9 @@ def _restore(
     plan = VolumePlan(**target["plan"])
     directory = _wait_for_directory(target_directory(rt, obj, claim_part, plan))
     repository = rt.repository(meta["namespace"], spec["backupLocation"])
-    tree = load_tree(repository.store, repository.sealer, str(target["tree"]))
+    tree = load_tree(
+        repository.store, repository.sealer, backup_tree(rt, obj, repository, claim_part, target)
+    )
     stats = restore_tree(
         tree, directory, RepoReader(repository.store, repository.sealer),
         keep_setuid=_location_keeps_setuid(rt, meta["namespace"], spec["backupLocation"]),
@@ -100,6 +105,34 @@ def target_directory(rt: Runtime, obj: dict[str, Any], claim_part: str, plan: Vo
     return node_volume.derive_directory(
         plan, claim_part, view, allowed, settings.node_name, settings.kubelet_root
     )
+
+
+def backup_tree(
+    rt: Runtime, obj: dict[str, Any], repository: BackupRepository, claim_part: str, target: dict[str, Any]
+) -> str:
+    """The tree to restore into ``claim_part``: the one the backup's manifest records for it. The tree id
+    in Redis is only compared with it, so that whoever can write Redis cannot have another backup's data
+    (another tenant's, in a location they share) written into this volume."""
+    meta, spec = obj["metadata"], obj.get("spec") or {}
+    backup = rt.lookup.backup(meta["namespace"], str(spec.get("backupName") or ""))
+    if backup is None:
+        raise RefusedDirectory(
+            f"ApplicationBackup {meta['namespace']}/{spec.get('backupName')} not found", "data"
+        )
+    ref = ref_from_path(str((backup.get("status") or {}).get("backupPath") or "")) or BackupRef(
+        meta["namespace"], backup["metadata"]["name"], backup["metadata"]["uid"]
+    )
+    if meta["namespace"] not in (rt.settings.admin_namespace, ref.namespace):
+        raise RefusedDirectory(f"backup {ref.root} is not a backup of namespace {meta['namespace']}", "data")
+    trees = restore_volumes.backup_trees(repository.read_manifest(ref), spec.get("namespaceMapping") or {})
+    recorded = trees.get(claim_part)
+    if recorded is None or recorded != target.get("tree"):
+        raise RefusedDirectory(
+            f"the tree {target.get('tree')!r} handed out for {claim_part} is not the one backup {ref.root} "
+            f"records for it ({recorded or 'none'})",
+            "data",
+        )
+    return recorded
 
 
 def _location_keeps_setuid(rt: Runtime, namespace: str, name: str) -> bool:
