@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -359,7 +360,14 @@ def test_a_deeply_nested_manifest_is_reported_and_sync_imports_the_others(
         stack.kubectl(tenant.user, "-n", namespace, "delete", "applicationbackup", name)
     deep = b'{"formatVersion": 2, "backup": ' + nested_json(100_000) + b"}"
     tenant.put(bad.manifest, sealed_plain(zstandard.ZstdCompressor().compress(deep)))
-    assert {good.manifest, bad.manifest} <= tenant.keys()
+    # And two backups that never were: manifests of the wrong shape, one the API server would refuse.
+    odd_types = BackupRef(namespace, "odd-types", str(uuid.uuid4()))
+    tenant.put(odd_types.manifest, sealed_json({"formatVersion": 2, "volumes": 5}))
+    odd_spec = BackupRef(namespace, "odd-spec", str(uuid.uuid4()))
+    tenant.put(
+        odd_spec.manifest, sealed_json({"formatVersion": 2, "backup": {"spec": {"namespaces": "all"}}})
+    )
+    assert {good.manifest, bad.manifest, odd_types.manifest, odd_spec.manifest} <= tenant.keys()
 
     tenant.location["location"]["sync"] = True
     tenant.apply(tenant.location)
@@ -383,6 +391,11 @@ def test_a_deeply_nested_manifest_is_reported_and_sync_imports_the_others(
     )
     assert "nested deeper than" in warning["message"] and bad.manifest in warning["message"], warning
     assert warning["type"] == "Warning"
+    skipped = " ".join(
+        e["message"] for e in events_of(stack, namespace, "loc") if e["reason"] == "ImportSkipped"
+    )
+    assert "odd-types: malformed manifest" in skipped, skipped
+    assert "odd-spec: " in skipped, skipped
     # The sync goes on: more syncs complete, the worker is alive, the bad backup was never created.
     synced = (tenant.get("backuplocation", "loc") or {}).get("status", {}).get("lastSynced")
     wait_for(
@@ -391,6 +404,7 @@ def test_a_deeply_nested_manifest_is_reported_and_sync_imports_the_others(
         timeout=30,
     )
     assert services.procs["retention"].poll() is None, "the retention worker died"
-    assert tenant.get("applicationbackup", "bad") is None
+    for name in ("bad", "odd-types", "odd-spec"):
+        assert tenant.get("applicationbackup", name) is None, name
     assert "RecursionError" not in services.logs()
     assert os.path.exists(f"/proc/{services.procs['retention'].pid}")
