@@ -249,6 +249,8 @@ class Stack:
             "DAVIT_REDIS_URL": stores.redis_url(redis_port, self.redis_password()),
             "DAVIT_IDENTITY": f"dev-{cluster}",
             "DAVIT_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
+            # A tenant's local location must lie under its own directory of the stack's local store.
+            "DAVIT_LOCAL_LOCATION_ROOTS": str(self.dir / "local-store" / "{namespace}"),
             "PYTHONUNBUFFERED": "1",
         }
 
