@@ -59,7 +59,12 @@ def test_two_writers_store_overlapping_data_at_once(tmp_path: Path) -> None:
     for i, tree in enumerate(trees):
         assert tree is not None
         target = tmp_path / f"restored-{i}"
-        restore_tree(tree, target, RepoReader(loc.store, loc.sealer, index=RepoIndex(loc.store, loc.sealer)))
+        restore_tree(
+            tree,
+            target,
+            RepoReader(loc.store, loc.sealer, index=RepoIndex(loc.store, loc.sealer)),
+            keep_setuid=True,
+        )
         assert_same_tree(sources[i], target)
     report = check(loc.store, loc.sealer, [t for t in trees if t is not None], read_data=True)
     assert report.ok, report
@@ -95,7 +100,7 @@ def test_a_writer_that_dies_leaves_a_readable_repository_a_retry_completes(tmp_p
         # Every chunk was seen, the ones already written were not stored again.
         assert 0 < retry.stats.chunks_new == retry.stats.chunks - written
     target = tmp_path / "restored"
-    restore_tree(tree, target, RepoReader(loc.store, loc.sealer))
+    restore_tree(tree, target, RepoReader(loc.store, loc.sealer), keep_setuid=True)
     assert_same_tree(source, target)
     assert check(loc.store, loc.sealer, [tree], read_data=True).ok
 

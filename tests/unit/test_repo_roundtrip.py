@@ -53,7 +53,7 @@ def test_round_trip_keeps_everything(loc: Location, source: Path, tmp_path: Path
     assert entries[deep].kind == "file"
 
     target = tmp_path / "restored"
-    stats = restore_tree(tree, target, RepoReader(loc.store, loc.sealer))
+    stats = restore_tree(tree, target, RepoReader(loc.store, loc.sealer), keep_setuid=True)
     assert stats.files == sum(1 for e in entries.values() if e.kind == "file")
     assert_same_tree(source, target)
 
@@ -86,7 +86,7 @@ def test_sparse_files_store_nothing_for_holes_and_come_back_sparse(loc: Location
     assert stored_bytes(loc) - before < 2 * MiB
 
     target = tmp_path / "restored"
-    restore_tree(tree, target, RepoReader(loc.store, loc.sealer))
+    restore_tree(tree, target, RepoReader(loc.store, loc.sealer), keep_setuid=True)
     assert_same_tree(source, target)
     for name in ("hole.img", "mixed.img"):
         assert os.stat(target / name).st_size == SPARSE_SIZE
@@ -145,7 +145,7 @@ def test_a_changed_file_stores_only_its_new_chunks(loc: Location, tmp_path: Path
         assert 0 < writer.stats.bytes_new <= 2 * CHUNK_MAX + 2
 
     target = tmp_path / "restored"
-    restore_tree(inserted, target, RepoReader(loc.store, loc.sealer))
+    restore_tree(inserted, target, RepoReader(loc.store, loc.sealer), keep_setuid=True)
     assert_same_tree(source, target)
 
 
@@ -170,12 +170,12 @@ def test_restore_replaces_what_is_in_the_target(loc: Location, source: Path, tmp
     with RepoWriter(loc.store, loc.sealer) as writer:
         tree = snapshot_tree(source, writer)
     target = tmp_path / "restored"
-    restore_tree(tree, target, RepoReader(loc.store, loc.sealer))
+    restore_tree(tree, target, RepoReader(loc.store, loc.sealer), keep_setuid=True)
     # Damage the restored copy in every way a second restore must undo.
     write(target / "data" / "random-3m.bin", b"changed")
     (target / "text" / "readme.txt").unlink()
     os.symlink("/somewhere/else", target / "text" / "readme.txt")
     (target / "link-relative").unlink()
     (target / "link-relative").mkdir()
-    restore_tree(tree, target, RepoReader(loc.store, loc.sealer))
+    restore_tree(tree, target, RepoReader(loc.store, loc.sealer), keep_setuid=True)
     assert_same_tree(source, target)
