@@ -408,3 +408,38 @@ def test_a_deeply_nested_manifest_is_reported_and_sync_imports_the_others(
         assert tenant.get("applicationbackup", name) is None, name
     assert "RecursionError" not in services.logs()
     assert os.path.exists(f"/proc/{services.procs['retention'].pid}")
+
+
+def test_a_deeply_nested_manifest_stops_garbage_collection_with_its_name_and_deletes_nothing(
+    stack: StackEnv, namespace: str, stack_services: Any, tenant_s3: Tenant
+) -> None:
+    """What an unreadable manifest names is unknown, so nothing may be deleted on its account: each
+    collection stops, says which object stopped it, and the retention worker carries on."""
+    services: Services = stack_services(DAVIT_LOCATION_CHECK_SECONDS="2", DAVIT_GC_INTERVAL_SECONDS="3")
+    tenant = tenant_s3
+    tenant.apply(tenant.location)
+    tenant.backup("good", services)
+    deep = BackupRef(namespace, "deep", str(uuid.uuid4()))
+    body = b'{"formatVersion": 2, "volumes": ' + nested_json(100_000) + b"}"
+    tenant.put(deep.manifest, sealed_plain(zstandard.ZstdCompressor().compress(body)))
+    # A repository for the collector to look at: a marker of a pack that does not exist, which a run
+    # that got that far would remove.
+    marker = f"repo/gc/doomed/packs/{'ab' * 32}.{int(time.time()) - 86400 * 30}"
+    tenant.put(marker, sealed_json(None))
+    before = tenant.keys()
+
+    def failures() -> list[dict[str, Any]]:
+        return [e for e in events_of(stack, namespace, "loc") if e["reason"] == "CollectionFailed"]
+
+    first = wait_for("a collection to stop", lambda: failures() or None, timeout=90)[0]
+    assert first["type"] == "Warning"
+    assert deep.manifest in first["message"] and "nested deeper than" in first["message"], first
+    # Later collections run, and stop the same way: the worker did not crash.
+    wait_for(
+        "another collection",
+        lambda: sum(int(e.get("count") or 1) for e in failures()) >= 2 or None,
+        timeout=60,
+    )
+    assert services.procs["retention"].poll() is None, "the retention worker died"
+    assert tenant.keys() == before, "a collection deleted something"
+    assert "RecursionError" not in services.logs()
