@@ -303,7 +303,7 @@ def test_an_object_longer_than_its_content_may_be_is_not_read(tmp_path: Path) ->
 
 def test_an_oversized_location_record_is_refused(tmp_path: Path) -> None:
     (tmp_path / layout.LOCATION_RECORD).write_bytes(b" " * (1 << 20) + b"{}")
-    with pytest.raises(FormatError, match=r"davit-location\.json is 65537 bytes or more"):
+    with pytest.raises(FormatError, match=r"davit-location\.json is \d+ bytes or more"):
         BackupRepository.open(LocalStore(tmp_path), None)
 
 
