@@ -19,52 +19,18 @@ import pytest
 from tests.conftest import StackEnv
 from tests.helpers import wait_for
 from tests.integration.conftest import Services
+from tests.integration.tenants import ADMIN_NAMESPACE, TenantUser, events_of, wait_final
 
 pytestmark = pytest.mark.integration
 
-ADMIN_NAMESPACE = "kube-system"
 
-#: What a tenant may do in its namespace: Davit's resources, nothing else.
-TENANT_ROLE = """
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: tenant, namespace: NS}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: davit-user, namespace: NS}
-rules:
-- apiGroups: [davit.dev]
-  resources: [backuplocations, applicationbackups, applicationrestores]
-  verbs: [get, list, watch, create, update, patch, delete]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: davit-user, namespace: NS}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: davit-user}
-subjects: [{kind: ServiceAccount, name: tenant, namespace: NS}]
-"""
-
-
-class Tenant:
-    """kubectl as the tenant's ServiceAccount (impersonated: the API server applies its RBAC)."""
-
-    def __init__(self, stack: StackEnv, namespace: str) -> None:
-        self.stack = stack
-        self.namespace = namespace
-        stack.kubectl("apply", "-f", "-", stdin=TENANT_ROLE.replace("NS", namespace))
-        self.user = f"--as=system:serviceaccount:{namespace}:tenant"
-        # The tenant really is held to its namespace: the same request elsewhere is forbidden.
-        denied = stack.kubectl(self.user, "-n", ADMIN_NAMESPACE, "get", "backuplocations", check=False)
-        assert denied.returncode != 0 and "forbidden" in denied.stderr, denied
-
-    def apply(self, manifest: dict[str, Any]) -> None:
-        self.stack.kubectl(self.user, "-n", self.namespace, "apply", "-f", "-", stdin=json.dumps(manifest))
+class Tenant(TenantUser):
+    """The tenant of these tests: its locations and backups, made as its ServiceAccount."""
 
     def get(self, kind: str, name: str) -> dict[str, Any]:
-        out = self.stack.kubectl(self.user, "-n", self.namespace, "get", kind, name, "-o", "json").stdout
-        result: dict[str, Any] = json.loads(out)
-        return result
+        found = self.find(kind, name)
+        assert found is not None, f"{kind} {self.namespace}/{name} not found"
+        return found
 
     def location(self, name: str, **spec: Any) -> None:
         self.apply(
@@ -105,14 +71,6 @@ def location_status(stack: StackEnv, namespace: str, name: str, phase: str) -> d
     return wait_for(f"BackupLocation {namespace}/{name} to be {phase}", reached, timeout=60)
 
 
-def events_of(stack: StackEnv, namespace: str, name: str) -> list[dict[str, Any]]:
-    out = stack.kubectl(
-        "-n", namespace, "get", "events", "--field-selector", f"involvedObject.name={name}", "-o", "json"
-    ).stdout
-    items: list[dict[str, Any]] = json.loads(out)["items"]
-    return items
-
-
 def wait_warning(stack: StackEnv, namespace: str, name: str, reason: str, text: str) -> dict[str, Any]:
     return wait_for(
         f"a Warning {reason} Event on {namespace}/{name} saying {text!r}",
@@ -128,16 +86,7 @@ def wait_warning(stack: StackEnv, namespace: str, name: str, reason: str, text: 
 
 
 def backup_final(stack: StackEnv, namespace: str, name: str, services: Services) -> dict[str, Any]:
-    def final() -> dict[str, Any] | None:
-        out = stack.kubectl("-n", namespace, "get", "applicationbackup", name, "-o", "json").stdout
-        status: dict[str, Any] = json.loads(out).get("status") or {}
-        return status if status.get("stage") == "Final" else None
-
-    try:
-        return wait_for(f"backup {namespace}/{name} to finish", final, timeout=120)
-    except AssertionError:
-        print(services.logs())
-        raise
+    return wait_final(stack, services, "applicationbackup", namespace, name)
 
 
 def tree(directory: Path) -> dict[str, tuple[int, int]]:

@@ -24,48 +24,22 @@ from tests.conftest import StackEnv
 from tests.crafted import nested_json, sealed_plain, zstd_claiming, zstd_of_zeros
 from tests.helpers import wait_for
 from tests.integration.conftest import Services
+from tests.integration.tenants import TenantUser, events_of
 from tests.integration.test_backup_resources import location_manifest, repository_for
 
 pytestmark = pytest.mark.integration
 
 ENCRYPTION_KEY = "correct horse battery staple"
-ADMIN_NAMESPACE = "kube-system"
 MIB = 1 << 20
 
-#: What a tenant may do in its namespace: Davit's resources, nothing else.
-TENANT_ROLE = """
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: tenant, namespace: NS}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: davit-user, namespace: NS}
-rules:
-- apiGroups: [davit.dev]
-  resources: [backuplocations, applicationbackups, applicationrestores]
-  verbs: [get, list, watch, create, update, patch, delete]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: davit-user, namespace: NS}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: davit-user}
-subjects: [{kind: ServiceAccount, name: tenant, namespace: NS}]
-"""
 
-
-class Tenant:
+class Tenant(TenantUser):
     """The tenant: kubectl as its ServiceAccount (impersonated, so the API server applies its RBAC), and
     its bucket, written with the credentials of its own BackupLocation."""
 
     def __init__(self, stack: StackEnv, namespace: str, location: dict[str, Any]) -> None:
-        self.stack = stack
-        self.namespace = namespace
+        super().__init__(stack, namespace)
         self.location = location
-        stack.kubectl("apply", "-f", "-", stdin=TENANT_ROLE.replace("NS", namespace))
-        self.user = f"--as=system:serviceaccount:{namespace}:tenant"
-        denied = stack.kubectl(self.user, "-n", ADMIN_NAMESPACE, "get", "backuplocations", check=False)
-        assert denied.returncode != 0 and "forbidden" in denied.stderr, denied
         s3 = location["location"]["s3Config"]
         self.bucket = location["location"]["path"]
         self.prefix = location["location"]["prefix"]
@@ -77,18 +51,8 @@ class Tenant:
             aws_secret_access_key=s3["secretAccessKey"],
         )
 
-    def apply(self, manifest: dict[str, Any]) -> None:
-        self.stack.kubectl(self.user, "-n", self.namespace, "apply", "-f", "-", stdin=json.dumps(manifest))
-
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
-        result = self.stack.kubectl(
-            self.user, "-n", self.namespace, "get", kind, name, "-o", "json", check=False
-        )
-        if result.returncode != 0:
-            assert "NotFound" in result.stderr, result.stderr
-            return None
-        found: dict[str, Any] = json.loads(result.stdout)
-        return found
+        return self.find(kind, name)
 
     def put(self, key: str, data: bytes) -> None:
         """Write an object into the location, as anyone with the bucket's credentials can."""
@@ -130,14 +94,6 @@ def final(tenant: Tenant, kind: str, name: str, services: Services, timeout: flo
     except AssertionError:
         print(services.logs())
         raise
-
-
-def events_of(stack: StackEnv, namespace: str, name: str) -> list[dict[str, Any]]:
-    out = stack.kubectl(
-        "-n", namespace, "get", "events", "--field-selector", f"involvedObject.name={name}", "-o", "json"
-    ).stdout
-    items: list[dict[str, Any]] = json.loads(out)["items"]
-    return items
 
 
 def namespace_objects(stack: StackEnv, namespace: str) -> set[tuple[str, str]]:

@@ -20,6 +20,8 @@ from davit.storage import factory
 from tests.conftest import StackEnv
 from tests.helpers import wait_for
 from tests.integration.conftest import Services
+from tests.integration.tenants import ADMIN_NAMESPACE as ADMIN
+from tests.integration.tenants import events_of, wait_final
 from tests.integration.test_backup_resources import (
     apply,
     backup_manifest,
@@ -29,8 +31,6 @@ from tests.integration.test_backup_resources import (
 )
 
 pytestmark = pytest.mark.integration
-
-ADMIN = "kube-system"
 
 
 @pytest.fixture
@@ -55,26 +55,6 @@ def start_only(stack: StackEnv, tmp_path: Path) -> Iterator[Callable[..., Servic
 def get(stack: StackEnv, kind: str, namespace: str, name: str) -> dict[str, Any]:
     found: dict[str, Any] = json.loads(stack.kubectl("-n", namespace, "get", kind, name, "-o", "json").stdout)
     return found
-
-
-def wait_final(stack: StackEnv, services: Services, kind: str, namespace: str, name: str) -> dict[str, Any]:
-    def final() -> dict[str, Any] | None:
-        status: dict[str, Any] = get(stack, kind, namespace, name).get("status") or {}
-        return status if status.get("stage") == "Final" else None
-
-    try:
-        return wait_for(f"{kind} {namespace}/{name} to finish", final, timeout=120)
-    except AssertionError:
-        print(services.logs())
-        raise
-
-
-def events_of(stack: StackEnv, namespace: str, name: str) -> list[dict[str, Any]]:
-    out = stack.kubectl(
-        "-n", namespace, "get", "events", "--field-selector", f"involvedObject.name={name}", "-o", "json"
-    ).stdout
-    items: list[dict[str, Any]] = json.loads(out)["items"]
-    return items
 
 
 def stored_keys(location: dict[str, Any]) -> list[str]:
