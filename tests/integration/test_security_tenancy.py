@@ -267,3 +267,53 @@ def test_export_scope_planted_in_redis_is_refused(
     assert any(e["reason"] == "ScopeRefused" for e in events_of(stack, namespace, "planted"))
     keys = stored_keys(location)
     assert not [k for k in keys if "/resources/" in k or k.endswith("/manifest")], keys
+
+
+def test_sync_imports_into_a_tenant_namespace_only_that_namespaces_backups(
+    stack: StackEnv, namespace: str, stack_services: Callable[..., Services], tmp_path: Path
+) -> None:
+    """The tenant copies its own backup, byte for byte, to where backups of kube-system and of another
+    namespace live in its bucket, then turns sync on: only its own namespace's backup is imported."""
+    location = location_manifest(stack, "s3", namespace, tmp_path)
+    apply(stack, location)
+    stack.kubectl("-n", namespace, "create", "configmap", "mine", "--from-literal=a=b")
+    services = stack_services(DAVIT_LOCATION_CHECK_SECONDS="2")
+    ref, _status = _successful_backup(stack, services, namespace, "own")
+    stack.kubectl("-n", namespace, "delete", "applicationbackup", "own")
+
+    spec = LocationSpec.model_validate(location["location"])
+    store = factory.open_store(factory.resolve_credentials(spec, None))
+    planted = [
+        BackupRef(ADMIN, "planted", str(uuid.uuid4())),
+        BackupRef("default", "planted", str(uuid.uuid4())),
+    ]
+    for target in planted:
+        for info in list(store.list(ref.root)):
+            store.put(target.root + info.key[len(ref.root) :], store.get(info.key))
+    keys = stored_keys(location)
+    assert all(target.manifest in keys for target in planted), keys
+
+    location["location"]["sync"] = True
+    apply(stack, location)
+    wait_for(
+        "the tenant's own backup to be imported",
+        lambda: (
+            (get(stack, "applicationbackup", namespace, "own").get("status") or {}).get("stage") == "Final"
+            if stack.kubectl("-n", namespace, "get", "applicationbackup", "own", check=False).returncode == 0
+            else None
+        ),
+        timeout=60,
+    )
+    synced = (get(stack, "backuplocation", namespace, "loc").get("status") or {}).get("lastSynced")
+    wait_for(
+        "another sync",
+        lambda: (
+            (get(stack, "backuplocation", namespace, "loc").get("status") or {}).get("lastSynced") != synced
+        ),
+        timeout=30,
+    )
+    # Listed across the cluster: no import of the planted backups anywhere.
+    everywhere = json.loads(stack.kubectl("get", "applicationbackups", "-A", "-o", "json").stdout)["items"]
+    names = {(b["metadata"]["namespace"], b["metadata"]["name"]) for b in everywhere}
+    assert (namespace, "own") in names
+    assert not [n for n in names if "planted" in n[1]], names
