@@ -218,7 +218,10 @@ class Listener:
             except OSError:
                 return
             self.connections += 1
-            conn.close()
+            self.handle(conn)
+
+    def handle(self, conn: socket.socket) -> None:
+        conn.close()
 
     def close(self) -> None:
         self._stop.set()
@@ -329,7 +332,7 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-class TlsListener:
+class TlsListener(Listener):
     """An https endpoint with an untrusted certificate that counts the requests that got through the
     handshake (a client that verifies certificates never sends one)."""
 
@@ -338,41 +341,18 @@ class TlsListener:
 
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(*_self_signed(directory))
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
         self.requests = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            conn.settimeout(5)
-            try:
-                with self.context.wrap_socket(conn, server_side=True) as tls:
-                    if tls.recv(4096):
-                        self.requests += 1
-                        tls.sendall(
-                            b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                        )
-            except OSError:  # the client refused the certificate (ssl.SSLError is an OSError)
-                conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.sock.close()
+    def handle(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        try:
+            with self.context.wrap_socket(conn, server_side=True) as tls:
+                if tls.recv(4096):
+                    self.requests += 1
+                    tls.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        except OSError:  # the client refused the certificate (ssl.SSLError is an OSError)
+            conn.close()
 
 
 @pytest.fixture

@@ -85,18 +85,7 @@ def _from_verdict(kind: Kind, obj: RawObject, verdict: Verdict, now: datetime.da
     }
     if verdict.problems:
         reason = "; ".join(verdict.problems)
-        return Decision(
-            status={
-                **base,
-                "stage": Stage.FINAL.value,
-                "status": Status.FAILED.value,
-                "reason": reason,
-                "finishTimestamp": stamp,
-                "conditions": _with_condition(status, QUEUED, False, "Invalid", reason, stamp),
-            },
-            event=EventNote("Warning", "ValidationFailed", reason),
-            why="invalid",
-        )
+        return _failed(obj, now, reason, "Invalid", "ValidationFailed", "invalid", base)
     if verdict.waiting is not None:
         if status.get("reason") == verdict.waiting:
             return NOTHING
@@ -132,24 +121,38 @@ def _from_verdict(kind: Kind, obj: RawObject, verdict: Verdict, now: datetime.da
     )
 
 
-def _spec_changed(obj: RawObject, reason: str, now: datetime.datetime) -> Decision:
-    """An accepted operation whose spec was edited: it ends here, and the workers, which check the same
-    rule before they act, do nothing more for it."""
+def _failed(
+    obj: RawObject,
+    now: datetime.datetime,
+    reason: str,
+    condition_reason: str,
+    event_reason: str,
+    why: str,
+    extra: dict[str, Any] | None = None,
+) -> Decision:
+    """End ``obj`` as Failed with ``reason``: its Queued condition turns False, a Warning Event says why."""
     status: RawObject = obj.get("status") or {}
     stamp = timeutil.format_time(now)
     return Decision(
         status={
+            "lastUpdateTimestamp": stamp,
+            "elapsed": _elapsed(obj, now),
+            **(extra or {}),
             "stage": Stage.FINAL.value,
             "status": Status.FAILED.value,
             "reason": reason,
-            "lastUpdateTimestamp": stamp,
             "finishTimestamp": stamp,
-            "elapsed": _elapsed(obj, now),
-            "conditions": _with_condition(status, QUEUED, False, tenancy.SPEC_CHANGED, reason, stamp),
+            "conditions": _with_condition(status, QUEUED, False, condition_reason, reason, stamp),
         },
-        event=EventNote("Warning", tenancy.SPEC_CHANGED, reason),
-        why="spec changed",
+        event=EventNote("Warning", event_reason, reason),
+        why=why,
     )
+
+
+def _spec_changed(obj: RawObject, reason: str, now: datetime.datetime) -> Decision:
+    """An accepted operation whose spec was edited: it ends here, and the workers, which check the same
+    rule before they act, do nothing more for it."""
+    return _failed(obj, now, reason, tenancy.SPEC_CHANGED, tenancy.SPEC_CHANGED, "spec changed")
 
 
 #: The pseudo-stage of a deletion message.

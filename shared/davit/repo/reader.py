@@ -76,32 +76,30 @@ class RepoReader:
             try:
                 # A pack closes once it reaches PACK_SIZE: one sealed chunk more at most.
                 data = self.store.get(layout.pack_key(pack_id), layout.MAX_PACK)
-            except ObjectTooLarge as exc:
-                with self._lock:
-                    self._packs.pop(pack_id, None)
-                large = CorruptChunk(
-                    for_chunk.hex() if for_chunk else "?", f"its pack {pack_id}: {exc.message}"
-                )
-                future.set_exception(large)
-                raise large from exc
-            except ObjectNotFound as exc:
-                with self._lock:
-                    self._packs.pop(pack_id, None)
-                missing = MissingChunk(
-                    for_chunk.hex() if for_chunk else "?", f"its pack {pack_id} is not in the store"
-                )
-                future.set_exception(missing)
-                raise missing from exc
             except BaseException as exc:
+                # Whatever went wrong, the pack is not cached and every waiter gets the same error.
                 with self._lock:
                     self._packs.pop(pack_id, None)
-                future.set_exception(exc)
-                raise
+                error = _pack_error(exc, pack_id, for_chunk)
+                future.set_exception(error)
+                if error is exc:
+                    raise
+                raise error from exc
             with self._lock:
                 self.bytes_fetched += len(data)
             future.set_result(data)
             return data
         return future.result()
+
+
+def _pack_error(exc: BaseException, pack_id: str, for_chunk: bytes | None) -> BaseException:
+    """What a failed pack read means for the chunk that needed it."""
+    chunk = for_chunk.hex() if for_chunk else "?"
+    if isinstance(exc, ObjectTooLarge):
+        return CorruptChunk(chunk, f"its pack {pack_id}: {exc.message}")
+    if isinstance(exc, ObjectNotFound):
+        return MissingChunk(chunk, f"its pack {pack_id} is not in the store")
+    return exc
 
 
 def open_chunk(codec: ChunkCodec, chunk_id: bytes, entry: IndexEntry, pack: bytes) -> bytes:
