@@ -25,7 +25,7 @@ from kubernetes import client
 
 from bench.export import populate
 from davit.kube import clients
-from davit.restoring.fields import strip_server_assigned
+from davit.restore.fields import strip_server_assigned
 from devstack.stack import Stack
 
 RESULTS = Path(__file__).resolve().parent / "results"

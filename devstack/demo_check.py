@@ -1,7 +1,7 @@
 """The check behind ``make demo``: did a restore bring back every object and every byte of an application?
 
 ``record`` waits until the application in a namespace runs, then writes down every object of the
-namespace, normalised as ``davit.restoring.normalize`` documents, and a manifest of every entry of every
+namespace, normalised as ``davit.restore.normalize`` documents, and a manifest of every entry of every
 volume its claims are bound to (path, type, mode, size, mtime, sha256, symlink target). ``compare``, once
 the namespace was deleted and restored, waits until the application runs again, records it the same way
 and compares the two records: it prints a summary and exits 1 on any difference.
@@ -41,12 +41,12 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from davit import constants, timeutil
-from davit.cli import output
+from davit.backup.selection import ApiResource, ClusterRef
 from davit.kube import clients, discovery
-from davit.restoring.normalize import normalize
-from davit.restoring.tiers import group_kind
-from davit.restoring.transform import ROOT_CA_CONFIG_MAP, TOKEN_SECRET_TYPE
-from davit.selection import ApiResource, ClusterRef
+from davit.restore.normalize import normalize
+from davit.restore.tiers import group_kind
+from davit.restore.transform import ROOT_CA_CONFIG_MAP, TOKEN_SECRET_TYPE
+from davit_cli import output
 
 RawObject = dict[str, Any]
 T = TypeVar("T")

@@ -11,7 +11,8 @@ What it simulates, and nothing more (there are no containers, images, probes or 
   symlink to the PV's directory, where a real kubelet would bind-mount it; emptyDir, configMap, secret
   and projected volumes get empty directories. Pods being deleted are removed with their directories, as
   a kubelet does after their containers stop.
-* **The restore's init container** ``davit-restore-wait`` (``davit.restore_wait``): a pod that has it
+* **The restore's init container** ``davit-restore-wait`` (``davit.restore.init_container``): a pod that
+has it
   stays Pending, initialising, with that container running, until the node agent's marker
   (``.davit-restore/<DAVIT_RESTORE_UID>``) is in the directory of every volume the container mounts under
   ``/davit-restore/``; then the markers are removed, the container reported Completed and the pod run. A
@@ -43,10 +44,11 @@ import structlog
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from davit import logs, restore_wait
+from davit import logs
 from davit.kube import clients
 from davit.kube.watching import ListWatch
-from davit.restoring.fields import RESTORE_LABEL
+from davit.restore import init_container
+from davit.restore.fields import RESTORE_LABEL
 
 log = structlog.get_logger("devstack.kubelet")
 
@@ -59,7 +61,7 @@ LEASE_RENEW_SECONDS = 10.0
 STATUS_REFRESH_SECONDS = 60.0
 #: How often pods held by a restore's init container are checked for the node agent's markers: as often
 #: as the container itself looks (a stat per volume, no API call).
-RESTORE_CHECK_SECONDS = restore_wait.POLL_SECONDS
+RESTORE_CHECK_SECONDS = init_container.POLL_SECONDS
 
 #: A PVC annotated with this gets a freshly provisioned volume filled with that much data (e.g. "24Mi"),
 #: standing in for an application's writes: there are no containers to write real data. Claims a restore
@@ -128,9 +130,9 @@ def _container_status(
 
 
 def _restore_wait_container(pod: dict[str, Any]) -> dict[str, Any] | None:
-    """The init container a restore injected (``davit.restore_wait``), if the pod has one."""
+    """The init container a restore injected (``davit.restore.init_container``), if the pod has one."""
     for container in pod.get("spec", {}).get("initContainers") or []:
-        if container.get("name") == restore_wait.CONTAINER_NAME:
+        if container.get("name") == init_container.CONTAINER_NAME:
             return dict(container)
     return None
 
@@ -138,7 +140,7 @@ def _restore_wait_container(pod: dict[str, Any]) -> dict[str, Any] | None:
 def _restore_mounts(container: dict[str, Any]) -> list[dict[str, Any]]:
     """The restored volumes the container waits for: its mounts under ``/davit-restore/``. Others are not
     the restore's (the API server adds the service-account token's mount to every container)."""
-    prefix = restore_wait.MOUNT_ROOT + "/"
+    prefix = init_container.MOUNT_ROOT + "/"
     return [m for m in container.get("volumeMounts") or [] if str(m.get("mountPath", "")).startswith(prefix)]
 
 
@@ -181,14 +183,14 @@ class _RestoreWait:
         env = {e["name"]: str(e.get("value", "")) for e in container.get("env") or [] if "name" in e}
         restore_uid, timeout, usage_error = "", None, ""
         try:
-            restore_uid, timeout = restore_wait.settings_from(env)
-        except restore_wait.UsageError as exc:
+            restore_uid, timeout = init_container.settings_from(env)
+        except init_container.UsageError as exc:
             usage_error = str(exc)
         if not usage_error and not _restore_mounts(container):
-            usage_error = f"no volume is mounted under {restore_wait.MOUNT_ROOT}/"
+            usage_error = f"no volume is mounted under {init_container.MOUNT_ROOT}/"
         shown = next(
             (s for s in (pod.get("status") or {}).get("initContainerStatuses") or []
-             if s.get("name") == restore_wait.CONTAINER_NAME and "running" in (s.get("state") or {})),
+             if s.get("name") == init_container.CONTAINER_NAME and "running" in (s.get("state") or {})),
             None,
         )  # fmt: skip
         started = shown["state"]["running"].get("startedAt") if shown else None
@@ -436,7 +438,7 @@ class DevKubelet:
 
         def completed(container: dict[str, Any]) -> dict[str, Any]:
             started, finished = now, now
-            if restore is not None and container["name"] == restore_wait.CONTAINER_NAME:
+            if restore is not None and container["name"] == init_container.CONTAINER_NAME:
                 started, finished = restore.started, restore.finished or now
             return _container_status(
                 meta["uid"], container, {"terminated": {"exitCode": 0, "reason": "Completed",
@@ -473,7 +475,7 @@ class DevKubelet:
 
     def _hold_for_restore(self, pod: dict[str, Any], node: str, volume_dirs: dict[str, Path]) -> None:
         """Run ``davit-restore-wait`` as a kubelet would: the pod stays Pending, initialising, until the
-        node agent's marker is in every volume the container mounts (see ``davit.restore_wait``)."""
+        node agent's marker is in every volume the container mounts (see ``davit.restore.init_container``)."""
         uid = pod["metadata"]["uid"]
         with self._restore_lock:
             wait = self._restore_waits.get(uid)
@@ -488,28 +490,30 @@ class DevKubelet:
                 return
             wait.dirs = _mounted_dirs(pod, volume_dirs)
             if wait.dirs is None:
-                log.warning("restore_wait.unknown_volume", pod=wait.pod_name, mounts=wait.mount_names)
+                log.warning("init_container.unknown_volume", pod=wait.pod_name, mounts=wait.mount_names)
             self._advance_restore(wait)
 
     def _advance_restore(self, wait: _RestoreWait) -> None:
         """One look at a held pod, under ``_restore_lock``: finish, fail or (once) report it waiting."""
         if wait.usage_error:
-            self._fail_restore(wait, restore_wait.EXIT_USAGE, wait.usage_error)
-        elif wait.dirs is not None and all(restore_wait.is_restored(d, wait.restore_uid) for d in wait.dirs):
+            self._fail_restore(wait, init_container.EXIT_USAGE, wait.usage_error)
+        elif wait.dirs is not None and all(
+            init_container.is_restored(d, wait.restore_uid) for d in wait.dirs
+        ):
             # What the container does before it exits 0; the data is the restore's alone afterwards.
             for volume_dir in wait.dirs:
-                restore_wait.consume_marker(volume_dir, wait.restore_uid)
+                init_container.consume_marker(volume_dir, wait.restore_uid)
             wait.finished = _now()
             wait.outcome = "completed"
-            log.info("restore_wait.completed", pod=wait.pod_name, restore=wait.restore_uid)
+            log.info("init_container.completed", pod=wait.pod_name, restore=wait.restore_uid)
             self._mark_running(wait.pod, wait.node, wait)
         elif wait.deadline is not None and datetime.datetime.now(datetime.UTC) >= wait.deadline:
             message = f"restore {wait.restore_uid}: no data after {wait.timeout:g}s"
-            self._fail_restore(wait, restore_wait.EXIT_TIMEOUT, message)
+            self._fail_restore(wait, init_container.EXIT_TIMEOUT, message)
         elif not wait.reported:
             self._write_initialising(wait, {"running": {"startedAt": wait.started}}, phase="Pending")
             wait.reported = True
-            log.info("restore_wait.waiting", pod=wait.pod_name, restore=wait.restore_uid)
+            log.info("init_container.waiting", pod=wait.pod_name, restore=wait.restore_uid)
 
     def _fail_restore(self, wait: _RestoreWait, exit_code: int, message: str) -> None:
         """The container exited non-zero: a pod that is never restarted fails; any other is left
@@ -520,7 +524,7 @@ class DevKubelet:
         phase = "Failed" if restart_policy == "Never" else "Pending"
         self._write_initialising(wait, {"terminated": terminated}, phase=phase)
         wait.outcome = "failed"
-        log.warning("restore_wait.failed", pod=wait.pod_name, exit_code=exit_code, reason=message)
+        log.warning("init_container.failed", pod=wait.pod_name, exit_code=exit_code, reason=message)
 
     def _write_initialising(self, wait: _RestoreWait, state: dict[str, Any], phase: str) -> None:
         """The status of a pod whose init containers have not all completed, with the restore's
@@ -528,7 +532,7 @@ class DevKubelet:
         meta, spec = wait.pod["metadata"], wait.pod["spec"]
         init_containers = spec.get("initContainers", []) or []
         names = [c["name"] for c in init_containers]
-        position = names.index(restore_wait.CONTAINER_NAME)
+        position = names.index(init_container.CONTAINER_NAME)
         not_started = {"waiting": {"reason": "PodInitializing"}}
         init_statuses = []
         for index, container in enumerate(init_containers):
@@ -583,7 +587,7 @@ class DevKubelet:
                 try:
                     self._advance_restore(wait)
                 except Exception as exc:
-                    log.warning("restore_wait.check_failed", pod=wait.pod_name, error=str(exc))
+                    log.warning("init_container.check_failed", pod=wait.pod_name, error=str(exc))
 
     def restore_wait_loop(self, stop: threading.Event) -> None:
         while not stop.wait(RESTORE_CHECK_SECONDS):

@@ -25,8 +25,8 @@ CLUSTER_NAMES = ("a", "b")
 SERVICES: tuple[tuple[str, str], ...] = (
     ("watcher", "davit_services.watcher"),
     ("exporter", "davit_services.exporter"),
-    ("snapshot", "davit_services.snapshot"),
-    ("export", "davit_services.export"),
+    ("backup", "davit_services.backup"),
+    ("resources", "davit_services.resources"),
     ("retention", "davit_services.retention"),
     ("restore", "davit_services.restore"),
 )

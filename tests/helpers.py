@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import msgpack
 
-from davit.messages import Message
+from davit.operations.messages import Message
 
 T = TypeVar("T")
 

@@ -28,7 +28,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from davit.kube.watching import ListWatch
-from davit_services.snapshot.csi import parse_quantity
+from davit_services.backup.csi import parse_quantity
 
 log = structlog.get_logger("tests.snapshotter")
 RawObject = dict[str, Any]

@@ -79,7 +79,7 @@ class Settings:
     volume_shard_bytes: int = 1 << 30
     volume_shard_entries: int = 100_000
     #: The image of the init container a restore adds to the pods that mount restored claims (it runs
-    #: ``python -m davit.restore_wait``): Davit's own image, which every cluster running Davit has.
+    #: ``python -m davit.restore.init_container``): Davit's own image, which every cluster running Davit has.
     restore_helper_image: str = "davit:latest"
     #: The BackupLocation (in the admin namespace) clones stage their backup through; empty: the first
     #: Available one there, by name.

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from davit import retention_rules
 from davit.api.types import Stage, Status
 from davit.constants import Kind
+from davit.retention import rules
 
 RawObject = dict[str, Any]
 
@@ -91,7 +91,7 @@ def validate_backup(obj: RawObject, lookup: Lookup, admin_namespace: str) -> Ver
         problems.append(f"spec.backupLocation: BackupLocation {namespace}/{location} not found")
     if spec.get("ttl"):
         try:
-            retention_rules.parse_duration(str(spec["ttl"]))
+            rules.parse_duration(str(spec["ttl"]))
         except ValueError as exc:
             problems.append(f"spec.ttl: {exc}")
     problems += _rules(lookup, namespace, spec)

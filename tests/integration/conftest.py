@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import StackEnv
 
-SERVICES = ("watcher", "snapshot", "export", "retention", "restore")
+SERVICES = ("watcher", "backup", "resources", "retention", "restore")
 
 
 class Services:

@@ -387,11 +387,11 @@ def test_export_worker_killed_mid_backup_then_backup_completes_once(
         )
 
     wait_for("the export to be under way", exporting, timeout=60)
-    services.kill("export")
+    services.kill("resources")
     services.kill("watcher")
     assert backup_status(stack, namespace, "interrupted").get("stage") != "Final"
     services.start("watcher")
-    services.start("export", DAVIT_EXPORT_PAGE_SIZE="25", DAVIT_WORKER_CONCURRENCY="1")
+    services.start("resources", DAVIT_EXPORT_PAGE_SIZE="25", DAVIT_WORKER_CONCURRENCY="1")
 
     status = wait_final(stack, namespace, "interrupted", services, timeout=180)
     assert status["status"] == "Successful", status

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from davit import rules
+from davit.backup import exec_rules
 from davit.format.layout import BackupRef
+from davit.operations.runtime import Runtime
 from davit.repo import RepoReader, load_tree, restore_tree
-from davit.runtime import Runtime
 from davit.settings import Settings
-from davit_services.snapshot import exec_rules
+from davit_services.backup import rule_runner
 from tests.conftest import StackEnv
 from tests.helpers import wait_for
 from tests.integration.conftest import Services
@@ -233,8 +233,8 @@ def test_exec_rules_run_through_the_executor_interface(stack: StackEnv, namespac
     runtime = Runtime.create(
         Settings.from_env({"DAVIT_KUBECONFIG": stack.kubeconfig, "DAVIT_REDIS_URL": stack.redis_url}), "test"
     )
-    executor = rules.RecordingExecutor()
-    run = exec_rules.run(runtime, backup, "preExecRule", executor)
+    executor = exec_rules.RecordingExecutor()
+    run = rule_runner.run(runtime, backup, "preExecRule", executor)
     assert run is not None
     ran = [(c.pod, c.container, c.command) for c in executor.calls if "CHECKPOINT" in c.command]
     assert sorted(p for p, _, _ in ran) == ["db-0", "db-1"]
@@ -261,7 +261,7 @@ def test_repo_check_finds_missing_and_corrupt_chunks_and_names_the_files(
 ) -> None:
     from click.testing import CliRunner
 
-    from davit.cli.main import cli
+    from davit_cli.main import cli
 
     volumes = deploy(stack, namespace)
     for seed, path in enumerate(volumes.values()):

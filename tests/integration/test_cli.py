@@ -14,8 +14,8 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from davit.cli.main import cli
-from davit.cli.output import BACKUP_COLUMNS, LOCATION_COLUMNS
+from davit_cli.main import cli
+from davit_cli.output import BACKUP_COLUMNS, LOCATION_COLUMNS
 from tests.conftest import StackEnv
 from tests.integration.conftest import Services
 
@@ -279,7 +279,7 @@ def test_a_failed_backup_exits_1_with_its_reason_and_keeps_its_log_in_redis(
 def test_logs_of_a_backup_in_flight_come_from_redis(stack: StackEnv, namespace: str, tmp_path: Path) -> None:
     import redis
 
-    from davit.opstate import OperationState
+    from davit.operations.scratch import OperationState
 
     create_local_location(stack, namespace, tmp_path)
     ok(stack, "-n", namespace, "backup", "create", "running", "--location", "loc")  # no services: not run

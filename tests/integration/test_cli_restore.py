@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import redis
 
-from davit.cli.common import CliContext, open_repository
-from davit.cli.output import KIND_COUNT_COLUMNS, OPERATION_COLUMNS
 from davit.constants import API_GROUP, API_VERSION, DEFAULT_ADMIN_NAMESPACE, PLURALS, Kind
 from davit.format.layout import restore_log
 from davit.kube import clients
-from davit.opstate import OperationState
+from davit.operations.scratch import OperationState
+from davit_cli.common import CliContext, open_repository
+from davit_cli.output import KIND_COUNT_COLUMNS, OPERATION_COLUMNS
 from tests.conftest import StackEnv
 from tests.integration.test_cli import CREATED, davit, ok, one_line, table
 

@@ -14,9 +14,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from davit.cli.output import POLICY_COLUMNS, SCHEDULE_COLUMNS
 from davit.constants import API_GROUP, API_VERSION, PLURALS, Kind
 from davit.kube import clients
+from davit_cli.output import POLICY_COLUMNS, SCHEDULE_COLUMNS
 from tests.conftest import StackEnv
 from tests.integration.test_cli import davit, ok, one_line, table
 from tests.unit.test_cli_schedule import entry_rows

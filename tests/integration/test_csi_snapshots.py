@@ -22,8 +22,8 @@ from kubernetes.client.exceptions import ApiException
 
 from davit.format.layout import BackupRef
 from davit.kube import clients
-from davit.volumes import VolumePlan, plan_volume
-from davit_services.snapshot import csi
+from davit.volumes.claims import VolumePlan, plan_volume
+from davit_services.backup import csi
 from tests.conftest import REPO_ROOT, StackEnv
 from tests.helpers import wait_for
 from tests.integration.conftest import Services

@@ -63,7 +63,7 @@ spec:
   - {name: setup, image: busybox}
   - name: davit-restore-wait
     image: davit:dev
-    command: [python, -m, davit.restore_wait, /davit-restore/pgdata]
+    command: [python, -m, davit.restore.init_container, /davit-restore/pgdata]
     env: [{name: DAVIT_RESTORE_UID, value: "UID"}]
     volumeMounts: [{name: pgdata, mountPath: /davit-restore/pgdata}]
   containers:
@@ -231,7 +231,7 @@ def test_dev_kubelet_fails_a_restore_wait_as_the_container_would(stack: StackEnv
                 "restartPolicy": "Never",
                 "initContainers": [
                     {"name": "davit-restore-wait", "image": "davit:dev", "env": env,
-                     "command": ["python", "-m", "davit.restore_wait", "/davit-restore/scratch"],
+                     "command": ["python", "-m", "davit.restore.init_container", "/davit-restore/scratch"],
                      "volumeMounts": [{"name": "scratch", "mountPath": "/davit-restore/scratch"}]},
                 ],
                 "containers": [{"name": "app", "image": "busybox"}],

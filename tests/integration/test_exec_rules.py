@@ -16,9 +16,9 @@ import pytest
 from kubernetes import client
 
 from davit.api.types import RuleAction, RuleItem
+from davit.backup.exec_rules import WAIT_CMD, ExecError, RuleFailed, plan, run_rule
 from davit.kube.clients import api_client
 from davit.kube.execution import KubernetesExecutor
-from davit.rules import WAIT_CMD, ExecError, RuleFailed, plan, run_rule
 from tests.conftest import StackEnv
 from tests.helpers import wait_for
 

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import redis
 
-from davit import queueing
 from davit.constants import Queue
 from davit.format.layout import BackupRef
-from davit.location_sync import IMPORTED_FROM_ANNOTATION, SOURCE_BACKUP_ANNOTATION
+from davit.operations import queueing
+from davit.retention.location_sync import IMPORTED_FROM_ANNOTATION, SOURCE_BACKUP_ANNOTATION
 from tests.conftest import StackEnv
 from tests.helpers import wait_for
 from tests.integration.conftest import Services
@@ -229,7 +229,7 @@ def test_a_backup_of_cluster_a_is_restored_in_cluster_b_with_its_volume(
     restoring_b: Services,
     tmp_path: Path,
 ) -> None:
-    from davit.restoring.normalize import normalize
+    from davit.restore.normalize import normalize
     from tests.integration.test_backup_volumes import assert_same_tree, fill_mixed
     from tests.integration.test_restore import volume_of
 

@@ -1,6 +1,6 @@
 """Restores end to end on the real stack: an application with a volume is backed up from the admin
 namespace, its namespace (and its CRD) deleted, and restored: every object equals its original after the
-documented normalisation (``davit.restoring.normalize``), the volume's files are identical, the pods run
+documented normalisation (``davit.restore.normalize``), the volume's files are identical, the pods run
 again. Then the same backup into another namespace beside the original, Retain and Delete."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from davit.restoring.normalize import normalize
+from davit.restore.normalize import normalize
 from tests.conftest import StackEnv
 from tests.helpers import wait_for
 from tests.integration.conftest import Services

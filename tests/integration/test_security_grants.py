@@ -30,17 +30,17 @@ DAVIT_NAMESPACE = "davit-system"
 #: Each service's account in deploy/rbac.yaml.
 ACCOUNTS = {
     "watcher": "davit",
-    "snapshot": "davit-snapshot",
-    "export": "davit-export",
+    "backup": "davit-backup",
+    "resources": "davit-resources",
     "retention": "davit-retention",
     "restore": "davit-restore",
     "uploader": "davit-uploader",
     "exporter": "davit-exporter",
 }
 #: The accounts that may read a Secret they name: their services open locations' stores.
-READ_SECRETS = {"watcher", "snapshot", "export", "retention", "restore", "uploader"}
+READ_SECRETS = {"watcher", "backup", "resources", "retention", "restore", "uploader"}
 #: The accounts that may list Secrets: what the export backs up and the restore recreates.
-LIST_SECRETS = {"export", "restore"}
+LIST_SECRETS = {"resources", "restore"}
 #: The Lease the watcher's Role names (deploy/rbac.yaml); the test's watcher must use it.
 LEASE = "davit-watcher"
 
@@ -144,7 +144,7 @@ def test_each_service_backs_up_with_only_its_own_grants(
     apply(stack, location)
 
     metrics_port = free_port()
-    for service in ("watcher", "snapshot", "export", "retention", "restore", "exporter"):
+    for service in ("watcher", "backup", "resources", "retention", "restore", "exporter"):
         env = {"DAVIT_KUBECONFIG": kubeconfigs[service], "DAVIT_LEASE_NAME": LEASE}
         if service == "exporter":
             env["DAVIT_METRICS_ADDRESS"] = f"127.0.0.1:{metrics_port}"

@@ -29,12 +29,12 @@ import redis
 
 from davit.api.types import LocationSpec
 from davit.format.layout import BackupRef
-from davit.opstate import OperationState
+from davit.operations.scratch import OperationState
 from davit.repo import Entry, RepoWriter, load_tree
 from davit.repo.tree import DIR, FILE, SYMLINK, TreeBuilder, iter_entries
-from davit.restore_volumes import TARGETS
-from davit.restore_wait import MARKER_DIR
+from davit.restore.init_container import MARKER_DIR
 from davit.storage import factory
+from davit.volumes.restore_stage import TARGETS
 from tests.conftest import StackEnv
 from tests.helpers import wait_for
 from tests.integration.conftest import SERVICES, Services
@@ -181,7 +181,7 @@ def test_a_tampered_redis_plan_cannot_point_the_node_agent_at_another_directory(
                            "volumeMode": "filesystem"}})  # fmt: skip
     uid = get(stack, namespace, "applicationbackup", "grab")["metadata"]["uid"]
     r = redis.Redis.from_url(stack.redis_url)
-    key = OperationState(r, uid).key("volumes")  # where davit.volume_stage keeps the plans
+    key = OperationState(r, uid).key("volumes")  # where davit.volumes.backup_stage keeps the plans
     parts = [f"{namespace}/{name}" for name in claims]
 
     def planned() -> dict[bytes, bytes] | None:

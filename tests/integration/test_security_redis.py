@@ -134,7 +134,7 @@ def test_a_refused_connection_is_logged_without_the_password(stack: StackEnv, tm
     tried = f"wrong-{uuid.uuid4().hex}"
     worker = Services(stack, tmp_path / "logs")
     worker.log_dir.mkdir()
-    worker.start("snapshot", DAVIT_REDIS_URL=f"redis://:{tried}@{host}:{port}/0")
+    worker.start("backup", DAVIT_REDIS_URL=f"redis://:{tried}@{host}:{port}/0")
     try:
         log = worker.log_dir / "snapshot.log"
         refusal = wait_for(

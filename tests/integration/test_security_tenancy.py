@@ -15,7 +15,7 @@ import pytest
 
 from davit.api.types import LocationSpec
 from davit.format.layout import BackupRef
-from davit.opstate import OperationState
+from davit.operations.scratch import OperationState
 from davit.storage import factory
 from tests.conftest import StackEnv
 from tests.helpers import wait_for
@@ -89,7 +89,7 @@ def test_a_backup_edited_after_acceptance_is_failed_by_the_worker_and_reads_noth
                   "-p", json.dumps({"spec": {"namespaces": ["kube-system"]}}))  # fmt: skip
     edited = get(stack, "applicationbackup", namespace, "edited")
     assert edited["metadata"]["generation"] > before["status"]["acceptedGeneration"]
-    services = start_only("snapshot", "export")
+    services = start_only("backup", "resources")
 
     status = wait_final(stack, services, "applicationbackup", namespace, "edited")
     assert status["status"] == "Failed" and status["reason"].startswith("SpecChanged"), status
@@ -115,7 +115,7 @@ def test_a_backup_edited_after_acceptance_is_failed_by_the_watcher(
     status = wait_final(stack, services, "applicationbackup", namespace, "edited")
     assert status["status"] == "Failed" and status["reason"].startswith("SpecChanged"), status
     assert any(e["reason"] == "SpecChanged" for e in events_of(stack, namespace, "edited"))
-    services = start_only("snapshot", "export")  # a message already queued finds a finished backup
+    services = start_only("backup", "resources")  # a message already queued finds a finished backup
     assert not [k for k in stored_keys(location) if k.startswith("backups/")]
 
 
@@ -136,7 +136,7 @@ def test_a_restore_edited_after_acceptance_writes_nothing(
     location = location_manifest(stack, "s3", namespace, tmp_path)
     apply(stack, location)
     stack.kubectl("-n", namespace, "create", "configmap", "mine", "--from-literal=a=b")
-    services = start_only("watcher", "snapshot", "export")
+    services = start_only("watcher", "backup", "resources")
     _successful_backup(stack, services, namespace, "source")
     victim = f"victim-{uuid.uuid4().hex[:6]}"
     stack.kubectl("create", "namespace", victim)
@@ -185,7 +185,7 @@ def test_a_restore_of_objects_rewritten_in_the_tenants_bucket_creates_nothing(
     location = location_manifest(stack, "s3", namespace, tmp_path)
     apply(stack, location)
     stack.kubectl("-n", namespace, "create", "configmap", "mine", "--from-literal=a=b")
-    services = start_only("watcher", "snapshot", "export", "restore")
+    services = start_only("watcher", "backup", "resources", "restore")
     ref, _status = _successful_backup(stack, services, namespace, "source")
     tag = f"evil-{uuid.uuid4().hex[:6]}"
 
@@ -226,7 +226,7 @@ def test_a_restore_from_another_location_than_its_backups_is_refused(
     other["metadata"]["name"] = "other"
     apply(stack, other)
     stack.kubectl("-n", namespace, "create", "configmap", "mine", "--from-literal=a=b")
-    services = start_only("watcher", "snapshot", "export", "restore")
+    services = start_only("watcher", "backup", "resources", "restore")
     _successful_backup(stack, services, namespace, "source")
 
     apply(stack, {"apiVersion": "davit.dev/v1alpha1", "kind": "ApplicationRestore",
@@ -245,7 +245,7 @@ def test_export_scope_planted_in_redis_is_refused(
     Secrets; the export lists only what the accepted spec covers."""
     location = location_manifest(stack, "s3", namespace, tmp_path)
     apply(stack, location)
-    services = start_only("watcher", "snapshot")
+    services = start_only("watcher", "backup")
     apply(stack, backup_manifest(namespace, "planted"))
     wait_for("the backup to reach Applications",
              lambda: backup_status(stack, namespace, "planted").get("stage") == "Applications")  # fmt: skip
@@ -260,7 +260,7 @@ def test_export_scope_planted_in_redis_is_refused(
     state.redis.hset(state.key("targets"), "kube-system/v1/secrets", json.dumps(target))
     state.redis.set(state.key("namespaces"), json.dumps(["kube-system"]))
     state.add_pending(["kube-system/v1/secrets#1"])
-    services.start("export")
+    services.start("resources")
 
     status = wait_final(stack, services, "applicationbackup", namespace, "planted")
     assert status["status"] == "Failed" and "kube-system" in status["reason"], status

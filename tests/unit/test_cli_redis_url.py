@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from davit.cli.common import CliContext
+from davit_cli.common import CliContext
 
 
 @pytest.fixture

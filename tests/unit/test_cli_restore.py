@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from davit.api.types import DNS1123_LABEL, DNS1123_SUBDOMAIN, ApplicationCloneSpec, ApplicationRestoreSpec
-from davit.cli import clone, output, restore
-from davit.cli.common import parse_mapping
-from davit.cli.main import cli
+from davit_cli import clone, output, restore
+from davit_cli.common import parse_mapping
+from davit_cli.main import cli
 
 NOW = datetime.datetime(2019, 9, 11, 22, 15, 30, tzinfo=datetime.UTC)
 

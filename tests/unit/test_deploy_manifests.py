@@ -37,14 +37,14 @@ WORKLOAD_KINDS = ("Deployment", "DaemonSet")
 #: `davit`) runs as a service account of its workload's name, bound to a ClusterRole of that name.
 SERVICES: dict[str, tuple[str, str, str]] = {
     "watcher": ("Deployment", "davit-watcher", "davit_services.watcher"),
-    "snapshot": ("Deployment", "davit-snapshot", "davit_services.snapshot"),
-    "export": ("Deployment", "davit-export", "davit_services.export"),
+    "backup": ("Deployment", "davit-backup", "davit_services.backup"),
+    "resources": ("Deployment", "davit-resources", "davit_services.resources"),
     "retention": ("Deployment", "davit-retention", "davit_services.retention"),
     "restore": ("Deployment", "davit-restore", "davit_services.restore"),
     "exporter": ("Deployment", "davit-exporter", "davit_services.exporter"),
     "uploader": ("DaemonSet", "davit-uploader", "davit_services.uploader"),
 }
-EXPORT_ROLE = "davit-export"
+EXPORT_ROLE = "davit-resources"
 RESTORE_ROLE = "davit-restore"
 #: The restore's wildcard: what it does with the objects it restores, whatever their kind.
 RESTORE_WILDCARD_VERBS = ("get", "list", "create", "delete", "patch")
@@ -72,11 +72,12 @@ def operation(plural: str) -> set[Grant]:
     return grants(G, [plural], ["get"]) | grants(G, [f"{plural}/status"], ["patch"])
 
 
-#: Opening a BackupLocation (davit.runtime): the location, then its `secretConfig` Secret.
+#: Opening a BackupLocation (davit.operations.runtime): the location, then its `secretConfig` Secret.
 OPENS_LOCATIONS: set[Grant] = grants(G, ["backuplocations"], ["get"]) | grants("", ["secrets"], ["get"])
 RECORDS_EVENTS: set[Grant] = grants("", ["events"], ["create"])
 
-#: What a worker does through davit.workers and davit.runtime whatever its service: re-read the backup,
+#: What a worker does through davit.operations.workers and davit.operations.runtime whatever its service:
+#: re-read the backup,
 #: write its status (stage changes; the failure after the last retry), record Events, open its location.
 WORKER_COMMON: set[Grant] = operation("applicationbackups") | OPENS_LOCATIONS | RECORDS_EVENTS
 
@@ -98,7 +99,7 @@ EXPECTED_GRANTS: dict[str, set[Grant]] = {
     | grants(G, ["applicationbackups"], ["create"])  # a schedule's due slot
     | grants(G, ["applicationbackupschedules/status"], ["patch"])
     | RECORDS_EVENTS,
-    "davit-snapshot": WORKER_COMMON
+    "davit-backup": WORKER_COMMON
     | grants(G, ["applicationbackups"], ["patch"])  # the finalizer
     | grants(G, ["rules"], ["get"])
     | grants("", ["persistentvolumeclaims", "pods"], ["list"])
@@ -137,7 +138,8 @@ EXPECTED_GRANTS: dict[str, set[Grant]] = {
     | grants(G, ["backuplocations"], ["list"]),
     "davit-uploader": WORKER_COMMON
     | operation("applicationrestores")
-    # The volume's directory, derived from the API (davit.node_volume): the claim, its PV, the pod on this
+    # The volume's directory, derived from the API (davit.volumes.node_dirs): the claim, its PV, the pod on
+    # this
     # node that mounts it, and the namespaces an admin backup's selector matches.
     | grants("", ["persistentvolumeclaims", "persistentvolumes"], ["get"])
     | grants("", ["pods"], ["list"])
@@ -456,7 +458,7 @@ def test_no_two_services_share_an_account() -> None:
 
 
 def test_snapshot_may_exec_rules_and_take_volume_snapshots() -> None:
-    rules = role_rules("davit-snapshot")
+    rules = role_rules("davit-backup")
     # The client's WebSocket exec is a GET: `get` before Kubernetes 1.30, `create` from then on.
     assert {"get", "create"} <= granted(rules, "", "pods/exec")
     assert "create" in granted(rules, SNAPSHOTS, "volumesnapshots")
@@ -479,7 +481,7 @@ def test_retention_may_sync_locations() -> None:
     assert "patch" in granted(rules, G, "backuplocations/status"), "lastSynced"
 
 
-@pytest.mark.parametrize("role", ["davit-snapshot", EXPORT_ROLE, "davit-uploader", "davit-exporter"])
+@pytest.mark.parametrize("role", ["davit-backup", EXPORT_ROLE, "davit-uploader", "davit-exporter"])
 def test_backups_are_deleted_by_their_users_and_the_sync_only(role: str) -> None:
     # Retention deletes only the imports a location sync made; the restore's wildcard reaches them too.
     assert "delete" not in granted(role_rules(role), G, "applicationbackups")
@@ -512,7 +514,7 @@ def test_only_the_snapshot_service_reaches_into_pods(subresource: str) -> None:
         if name == RESTORE_ROLE:
             rules = [rule for rule in rules if "*" not in rule.get("resources", [])]
         verbs = granted(rules, "", subresource) - {"list"}
-        if name == "davit-snapshot" and subresource == "pods/exec":
+        if name == "davit-backup" and subresource == "pods/exec":
             continue
         assert not verbs, f"ClusterRole {name} may {sorted(verbs)} {subresource}"
 
@@ -627,7 +629,7 @@ def test_selectors_match_the_pods() -> None:
 
 def test_export_runs_several_replicas() -> None:
     # A large namespace is split into page tasks that several workers take at once.
-    assert workload_of("export")["spec"]["replicas"] >= 2
+    assert workload_of("resources")["spec"]["replicas"] >= 2
 
 
 def test_restore_runs_several_replicas_with_room_for_a_backup() -> None:
@@ -725,7 +727,7 @@ def test_uploader_is_root_only_for_the_pods_files() -> None:
 # --- the commented local-location example ----------------------------------------------------------------
 
 #: The services that open BackupLocations and so need a `type: local` location's volume.
-LOCATION_USERS = ("snapshot", "export", "retention", "restore", "uploader")
+LOCATION_USERS = ("backup", "resources", "retention", "restore", "uploader")
 _COMMENTED_MOUNT = re.compile(
     r"^(\s*)# (- name: local-backups|  mountPath: \S+|  persistentVolumeClaim:|    claimName: \S+)$"
 )
@@ -778,12 +780,13 @@ def test_the_commented_local_location_example_is_valid() -> None:
 # --- Secrets and reasons ----------------------------------------------------------------------------------
 
 #: Every role that may read Secrets, with the verbs. Each of these services opens BackupLocations' stores
-#: with their `secretConfig` Secret, read by name (davit.runtime.open_location_store): `get` only. The
+#: with their `secretConfig` Secret, read by name (davit.operations.runtime.open_location_store): `get`
+#: only. The
 #: export's `list` (every resource of the namespaces it backs up) and the restore's wildcard (whatever a
 #: backup holds) reach Secrets as what they back up and restore. No other role reads a Secret.
 SECRET_READERS: dict[str, set[str]] = {
     WATCHER_ROLE: {"get"},  # location checks
-    "davit-snapshot": {"get"},  # the probe write and the manifest
+    "davit-backup": {"get"},  # the probe write and the manifest
     EXPORT_ROLE: {"get", "list"},  # the pages' location; the Secrets a backup holds
     "davit-retention": {"get"},  # deletion, sync, garbage collection
     RESTORE_ROLE: set(RESTORE_WILDCARD_VERBS),  # the backup's location; the Secrets a restore recreates
@@ -820,7 +823,7 @@ def test_a_service_that_opens_no_store_reads_no_secret(service: str) -> None:
     assert opens_a_store(service) == (role in SECRET_READERS), (
         f"{service}: opens a store: {opens_a_store(service)}, may read Secrets: {role in SECRET_READERS}"
     )
-    assert opens_a_store("snapshot") and not opens_a_store("exporter")  # the scan itself works
+    assert opens_a_store("backup") and not opens_a_store("exporter")  # the scan itself works
 
 
 def test_secrets_are_read_by_name_only_outside_the_two_wildcards() -> None:

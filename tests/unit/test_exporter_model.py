@@ -552,7 +552,7 @@ def test_retention_deletions_by_namespace_and_reason() -> None:
     ],
 )
 def test_each_retention_reason_has_a_bounded_metric_label(reason: str, code: str) -> None:
-    from davit import deletions
+    from davit.retention import deletions
     from davit_services.retention.expiry import reason_code
 
     assert reason_code(reason) == code and code in deletions.REASONS

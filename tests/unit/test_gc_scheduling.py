@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from davit import queueing
 from davit.constants import Kind
-from davit.messages import Message
+from davit.operations import queueing
+from davit.operations.messages import Message
 from davit.repo.gc import COLLECT_STAGE
 from davit.storage.local import LocalStore
 from davit_services.retention import collection, tasks

@@ -11,7 +11,7 @@ import pytest
 from davit.api.types import DNS1123_SUBDOMAIN
 from davit.constants import Kind
 from davit.format.layout import BackupRef
-from davit.location_sync import (
+from davit.retention.location_sync import (
     IMPORTED_FROM_ANNOTATION,
     MAX_NAME,
     SOURCE_BACKUP_ANNOTATION,

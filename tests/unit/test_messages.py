@@ -9,7 +9,7 @@ import msgpack
 import pytest
 
 from davit.constants import Kind
-from davit.messages import ENVELOPE_VERSION, Message, MessageDecodeError
+from davit.operations.messages import ENVELOPE_VERSION, Message, MessageDecodeError
 
 
 def _valid_raw(**changes: Any) -> dict[str, Any]:

@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from davit.node_volume import (
+from davit.volumes.claims import VolumePlan
+from davit.volumes.node_dirs import (
     ClaimView,
     RefusedDirectory,
     backup_namespaces,
     derive_directory,
     restore_namespaces,
 )
-from davit.restore_volumes import backup_trees
-from davit.volumes import VolumePlan
+from davit.volumes.restore_stage import backup_trees
 
 ROOT = "/var/lib/kubelet"
 NODE = "node-a"

@@ -11,10 +11,10 @@ import msgpack
 import pytest
 from celery import Celery
 
-from davit import pipeline, queueing
 from davit.api.types import Stage
 from davit.constants import NODE_QUEUE_PREFIX, Kind, Queue, node_queue
-from davit.messages import Message
+from davit.operations import queueing, stages
+from davit.operations.messages import Message
 
 QUEUE_NAMES = ["davit.snapshot", "davit.export", "davit.restore", "davit.retention"]
 
@@ -343,20 +343,20 @@ OWNER_CASES = [
 
 @pytest.mark.parametrize(("kind", "stage", "queue"), OWNER_CASES)
 def test_pipeline_owner(kind: Kind, stage: Stage, queue: Queue | None) -> None:
-    assert pipeline.owner(kind, stage) == queue
+    assert stages.owner(kind, stage) == queue
 
 
 def test_owner_table_covers_every_stage() -> None:
-    for stages in OWNERS.values():
-        assert set(stages) == set(Stage)
+    for owned in OWNERS.values():
+        assert set(owned) == set(Stage)
 
 
 @pytest.mark.parametrize("kind", [Kind.BACKUP_LOCATION, Kind.RULE, Kind.SCHEDULE_POLICY], ids=str)
 def test_non_operations_have_no_owner(kind: Kind) -> None:
-    assert all(pipeline.owner(kind, stage) is None for stage in Stage)
+    assert all(stages.owner(kind, stage) is None for stage in Stage)
 
 
 def test_retention_owns_no_stage() -> None:
-    owners = {pipeline.owner(kind, stage) for kind in OWNERS for stage in Stage}
+    owners = {stages.owner(kind, stage) for kind in OWNERS for stage in Stage}
     assert Queue.RETENTION not in owners
     assert owners - {None} == {Queue.SNAPSHOT, Queue.EXPORT, Queue.RESTORE}

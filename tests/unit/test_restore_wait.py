@@ -1,4 +1,4 @@
-"""The restore's init container (davit.restore_wait): it waits for the node agent's marker in every
+"""The restore's init container (davit.restore.init_container): it waits for the node agent's marker in every
 volume, removes it, and fails clearly when it cannot work or waits too long."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from davit import restore_wait
+from davit.restore import init_container
 from tests.conftest import REPO_ROOT
 
 RESTORE_UID = "5f0c8a52-6b1e-4f0e-9a57-2d0f3c1f9e11"
@@ -30,15 +30,15 @@ def volumes(tmp_path: Path, *names: str) -> list[Path]:
 
 
 def write_marker(volume_dir: Path, restore_uid: str = RESTORE_UID) -> None:
-    marker = restore_wait.marker_path(volume_dir, restore_uid)
+    marker = init_container.marker_path(volume_dir, restore_uid)
     marker.parent.mkdir(exist_ok=True)
     marker.touch()
 
 
 def run(dirs: list[Path], env: dict[str, str] | None = None, poll: float = FAST_POLL) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    env = {restore_wait.UID_ENV: RESTORE_UID} if env is None else env
-    code = restore_wait.main([str(d) for d in dirs], env=env, out=out, err=err, poll_seconds=poll)
+    env = {init_container.UID_ENV: RESTORE_UID} if env is None else env
+    code = init_container.main([str(d) for d in dirs], env=env, out=out, err=err, poll_seconds=poll)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -83,31 +83,31 @@ def test_a_marker_of_another_restore_does_not_release_the_wait_and_is_kept(tmp_p
 
     writer.join()
     assert code == 0, err
-    assert not restore_wait.marker_path(data, RESTORE_UID).exists()
-    assert restore_wait.marker_path(data, "uid-of-an-earlier-restore").exists(), "not this restore's marker"
+    assert not init_container.marker_path(data, RESTORE_UID).exists()
+    assert init_container.marker_path(data, "uid-of-an-earlier-restore").exists(), "not this restore's marker"
 
 
 def test_times_out_naming_the_volume_still_missing_and_keeps_the_markers_that_came(tmp_path: Path) -> None:
     data, logs = volumes(tmp_path, "data", "logs")
     write_marker(data)
-    env = {restore_wait.UID_ENV: RESTORE_UID, restore_wait.TIMEOUT_ENV: "0.3"}
+    env = {init_container.UID_ENV: RESTORE_UID, init_container.TIMEOUT_ENV: "0.3"}
     started = time.monotonic()
 
     code, out, err = run([data, logs], env=env)
 
     elapsed = time.monotonic() - started
-    assert code == restore_wait.EXIT_TIMEOUT
+    assert code == init_container.EXIT_TIMEOUT
     assert 0.3 <= elapsed < 5
     assert out == ""
     assert f"no data after 0.3s for {logs}" in err and str(data) not in err
     # A restarted container must find it again, so nothing is consumed on a timeout.
-    assert restore_wait.marker_path(data, RESTORE_UID).exists()
+    assert init_container.marker_path(data, RESTORE_UID).exists()
 
 
 def test_the_timeout_does_not_stop_a_wait_that_succeeds_within_it(tmp_path: Path) -> None:
     (data,) = volumes(tmp_path, "data")
     writer = in_background(0.2, data)
-    env = {restore_wait.UID_ENV: RESTORE_UID, restore_wait.TIMEOUT_ENV: "20"}
+    env = {init_container.UID_ENV: RESTORE_UID, init_container.TIMEOUT_ENV: "20"}
 
     code, _out, err = run([data], env=env)
 
@@ -119,11 +119,11 @@ def test_the_timeout_does_not_stop_a_wait_that_succeeds_within_it(tmp_path: Path
     ("env", "message"),
     [
         ({}, "DAVIT_RESTORE_UID is not set"),
-        ({restore_wait.UID_ENV: "  "}, "DAVIT_RESTORE_UID is not set"),
-        ({restore_wait.UID_ENV: "../etc"}, "cannot name a marker file"),
-        ({restore_wait.UID_ENV: RESTORE_UID, restore_wait.TIMEOUT_ENV: "soon"}, "is not a number"),
-        ({restore_wait.UID_ENV: RESTORE_UID, restore_wait.TIMEOUT_ENV: "-1"}, "zero or more"),
-        ({restore_wait.UID_ENV: RESTORE_UID, restore_wait.TIMEOUT_ENV: "nan"}, "zero or more"),
+        ({init_container.UID_ENV: "  "}, "DAVIT_RESTORE_UID is not set"),
+        ({init_container.UID_ENV: "../etc"}, "cannot name a marker file"),
+        ({init_container.UID_ENV: RESTORE_UID, init_container.TIMEOUT_ENV: "soon"}, "is not a number"),
+        ({init_container.UID_ENV: RESTORE_UID, init_container.TIMEOUT_ENV: "-1"}, "zero or more"),
+        ({init_container.UID_ENV: RESTORE_UID, init_container.TIMEOUT_ENV: "nan"}, "zero or more"),
     ],
 )
 def test_a_misconfigured_container_exits_at_once_saying_why(
@@ -134,27 +134,27 @@ def test_a_misconfigured_container_exits_at_once_saying_why(
 
     code, out, err = run([data], env=env)
 
-    assert code == restore_wait.EXIT_USAGE
+    assert code == init_container.EXIT_USAGE
     assert message in err and out == ""
-    assert restore_wait.marker_path(data, RESTORE_UID).exists()
+    assert init_container.marker_path(data, RESTORE_UID).exists()
 
 
 def test_no_volumes_or_an_unmounted_path_is_a_usage_error(tmp_path: Path) -> None:
     code, _out, err = run([])
-    assert code == restore_wait.EXIT_USAGE and "usage:" in err
+    assert code == init_container.EXIT_USAGE and "usage:" in err
 
     code, _out, err = run([tmp_path / "not-mounted"])
-    assert code == restore_wait.EXIT_USAGE and f"not a mounted directory: {tmp_path / 'not-mounted'}" in err
+    assert code == init_container.EXIT_USAGE and f"not a mounted directory: {tmp_path / 'not-mounted'}" in err
 
 
 def test_runs_as_the_init_containers_command(tmp_path: Path) -> None:
-    """The command the restore puts into the pod: ``python -m davit.restore_wait <dirs>``."""
+    """The command the restore puts into the pod: ``python -m davit.restore.init_container <dirs>``."""
     (data,) = volumes(tmp_path, "data")
     write_marker(data)
 
     result = subprocess.run(
-        [sys.executable, "-m", "davit.restore_wait", str(data)],
-        env={restore_wait.UID_ENV: RESTORE_UID, "PYTHONPATH": str(REPO_ROOT / "shared")},
+        [sys.executable, "-m", "davit.restore.init_container", str(data)],
+        env={init_container.UID_ENV: RESTORE_UID, "PYTHONPATH": str(REPO_ROOT / "shared")},
         capture_output=True,
         text=True,
         timeout=60,
@@ -163,15 +163,15 @@ def test_runs_as_the_init_containers_command(tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"davit-restore-wait: {data} restored by restore {RESTORE_UID}\n"
-    assert not (data / restore_wait.MARKER_DIR).exists()
+    assert not (data / init_container.MARKER_DIR).exists()
 
     missing_uid = subprocess.run(
-        [sys.executable, "-m", "davit.restore_wait", str(data)],
+        [sys.executable, "-m", "davit.restore.init_container", str(data)],
         env={"PYTHONPATH": str(REPO_ROOT / "shared")},
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert missing_uid.returncode == restore_wait.EXIT_USAGE
+    assert missing_uid.returncode == init_container.EXIT_USAGE
     assert "DAVIT_RESTORE_UID is not set" in missing_uid.stderr

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from davit.restoring.normalize import normalize
-from davit.restoring.transform import Context, ObjectKey, Provenance, Scope, Skip, owner_links, transform
+from davit.restore.normalize import normalize
+from davit.restore.transform import Context, ObjectKey, Provenance, Scope, Skip, owner_links, transform
 from tests.unit import restoring_objects as build
 
 RawObject = dict[str, Any]

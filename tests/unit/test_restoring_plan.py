@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from davit.restoring.plan import (
+from davit.restore.plan import (
     OwnedObject,
     RestoreFilter,
     RestorePlan,
@@ -18,7 +18,7 @@ from davit.restoring.plan import (
     plural_of,
     select,
 )
-from davit.restoring.transform import Context, ObjectKey, OwnerLink, Provenance, SkipCode
+from davit.restore.transform import Context, ObjectKey, OwnerLink, Provenance, SkipCode
 from tests.unit import restoring_objects as build
 
 RawObject = dict[str, Any]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from davit.restoring.tiers import (
+from davit.restore.tiers import (
     TIERS,
     group_by_tier,
     group_kind,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from davit.restoring import fields
-from davit.restoring.transform import (
+from davit.restore import fields
+from davit.restore.transform import (
     Context,
     ObjectKey,
     OwnerLink,

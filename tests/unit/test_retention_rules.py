@@ -16,7 +16,8 @@ from davit.api.types import (
     Status,
     WeeklyPolicy,
 )
-from davit.retention_rules import (
+from davit.backup.schedules import PolicyEntry, PolicyType
+from davit.retention.rules import (
     DEFAULT_RETAIN,
     MAX_DURATION,
     BackupRecord,
@@ -26,7 +27,6 @@ from davit.retention_rules import (
     to_delete,
     ttl_expires_at,
 )
-from davit.schedules import PolicyEntry, PolicyType
 
 NOW = datetime.datetime(2026, 3, 31, 12, 0, tzinfo=datetime.UTC)
 OK = Status.SUCCESSFUL
@@ -374,7 +374,7 @@ def test_effective_retain(policy_type: PolicyType, entry: PolicyEntry, expected:
 
 
 def test_every_policy_type_has_a_default_retain() -> None:
-    from davit.schedules import POLICY_TYPES
+    from davit.backup.schedules import POLICY_TYPES
 
     assert set(DEFAULT_RETAIN) == set(POLICY_TYPES)
 

@@ -14,8 +14,7 @@ from kubernetes import client as k8s_client
 from kubernetes.client.exceptions import ApiException
 
 from davit.api.types import RuleAction, RuleItem
-from davit.kube.execution import KubernetesExecutor, describe_failure, exit_status
-from davit.rules import (
+from davit.backup.exec_rules import (
     CONTROL_PREFIX,
     OUTPUT_LIMIT,
     WAIT_CMD,
@@ -33,6 +32,7 @@ from davit.rules import (
     run_rule,
     trim_output,
 )
+from davit.kube.execution import KubernetesExecutor, describe_failure, exit_status
 from tests.helpers import wait_for
 
 NS = "shop"

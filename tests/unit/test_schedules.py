@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from _pytest.mark import ParameterSet
 
-from davit import schedules
 from davit.api.types import (
     DNS1123_SUBDOMAIN,
     MAX_INTERVAL_MINUTES,
@@ -23,7 +22,8 @@ from davit.api.types import (
     PolicySpec,
     WeeklyPolicy,
 )
-from davit.schedules import PolicyEntry, PolicyType
+from davit.backup import schedules
+from davit.backup.schedules import PolicyEntry, PolicyType
 
 EntryT = TypeVar("EntryT", bound=PolicyEntry)
 

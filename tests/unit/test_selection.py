@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from davit.selection import (
+from davit.backup.selection import (
     ApiResource,
     ClusterRef,
     ListTarget,

@@ -544,7 +544,7 @@ def test_a_finished_backup_whose_ttl_passed_goes_to_retention_on_a_resync(
 
 
 def test_durations_parse_as_the_api_accepts_them() -> None:
-    from davit.retention_rules import parse_duration
+    from davit.retention.rules import parse_duration
 
     assert parse_duration("72h").total_seconds() == 72 * 3600
     assert parse_duration("1h30m").total_seconds() == 5400

@@ -21,9 +21,10 @@ from prometheus_client.core import Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from davit import constants, deletions, timeutil
+from davit import constants, timeutil
 from davit.constants import Kind
 from davit.kube.watching import EventType, ListWatch, RawObject
+from davit.retention import deletions
 from davit.settings import Settings, parse_address
 from davit_services.exporter import model
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from davit import workers
 from davit.constants import Queue
+from davit.operations import workers
 from davit_services.restore.tasks import SERVICE, app
 
 

@@ -16,9 +16,9 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from davit.backup.selection import ApiResource
 from davit.kube.discovery import discover, resource_path
-from davit.restoring.fields import RESTORE_UID_ANNOTATION
-from davit.selection import ApiResource
+from davit.restore.fields import RESTORE_UID_ANNOTATION
 from davit.tenancy import RestoreGuard, UnsafeName
 
 RawObject = dict[str, Any]

@@ -27,12 +27,13 @@ import structlog
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from davit import constants, labels, progress
+from davit import constants, labels
 from davit.api.types import Stage, Status
 from davit.constants import Kind
-from davit.messages import Message
-from davit.restoring.plan import plan_restore
-from davit.runtime import Runtime
+from davit.operations import progress
+from davit.operations.messages import Message
+from davit.operations.runtime import Runtime
+from davit.restore.plan import plan_restore
 from davit.tenancy import RestoreGuard
 from davit_services.restore.apply import Applier, describe, key_of
 from davit_services.restore.restore import RestoreRefused, namespace_default, read_backup

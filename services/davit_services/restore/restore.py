@@ -1,14 +1,14 @@
 """An ApplicationRestore's stages, owned by the restore service: Initial → Applications → Volumes → Final.
 
 * **Initial** (one task): find the backup and read its manifest and resources, transform and order them
-  (``davit.restoring``), and either report what a dry run would do or lay the restore out as steps (the
+  (``davit.restore``), and either report what a dry run would do or lay the restore out as steps (the
   dependency tiers) of chunks, kept in the operation's scratch state. With ``replacePolicy: Delete`` the
   objects already there are deleted first, workloads first, and waited for.
 * **Applications**: one task per chunk creates its objects in parallel; the task finishing a step's last
   chunk waits for what the next step needs (CRDs Established) and hands out the next step's chunks.
 * **Volumes**: the claims whose data is in the backup were created empty with the resources, and the pods
   that mount them hold in an init container; once such a pod is scheduled, the node agent of its node
-  writes the data into the new volume and releases the pod (``davit.restore_wait``).
+  writes the data into the new volume and releases the pod (``davit.restore.init_container``).
 
 Applications come before Volumes (Stork has it the other way round): the data is written into the volume
 a pod's node mounted, so the pods must exist first.
@@ -26,17 +26,18 @@ import structlog
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from davit import progress, queueing, volume_stage
 from davit.api.types import Stage, Status
 from davit.constants import Kind, Queue
 from davit.format.layout import BackupRef, ref_from_path, restore_log
-from davit.messages import Message
-from davit.opstate import OperationState
-from davit.restoring import inject
-from davit.restoring.plan import OwnedObject, RestorePlan, plan_restore
-from davit.restoring.transform import OwnerLink
-from davit.runtime import LocationUnavailable, Runtime
+from davit.operations import progress, queueing
+from davit.operations.messages import Message
+from davit.operations.runtime import LocationUnavailable, Runtime
+from davit.operations.scratch import OperationState
+from davit.restore import inject
+from davit.restore.plan import OwnedObject, RestorePlan, plan_restore
+from davit.restore.transform import OwnerLink
 from davit.tenancy import RESTORE_REFUSED, RestoreGuard
+from davit.volumes import backup_stage
 from davit_services.restore import volumes
 from davit_services.restore.apply import (
     FAILED,
@@ -238,7 +239,7 @@ def _mounts_any(obj: RawObject, claims: set[tuple[str, str]]) -> bool:
 
 def _orphaned(pod: RawObject) -> RawObject:
     """A pod that mounts restored data is restored itself (held until its data is back, see
-    ``davit.restoring.inject``) rather than left to its controller: without owner references, so that
+    ``davit.restore.inject``) rather than left to its controller: without owner references, so that
     planning keeps it and its restored controller adopts it."""
     return {**pod, "metadata": {k: v for k, v in pod["metadata"].items() if k != "ownerReferences"}}
 
@@ -478,7 +479,7 @@ def _skip_retained_volumes(
         reason = "the claim already existed and was retained: its data was left as it was"
         state.log("volume.retained", claim=claim_part)
         fields = {"status": Status.SUCCESSFUL.value, "reason": reason}
-        volume_stage.update_volume(rt, meta["namespace"], meta["name"], claim_part, fields, kind=KIND)
+        backup_stage.update_volume(rt, meta["namespace"], meta["name"], claim_part, fields, kind=KIND)
         state.redis.hdel(state.key(volumes.TARGETS), claim_part)
         state.finish(part, group=volumes.GROUP)
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from davit import queueing, workers
 from davit.constants import Kind, Queue
-from davit.messages import Message
-from davit.runtime import Runtime
+from davit.operations import queueing, workers
+from davit.operations.messages import Message
+from davit.operations.runtime import Runtime
 from davit.settings import Settings
 from davit_services.restore import clone, restore
 

@@ -17,14 +17,15 @@ import structlog
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from davit import progress, queueing, volume_stage
 from davit.api.types import Stage, Status
 from davit.constants import Kind, node_queue
-from davit.messages import Message
-from davit.opstate import OperationState
-from davit.restore_volumes import FINISH_PART, GROUP, PART_PREFIX, TARGETS, fail_volume
-from davit.runtime import Runtime
-from davit.volumes import restore_target
+from davit.operations import progress, queueing
+from davit.operations.messages import Message
+from davit.operations.runtime import Runtime
+from davit.operations.scratch import OperationState
+from davit.volumes import backup_stage
+from davit.volumes.claims import restore_target
+from davit.volumes.restore_stage import FINISH_PART, GROUP, PART_PREFIX, TARGETS, fail_volume
 
 __all__ = ["FINISH_PART", "GROUP", "PART_PREFIX", "TARGETS", "hand_out"]
 
@@ -74,7 +75,7 @@ def hand_out(rt: Runtime, obj: RawObject, state: OperationState) -> None:
                 continue
             target["plan"] = plan.__dict__
             state.redis.hset(state.key(TARGETS), claim_part, json.dumps(target))
-            volume_stage.update_volume(rt, meta["namespace"], meta["name"], claim_part,
+            backup_stage.update_volume(rt, meta["namespace"], meta["name"], claim_part,
                                        {"volume": plan.volume, "driver": plan.driver,
                                         "status": Status.IN_PROGRESS.value}, kind=KIND)  # fmt: skip
             state.log("volume.handed_out", claim=claim_part, node=plan.node, pod=plan.pod_uid)

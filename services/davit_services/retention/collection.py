@@ -16,9 +16,9 @@ from davit import constants
 from davit.constants import Kind
 from davit.format.repository import FormatError
 from davit.kube import events
-from davit.messages import Message
+from davit.operations.messages import Message
+from davit.operations.runtime import LocationUnavailable, Runtime
 from davit.repo import GcError, GcReport, collect
-from davit.runtime import LocationUnavailable, Runtime
 from davit.storage.base import StorageError
 
 log = structlog.get_logger(__name__)

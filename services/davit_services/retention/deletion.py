@@ -10,9 +10,9 @@ from davit import constants
 from davit.constants import Kind
 from davit.format.layout import BackupRef
 from davit.kube import events
-from davit.messages import Message
-from davit.runtime import LocationUnavailable, Runtime
-from davit_services.snapshot import csi
+from davit.operations.messages import Message
+from davit.operations.runtime import LocationUnavailable, Runtime
+from davit_services.backup import csi
 
 log = structlog.get_logger(__name__)
 KIND = Kind.APPLICATION_BACKUP

@@ -15,12 +15,14 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from davit import constants, deletions, expiry, labels, retention_rules, schedules, timeutil
+from davit import constants, labels, timeutil
 from davit.api.types import PolicySpec, Status
+from davit.backup import schedules
 from davit.constants import Kind
 from davit.kube import events
-from davit.messages import Message
-from davit.runtime import Runtime
+from davit.operations.messages import Message
+from davit.operations.runtime import Runtime
+from davit.retention import deletions, expiry, rules
 
 log = structlog.get_logger(__name__)
 RawObject = dict[str, Any]
@@ -63,7 +65,7 @@ def expire(rt: Runtime, message: Message) -> None:
 
 
 def apply_schedule_retention(rt: Runtime, message: Message) -> None:
-    """Apply a schedule's retention to its backups, per policy type (``davit.retention_rules``)."""
+    """Apply a schedule's retention to its backups, per policy type (``davit.retention.rules``)."""
     schedule = rt.ops.get(Kind.APPLICATION_BACKUP_SCHEDULE, message.namespace, message.name)
     if schedule is None or schedule["metadata"]["uid"] != message.uid:
         return
@@ -89,7 +91,7 @@ def apply_schedule_retention(rt: Runtime, message: Message) -> None:
     except ValidationError:
         return  # the watcher reports an unreadable policy on the schedule; keep everything meanwhile
     try:
-        deletions_due = retention_rules.to_delete([_record(b) for b in live], entries, timeutil.utcnow())
+        deletions_due = rules.to_delete([_record(b) for b in live], entries, timeutil.utcnow())
     except ValueError as exc:
         # An expireAfter too long to compute with: the watcher reports it on the schedule (PolicyInvalid);
         # keep everything meanwhile rather than fail the task on every tick.
@@ -103,17 +105,17 @@ def apply_schedule_retention(rt: Runtime, message: Message) -> None:
             log.info("schedule.retention_deleted", backup=deletion.name, reason=deletion.reason)
 
 
-def _record(backup: RawObject) -> retention_rules.BackupRecord:
+def _record(backup: RawObject) -> rules.BackupRecord:
     """What retention needs of a backup: its type, outcome and times."""
     meta, status = backup["metadata"], backup.get("status") or {}
     finished = timeutil.parse_time(status.get("finishTimestamp"))
     outcome = Status(status["status"]) if status.get("stage") == "Final" and status.get("status") else None
     policy_type = (meta.get("labels") or {}).get(POLICY_TYPE_LABEL)
     try:
-        expires = retention_rules.ttl_expires_at((backup.get("spec") or {}).get("ttl"), finished)
+        expires = rules.ttl_expires_at((backup.get("spec") or {}).get("ttl"), finished)
     except ValueError:
         expires = None  # a ttl too long to compute with never runs out (as in ``expiry.ttl_expired``)
-    return retention_rules.BackupRecord(
+    return rules.BackupRecord(
         name=meta["name"],
         policy_type=policy_type if policy_type in schedules.POLICY_TYPES else None,
         status=outcome or Status.IN_PROGRESS,
@@ -124,7 +126,7 @@ def _record(backup: RawObject) -> retention_rules.BackupRecord:
 
 
 def reason_code(reason: str) -> str:
-    """The bounded metric label of a deletion's reason (``davit.deletions``)."""
+    """The bounded metric label of a deletion's reason (``davit.retention.deletions``)."""
     if reason.startswith("its ttl"):
         return deletions.TTL
     if reason.startswith("retain"):

@@ -1,7 +1,8 @@
 """Syncing a BackupLocation (``sync: true``): the backups in its location become ApplicationBackup CRs
 in its namespace, and leave again when their backup leaves the location.
 
-``davit.location_sync`` decides; this module lists, reads manifests and writes. Each sync starts from
+``davit.retention.location_sync`` decides; this module lists, reads manifests and writes. Each sync starts
+from
 what the location and the cluster hold now, so a lost, repeated or interrupted sync is repaired by the
 next one (the watcher asks for one every ``location_check_seconds`` while the location is Available).
 """
@@ -15,15 +16,16 @@ import structlog
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from davit import constants, location_sync, timeutil
+from davit import constants, timeutil
 from davit.constants import Kind
 from davit.format.layout import BackupRef
 from davit.format.repository import BackupRepository, FormatError
 from davit.format.sealing import CorruptObject
 from davit.kube import events
-from davit.location_sync import SyncPlan
-from davit.messages import Message
-from davit.runtime import LocationUnavailable, Runtime
+from davit.operations.messages import Message
+from davit.operations.runtime import LocationUnavailable, Runtime
+from davit.retention import location_sync
+from davit.retention.location_sync import SyncPlan
 from davit.storage.base import StorageError
 
 log = structlog.get_logger(__name__)

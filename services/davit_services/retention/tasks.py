@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from davit import location_sync, queueing, workers
 from davit.constants import Kind, Queue
-from davit.messages import Message
+from davit.operations import queueing, workers
+from davit.operations.messages import Message
+from davit.operations.runtime import Runtime
 from davit.repo.gc import COLLECT_STAGE
-from davit.runtime import Runtime
+from davit.retention import location_sync
 from davit.settings import Settings
 from davit_services.retention import collection, deletion, expiry, sync
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from davit import workers
+from davit.operations import workers
 from davit_services.uploader.tasks import QUEUE, SERVICE, app, settings
 
 

@@ -6,7 +6,7 @@ node's queue; the last shard to finish writes the volume's tree from theirs (``m
 new root). Several task slots (or agent replicas on the node) then share a big volume, and a task killed
 mid-volume repeats one shard, not the volume.
 
-The node agent runs as root: the directory it reads is derived from the API (``davit.node_volume``), the
+The node agent runs as root: the directory it reads is derived from the API (``davit.volumes.node_dirs``), the
 plan in Redis being only a hint that must agree; any error in a volume ends that volume Failed with its
 reason, never the task.
 
@@ -28,12 +28,13 @@ from typing import Any
 
 import structlog
 
-from davit import node_volume, queueing, volume_stage
 from davit.api.types import Stage, Status
 from davit.constants import Kind, node_queue
 from davit.format.repository import BackupRepository
-from davit.messages import Message
-from davit.opstate import OperationState
+from davit.operations import queueing
+from davit.operations.messages import Message
+from davit.operations.runtime import LocationUnavailable, Runtime
+from davit.operations.scratch import OperationState
 from davit.repo import (
     RepoError,
     RepoWriter,
@@ -45,9 +46,9 @@ from davit.repo import (
     snapshot_tree,
 )
 from davit.repo.writer import WriterStats
-from davit.runtime import LocationUnavailable, Runtime
 from davit.storage.base import ObjectNotFound
-from davit.volumes import VolumePlan
+from davit.volumes import backup_stage, node_dirs
+from davit.volumes.claims import VolumePlan
 
 log = structlog.get_logger(__name__)
 KIND = Kind.APPLICATION_BACKUP
@@ -67,8 +68,8 @@ def handle(rt: Runtime, message: Message) -> None:
     if obj is None:
         return
     state = OperationState(rt.redis, message.uid)
-    claim, _sep, shard = message.part.removeprefix(volume_stage.VOLUME_PART_PREFIX).partition(SHARD_SEPARATOR)
-    plan = volume_stage.load_plan(state, claim)
+    claim, _sep, shard = message.part.removeprefix(backup_stage.VOLUME_PART_PREFIX).partition(SHARD_SEPARATOR)
+    plan = backup_stage.load_plan(state, claim)
     if plan is None:
         return
     spec = obj.get("spec") or {}
@@ -100,7 +101,7 @@ class _Volume:
         self.backup = backup
         self.location = location
         self.group = f"shards:{part}"
-        self.volume_part = volume_stage.VOLUME_PART_PREFIX + part
+        self.volume_part = backup_stage.VOLUME_PART_PREFIX + part
 
     def start(self) -> None:
         try:
@@ -206,7 +207,7 @@ class _Volume:
         else:
             log.warning("volume.failed", claim=claim, reason=result["reason"])
             self.state.log("volume.failed", claim=claim, reason=result["reason"])
-        volume_stage.complete(
+        backup_stage.complete(
             self.rt, replace(self.message, part=self.volume_part), self.state, claim, result
         )
 
@@ -216,11 +217,11 @@ class _Volume:
         """The volume's directory on this node as the API has it (RefusedDirectory when the plan in Redis
         disagrees or the claim is not one this backup may read)."""
         settings = self.rt.settings
-        view = node_volume.claim_view(self.rt.api, self.part)
-        allowed = node_volume.backup_namespaces(
-            self.backup, settings.admin_namespace, node_volume.selected_namespaces(self.rt.api, self.backup)
+        view = node_dirs.claim_view(self.rt.api, self.part)
+        allowed = node_dirs.backup_namespaces(
+            self.backup, settings.admin_namespace, node_dirs.selected_namespaces(self.rt.api, self.backup)
         )
-        source = node_volume.derive_directory(
+        source = node_dirs.derive_directory(
             self.plan, self.part, view, allowed, settings.node_name, settings.kubelet_root
         )
         if not source.is_dir():
@@ -236,7 +237,7 @@ class _Volume:
         return ShardPlan(bounds=tuple(bytes.fromhex(b) for b in json.loads(raw)), size=0, entries=0)
 
     def _update(self, fields: dict[str, Any]) -> None:
-        volume_stage.update_volume(self.rt, self.message.namespace, self.message.name, self.part, fields)
+        backup_stage.update_volume(self.rt, self.message.namespace, self.message.name, self.part, fields)
 
     def _report_single(self, done: int) -> None:
         self._update({"status": Status.IN_PROGRESS.value, "bytesDone": done})
@@ -282,7 +283,7 @@ def failure_reason(exc: Exception) -> str:
     """A volume's reason in its status: what went wrong, never a traceback."""
     if isinstance(exc, LocationUnavailable):
         return exc.reason
-    if isinstance(exc, node_volume.RefusedDirectory):
+    if isinstance(exc, node_dirs.RefusedDirectory):
         return f"refused the volume's {exc.what}: {exc.reason}"
     log.warning("volume.error", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
     return f"{type(exc).__name__}: {exc}"

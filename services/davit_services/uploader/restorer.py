@@ -1,13 +1,14 @@
 """Writing a restored volume's data on this node, then releasing the pods that wait for it.
 
 The target is the directory the pod's node mounts the claim's new volume at (the kubelet's pod volume
-directory, or a local PV's path), derived from the API (``davit.node_volume``): the plan the restore
+directory, or a local PV's path), derived from the API (``davit.volumes.node_dirs``): the plan the restore
 service left in Redis is only a hint that must agree with it, and the claim must lie in a namespace the
 restore may write. The tree is written there by ``davit.repo.restore_tree``, which never writes outside
 it, strips setuid and setgid bits unless the BackupLocation opts in (``location.restoreSetuid``, honoured
 for locations in the admin namespace only), and refuses a tree holding an entry where the marker goes.
 Then the marker ``.davit-restore/<restore uid>`` is created, last, without following links, which the
-restore's init container waits for (``davit.restore_wait``). Any error ends the volume Failed with its
+restore's init container waits for (``davit.restore.init_container``). Any error ends the volume Failed
+with its
 reason, never the task.
 """
 
@@ -24,20 +25,20 @@ from typing import Any
 
 import structlog
 
-from davit import node_volume, restore_volumes, volume_stage
 from davit.api.types import Stage, Status
 from davit.constants import Kind
 from davit.format.layout import BackupRef, ref_from_path
 from davit.format.repository import BackupRepository
-from davit.messages import Message
-from davit.node_volume import RefusedDirectory
-from davit.opstate import OperationState
+from davit.operations.messages import Message
+from davit.operations.runtime import Runtime
+from davit.operations.scratch import OperationState
 from davit.repo import UnsafePath, load_tree, restore_tree
 from davit.repo.reader import RepoReader
-from davit.restore_wait import MARKER_DIR
-from davit.runtime import Runtime
+from davit.restore.init_container import MARKER_DIR
 from davit.validation import resolve_location
-from davit.volumes import VolumePlan
+from davit.volumes import backup_stage, node_dirs, restore_stage
+from davit.volumes.claims import VolumePlan
+from davit.volumes.node_dirs import RefusedDirectory
 from davit_services.uploader.agent import failure_reason
 
 log = structlog.get_logger(__name__)
@@ -55,23 +56,23 @@ def handle(rt: Runtime, message: Message) -> None:
     if obj is None:
         return
     state = OperationState(rt.redis, message.uid)
-    if not state.is_pending(message.part, group=restore_volumes.GROUP):
+    if not state.is_pending(message.part, group=restore_stage.GROUP):
         return
-    claim_part = message.part.removeprefix(restore_volumes.PART_PREFIX)
+    claim_part = message.part.removeprefix(restore_stage.PART_PREFIX)
     try:
-        target = json.loads(state.redis.hget(state.key(restore_volumes.TARGETS), claim_part) or "{}")
+        target = json.loads(state.redis.hget(state.key(restore_stage.TARGETS), claim_part) or "{}")
         if "plan" not in target:
             return
         tree_size, files, written = _restore(rt, obj, claim_part, target)
     except Exception as exc:  # any error ends this volume Failed, never the task
-        restore_volumes.fail_volume(rt, obj, state, message.part, failure_reason(exc))
+        restore_stage.fail_volume(rt, obj, state, message.part, failure_reason(exc))
         return
     state.log("volume.restored", claim=claim_part, files=files, bytes=written)
     log.info("volume.restored", claim=claim_part, files=files, bytes=written)
-    volume_stage.update_volume(rt, message.namespace, message.name, claim_part,
+    backup_stage.update_volume(rt, message.namespace, message.name, claim_part,
                                {"status": Status.SUCCESSFUL.value, "reason": "", "totalSize": tree_size,
                                 "bytesDone": tree_size}, kind=KIND)  # fmt: skip
-    restore_volumes.volume_done(rt, obj, state, message.part)
+    restore_stage.volume_done(rt, obj, state, message.part)
 
 
 def _restore(
@@ -100,9 +101,9 @@ def target_directory(rt: Runtime, obj: dict[str, Any], claim_part: str, plan: Vo
     settings = rt.settings
     backup_name = (obj.get("spec") or {}).get("backupName") or ""
     backup = rt.lookup.backup(obj["metadata"]["namespace"], backup_name) if backup_name else None
-    allowed = node_volume.restore_namespaces(obj, backup, settings.admin_namespace)
-    view = node_volume.claim_view(rt.api, claim_part)
-    return node_volume.derive_directory(
+    allowed = node_dirs.restore_namespaces(obj, backup, settings.admin_namespace)
+    view = node_dirs.claim_view(rt.api, claim_part)
+    return node_dirs.derive_directory(
         plan, claim_part, view, allowed, settings.node_name, settings.kubelet_root
     )
 
@@ -124,7 +125,7 @@ def backup_tree(
     )
     if meta["namespace"] not in (rt.settings.admin_namespace, ref.namespace):
         raise RefusedDirectory(f"backup {ref.root} is not a backup of namespace {meta['namespace']}", "data")
-    trees = restore_volumes.backup_trees(repository.read_manifest(ref), spec.get("namespaceMapping") or {})
+    trees = restore_stage.backup_trees(repository.read_manifest(ref), spec.get("namespaceMapping") or {})
     recorded = trees.get(claim_part)
     if recorded is None or recorded != target.get("tree"):
         raise RefusedDirectory(

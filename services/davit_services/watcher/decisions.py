@@ -13,9 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from davit import constants, expiry, location_sync, pipeline, tenancy, timeutil
+from davit import constants, tenancy, timeutil
 from davit.api.types import Stage, Status
 from davit.constants import Kind, Queue
+from davit.operations import stages
+from davit.retention import expiry, location_sync
 from davit.validation import Verdict
 
 RawObject = dict[str, Any]
@@ -100,7 +102,7 @@ def _from_verdict(kind: Kind, obj: RawObject, verdict: Verdict, now: datetime.da
             event=EventNote("Normal", "Waiting", verdict.waiting),
             why="waiting",
         )
-    queue = pipeline.owner(kind, Stage.INITIAL)
+    queue = stages.owner(kind, Stage.INITIAL)
     assert queue is not None, f"{kind} has no owner for its first stage"
     message = f"accepted; queued for {queue.value}"
     return Decision(
@@ -189,7 +191,7 @@ def _expiry(kind: Kind, obj: RawObject, now: datetime.datetime) -> Decision:
 
 
 def message_key(obj: RawObject, stage: str) -> str:
-    """The idempotency key of the whole-stage message (see davit.messages.Message.key)."""
+    """The idempotency key of the whole-stage message (see davit.operations.messages.Message.key)."""
     return f"{obj['metadata']['uid']}:{stage}:"
 
 
@@ -234,7 +236,7 @@ def decide(
         current = Stage(stage)
     except ValueError:
         return NOTHING
-    queue = pipeline.owner(kind, current)
+    queue = stages.owner(kind, current)
     if queue is None:
         return NOTHING
     updated = timeutil.parse_time(status.get("lastUpdateTimestamp"))

@@ -6,7 +6,8 @@ status message, and a change of phase leaves an Event. Checks run on a small thr
 or unreachable store never holds up the watch loops.
 
 A location with ``sync: true`` found Available is also sent to the retention service to be synced
-(``davit.location_sync``), so a sync follows every check: when the location is created or changed, and
+(``davit.retention.location_sync``), so a sync follows every check: when the location is created or
+changed, and
 every ``location_check_seconds``. An Available location whose store holds a repository is also sent to be
 garbage-collected (``davit.repo.gc``), once every ``gc_interval_seconds``.
 """
@@ -23,14 +24,16 @@ from celery import Celery
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from davit import constants, location_sync, queueing, timeutil
+from davit import constants, timeutil
 from davit.constants import Kind, Queue
 from davit.kube import events
 from davit.kube.operations import Operations
-from davit.messages import Message
+from davit.operations import queueing
+from davit.operations.messages import Message
+from davit.operations.runtime import open_location_store
 from davit.repo import gc
 from davit.repo import layout as repo_layout
-from davit.runtime import open_location_store
+from davit.retention import location_sync
 from davit.settings import Settings
 from davit.storage.base import ObjectStore, StorageError
 from davit.storage.factory import LocationPolicy

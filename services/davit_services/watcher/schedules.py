@@ -1,7 +1,7 @@
 """Firing ApplicationBackupSchedules: the watcher's schedule loop (while leading) and its pure planner.
 
 Every tick the loop reads the SchedulePolicies, the schedules and their backups, and for each schedule
-and policy type asks ``davit.schedules`` for the latest slot at or before now. A slot fires when it is
+and policy type asks ``davit.backup.schedules`` for the latest slot at or before now. A slot fires when it is
 newer than the last one fired (``status.lastTriggered``) and not older than the schedule itself:
 
 * **exactly once per slot**: the backup's name is ``<schedule>-<policytype>-<slot>``, so creating it is
@@ -40,11 +40,14 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from davit import constants, labels, queueing, retention_rules, schedules, timeutil
+from davit import constants, labels, timeutil
 from davit.api.types import PolicySpec
+from davit.backup import schedules
 from davit.constants import Kind, Queue
 from davit.kube import events
-from davit.messages import Message
+from davit.operations import queueing
+from davit.operations.messages import Message
+from davit.retention import rules
 
 log = structlog.get_logger(__name__)
 RawObject = dict[str, Any]
@@ -122,7 +125,7 @@ def _check_durations(body: PolicySpec) -> None:
     for policy_type, entry in schedules.entries(body).items():
         if entry.expire_after is not None:
             try:
-                retention_rules.parse_duration(entry.expire_after)
+                rules.parse_duration(entry.expire_after)
             except ValueError as exc:
                 raise ValueError(f"{policy_type}.expireAfter: {exc}") from None
 
@@ -137,7 +140,7 @@ def template_problem(spec: RawObject) -> str | None:
     if not ttl:
         return None
     try:
-        retention_rules.parse_duration(str(ttl))
+        rules.parse_duration(str(ttl))
     except ValueError as exc:
         return f"template.spec.ttl: {exc}"
     return None

@@ -16,12 +16,13 @@ import structlog
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from davit import constants, logs, queueing, timeutil
+from davit import constants, logs, timeutil
 from davit.constants import Kind
 from davit.kube import events
 from davit.kube.lookup import ApiLookup
 from davit.kube.watching import EventType, ListWatch, RawObject
-from davit.messages import Message
+from davit.operations import queueing
+from davit.operations.messages import Message
 from davit.settings import Settings
 from davit.storage.factory import LocationPolicy
 from davit.validation import validate

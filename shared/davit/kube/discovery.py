@@ -14,7 +14,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from davit import tenancy
-from davit.selection import ApiResource, ClusterRef
+from davit.backup.selection import ApiResource, ClusterRef
 
 RawObject = dict[str, Any]
 

@@ -1,10 +1,12 @@
-"""davit.rules.Executor over the Kubernetes exec API (``pods/exec`` through the API server to the kubelet).
+"""davit.backup.exec_rules.Executor over the Kubernetes exec API (``pods/exec`` through the API server to
+the kubelet).
 
 Each command runs as ``/bin/sh -c <command>`` over a websocket (``kubernetes.stream``), with stdout and
 stderr captured together; the exit code comes from the exec protocol's error channel (a ``Status``:
 ``Success``, or ``NonZeroExitCode`` with the code as its cause).
 
-Every way of not getting there becomes :class:`davit.rules.ExecError` with a message naming the pod and
+Every way of not getting there becomes :class:`davit.backup.exec_rules.ExecError` with a message naming the
+pod and
 container and the API server's own answer, never a library traceback: the API server refusing the
 upgrade (403 without ``create pods/exec``, 404 pod gone, 400 no such container or pod not running, 500
 "error dialing backend" when the kubelet cannot be reached), connection errors, a broken session, a
@@ -24,7 +26,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.stream import stream
 
-from davit.rules import ExecError, ExecResult
+from davit.backup.exec_rules import ExecError, ExecResult
 
 ERROR_CHANNEL = 3
 #: The upgrade answer's parts in websocket-client's message: "Handshake status ... -+-+- headers -+-+- body".

@@ -1,0 +1,202 @@
+"""A backup's stages owned by the snapshot service: Initial → PreExecRule → Volumes → (export) and
+PostExecRule → Final, where the manifest is written last."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+from kubernetes.client.exceptions import ApiException
+
+from davit import constants, timeutil
+from davit.api.types import Stage, Status
+from davit.backup import exec_rules
+from davit.constants import Kind
+from davit.format.layout import BackupRef
+from davit.kube.execution import KubernetesExecutor
+from davit.operations import progress
+from davit.operations.messages import Message
+from davit.operations.runtime import LocationUnavailable, Runtime
+from davit.operations.scratch import OperationState
+from davit.volumes import backup_stage
+from davit_services.backup import csi, rule_runner
+
+log = structlog.get_logger(__name__)
+RawObject = dict[str, Any]
+KIND = Kind.APPLICATION_BACKUP
+
+
+def handle(rt: Runtime, message: Message) -> None:
+    obj = rt.ops.get(KIND, message.namespace, message.name)
+    if obj is None or obj["metadata"]["uid"] != message.uid:
+        log.info("operation.gone")
+        return
+    stage = (obj.get("status") or {}).get("stage")
+    if message.stage == Stage.INITIAL and stage == Stage.INITIAL:
+        start(rt, obj)
+    elif message.stage == Stage.VOLUMES and stage == Stage.VOLUMES:
+        state = OperationState(rt.redis, message.uid)
+        if not message.part:
+            backup_stage.resend_outstanding(rt, obj, state)  # the watcher saw the stage stall
+        else:
+            snapshot_volume(rt, message, state)
+    elif message.stage == Stage.POST_EXEC_RULE and stage == Stage.POST_EXEC_RULE:
+        finish(rt, obj)
+    else:
+        log.info("message.stale", current_stage=stage)
+
+
+def start(rt: Runtime, obj: RawObject) -> None:
+    meta, spec = obj["metadata"], obj.get("spec") or {}
+    state = OperationState(rt.redis, meta["uid"])
+    try:
+        obj = progress.set_stage(
+            rt, KIND, obj, Stage.PRE_EXEC_RULE, Status.IN_PROGRESS, "checking the backup location",
+            check_version=True,
+        )  # fmt: skip
+    except ApiException as exc:
+        if exc.status == 409:  # another worker took the same message
+            log.info("message.duplicate")
+            return
+        raise
+    # Before anything is written: from now on, deleting the backup goes through its reclaimPolicy.
+    obj = {**rt.ops.add_finalizer(KIND, obj, constants.BACKUP_FINALIZER), "status": obj.get("status")}
+    state.log("backup.started", backupLocation=spec.get("backupLocation"))
+    try:
+        rt.repository(meta["namespace"], spec["backupLocation"], verify=True)
+    except LocationUnavailable as exc:
+        state.log("backup.failed", reason=exc.reason)
+        progress.fail(rt, KIND, obj, exc.reason)
+        return
+    try:
+        pre = rule_runner.run(rt, obj, "preExecRule", executor_factory(rt))
+    except rule_runner.RuleStepFailed as exc:
+        state.log("backup.failed", reason=str(exc))
+        progress.fail(rt, KIND, obj, str(exc))
+        return
+    try:
+        hold = pre is not None and bool(pre.background)
+        obj, outstanding = backup_stage.start(rt, obj, state, hold=hold)
+        # Background actions hold (a read lock) until every volume is read: wait for them here.
+        if hold and outstanding and not _wait_for_volumes(rt, obj, state):
+            return
+        if pre is not None:
+            pre.check()  # a background action that ended early means the lock it held is gone
+    except exec_rules.RuleFailed as exc:
+        progress.fail(rt, KIND, obj, f"preExecRule: {exc}")
+        return
+    finally:
+        if pre is not None:
+            for problem in pre.release():
+                state.log("rule.release_problem", problem=problem)
+    if hold or not outstanding:
+        backup_stage.advance(
+            rt, Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.VOLUMES.value)
+        )
+
+
+def executor_factory(rt: Runtime) -> exec_rules.Executor:
+    return KubernetesExecutor(rt.api)
+
+
+def _wait_for_volumes(rt: Runtime, obj: RawObject, state: OperationState) -> bool:
+    """Wait until the node agents have finished every volume; False (and the backup failed) on timeout."""
+    deadline = time.monotonic() + rt.settings.stall_seconds * 12
+    while state.pending():
+        if time.monotonic() > deadline:
+            progress.fail(
+                rt, KIND, obj, "volumes did not finish while the preExecRule held its background actions"
+            )
+            return False
+        time.sleep(0.5)  # the node agents report through Redis; polling it is cheap
+    return True
+
+
+def snapshot_volume(rt: Runtime, message: Message, state: OperationState) -> None:
+    """A volume in snapshot mode: a CSI VolumeSnapshot, waited for readyToUse."""
+    if not state.is_pending(message.part):
+        return
+    claim = message.part.removeprefix(backup_stage.VOLUME_PART_PREFIX)
+    obj = rt.ops.get(KIND, message.namespace, message.name)
+    plan = backup_stage.load_plan(state, claim)
+    if obj is None or plan is None:
+        return
+    try:
+        result = csi.snapshot_volume(
+            rt.api, plan, message.name, message.uid, rt.settings.snapshot_timeout_seconds,
+            heartbeat=lambda: progress.heartbeat(rt, KIND, obj, {}),
+        )  # fmt: skip
+    except csi.SnapshotError as exc:  # a failed volume, not a failed task: no retry
+        reason = str(exc)
+        result = {"status": Status.FAILED.value, "reason": reason}
+        state.log("volume.failed", claim=claim, reason=reason)
+    else:
+        state.log("volume.snapshotted", claim=claim, volumeSnapshot=result["volumeSnapshot"])
+    backup_stage.complete(rt, message, state, claim, result)
+
+
+def finish(rt: Runtime, obj: RawObject) -> None:
+    meta, spec = obj["metadata"], obj.get("spec") or {}
+    state = OperationState(rt.redis, meta["uid"])
+    try:
+        post = rule_runner.run(rt, obj, "postExecRule", executor_factory(rt))
+    except rule_runner.RuleStepFailed as exc:
+        state.log("backup.failed", reason=str(exc))
+        progress.fail(rt, KIND, obj, str(exc))
+        return
+    if post is not None:
+        post.release()
+    repository = rt.repository(meta["namespace"], spec["backupLocation"])
+    ref = BackupRef(meta["namespace"], meta["name"], meta["uid"])
+    parts = state.parts()
+    resources = [entry for info in parts.values() for entry in info.get("resources", [])]
+    total = sum(int(info["rawSize"]) for info in parts.values())
+    stored = sum(int(info["storedSize"]) for info in parts.values())
+    started = (obj.get("status") or {}).get("triggerTimestamp")
+    results = backup_stage.results(state)
+    volume_entries = [
+        {**entry, **results.get(f"{entry.get('namespace')}/{entry.get('persistentVolumeClaim')}", {})}
+        for entry in (obj.get("status") or {}).get("volumes") or []
+    ]
+    failed = [v for v in volume_entries if v.get("status") == Status.FAILED]
+    total += sum(int(v.get("totalSize") or 0) for v in volume_entries)
+    stored += sum(int(v.get("storedSize") or 0) for v in volume_entries)
+    manifest = {
+        "backup": {
+            "apiVersion": obj.get("apiVersion"),
+            "kind": obj.get("kind"),
+            "metadata": {
+                k: meta.get(k)
+                for k in ("name", "namespace", "uid", "labels", "annotations", "creationTimestamp")
+            },
+            "spec": spec,
+        },
+        "summary": {
+            "resourceCount": len(resources),
+            "totalSize": total,
+            "storedSize": stored,
+            "startedAt": started,
+            "finishedAt": timeutil.format_time(timeutil.utcnow()),
+            "encrypted": repository.sealer.encrypts,
+        },
+        "parts": sorted(
+            ({k: v for k, v in info.items() if k != "resources"} for info in parts.values()),
+            key=lambda p: p["part"],
+        ),
+        "resources": resources,
+        "volumes": volume_entries,
+    }
+    state.log("backup.completed", resources=len(resources), totalSize=total, storedSize=stored)
+    repository.write_log(ref, state.log_lines())
+    manifest_size = repository.write_manifest(ref, manifest)
+    outcome = Status.PARTIAL_SUCCESS if failed else Status.SUCCESSFUL
+    reason = f"{len(failed)} of {len(volume_entries)} volume(s) failed" if failed else ""
+    progress.set_stage(
+        rt, KIND, obj, Stage.FINAL, outcome, reason,
+        extra={
+            "resourceCount": len(resources), "totalSize": total, "storedSize": stored + manifest_size,
+            "backupPath": f"{repository.store.url.rstrip('/')}/{ref.root}",
+        },
+    )  # fmt: skip
+    state.clear()

@@ -1,0 +1,228 @@
+"""Planning, pages and the cluster-scoped part of a backup's Applications stage."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+
+from davit import tenancy
+from davit.api.types import Stage, Status
+from davit.backup.selection import (
+    ApiResource,
+    ClusterRef,
+    ListTarget,
+    keep,
+    label_selector,
+    needed_cluster_objects,
+    resource_ref,
+    select_targets,
+)
+from davit.constants import Kind, Queue
+from davit.format.layout import BackupRef
+from davit.kube import discovery
+from davit.operations import progress, queueing
+from davit.operations.messages import Message
+from davit.operations.runtime import Runtime
+from davit.operations.scratch import OperationState
+
+log = structlog.get_logger(__name__)
+RawObject = dict[str, Any]
+KIND = Kind.APPLICATION_BACKUP
+
+CLUSTER_PART = "_cluster"
+#: Fields the API server owns and a restore throws away; not worth storing (managedFields can be larger
+#: than the object itself).
+_DROPPED_METADATA = ("managedFields",)
+
+
+def handle(rt: Runtime, message: Message) -> None:
+    obj = rt.ops.get(KIND, message.namespace, message.name)
+    if obj is None or obj["metadata"]["uid"] != message.uid:
+        log.info("operation.gone")
+        return
+    if (obj.get("status") or {}).get("stage") != Stage.APPLICATIONS:
+        log.info("message.stale", current_stage=(obj.get("status") or {}).get("stage"))
+        return
+    state = OperationState(rt.redis, message.uid)
+    if not message.part:
+        plan(rt, obj, state)
+    elif message.part == CLUSTER_PART:
+        cluster_part(rt, obj, state)
+    else:
+        page(rt, obj, state, message.part)
+
+
+def _send(rt: Runtime, obj: RawObject, part: str) -> None:
+    meta = obj["metadata"]
+    message = Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.APPLICATIONS.value, part)
+    queueing.send(rt.celery, message, Queue.EXPORT)
+
+
+def _target_key(target: ListTarget) -> dict[str, Any]:
+    r = target.resource
+    return {
+        "group": r.group, "version": r.version, "plural": r.plural, "kind": r.kind,
+        "namespace": target.namespace, "selector": target.label_selector,
+    }  # fmt: skip
+
+
+def plan(rt: Runtime, obj: RawObject, state: OperationState) -> None:
+    """Make the list targets once; a repeated plan message (a retry, a stall re-send) re-sends what is
+    still outstanding instead."""
+    spec = obj.get("spec") or {}
+    if state.mark_planned():
+        namespaces = list(spec.get("namespaces") or [])
+        if spec.get("namespaceSelector"):
+            namespaces += discovery.namespaces_matching(rt.api, spec["namespaceSelector"])
+        namespaces = sorted(set(namespaces))
+        targets = select_targets(discovery.discover(rt.api), spec, namespaces)
+        first_pages = {f"{t.part}#1": t for t in targets}
+        rt.redis.hset(
+            state.key("targets"), mapping={t.part: json.dumps(_target_key(t)) for t in targets} or {"": ""}
+        )
+        rt.redis.set(state.key("namespaces"), json.dumps(namespaces))
+        state.add_pending(list(first_pages) or [CLUSTER_PART])
+        state.log("export.planned", targets=len(targets), namespaces=namespaces)
+        progress.set_stage(
+            rt, KIND, obj, Stage.APPLICATIONS, Status.IN_PROGRESS, f"exporting {len(targets)} resource lists"
+        )
+    for part in state.pending():
+        _send(rt, obj, part)
+
+
+def _target(state: OperationState, rt: Runtime, base: str) -> ListTarget:
+    raw = rt.redis.hget(state.key("targets"), base)
+    if raw is None:
+        raise RuntimeError(f"no list target {base!r} recorded for this backup")
+    t = json.loads(raw)
+    resource = ApiResource(t["group"], t["version"], t["plural"], t["kind"], True, frozenset({"list"}))
+    return ListTarget(resource, t["namespace"], t["selector"])
+
+
+def _clean(obj: RawObject) -> RawObject:
+    meta = obj.get("metadata") or {}
+    for field in _DROPPED_METADATA:
+        meta.pop(field, None)
+    return obj
+
+
+def page(rt: Runtime, obj: RawObject, state: OperationState, part: str) -> None:
+    if not state.is_pending(part):
+        log.info("part.done_already", part=part)
+        return
+    meta, spec = obj["metadata"], obj.get("spec") or {}
+    base, _, number = part.rpartition("#")
+    target = _target(state, rt, base)
+    if target.namespace is None or not _may_read(rt, obj, target.namespace):
+        _refuse(rt, obj, state, f"list target {base!r} names namespace {target.namespace}")
+        return
+    if target.label_selector != label_selector(spec.get("selectors")):
+        _refuse(rt, obj, state, f"list target {base!r} has selector {target.label_selector!r}")
+        return
+    result = discovery.list_page(
+        rt.api,
+        target.resource,
+        target.namespace,
+        target.label_selector,
+        rt.settings.export_page_size,
+        state.token(part),
+    )
+    if result.continue_token:
+        following = f"{base}#{int(number) + 1}"
+        state.add_pending([following], {following: result.continue_token})
+        _send(rt, obj, following)
+    kept = [_clean(o) for o in result.items if keep(o, target.resource, spec)]
+    repository = rt.repository(meta["namespace"], spec["backupLocation"])
+    info = repository.write_part(BackupRef(meta["namespace"], meta["name"], meta["uid"]), part, kept)
+    needed = sorted(
+        {json.dumps(ref.__dict__) for o in kept for ref in needed_cluster_objects(o, target.resource)}
+    )
+    _record(state, info, [resource_ref(o) for o in kept], needed)
+    count = int(rt.redis.hincrby(state.key("counters"), "resources", len(kept)))
+    progress.heartbeat(rt, KIND, obj, {"resourceCount": count})
+    if state.finish(part):
+        state.add_pending([CLUSTER_PART])
+        _send(rt, obj, CLUSTER_PART)
+
+
+def _may_read(rt: Runtime, obj: RawObject, namespace: str) -> bool:
+    """Whether the backup's accepted spec covers ``namespace``: what is about to be listed comes from the
+    scratch state in Redis, which is not trusted to decide what a backup reads."""
+    meta, spec = obj["metadata"], obj.get("spec") or {}
+    admin = rt.settings.admin_namespace
+    if tenancy.backup_may_read(meta["namespace"], admin, spec, namespace):
+        return True
+    selector = spec.get("namespaceSelector") if meta["namespace"] == admin else None
+    return (
+        isinstance(selector, str)
+        and bool(selector)
+        and namespace in discovery.namespaces_matching(rt.api, selector)
+    )
+
+
+def _needed_by(rt: Runtime, obj: RawObject, found: RawObject) -> bool:
+    """Outside the admin namespace a backup stores only the cluster-scoped objects its namespace's own
+    objects need, checked against the cluster: a volume bound to one of its claims, a CRD; the refs
+    themselves come from the scratch state."""
+    if obj["metadata"]["namespace"] == rt.settings.admin_namespace:
+        return True
+    kind = found.get("kind")
+    if kind == "PersistentVolume":
+        claim = (found.get("spec") or {}).get("claimRef") or {}
+        return bool(claim.get("namespace") == obj["metadata"]["namespace"])
+    return kind in ("CustomResourceDefinition", "Namespace") and (
+        kind != "Namespace" or found["metadata"]["name"] == obj["metadata"]["namespace"]
+    )
+
+
+def _refuse(rt: Runtime, obj: RawObject, state: OperationState, what: str) -> None:
+    reason = (f"the backup's scratch state is outside its accepted spec ({what}); nothing of it was "
+              f"read: the backup is failed rather than trusted")  # fmt: skip
+    state.log("export.refused", reason=reason)
+    progress.fail(rt, KIND, obj, reason, event_reason="ScopeRefused")
+
+
+def _record(state: OperationState, info: Any, refs: list[dict[str, str]], needed: list[str]) -> None:
+    state.record_part(
+        info.part,
+        {"part": info.part, "key": info.key, "count": info.count, "rawSize": info.raw_size,
+         "storedSize": info.stored_size, "resources": refs},
+        needed,
+    )  # fmt: skip
+
+
+def cluster_part(rt: Runtime, obj: RawObject, state: OperationState) -> None:
+    """The cluster-scoped objects the backup needs: its Namespaces, PVs of its PVCs, CRDs of its custom
+    resources; then on to PostExecRule."""
+    if not state.is_pending(CLUSTER_PART):
+        return
+    meta, spec = obj["metadata"], obj.get("spec") or {}
+    namespaces = json.loads(rt.redis.get(state.key("namespaces")) or "[]")
+    outside = [ns for ns in namespaces if not isinstance(ns, str) or not _may_read(rt, obj, ns)]
+    if outside:
+        _refuse(rt, obj, state, f"the recorded namespaces include {outside}")
+        return
+    refs = [ClusterRef("v1", "namespaces", ns) for ns in namespaces]
+    # includeClusterResources unset means "auto": what the namespaced objects need. false: Namespaces only.
+    if spec.get("includeClusterResources") is not False:
+        refs += [ClusterRef(**json.loads(raw)) for raw in state.needed()]
+    objects = []
+    for ref in refs:
+        found = discovery.get_cluster_object(rt.api, ref)
+        if found is not None and _needed_by(rt, obj, found):
+            objects.append(_clean(found))
+    repository = rt.repository(meta["namespace"], spec["backupLocation"])
+    info = repository.write_part(
+        BackupRef(meta["namespace"], meta["name"], meta["uid"]), CLUSTER_PART, objects
+    )
+    _record(state, info, [resource_ref(o) for o in objects], [])
+    state.log("export.completed", clusterObjects=len(objects))
+    if state.finish(CLUSTER_PART):
+        progress.set_stage(rt, KIND, obj, Stage.POST_EXEC_RULE, Status.PENDING, "queued for davit.snapshot")
+        queueing.send(
+            rt.celery,
+            Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.POST_EXEC_RULE.value),
+            Queue.SNAPSHOT,
+        )

@@ -1,0 +1,1 @@
+"""The operation edge: messages and queues, the stage table, progress, scratch state, the worker wrapper."""

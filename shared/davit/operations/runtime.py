@@ -1,0 +1,105 @@
+"""What a worker process needs to act: clients for the API server and Redis, the Celery app, and the
+backup locations it writes to. Built once per process from its Settings."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from celery import Celery
+from kubernetes import client
+
+from davit.api.types import LocationSpec
+from davit.format.repository import BackupRepository
+from davit.kube import clients
+from davit.kube.lookup import ApiLookup
+from davit.kube.operations import Operations
+from davit.operations import queueing
+from davit.settings import Settings
+from davit.storage import factory
+from davit.storage.base import ObjectStore, StorageError
+from davit.validation import resolve_location
+
+RawObject = dict[str, Any]
+
+
+def open_location_store(
+    ops: Operations, location: RawObject, policy: factory.LocationPolicy | None = None
+) -> tuple[ObjectStore, factory.ResolvedLocation]:
+    """The store of a BackupLocation CR, with the keys of its ``secretConfig`` Secret applied. Every
+    open checks the location again against ``policy`` (by default the environment's settings): a
+    tenant's directory must lie under the administrator's roots, resolved on this machine, and its
+    endpoint must be allowed; StorageError (LocationRefused) otherwise, before anything is contacted."""
+    meta = location["metadata"]
+    spec = LocationSpec.model_validate(location["location"])
+    secret = None
+    if spec.secret_config:
+        secret = ops.secret_data(meta["namespace"], spec.secret_config)
+        if secret is None:
+            raise StorageError("SecretNotFound", f"Secret {meta['namespace']}/{spec.secret_config} not found")
+    policy = policy or factory.LocationPolicy.from_settings(Settings.from_env())
+    resolved = factory.guard(factory.resolve_credentials(spec, secret, namespace=meta["namespace"]), policy)
+    return factory.open_store(resolved, policy), resolved
+
+
+class LocationUnavailable(Exception):
+    """The operation's BackupLocation is missing or its store refused us; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    api: client.ApiClient
+    redis: Any
+    celery: Celery
+    ops: Operations
+    lookup: ApiLookup
+    _repositories: dict[tuple[str, str], BackupRepository] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def create(cls, settings: Settings, service: str) -> Runtime:
+        api = clients.api_client(settings.kubeconfig or None)
+        return cls(
+            settings=settings,
+            api=api,
+            redis=redis.Redis.from_url(settings.redis_url),
+            celery=queueing.create_app(settings.redis_url, f"davit-{service}"),
+            ops=Operations(api, accepted_only=True),
+            lookup=ApiLookup(api),
+        )
+
+    def repository(self, namespace: str, location_name: str, verify: bool = False) -> BackupRepository:
+        """The repository of the BackupLocation ``location_name`` as seen from ``namespace``; cached per
+        location generation, so edited credentials take effect. ``verify`` checks the store first."""
+        location = resolve_location(self.lookup, namespace, location_name, self.settings.admin_namespace)
+        if location is None:
+            raise LocationUnavailable(f"BackupLocation {namespace}/{location_name} not found")
+        meta = location["metadata"]
+        # generation, not resourceVersion: status updates (the watcher's periodic checks) must not
+        # throw the cached repository and its derived key away.
+        cache_key = (str(meta["uid"]), str(meta.get("generation", "")))
+        with self._lock:
+            cached = self._repositories.get(cache_key)
+        if cached is not None and not verify:
+            return cached
+        try:
+            store, resolved = open_location_store(
+                self.ops, location, factory.LocationPolicy.from_settings(self.settings)
+            )
+            if verify:
+                store.check()
+            repository = BackupRepository.open(store, resolved.encryption_key)
+        except StorageError as exc:
+            raise LocationUnavailable(
+                f"BackupLocation {meta['namespace']}/{meta['name']} is unavailable: {exc.code}: {exc.message}"
+            ) from exc
+        with self._lock:
+            self._repositories[cache_key] = repository
+        return repository

@@ -1,0 +1,63 @@
+"""Holding a restored pod until its volumes' data is back (pure).
+
+A pod that mounts a claim whose data the restore writes gets the init container of
+``davit.restore.init_container`` first among its init containers: it mounts each such volume and waits for the
+node agent's marker, so the application never starts on an empty or half-written volume.
+
+Only pods get it, never a controller's pod template: the template stays as backed up, and a pod the
+controller creates later (a restart elsewhere, a scale-up) starts at once instead of waiting for a marker
+that no node agent will write. So a pod that mounts restored data is restored itself, without owner
+references; its controller, restored after it, adopts it (the labels and, for Deployments, the
+``pod-template-hash`` match), as Velero does.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from davit.restore import init_container
+
+RawObject = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RestoredMount:
+    """A volume of a restored pod whose data the node agent writes."""
+
+    pod: str
+    volume: str
+    claim: str
+
+
+def data_mounts(pod: RawObject, claims: set[str]) -> list[RestoredMount]:
+    """The pod's volumes backed by one of ``claims`` (claim names in the pod's namespace)."""
+    mounts = []
+    for volume in (pod.get("spec") or {}).get("volumes") or []:
+        claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+        if claim in claims:
+            mounts.append(RestoredMount(pod["metadata"]["name"], volume["name"], claim))
+    return mounts
+
+
+def hold_until_restored(
+    pod: RawObject, mounts: list[RestoredMount], restore_uid: str, image: str
+) -> RawObject:
+    """A copy of ``pod`` with the waiting init container first, mounting each of ``mounts``."""
+    held = copy.deepcopy(pod)
+    spec = held.setdefault("spec", {})
+    paths = [f"{init_container.MOUNT_ROOT}/{m.volume}" for m in mounts]
+    container = {
+        "name": init_container.CONTAINER_NAME,
+        "image": image,
+        "command": ["python", "-m", "davit.restore.init_container", *paths],
+        "env": [{"name": init_container.UID_ENV, "value": restore_uid}],
+        "volumeMounts": [{"name": m.volume, "mountPath": p} for m, p in zip(mounts, paths, strict=True)],
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+    }
+    others = [c for c in spec.get("initContainers") or [] if c.get("name") != init_container.CONTAINER_NAME]
+    spec["initContainers"] = [container, *others]
+    # Adopted by its restored controller rather than owned by the backed-up one (whose uid is gone).
+    held["metadata"].pop("ownerReferences", None)
+    return held

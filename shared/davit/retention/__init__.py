@@ -1,0 +1,1 @@
+"""What retention decides: schedule retention rules, ttl expiry, location sync, deletion counters."""

@@ -1,0 +1,199 @@
+"""A backup's Volumes stage: plan each claim in scope (davit.volumes.claims), hand filesystem volumes to
+the node
+agent of their node, and move on to Applications once every volume is done.
+
+The plans live in the operation's scratch state, so a node agent, a retried task or the snapshot service
+after a restart all see the same plan. Exactly one party advances the backup: the node agent that
+finishes the last volume, unless the snapshot task is holding background exec actions (a read lock), in
+which case that task waits for the volumes, releases the actions and advances itself.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from davit.api.types import Stage, Status
+from davit.backup.selection import label_selector
+from davit.constants import Kind, Queue, node_queue
+from davit.operations import progress, queueing
+from davit.operations.messages import Message
+from davit.operations.runtime import Runtime
+from davit.operations.scratch import OperationState
+from davit.volumes.claims import VolumePlan, plan_volume
+
+log = structlog.get_logger(__name__)
+RawObject = dict[str, Any]
+KIND = Kind.APPLICATION_BACKUP
+VOLUME_PART_PREFIX = "volume:"
+
+
+def _items(response: Any) -> list[RawObject]:
+    items: list[RawObject] = json.loads(response.data).get("items", [])
+    return items
+
+
+def snapshot_drivers(rt: Runtime) -> set[str]:
+    """Drivers that have a VolumeSnapshotClass (none when the snapshot CRDs are not installed)."""
+    try:
+        response = client.CustomObjectsApi(rt.api).list_cluster_custom_object(
+            "snapshot.storage.k8s.io", "v1", "volumesnapshotclasses", _preload_content=False
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return set()
+        raise
+    return {str(c.get("driver")) for c in _items(response)}
+
+
+def plan_all(rt: Runtime, obj: RawObject) -> list[VolumePlan]:
+    spec = obj.get("spec") or {}
+    core = client.CoreV1Api(rt.api)
+    drivers = snapshot_drivers(rt)
+    selector = label_selector(spec.get("selectors"))
+    plans = []
+    for namespace in sorted(set(spec.get("namespaces") or [])):
+        claims = _items(
+            core.list_namespaced_persistent_volume_claim(
+                namespace, label_selector=selector or "", _preload_content=False
+            )
+        )
+        pods = _items(core.list_namespaced_pod(namespace, _preload_content=False))
+        for pvc in sorted(claims, key=lambda c: c["metadata"]["name"]):
+            if pvc["metadata"].get("deletionTimestamp"):
+                continue
+            volume_name = (pvc.get("spec") or {}).get("volumeName")
+            pv = None
+            if volume_name:
+                try:
+                    pv = json.loads(core.read_persistent_volume(volume_name, _preload_content=False).data)
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+            plans.append(plan_volume(pvc, pv, pods, spec.get("volumeMode"), drivers))
+    return plans
+
+
+def save_plans(state: OperationState, plans: list[VolumePlan]) -> None:
+    if plans:
+        state.redis.hset(state.key("volumes"), mapping={p.part: json.dumps(p.__dict__) for p in plans})
+
+
+def load_plan(state: OperationState, part: str) -> VolumePlan | None:
+    raw = state.redis.hget(state.key("volumes"), part)
+    return VolumePlan(**json.loads(raw)) if raw else None
+
+
+def start(rt: Runtime, obj: RawObject, state: OperationState, hold: bool) -> tuple[RawObject, bool]:
+    """Plan and hand out the volumes; returns the object and whether volume work is outstanding."""
+    plans = plan_all(rt, obj)
+    save_plans(state, plans)
+    work = [p for p in plans if p.mode != "skip"]
+    obj = progress.set_stage(
+        rt, KIND, obj, Stage.VOLUMES, Status.IN_PROGRESS,
+        f"{len(work)} of {len(plans)} volume(s) to back up",
+        extra={"volumes": [p.status_entry() for p in plans], "volumesProgress": f"0/{len(plans)}"},
+    )  # fmt: skip
+    state.log(
+        "volumes.planned", volumes=[{"claim": p.part, "mode": p.mode, "reason": p.reason} for p in plans]
+    )
+    if hold:
+        state.redis.set(state.key("hold"), "1")
+    state.add_pending([VOLUME_PART_PREFIX + p.part for p in work])
+    for plan in work:
+        send(rt, obj, plan)
+    return obj, bool(work)
+
+
+def send(rt: Runtime, obj: RawObject, plan: VolumePlan) -> None:
+    meta = obj["metadata"]
+    message = Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.VOLUMES.value,
+                      VOLUME_PART_PREFIX + plan.part)  # fmt: skip
+    queue = node_queue(plan.node) if plan.mode == "filesystem" else Queue.SNAPSHOT.value
+    queueing.send(rt.celery, message, queue)
+
+
+def record_result(state: OperationState, claim_part: str, result: dict[str, Any]) -> None:
+    """What a node agent stored for a volume (tree id, sizes, status), for the manifest."""
+    state.redis.hset(state.key("volume-results"), claim_part, json.dumps(result))
+
+
+def results(state: OperationState) -> dict[str, dict[str, Any]]:
+    raw = state.redis.hgetall(state.key("volume-results"))
+    return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+
+def resend_outstanding(rt: Runtime, obj: RawObject, state: OperationState) -> None:
+    """After a stall: hand out again the volumes not finished (their tasks are idempotent)."""
+    for part in state.pending():
+        plan = load_plan(state, part.removeprefix(VOLUME_PART_PREFIX))
+        if plan is not None:
+            send(rt, obj, plan)
+
+
+def update_volume(
+    rt: Runtime, namespace: str, name: str, claim_part: str, fields: dict[str, Any], kind: Kind = KIND
+) -> None:
+    """Update one entry of ``status.volumes`` (read, modify, write conditionally; retry on conflict:
+    several node agents write their volumes' progress into the same list)."""
+    for _attempt in range(10):
+        obj = rt.ops.get(kind, namespace, name)
+        if obj is None:
+            return
+        volumes = list((obj.get("status") or {}).get("volumes") or [])
+        for entry in volumes:
+            if f"{entry.get('namespace')}/{entry.get('persistentVolumeClaim')}" == claim_part:
+                entry.update(fields)
+        done = sum(1 for v in volumes if v.get("status") in (Status.SUCCESSFUL, Status.FAILED))
+        try:
+            rt.ops.patch_status(
+                kind,
+                obj,
+                {"volumes": volumes, "volumesProgress": f"{done}/{len(volumes)}"},
+                check_version=True,
+            )
+            return
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+    log.warning("volume.status_conflict", claim=claim_part)
+
+
+#: The fields of a volume's result that go into its ``status.volumes[]`` entry (the rest, such as the
+#: tree id, only into the manifest).
+STATUS_FIELDS = ("status", "reason", "totalSize", "bytesDone")
+
+
+def complete(
+    rt: Runtime, message: Message, state: OperationState, claim: str, result: dict[str, Any]
+) -> None:
+    """Record a volume's result (manifest and status) and finish its part."""
+    record_result(state, claim, result)
+    update_volume(
+        rt, message.namespace, message.name, claim, {k: result[k] for k in STATUS_FIELDS if k in result}
+    )
+    finish_part(rt, message, state)
+
+
+def finish_part(rt: Runtime, message: Message, state: OperationState) -> None:
+    """A volume part is done (successfully or not): the last one moves the backup on, unless a
+    snapshot task holds background exec actions and will do it after releasing them."""
+    if state.finish(message.part) and not state.redis.get(state.key("hold")):
+        advance(rt, message)
+
+
+def advance(rt: Runtime, message: Message) -> None:
+    obj = rt.ops.get(KIND, message.namespace, message.name)
+    if obj is None or (obj.get("status") or {}).get("stage") != Stage.VOLUMES:
+        return
+    meta = obj["metadata"]
+    obj = progress.set_stage(rt, KIND, obj, Stage.APPLICATIONS, Status.PENDING, "queued for davit.export")
+    queueing.send(
+        rt.celery,
+        Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.APPLICATIONS.value),
+        Queue.EXPORT,
+    )

@@ -1,0 +1,61 @@
+"""A restore's volumes as the restore service and the node agents share them (scratch state and the
+hand-over that finishes the restore)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from davit.api.types import Stage, Status
+from davit.constants import Kind, Queue
+from davit.operations import queueing
+from davit.operations.messages import Message
+from davit.operations.runtime import Runtime
+from davit.operations.scratch import OperationState
+from davit.volumes import backup_stage
+
+RawObject = dict[str, Any]
+KIND = Kind.APPLICATION_RESTORE
+
+#: The scratch-state group of a restore's outstanding volumes, and their parts' prefix.
+GROUP = "volumes"
+PART_PREFIX = "volume:"
+#: The part of the message that asks the restore service to finish once every volume is done.
+FINISH_PART = "finish"
+#: Where each volume's tree and, once known, its target are kept.
+TARGETS = "restore:volumes"
+
+
+def backup_trees(manifest: RawObject, namespace_mapping: dict[str, str]) -> dict[str, str]:
+    """``<target namespace>/<claim>`` → the tree the backup's manifest records for it (filesystem
+    volumes that succeeded), after the restore's namespace mapping: what a node agent may restore into a
+    claim, whatever the scratch state says."""
+    trees: dict[str, str] = {}
+    for volume in manifest.get("volumes") or []:
+        if not isinstance(volume, dict) or volume.get("mode") != "filesystem":
+            continue
+        if volume.get("status") != Status.SUCCESSFUL or not isinstance(volume.get("tree"), str):
+            continue
+        namespace = str(volume.get("namespace") or "")
+        trees[f"{namespace_mapping.get(namespace, namespace)}/{volume.get('persistentVolumeClaim')}"] = (
+            volume["tree"]
+        )
+    return trees
+
+
+def fail_volume(rt: Runtime, obj: RawObject, state: OperationState, part: str, reason: str) -> None:
+    meta = obj["metadata"]
+    claim_part = part.removeprefix(PART_PREFIX)
+    state.log("volume.failed", claim=claim_part, reason=reason)
+    backup_stage.update_volume(rt, meta["namespace"], meta["name"], claim_part,
+                               {"status": Status.FAILED.value, "reason": reason}, kind=KIND)  # fmt: skip
+    volume_done(rt, obj, state, part)
+
+
+def volume_done(rt: Runtime, obj: RawObject, state: OperationState, part: str) -> None:
+    """A volume is done (either way): the last one asks the restore service to finish."""
+    if state.finish(part, group=GROUP):
+        meta = obj["metadata"]
+        message = Message(
+            KIND, meta["namespace"], meta["name"], meta["uid"], Stage.VOLUMES.value, FINISH_PART
+        )
+        queueing.send(rt.celery, message, Queue.RESTORE)
