@@ -31,7 +31,7 @@ from davit.api.types import LocationSpec
 from davit.format.layout import BackupRef
 from davit.operations.scratch import OperationState
 from davit.repo import Entry, RepoWriter, load_tree
-from davit.repo.tree import DIR, FILE, SYMLINK, TreeBuilder, iter_entries
+from davit.repo.tree_format import DIR, FILE, SYMLINK, TreeBuilder, iter_entries
 from davit.restore.init_container import MARKER_DIR
 from davit.storage import factory
 from davit.volumes.restore_stage import TARGETS

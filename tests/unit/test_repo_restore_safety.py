@@ -14,7 +14,7 @@ import pytest
 
 from davit.repo import Entry, Extent, RepoError, RepoReader, RepoWriter, Tree, UnsafePath, restore_tree
 from davit.repo.restore import safe_components
-from davit.repo.tree import DIR, FILE, SYMLINK, TreeBuilder
+from davit.repo.tree_format import DIR, FILE, SYMLINK, TreeBuilder
 from davit.restore.init_container import MARKER_DIR, is_restored
 from davit_services.uploader.restorer import keeps_setuid, leave_marker, marker_entry
 from tests.unit.test_repo_support import Location, open_location, snapshot_of, write

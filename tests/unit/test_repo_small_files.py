@@ -15,18 +15,19 @@ import blake3
 import pytest
 
 from davit.format.sealing import Kdf, Sealer
-from davit.repo import RepoError, RepoReader, RepoWriter, iter_entries, restore_tree, snapshot_tree
-from davit.repo import tree as tree_module
-from davit.repo.codec import ChunkCodec
-from davit.repo.layout import CHUNK_MIN
-from davit.repo.tree import (
-    BATCH_FILES,
-    FILE,
-    SMALL_FILE,
-    _read_small_files,
-    _Reading,
-    _will_need,
+from davit.repo import (
+    RepoError,
+    RepoReader,
+    RepoWriter,
+    file_reads,
+    iter_entries,
+    restore_tree,
+    snapshot_tree,
 )
+from davit.repo.codec import ChunkCodec
+from davit.repo.file_reads import BATCH_FILES, SMALL_FILE, ReadUnit, read_small_files, will_need
+from davit.repo.layout import CHUNK_MIN
+from davit.repo.tree_format import FILE
 from davit.repo.writer import PendingFile, open_for_reading
 from tests.unit.test_repo_support import (
     Location,
@@ -216,8 +217,8 @@ def test_threads_storing_the_same_small_files_store_each_once(loc: Location) -> 
         assert reader.read_chunk(blake3.blake3(data).digest()) == data
 
 
-def opened(*paths: Path) -> _Reading:
-    unit = _Reading(small=True)
+def opened(*paths: Path) -> ReadUnit:
+    unit = ReadUnit(small=True)
     for path in paths:
         unit.paths.append(os.fsencode(path.name))
         unit.fds.append(open_for_reading(os.fspath(path)))
@@ -251,7 +252,7 @@ def test_a_batch_reader_falls_back_for_files_that_changed_since_listed(loc: Loca
     unit = opened(small, grown, sparse, only_hole, fifo)
     fds = list(unit.fds)
     with RepoWriter(loc.store, loc.sealer) as writer:
-        out = _read_small_files(writer, unit)
+        out = read_small_files(writer, unit)
         assert not any(is_open(fd) for fd in fds)
         assert out[4] is None
         first, grown_item, sparse_item, hole_item = out[0], out[1], out[2], out[3]
@@ -276,10 +277,10 @@ def test_fewer_blocks_than_the_size_is_not_taken_for_holes(
     # any hole: such files are asked for their data ranges, and read whole when they are all data.
     write(tmp_path / "dense", b"dense data" * 100)
     write(tmp_path / "empty", b"")
-    monkeypatch.setattr(tree_module, "has_holes", lambda st: True)
+    monkeypatch.setattr(file_reads, "has_holes", lambda st: True)
     unit = opened(tmp_path / "dense", tmp_path / "empty")
     with RepoWriter(loc.store, loc.sealer) as writer:
-        dense, empty = _read_small_files(writer, unit)
+        dense, empty = read_small_files(writer, unit)
     assert dense is not None and dense.pending is None
     assert tuple(dense.entry.chunk_ids()) == (blake3.blake3(b"dense data" * 100).digest(),)
     assert empty is not None and empty.pending is None and empty.entry.extents == ()
@@ -294,14 +295,14 @@ def test_a_batch_reader_that_fails_closes_every_descriptor(loc: Location, tmp_pa
     unit.fds[1] = os.open(tmp_path / "b", os.O_WRONLY)
     fds = list(unit.fds)
     with RepoWriter(loc.store, loc.sealer) as writer, pytest.raises(RepoError, match="cannot read b"):
-        _read_small_files(writer, unit)
+        read_small_files(writer, unit)
     assert not any(is_open(fd) for fd in fds)
 
 
 def test_the_read_ahead_hint_is_only_a_hint(tmp_path: Path) -> None:
     read_end, write_end = os.pipe()
     try:
-        _will_need(read_end)  # not a file: ignored
+        will_need(read_end)  # not a file: ignored
     finally:
         os.close(read_end)
         os.close(write_end)
@@ -322,7 +323,7 @@ def test_a_file_shrinking_while_read_ends_in_a_hole(loc: Location, tmp_path: Pat
 
     with RepoWriter(loc.store, loc.sealer) as writer, pytest.MonkeyPatch.context() as patch:
         patch.setattr(os, "fstat", fstat_then_truncate)
-        (item,) = _read_small_files(writer, unit)
+        (item,) = read_small_files(writer, unit)
     assert item is not None and item.pending is None
     assert item.entry.size == st.st_size == 1000
     (extent,) = item.entry.extents

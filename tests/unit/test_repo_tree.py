@@ -11,7 +11,7 @@ import pytest
 
 from davit.repo import Entry, Extent, RepoError, RepoWriter, iter_entries, load_tree, snapshot_tree
 from davit.repo.layout import tree_part_key
-from davit.repo.tree import DIR, FILE, TreeBuilder
+from davit.repo.tree_format import DIR, FILE, TreeBuilder
 from tests.unit.test_repo_support import Location, open_location, write
 
 ENTRIES = 100_000

@@ -13,16 +13,9 @@ from davit.repo.gc import GcError, GcReport, collect
 from davit.repo.index import IndexEntry, RepoIndex
 from davit.repo.reader import RepoReader
 from davit.repo.restore import RestoreStats, restore_tree
-from davit.repo.tree import (
-    Entry,
-    ShardPlan,
-    Tree,
-    iter_entries,
-    load_tree,
-    merge_trees,
-    plan_shards,
-    snapshot_tree,
-)
+from davit.repo.shards import ShardPlan, plan_shards
+from davit.repo.snapshot import snapshot_tree
+from davit.repo.tree_format import Entry, Tree, iter_entries, load_tree, merge_trees
 from davit.repo.writer import Extent, FileEntry, RepoWriter, WriterStats
 
 __all__ = [

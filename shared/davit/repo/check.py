@@ -14,7 +14,7 @@ from davit.repo.codec import ChunkCodec
 from davit.repo.errors import CorruptChunk, RepoError
 from davit.repo.index import IndexEntry, RepoIndex
 from davit.repo.reader import open_chunk
-from davit.repo.tree import Tree, iter_entries, load_tree
+from davit.repo.tree_format import Tree, iter_entries, load_tree
 from davit.storage.base import ObjectNotFound, ObjectStore, ObjectTooLarge
 
 #: Packs fetched at once with ``read_data`` (each held in memory while its chunks are verified).

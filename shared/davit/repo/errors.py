@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from davit import errors
 
-class RepoError(Exception):
+
+class RepoError(errors.Unreadable):
     """The repository cannot do what was asked (a missing object, an unreadable tree, a walk failure)."""
 
 

@@ -34,7 +34,7 @@ from davit.format.sealing import CorruptObject, Sealer
 from davit.repo import layout
 from davit.repo.errors import RepoError
 from davit.repo.index import DOOMED_PACKS, decode_index, parse_doom_marker
-from davit.repo.tree import Tree, iter_entries, load_tree
+from davit.repo.tree_format import Tree, iter_entries, load_tree
 from davit.storage.base import ObjectNotFound, ObjectStore
 
 #: The stage of the message that asks the retention service to collect a BackupLocation's garbage.

@@ -29,7 +29,7 @@ from typing import Final
 
 from davit.repo.errors import RepoError, UnsafePath
 from davit.repo.reader import RepoReader
-from davit.repo.tree import DIR, FILE, SYMLINK, Entry, Tree, iter_entries
+from davit.repo.tree_format import DIR, FILE, SYMLINK, Entry, Tree, iter_entries
 
 _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
