@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from davit.backup import exec_rules
 from davit.format.layout import BackupRef
 from davit.operations.runtime import Runtime
 from davit.repo import RepoReader, load_tree, restore_tree
 from davit.settings import Settings
 from davit_services.backup import rule_runner
 from tests.conftest import StackEnv
+from tests.fakes.exec import RecordingExecutor
 from tests.helpers import wait_for
 from tests.integration.conftest import Services
 from tests.integration.test_backup_resources import (
@@ -233,7 +233,7 @@ def test_exec_rules_run_through_the_executor_interface(stack: StackEnv, namespac
     runtime = Runtime.create(
         Settings.from_env({"DAVIT_KUBECONFIG": stack.kubeconfig, "DAVIT_REDIS_URL": stack.redis_url}), "test"
     )
-    executor = exec_rules.RecordingExecutor()
+    executor = RecordingExecutor()
     run = rule_runner.run(runtime, backup, "preExecRule", executor)
     assert run is not None
     ran = [(c.pod, c.container, c.command) for c in executor.calls if "CHECKPOINT" in c.command]

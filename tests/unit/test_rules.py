@@ -22,10 +22,8 @@ from davit.backup.exec_rules import (
     ExecResult,
     HoldFiles,
     PlannedAction,
-    RecordingExecutor,
     RuleFailed,
     RulePlanError,
-    dry_run,
     plan,
     release_holds,
     rule_items,
@@ -33,6 +31,7 @@ from davit.backup.exec_rules import (
     trim_output,
 )
 from davit.kube.execution import KubernetesExecutor, describe_failure, exit_status
+from tests.fakes.exec import RecordingExecutor, dry_run
 from tests.helpers import wait_for
 
 NS = "shop"
