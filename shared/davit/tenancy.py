@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
 
-RawObject = dict[str, Any]
+from davit import errors
+from davit.api.objects import RawObject
 
 #: The reason (status and Event) of an operation failed because its spec changed after acceptance.
 SPEC_CHANGED: Final = "SpecChanged"
@@ -32,7 +33,7 @@ _API_VERSION = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[a-z]([-a-z
 _PLURAL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
-class UnsafeName(ValueError):
+class UnsafeName(errors.Refused, ValueError):
     """A name that must not go into a request path (it would address another object)."""
 
 

@@ -4,18 +4,15 @@ namespaces."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
-from kubernetes import client
-
-from davit import tenancy
+from davit import errors, tenancy
+from davit.api.objects import RawObject
 from davit.backup import exec_rules
+from davit.kube import client
 from davit.operations.runtime import Runtime
 
-RawObject = dict[str, Any]
 
-
-class RuleStepFailed(Exception):
+class RuleStepFailed(errors.Permanent):
     """A rule could not be planned or run; the message is the backup's failure reason."""
 
 
@@ -29,7 +26,7 @@ def run(rt: Runtime, obj: RawObject, field: str, executor: exec_rules.Executor) 
     name = spec.get(field)
     if not name:
         return None
-    rule = rt.lookup.rule(meta["namespace"], name)
+    rule = rt.ops.rule(meta["namespace"], name)
     if rule is None:
         raise RuleStepFailed(f"{field}: Rule {meta['namespace']}/{name} not found")
     core = client.CoreV1Api(rt.api)

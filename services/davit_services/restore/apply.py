@@ -13,15 +13,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-
+from davit import errors
+from davit.api.objects import RawObject
 from davit.backup.selection import ApiResource
+from davit.kube import client
+from davit.kube.client import ApiException
 from davit.kube.discovery import discover, resource_path
 from davit.restore.fields import RESTORE_UID_ANNOTATION
 from davit.tenancy import RestoreGuard, UnsafeName
-
-RawObject = dict[str, Any]
 
 #: Answers worth trying again: throttling, and the API server's "not now" (ServerTimeout, unavailable).
 RETRYABLE = frozenset({429, 500, 503, 504})
@@ -32,11 +31,11 @@ CREATE_ATTEMPTS = 7
 RESTORED, RETAINED, REPLACED, FAILED = "restored", "retained", "replaced", "failed"
 
 
-class UnknownResource(Exception):
+class UnknownResource(errors.Permanent):
     """The target cluster serves no resource of this apiVersion and kind (a CRD missing, an API removed)."""
 
 
-class Refused(Exception):
+class Refused(errors.Refused):
     """The restore guard refused an object: it lies outside what this restore may write."""
 
 

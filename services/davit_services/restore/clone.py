@@ -24,12 +24,13 @@ import time
 from typing import Any
 
 import structlog
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
-from davit import constants, labels
+from davit import constants, errors, labels
+from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
 from davit.constants import Kind
+from davit.kube import client
+from davit.kube.client import ApiException
 from davit.operations import progress
 from davit.operations.messages import Message
 from davit.operations.runtime import Runtime
@@ -39,23 +40,22 @@ from davit_services.restore.apply import Applier, describe, key_of
 from davit_services.restore.restore import RestoreRefused, namespace_default, read_backup
 
 log = structlog.get_logger(__name__)
-RawObject = dict[str, Any]
 KIND = Kind.APPLICATION_CLONE
 POLL_SECONDS = 1.0
 HEARTBEAT_SECONDS = 5.0
 CONFLICTS_SHOWN = 5
 
 
-class CloneFailed(Exception):
+class CloneFailed(errors.Permanent):
     """The clone cannot go on; the reason goes into its status as it is."""
 
 
 def handle(rt: Runtime, message: Message) -> None:
-    obj = rt.ops.get(KIND, message.namespace, message.name)
-    if obj is None or obj["metadata"]["uid"] != message.uid:
+    obj = rt.ops.current(KIND, message.namespace, message.name, message.uid, message.stage)
+    if obj is None:
         return
     stage = (obj.get("status") or {}).get("stage")
-    if stage != message.stage or stage == Stage.FINAL:
+    if stage == Stage.FINAL:
         log.info("message.stale", current_stage=stage)
         return
     if stage == Stage.INITIAL:

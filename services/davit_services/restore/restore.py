@@ -17,22 +17,22 @@ a pod's node mounted, so the pods must exist first.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import structlog
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
+from davit import errors
+from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
-from davit.constants import Kind, Queue
+from davit.constants import Kind
 from davit.format.layout import BackupRef, ref_from_path, restore_log
-from davit.operations import progress, queueing
+from davit.kube import client
+from davit.kube.client import ApiException
+from davit.operations import progress, stages
 from davit.operations.messages import Message
 from davit.operations.runtime import LocationUnavailable, Runtime
-from davit.operations.scratch import OperationState
+from davit.operations.scratch import RestoreScratch
 from davit.restore import inject
 from davit.restore.plan import OwnedObject, RestorePlan, plan_restore
 from davit.restore.transform import OwnerLink
@@ -53,7 +53,6 @@ from davit_services.restore.apply import (
 )
 
 log = structlog.get_logger(__name__)
-RawObject = dict[str, Any]
 KIND = Kind.APPLICATION_RESTORE
 
 #: Objects per Applications task: a few seconds of creates at 8 in flight, so a large restore spreads
@@ -69,7 +68,7 @@ DELETE_TIMEOUT_SECONDS = 180.0
 REASONS_SHOWN = 5
 
 
-class RestoreRefused(Exception):
+class RestoreRefused(errors.Refused):
     """The restore cannot start: the reason goes into its status as it is."""
 
 
@@ -85,12 +84,11 @@ def refusals(applier: Applier, objects: list[RawObject]) -> list[str]:
 
 
 def handle(rt: Runtime, message: Message) -> None:
-    obj = rt.ops.get(KIND, message.namespace, message.name)
-    if obj is None or obj["metadata"]["uid"] != message.uid:
-        log.info("operation.gone")
+    obj = rt.ops.current(KIND, message.namespace, message.name, message.uid, message.stage)
+    if obj is None:
         return
     stage = (obj.get("status") or {}).get("stage")
-    state = OperationState(rt.redis, message.uid)
+    state = RestoreScratch(rt.redis, message.uid)
     if message.stage == Stage.INITIAL and stage == Stage.INITIAL:
         start(rt, obj, state)
     elif message.stage == Stage.APPLICATIONS and stage == Stage.APPLICATIONS:
@@ -110,16 +108,13 @@ def handle(rt: Runtime, message: Message) -> None:
 # --- Initial ---------------------------------------------------------------------------------------
 
 
-def start(rt: Runtime, obj: RawObject, state: OperationState) -> None:
+def start(rt: Runtime, obj: RawObject, state: RestoreScratch) -> None:
     meta, spec = obj["metadata"], obj.get("spec") or {}
-    try:
-        obj = progress.set_stage(rt, KIND, obj, Stage.APPLICATIONS, Status.IN_PROGRESS,
-                                 "reading the backup", check_version=True)  # fmt: skip
-    except ApiException as exc:
-        if exc.status == 409:  # another worker took the same message
-            log.info("message.duplicate")
-            return
-        raise
+    started = progress.advance(rt, KIND, obj, Stage.INITIAL, stages.Outcome.STARTED, "reading the backup",
+                               check_version=True)  # fmt: skip
+    if started is None:  # another worker took the same message
+        return
+    obj = started
     state.log("restore.started", backupName=spec.get("backupName"), backupLocation=spec.get("backupLocation"))
     try:
         manifest, objects = read_backup(rt, meta["namespace"], spec)
@@ -302,7 +297,7 @@ def _steps(
     return steps
 
 
-def finish_dry_run(rt: Runtime, obj: RawObject, state: OperationState, objects: list[RawObject],
+def finish_dry_run(rt: Runtime, obj: RawObject, state: RestoreScratch, objects: list[RawObject],
                    existing: set[tuple[str, str, str, str]], replace: bool) -> None:  # fmt: skip
     counts: dict[str, dict[str, int]] = {}
     for item in objects:
@@ -311,8 +306,9 @@ def finish_dry_run(rt: Runtime, obj: RawObject, state: OperationState, objects: 
         entry = counts.setdefault(item["kind"], {"restored": 0, "retained": 0, "replaced": 0, "failed": 0})
         entry[result] += 1
     state.log("restore.dry_run", counts=counts)
-    progress.set_stage(rt, KIND, obj, Stage.FINAL, Status.SUCCESSFUL, "dry run: nothing was changed",
-                       extra={"resourceCount": len(objects), "resourcesByKind": counts})  # fmt: skip
+    progress.advance(rt, KIND, obj, Stage.APPLICATIONS, stages.Outcome.SUCCEEDED,
+                     "dry run: nothing was changed",
+                     extra={"resourceCount": len(objects), "resourcesByKind": counts})  # fmt: skip
     _write_log(rt, obj, state)
 
 
@@ -343,71 +339,61 @@ def namespace_default(obj: RawObject) -> bool:
 # --- Applications --------------------------------------------------------------------------------
 
 
-def _chunk_key(step: int, chunk: int) -> str:
-    return f"restore:objects:{step}:{chunk}"
-
-
-def _save_steps(state: OperationState, steps: list[list[RawObject]],
+def _save_steps(state: RestoreScratch, steps: list[list[RawObject]],
                 replacing: set[tuple[str, str, str, str]]) -> None:  # fmt: skip
-    pipe = state.redis.pipeline()
-    layout = []
-    for index, step in enumerate(steps):
+    chunked = []
+    for step in steps:
         chunks = [step[i : i + CHUNK_OBJECTS] for i in range(0, len(step), CHUNK_OBJECTS)]
-        layout.append(len(chunks))
-        for number, chunk in enumerate(chunks):
-            body = [{"object": o, "replacing": key_of(o) in replacing} for o in chunk]
-            pipe.set(state.key(_chunk_key(index, number)), json.dumps(body), ex=7 * 24 * 3600)
-    pipe.set(state.key("restore:steps"), json.dumps(layout), ex=7 * 24 * 3600)
-    pipe.execute()
+        chunked.append([[{"object": o, "replacing": key_of(o) in replacing} for o in c] for c in chunks])
+    state.save_steps(chunked)
 
 
-def _layout(state: OperationState) -> list[int]:
-    raw = state.redis.get(state.key("restore:steps"))
-    return list(json.loads(raw)) if raw else []
+def _layout(state: RestoreScratch) -> list[int]:
+    return state.step_layout()
 
 
 def _part(step: int, chunk: int) -> str:
     return f"step:{step}:{chunk}"
 
 
-def _send_step(rt: Runtime, obj: RawObject, state: OperationState, step: int) -> None:
+def _send_step(rt: Runtime, obj: RawObject, state: RestoreScratch, step: int) -> None:
     layout = _layout(state)
     if step >= len(layout):
         _applications_done(rt, obj, state)
         return
     parts = [_part(step, c) for c in range(layout[step])]
-    state.add_pending(parts, group=f"step:{step}")
-    state.redis.set(state.key("restore:current"), step)
+    state.add_pending(parts, group=state.step_group(step))
+    state.set_current_step(step)
+    _send_parts(rt, obj, state.pending(group=state.step_group(step)))
+
+
+def _send_parts(rt: Runtime, obj: RawObject, parts: list[str]) -> None:
+    """The chunks of a step: parts of the Applications stage (not a transition), to the stage's owner."""
     meta = obj["metadata"]
-    for part in state.pending(group=f"step:{step}"):
+    queue = stages.owner(KIND, Stage.APPLICATIONS)
+    assert queue is not None
+    for part in parts:
         message = Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.APPLICATIONS.value, part)
-        queueing.send(rt.celery, message, Queue.RESTORE)
+        rt.dispatch.send(message, queue)
 
 
-def resend_current_step(rt: Runtime, obj: RawObject, state: OperationState) -> None:
-    raw = state.redis.get(state.key("restore:current"))
-    if raw is None:
+def resend_current_step(rt: Runtime, obj: RawObject, state: RestoreScratch) -> None:
+    step = state.current_step()
+    if step is None:
         return
-    step = int(raw)
-    if state.pending(group=f"step:{step}"):
-        meta = obj["metadata"]
-        for part in state.pending(group=f"step:{step}"):
-            message = Message(
-                KIND, meta["namespace"], meta["name"], meta["uid"], Stage.APPLICATIONS.value, part
-            )
-            queueing.send(rt.celery, message, Queue.RESTORE)
+    if state.pending(group=state.step_group(step)):
+        _send_parts(rt, obj, state.pending(group=state.step_group(step)))
     else:
         _next_step(rt, obj, state, step)
 
 
-def apply_chunk(rt: Runtime, obj: RawObject, state: OperationState, part: str) -> None:
+def apply_chunk(rt: Runtime, obj: RawObject, state: RestoreScratch, part: str) -> None:
     _prefix, step_text, chunk_text = part.split(":")
     step, chunk = int(step_text), int(chunk_text)
-    group = f"step:{step}"
+    group = state.step_group(step)
     if not state.is_pending(part, group=group):
         return
-    raw = state.redis.get(state.key(_chunk_key(step, chunk)))
-    items = json.loads(raw) if raw else []
+    items = state.chunk(step, chunk)
     applier = applier_for(rt, obj)
 
     def create(item: RawObject) -> tuple[RawObject, Outcome]:
@@ -426,19 +412,16 @@ def apply_chunk(rt: Runtime, obj: RawObject, state: OperationState, part: str) -
         if outcome.result == FAILED:
             failures.append(outcome.reason)
             state.log("resource.failed", resource=describe(created), reason=outcome.reason)
-    state.redis.hset(state.key("restore:counts"), part, json.dumps(tally))
-    if failures:
-        state.redis.hset(state.key("restore:failures"), part, json.dumps(failures))
+    state.record_chunk(part, tally, failures)
     _skip_retained_volumes(rt, obj, state, results)
     progress.heartbeat(rt, KIND, obj, {"resourcesByKind": counts(state)})
     if state.finish(part, group=group):
         _next_step(rt, obj, state, step)
 
 
-def _next_step(rt: Runtime, obj: RawObject, state: OperationState, step: int) -> None:
+def _next_step(rt: Runtime, obj: RawObject, state: RestoreScratch, step: int) -> None:
     """After a step: wait for restored CRDs to be Established (their custom resources come later)."""
-    raw = state.redis.get(state.key(_chunk_key(step, 0)))
-    crds = [i["object"]["metadata"]["name"] for i in json.loads(raw or "[]")
+    crds = [i["object"]["metadata"]["name"] for i in state.chunk(step, 0)
             if i["object"]["kind"] == "CustomResourceDefinition"]  # fmt: skip
     if crds:
         applier = applier_for(rt, obj)
@@ -453,10 +436,10 @@ def _next_step(rt: Runtime, obj: RawObject, state: OperationState, step: int) ->
     _send_step(rt, obj, state, step + 1)
 
 
-def counts(state: OperationState) -> dict[str, dict[str, int]]:
+def counts(state: RestoreScratch) -> dict[str, dict[str, int]]:
     result: dict[str, dict[str, int]] = {}
-    for raw in state.redis.hvals(state.key("restore:counts")):
-        for field, value in json.loads(raw).items():
+    for tally in state.chunk_counts():
+        for field, value in tally.items():
             kind, _sep, outcome = field.partition("|")
             entry = result.setdefault(kind, {"restored": 0, "retained": 0, "replaced": 0, "failed": 0})
             entry[outcome] += int(value)
@@ -464,7 +447,7 @@ def counts(state: OperationState) -> dict[str, dict[str, int]]:
 
 
 def _skip_retained_volumes(
-    rt: Runtime, obj: RawObject, state: OperationState, results: list[tuple[RawObject, Outcome]]
+    rt: Runtime, obj: RawObject, state: RestoreScratch, results: list[tuple[RawObject, Outcome]]
 ) -> None:
     """A claim that was already there is left as it is, data included (Retain): its volume is not
     written, so it is done at once."""
@@ -480,21 +463,21 @@ def _skip_retained_volumes(
         state.log("volume.retained", claim=claim_part)
         fields = {"status": Status.SUCCESSFUL.value, "reason": reason}
         backup_stage.update_volume(rt, meta["namespace"], meta["name"], claim_part, fields, kind=KIND)
-        state.redis.hdel(state.key(volumes.TARGETS), claim_part)
+        state.drop_volume_target(claim_part)
         state.finish(part, group=volumes.GROUP)
 
 
-def _save_owners(state: OperationState, owned: tuple[OwnedObject, ...]) -> None:
+def _save_owners(state: RestoreScratch, owned: tuple[OwnedObject, ...]) -> None:
     if owned:
         body = [dataclasses.asdict(o) for o in owned]
-        state.redis.set(state.key("restore:owners"), json.dumps(body), ex=7 * 24 * 3600)
+        state.save_owners(body)
 
 
-def _link_owners(rt: Runtime, obj: RawObject, state: OperationState) -> None:
+def _link_owners(rt: Runtime, obj: RawObject, state: RestoreScratch) -> None:
     """Restored objects get their owner references back, pointing at their restored owners' new uids
     (owners are created in any tier, so this waits until every tier is)."""
-    raw = state.redis.get(state.key("restore:owners"))
-    if not raw:
+    owners = state.owners()
+    if not owners:
         return
     applier = applier_for(rt, obj)
 
@@ -516,29 +499,26 @@ def _link_owners(rt: Runtime, obj: RawObject, state: OperationState) -> None:
                 state.log("resource.owner_refused", resource=describe(target), reason=str(exc))
 
     with ThreadPoolExecutor(PARALLEL_CREATES, thread_name_prefix="davit-restore-owners") as pool:
-        list(pool.map(link, json.loads(raw)))
+        list(pool.map(link, owners))
 
 
-def _applications_done(rt: Runtime, obj: RawObject, state: OperationState) -> None:
+def _applications_done(rt: Runtime, obj: RawObject, state: RestoreScratch) -> None:
     _link_owners(rt, obj, state)
-    if state.redis.hlen(state.key(volumes.TARGETS)):
-        obj = progress.set_stage(rt, KIND, obj, Stage.VOLUMES, Status.IN_PROGRESS,
-                                 "writing volume data", extra={"resourcesByKind": counts(state)})  # fmt: skip
-        meta = obj["metadata"]
-        message = Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.VOLUMES.value)
-        queueing.send(rt.celery, message, Queue.RESTORE)
+    if state.has_volume_targets():
+        progress.advance(rt, KIND, obj, Stage.APPLICATIONS, stages.Outcome.DONE, "writing volume data",
+                         extra={"resourcesByKind": counts(state)})  # fmt: skip
         return
     finish(rt, obj, state)
 
 
-def finish(rt: Runtime, obj: RawObject, state: OperationState) -> None:
+def finish(rt: Runtime, obj: RawObject, state: RestoreScratch) -> None:
     obj = rt.ops.get(KIND, obj["metadata"]["namespace"], obj["metadata"]["name"]) or obj
     by_kind = counts(state)
     failed = sum(c["failed"] for c in by_kind.values())
     done = sum(c["restored"] + c["retained"] + c["replaced"] for c in by_kind.values())
     volumes = (obj.get("status") or {}).get("volumes") or []
     failed_volumes = [v for v in volumes if v.get("status") == Status.FAILED]
-    reasons = [r for raw in state.redis.hvals(state.key("restore:failures")) for r in json.loads(raw)]
+    reasons = state.failure_reasons()
     reasons = reasons[:REASONS_SHOWN]
     reasons += [
         f"volume {v['namespace']}/{v['persistentVolumeClaim']}: {v.get('reason')}" for v in failed_volumes
@@ -550,12 +530,16 @@ def finish(rt: Runtime, obj: RawObject, state: OperationState) -> None:
     else:
         status, reason = Status.FAILED, "; ".join(reasons)
     state.log("restore.finished", status=status.value, counts=by_kind)
-    progress.set_stage(rt, KIND, obj, Stage.FINAL, status, reason, extra={"resourcesByKind": by_kind})
+    # From Volumes, or from Applications when no volume data was to be written.
+    stage = Stage.VOLUMES if (obj.get("status") or {}).get("stage") == Stage.VOLUMES else Stage.APPLICATIONS
+    progress.advance(
+        rt, KIND, obj, stage, stages.outcome_of(status), reason, extra={"resourcesByKind": by_kind}
+    )
     _write_log(rt, obj, state)
     state.clear()
 
 
-def _write_log(rt: Runtime, obj: RawObject, state: OperationState) -> None:
+def _write_log(rt: Runtime, obj: RawObject, state: RestoreScratch) -> None:
     """Keep the operation's log in the location it restored from, for ``davit restore logs``."""
     meta, spec = obj["metadata"], obj.get("spec") or {}
     try:
@@ -567,8 +551,7 @@ def _write_log(rt: Runtime, obj: RawObject, state: OperationState) -> None:
         log.warning("restore.log_not_stored", reason=str(exc))
 
 
-def _save_volumes(state: OperationState, data_claims: dict[str, RawObject]) -> None:
+def _save_volumes(state: RestoreScratch, data_claims: dict[str, RawObject]) -> None:
     if data_claims:
-        targets = {k: json.dumps({"tree": v["tree"]}) for k, v in data_claims.items()}
-        state.redis.hset(state.key(volumes.TARGETS), mapping=targets)
+        state.save_volume_targets({k: {"tree": v["tree"]} for k, v in data_claims.items()})
         state.add_pending([volumes.PART_PREFIX + k for k in data_claims], group=volumes.GROUP)

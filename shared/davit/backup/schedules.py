@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
+from davit import errors
 from davit.api.types import (
     KITCHEN_TIME,
     MAX_INTERVAL_MINUTES,
@@ -83,7 +84,7 @@ _DIGEST_CHARS: Final = 10
 _VALIDATION_REFERENCE: Final = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
 
 
-class ScheduleError(ValueError):
+class ScheduleError(errors.Invalid, ValueError):
     """A policy entry that cannot be evaluated: a bad time, time zone or cron expression, or one that never
     fires. The message names the offending value and is fit for a condition or an Event."""
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
-from davit import timeutil
+from davit import errors, timeutil
 from davit.format import FORMAT_VERSION, layout, sealing
 from davit.format.sealing import (
     LEGACY_KDF,
@@ -43,7 +43,7 @@ MAX_RECORD: Final = 64 << 10
 RECORD_MAC_CONTEXT: Final = b"davit location record"
 
 
-class FormatError(Exception):
+class FormatError(errors.Unreadable):
     """The location holds something this version cannot read."""
 
 

@@ -34,6 +34,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from davit import errors
+
 MAGIC: Final = b"DVT"
 VERSION: Final = 1
 MODE_PLAIN: Final = 0
@@ -70,7 +72,7 @@ MAX_JSON_DEPTH: Final = 200
 MAX_FOREIGN_SALTS: Final = 8
 
 
-class CorruptObject(Exception):
+class CorruptObject(errors.Unreadable):
     """An object failed verification (checksum, authentication tag, or framing)."""
 
 

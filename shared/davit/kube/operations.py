@@ -1,21 +1,35 @@
-"""Reading and writing operation CRs (raw JSON) for the workers."""
+"""Davit's custom objects (raw JSON) for every reader and writer: the workers, the watcher, the CLI.
+
+One class, :class:`Operations`, reads and writes them; the objects an operation refers to (its
+BackupLocation, Rules, the backup a restore reads) are read through the same class
+(``davit.validation.Lookup``). Reads return what the API server stored (camelCase, unknown fields kept).
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
+import structlog
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from davit import constants, tenancy
+from davit import constants, errors, tenancy
+from davit.api.objects import CLUSTER_SCOPED, RawObject, describe_ref
 from davit.constants import Kind
 
-RawObject = dict[str, Any]
+log = structlog.get_logger(__name__)
 
 
-class SpecChanged(Exception):
+class NotFound(LookupError):
+    """The object a caller required does not exist; the message names it (``describe_ref``)."""
+
+
+class SpecChanged(errors.Refused):
     """The operation's spec changed after it was accepted: no worker acts on it (``davit.tenancy``)."""
+
+    event_reason = tenancy.SPEC_CHANGED
 
     def __init__(self, reason: str, obj: RawObject) -> None:
         super().__init__(reason)
@@ -28,25 +42,139 @@ class Operations:
     workers' reads are all made this way, so whatever a handler acts on is the spec the watcher validated,
     read in the same request that proved it unchanged."""
 
-    def __init__(self, api: client.ApiClient, accepted_only: bool = False) -> None:
+    def __init__(
+        self, api: client.ApiClient, accepted_only: bool = False, field_manager: str | None = None
+    ) -> None:
         self.api = api
         self.accepted_only = accepted_only
+        #: Who the API server records as having written the fields ``create`` and ``patch`` set.
+        self.field_manager = field_manager
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
+
+    def _call(self, verb: str, kind: Kind, namespace: str | None, *args: Any, **kwargs: Any) -> Any:
+        """The custom objects API's ``<verb>``: namespaced in ``namespace``, cluster-wide for a
+        cluster-scoped kind or a namespace of None (a list across all namespaces)."""
+        plural = constants.PLURALS[kind]
+        if kind in CLUSTER_SCOPED or namespace is None:
+            method = getattr(self.custom, f"{verb}_cluster_custom_object")
+            return method(constants.API_GROUP, constants.API_VERSION, plural, *args, **kwargs)
+        method = getattr(self.custom, f"{verb}_namespaced_custom_object")
+        return method(constants.API_GROUP, constants.API_VERSION, namespace, plural, *args, **kwargs)
+
+    def _writer(self) -> dict[str, Any]:
+        return {"field_manager": self.field_manager} if self.field_manager else {}
+
+    def _not_found(self, kind: Kind, namespace: str, name: str, call: Callable[[], Any]) -> Any:
+        """``call()``, with the API server's 404 as NotFound naming the object."""
+        try:
+            return call()
+        except ApiException as exc:
+            if exc.status == 404:
+                raise NotFound(f"{describe_ref(kind, namespace, name)} not found") from exc
+            raise
+
+    def require(self, kind: Kind, namespace: str, name: str) -> RawObject:
+        """The object as it is; NotFound when there is none."""
+        response = self._not_found(
+            kind, namespace, name, lambda: self._call("get", kind, namespace, name, _preload_content=False)
+        )
+        obj: RawObject = json.loads(response.data)
+        return obj
 
     def get_as_is(self, kind: Kind, namespace: str, name: str) -> RawObject | None:
         """The object as it is, also when its spec changed after acceptance (to record that it did)."""
         try:
-            response = self.custom.get_namespaced_custom_object(
-                constants.API_GROUP, constants.API_VERSION, namespace, constants.PLURALS[kind], name,
-                _preload_content=False,
-            )  # fmt: skip
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        obj: RawObject = json.loads(response.data)
-        return obj
+            return self.require(kind, namespace, name)
+        except NotFound:
+            return None
+
+    def list_all(
+        self, kind: Kind, namespace: str | None, label_selector: str | None = None, sort: bool = True
+    ) -> list[RawObject]:
+        """Every object of ``kind`` in ``namespace`` (all namespaces for None), paginated, each with its
+        ``apiVersion`` and ``kind`` (list items come without them); sorted by namespace and name unless
+        ``sort`` is false (then in the API server's order)."""
+        items: list[RawObject] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": 500, "_preload_content": False}
+            if token:
+                kwargs["_continue"] = token
+            if label_selector:
+                kwargs["label_selector"] = label_selector
+            page = json.loads(self._call("list", kind, namespace, **kwargs).data)
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                break
+        for item in items:
+            item.setdefault("apiVersion", constants.API_GROUP_VERSION)
+            item.setdefault("kind", kind.value)
+        if sort:
+            items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+        return items
+
+    def list_call(self, kind: Kind) -> Callable[..., Any]:
+        """The cluster-wide list call for ``kind``, for a list-and-watch (``davit.kube.watching``)."""
+
+        def call(**kwargs: Any) -> Any:
+            return self._call("list", kind, None, **kwargs)
+
+        return call
+
+    def create(self, kind: Kind, namespace: str, body: RawObject) -> RawObject:
+        response = self._call("create", kind, namespace, body, _preload_content=False, **self._writer())
+        created: RawObject = json.loads(response.data)
+        return created
+
+    def patch(self, kind: Kind, namespace: str, name: str, body: RawObject) -> RawObject:
+        """Merge ``body`` into the object (a JSON merge patch); return the object as stored. NotFound
+        when there is none."""
+
+        def call() -> Any:
+            return self._call("patch", kind, namespace, name, body, _preload_content=False, **self._writer())
+
+        response = self._not_found(kind, namespace, name, call)
+        patched: RawObject = json.loads(response.data)
+        return patched
+
+    def delete(self, kind: Kind, namespace: str, name: str, uid: str | None = None) -> None:
+        """Delete the object; with ``uid``, only that incarnation of it (409 when the name now belongs to
+        another). NotFound when there is none."""
+        kwargs: dict[str, Any] = {"body": {"preconditions": {"uid": uid}}} if uid else {}
+        self._not_found(kind, namespace, name, lambda: self._call("delete", kind, namespace, name, **kwargs))
+
+    def events(self, obj: RawObject) -> list[RawObject]:
+        """The core/v1 Events about ``obj`` (this incarnation of it: matched by uid when Events carry it).
+        Those about a cluster-scoped object may be in any namespace (most recorders use default)."""
+        meta = obj["metadata"]
+        selector = f"involvedObject.name={meta['name']},involvedObject.kind={obj.get('kind')}"
+        if meta.get("namespace"):
+            response = self.core.list_namespaced_event(
+                meta["namespace"], field_selector=selector, _preload_content=False
+            )
+        else:
+            response = self.core.list_event_for_all_namespaces(
+                field_selector=selector, _preload_content=False
+            )
+        items: list[RawObject] = json.loads(response.data).get("items") or []
+        uid = meta.get("uid")
+        return [e for e in items if (e.get("involvedObject") or {}).get("uid") in (None, "", uid)]
+
+    # --- davit.validation.Lookup: the objects an operation refers to, as they are -----------------
+
+    def _referred(self, kind: Kind, namespace: str, name: str) -> RawObject | None:
+        return self.get_as_is(kind, namespace, name) if name else None
+
+    def location(self, namespace: str, name: str) -> RawObject | None:
+        return self._referred(Kind.BACKUP_LOCATION, namespace, name)
+
+    def rule(self, namespace: str, name: str) -> RawObject | None:
+        return self._referred(Kind.RULE, namespace, name)
+
+    def backup(self, namespace: str, name: str) -> RawObject | None:
+        return self._referred(Kind.APPLICATION_BACKUP, namespace, name)
 
     def get(self, kind: Kind, namespace: str, name: str) -> RawObject | None:
         obj = self.get_as_is(kind, namespace, name)
@@ -56,11 +184,19 @@ class Operations:
                 raise SpecChanged(changed, obj)
         return obj
 
-    def current(self, kind: Kind, namespace: str, name: str, uid: str, stage: str) -> RawObject | None:
-        """The operation a message is about, if it still is that object (same uid) in that stage: a
-        message for an operation deleted and re-created, or one that moved on, is stale."""
+    def current(
+        self, kind: Kind, namespace: str, name: str, uid: str, stage: str | None = None
+    ) -> RawObject | None:
+        """The object a message is about, if it still is that object (same uid) and, given ``stage``, an
+        operation in that stage: a message for an object deleted and re-created, or for an operation that
+        moved on, is stale (logged as ``operation.gone`` / ``message.stale``, and None)."""
         obj = self.get(kind, namespace, name)
-        if obj is None or obj["metadata"]["uid"] != uid or (obj.get("status") or {}).get("stage") != stage:
+        if obj is None or obj["metadata"]["uid"] != uid:
+            log.info("operation.gone", kind=kind.value, namespace=namespace, name=name)
+            return None
+        current_stage = (obj.get("status") or {}).get("stage")
+        if stage is not None and current_stage != stage:
+            log.info("message.stale", kind=kind.value, current_stage=current_stage, stage=stage)
             return None
         return obj
 

@@ -18,17 +18,19 @@ import structlog
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from davit import errors
+from davit.api.objects import RawObject
+
 log = structlog.get_logger(__name__)
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
-RawObject = dict[str, Any]
 
 #: Longest a single watch request stays open before it is renewed: below typical proxy idle limits, and
 #: the longest a stopped loop may take to notice while no events arrive.
 WATCH_TIMEOUT_SECONDS = 60
 
 
-class Gone(Exception):
+class Gone(errors.Transient):
     """The resourceVersion a watch asked for is no longer available: list again."""
 
 

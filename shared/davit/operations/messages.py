@@ -13,13 +13,14 @@ from typing import Any, Final
 
 import msgpack
 
+from davit import errors
 from davit.constants import Kind
 
 #: Bumped when a field is added or changes meaning; a decoder refuses versions it does not know.
 ENVELOPE_VERSION: Final = 1
 
 
-class MessageDecodeError(ValueError):
+class MessageDecodeError(errors.Invalid, ValueError):
     """A message could not be decoded; it says why, and keeps the raw bytes for the dead-letter log."""
 
     def __init__(self, reason: str, data: bytes) -> None:

@@ -3,26 +3,26 @@ backup locations it writes to. Built once per process from its Settings."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 from celery import Celery
-from kubernetes import client
 
+from davit import errors
+from davit.api.objects import RawObject
 from davit.api.types import LocationSpec
 from davit.format.repository import BackupRepository
-from davit.kube import clients
-from davit.kube.lookup import ApiLookup
+from davit.kube import client, clients
 from davit.kube.operations import Operations
 from davit.operations import queueing
+from davit.operations.dispatch import CeleryDispatch, Dispatch
 from davit.settings import Settings
 from davit.storage import factory
 from davit.storage.base import ObjectStore, StorageError
 from davit.validation import resolve_location
-
-RawObject = dict[str, Any]
 
 
 def open_location_store(
@@ -44,7 +44,7 @@ def open_location_store(
     return factory.open_store(resolved, policy), resolved
 
 
-class LocationUnavailable(Exception):
+class LocationUnavailable(errors.Transient):
     """The operation's BackupLocation is missing or its store refused us; ``reason`` says why."""
 
     def __init__(self, reason: str) -> None:
@@ -59,7 +59,6 @@ class Runtime:
     redis: Any
     celery: Celery
     ops: Operations
-    lookup: ApiLookup
     _repositories: dict[tuple[str, str], BackupRepository] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -72,13 +71,17 @@ class Runtime:
             redis=redis.Redis.from_url(settings.redis_url),
             celery=queueing.create_app(settings.redis_url, f"davit-{service}"),
             ops=Operations(api, accepted_only=True),
-            lookup=ApiLookup(api),
         )
+
+    @functools.cached_property
+    def dispatch(self) -> Dispatch:
+        """Where this process sends messages: the Celery app's queues (a test may assign a fake)."""
+        return CeleryDispatch(self.celery)
 
     def repository(self, namespace: str, location_name: str, verify: bool = False) -> BackupRepository:
         """The repository of the BackupLocation ``location_name`` as seen from ``namespace``; cached per
         location generation, so edited credentials take effect. ``verify`` checks the store first."""
-        location = resolve_location(self.lookup, namespace, location_name, self.settings.admin_namespace)
+        location = resolve_location(self.ops, namespace, location_name, self.settings.admin_namespace)
         if location is None:
             raise LocationUnavailable(f"BackupLocation {namespace}/{location_name} not found")
         meta = location["metadata"]

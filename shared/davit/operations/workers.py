@@ -1,20 +1,28 @@
 """What every queue worker shares: one Celery task per service that decodes the envelope, binds the log
 context and calls the service's handler, retrying transient failures and failing the operation, with
-its reason, when they persist."""
+its reason, when they persist or cannot pass.
+
+What to do about an error is decided in one place, :func:`decide`: a ``DavitError`` says itself whether
+it is retryable (``davit.errors``); any other error is classified by :func:`is_retryable`."""
 
 from __future__ import annotations
 
 import functools
+import json
 import signal
+import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
+import urllib3
 from celery import Celery
+from kombu.exceptions import OperationalError
+from kubernetes.client.exceptions import ApiException
+from redis import exceptions as redis_errors
 
-from davit import logs, tenancy
-from davit.format.repository import FormatError
-from davit.format.sealing import CorruptObject
+from davit import errors, logs
 from davit.kube.operations import SpecChanged
 from davit.operations import progress, queueing
 from davit.operations.messages import Message, MessageDecodeError
@@ -23,11 +31,110 @@ from davit.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-#: Transient failures (API server or store hiccups) are retried this often, with exponential backoff
+#: Retryable failures (API server or store hiccups) are retried this often, with exponential backoff
 #: (2, 4, 8, 16, 32 s), before the operation is failed with the last error as its reason.
 MAX_RETRIES = 5
 
 Handler = Callable[[Runtime, Message], None]
+
+#: API server answers worth another try: a timeout, a conflict with a concurrent writer, throttling.
+#: (5xx answers are too; any other 4xx refusal gives the same answer again.)
+RETRYABLE_API_STATUSES = frozenset({408, 409, 429})
+
+#: Failures on the way to the API server, Redis, the broker or a store.
+NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    TimeoutError,
+    socket.gaierror,
+    socket.herror,
+    urllib3.exceptions.HTTPError,
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.WatchError,
+    OperationalError,
+)
+
+#: Errors that mean the code is wrong (or read data it does not expect): trying again changes nothing.
+BUGS: tuple[type[BaseException], ...] = (
+    TypeError,
+    AttributeError,
+    NameError,
+    AssertionError,
+    NotImplementedError,
+    LookupError,
+    ArithmeticError,
+)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether doing the same work again may succeed (see the module docstring of ``davit.errors``).
+
+    * a ``DavitError``: its ``retryable``;
+    * an API server answer: 5xx, 408, 409 (a concurrent writer) and 429 are, other 4xx (403, 404, 422,
+      ...) are not; one without a status (the client's own failure) is;
+    * connection failures and timeouts (sockets, urllib3, Redis, the broker) are;
+    * programming errors (``TypeError``, ``AttributeError``, ``KeyError``/``IndexError``, ...) are not;
+    * anything else is (as it always was: a failure nobody classified yet is tried again).
+    """
+    if isinstance(exc, errors.DavitError):
+        return exc.retryable
+    if isinstance(exc, ApiException):
+        status = exc.status or 0
+        return status == 0 or status >= 500 or status in RETRYABLE_API_STATUSES
+    if isinstance(exc, NETWORK_ERRORS):
+        return True
+    return not isinstance(exc, BUGS)
+
+
+def describe(exc: BaseException) -> str:
+    """The reason an operation failed at once by ``exc`` shows: short, without a traceback."""
+    if isinstance(exc, errors.DavitError):
+        return exc.reason
+    if isinstance(exc, ApiException):
+        try:
+            message = str(json.loads(exc.body or "{}").get("message") or "")
+        except (ValueError, AttributeError):
+            message = ""
+        return f"the API server answered {exc.status} {exc.reason}" + (f": {message}" if message else "")
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Run the task again after ``countdown`` seconds."""
+
+    countdown: int
+
+
+@dataclass(frozen=True)
+class Fail:
+    """Fail the operation now, with ``reason``."""
+
+    reason: str
+    #: The Event's reason when the error has one of its own (``SpecChanged``); else the usual ``Failed``.
+    event_reason: str | None = None
+    #: The error was retryable, and still failed after MAX_RETRIES retries.
+    after_retries: bool = False
+    #: Not an error Davit knows: logged with its traceback.
+    unexpected: bool = False
+
+    def status_reason(self, stage: str) -> str:
+        """The operation's reason: an error with an Event reason of its own shows as it is, any other
+        names the stage it failed in."""
+        if self.event_reason:
+            return self.reason
+        return f"{stage} failed{' after retries' if self.after_retries else ''}: {self.reason}"
+
+
+def decide(exc: BaseException, retries: int) -> Retry | Fail:
+    """What to do about ``exc``, raised by a handler on its ``retries``-th retry (0: the first run)."""
+    if is_retryable(exc):
+        if retries < MAX_RETRIES:
+            return Retry(countdown=2 ** (retries + 1))
+        return Fail(str(exc), after_retries=True)
+    if isinstance(exc, errors.DavitError):
+        return Fail(exc.reason, event_reason=exc.event_reason)
+    return Fail(describe(exc), unexpected=True)
 
 
 @functools.lru_cache(maxsize=1)
@@ -53,51 +160,42 @@ def register(app: Celery, queue: str, service: str, handler: Handler) -> Any:
         ):  # fmt: skip
             try:
                 handler(rt, message)
-            except SpecChanged as exc:
-                # Not transient: the operation ends, with the reason and an Event of its own.
-                log.warning("operation.spec_changed", reason=exc.reason)
-                _fail_spec_changed(rt, message, exc)
-            except (CorruptObject, FormatError) as exc:
-                # What the location holds cannot be read, or is refused (damaged, not sealed with the
-                # location's key, larger or more deeply nested than allowed): reading it again gives the
-                # same bytes, so the operation fails now, with the reason naming the object.
-                log.warning("operation.unreadable", reason=str(exc))
-                _fail_now(rt, message, f"{message.stage} failed: {exc}")
             except Exception as exc:
-                if task.request.retries < MAX_RETRIES:
+                decision = decide(exc, task.request.retries)
+                if isinstance(decision, Retry):
                     log.warning("task.retry", error=str(exc), attempt=task.request.retries + 1)
-                    raise task.retry(exc=exc, countdown=2 ** (task.request.retries + 1)) from exc
-                log.exception("task.failed")
-                obj = rt.ops.get_as_is(message.kind, message.namespace, message.name)
-                if obj is not None and obj["metadata"]["uid"] == message.uid:
-                    progress.fail(rt, message.kind, obj, f"{message.stage} failed after retries: {exc}")
+                    raise task.retry(exc=exc, countdown=decision.countdown) from exc
+                if decision.unexpected or decision.after_retries:
+                    log.exception("task.failed", reason=decision.reason)
+                else:
+                    log.warning("operation.failed_now", reason=decision.reason, error=type(exc).__name__)
+                _fail(rt, message, decision, exc)
 
     return run_stage
 
 
-def _fail_now(rt: Runtime, message: Message, reason: str) -> None:
-    obj = rt.ops.get_as_is(message.kind, message.namespace, message.name)
+def _fail(rt: Runtime, message: Message, decision: Fail, exc: BaseException) -> None:
+    """Fail the message's operation unless it ended already. A SpecChanged about another object (a
+    clone's staging backup) fails the message's operation naming that object."""
+    reason = decision.status_reason(message.stage)
+    obj: dict[str, Any] | None = None
+    if isinstance(exc, SpecChanged):
+        meta = exc.obj["metadata"]
+        same = (exc.obj.get("kind"), meta.get("namespace"), meta.get("name")) == (
+            message.kind.value, message.namespace, message.name,
+        )  # fmt: skip
+        if same:
+            obj = exc.obj
+        else:
+            reason = f"{exc.obj.get('kind')} {meta.get('name')}: {reason}"
+    if obj is None:
+        obj = rt.ops.get_as_is(message.kind, message.namespace, message.name)
     if (
         obj is not None
         and obj["metadata"]["uid"] == message.uid
         and (obj.get("status") or {}).get("stage") != "Final"
     ):
-        progress.fail(rt, message.kind, obj, reason)
-
-
-def _fail_spec_changed(rt: Runtime, message: Message, exc: SpecChanged) -> None:
-    """Fail the message's operation; if the changed object is another one (a clone's staging backup),
-    the message's operation fails naming it."""
-    meta = exc.obj["metadata"]
-    same = (exc.obj.get("kind"), meta.get("namespace"), meta.get("name")) == (
-        message.kind.value, message.namespace, message.name,
-    )  # fmt: skip
-    obj = exc.obj if same else rt.ops.get_as_is(message.kind, message.namespace, message.name)
-    if obj is None or obj["metadata"]["uid"] != message.uid:
-        return
-    if (obj.get("status") or {}).get("stage") != "Final":
-        reason = exc.reason if same else f"{exc.obj.get('kind')} {meta.get('name')}: {exc.reason}"
-        progress.fail(rt, message.kind, obj, reason, event_reason=tenancy.SPEC_CHANGED)
+        progress.fail(rt, message.kind, obj, reason, event_reason=decision.event_reason)
 
 
 def main(app: Celery, queue: str, service: str) -> None:

@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from davit import errors
+
 #: The name of the init container; the dev kubelet recognises it by this name.
 CONTAINER_NAME = "davit-restore-wait"
 #: Where the init container mounts each restored volume: ``<MOUNT_ROOT>/<pod volume name>``.
@@ -45,11 +47,11 @@ EXIT_TIMEOUT = 1
 EXIT_USAGE = 2
 
 
-class UsageError(Exception):
+class UsageError(errors.Invalid):
     """The container was started wrongly (no uid, a bad timeout, no volumes): waiting cannot help."""
 
 
-class WaitTimedOut(Exception):
+class WaitTimedOut(errors.Transient):
     """The markers did not all appear within the timeout."""
 
 

@@ -11,12 +11,14 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from davit import errors
+
 _REDACTED = "[redacted]"
 #: Deletes in flight at once in ``delete_prefix``.
 DELETE_CONCURRENCY = 16
 
 
-class StorageError(Exception):
+class StorageError(errors.Transient):
     """A store refused or failed a request. ``code`` is the store's own reason, as users know it from
     the store's documentation (``InvalidAccessKeyId``, ``AccessDenied``, ``AuthenticationFailed``,
     ``NoSuchBucket``, ``ContainerNotFound``, …); the message never contains credentials."""

@@ -26,15 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-
+from davit import errors
+from davit.api.objects import RawObject
+from davit.kube import client
+from davit.kube.client import ApiException
 from davit.volumes.claims import VolumePlan, plugin_dir
 
-RawObject = dict[str, Any]
 
-
-class RefusedDirectory(Exception):
+class RefusedDirectory(errors.Refused):
     """The volume's directory could not be derived from the API, or the plan disagrees with it."""
 
     def __init__(self, reason: str, what: str = "directory") -> None:
