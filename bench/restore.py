@@ -24,6 +24,7 @@ from typing import Any
 from kubernetes import client
 
 from bench.export import populate
+from davit.api.objects import RawObject
 from davit.kube import clients
 from davit.restore.fields import strip_server_assigned
 from devstack.stack import Stack
@@ -36,7 +37,6 @@ THREADS = 8
 TARGET_RATIO = 1.25
 #: A backup or restore still running after this long is stuck, not slow (each takes seconds here).
 TIMEOUT_SECONDS = 600.0
-RawObject = dict[str, Any]
 
 
 def _call(api_client: client.ApiClient, method: str, path: str, **kwargs: Any) -> Any:

@@ -41,6 +41,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from davit import constants, timeutil
+from davit.api.objects import RawObject
 from davit.backup.selection import ApiResource, ClusterRef
 from davit.kube import clients, discovery
 from davit.restore.normalize import normalize
@@ -48,7 +49,6 @@ from davit.restore.tiers import group_kind
 from davit.restore.transform import ROOT_CA_CONFIG_MAP, TOKEN_SECRET_TYPE
 from davit_cli import output
 
-RawObject = dict[str, Any]
 T = TypeVar("T")
 
 DESCRIPTION = "Record an application, and after its restore compare it with the record (make demo)."

@@ -27,11 +27,11 @@ import structlog
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from davit.api.objects import RawObject
+from davit.kube.csi import parse_quantity
 from davit.kube.watching import ListWatch
-from davit_services.backup.csi import parse_quantity
 
 log = structlog.get_logger("tests.snapshotter")
-RawObject = dict[str, Any]
 Mode = Literal["ready", "never", "error"]
 
 GROUP = "snapshot.storage.k8s.io"

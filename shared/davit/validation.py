@@ -9,13 +9,12 @@ left here needs other objects or the namespace an object lives in.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
+from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
 from davit.constants import Kind
 from davit.retention import rules
-
-RawObject = dict[str, Any]
 
 
 class Lookup(Protocol):

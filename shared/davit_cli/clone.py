@@ -11,17 +11,16 @@ from typing import Any
 
 import click
 
+from davit.api.objects import RawObject, describe_ref
 from davit.constants import Kind
 from davit_cli import output
 from davit_cli.common import (
     CliContext,
     CliError,
-    RawObject,
     add_operation_commands,
     admin_namespace,
     create_operation,
     create_options,
-    describe_ref,
     parse_selector,
     pass_cli,
     redis_lines,

@@ -11,17 +11,20 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from pydantic import BaseModel, ValidationError
 
 from davit import constants, timeutil
+from davit.api.objects import CLUSTER_SCOPED, RawObject, describe_ref
 from davit.api.types import DNS1123_LABEL, DNS1123_SUBDOMAIN, DURATION
 from davit.constants import Kind
 from davit_cli import output
 
-RawObject = dict[str, Any]
+if TYPE_CHECKING:
+    from davit.kube.operations import Operations
+
 F = TypeVar("F", bound=Callable[..., Any])
 M = TypeVar("M", bound=BaseModel)
 
@@ -39,10 +42,6 @@ class CliError(click.ClickException):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(message.split()))
-
-
-class NotFound(CliError):
-    pass
 
 
 # --- global options ------------------------------------------------------------------------------
@@ -92,8 +91,11 @@ class CliContext:
 
         return redis_url_with_password(url, os.environ.get("DAVIT_REDIS_PASSWORD", ""))
 
-    def objects(self) -> Objects:
-        return Objects(self.api())
+    def objects(self) -> Operations:
+        """Davit's objects, written as ``davit-cli``; a missing one required raises NotFound (one line)."""
+        from davit.kube.operations import Operations
+
+        return Operations(self.api(), field_manager=FIELD_MANAGER)
 
 
 pass_cli = click.make_pass_decorator(CliContext, ensure=True)
@@ -102,10 +104,10 @@ pass_cli = click.make_pass_decorator(CliContext, ensure=True)
 def default_namespace(kubeconfig: str | None, context: str | None = None) -> str:
     """The namespace of the kubeconfig's current (or named) context; in a pod, the pod's; else default."""
     if kubeconfig:
-        from kubernetes import config
+        from davit.kube.client import list_kube_config_contexts
 
         try:
-            contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
+            contexts, active = list_kube_config_contexts(config_file=kubeconfig)
         except Exception as exc:
             raise CliError(f"cannot read kubeconfig {kubeconfig}: {exc}") from exc
         chosen = active if context is None else next((c for c in contexts if c.get("name") == context), None)
@@ -279,128 +281,12 @@ def api_error_message(exc: Any) -> str:
     return str(message or f"API server answered {exc.status} {exc.reason}")
 
 
-KIND_NAMES: dict[Kind, str] = {
-    Kind.APPLICATION_BACKUP: "applicationbackup",
-    Kind.BACKUP_LOCATION: "backuplocation",
-}
 #: How help texts name several objects of a kind whose plural is not the kind plus "s".
 _KIND_PLURALS: dict[Kind, str] = {Kind.SCHEDULE_POLICY: "SchedulePolicies"}
-#: Kinds whose objects are in no namespace: ``-n`` and ``-A`` mean nothing to them.
-CLUSTER_SCOPED: frozenset[Kind] = frozenset({Kind.SCHEDULE_POLICY})
 
 
 def kind_plural(kind: Kind) -> str:
     return _KIND_PLURALS.get(kind, f"{kind.value}s")
-
-
-def describe_ref(kind: Kind, namespace: str, name: str) -> str:
-    """``applicationbackup shop/nightly``; ``schedulepolicy nightly`` for a cluster-scoped kind."""
-    where = name if kind in CLUSTER_SCOPED else f"{namespace}/{name}"
-    return f"{KIND_NAMES.get(kind, kind.value.lower())} {where}"
-
-
-class Objects:
-    """Davit's custom objects as raw JSON (what the API server returns, camelCase, unknown fields kept).
-    The namespace given for a cluster-scoped kind is ignored."""
-
-    def __init__(self, api: Any) -> None:
-        from kubernetes import client
-
-        self.api = api
-        self.custom = client.CustomObjectsApi(api)
-        self.core = client.CoreV1Api(api)
-
-    def _call(self, verb: str, kind: Kind, namespace: str | None, *args: Any, **kwargs: Any) -> Any:
-        """The custom objects API's ``<verb>``: namespaced in ``namespace``, cluster-wide for a
-        cluster-scoped kind or a namespace of None (a list across all namespaces)."""
-        plural = constants.PLURALS[kind]
-        if kind in CLUSTER_SCOPED or namespace is None:
-            method = getattr(self.custom, f"{verb}_cluster_custom_object")
-            return method(constants.API_GROUP, constants.API_VERSION, plural, *args, **kwargs)
-        method = getattr(self.custom, f"{verb}_namespaced_custom_object")
-        return method(constants.API_GROUP, constants.API_VERSION, namespace, plural, *args, **kwargs)
-
-    def get(self, kind: Kind, namespace: str, name: str) -> RawObject | None:
-        try:
-            return self.require(kind, namespace, name)
-        except NotFound:
-            return None
-
-    def require(self, kind: Kind, namespace: str, name: str) -> RawObject:
-        response = self._not_found(
-            kind, namespace, name, lambda: self._call("get", kind, namespace, name, _preload_content=False)
-        )
-        obj: RawObject = json.loads(response.data)
-        return obj
-
-    def list_all(self, kind: Kind, namespace: str | None) -> list[RawObject]:
-        """Every object of ``kind`` in ``namespace`` (all namespaces for None), paginated."""
-        items: list[RawObject] = []
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"limit": 500, "_preload_content": False}
-            if token:
-                kwargs["_continue"] = token
-            page = json.loads(self._call("list", kind, namespace, **kwargs).data)
-            items.extend(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                break
-        for item in items:  # list items come without apiVersion/kind
-            item.setdefault("apiVersion", constants.API_GROUP_VERSION)
-            item.setdefault("kind", kind.value)
-        items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
-        return items
-
-    def create(self, kind: Kind, namespace: str, body: RawObject) -> RawObject:
-        response = self._call(
-            "create", kind, namespace, body, field_manager=FIELD_MANAGER, _preload_content=False
-        )
-        created: RawObject = json.loads(response.data)
-        return created
-
-    def _not_found(self, kind: Kind, namespace: str, name: str, call: Callable[[], Any]) -> Any:
-        """``call()``, with the API server's 404 as NotFound naming the object."""
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            return call()
-        except ApiException as exc:
-            if exc.status == 404:
-                raise NotFound(f"{describe_ref(kind, namespace, name)} not found") from exc
-            raise
-
-    def patch(self, kind: Kind, namespace: str, name: str, body: RawObject) -> RawObject:
-        """Merge ``body`` into the object (a JSON merge patch); return the object as stored."""
-
-        def call() -> Any:
-            return self._call(
-                "patch", kind, namespace, name, body, field_manager=FIELD_MANAGER, _preload_content=False
-            )
-
-        response = self._not_found(kind, namespace, name, call)
-        patched: RawObject = json.loads(response.data)
-        return patched
-
-    def delete(self, kind: Kind, namespace: str, name: str) -> None:
-        self._not_found(kind, namespace, name, lambda: self._call("delete", kind, namespace, name))
-
-    def events(self, obj: RawObject) -> list[RawObject]:
-        """The core/v1 Events about ``obj`` (this incarnation of it: matched by uid when Events carry it).
-        Those about a cluster-scoped object may be in any namespace (most recorders use default)."""
-        meta = obj["metadata"]
-        selector = f"involvedObject.name={meta['name']},involvedObject.kind={obj.get('kind')}"
-        if meta.get("namespace"):
-            response = self.core.list_namespaced_event(
-                meta["namespace"], field_selector=selector, _preload_content=False
-            )
-        else:
-            response = self.core.list_event_for_all_namespaces(
-                field_selector=selector, _preload_content=False
-            )
-        items: list[RawObject] = json.loads(response.data).get("items") or []
-        uid = meta.get("uid")
-        return [e for e in items if (e.get("involvedObject") or {}).get("uid") in (None, "", uid)]
 
 
 def create_object(cli: CliContext, kind: Kind, namespace: str, name: str, content: RawObject) -> RawObject:
@@ -573,7 +459,6 @@ def wait_gone(cli: CliContext, kind: Kind, namespace: str, name: str, timeout: f
 def open_repository(cli: CliContext, namespace: str, location_name: str) -> Any:
     """The repository of the BackupLocation ``location_name`` as an operation in ``namespace`` sees it
     (its own namespace first, then the admin namespace's shared locations), its Secret resolved."""
-    from davit.kube.lookup import ApiLookup
     from davit.kube.operations import Operations
     from davit.operations import queueing
     from davit.operations.runtime import LocationUnavailable, Runtime
@@ -594,7 +479,6 @@ def open_repository(cli: CliContext, namespace: str, location_name: str) -> Any:
         redis=None,
         celery=queueing.create_app(settings.redis_url, "davit-cli"),
         ops=Operations(api),
-        lookup=ApiLookup(api),
     )
     try:
         return runtime.repository(namespace, location_name)
@@ -660,15 +544,9 @@ def create_operation(
 
 def redis_lines(redis_url: str, uid: str) -> list[str]:
     """The log lines the services keep in Redis for the operation ``uid`` while it runs."""
-    import redis
+    from davit.operations.scratch import operation_log_lines
 
-    from davit.operations.scratch import OperationState
-
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=10)
-    try:
-        return OperationState(client, uid).log_lines()
-    finally:
-        client.close()
+    return operation_log_lines(redis_url, uid)
 
 
 #: Where in its location an operation keeps its log: ``(namespace, name, uid)`` → key.

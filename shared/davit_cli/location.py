@@ -122,8 +122,7 @@ def build_location(
 
 def _warn_if_secret_missing(cli: CliContext, namespace: str, secret: str) -> None:
     """A courtesy: the Secret may be created later, and the user may not be allowed to read Secrets."""
-    from kubernetes.client.exceptions import ApiException
-
+    from davit.kube.client import ApiException
     from davit.kube.operations import Operations
 
     try:

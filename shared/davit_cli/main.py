@@ -30,13 +30,16 @@ def _one_line(exc: BaseException) -> str:
 
 def translate(exc: Exception) -> click.ClickException:
     """A one-line CLI error for an exception from the libraries underneath."""
-    from kubernetes.client.exceptions import ApiException
-    from kubernetes.config.config_exception import ConfigException
+    from davit.kube.client import ApiException, ConfigException
 
     if isinstance(exc, ApiException):
         return CliError(api_error_message(exc))
     if isinstance(exc, ConfigException):
         return CliError(f"kubeconfig: {_one_line(exc)}")
+    from davit.kube.operations import NotFound
+
+    if isinstance(exc, NotFound):
+        return CliError(str(exc))
     from davit.format.repository import FormatError
     from davit.format.sealing import CorruptObject
     from davit.storage.base import StorageError

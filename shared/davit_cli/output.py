@@ -17,10 +17,10 @@ import yaml
 from pydantic import ValidationError
 
 from davit import logs, timeutil
+from davit.api.objects import RawObject
 from davit.api.types import DailyPolicy, IntervalPolicy, MonthlyPolicy, PolicySpec, WeeklyPolicy
 from davit.backup import schedules
 
-RawObject = dict[str, Any]
 OutputFormat = Literal["table", "json", "yaml"]
 OUTPUT_FORMATS: tuple[str, ...] = ("table", "json", "yaml")
 

@@ -72,7 +72,7 @@ def build_spec(
 
 def _warn_if_policy_missing(cli: CliContext, policy: str) -> None:
     """A courtesy: the policy may be created later, and the user may not be allowed to read policies."""
-    from kubernetes.client.exceptions import ApiException
+    from davit.kube.client import ApiException
 
     try:
         missing = cli.objects().get(Kind.SCHEDULE_POLICY, "", policy) is None

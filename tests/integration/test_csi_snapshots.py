@@ -21,9 +21,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from davit.format.layout import BackupRef
-from davit.kube import clients
+from davit.kube import clients, csi
 from davit.volumes.claims import VolumePlan, plan_volume
-from davit_services.backup import csi
 from tests.conftest import REPO_ROOT, StackEnv
 from tests.helpers import wait_for
 from tests.integration.conftest import Services

@@ -6,7 +6,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-RawObject = dict[str, Any]
+from davit.api.objects import RawObject
+
 NS = "shop"
 
 

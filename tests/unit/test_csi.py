@@ -11,8 +11,8 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from davit import labels
+from davit.kube import csi
 from davit.volumes.claims import VolumePlan
-from davit_services.backup import csi
 
 DRIVER = "dev.csi.davit.dev"
 UID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from davit.api.objects import RawObject
 from davit.restore.normalize import normalize
 from davit.restore.transform import Context, ObjectKey, Provenance, Scope, Skip, owner_links, transform
 from tests.unit import restoring_objects as build
 
-RawObject = dict[str, Any]
 MOVE = {"shop": "shop-copy"}
 PROVENANCE = Provenance("nightly", "uid-backup", "restore-1", "uid-restore")
 

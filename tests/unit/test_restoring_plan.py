@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from davit.api.objects import RawObject
 from davit.restore.plan import (
     OwnedObject,
     RestoreFilter,
@@ -21,7 +22,6 @@ from davit.restore.plan import (
 from davit.restore.transform import Context, ObjectKey, OwnerLink, Provenance, SkipCode
 from tests.unit import restoring_objects as build
 
-RawObject = dict[str, Any]
 MOVE = {"shop": "shop-copy"}
 
 

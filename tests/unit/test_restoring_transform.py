@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from davit.api.objects import RawObject
 from davit.restore import fields
 from davit.restore.transform import (
     Context,
@@ -22,7 +23,6 @@ from davit.restore.transform import (
 )
 from tests.unit import restoring_objects as build
 
-RawObject = dict[str, Any]
 PROVENANCE = Provenance("nightly-2024-05-01", "uid-backup", "restore-1", "uid-restore")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 

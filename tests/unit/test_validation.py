@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from davit.api.objects import RawObject
 from davit.constants import Kind
 from davit.validation import (
-    RawObject,
     Verdict,
     resolve_location,
     validate,

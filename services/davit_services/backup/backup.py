@@ -4,39 +4,38 @@ PostExecRule → Final, where the manifest is written last."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import structlog
-from kubernetes.client.exceptions import ApiException
 
 from davit import constants, timeutil
+from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
 from davit.backup import exec_rules
 from davit.constants import Kind
 from davit.format.layout import BackupRef
+from davit.kube import csi
 from davit.kube.execution import KubernetesExecutor
 from davit.operations import progress
 from davit.operations.messages import Message
 from davit.operations.runtime import LocationUnavailable, Runtime
-from davit.operations.scratch import OperationState
+from davit.operations.scratch import BackupScratch
+from davit.operations.stages import Outcome
 from davit.volumes import backup_stage
-from davit_services.backup import csi, rule_runner
+from davit_services.backup import rule_runner
 
 log = structlog.get_logger(__name__)
-RawObject = dict[str, Any]
 KIND = Kind.APPLICATION_BACKUP
 
 
 def handle(rt: Runtime, message: Message) -> None:
-    obj = rt.ops.get(KIND, message.namespace, message.name)
-    if obj is None or obj["metadata"]["uid"] != message.uid:
-        log.info("operation.gone")
+    obj = rt.ops.current(KIND, message.namespace, message.name, message.uid, message.stage)
+    if obj is None:
         return
     stage = (obj.get("status") or {}).get("stage")
     if message.stage == Stage.INITIAL and stage == Stage.INITIAL:
         start(rt, obj)
     elif message.stage == Stage.VOLUMES and stage == Stage.VOLUMES:
-        state = OperationState(rt.redis, message.uid)
+        state = BackupScratch(rt.redis, message.uid)
         if not message.part:
             backup_stage.resend_outstanding(rt, obj, state)  # the watcher saw the stage stall
         else:
@@ -49,17 +48,13 @@ def handle(rt: Runtime, message: Message) -> None:
 
 def start(rt: Runtime, obj: RawObject) -> None:
     meta, spec = obj["metadata"], obj.get("spec") or {}
-    state = OperationState(rt.redis, meta["uid"])
-    try:
-        obj = progress.set_stage(
-            rt, KIND, obj, Stage.PRE_EXEC_RULE, Status.IN_PROGRESS, "checking the backup location",
-            check_version=True,
-        )  # fmt: skip
-    except ApiException as exc:
-        if exc.status == 409:  # another worker took the same message
-            log.info("message.duplicate")
-            return
-        raise
+    state = BackupScratch(rt.redis, meta["uid"])
+    started = progress.advance(
+        rt, KIND, obj, Stage.INITIAL, Outcome.STARTED, "checking the backup location", check_version=True
+    )
+    if started is None:  # another worker took the same message
+        return
+    obj = started
     # Before anything is written: from now on, deleting the backup goes through its reclaimPolicy.
     obj = {**rt.ops.add_finalizer(KIND, obj, constants.BACKUP_FINALIZER), "status": obj.get("status")}
     state.log("backup.started", backupLocation=spec.get("backupLocation"))
@@ -100,7 +95,7 @@ def executor_factory(rt: Runtime) -> exec_rules.Executor:
     return KubernetesExecutor(rt.api)
 
 
-def _wait_for_volumes(rt: Runtime, obj: RawObject, state: OperationState) -> bool:
+def _wait_for_volumes(rt: Runtime, obj: RawObject, state: BackupScratch) -> bool:
     """Wait until the node agents have finished every volume; False (and the backup failed) on timeout."""
     deadline = time.monotonic() + rt.settings.stall_seconds * 12
     while state.pending():
@@ -113,7 +108,7 @@ def _wait_for_volumes(rt: Runtime, obj: RawObject, state: OperationState) -> boo
     return True
 
 
-def snapshot_volume(rt: Runtime, message: Message, state: OperationState) -> None:
+def snapshot_volume(rt: Runtime, message: Message, state: BackupScratch) -> None:
     """A volume in snapshot mode: a CSI VolumeSnapshot, waited for readyToUse."""
     if not state.is_pending(message.part):
         return
@@ -138,7 +133,7 @@ def snapshot_volume(rt: Runtime, message: Message, state: OperationState) -> Non
 
 def finish(rt: Runtime, obj: RawObject) -> None:
     meta, spec = obj["metadata"], obj.get("spec") or {}
-    state = OperationState(rt.redis, meta["uid"])
+    state = BackupScratch(rt.redis, meta["uid"])
     try:
         post = rule_runner.run(rt, obj, "postExecRule", executor_factory(rt))
     except rule_runner.RuleStepFailed as exc:
@@ -190,10 +185,10 @@ def finish(rt: Runtime, obj: RawObject) -> None:
     state.log("backup.completed", resources=len(resources), totalSize=total, storedSize=stored)
     repository.write_log(ref, state.log_lines())
     manifest_size = repository.write_manifest(ref, manifest)
-    outcome = Status.PARTIAL_SUCCESS if failed else Status.SUCCESSFUL
+    outcome = Outcome.PARTIALLY_SUCCEEDED if failed else Outcome.SUCCEEDED
     reason = f"{len(failed)} of {len(volume_entries)} volume(s) failed" if failed else ""
-    progress.set_stage(
-        rt, KIND, obj, Stage.FINAL, outcome, reason,
+    progress.advance(
+        rt, KIND, obj, Stage.POST_EXEC_RULE, outcome, reason,
         extra={
             "resourceCount": len(resources), "totalSize": total, "storedSize": stored + manifest_size,
             "backupPath": f"{repository.store.url.rstrip('/')}/{ref.root}",

@@ -20,10 +20,9 @@ from typing import Any, Final
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from davit import timeutil
+from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
 from davit.constants import OPERATION_KINDS, SCHEDULE_LABEL, Kind
-
-RawObject = dict[str, Any]
 
 #: How a Final operation can have ended; any other value is reported as ``Unknown``.
 RESULTS: Final = (Status.SUCCESSFUL, Status.PARTIAL_SUCCESS, Status.FAILED)

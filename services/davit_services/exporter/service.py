@@ -13,17 +13,18 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import redis
 import structlog
-from kubernetes import client
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from davit import constants, timeutil
+from davit.api.objects import RawObject
 from davit.constants import Kind
-from davit.kube.watching import EventType, ListWatch, RawObject
+from davit.kube import client
+from davit.kube.watching import EventType, ListWatch
+from davit.operations import scratch
 from davit.retention import deletions
 from davit.settings import Settings, parse_address
 from davit_services.exporter import model
@@ -80,20 +81,10 @@ class Cache:
 
 def queue_lengths(redis_client: Any) -> dict[str, int]:
     """LLEN of every Davit queue: the fixed ones always (0 when absent), node queues that exist."""
-    keys: list[str] = [queue.value for queue in constants.Queue]
-    for raw in redis_client.scan_iter(match=f"{constants.NODE_QUEUE_PREFIX}*", count=1000):
-        key = raw.decode() if isinstance(raw, bytes) else str(raw)
-        if key not in keys:
-            keys.append(key)
-    pipe = redis_client.pipeline(transaction=False)
-    for key in keys:
-        pipe.llen(key)
     lengths: dict[str, int] = {}
-    for key, result in zip(keys, pipe.execute(raise_on_error=False), strict=True):
-        if isinstance(result, Exception):  # not a list: not a queue
-            continue
+    for key, length in scratch.QueueState(redis_client).lengths().items():
         queue = model.queue_of(key)
-        lengths[queue] = lengths.get(queue, 0) + int(result)
+        lengths[queue] = lengths.get(queue, 0) + length
     return lengths
 
 
@@ -116,7 +107,7 @@ class DavitCollector(Collector):
             yield from model.families(snapshot, self.clock())
         try:
             lengths = queue_lengths(self.redis)
-        except redis.RedisError as exc:
+        except scratch.RedisError as exc:
             # The other metrics are still worth a scrape; the queue series go absent, which
             # absent(davit_queue_length) can alert on.
             log.warning("metrics.queues_unreadable", error=str(exc))
@@ -124,7 +115,7 @@ class DavitCollector(Collector):
             yield model.queue_family(lengths)
         try:
             yield model.deletions_family(deletions.counts(self.redis))
-        except redis.RedisError as exc:
+        except scratch.RedisError as exc:
             log.warning("metrics.deletions_unreadable", error=str(exc))
 
 
@@ -132,10 +123,8 @@ class Exporter:
     def __init__(self, settings: Settings, api: client.ApiClient, redis_client: Any = None) -> None:
         self.settings = settings
         self.custom = client.CustomObjectsApi(api)
-        self.redis = redis_client or redis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=REDIS_TIMEOUT_SECONDS,
-            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        self.redis = redis_client or scratch.connect(
+            settings.redis_url, timeout=REDIS_TIMEOUT_SECONDS, connect_timeout=REDIS_TIMEOUT_SECONDS
         )
         self.cache = Cache()
         self.registry = CollectorRegistry()

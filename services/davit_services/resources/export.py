@@ -8,7 +8,8 @@ from typing import Any
 import structlog
 
 from davit import tenancy
-from davit.api.types import Stage, Status
+from davit.api.objects import RawObject
+from davit.api.types import Stage
 from davit.backup.selection import (
     ApiResource,
     ClusterRef,
@@ -19,16 +20,15 @@ from davit.backup.selection import (
     resource_ref,
     select_targets,
 )
-from davit.constants import Kind, Queue
+from davit.constants import Kind
 from davit.format.layout import BackupRef
 from davit.kube import discovery
-from davit.operations import progress, queueing
+from davit.operations import progress, stages
 from davit.operations.messages import Message
 from davit.operations.runtime import Runtime
-from davit.operations.scratch import OperationState
+from davit.operations.scratch import BackupScratch
 
 log = structlog.get_logger(__name__)
-RawObject = dict[str, Any]
 KIND = Kind.APPLICATION_BACKUP
 
 CLUSTER_PART = "_cluster"
@@ -38,14 +38,10 @@ _DROPPED_METADATA = ("managedFields",)
 
 
 def handle(rt: Runtime, message: Message) -> None:
-    obj = rt.ops.get(KIND, message.namespace, message.name)
-    if obj is None or obj["metadata"]["uid"] != message.uid:
-        log.info("operation.gone")
+    obj = rt.ops.current(KIND, message.namespace, message.name, message.uid, Stage.APPLICATIONS)
+    if obj is None:
         return
-    if (obj.get("status") or {}).get("stage") != Stage.APPLICATIONS:
-        log.info("message.stale", current_stage=(obj.get("status") or {}).get("stage"))
-        return
-    state = OperationState(rt.redis, message.uid)
+    state = BackupScratch(rt.redis, message.uid)
     if not message.part:
         plan(rt, obj, state)
     elif message.part == CLUSTER_PART:
@@ -57,7 +53,9 @@ def handle(rt: Runtime, message: Message) -> None:
 def _send(rt: Runtime, obj: RawObject, part: str) -> None:
     meta = obj["metadata"]
     message = Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.APPLICATIONS.value, part)
-    queueing.send(rt.celery, message, Queue.EXPORT)
+    queue = stages.owner(KIND, Stage.APPLICATIONS)  # a part of this stage, not a transition
+    assert queue is not None
+    rt.dispatch.send(message, queue)
 
 
 def _target_key(target: ListTarget) -> dict[str, Any]:
@@ -68,7 +66,7 @@ def _target_key(target: ListTarget) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def plan(rt: Runtime, obj: RawObject, state: OperationState) -> None:
+def plan(rt: Runtime, obj: RawObject, state: BackupScratch) -> None:
     """Make the list targets once; a repeated plan message (a retry, a stall re-send) re-sends what is
     still outstanding instead."""
     spec = obj.get("spec") or {}
@@ -79,24 +77,20 @@ def plan(rt: Runtime, obj: RawObject, state: OperationState) -> None:
         namespaces = sorted(set(namespaces))
         targets = select_targets(discovery.discover(rt.api), spec, namespaces)
         first_pages = {f"{t.part}#1": t for t in targets}
-        rt.redis.hset(
-            state.key("targets"), mapping={t.part: json.dumps(_target_key(t)) for t in targets} or {"": ""}
-        )
-        rt.redis.set(state.key("namespaces"), json.dumps(namespaces))
+        state.save_list_targets({t.part: _target_key(t) for t in targets})
+        state.save_namespaces(namespaces)
         state.add_pending(list(first_pages) or [CLUSTER_PART])
         state.log("export.planned", targets=len(targets), namespaces=namespaces)
-        progress.set_stage(
-            rt, KIND, obj, Stage.APPLICATIONS, Status.IN_PROGRESS, f"exporting {len(targets)} resource lists"
-        )
+        reason = f"exporting {len(targets)} resource lists"
+        progress.advance(rt, KIND, obj, Stage.APPLICATIONS, stages.Outcome.STARTED, reason)
     for part in state.pending():
         _send(rt, obj, part)
 
 
-def _target(state: OperationState, rt: Runtime, base: str) -> ListTarget:
-    raw = rt.redis.hget(state.key("targets"), base)
-    if raw is None:
+def _target(state: BackupScratch, rt: Runtime, base: str) -> ListTarget:
+    t = state.list_target(base)
+    if t is None:
         raise RuntimeError(f"no list target {base!r} recorded for this backup")
-    t = json.loads(raw)
     resource = ApiResource(t["group"], t["version"], t["plural"], t["kind"], True, frozenset({"list"}))
     return ListTarget(resource, t["namespace"], t["selector"])
 
@@ -108,7 +102,7 @@ def _clean(obj: RawObject) -> RawObject:
     return obj
 
 
-def page(rt: Runtime, obj: RawObject, state: OperationState, part: str) -> None:
+def page(rt: Runtime, obj: RawObject, state: BackupScratch, part: str) -> None:
     if not state.is_pending(part):
         log.info("part.done_already", part=part)
         return
@@ -140,7 +134,7 @@ def page(rt: Runtime, obj: RawObject, state: OperationState, part: str) -> None:
         {json.dumps(ref.__dict__) for o in kept for ref in needed_cluster_objects(o, target.resource)}
     )
     _record(state, info, [resource_ref(o) for o in kept], needed)
-    count = int(rt.redis.hincrby(state.key("counters"), "resources", len(kept)))
+    count = state.add_resources(len(kept))
     progress.heartbeat(rt, KIND, obj, {"resourceCount": count})
     if state.finish(part):
         state.add_pending([CLUSTER_PART])
@@ -177,14 +171,14 @@ def _needed_by(rt: Runtime, obj: RawObject, found: RawObject) -> bool:
     )
 
 
-def _refuse(rt: Runtime, obj: RawObject, state: OperationState, what: str) -> None:
+def _refuse(rt: Runtime, obj: RawObject, state: BackupScratch, what: str) -> None:
     reason = (f"the backup's scratch state is outside its accepted spec ({what}); nothing of it was "
               f"read: the backup is failed rather than trusted")  # fmt: skip
     state.log("export.refused", reason=reason)
     progress.fail(rt, KIND, obj, reason, event_reason="ScopeRefused")
 
 
-def _record(state: OperationState, info: Any, refs: list[dict[str, str]], needed: list[str]) -> None:
+def _record(state: BackupScratch, info: Any, refs: list[dict[str, str]], needed: list[str]) -> None:
     state.record_part(
         info.part,
         {"part": info.part, "key": info.key, "count": info.count, "rawSize": info.raw_size,
@@ -193,13 +187,13 @@ def _record(state: OperationState, info: Any, refs: list[dict[str, str]], needed
     )  # fmt: skip
 
 
-def cluster_part(rt: Runtime, obj: RawObject, state: OperationState) -> None:
+def cluster_part(rt: Runtime, obj: RawObject, state: BackupScratch) -> None:
     """The cluster-scoped objects the backup needs: its Namespaces, PVs of its PVCs, CRDs of its custom
     resources; then on to PostExecRule."""
     if not state.is_pending(CLUSTER_PART):
         return
     meta, spec = obj["metadata"], obj.get("spec") or {}
-    namespaces = json.loads(rt.redis.get(state.key("namespaces")) or "[]")
+    namespaces = state.namespaces()
     outside = [ns for ns in namespaces if not isinstance(ns, str) or not _may_read(rt, obj, ns)]
     if outside:
         _refuse(rt, obj, state, f"the recorded namespaces include {outside}")
@@ -220,9 +214,4 @@ def cluster_part(rt: Runtime, obj: RawObject, state: OperationState) -> None:
     _record(state, info, [resource_ref(o) for o in objects], [])
     state.log("export.completed", clusterObjects=len(objects))
     if state.finish(CLUSTER_PART):
-        progress.set_stage(rt, KIND, obj, Stage.POST_EXEC_RULE, Status.PENDING, "queued for davit.snapshot")
-        queueing.send(
-            rt.celery,
-            Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.POST_EXEC_RULE.value),
-            Queue.SNAPSHOT,
-        )
+        progress.advance(rt, KIND, obj, Stage.APPLICATIONS, stages.Outcome.DONE)

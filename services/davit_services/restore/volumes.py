@@ -14,15 +14,16 @@ import time
 from typing import Any
 
 import structlog
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
+from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
 from davit.constants import Kind, node_queue
-from davit.operations import progress, queueing
+from davit.kube import client
+from davit.kube.client import ApiException
+from davit.operations import progress
 from davit.operations.messages import Message
 from davit.operations.runtime import Runtime
-from davit.operations.scratch import OperationState
+from davit.operations.scratch import RestoreScratch
 from davit.volumes import backup_stage
 from davit.volumes.claims import restore_target
 from davit.volumes.restore_stage import FINISH_PART, GROUP, PART_PREFIX, TARGETS, fail_volume
@@ -30,7 +31,6 @@ from davit.volumes.restore_stage import FINISH_PART, GROUP, PART_PREFIX, TARGETS
 __all__ = ["FINISH_PART", "GROUP", "PART_PREFIX", "TARGETS", "hand_out"]
 
 log = structlog.get_logger(__name__)
-RawObject = dict[str, Any]
 KIND = Kind.APPLICATION_RESTORE
 
 POLL_SECONDS = 1.0
@@ -54,7 +54,7 @@ def _mounting_pod(pods: list[RawObject], claim: str) -> RawObject | None:
     return min(candidates, key=lambda c: (c[0], c[1]))[2] if candidates else None
 
 
-def hand_out(rt: Runtime, obj: RawObject, state: OperationState) -> None:
+def hand_out(rt: Runtime, obj: RawObject, state: RestoreScratch) -> None:
     """Send each outstanding volume to its node agent once its target is known; fail the volumes whose
     claim is never bound or mounted within the deadline."""
     meta = obj["metadata"]
@@ -65,7 +65,7 @@ def hand_out(rt: Runtime, obj: RawObject, state: OperationState) -> None:
         waiting = []
         for part in state.pending(group=GROUP):
             claim_part = part.removeprefix(PART_PREFIX)
-            target = json.loads(state.redis.hget(state.key(TARGETS), claim_part) or "{}")
+            target = state.volume_target(claim_part)
             if "plan" in target:
                 continue  # handed out already; the node agent reports it
             namespace, claim = claim_part.split("/", 1)
@@ -74,13 +74,13 @@ def hand_out(rt: Runtime, obj: RawObject, state: OperationState) -> None:
                 waiting.append(part)
                 continue
             target["plan"] = plan.__dict__
-            state.redis.hset(state.key(TARGETS), claim_part, json.dumps(target))
+            state.set_volume_target(claim_part, target)
             backup_stage.update_volume(rt, meta["namespace"], meta["name"], claim_part,
                                        {"volume": plan.volume, "driver": plan.driver,
                                         "status": Status.IN_PROGRESS.value}, kind=KIND)  # fmt: skip
             state.log("volume.handed_out", claim=claim_part, node=plan.node, pod=plan.pod_uid)
             message = Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.VOLUMES.value, part)
-            queueing.send(rt.celery, message, node_queue(plan.node))
+            rt.dispatch.send(message, node_queue(plan.node))  # a part of the stage, not a transition
         if not waiting:
             return
         if time.monotonic() > deadline:

@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 
 from davit import constants
+from davit.api.objects import RawObject
 from davit.constants import Kind
 from davit.format.repository import FormatError
 from davit.kube import events
@@ -22,12 +23,11 @@ from davit.repo import GcError, GcReport, collect
 from davit.storage.base import StorageError
 
 log = structlog.get_logger(__name__)
-RawObject = dict[str, Any]
 
 
 def handle(rt: Runtime, message: Message) -> None:
-    location = rt.ops.get(Kind.BACKUP_LOCATION, message.namespace, message.name)
-    if location is None or location["metadata"]["uid"] != message.uid:
+    location = rt.ops.current(Kind.BACKUP_LOCATION, message.namespace, message.name, message.uid)
+    if location is None:
         return
     if (location.get("status") or {}).get("phase") != "Available":
         log.info("gc.skipped", why="the location is not Available")

@@ -9,18 +9,17 @@ import structlog
 from davit import constants
 from davit.constants import Kind
 from davit.format.layout import BackupRef
-from davit.kube import events
+from davit.kube import csi, events
 from davit.operations.messages import Message
 from davit.operations.runtime import LocationUnavailable, Runtime
-from davit_services.backup import csi
 
 log = structlog.get_logger(__name__)
 KIND = Kind.APPLICATION_BACKUP
 
 
 def handle(rt: Runtime, message: Message) -> None:
-    obj = rt.ops.get(KIND, message.namespace, message.name)
-    if obj is None or obj["metadata"]["uid"] != message.uid:
+    obj = rt.ops.current(KIND, message.namespace, message.name, message.uid)
+    if obj is None:
         return
     meta, spec = obj["metadata"], obj.get("spec") or {}
     if not meta.get("deletionTimestamp") or constants.BACKUP_FINALIZER not in (meta.get("finalizers") or []):

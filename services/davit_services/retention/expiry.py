@@ -8,24 +8,21 @@ schedule, or on the backup itself for a ttl) and a count in ``davit_retention_de
 
 from __future__ import annotations
 
-from typing import Any
-
 import structlog
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from davit import constants, labels, timeutil
+from davit.api.objects import RawObject
 from davit.api.types import PolicySpec, Status
 from davit.backup import schedules
 from davit.constants import Kind
-from davit.kube import events
+from davit.kube import client, events
+from davit.kube.client import ApiException
 from davit.operations.messages import Message
 from davit.operations.runtime import Runtime
 from davit.retention import deletions, expiry, rules
 
 log = structlog.get_logger(__name__)
-RawObject = dict[str, Any]
 POLICY_TYPE_LABEL = f"{constants.ANNOTATION_PREFIX}policy-type"
 
 
@@ -46,12 +43,8 @@ def _delete(rt: Runtime, backup: RawObject) -> bool:
 
 def expire(rt: Runtime, message: Message) -> None:
     """An ad-hoc backup's ttl passed (the watcher's resync noticed): delete it, if that is still so."""
-    backup = rt.ops.get(Kind.APPLICATION_BACKUP, message.namespace, message.name)
-    if (
-        backup is None
-        or backup["metadata"]["uid"] != message.uid
-        or backup["metadata"].get("deletionTimestamp")
-    ):
+    backup = rt.ops.current(Kind.APPLICATION_BACKUP, message.namespace, message.name, message.uid)
+    if backup is None or backup["metadata"].get("deletionTimestamp"):
         return
     if not expiry.ttl_expired(backup, timeutil.utcnow()):
         return
@@ -66,8 +59,8 @@ def expire(rt: Runtime, message: Message) -> None:
 
 def apply_schedule_retention(rt: Runtime, message: Message) -> None:
     """Apply a schedule's retention to its backups, per policy type (``davit.retention.rules``)."""
-    schedule = rt.ops.get(Kind.APPLICATION_BACKUP_SCHEDULE, message.namespace, message.name)
-    if schedule is None or schedule["metadata"]["uid"] != message.uid:
+    schedule = rt.ops.current(Kind.APPLICATION_BACKUP_SCHEDULE, message.namespace, message.name, message.uid)
+    if schedule is None:
         return
     policy_name = (schedule.get("spec") or {}).get("schedulePolicyName", "")
     try:

@@ -13,15 +13,15 @@ import json
 from typing import Any
 
 import structlog
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from davit import constants, timeutil
+from davit.api.objects import RawObject
 from davit.constants import Kind
 from davit.format.layout import BackupRef
 from davit.format.repository import BackupRepository, FormatError
 from davit.format.sealing import CorruptObject
-from davit.kube import events
+from davit.kube import client, events
+from davit.kube.client import ApiException
 from davit.operations.messages import Message
 from davit.operations.runtime import LocationUnavailable, Runtime
 from davit.retention import location_sync
@@ -29,15 +29,14 @@ from davit.retention.location_sync import SyncPlan
 from davit.storage.base import StorageError
 
 log = structlog.get_logger(__name__)
-RawObject = dict[str, Any]
 BACKUPS = constants.PLURALS[Kind.APPLICATION_BACKUP]
 #: Names listed in one Event before "and N more" (an Event message is at most 1 KiB).
 _NAMES_IN_EVENT = 10
 
 
 def handle(rt: Runtime, message: Message) -> None:
-    location = rt.ops.get(Kind.BACKUP_LOCATION, message.namespace, message.name)
-    if location is None or location["metadata"]["uid"] != message.uid:
+    location = rt.ops.current(Kind.BACKUP_LOCATION, message.namespace, message.name, message.uid)
+    if location is None:
         return
     if not (location.get("location") or {}).get("sync"):
         log.info("sync.skipped", why="sync is off")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import stat
 import time
@@ -31,7 +30,7 @@ from davit.format.layout import BackupRef, ref_from_path
 from davit.format.repository import BackupRepository
 from davit.operations.messages import Message
 from davit.operations.runtime import Runtime
-from davit.operations.scratch import OperationState
+from davit.operations.scratch import RestoreScratch
 from davit.repo import UnsafePath, load_tree, restore_tree
 from davit.repo.reader import RepoReader
 from davit.restore.init_container import MARKER_DIR
@@ -55,12 +54,12 @@ def handle(rt: Runtime, message: Message) -> None:
     obj = rt.ops.current(KIND, message.namespace, message.name, message.uid, Stage.VOLUMES)
     if obj is None:
         return
-    state = OperationState(rt.redis, message.uid)
+    state = RestoreScratch(rt.redis, message.uid)
     if not state.is_pending(message.part, group=restore_stage.GROUP):
         return
     claim_part = message.part.removeprefix(restore_stage.PART_PREFIX)
     try:
-        target = json.loads(state.redis.hget(state.key(restore_stage.TARGETS), claim_part) or "{}")
+        target = state.volume_target(claim_part)
         if "plan" not in target:
             return
         tree_size, files, written = _restore(rt, obj, claim_part, target)
@@ -100,7 +99,7 @@ def target_directory(rt: Runtime, obj: dict[str, Any], claim_part: str, plan: Vo
     """Where the claim's data goes on this node, from the API; RefusedDirectory when the plan disagrees."""
     settings = rt.settings
     backup_name = (obj.get("spec") or {}).get("backupName") or ""
-    backup = rt.lookup.backup(obj["metadata"]["namespace"], backup_name) if backup_name else None
+    backup = rt.ops.backup(obj["metadata"]["namespace"], backup_name) if backup_name else None
     allowed = node_dirs.restore_namespaces(obj, backup, settings.admin_namespace)
     view = node_dirs.claim_view(rt.api, claim_part)
     return node_dirs.derive_directory(
@@ -115,7 +114,7 @@ def backup_tree(
     in Redis is only compared with it, so that whoever can write Redis cannot have another backup's data
     (another tenant's, in a location they share) written into this volume."""
     meta, spec = obj["metadata"], obj.get("spec") or {}
-    backup = rt.lookup.backup(meta["namespace"], str(spec.get("backupName") or ""))
+    backup = rt.ops.backup(meta["namespace"], str(spec.get("backupName") or ""))
     if backup is None:
         raise RefusedDirectory(
             f"ApplicationBackup {meta['namespace']}/{spec.get('backupName')} not found", "data"
@@ -137,7 +136,7 @@ def backup_tree(
 
 
 def _location_keeps_setuid(rt: Runtime, namespace: str, name: str) -> bool:
-    location = resolve_location(rt.lookup, namespace, name, rt.settings.admin_namespace)
+    location = resolve_location(rt.ops, namespace, name, rt.settings.admin_namespace)
     return keeps_setuid(location, rt.settings.admin_namespace)
 
 

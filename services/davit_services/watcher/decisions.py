@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from davit import constants, tenancy, timeutil
+from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
-from davit.constants import Kind, Queue
+from davit.constants import Kind, Queue, RetentionAction
 from davit.operations import stages
 from davit.retention import expiry, location_sync
 from davit.validation import Verdict
-
-RawObject = dict[str, Any]
 
 #: The condition recording that the current stage's message was issued.
 QUEUED = "Queued"
@@ -94,23 +93,20 @@ def _from_verdict(kind: Kind, obj: RawObject, verdict: Verdict, now: datetime.da
         return Decision(
             status={
                 **base,
-                "stage": Stage.INITIAL.value,
-                "status": Status.PENDING.value,
-                "reason": verdict.waiting,
+                **stages.stage_fields(Stage.INITIAL, Status.PENDING, verdict.waiting, None),
                 "conditions": _with_condition(status, QUEUED, False, "Waiting", verdict.waiting, stamp),
             },
             event=EventNote("Normal", "Waiting", verdict.waiting),
             why="waiting",
         )
-    queue = stages.owner(kind, Stage.INITIAL)
-    assert queue is not None, f"{kind} has no owner for its first stage"
+    step = stages.next_step(kind, Stage.INITIAL, stages.Outcome.ACCEPTED)
+    queue, accepted = step.queue, step.status
+    assert queue is not None and accepted is not None, f"{kind} has no owner for its first stage"
     message = f"accepted; queued for {queue.value}"
     return Decision(
         status={
             **base,
-            "stage": Stage.INITIAL.value,
-            "status": Status.PENDING.value,
-            "reason": message,
+            **stages.stage_fields(step.stage, accepted, message, None),
             "resourceCount": status.get("resourceCount", 0),
             "volumesProgress": status.get("volumesProgress", "0/0"),
             # The generation just validated: workers refuse to act on any other (davit.tenancy).
@@ -140,10 +136,7 @@ def _failed(
             "lastUpdateTimestamp": stamp,
             "elapsed": _elapsed(obj, now),
             **(extra or {}),
-            "stage": Stage.FINAL.value,
-            "status": Status.FAILED.value,
-            "reason": reason,
-            "finishTimestamp": stamp,
+            **stages.stage_fields(Stage.FINAL, Status.FAILED, reason, stamp),
             "conditions": _with_condition(status, QUEUED, False, condition_reason, reason, stamp),
         },
         event=EventNote("Warning", event_reason, reason),
@@ -157,27 +150,19 @@ def _spec_changed(obj: RawObject, reason: str, now: datetime.datetime) -> Decisi
     return _failed(obj, now, reason, tenancy.SPEC_CHANGED, tenancy.SPEC_CHANGED, "spec changed")
 
 
-#: The pseudo-stage of a deletion message.
-DELETE_STAGE = "Delete"
-
-
 def _deletion(kind: Kind, obj: RawObject, in_flight: Callable[[str], bool]) -> Decision:
     finalizers = obj["metadata"].get("finalizers") or []
     if kind != Kind.APPLICATION_BACKUP or constants.BACKUP_FINALIZER not in finalizers:
         return NOTHING
-    if in_flight(message_key(obj, DELETE_STAGE)):
+    if in_flight(message_key(obj, RetentionAction.DELETE.value)):
         return NOTHING
     policy = (obj.get("spec") or {}).get("reclaimPolicy") or "Delete"
     return Decision(
         event=EventNote("Normal", "Deleting", f"reclaimPolicy {policy}: queued for {Queue.RETENTION.value}"),
         enqueue=Queue.RETENTION,
-        message_stage=DELETE_STAGE,
+        message_stage=RetentionAction.DELETE.value,
         why="deleting",
     )
-
-
-#: The retention stage that deletes a backup whose ``ttl`` has passed.
-EXPIRE = "Expire"
 
 
 def _expiry(kind: Kind, obj: RawObject, now: datetime.datetime) -> Decision:
@@ -186,7 +171,10 @@ def _expiry(kind: Kind, obj: RawObject, now: datetime.datetime) -> Decision:
         return NOTHING
     note = f"ttl {obj['spec']['ttl']} passed; queued for deletion by {Queue.RETENTION.value}"
     return Decision(
-        event=EventNote("Normal", "Expired", note), enqueue=Queue.RETENTION, message_stage=EXPIRE, why="ttl"
+        event=EventNote("Normal", "Expired", note),
+        enqueue=Queue.RETENTION,
+        message_stage=RetentionAction.EXPIRE.value,
+        why="ttl",
     )
 
 

@@ -17,8 +17,9 @@ from enum import StrEnum
 from typing import Any
 
 import structlog
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
+
+from davit.kube import client
+from davit.kube.client import ApiException
 
 log = structlog.get_logger(__name__)
 

@@ -17,29 +17,25 @@ from __future__ import annotations
 import datetime
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import structlog
 from celery import Celery
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from davit import constants, timeutil
-from davit.constants import Kind, Queue
-from davit.kube import events
+from davit.api.objects import RawObject
+from davit.constants import Kind, Queue, RetentionAction
+from davit.kube import client, events
+from davit.kube.client import ApiException
 from davit.kube.operations import Operations
 from davit.operations import queueing
 from davit.operations.messages import Message
 from davit.operations.runtime import open_location_store
-from davit.repo import gc
 from davit.repo import layout as repo_layout
-from davit.retention import location_sync
 from davit.settings import Settings
 from davit.storage.base import ObjectStore, StorageError
 from davit.storage.factory import LocationPolicy
 
 log = structlog.get_logger(__name__)
-RawObject = dict[str, Any]
 
 
 def needs_check(obj: RawObject, now: datetime.datetime, interval_seconds: float) -> bool:
@@ -66,7 +62,7 @@ def sync_message(obj: RawObject, now: datetime.datetime, interval_seconds: float
         meta["namespace"],
         meta["name"],
         meta["uid"],
-        location_sync.SYNC_STAGE,
+        RetentionAction.SYNC.value,
         str(slot),
     )
 
@@ -77,7 +73,12 @@ def collect_message(obj: RawObject, now: datetime.datetime, interval_seconds: fl
     meta = obj["metadata"]
     slot = int(now.timestamp() // max(interval_seconds, 1.0))
     return Message(
-        Kind.BACKUP_LOCATION, meta["namespace"], meta["name"], meta["uid"], gc.COLLECT_STAGE, str(slot)
+        Kind.BACKUP_LOCATION,
+        meta["namespace"],
+        meta["name"],
+        meta["uid"],
+        RetentionAction.COLLECT.value,
+        str(slot),
     )
 
 

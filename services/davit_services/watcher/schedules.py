@@ -36,21 +36,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from davit import constants, labels, timeutil
+from davit.api.objects import RawObject
 from davit.api.types import PolicySpec
 from davit.backup import schedules
-from davit.constants import Kind, Queue
-from davit.kube import events
+from davit.constants import Kind, Queue, RetentionAction
+from davit.kube import client, events
+from davit.kube.client import ApiException
 from davit.operations import queueing
 from davit.operations.messages import Message
 from davit.retention import rules
 
 log = structlog.get_logger(__name__)
-RawObject = dict[str, Any]
 
 POLICY_TYPE_LABEL = f"{constants.ANNOTATION_PREFIX}policy-type"
 SLOT_ANNOTATION = f"{constants.ANNOTATION_PREFIX}schedule-slot"
@@ -59,8 +58,6 @@ POLICY_FOUND = "PolicyFound"
 SCHEDULING = "Scheduling"
 #: The longest error text put in a condition (the Event's message is cut by ``events.record``).
 _MAX_ERROR = 512
-#: The retention message's part: one per schedule and minute, however often the loop ticks.
-RETENTION_STAGE = "Retain"
 
 
 @dataclass(frozen=True)
@@ -411,9 +408,9 @@ class Scheduler:
         if plan.event is not None:
             events.record(self.api, schedule, "Warning", *plan.event, constants.COMPONENT_WATCHER)
         if plan.status.get("items") and (schedule.get("spec") or {}).get("schedulePolicyName"):
-            minute = now.strftime("%Y%m%d%H%M")
+            minute = now.strftime("%Y%m%d%H%M")  # the part: one message per schedule and minute
             message = Message(Kind.APPLICATION_BACKUP_SCHEDULE, meta["namespace"], meta["name"], meta["uid"],
-                              RETENTION_STAGE, minute)  # fmt: skip
+                              RetentionAction.RETAIN.value, minute)  # fmt: skip
             try:
                 queueing.send(self.celery, message, Queue.RETENTION.value)
             except Exception:  # the queue, not this schedule, failed; the next tick resends

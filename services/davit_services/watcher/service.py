@@ -11,22 +11,22 @@ import functools
 import threading
 from typing import Any
 
-import redis
 import structlog
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from davit import constants, logs, timeutil
+from davit.api.objects import RawObject
+from davit.api.types import Stage
 from davit.constants import Kind
-from davit.kube import events
-from davit.kube.lookup import ApiLookup
-from davit.kube.watching import EventType, ListWatch, RawObject
-from davit.operations import queueing
+from davit.kube import client, events
+from davit.kube.client import ApiException
+from davit.kube.operations import Operations
+from davit.kube.watching import EventType, ListWatch
+from davit.operations import queueing, scratch
 from davit.operations.messages import Message
 from davit.settings import Settings
 from davit.storage.factory import LocationPolicy
 from davit.validation import validate
-from davit_services.watcher import decisions
+from davit_services.watcher import clones, decisions
 from davit_services.watcher.leader import LeaseElector
 from davit_services.watcher.locations import LocationChecker
 from davit_services.watcher.schedules import Scheduler
@@ -43,11 +43,16 @@ class Watcher:
         self.settings = settings
         self.api = api
         self.custom = client.CustomObjectsApi(api)
-        self.lookup = ApiLookup(api)
+        self.lookup = Operations(api)
         self.celery = queueing.create_app(settings.redis_url, "davit-watcher")
-        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.redis = scratch.connect(settings.redis_url)
+        self.queues = scratch.QueueState(self.redis)
         self.elector = self._elector()
         self.scheduler = Scheduler(api, self.celery, settings.schedule_tick_seconds)
+        self.clones = clones.CloneDriver(
+            read=lambda namespace, name: self.lookup.get_as_is(Kind.APPLICATION_CLONE, namespace, name),
+            send=lambda message, queue: queueing.send(self.celery, message, queue),
+        )
         self.locations = LocationChecker(
             api,
             settings.location_check_seconds,
@@ -129,7 +134,7 @@ class Watcher:
 
     def resync(self, kind: Kind, items: list[RawObject]) -> None:
         """Reconcile every object of ``kind``, re-sending stage messages that are no longer in flight."""
-        in_flight = queueing.in_flight_task_ids(self.redis, [q.value for q in constants.Queue])
+        in_flight = self.queues.in_flight_task_ids([q.value for q in constants.Queue])
         for obj in items:
             obj.setdefault("apiVersion", constants.API_GROUP_VERSION)
             obj.setdefault("kind", kind.value)
@@ -138,12 +143,27 @@ class Watcher:
     def on_event(self, kind: Kind, event: EventType, obj: RawObject) -> None:
         if event in ("ADDED", "MODIFIED"):
             self.reconcile(kind, obj, resync=False, in_flight=set())
+            if kind in clones.STAGING_KINDS:
+                self.drive_clone(kind, obj)
+
+    def drive_clone(self, kind: Kind, staging: RawObject) -> None:
+        """A clone's staging backup or restore changed: the clone's task may move on
+        (``davit_services.watcher.clones``)."""
+        if not self.elector.is_leader.is_set():
+            return
+        try:
+            message = self.clones.on_change({"kind": kind.value, **staging})
+        except Exception:
+            log.exception("clone.drive_failed", staging=staging["metadata"].get("name"))
+            return
+        if message is not None:
+            log.info("message.sent", key=message.key, why="the clone's staging operation changed")
 
     def reconcile(self, kind: Kind, obj: RawObject, resync: bool, in_flight: set[str]) -> None:
         meta = obj["metadata"]
         if meta.get("deletionTimestamp") and not resync:
             # Deletions are rare and each brings a burst of MODIFIED events: look at the queues first.
-            in_flight = queueing.in_flight_task_ids(self.redis, [constants.Queue.RETENTION.value])
+            in_flight = self.queues.in_flight_task_ids([constants.Queue.RETENTION.value])
         with logs.operation_context(
             kind=kind.value, namespace=meta.get("namespace"), name=meta["name"], uid=meta.get("uid")
         ):
@@ -172,6 +192,8 @@ class Watcher:
         if decision.status is not None and not self._write_status(kind, obj, decision.status):
             return
         status = decision.status or {}
+        if status.get("stage") == Stage.FINAL.value:
+            self._clear_scratch(meta["uid"])
         stage = decision.message_stage or status.get("stage") or (obj.get("status") or {}).get("stage", "")
         if decision.enqueue is not None:
             message = Message(kind, meta["namespace"], meta["name"], meta["uid"], stage)
@@ -184,6 +206,14 @@ class Watcher:
                 self.api, obj, decision.event.type, decision.event.reason, decision.event.message,
                 constants.COMPONENT_WATCHER,
             )  # fmt: skip
+
+    def _clear_scratch(self, uid: str) -> None:
+        """The watcher ended the operation (failed it): its scratch state goes as at any Final
+        (``davit.operations.scratch``); the log stays for ``davit <kind> logs`` until its TTL."""
+        try:
+            scratch.OperationState(self.redis, uid).clear_at_final()
+        except scratch.RedisError as exc:
+            log.warning("scratch.not_cleared", error=str(exc))  # the keys' TTL ends them anyway
 
     def _write_status(self, kind: Kind, obj: RawObject, status: dict[str, Any]) -> bool:
         """Write ``status`` if the object is still as read; False when it changed or went away."""

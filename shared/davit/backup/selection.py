@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from davit import constants
-
-RawObject = dict[str, Any]
+from davit.api.objects import RawObject
 
 #: (group, plural) never backed up; see the module docstring.
 NEVER_BACKED_UP = frozenset({("", "events"), ("events.k8s.io", "events"), ("coordination.k8s.io", "leases")})

@@ -14,9 +14,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from davit import tenancy
+from davit.api.objects import RawObject
 from davit.backup.selection import ApiResource, ClusterRef
-
-RawObject = dict[str, Any]
 
 
 def _get(api: client.ApiClient, path: str, query: list[tuple[str, Any]] | None = None) -> Any:

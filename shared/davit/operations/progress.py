@@ -1,4 +1,9 @@
-"""Moving an operation through its stages: one status write and one Event per change, from any worker."""
+"""Moving an operation through its stages: one status write and one Event per change, from any worker.
+
+Workers call ``advance`` with what happened (an ``Outcome``); the stage machine's table
+(``davit.operations.stages``) says which stage and status follow and where the next message goes.
+``fail`` is the one way to fail an operation.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,16 @@ from typing import Any
 import structlog
 
 from davit import constants, timeutil
+from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
 from davit.constants import Kind
 from davit.kube import events
+from davit.kube.client import ApiException
+from davit.operations import scratch, stages
+from davit.operations.messages import Message
 from davit.operations.runtime import Runtime
 
 log = structlog.get_logger(__name__)
-RawObject = dict[str, Any]
 
 
 def _elapsed(obj: RawObject) -> str:
@@ -38,15 +46,11 @@ def set_stage(
     now = timeutil.format_time(timeutil.utcnow())
     previous = (obj.get("status") or {}).get("stage")
     patch: dict[str, Any] = {
-        "stage": stage.value,
-        "status": status.value,
-        "reason": reason,
+        **stages.stage_fields(stage, status, reason, finished_at=now),
         "lastUpdateTimestamp": now,
         "elapsed": _elapsed(obj),
         **(extra or {}),
     }
-    if stage == Stage.FINAL:
-        patch["finishTimestamp"] = now
     updated = rt.ops.patch_status(kind, obj, patch, check_version=check_version)
     if previous != stage.value or stage == Stage.FINAL:
         failed = status == Status.FAILED
@@ -60,6 +64,8 @@ def set_stage(
             constants.COMPONENT_WORKER,
         )
     log.info("stage.changed", stage=stage.value, status=status.value, reason=reason)
+    if stage == Stage.FINAL:
+        clear_scratch(rt, obj)
     return updated
 
 
@@ -72,5 +78,72 @@ def heartbeat(rt: Runtime, kind: Kind, obj: RawObject, extra: dict[str, Any]) ->
     )
 
 
-def fail(rt: Runtime, kind: Kind, obj: RawObject, reason: str, event_reason: str | None = None) -> RawObject:
-    return set_stage(rt, kind, obj, Stage.FINAL, Status.FAILED, reason, event_reason=event_reason)
+def advance(
+    rt: Runtime,
+    kind: Kind,
+    obj: RawObject,
+    stage: Stage,
+    outcome: stages.Outcome,
+    reason: str | None = None,
+    extra: dict[str, Any] | None = None,
+    check_version: bool = False,
+    event_reason: str | None = None,
+) -> RawObject | None:
+    """Move ``obj``, in ``stage``, on after ``outcome``: write the table's stage and status with
+    ``reason`` (and ``extra`` status fields; see ``set_stage``) and send the next stage's message to the
+    table's queue through ``rt.dispatch``. Without ``reason``: "queued for <queue>" when a message is
+    sent, else none.
+
+    Returns the updated object, or None when nothing was done: ``obj`` is no longer in ``stage`` (a stale
+    or duplicate message), or, with ``check_version``, another worker changed it first (409)."""
+    current = (obj.get("status") or {}).get("stage")
+    if current != stage.value:
+        log.info("advance.stale", expected_stage=stage.value, current_stage=current, outcome=outcome.value)
+        return None
+    step = stages.next_step(kind, stage, outcome)
+    if reason is None:
+        reason = f"queued for {step.queue.value}" if step.send and step.queue is not None else ""
+    if step.status is not None:
+        try:
+            obj = set_stage(
+                rt, kind, obj, step.stage, step.status, reason, extra=extra, check_version=check_version,
+                event_reason=event_reason,
+            )  # fmt: skip
+        except ApiException as exc:
+            if check_version and exc.status == 409:  # another worker took the same message
+                log.info("message.duplicate", stage=stage.value, outcome=outcome.value)
+                return None
+            raise
+    if step.send and step.queue is not None:
+        meta = obj["metadata"]
+        message = Message(kind, meta["namespace"], meta["name"], meta["uid"], step.stage.value, step.part)
+        rt.dispatch.send(message, step.queue.value)
+    return obj
+
+
+def fail(
+    rt: Runtime, kind: Kind, obj: RawObject, reason: str, event_reason: str | None = None
+) -> RawObject | None:
+    """End ``obj`` Failed with ``reason`` (and an Event named ``event_reason``, by default ``Failed``),
+    from whichever stage it is in; an operation already at Final is left as it ended."""
+    current = (obj.get("status") or {}).get("stage")
+    step = stages.find_step(kind, current, stages.Outcome.FAILED)
+    if step is None or not isinstance(current, str):
+        log.warning("fail.no_step", current_stage=current, reason=reason)
+        return None
+    return advance(rt, kind, obj, Stage(current), stages.Outcome.FAILED, reason, event_reason=event_reason)
+
+
+# --- scratch state ends at Final ------------------------------------------------------------------
+
+
+def clear_scratch(rt: Runtime, obj: RawObject) -> None:
+    """Final, whatever the result: the operation's scratch keys go, all but its log, which its handler
+    still stores in the location (then clears) or which stays, under its TTL, for ``davit <kind> logs``
+    when the operation failed before that (``davit.operations.scratch``)."""
+    if rt.redis is None:  # a Runtime without Redis (the CLI's) has no scratch state
+        return
+    try:
+        scratch.OperationState(rt.redis, obj["metadata"]["uid"]).clear_at_final()
+    except scratch.RedisError as exc:
+        log.warning("scratch.not_cleared", error=str(exc))  # the keys' TTL ends them anyway

@@ -19,10 +19,10 @@ import structlog
 import urllib3
 from celery import Celery
 from kombu.exceptions import OperationalError
-from kubernetes.client.exceptions import ApiException
 from redis import exceptions as redis_errors
 
 from davit import errors, logs
+from davit.kube.client import ApiException
 from davit.kube.operations import SpecChanged
 from davit.operations import progress, queueing
 from davit.operations.messages import Message, MessageDecodeError

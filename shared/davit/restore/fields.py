@@ -15,7 +15,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 from davit import constants
-from davit.restore.tiers import RawObject, group_kind
+from davit.api.objects import RawObject
+from davit.restore.tiers import group_kind
 
 #: Set on every restored object: where it came from and which restore made it. Labels can be selected
 #: on (``kubectl get all -l davit.dev/restore=r1``); the uids, which make the origin unambiguous when a

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
 
+from davit.api.objects import RawObject
 from davit.restore import init_container
-
-RawObject = dict[str, Any]
 
 
 @dataclass(frozen=True)

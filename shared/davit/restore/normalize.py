@@ -33,8 +33,9 @@ import copy
 from collections.abc import Callable, Mapping
 from typing import Final
 
+from davit.api.objects import RawObject
 from davit.restore import fields
-from davit.restore.tiers import RawObject, group_kind
+from davit.restore.tiers import group_kind
 
 #: Annotations a controller writes from the object's generation or its revision history, which start
 #: over in the target.

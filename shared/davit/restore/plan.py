@@ -26,9 +26,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
+from davit.api.objects import RawObject
 from davit.backup import selection
 from davit.restore import fields
-from davit.restore.tiers import RawObject, TierGroup, group_kind, group_objects_by_tier
+from davit.restore.tiers import TierGroup, group_kind, group_objects_by_tier
 from davit.restore.transform import (
     Context,
     ObjectKey,

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
-RawObject = dict[str, Any]
+from davit.api.objects import RawObject
+
 T = TypeVar("T")
 
 

@@ -25,8 +25,9 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from davit import constants
+from davit.api.objects import RawObject
 from davit.restore import fields
-from davit.restore.tiers import RawObject, group_kind, group_of
+from davit.restore.tiers import group_kind, group_of
 
 
 class SkipCode(StrEnum):

@@ -4,12 +4,10 @@ retention service, which checks again and deletes them."""
 from __future__ import annotations
 
 import datetime
-from typing import Any
 
 from davit import timeutil
+from davit.api.objects import RawObject
 from davit.retention import rules
-
-RawObject = dict[str, Any]
 
 
 def ttl_expired(obj: RawObject, now: datetime.datetime) -> bool:

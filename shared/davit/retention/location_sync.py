@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from davit import constants, timeutil
+from davit.api.objects import RawObject
 from davit.api.types import Stage, Status, VolumeStatus
 from davit.format.layout import BackupRef
-
-RawObject = dict[str, Any]
+from davit.operations import stages
 
 #: The stage name of the message that asks the retention service to sync a BackupLocation.
-SYNC_STAGE: Final = "Sync"
+SYNC_STAGE: Final = constants.RetentionAction.SYNC.value
 #: On an imported ApplicationBackup: the name of the BackupLocation (in the same namespace) that imported it.
 IMPORTED_FROM_ANNOTATION: Final = f"{constants.ANNOTATION_PREFIX}imported-from"
 #: On an imported ApplicationBackup: ``<namespace>/<name>/<uid>`` of the backup it stands for, which is
@@ -261,10 +261,10 @@ def imported_status(
     finished = summary.get("finishedAt")
     begin, end = timeutil.parse_time(started), timeutil.parse_time(finished)
     note = f"imported from BackupLocation {location_name}"
+    ended = Status.PARTIAL_SUCCESS if failed else Status.SUCCESSFUL
+    reason = f"{note}; {failed} of {len(volumes)} volume(s) failed" if failed else note
     status: dict[str, Any] = {
-        "stage": Stage.FINAL.value,
-        "status": (Status.PARTIAL_SUCCESS if failed else Status.SUCCESSFUL).value,
-        "reason": f"{note}; {failed} of {len(volumes)} volume(s) failed" if failed else note,
+        **stages.stage_fields(Stage.FINAL, ended, reason, finished or None),
         "resourceCount": int(summary.get("resourceCount") or 0),
         "volumes": volumes,
         "volumesProgress": f"{done}/{len(volumes)}",
@@ -275,8 +275,6 @@ def imported_status(
     }
     if started:
         status["triggerTimestamp"] = started
-    if finished:
-        status["finishTimestamp"] = finished
     if begin and end:
         status["elapsed"] = timeutil.format_elapsed(max(0.0, (end - begin).total_seconds()))
     return status

@@ -14,20 +14,20 @@ import json
 from typing import Any
 
 import structlog
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
+from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
 from davit.backup.selection import label_selector
-from davit.constants import Kind, Queue, node_queue
-from davit.operations import progress, queueing
+from davit.constants import Kind, node_queue
+from davit.kube import client
+from davit.kube.client import ApiException
+from davit.operations import progress, stages
 from davit.operations.messages import Message
 from davit.operations.runtime import Runtime
-from davit.operations.scratch import OperationState
+from davit.operations.scratch import BackupScratch
 from davit.volumes.claims import VolumePlan, plan_volume
 
 log = structlog.get_logger(__name__)
-RawObject = dict[str, Any]
 KIND = Kind.APPLICATION_BACKUP
 VOLUME_PART_PREFIX = "volume:"
 
@@ -78,31 +78,33 @@ def plan_all(rt: Runtime, obj: RawObject) -> list[VolumePlan]:
     return plans
 
 
-def save_plans(state: OperationState, plans: list[VolumePlan]) -> None:
-    if plans:
-        state.redis.hset(state.key("volumes"), mapping={p.part: json.dumps(p.__dict__) for p in plans})
+def save_plans(state: BackupScratch, plans: list[VolumePlan]) -> None:
+    state.save_volume_plans({p.part: p.__dict__ for p in plans})
 
 
-def load_plan(state: OperationState, part: str) -> VolumePlan | None:
-    raw = state.redis.hget(state.key("volumes"), part)
-    return VolumePlan(**json.loads(raw)) if raw else None
+def load_plan(state: BackupScratch, part: str) -> VolumePlan | None:
+    raw = state.volume_plan(part)
+    return VolumePlan(**raw) if raw else None
 
 
-def start(rt: Runtime, obj: RawObject, state: OperationState, hold: bool) -> tuple[RawObject, bool]:
+def start(rt: Runtime, obj: RawObject, state: BackupScratch, hold: bool) -> tuple[RawObject, bool]:
     """Plan and hand out the volumes; returns the object and whether volume work is outstanding."""
     plans = plan_all(rt, obj)
     save_plans(state, plans)
     work = [p for p in plans if p.mode != "skip"]
-    obj = progress.set_stage(
-        rt, KIND, obj, Stage.VOLUMES, Status.IN_PROGRESS,
+    moved = progress.advance(
+        rt, KIND, obj, Stage.PRE_EXEC_RULE, stages.Outcome.DONE,
         f"{len(work)} of {len(plans)} volume(s) to back up",
         extra={"volumes": [p.status_entry() for p in plans], "volumesProgress": f"0/{len(plans)}"},
     )  # fmt: skip
+    if moved is None:
+        return obj, False
+    obj = moved
     state.log(
         "volumes.planned", volumes=[{"claim": p.part, "mode": p.mode, "reason": p.reason} for p in plans]
     )
     if hold:
-        state.redis.set(state.key("hold"), "1")
+        state.hold_volumes()
     state.add_pending([VOLUME_PART_PREFIX + p.part for p in work])
     for plan in work:
         send(rt, obj, plan)
@@ -113,21 +115,23 @@ def send(rt: Runtime, obj: RawObject, plan: VolumePlan) -> None:
     meta = obj["metadata"]
     message = Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.VOLUMES.value,
                       VOLUME_PART_PREFIX + plan.part)  # fmt: skip
-    queue = node_queue(plan.node) if plan.mode == "filesystem" else Queue.SNAPSHOT.value
-    queueing.send(rt.celery, message, queue)
+    # Parts of the same stage (not a transition): filesystem volumes to their node's agent, snapshots
+    # to the stage's owner.
+    queue = node_queue(plan.node) if plan.mode == "filesystem" else stages.owner(KIND, Stage.VOLUMES)
+    assert queue is not None
+    rt.dispatch.send(message, queue)
 
 
-def record_result(state: OperationState, claim_part: str, result: dict[str, Any]) -> None:
+def record_result(state: BackupScratch, claim_part: str, result: dict[str, Any]) -> None:
     """What a node agent stored for a volume (tree id, sizes, status), for the manifest."""
-    state.redis.hset(state.key("volume-results"), claim_part, json.dumps(result))
+    state.record_volume_result(claim_part, result)
 
 
-def results(state: OperationState) -> dict[str, dict[str, Any]]:
-    raw = state.redis.hgetall(state.key("volume-results"))
-    return {k.decode(): json.loads(v) for k, v in raw.items()}
+def results(state: BackupScratch) -> dict[str, dict[str, Any]]:
+    return state.volume_results()
 
 
-def resend_outstanding(rt: Runtime, obj: RawObject, state: OperationState) -> None:
+def resend_outstanding(rt: Runtime, obj: RawObject, state: BackupScratch) -> None:
     """After a stall: hand out again the volumes not finished (their tasks are idempotent)."""
     for part in state.pending():
         plan = load_plan(state, part.removeprefix(VOLUME_PART_PREFIX))
@@ -168,9 +172,7 @@ def update_volume(
 STATUS_FIELDS = ("status", "reason", "totalSize", "bytesDone")
 
 
-def complete(
-    rt: Runtime, message: Message, state: OperationState, claim: str, result: dict[str, Any]
-) -> None:
+def complete(rt: Runtime, message: Message, state: BackupScratch, claim: str, result: dict[str, Any]) -> None:
     """Record a volume's result (manifest and status) and finish its part."""
     record_result(state, claim, result)
     update_volume(
@@ -179,21 +181,15 @@ def complete(
     finish_part(rt, message, state)
 
 
-def finish_part(rt: Runtime, message: Message, state: OperationState) -> None:
+def finish_part(rt: Runtime, message: Message, state: BackupScratch) -> None:
     """A volume part is done (successfully or not): the last one moves the backup on, unless a
     snapshot task holds background exec actions and will do it after releasing them."""
-    if state.finish(message.part) and not state.redis.get(state.key("hold")):
+    if state.finish(message.part) and not state.volumes_held():
         advance(rt, message)
 
 
 def advance(rt: Runtime, message: Message) -> None:
+    """Every volume is done: the backup moves on to Applications (unless it moved on already)."""
     obj = rt.ops.get(KIND, message.namespace, message.name)
-    if obj is None or (obj.get("status") or {}).get("stage") != Stage.VOLUMES:
-        return
-    meta = obj["metadata"]
-    obj = progress.set_stage(rt, KIND, obj, Stage.APPLICATIONS, Status.PENDING, "queued for davit.export")
-    queueing.send(
-        rt.celery,
-        Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.APPLICATIONS.value),
-        Queue.EXPORT,
-    )
+    if obj is not None:
+        progress.advance(rt, KIND, obj, Stage.VOLUMES, stages.Outcome.DONE)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from davit import constants
+from davit.api.objects import RawObject
 
-RawObject = dict[str, Any]
 Mode = Literal["filesystem", "snapshot", "skip"]
 
 _MODES = ("auto", "filesystem", "snapshot", "skip")

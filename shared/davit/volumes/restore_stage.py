@@ -3,26 +3,24 @@ hand-over that finishes the restore)."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
-from davit.constants import Kind, Queue
-from davit.operations import queueing
-from davit.operations.messages import Message
+from davit.constants import Kind
+from davit.operations import progress, stages
 from davit.operations.runtime import Runtime
-from davit.operations.scratch import OperationState
+from davit.operations.scratch import RestoreScratch
 from davit.volumes import backup_stage
 
-RawObject = dict[str, Any]
 KIND = Kind.APPLICATION_RESTORE
 
 #: The scratch-state group of a restore's outstanding volumes, and their parts' prefix.
-GROUP = "volumes"
+GROUP = RestoreScratch.VOLUME_GROUP
 PART_PREFIX = "volume:"
-#: The part of the message that asks the restore service to finish once every volume is done.
-FINISH_PART = "finish"
+#: The part of the message that asks the restore service to finish once every volume is done (the stage
+#: machine's hand-over, davit.operations.stages).
+FINISH_PART = stages.FINISH_PART
 #: Where each volume's tree and, once known, its target are kept.
-TARGETS = "restore:volumes"
+TARGETS = RestoreScratch.VOLUME_TARGETS
 
 
 def backup_trees(manifest: RawObject, namespace_mapping: dict[str, str]) -> dict[str, str]:
@@ -42,7 +40,7 @@ def backup_trees(manifest: RawObject, namespace_mapping: dict[str, str]) -> dict
     return trees
 
 
-def fail_volume(rt: Runtime, obj: RawObject, state: OperationState, part: str, reason: str) -> None:
+def fail_volume(rt: Runtime, obj: RawObject, state: RestoreScratch, part: str, reason: str) -> None:
     meta = obj["metadata"]
     claim_part = part.removeprefix(PART_PREFIX)
     state.log("volume.failed", claim=claim_part, reason=reason)
@@ -51,11 +49,7 @@ def fail_volume(rt: Runtime, obj: RawObject, state: OperationState, part: str, r
     volume_done(rt, obj, state, part)
 
 
-def volume_done(rt: Runtime, obj: RawObject, state: OperationState, part: str) -> None:
+def volume_done(rt: Runtime, obj: RawObject, state: RestoreScratch, part: str) -> None:
     """A volume is done (either way): the last one asks the restore service to finish."""
     if state.finish(part, group=GROUP):
-        meta = obj["metadata"]
-        message = Message(
-            KIND, meta["namespace"], meta["name"], meta["uid"], Stage.VOLUMES.value, FINISH_PART
-        )
-        queueing.send(rt.celery, message, Queue.RESTORE)
+        progress.advance(rt, KIND, obj, Stage.VOLUMES, stages.Outcome.PARTS_DONE)
