@@ -23,10 +23,11 @@ status: ## list the stack's processes
 demo: up ## bring the stack up; back a sample app up, delete it, restore it, check every object and byte
 	bash scripts/demo.sh
 
-lint: deps ## ruff and mypy
+lint: deps ## ruff, mypy and the import contracts (.importlinter)
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m mypy
+	.venv/bin/lint-imports
 
 unit: deps ## fast tests of the pure core, no stack
 	$(PYTEST) tests/unit -q
