@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from davit.format import sealing
+from tests.fakes.scratch import scratch_factory  # noqa: F401  (scratch state over an in-memory Redis)
 
 
 def pytest_configure(config: pytest.Config) -> None:

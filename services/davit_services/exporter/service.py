@@ -23,6 +23,7 @@ from davit import constants, timeutil
 from davit.api.objects import RawObject
 from davit.constants import Kind
 from davit.kube import client
+from davit.kube.operations import Operations
 from davit.kube.watching import EventType, ListWatch
 from davit.operations import scratch
 from davit.retention import deletions
@@ -122,7 +123,7 @@ class DavitCollector(Collector):
 class Exporter:
     def __init__(self, settings: Settings, api: client.ApiClient, redis_client: Any = None) -> None:
         self.settings = settings
-        self.custom = client.CustomObjectsApi(api)
+        self.ops = Operations(api)
         self.redis = redis_client or scratch.connect(
             settings.redis_url, timeout=REDIS_TIMEOUT_SECONDS, connect_timeout=REDIS_TIMEOUT_SECONDS
         )
@@ -135,11 +136,6 @@ class Exporter:
         watches = []
         for kind in WATCHED_KINDS:
 
-            def list_call(_kind: Kind = kind, **kwargs: Any) -> Any:
-                return self.custom.list_cluster_custom_object(
-                    constants.API_GROUP, constants.API_VERSION, constants.PLURALS[_kind], **kwargs
-                )
-
             def on_list(items: list[RawObject], _kind: Kind = kind) -> None:
                 self.cache.replace(_kind, items)
                 log.debug("cache.listed", kind=_kind.value, count=len(items))
@@ -150,7 +146,7 @@ class Exporter:
             watches.append(
                 ListWatch(
                     name=constants.PLURALS[kind],
-                    list_call=list_call,
+                    list_call=self.ops.list_call(kind),
                     on_list=on_list,
                     on_event=on_event,
                     resync_seconds=self.settings.resync_seconds,

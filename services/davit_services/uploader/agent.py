@@ -31,10 +31,9 @@ import structlog
 from davit.api.types import Stage, Status
 from davit.constants import Kind, node_queue
 from davit.format.repository import BackupRepository
-from davit.operations import queueing
 from davit.operations.messages import Message
 from davit.operations.runtime import LocationUnavailable, Runtime
-from davit.operations.scratch import OperationState
+from davit.operations.scratch import BackupScratch
 from davit.repo import (
     RepoError,
     RepoWriter,
@@ -67,7 +66,7 @@ def handle(rt: Runtime, message: Message) -> None:
     obj = rt.ops.current(KIND, message.namespace, message.name, message.uid, Stage.VOLUMES)
     if obj is None:
         return
-    state = OperationState(rt.redis, message.uid)
+    state = BackupScratch(rt.redis, message.uid)
     claim, _sep, shard = message.part.removeprefix(backup_stage.VOLUME_PART_PREFIX).partition(SHARD_SEPARATOR)
     plan = backup_stage.load_plan(state, claim)
     if plan is None:
@@ -88,7 +87,7 @@ class _Volume:
     """One volume's backup: planned by the task for the volume, stored by it alone when small, else by one
     task per shard on this node's queue, the last of which merges the shards' trees."""
 
-    def __init__(self, rt: Runtime, message: Message, state: OperationState, plan: VolumePlan, part: str,
+    def __init__(self, rt: Runtime, message: Message, state: BackupScratch, plan: VolumePlan, part: str,
                  backup: dict[str, Any], location: str) -> None:  # fmt: skip
         self.rt = rt
         self.message = message
@@ -100,7 +99,7 @@ class _Volume:
         self.namespace, _sep, self.claim = part.partition("/")
         self.backup = backup
         self.location = location
-        self.group = f"shards:{part}"
+        self.group = BackupScratch.shard_group(part)
         self.volume_part = backup_stage.VOLUME_PART_PREFIX + part
 
     def start(self) -> None:
@@ -139,16 +138,15 @@ class _Volume:
             start, end = self._bounds().range(shard)
 
             def report(done: int) -> None:
-                self.rt.redis.hset(self.state.key(self.group + ":progress"), str(shard), done)
-                values = self.rt.redis.hvals(self.state.key(self.group + ":progress"))
-                self._update({"status": Status.IN_PROGRESS.value, "bytesDone": sum(int(v) for v in values)})
+                total = self.state.record_shard_progress(self.part, shard, done)
+                self._update({"status": Status.IN_PROGRESS.value, "bytesDone": total})
 
             source = self._source()
             tree, stats = self._store(repository, source, start, end, report)
             outcome = {"tree": tree.id, "bytesRead": stats.bytes_read, "storedSize": stats.bytes_stored}
         except Exception as exc:  # any error ends this shard (and so the volume) Failed
             outcome = _failure(exc)
-        self.rt.redis.hset(self.state.key(self.group + ":results"), str(shard), json.dumps(outcome))
+        self.state.record_shard_outcome(self.part, shard, outcome)
         if self.state.finish(str(shard), group=self.group):
             self._finish(self._merge())
 
@@ -161,15 +159,15 @@ class _Volume:
         meta = self.message
         for shard in outstanding:
             part = f"{self.volume_part}{SHARD_SEPARATOR}{shard}"
-            queueing.send(self.rt.celery, replace(meta, part=part, issued_at=time.time()),
-                          node_queue(self.rt.settings.node_name))  # fmt: skip
+            # A shard is a part of the volume's part (not a transition): to this node's queue.
+            self.rt.dispatch.send(replace(meta, part=part, issued_at=time.time()),
+                                  node_queue(self.rt.settings.node_name))  # fmt: skip
         return None
 
     def _merge(self) -> dict[str, Any]:
         """The volume's result from its shards' (the last shard to finish merges)."""
         try:
-            raw = self.rt.redis.hgetall(self.state.key(self.group + ":results"))
-            outcomes = sorted(((int(k), json.loads(v)) for k, v in raw.items()), key=lambda item: item[0])
+            outcomes = self.state.shard_outcomes(self.part)
             failed = [f"shard {i}: {o['reason']}" for i, o in outcomes if "reason" in o]
             if failed:
                 return {"status": Status.FAILED.value, "reason": "; ".join(failed)}

@@ -42,7 +42,6 @@ class Watcher:
     ) -> None:
         self.settings = settings
         self.api = api
-        self.custom = client.CustomObjectsApi(api)
         self.lookup = Operations(api)
         self.celery = queueing.create_app(settings.redis_url, "davit-watcher")
         self.redis = scratch.connect(settings.redis_url)
@@ -52,6 +51,8 @@ class Watcher:
         self.clones = clones.CloneDriver(
             read=lambda namespace, name: self.lookup.get_as_is(Kind.APPLICATION_CLONE, namespace, name),
             send=lambda message, queue: queueing.send(self.celery, message, queue),
+            # Progress reaches the clone well within the stall detection's patience.
+            heartbeat_seconds=min(clones.HEARTBEAT_SECONDS, settings.stall_seconds / 3),
         )
         self.locations = LocationChecker(
             api,
@@ -99,16 +100,10 @@ class Watcher:
     def list_watches(self) -> list[ListWatch]:
         watches = [self._location_watch()]
         for kind in constants.OPERATION_KINDS:
-
-            def list_call(_kind: Kind = kind, **kwargs: Any) -> Any:
-                return self.custom.list_cluster_custom_object(
-                    constants.API_GROUP, constants.API_VERSION, constants.PLURALS[_kind], **kwargs
-                )
-
             watches.append(
                 ListWatch(
                     name=constants.PLURALS[kind],
-                    list_call=list_call,
+                    list_call=self.lookup.list_call(kind),
                     on_list=functools.partial(self.resync, kind),
                     on_event=functools.partial(self.on_event, kind),
                     resync_seconds=self.settings.resync_seconds,
@@ -117,14 +112,9 @@ class Watcher:
         return watches
 
     def _location_watch(self) -> ListWatch:
-        def list_call(**kwargs: Any) -> Any:
-            return self.custom.list_cluster_custom_object(
-                constants.API_GROUP, constants.API_VERSION, constants.PLURALS[Kind.BACKUP_LOCATION], **kwargs
-            )
-
         return ListWatch(
             name=constants.PLURALS[Kind.BACKUP_LOCATION],
-            list_call=list_call,
+            list_call=self.lookup.list_call(Kind.BACKUP_LOCATION),
             on_list=self.locations.on_list,
             on_event=self.locations.on_event,
             resync_seconds=self.settings.resync_seconds,
@@ -217,13 +207,8 @@ class Watcher:
 
     def _write_status(self, kind: Kind, obj: RawObject, status: dict[str, Any]) -> bool:
         """Write ``status`` if the object is still as read; False when it changed or went away."""
-        meta = obj["metadata"]
-        body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
         try:
-            self.custom.patch_namespaced_custom_object_status(
-                constants.API_GROUP, constants.API_VERSION, meta["namespace"], constants.PLURALS[kind],
-                meta["name"], body,
-            )  # fmt: skip
+            self.lookup.patch_status(kind, obj, status, check_version=True)
         except ApiException as exc:
             if exc.status in (404, 409):
                 # Changed or deleted since we looked: the event for that change brings a fresh decision.

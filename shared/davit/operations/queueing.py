@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -19,6 +18,7 @@ from celery import Celery
 from kombu import Queue as KombuQueue
 
 from davit.constants import NODE_QUEUE_PREFIX, Queue
+from davit.operations import scratch
 from davit.operations.messages import Message
 
 #: Hard limit for one task. Large work is split into parts well below it (SPEC §1), so hitting it means
@@ -37,7 +37,7 @@ STAGE_TASKS: Final[dict[str, str]] = {
 NODE_TASK: Final = "davit.node.run_stage"
 
 #: Where kombu's Redis transport keeps messages delivered but not yet acknowledged.
-UNACKED_HASH: Final = "unacked"
+UNACKED_HASH: Final = scratch.UNACKED_HASH
 
 
 def create_app(redis_url: str, name: str = "davit") -> Celery:
@@ -70,32 +70,11 @@ def send(app: Celery, message: Message, queue: str) -> None:
     app.send_task(task, args=[message.encode()], task_id=message.key, queue=queue, routing_key=queue)
 
 
-def _task_id(raw: bytes | str) -> str | None:
-    try:
-        envelope = json.loads(raw)
-    except ValueError:
-        return None
-    if isinstance(envelope, list):  # the unacked hash stores [message, exchange, routing_key]
-        envelope = envelope[0] if envelope else {}
-    headers: Any = envelope.get("headers") if isinstance(envelope, dict) else None
-    task_id = headers.get("id") if isinstance(headers, dict) else None
-    return task_id if isinstance(task_id, str) else None
-
-
 def in_flight_task_ids(redis: Any, queues: Iterable[str]) -> set[str]:
     """Task ids waiting in ``queues`` or delivered and not yet acknowledged.
 
     Reads kombu's Redis layout (a list per queue, the ``unacked`` hash). Used by the watcher's resync to
     tell a lost message from one that is merely waiting, without re-sending every message every minute.
+    The reading is ``davit.operations.scratch.QueueState``'s.
     """
-    ids: set[str] = set()
-    for queue in queues:
-        for raw in redis.lrange(queue, 0, -1):
-            task_id = _task_id(raw)
-            if task_id:
-                ids.add(task_id)
-    for raw in redis.hvals(UNACKED_HASH):
-        task_id = _task_id(raw)
-        if task_id:
-            ids.add(task_id)
-    return ids
+    return scratch.QueueState(redis).in_flight_task_ids(queues)

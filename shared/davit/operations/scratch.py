@@ -1,30 +1,91 @@
-"""Scratch state of a running operation in Redis: which parts are outstanding, where each paginated list
-stands, what each written part holds, and the operation's log lines until they go to the location.
+"""Everything Davit keeps in Redis, and the only module that reads or writes it (the clients are made in
+``davit.operations.runtime`` and by ``connect`` here; Celery's broker is kombu's).
 
-The CR's status stays the source of truth for *where* an operation is; this is the bookkeeping that lets
-many small tasks cooperate on one operation and lets a retried task resume instead of starting over.
-Every key is ``davit:op:<uid>:…`` and is deleted when the operation ends.
+Scratch state of a running operation: which parts are outstanding, where each paginated list stands, what
+each written part holds, and the operation's log lines until they go to the location. The CR's status
+stays the source of truth for *where* an operation is; this is the bookkeeping that lets many small tasks
+cooperate on one operation and lets a retried task resume instead of starting over.
+
+* Every key of an operation is ``davit:op:<uid>:<name>``; each name is spelled once, below, as a constant
+  or a method of the class of the operation kind that uses it (``BackupScratch``, ``RestoreScratch``,
+  ``CloneScratch``, over the common ``OperationState``).
+* Every key written gets a TTL of ``TTL_SECONDS`` (a week), refreshed by each write: a forgotten
+  operation's state goes by itself.
+* When an operation reaches Final, whatever its result, ``davit.operations.progress.set_stage`` (and the
+  watcher, for the failures it writes) calls ``clear_at_final``: every key of the operation goes except
+  its log, which the handler still stores in the location and then drops (``clear``). A log that never
+  reached the location (the operation failed first) stays, under its TTL, for ``davit <kind> logs``.
+
+Besides the operations: the retention deletion counters the exporter serves (``RetentionDeletions``) and
+what the watcher and the exporter read of kombu's queues (``QueueState``).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Final
 
-from redis.exceptions import WatchError
+import redis
+from redis.exceptions import RedisError, WatchError
 
-from davit.constants import REDIS_KEY_PREFIX
+from davit.constants import NODE_QUEUE_PREFIX, REDIS_KEY_PREFIX, Queue
 
-#: Scratch state outlives a forgotten operation by a week at most.
-TTL_SECONDS = 7 * 24 * 3600
+__all__ = [
+    "TTL_SECONDS",
+    "BackupScratch",
+    "CloneScratch",
+    "OperationState",
+    "QueueState",
+    "RedisError",
+    "RestoreScratch",
+    "RetentionDeletions",
+    "connect",
+    "operation_log_lines",
+]
+
+#: Every key Davit writes outlives a forgotten operation (or an idle counter) by a week at most.
+TTL_SECONDS: Final = 7 * 24 * 3600
+#: ``davit:op:<uid>:`` starts every key of one operation.
+OPERATION_PREFIX: Final = f"{REDIS_KEY_PREFIX}op:"
+
+
+def connect(url: str, *, timeout: float | None = None, connect_timeout: float | None = None) -> Any:
+    """A client for ``url`` (with the password already joined in, see ``davit.settings``)."""
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=connect_timeout)
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+# --- operations ------------------------------------------------------------------------------------
 
 
 class OperationState:
+    """The keys every operation kind has: outstanding parts (in groups), page tokens, written parts, the
+    log. A kind's own keys are in its subclass."""
+
+    #: Set once by the first planner (``mark_planned``).
+    PLANNED: Final = "planned"
+    #: The default group of outstanding parts (a set).
+    PENDING: Final = "pending"
+    #: Continue tokens of paginated parts (a hash, part → token).
+    TOKENS: Final = "tokens"
+    #: What each written part holds (a hash, part → JSON).
+    PARTS: Final = "parts"
+    #: Cluster-scoped objects the written parts need (a set of JSON refs).
+    NEEDED: Final = "needed"
+    #: The operation's log lines (a list of JSON lines) until they go to the location.
+    LOG: Final = "log"
+    #: A group's plan is kept at ``<group>:plan``.
+    PLAN_SUFFIX: Final = ":plan"
+
     def __init__(self, redis: Any, uid: str) -> None:
         self.redis = redis
         self.uid = uid
-        self.prefix = f"{REDIS_KEY_PREFIX}op:{uid}:"
+        self.prefix = f"{OPERATION_PREFIX}{uid}:"
 
     def key(self, name: str) -> str:
         return self.prefix + name
@@ -35,37 +96,70 @@ class OperationState:
             pipe.expire(self.key(name), TTL_SECONDS)
         pipe.execute()
 
+    # Writes of one key, each with the TTL.
+
+    def _set(self, name: str, value: str | int) -> None:
+        self.redis.set(self.key(name), value, ex=TTL_SECONDS)
+
+    def _get(self, name: str) -> str | None:
+        raw = self.redis.get(self.key(name))
+        return _text(raw) if raw is not None else None
+
+    def _hset(self, name: str, mapping: dict[str, str]) -> None:
+        if not mapping:
+            return
+        pipe = self.redis.pipeline()
+        pipe.hset(self.key(name), mapping=mapping)
+        pipe.expire(self.key(name), TTL_SECONDS)
+        pipe.execute()
+
+    def _hget(self, name: str, field: str) -> str | None:
+        raw = self.redis.hget(self.key(name), field)
+        return _text(raw) if raw is not None else None
+
+    def _hgetall(self, name: str) -> dict[str, str]:
+        return {_text(k): _text(v) for k, v in self.redis.hgetall(self.key(name)).items()}
+
+    def _hvals(self, name: str) -> list[str]:
+        return [_text(v) for v in self.redis.hvals(self.key(name))]
+
+    def _hincrby(self, name: str, field: str, amount: int) -> int:
+        pipe = self.redis.pipeline()
+        pipe.hincrby(self.key(name), field, amount)
+        pipe.expire(self.key(name), TTL_SECONDS)
+        value, _expired = pipe.execute()
+        return int(value)
+
     # --- outstanding parts -------------------------------------------------------------------------
 
     def mark_planned(self) -> bool:
         """True for the first caller only: the plan is made once, a retry resumes it."""
-        return bool(self.redis.set(self.key("planned"), "1", nx=True, ex=TTL_SECONDS))
+        return bool(self.redis.set(self.key(self.PLANNED), "1", nx=True, ex=TTL_SECONDS))
 
     # ``group`` names another set of outstanding parts (a volume's shards) finished the same way.
 
     def add_pending(
-        self, parts: list[str], tokens: dict[str, str] | None = None, group: str = "pending"
+        self, parts: list[str], tokens: dict[str, str] | None = None, group: str = PENDING
     ) -> None:
         if not parts:
             return
         pipe = self.redis.pipeline()
         pipe.sadd(self.key(group), *parts)
         if tokens:
-            pipe.hset(self.key("tokens"), mapping=tokens)
+            pipe.hset(self.key(self.TOKENS), mapping=tokens)
         pipe.execute()
-        self._touch(group, "tokens")
+        self._touch(group, self.TOKENS)
 
-    def pending(self, group: str = "pending") -> list[str]:
-        return sorted(p.decode() for p in self.redis.smembers(self.key(group)))
+    def pending(self, group: str = PENDING) -> list[str]:
+        return sorted(_text(p) for p in self.redis.smembers(self.key(group)))
 
     def token(self, part: str) -> str | None:
-        raw = self.redis.hget(self.key("tokens"), part)
-        return raw.decode() if raw else None
+        return self._hget(self.TOKENS, part) or None
 
-    def is_pending(self, part: str, group: str = "pending") -> bool:
+    def is_pending(self, part: str, group: str = PENDING) -> bool:
         return bool(self.redis.sismember(self.key(group), part))
 
-    def finish(self, part: str, group: str = "pending") -> bool:
+    def finish(self, part: str, group: str = PENDING) -> bool:
         """Mark ``part`` done; True for exactly one caller: the one that finished the last part."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.srem(self.key(group), part)
@@ -76,7 +170,7 @@ class OperationState:
     def start_group(self, group: str, plan: str, parts: list[str]) -> bool:
         """Record ``plan`` and make ``parts`` outstanding in ``group``, both or neither, once: True for
         the caller that did it; a retry finds the plan (and the parts still outstanding) instead."""
-        plan_key = self.key(group + ":plan")
+        plan_key = self.key(group + self.PLAN_SUFFIX)
         with self.redis.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(plan_key)
@@ -92,36 +186,333 @@ class OperationState:
                 return False
 
     def group_plan(self, group: str) -> str | None:
-        raw = self.redis.get(self.key(group + ":plan"))
-        return raw.decode() if raw else None
+        return self._get(group + self.PLAN_SUFFIX) or None
 
     # --- results -----------------------------------------------------------------------------------
 
     def record_part(self, part: str, info: dict[str, Any], needed: list[str]) -> None:
         pipe = self.redis.pipeline()
-        pipe.hset(self.key("parts"), part, json.dumps(info))
+        pipe.hset(self.key(self.PARTS), part, json.dumps(info))
         if needed:
-            pipe.sadd(self.key("needed"), *needed)
+            pipe.sadd(self.key(self.NEEDED), *needed)
         pipe.execute()
-        self._touch("parts", "needed")
+        self._touch(self.PARTS, self.NEEDED)
 
     def parts(self) -> dict[str, dict[str, Any]]:
-        return {k.decode(): json.loads(v) for k, v in self.redis.hgetall(self.key("parts")).items()}
+        return {k: json.loads(v) for k, v in self._hgetall(self.PARTS).items()}
 
     def needed(self) -> list[str]:
-        return sorted(n.decode() for n in self.redis.smembers(self.key("needed")))
+        return sorted(_text(n) for n in self.redis.smembers(self.key(self.NEEDED)))
 
     # --- log ---------------------------------------------------------------------------------------
 
     def log(self, event: str, **fields: Any) -> None:
         line = json.dumps({"time": time.time(), "event": event, **fields}, sort_keys=True, default=str)
-        self.redis.rpush(self.key("log"), line)
-        self._touch("log")
+        self.redis.rpush(self.key(self.LOG), line)
+        self._touch(self.LOG)
 
     def log_lines(self) -> list[str]:
-        return [line.decode() for line in self.redis.lrange(self.key("log"), 0, -1)]
+        return [_text(line) for line in self.redis.lrange(self.key(self.LOG), 0, -1)]
+
+    # --- the end -----------------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        """The names (after the prefix) of every key the operation has now."""
+        return sorted(_text(k)[len(self.prefix) :] for k in self._keys())
+
+    def _keys(self) -> list[Any]:
+        return list(self.redis.scan_iter(match=self.prefix + "*", count=1000))
 
     def clear(self) -> None:
-        names = [k for k in self.redis.scan_iter(match=self.prefix + "*")]
-        if names:
-            self.redis.delete(*names)
+        """Every key of the operation, its log included: once the log is in the location."""
+        keys = self._keys()
+        if keys:
+            self.redis.delete(*keys)
+
+    def clear_at_final(self) -> None:
+        """The operation reached Final (whatever its result): every key but the log goes. The log stays
+        (under its TTL) until the handler has stored it in the location and calls ``clear``; when the
+        operation failed before that, it is where ``davit <kind> logs`` finds it."""
+        log_key = self.key(self.LOG)
+        keys = [k for k in self._keys() if _text(k) != log_key]
+        if keys:
+            self.redis.delete(*keys)
+
+
+class BackupScratch(OperationState):
+    """An ApplicationBackup: its volume plans and results (the snapshot service and the node agents), a
+    large volume's shards (the node agent), the resource lists (the resource writer)."""
+
+    #: Each volume's plan, ``<namespace>/<claim>`` → JSON of ``davit.volumes.claims.VolumePlan``.
+    VOLUME_PLANS: Final = "volumes"
+    #: Present while the snapshot task holds background exec actions until every volume is read.
+    HOLD: Final = "hold"
+    #: What a node agent (or the CSI snapshot) stored for each volume, for the manifest.
+    VOLUME_RESULTS: Final = "volume-results"
+    #: The list targets of the Applications stage, target part → JSON.
+    LIST_TARGETS: Final = "targets"
+    #: The namespaces the backup covers, as planned (JSON list).
+    NAMESPACES: Final = "namespaces"
+    #: Running totals (a hash; ``resources``: objects written so far).
+    COUNTERS: Final = "counters"
+
+    # --- volumes -----------------------------------------------------------------------------------
+
+    def save_volume_plans(self, plans: dict[str, dict[str, Any]]) -> None:
+        self._hset(self.VOLUME_PLANS, {part: json.dumps(plan) for part, plan in plans.items()})
+
+    def volume_plan(self, part: str) -> dict[str, Any] | None:
+        raw = self._hget(self.VOLUME_PLANS, part)
+        return dict(json.loads(raw)) if raw else None
+
+    def hold_volumes(self) -> None:
+        """The snapshot task holds background exec actions: it, not the last node agent, advances."""
+        self._set(self.HOLD, "1")
+
+    def volumes_held(self) -> bool:
+        return bool(self._get(self.HOLD))
+
+    def record_volume_result(self, claim_part: str, result: dict[str, Any]) -> None:
+        self._hset(self.VOLUME_RESULTS, {claim_part: json.dumps(result)})
+
+    def volume_results(self) -> dict[str, dict[str, Any]]:
+        return {k: json.loads(v) for k, v in self._hgetall(self.VOLUME_RESULTS).items()}
+
+    # --- a volume's shards -------------------------------------------------------------------------
+
+    @staticmethod
+    def shard_group(claim_part: str) -> str:
+        """The group of a volume's outstanding shards; its plan (the shard bounds) is the group's plan."""
+        return f"shards:{claim_part}"
+
+    def record_shard_progress(self, claim_part: str, shard: int, done: int) -> int:
+        """Record a shard's bytes done; the volume's bytes done over all its shards."""
+        name = self.shard_group(claim_part) + ":progress"
+        pipe = self.redis.pipeline()
+        pipe.hset(self.key(name), str(shard), done)
+        pipe.expire(self.key(name), TTL_SECONDS)
+        pipe.hvals(self.key(name))
+        _set, _expired, values = pipe.execute()
+        return sum(int(v) for v in values)
+
+    def record_shard_outcome(self, claim_part: str, shard: int, outcome: dict[str, Any]) -> None:
+        self._hset(self.shard_group(claim_part) + ":results", {str(shard): json.dumps(outcome)})
+
+    def shard_outcomes(self, claim_part: str) -> list[tuple[int, dict[str, Any]]]:
+        """Each finished shard's outcome, by shard number."""
+        raw = self._hgetall(self.shard_group(claim_part) + ":results")
+        return sorted(((int(k), json.loads(v)) for k, v in raw.items()), key=lambda item: item[0])
+
+    # --- resource lists ----------------------------------------------------------------------------
+
+    def save_list_targets(self, targets: dict[str, dict[str, Any]]) -> None:
+        # An empty plan still leaves the key, so the plan's presence does not depend on its size.
+        self._hset(self.LIST_TARGETS, {p: json.dumps(t) for p, t in targets.items()} or {"": ""})
+
+    def list_target(self, part: str) -> dict[str, Any] | None:
+        raw = self._hget(self.LIST_TARGETS, part)
+        return None if raw is None else dict(json.loads(raw))
+
+    def save_namespaces(self, namespaces: list[str]) -> None:
+        self._set(self.NAMESPACES, json.dumps(namespaces))
+
+    def namespaces(self) -> list[Any]:
+        """The planned namespaces as stored (not trusted: the caller checks each)."""
+        return list(json.loads(self._get(self.NAMESPACES) or "[]"))
+
+    def add_resources(self, count: int) -> int:
+        """Add to the objects written so far; the new total."""
+        return self._hincrby(self.COUNTERS, "resources", count)
+
+
+class RestoreScratch(OperationState):
+    """An ApplicationRestore: its objects in steps of chunks, their outcomes, owner links, and the
+    volumes the node agents write."""
+
+    #: The chunk count of each step (JSON list).
+    STEPS: Final = "restore:steps"
+    #: The step being applied.
+    CURRENT_STEP: Final = "restore:current"
+    #: Each applied chunk's counts, chunk part → JSON ``{"<kind>|<outcome>": n}``.
+    COUNTS: Final = "restore:counts"
+    #: Each chunk's failure reasons, chunk part → JSON list.
+    FAILURES: Final = "restore:failures"
+    #: The owner references to link once every step is applied (JSON list).
+    OWNERS: Final = "restore:owners"
+    #: The group of outstanding volumes (parts ``volume:<namespace>/<claim>``).
+    VOLUME_GROUP: Final = "volumes"
+    #: Each volume's tree and, once known, its target, ``<namespace>/<claim>`` → JSON.
+    VOLUME_TARGETS: Final = "restore:volumes"
+
+    @staticmethod
+    def step_group(step: int) -> str:
+        return f"step:{step}"
+
+    @staticmethod
+    def chunk_name(step: int, chunk: int) -> str:
+        return f"restore:objects:{step}:{chunk}"
+
+    # --- steps -------------------------------------------------------------------------------------
+
+    def save_steps(self, steps: list[list[list[dict[str, Any]]]]) -> None:
+        """Every step's chunks (each a list of items) and the layout, in one round trip."""
+        pipe = self.redis.pipeline()
+        layout = []
+        for index, chunks in enumerate(steps):
+            layout.append(len(chunks))
+            for number, body in enumerate(chunks):
+                pipe.set(self.key(self.chunk_name(index, number)), json.dumps(body), ex=TTL_SECONDS)
+        pipe.set(self.key(self.STEPS), json.dumps(layout), ex=TTL_SECONDS)
+        pipe.execute()
+
+    def step_layout(self) -> list[int]:
+        raw = self._get(self.STEPS)
+        return list(json.loads(raw)) if raw else []
+
+    def chunk(self, step: int, chunk: int) -> list[dict[str, Any]]:
+        raw = self._get(self.chunk_name(step, chunk))
+        return list(json.loads(raw)) if raw else []
+
+    def set_current_step(self, step: int) -> None:
+        self._set(self.CURRENT_STEP, step)
+
+    def current_step(self) -> int | None:
+        raw = self._get(self.CURRENT_STEP)
+        return None if raw is None else int(raw)
+
+    # --- outcomes ----------------------------------------------------------------------------------
+
+    def record_chunk(self, part: str, tally: dict[str, int], failures: list[str]) -> None:
+        """A chunk's counts (replacing a retried chunk's) and, when any, its failure reasons."""
+        self._hset(self.COUNTS, {part: json.dumps(tally)})
+        if failures:
+            self._hset(self.FAILURES, {part: json.dumps(failures)})
+
+    def chunk_counts(self) -> list[dict[str, int]]:
+        return [dict(json.loads(raw)) for raw in self._hvals(self.COUNTS)]
+
+    def failure_reasons(self) -> list[str]:
+        return [reason for raw in self._hvals(self.FAILURES) for reason in json.loads(raw)]
+
+    def save_owners(self, owners: list[dict[str, Any]]) -> None:
+        self._set(self.OWNERS, json.dumps(owners))
+
+    def owners(self) -> list[dict[str, Any]]:
+        raw = self._get(self.OWNERS)
+        return list(json.loads(raw)) if raw else []
+
+    # --- volumes -----------------------------------------------------------------------------------
+
+    def save_volume_targets(self, targets: dict[str, dict[str, Any]]) -> None:
+        self._hset(self.VOLUME_TARGETS, {claim: json.dumps(t) for claim, t in targets.items()})
+
+    def volume_target(self, claim_part: str) -> dict[str, Any]:
+        """The volume's target as recorded ({} when none: not trusted, the caller checks it)."""
+        return dict(json.loads(self._hget(self.VOLUME_TARGETS, claim_part) or "{}"))
+
+    def set_volume_target(self, claim_part: str, target: dict[str, Any]) -> None:
+        self.save_volume_targets({claim_part: target})
+
+    def drop_volume_target(self, claim_part: str) -> None:
+        self.redis.hdel(self.key(self.VOLUME_TARGETS), claim_part)
+
+    def has_volume_targets(self) -> bool:
+        return bool(self.redis.hlen(self.key(self.VOLUME_TARGETS)))
+
+
+class CloneScratch(OperationState):
+    """An ApplicationClone: the common keys only (its log, for ``davit clone logs``)."""
+
+
+def operation_log_lines(redis_url: str, uid: str) -> list[str]:
+    """The log lines the services keep for the operation ``uid`` while it runs (a short-lived client)."""
+    client = connect(redis_url, timeout=10, connect_timeout=5)
+    try:
+        return OperationState(client, uid).log_lines()
+    finally:
+        client.close()
+
+
+# --- not of one operation --------------------------------------------------------------------------
+
+
+class RetentionDeletions:
+    """Backups retention deleted, by namespace and reason, for the exporter's
+    ``davit_retention_deletions_total`` (workers have no ``/metrics`` of their own). The hash's TTL is
+    renewed by every deletion: it goes after a week without any, which the counter reads as a reset."""
+
+    KEY: Final = f"{REDIS_KEY_PREFIX}metrics:retention-deletions"
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+
+    def record(self, namespace: str, reason: str) -> None:
+        pipe = self.redis.pipeline()
+        pipe.hincrby(self.KEY, f"{namespace}|{reason}", 1)
+        pipe.expire(self.KEY, TTL_SECONDS)
+        pipe.execute()
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """(namespace, reason) → deletions so far."""
+        found: dict[tuple[str, str], int] = {}
+        for field, value in self.redis.hgetall(self.KEY).items():
+            namespace, _sep, reason = _text(field).partition("|")
+            found[(namespace, reason)] = int(value)
+        return found
+
+
+#: Where kombu's Redis transport keeps messages delivered but not yet acknowledged.
+UNACKED_HASH: Final = "unacked"
+
+
+def _task_id(raw: bytes | str) -> str | None:
+    try:
+        envelope = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(envelope, list):  # the unacked hash stores [message, exchange, routing_key]
+        envelope = envelope[0] if envelope else {}
+    headers: Any = envelope.get("headers") if isinstance(envelope, dict) else None
+    task_id = headers.get("id") if isinstance(headers, dict) else None
+    return task_id if isinstance(task_id, str) else None
+
+
+class QueueState:
+    """What kombu keeps in Redis for the Celery queues, read only: the watcher's resync and the
+    exporter's queue lengths. The keys are kombu's (a list per queue, the ``unacked`` hash), never
+    written here."""
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+
+    def in_flight_task_ids(self, queues: Iterable[str]) -> set[str]:
+        """Task ids waiting in ``queues`` or delivered and not yet acknowledged (any queue)."""
+        ids: set[str] = set()
+        for queue in queues:
+            for raw in self.redis.lrange(queue, 0, -1):
+                task_id = _task_id(raw)
+                if task_id:
+                    ids.add(task_id)
+        for raw in self.redis.hvals(UNACKED_HASH):
+            task_id = _task_id(raw)
+            if task_id:
+                ids.add(task_id)
+        return ids
+
+    def lengths(self) -> dict[str, int]:
+        """LLEN of every Davit queue key: the fixed queues always (0 when absent), node queues that
+        exist; a key that is not a list is left out."""
+        keys: list[str] = [queue.value for queue in Queue]
+        for raw in self.redis.scan_iter(match=f"{NODE_QUEUE_PREFIX}*", count=1000):
+            key = _text(raw)
+            if key not in keys:
+                keys.append(key)
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.llen(key)
+        lengths: dict[str, int] = {}
+        for key, result in zip(keys, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(result, Exception):  # not a list: not a queue
+                continue
+            lengths[key] = int(result)
+        return lengths

@@ -1,17 +1,17 @@
 """Counting the backups retention deletes, for the exporter's ``davit_retention_deletions_total``.
 
 Workers have no ``/metrics`` of their own (only the exporter serves one), so the retention service adds
-to a Redis hash and the exporter reads it at scrape time. Labels stay bounded: the namespace and one of
-the few reasons below, never a backup's name.
+to a Redis hash (kept by ``davit.operations.scratch.RetentionDeletions``) and the exporter reads it at
+scrape time. Labels stay bounded: the namespace and one of the few reasons below, never a backup's name.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
-from davit.constants import REDIS_KEY_PREFIX
+from davit.operations.scratch import RetentionDeletions
 
-KEY: Final = f"{REDIS_KEY_PREFIX}metrics:retention-deletions"
+KEY: Final = RetentionDeletions.KEY
 #: Why retention deleted a backup.
 RETAIN: Final = "retain"  # beyond a policy type's `retain` count
 SUPERSEDED: Final = "failed-superseded"  # a failed backup after a newer success of its type
@@ -21,13 +21,9 @@ REASONS: Final = (RETAIN, SUPERSEDED, EXPIRED, TTL)
 
 
 def record(redis: Any, namespace: str, reason: str) -> None:
-    redis.hincrby(KEY, f"{namespace}|{reason}", 1)
+    RetentionDeletions(redis).record(namespace, reason)
 
 
 def counts(redis: Any) -> dict[tuple[str, str], int]:
     """(namespace, reason) → deletions so far."""
-    found: dict[tuple[str, str], int] = {}
-    for field, value in redis.hgetall(KEY).items():
-        namespace, _sep, reason = (field.decode() if isinstance(field, bytes) else str(field)).partition("|")
-        found[(namespace, reason)] = int(value)
-    return found
+    return RetentionDeletions(redis).counts()
