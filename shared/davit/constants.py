@@ -70,6 +70,23 @@ class Queue(StrEnum):
     RETENTION = "davit.retention"
 
 
+class RetentionAction(StrEnum):
+    """What a message on the retention queue asks for (its ``stage`` field): the watcher and the location
+    checks send them, the retention service dispatches on them. They move no operation through its
+    stages (davit.operations.stages)."""
+
+    #: A backup being deleted: deal with its data according to its reclaimPolicy (the watcher sends it).
+    DELETE = "Delete"
+    #: A finished backup whose ttl passed: delete it (the watcher's resync sends it).
+    EXPIRE = "Expire"
+    #: A schedule's retention is due: delete its backups beyond their policy's limits.
+    RETAIN = "Retain"
+    #: Import the backups a BackupLocation holds that the cluster does not know.
+    SYNC = "Sync"
+    #: Collect a BackupLocation's unreferenced data.
+    COLLECT = "Collect"
+
+
 NODE_QUEUE_PREFIX: Final = "davit.node."
 
 

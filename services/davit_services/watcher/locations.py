@@ -109,7 +109,6 @@ class LocationChecker:
         #: a collection once per ``gc_interval``.
         self._collections: dict[str, str] = {}
         self.ops = Operations(api)
-        self.custom = client.CustomObjectsApi(api)
         self.interval = interval_seconds
         self.is_leader = is_leader
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="location-check")
@@ -174,10 +173,7 @@ class LocationChecker:
             "observedGeneration": meta.get("generation"),
         }
         try:
-            self.custom.patch_namespaced_custom_object_status(
-                constants.API_GROUP, constants.API_VERSION, meta["namespace"],
-                constants.PLURALS[Kind.BACKUP_LOCATION], meta["name"], {"status": status},
-            )  # fmt: skip
+            self.ops.patch_status(Kind.BACKUP_LOCATION, obj, status)
         except ApiException as exc:
             if exc.status == 404:
                 return

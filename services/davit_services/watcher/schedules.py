@@ -45,6 +45,7 @@ from davit.backup import schedules
 from davit.constants import Kind, Queue, RetentionAction
 from davit.kube import client, events
 from davit.kube.client import ApiException
+from davit.kube.operations import Operations
 from davit.operations import queueing
 from davit.operations.messages import Message
 from davit.retention import rules
@@ -317,7 +318,7 @@ class Scheduler:
 
     def __init__(self, api: client.ApiClient, celery: Any, tick_seconds: float) -> None:
         self.api = api
-        self.custom = client.CustomObjectsApi(api)
+        self.ops = Operations(api)
         self.celery = celery
         self.tick_seconds = tick_seconds
 
@@ -330,10 +331,7 @@ class Scheduler:
             lost.wait(self.tick_seconds)
 
     def _list(self, kind: Kind) -> list[RawObject]:
-        items: list[RawObject] = self.custom.list_cluster_custom_object(
-            constants.API_GROUP, constants.API_VERSION, constants.PLURALS[kind]
-        )["items"]
-        return items
+        return self.ops.list_all(kind, None, sort=False)
 
     def tick(self, now: datetime.datetime) -> None:
         schedules_ = self._list(Kind.APPLICATION_BACKUP_SCHEDULE)
@@ -364,10 +362,7 @@ class Scheduler:
         meta = schedule["metadata"]
         plan = failure_plan(schedule, message, now)
         try:
-            self.custom.patch_namespaced_custom_object_status(
-                constants.API_GROUP, constants.API_VERSION, meta["namespace"],
-                constants.PLURALS[Kind.APPLICATION_BACKUP_SCHEDULE], meta["name"], {"status": plan.status},
-            )  # fmt: skip
+            self.ops.patch_status(Kind.APPLICATION_BACKUP_SCHEDULE, schedule, plan.status)
         except Exception:  # e.g. the schedule was deleted meanwhile
             log.exception(
                 "schedule.status_failed", namespace=meta.get("namespace"), schedule=meta.get("name")
@@ -377,16 +372,9 @@ class Scheduler:
 
     def apply(self, schedule: RawObject, plan: SchedulePlan, now: datetime.datetime) -> None:
         meta = schedule["metadata"]
-        group, version, plural = constants.API_GROUP, constants.API_VERSION, constants.PLURALS
         for fire in plan.fire:
             try:
-                self.custom.create_namespaced_custom_object(
-                    group,
-                    version,
-                    meta["namespace"],
-                    plural[Kind.APPLICATION_BACKUP],
-                    backup_for(schedule, fire),
-                )
+                self.ops.create(Kind.APPLICATION_BACKUP, meta["namespace"], backup_for(schedule, fire))
                 log.info(
                     "schedule.fired", schedule=meta["name"], policyType=fire.policy_type, backup=fire.name
                 )
@@ -397,14 +385,7 @@ class Scheduler:
                     raise
         current = schedule.get("status") or {}
         if any(current.get(k) != v for k, v in plan.status.items()):
-            self.custom.patch_namespaced_custom_object_status(
-                group,
-                version,
-                meta["namespace"],
-                plural[Kind.APPLICATION_BACKUP_SCHEDULE],
-                meta["name"],
-                {"status": plan.status},
-            )
+            self.ops.patch_status(Kind.APPLICATION_BACKUP_SCHEDULE, schedule, plan.status)
         if plan.event is not None:
             events.record(self.api, schedule, "Warning", *plan.event, constants.COMPONENT_WATCHER)
         if plan.status.get("items") and (schedule.get("spec") or {}).get("schedulePolicyName"):

@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from davit.constants import RetentionAction
 from davit.format.layout import BackupRef
 from davit.format.repository import BackupRepository, FormatError, fetch_sealed
 from davit.format.sealing import CorruptObject, Sealer
@@ -38,7 +39,7 @@ from davit.repo.tree_format import Tree, iter_entries, load_tree
 from davit.storage.base import ObjectNotFound, ObjectStore
 
 #: The stage of the message that asks the retention service to collect a BackupLocation's garbage.
-COLLECT_STAGE: Final = "Collect"
+COLLECT_STAGE: Final = RetentionAction.COLLECT.value
 #: Three times the task time limit (2 h): a backup task's objects are named by a tree root within the
 #: task's lifetime, so an object unused for this long after being marked is not about to be used. See
 #: docs/format.md for what else the period must cover (overlapping backups of one claim, shards).

@@ -1,0 +1,1 @@
+"""In-memory stand-ins for what the services talk to, for unit tests."""
