@@ -5,22 +5,24 @@ ordinary Davit operation the clone creates and follows.
   setting, else the first Available one there (by name). Deduplication makes the staging backup cheap
   when the source was backed up to that location before.
 * **Volumes** stage: the staging ApplicationBackup ``<clone>-<uid prefix>`` (the clone's selectors and
-  exec rules, reclaimPolicy Delete) runs and is waited for.
+  exec rules, reclaimPolicy Delete) is created and runs.
 * **Applications** stage: with ``replacePolicy: Fail``, the clone plans the restore first and fails,
   writing nothing, if the destination holds any object the clone would write. Then the staging
   ApplicationRestore (namespace mapping source → destination, replacePolicy Delete or Retain) runs; its
-  counts and volumes are copied into the clone's status as it goes.
+  counts and volumes are copied into the clone's status as it goes and when it ends.
 * **Final**: the clone ends as its restore did; the staging backup is deleted (its data with it, up to
   what other backups share); the restore stays for inspection. Both carry an owner reference to the
   clone, so deleting the clone deletes them.
 
-Every step is idempotent (objects are found by name before being created), so a clone whose worker died
-is picked up again by the watcher's stall detection from the stage it had reached.
+No task waits for a staging operation: the clone's task creates it and returns. Its message is sent again
+by the watcher when the staging operation changes (``davit_services.watcher.clones``): its task then shows
+the staging operation's progress, or, once that ended, moves the clone on. Every step is idempotent
+(objects are found by name before being created), so a clone whose message or worker was lost is picked
+up again by the watcher's stall detection from the stage it had reached.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import structlog
@@ -29,9 +31,9 @@ from davit import constants, errors, labels
 from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
 from davit.constants import Kind
-from davit.kube import client
 from davit.kube.client import ApiException
-from davit.operations import progress
+from davit.kube.operations import Operations
+from davit.operations import progress, stages
 from davit.operations.messages import Message
 from davit.operations.runtime import Runtime
 from davit.restore.plan import plan_restore
@@ -41,8 +43,8 @@ from davit_services.restore.restore import RestoreRefused, namespace_default, re
 
 log = structlog.get_logger(__name__)
 KIND = Kind.APPLICATION_CLONE
-POLL_SECONDS = 1.0
-HEARTBEAT_SECONDS = 5.0
+#: What of a staging operation's status the clone shows while it runs (and, from its restore, at the end).
+SHOWN = ("resourcesByKind", "volumes", "volumesProgress")
 CONFLICTS_SHOWN = 5
 
 
@@ -50,26 +52,30 @@ class CloneFailed(errors.Permanent):
     """The clone cannot go on; the reason goes into its status as it is."""
 
 
+class CloneMoved(errors.Transient):
+    """The clone changed while its task was moving it on (a progress update raced the stage change): the
+    task is tried again and looks afresh (a message for a stage the clone has left is dropped)."""
+
+
 def handle(rt: Runtime, message: Message) -> None:
-    obj = rt.ops.current(KIND, message.namespace, message.name, message.uid, message.stage)
-    if obj is None:
+    obj = rt.ops.get(KIND, message.namespace, message.name)
+    if obj is None or obj["metadata"]["uid"] != message.uid:
         return
     stage = (obj.get("status") or {}).get("stage")
-    if stage == Stage.FINAL:
+    if stage != message.stage or stage == Stage.FINAL:
         log.info("message.stale", current_stage=stage)
         return
     if stage == Stage.INITIAL:
-        try:
-            obj = progress.set_stage(rt, KIND, obj, Stage.VOLUMES, Status.IN_PROGRESS,
-                                     "backing up the source namespace", check_version=True)  # fmt: skip
-        except ApiException as exc:
-            if exc.status == 409:  # another worker took the same message
-                return
-            raise
+        started = progress.advance(rt, KIND, obj, Stage.INITIAL, stages.Outcome.STARTED,
+                                   "backing up the source namespace", check_version=True)  # fmt: skip
+        if started is None:  # another worker took the same message
+            return
+        obj = started
     try:
         drive(rt, obj)
     except CloneFailed as exc:
-        progress.fail(rt, KIND, obj, str(exc))
+        current = rt.ops.get(KIND, message.namespace, message.name) or obj
+        progress.fail(rt, KIND, current, str(exc))
 
 
 def _names(obj: RawObject) -> str:
@@ -88,9 +94,10 @@ def _owned_by(obj: RawObject) -> dict[str, Any]:
 
 
 def drive(rt: Runtime, obj: RawObject) -> None:
+    """Take the clone as far as it can go now: create its stage's staging operation if it has none; while
+    that runs, show its progress and return; once it ended, move the clone on."""
     meta, spec = obj["metadata"], obj.get("spec") or {}
     namespace, name = meta["namespace"], _names(obj)
-    custom = client.CustomObjectsApi(rt.api)
     if (obj.get("status") or {}).get("stage") == Stage.VOLUMES:
         location = staging_location(rt, namespace)
         backup_spec = {
@@ -99,18 +106,20 @@ def drive(rt: Runtime, obj: RawObject) -> None:
             "reclaimPolicy": "Delete",
             **{k: spec[k] for k in ("selectors", "preExecRule", "postExecRule") if spec.get(k)},
         }
-        _create(custom, namespace, Kind.APPLICATION_BACKUP, {"metadata": {"name": name, **_owned_by(obj)},
+        _create(rt.ops, namespace, Kind.APPLICATION_BACKUP, {"metadata": {"name": name, **_owned_by(obj)},
                                                              "spec": backup_spec})  # fmt: skip
-        backup = _wait_final(rt, obj, Kind.APPLICATION_BACKUP, name)
+        backup = _ended(rt, obj, Kind.APPLICATION_BACKUP, name)
+        if backup is None:
+            return
         status = backup.get("status") or {}
         if status.get("status") not in (Status.SUCCESSFUL, Status.PARTIAL_SUCCESS):
-            _delete(custom, namespace, Kind.APPLICATION_BACKUP, name)
+            _delete(rt.ops, namespace, Kind.APPLICATION_BACKUP, name)
             raise CloneFailed(f"the backup of {spec['sourceNamespace']} failed: {status.get('reason')}")
         if spec.get("replacePolicy") == "Fail":
             _refuse_conflicts(rt, obj, location, name)
-        obj = progress.set_stage(rt, KIND, obj, Stage.APPLICATIONS, Status.IN_PROGRESS,
-                                 f"restoring into {spec['destinationNamespace']}",
-                                 extra={"resourceCount": status.get("resourceCount")})  # fmt: skip
+        obj = _moved_on(rt, obj, Stage.VOLUMES, stages.Outcome.DONE,
+                        f"restoring into {spec['destinationNamespace']}",
+                        extra={"resourceCount": status.get("resourceCount")})  # fmt: skip
     location = ((rt.ops.get(Kind.APPLICATION_BACKUP, namespace, name) or {}).get("spec") or {}).get(
         "backupLocation"
     ) or staging_location(rt, namespace)
@@ -120,26 +129,36 @@ def drive(rt: Runtime, obj: RawObject) -> None:
         "namespaceMapping": {spec["sourceNamespace"]: spec["destinationNamespace"]},
         "replacePolicy": "Delete" if spec.get("replacePolicy") == "Delete" else "Retain",
     }
-    _create(custom, namespace, Kind.APPLICATION_RESTORE, {"metadata": {"name": name, **_owned_by(obj)},
+    _create(rt.ops, namespace, Kind.APPLICATION_RESTORE, {"metadata": {"name": name, **_owned_by(obj)},
                                                           "spec": restore_spec})  # fmt: skip
-    restored = _wait_final(rt, obj, Kind.APPLICATION_RESTORE, name)
+    restored = _ended(rt, obj, Kind.APPLICATION_RESTORE, name)
+    if restored is None:
+        return
     status = restored.get("status") or {}
-    _delete(custom, namespace, Kind.APPLICATION_BACKUP, name)
-    progress.set_stage(
-        rt, KIND, obj, Stage.FINAL, Status(status.get("status") or Status.FAILED), status.get("reason") or "",
-        extra={k: status[k] for k in ("resourcesByKind", "volumes", "volumesProgress", "resourceCount")
-               if k in status},
+    _delete(rt.ops, namespace, Kind.APPLICATION_BACKUP, name)
+    _moved_on(
+        rt, obj, Stage.APPLICATIONS, stages.outcome_of(Status(status.get("status") or Status.FAILED)),
+        status.get("reason") or "",
+        extra={k: status[k] for k in (*SHOWN, "resourceCount") if k in status},
     )  # fmt: skip
+
+
+def _moved_on(
+    rt: Runtime, obj: RawObject, stage: Stage, outcome: stages.Outcome, reason: str, extra: dict[str, Any]
+) -> RawObject:
+    """Move the clone on from ``stage``, unless it changed since it was read: then CloneMoved (retried),
+    so that two tasks seeing the same ended staging operation move it on once."""
+    moved = progress.advance(rt, KIND, obj, stage, outcome, reason, extra=extra, check_version=True)
+    if moved is None:
+        raise CloneMoved(f"the clone changed while it left stage {stage.value}")
+    return moved
 
 
 def staging_location(rt: Runtime, namespace: str) -> str:
     """The BackupLocation a clone stages its backup through (see the module docstring)."""
     if rt.settings.clone_location:
         return rt.settings.clone_location
-    items = client.CustomObjectsApi(rt.api).list_namespaced_custom_object(
-        constants.API_GROUP, constants.API_VERSION, namespace,
-        constants.PLURALS[Kind.BACKUP_LOCATION],
-    )["items"]  # fmt: skip
+    items = rt.ops.list_all(Kind.BACKUP_LOCATION, namespace, sort=False)
     available = sorted(
         i["metadata"]["name"] for i in items if (i.get("status") or {}).get("phase") == "Available"
     )
@@ -157,7 +176,6 @@ def _refuse_conflicts(rt: Runtime, obj: RawObject, location: str, name: str) -> 
     meta, spec = obj["metadata"], obj.get("spec") or {}
     restore_spec = {"backupName": name, "backupLocation": location,
                     "namespaceMapping": {spec["sourceNamespace"]: spec["destinationNamespace"]}}  # fmt: skip
-    custom = client.CustomObjectsApi(rt.api)
     try:
         manifest, objects = read_backup(rt, meta["namespace"], restore_spec)
     except RestoreRefused as exc:
@@ -170,7 +188,7 @@ def _refuse_conflicts(rt: Runtime, obj: RawObject, location: str, name: str) -> 
     existing = applier.existing(plan.objects)
     conflicts = [o for o in plan.objects if key_of(o) in existing and not namespace_default(o)]
     if conflicts:
-        _delete(custom, meta["namespace"], Kind.APPLICATION_BACKUP, name)
+        _delete(rt.ops, meta["namespace"], Kind.APPLICATION_BACKUP, name)
         shown = ", ".join(describe(o) for o in conflicts[:CONFLICTS_SHOWN])
         more = f" and {len(conflicts) - CONFLICTS_SHOWN} more" if len(conflicts) > CONFLICTS_SHOWN else ""
         raise CloneFailed(
@@ -179,38 +197,30 @@ def _refuse_conflicts(rt: Runtime, obj: RawObject, location: str, name: str) -> 
         )
 
 
-def _create(custom: client.CustomObjectsApi, namespace: str, kind: Kind, body: RawObject) -> None:
+def _create(ops: Operations, namespace: str, kind: Kind, body: RawObject) -> None:
     body = {"apiVersion": constants.API_GROUP_VERSION, "kind": kind.value, **body}
-    group, version = constants.API_GROUP, constants.API_VERSION
     try:
-        custom.create_namespaced_custom_object(group, version, namespace, constants.PLURALS[kind], body)
+        ops.create(kind, namespace, body)
     except ApiException as exc:
         if exc.status != 409:  # made by an earlier attempt
             raise
 
 
-def _delete(custom: client.CustomObjectsApi, namespace: str, kind: Kind, name: str) -> None:
-    group, version = constants.API_GROUP, constants.API_VERSION
+def _delete(ops: Operations, namespace: str, kind: Kind, name: str) -> None:
     try:
-        custom.delete_namespaced_custom_object(group, version, namespace, constants.PLURALS[kind], name)
+        ops.delete(kind, namespace, name)
     except ApiException as exc:
         if exc.status != 404:
             raise
 
 
-def _wait_final(rt: Runtime, clone: RawObject, kind: Kind, name: str) -> RawObject:
-    """Follow the staging operation until it ends, showing its progress on the clone."""
-    namespace = clone["metadata"]["namespace"]
-    last_beat = 0.0
-    while True:
-        current = rt.ops.get(kind, namespace, name)
-        if current is None:
-            raise CloneFailed(f"the clone's {kind.value} {name} disappeared")
-        status = current.get("status") or {}
-        if status.get("stage") == Stage.FINAL:
-            return current
-        if time.monotonic() - last_beat > HEARTBEAT_SECONDS:
-            shown = {k: status[k] for k in ("resourcesByKind", "volumes", "volumesProgress") if k in status}
-            progress.heartbeat(rt, KIND, clone, shown)
-            last_beat = time.monotonic()
-        time.sleep(POLL_SECONDS)  # the staging operation's own workers report into its status
+def _ended(rt: Runtime, clone: RawObject, kind: Kind, name: str) -> RawObject | None:
+    """The staging operation once it ended; None while it runs (its progress is shown on the clone)."""
+    current = rt.ops.get(kind, clone["metadata"]["namespace"], name)
+    if current is None:
+        raise CloneFailed(f"the clone's {kind.value} {name} disappeared")
+    status = current.get("status") or {}
+    if status.get("stage") == Stage.FINAL:
+        return current
+    progress.heartbeat(rt, KIND, clone, {k: status[k] for k in SHOWN if k in status})
+    return None
