@@ -8,7 +8,9 @@ from collections.abc import Callable
 
 from tests.conftest import StackEnv
 from tests.integration.conftest import Services
-from tests.integration.test_restore import ADMIN, apply, wait_available, wait_done
+from tests.integration.test_restore import ADMIN, admin_location, apply, wait_available, wait_done
+
+__all__ = ["admin_location"]  # the fixture, shared with the restore tests
 
 
 def test_more_clones_than_restore_slots_complete(
