@@ -8,17 +8,10 @@ import click
 
 from davit.constants import Kind
 from davit.format.layout import BackupRef
-from davit_cli.common import (
-    CliContext,
-    F,
-    add_operation_commands,
-    create_operation,
-    create_options,
-    location_log,
-    parse_duration,
-    parse_selector,
-    split_list,
-)
+from davit_cli.commands import add_operation_commands, create_operation
+from davit_cli.context import CliContext
+from davit_cli.logs import location_log
+from davit_cli.options import F, create_options, parse_duration, parse_selector, split_list
 
 KIND = Kind.APPLICATION_BACKUP
 

@@ -8,7 +8,9 @@ from typing import Any
 import click
 
 from davit_cli import output
-from davit_cli.common import CliContext, connection_options, open_repository, output_option, pass_cli
+from davit_cli.context import CliContext, pass_cli
+from davit_cli.options import connection_options, output_option
+from davit_cli.runtime import open_repository
 
 #: Manifests read at once: a location with thousands of backups is listed in seconds, not minutes.
 READ_CONCURRENCY = 16

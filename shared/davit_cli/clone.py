@@ -14,17 +14,11 @@ import click
 from davit.api.objects import RawObject, describe_ref
 from davit.constants import Kind
 from davit_cli import output
-from davit_cli.common import (
-    CliContext,
-    CliError,
-    add_operation_commands,
-    admin_namespace,
-    create_operation,
-    create_options,
-    parse_selector,
-    pass_cli,
-    redis_lines,
-)
+from davit_cli.commands import add_operation_commands, create_operation
+from davit_cli.context import CliContext, admin_namespace, pass_cli
+from davit_cli.errors import CliError
+from davit_cli.logs import redis_lines
+from davit_cli.options import create_options, parse_selector
 
 KIND = Kind.APPLICATION_CLONE
 

@@ -8,18 +8,9 @@ import click
 
 from davit.constants import Kind
 from davit_cli import output
-from davit_cli.common import (
-    CliContext,
-    connection_options,
-    create_object,
-    describe_and_echo,
-    echo_created,
-    get_and_emit,
-    get_options,
-    output_option,
-    pass_cli,
-    split_list,
-)
+from davit_cli.context import CliContext, pass_cli
+from davit_cli.objects import create_object, describe_and_echo, echo_created, get_and_emit
+from davit_cli.options import connection_options, get_options, output_option, split_list
 
 KIND = Kind.BACKUP_LOCATION
 TYPES = ("s3", "azure", "google", "local")

@@ -14,14 +14,8 @@ from typing import Any
 import click
 
 from davit_cli import backup, backups, clone, location, policy, repo, restore, schedule
-from davit_cli.common import (
-    CliError,
-    all_namespaces_option,
-    api_error_message,
-    connection_options,
-    output_option,
-    redis_option,
-)
+from davit_cli.errors import CliError, api_error_message
+from davit_cli.options import all_namespaces_option, connection_options, output_option, redis_option
 
 
 def _one_line(exc: BaseException) -> str:
@@ -31,15 +25,14 @@ def _one_line(exc: BaseException) -> str:
 def translate(exc: Exception) -> click.ClickException:
     """A one-line CLI error for an exception from the libraries underneath."""
     from davit.kube.client import ApiException, ConfigException
+    from davit.kube.operations import NotFound
 
+    if isinstance(exc, NotFound):  # names the object as the user did (``applicationbackup shop/x``)
+        return CliError(str(exc))
     if isinstance(exc, ApiException):
         return CliError(api_error_message(exc))
     if isinstance(exc, ConfigException):
         return CliError(f"kubeconfig: {_one_line(exc)}")
-    from davit.kube.operations import NotFound
-
-    if isinstance(exc, NotFound):
-        return CliError(str(exc))
     from davit.format.repository import FormatError
     from davit.format.sealing import CorruptObject
     from davit.storage.base import StorageError

@@ -20,20 +20,10 @@ from davit.api.types import KITCHEN_TIME, CronPolicy, PolicySpec, Weekday
 from davit.backup import schedules
 from davit.constants import Kind
 from davit_cli import output
-from davit_cli.common import (
-    CliContext,
-    add_delete_command,
-    add_describe_command,
-    add_get_command,
-    check_model,
-    connection_options,
-    create_object,
-    echo_created,
-    output_option,
-    parse_duration,
-    pass_cli,
-    split_list,
-)
+from davit_cli.commands import add_delete_command, add_describe_command, add_get_command
+from davit_cli.context import CliContext, pass_cli
+from davit_cli.objects import create_object, echo_created
+from davit_cli.options import check_model, connection_options, output_option, parse_duration, split_list
 
 KIND = Kind.SCHEDULE_POLICY
 WEEKDAYS: tuple[str, ...] = get_args(Weekday)

@@ -8,15 +8,10 @@ from typing import Any
 import click
 
 from davit_cli import output
-from davit_cli.common import (
-    CliContext,
-    CliError,
-    connection_options,
-    open_repository,
-    output_option,
-    parse_duration,
-    pass_cli,
-)
+from davit_cli.context import CliContext, pass_cli
+from davit_cli.errors import CliError
+from davit_cli.options import connection_options, output_option, parse_duration
+from davit_cli.runtime import open_repository
 
 
 def _file(trees: dict[str, str], tree_path: str) -> str:

@@ -9,15 +9,10 @@ import click
 from davit.api.types import DNS1123_LABEL, DNS1123_SUBDOMAIN
 from davit.constants import Kind
 from davit.format.layout import restore_log
-from davit_cli.common import (
-    CliContext,
-    add_operation_commands,
-    create_operation,
-    create_options,
-    location_log,
-    parse_mapping,
-    split_list,
-)
+from davit_cli.commands import add_operation_commands, create_operation
+from davit_cli.context import CliContext
+from davit_cli.logs import location_log
+from davit_cli.options import create_options, parse_mapping, split_list
 
 KIND = Kind.APPLICATION_RESTORE
 

@@ -10,19 +10,10 @@ import click
 from davit.api.types import ApplicationBackupScheduleSpec
 from davit.constants import Kind
 from davit_cli import backup, output
-from davit_cli.common import (
-    CliContext,
-    add_delete_command,
-    add_get_command,
-    check_model,
-    connection_options,
-    create_object,
-    echo_changed,
-    echo_created,
-    now,
-    output_option,
-    pass_cli,
-)
+from davit_cli.commands import add_delete_command, add_get_command
+from davit_cli.context import CliContext, pass_cli
+from davit_cli.objects import create_object, echo_changed, echo_created, now
+from davit_cli.options import check_model, connection_options, output_option
 
 KIND = Kind.APPLICATION_BACKUP_SCHEDULE
 

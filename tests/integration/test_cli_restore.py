@@ -21,8 +21,9 @@ from davit.constants import API_GROUP, API_VERSION, DEFAULT_ADMIN_NAMESPACE, PLU
 from davit.format.layout import restore_log
 from davit.kube import clients
 from davit.operations.scratch import OperationState
-from davit_cli.common import CliContext, open_repository
+from davit_cli.context import CliContext
 from davit_cli.output import KIND_COUNT_COLUMNS, OPERATION_COLUMNS
+from davit_cli.runtime import open_repository
 from tests.conftest import StackEnv
 from tests.integration.test_cli import CREATED, davit, ok, one_line, table
 

@@ -16,9 +16,9 @@ from click.testing import CliRunner
 
 from davit_cli import output
 from davit_cli.backup import build_spec
-from davit_cli.common import parse_duration, parse_selector, split_list
 from davit_cli.location import build_location
 from davit_cli.main import cli
+from davit_cli.options import parse_duration, parse_selector, split_list
 
 NOW = datetime.datetime(2019, 9, 11, 22, 15, 30, tzinfo=datetime.UTC)
 SECRETS = ("wJalrXUtnFEMI-K7MDENG-SECRETKEY", "AKIAEXAMPLEKEYID", "azure-ACCOUNT-key==", "passphrase-ENC")

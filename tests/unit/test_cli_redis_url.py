@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from davit_cli.common import CliContext
+from davit_cli.context import CliContext
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 from davit.api.types import DNS1123_LABEL, DNS1123_SUBDOMAIN, ApplicationCloneSpec, ApplicationRestoreSpec
 from davit_cli import clone, output, restore
-from davit_cli.common import parse_mapping
 from davit_cli.main import cli
+from davit_cli.options import parse_mapping
 
 NOW = datetime.datetime(2019, 9, 11, 22, 15, 30, tzinfo=datetime.UTC)
 

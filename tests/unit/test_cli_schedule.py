@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 from davit.api.types import ApplicationBackupScheduleSpec, PolicySpec
 from davit_cli import backup, output, policy, schedule
-from davit_cli.common import check_model
 from davit_cli.main import cli
+from davit_cli.options import check_model
 
 #: A Wednesday, 00:15:30 on Thursday in Berlin (UTC+2 in September).
 NOW = datetime.datetime(2019, 9, 11, 22, 15, 30, tzinfo=datetime.UTC)

@@ -66,7 +66,7 @@ VIOLATIONS = [
         "from davit_services.backup import rule_runner",
         "davit_services.restore.stray -> davit_services.backup.rule_runner",
     ),
-    ("shared/davit/stray_cli.py", "import davit_cli.common", "davit.stray_cli -> davit_cli.common"),
+    ("shared/davit/stray_cli.py", "import davit_cli.context", "davit.stray_cli -> davit_cli.context"),
 ]
 
 

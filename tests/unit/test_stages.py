@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
 from davit.constants import OPERATION_KINDS, Kind, Queue, RetentionAction
 from davit.kube import events as kube_events
@@ -17,8 +18,6 @@ from davit.kube.client import ApiException
 from davit.operations import progress, stages
 from davit.operations.stages import Outcome, Step
 from tests.fakes.dispatch import FakeDispatch
-
-RawObject = dict[str, Any]
 
 #: The owners as they were listed by hand before the table existed: the table must give the same.
 OLD_OWNERS: dict[Kind, dict[Stage, Queue]] = {

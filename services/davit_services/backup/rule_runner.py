@@ -3,12 +3,10 @@ namespaces."""
 
 from __future__ import annotations
 
-import json
-
 from davit import errors, tenancy
 from davit.api.objects import RawObject
 from davit.backup import exec_rules
-from davit.kube import client
+from davit.kube import core
 from davit.operations.runtime import Runtime
 
 
@@ -29,7 +27,6 @@ def run(rt: Runtime, obj: RawObject, field: str, executor: exec_rules.Executor) 
     rule = rt.ops.rule(meta["namespace"], name)
     if rule is None:
         raise RuleStepFailed(f"{field}: Rule {meta['namespace']}/{name} not found")
-    core = client.CoreV1Api(rt.api)
     planned: list[exec_rules.PlannedAction] = []
     problems: list[str] = []
     try:
@@ -41,7 +38,7 @@ def run(rt: Runtime, obj: RawObject, field: str, executor: exec_rules.Executor) 
                 # Validated at acceptance, and the spec is the accepted one; checked again here because
                 # this is where a command runs in someone's pod.
                 raise RuleStepFailed(f"{field} {name}: namespace {namespace} is outside {meta['namespace']}")
-            pods = json.loads(core.list_namespaced_pod(namespace, _preload_content=False).data)["items"]
+            pods = core.list_pods(rt.api, namespace)
             try:
                 planned += exec_rules.plan(items, pods, namespace, background_allowed=field == "preExecRule")
             except exec_rules.RulePlanError as exc:

@@ -58,11 +58,11 @@ class CloneMoved(errors.Transient):
 
 
 def handle(rt: Runtime, message: Message) -> None:
-    obj = rt.ops.get(KIND, message.namespace, message.name)
-    if obj is None or obj["metadata"]["uid"] != message.uid:
+    obj = rt.ops.current(KIND, message.namespace, message.name, message.uid, message.stage)
+    if obj is None:
         return
     stage = (obj.get("status") or {}).get("stage")
-    if stage != message.stage or stage == Stage.FINAL:
+    if stage == Stage.FINAL:
         log.info("message.stale", current_stage=stage)
         return
     if stage == Stage.INITIAL:

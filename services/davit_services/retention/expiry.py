@@ -16,7 +16,7 @@ from davit.api.objects import RawObject
 from davit.api.types import PolicySpec, Status
 from davit.backup import schedules
 from davit.constants import Kind
-from davit.kube import client, events
+from davit.kube import events
 from davit.kube.client import ApiException
 from davit.operations.messages import Message
 from davit.operations.runtime import Runtime
@@ -29,11 +29,7 @@ POLICY_TYPE_LABEL = f"{constants.ANNOTATION_PREFIX}policy-type"
 def _delete(rt: Runtime, backup: RawObject) -> bool:
     meta = backup["metadata"]
     try:
-        client.CustomObjectsApi(rt.api).delete_namespaced_custom_object(
-            constants.API_GROUP, constants.API_VERSION, meta["namespace"],
-            constants.PLURALS[Kind.APPLICATION_BACKUP], meta["name"],
-            body={"preconditions": {"uid": meta["uid"]}},
-        )  # fmt: skip
+        rt.ops.delete(Kind.APPLICATION_BACKUP, meta["namespace"], meta["name"], uid=meta["uid"])
     except ApiException as exc:
         if exc.status in (404, 409):  # gone already, or replaced by another backup of that name
             return False
@@ -63,20 +59,12 @@ def apply_schedule_retention(rt: Runtime, message: Message) -> None:
     if schedule is None:
         return
     policy_name = (schedule.get("spec") or {}).get("schedulePolicyName", "")
-    try:
-        policy = client.CustomObjectsApi(rt.api).get_cluster_custom_object(
-            constants.API_GROUP, constants.API_VERSION, constants.PLURALS[Kind.SCHEDULE_POLICY], policy_name
-        )
-    except ApiException as exc:
-        if exc.status == 404:
-            return  # without its policy nothing says what to keep: keep everything
-        raise
+    policy = rt.ops.get_as_is(Kind.SCHEDULE_POLICY, "", policy_name)
+    if policy is None:
+        return  # without its policy nothing says what to keep: keep everything
     # The same value the watcher labelled the backups with: a long name is shortened with a hash.
     selector = labels.selector(constants.SCHEDULE_LABEL, message.name)
-    backups: list[RawObject] = client.CustomObjectsApi(rt.api).list_namespaced_custom_object(
-        constants.API_GROUP, constants.API_VERSION, message.namespace,
-        constants.PLURALS[Kind.APPLICATION_BACKUP], label_selector=selector,
-    )["items"]  # fmt: skip
+    backups = rt.ops.list_all(Kind.APPLICATION_BACKUP, message.namespace, label_selector=selector, sort=False)
     live = [b for b in backups if not b["metadata"].get("deletionTimestamp")]
     by_name = {b["metadata"]["name"]: b for b in live}
     try:

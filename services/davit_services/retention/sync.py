@@ -20,7 +20,7 @@ from davit.constants import Kind
 from davit.format.layout import BackupRef
 from davit.format.repository import BackupRepository, FormatError
 from davit.format.sealing import CorruptObject
-from davit.kube import client, events
+from davit.kube import events
 from davit.kube.client import ApiException
 from davit.operations.messages import Message
 from davit.operations.runtime import LocationUnavailable, Runtime
@@ -29,7 +29,6 @@ from davit.retention.location_sync import SyncPlan
 from davit.storage.base import StorageError
 
 log = structlog.get_logger(__name__)
-BACKUPS = constants.PLURALS[Kind.APPLICATION_BACKUP]
 #: Names listed in one Event before "and N more" (an Event message is at most 1 KiB).
 _NAMES_IN_EVENT = 10
 
@@ -75,30 +74,17 @@ def handle(rt: Runtime, message: Message) -> None:
 def _backups(rt: Runtime, namespace: str, admin_namespace: str) -> list[RawObject]:
     """The ApplicationBackups the plan needs to see: the namespace's, or every one for the admin
     namespace (whose imports come from every namespace)."""
-    custom = client.CustomObjectsApi(rt.api)
-    group, version = constants.API_GROUP, constants.API_VERSION
-    if location_sync.scope(namespace, admin_namespace) is None:
-        response = custom.list_cluster_custom_object(group, version, BACKUPS, _preload_content=False)
-    else:
-        response = custom.list_namespaced_custom_object(
-            group, version, namespace, BACKUPS, _preload_content=False
-        )
-    items: list[RawObject] = json.loads(response.data)["items"]
-    return items
+    scope = None if location_sync.scope(namespace, admin_namespace) is None else namespace
+    return rt.ops.list_all(Kind.APPLICATION_BACKUP, scope, sort=False)
 
 
 def _apply(rt: Runtime, location: RawObject, repository: BackupRepository, plan: SyncPlan) -> dict[str, str]:
     """Carry out ``plan``: removals first (they may free a name an import needs), then imports, then
     the statuses of imports an interrupted sync left without one. Returns {import name: why it failed}."""
     meta = location["metadata"]
-    custom = client.CustomObjectsApi(rt.api)
-    group, version = constants.API_GROUP, constants.API_VERSION
     for removal in plan.delete:
         try:
-            custom.delete_namespaced_custom_object(
-                group, version, meta["namespace"], BACKUPS, removal.name,
-                body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=removal.uid)),
-            )  # fmt: skip
+            rt.ops.delete(Kind.APPLICATION_BACKUP, meta["namespace"], removal.name, uid=removal.uid)
         except ApiException as exc:
             if exc.status not in (404, 409):  # gone already, or replaced by another object
                 raise
@@ -110,9 +96,7 @@ def _apply(rt: Runtime, location: RawObject, repository: BackupRepository, plan:
             continue
         body, status = prepared
         try:
-            created: RawObject = custom.create_namespaced_custom_object(
-                group, version, meta["namespace"], BACKUPS, body
-            )
+            created = rt.ops.create(Kind.APPLICATION_BACKUP, meta["namespace"], body)
         except ApiException as exc:
             if exc.status in (400, 422):
                 # The manifest's spec is not one the API server takes: this backup is skipped, the

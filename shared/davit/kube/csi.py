@@ -246,6 +246,19 @@ def _json(response: Any) -> RawObject:
     return data
 
 
+def snapshot_drivers(api: client.ApiClient) -> set[str]:
+    """Drivers that have a VolumeSnapshotClass (none when the snapshot CRDs are not installed)."""
+    try:
+        response = client.CustomObjectsApi(api).list_cluster_custom_object(
+            GROUP, VERSION, CLASSES, _preload_content=False
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return set()
+        raise
+    return {str(c.get("driver")) for c in _json(response).get("items", [])}
+
+
 def _list_classes(custom: Any) -> list[RawObject]:
     try:
         response = custom.list_cluster_custom_object(GROUP, VERSION, CLASSES, _preload_content=False)

@@ -22,8 +22,19 @@ from davit.constants import Kind
 log = structlog.get_logger(__name__)
 
 
-class NotFound(LookupError):
-    """The object a caller required does not exist; the message names it (``describe_ref``)."""
+class NotFound(ApiException, LookupError):  # type: ignore[misc]
+    """The object a caller required does not exist; the message names it (``describe_ref``). It is the
+    API server's 404 all the same: code that checks ``exc.status == 404`` on an ApiException sees one."""
+
+    def __init__(self, message: str, cause: ApiException | None = None) -> None:
+        LookupError.__init__(self, message)
+        ApiException.__init__(self, status=404, reason=cause.reason if cause is not None else "Not Found")
+        if cause is not None:
+            self.body, self.headers = cause.body, cause.headers
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class SpecChanged(errors.Refused):
@@ -71,7 +82,7 @@ class Operations:
             return call()
         except ApiException as exc:
             if exc.status == 404:
-                raise NotFound(f"{describe_ref(kind, namespace, name)} not found") from exc
+                raise NotFound(f"{describe_ref(kind, namespace, name)} not found", exc) from exc
             raise
 
     def require(self, kind: Kind, namespace: str, name: str) -> RawObject:

@@ -10,7 +10,6 @@ which case that task waits for the volumes, releases the actions and advances it
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import structlog
@@ -19,7 +18,7 @@ from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
 from davit.backup.selection import label_selector
 from davit.constants import Kind, node_queue
-from davit.kube import client
+from davit.kube import core, csi
 from davit.kube.client import ApiException
 from davit.operations import progress, stages
 from davit.operations.messages import Message
@@ -32,48 +31,24 @@ KIND = Kind.APPLICATION_BACKUP
 VOLUME_PART_PREFIX = "volume:"
 
 
-def _items(response: Any) -> list[RawObject]:
-    items: list[RawObject] = json.loads(response.data).get("items", [])
-    return items
-
-
 def snapshot_drivers(rt: Runtime) -> set[str]:
     """Drivers that have a VolumeSnapshotClass (none when the snapshot CRDs are not installed)."""
-    try:
-        response = client.CustomObjectsApi(rt.api).list_cluster_custom_object(
-            "snapshot.storage.k8s.io", "v1", "volumesnapshotclasses", _preload_content=False
-        )
-    except ApiException as exc:
-        if exc.status == 404:
-            return set()
-        raise
-    return {str(c.get("driver")) for c in _items(response)}
+    return csi.snapshot_drivers(rt.api)
 
 
 def plan_all(rt: Runtime, obj: RawObject) -> list[VolumePlan]:
     spec = obj.get("spec") or {}
-    core = client.CoreV1Api(rt.api)
     drivers = snapshot_drivers(rt)
     selector = label_selector(spec.get("selectors"))
     plans = []
     for namespace in sorted(set(spec.get("namespaces") or [])):
-        claims = _items(
-            core.list_namespaced_persistent_volume_claim(
-                namespace, label_selector=selector or "", _preload_content=False
-            )
-        )
-        pods = _items(core.list_namespaced_pod(namespace, _preload_content=False))
+        claims = core.list_claims(rt.api, namespace, selector or "")
+        pods = core.list_pods(rt.api, namespace)
         for pvc in sorted(claims, key=lambda c: c["metadata"]["name"]):
             if pvc["metadata"].get("deletionTimestamp"):
                 continue
             volume_name = (pvc.get("spec") or {}).get("volumeName")
-            pv = None
-            if volume_name:
-                try:
-                    pv = json.loads(core.read_persistent_volume(volume_name, _preload_content=False).data)
-                except ApiException as exc:
-                    if exc.status != 404:
-                        raise
+            pv = core.read_volume(rt.api, volume_name) if volume_name else None
             plans.append(plan_volume(pvc, pv, pods, spec.get("volumeMode"), drivers))
     return plans
 

@@ -19,17 +19,14 @@ namespaces its spec covers (a backup) or writes (a restore).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from davit import errors
 from davit.api.objects import RawObject
-from davit.kube import client
-from davit.kube.client import ApiException
+from davit.kube import client, core
 from davit.volumes.claims import VolumePlan, plugin_dir
 
 
@@ -199,32 +196,17 @@ def derive_directory(
 # --- reading the API -----------------------------------------------------------------------------------
 
 
-def _json(response: Any) -> Any:
-    return json.loads(response.data)
-
-
 def claim_view(api: client.ApiClient, claim_part: str) -> ClaimView:
     """The claim, its volume and the pods of its namespace, read from the API server."""
     namespace, _sep, claim = claim_part.partition("/")
     if not namespace or not claim:
         raise RefusedDirectory(f"{claim_part!r} does not name a claim")
-    core = client.CoreV1Api(api)
-    try:
-        pvc = _json(core.read_namespaced_persistent_volume_claim(claim, namespace, _preload_content=False))
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
+    pvc = core.read_claim(api, namespace, claim)
+    if pvc is None:
         return ClaimView(namespace, claim, None, None, [])
-    pv = None
     volume_name = (pvc.get("spec") or {}).get("volumeName")
-    if volume_name:
-        try:
-            pv = _json(core.read_persistent_volume(volume_name, _preload_content=False))
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-    pods = _json(core.list_namespaced_pod(namespace, _preload_content=False)).get("items") or []
-    return ClaimView(namespace, claim, pvc, pv, pods)
+    pv = core.read_volume(api, volume_name) if volume_name else None
+    return ClaimView(namespace, claim, pvc, pv, core.list_pods(api, namespace))
 
 
 def selected_namespaces(api: client.ApiClient, backup: RawObject) -> set[str]:
@@ -232,5 +214,4 @@ def selected_namespaces(api: client.ApiClient, backup: RawObject) -> set[str]:
     selector = (backup.get("spec") or {}).get("namespaceSelector")
     if not selector:
         return set()
-    items = _json(client.CoreV1Api(api).list_namespace(label_selector=selector, _preload_content=False))
-    return {str(n["metadata"]["name"]) for n in items.get("items") or []}
+    return core.namespace_names(api, selector)
