@@ -4,7 +4,7 @@ backup locations (``Stores``), the scratch state (``Scratch``) and where message
 A handler takes the ones it uses instead of the whole ``Runtime``; the services build the real ones
 (``davit.kube.cluster.KubeCluster`` over ``Operations``; the ``Runtime`` itself is a ``Stores``;
 ``davit.operations.adapters.RedisScratch`` over the Runtime's Redis; ``Runtime.dispatch``), unit tests
-the in-memory fakes in ``tests.fakes`` (``FakeCluster``, ``stores_in``, ``ScratchFactory``,
+the in-memory fakes in ``tests.fakes`` (``FakeCluster``, ``LocalStores``, ``ScratchFactory``,
 ``FakeDispatch``).
 
 Errors are the real layer's everywhere: a missing object read with ``require``, ``patch`` or ``delete``
