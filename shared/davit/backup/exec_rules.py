@@ -5,9 +5,9 @@ runInSinglePod}]}]``; an ApplicationBackup names one as ``preExecRule`` and one 
 
 * :func:`plan` (pure) turns the Rule's items and the namespace's pods into the exact list of
   ``(pod, container, command)`` to run, or says everything that is wrong with it at once.
-* :func:`run_rule` runs a plan through an :class:`Executor` (the Kubernetes exec API in production,
-  an executor in memory in tests) and returns a :class:`RuleRun` holding the background
-  actions until :meth:`RuleRun.release`.
+* :func:`run_rule` runs a plan through an :class:`Executor` (the Kubernetes exec API in production, one
+  in memory in tests) and returns a :class:`RuleRun` holding the background actions until
+  :meth:`RuleRun.release`.
 
 **Foreground actions** run one after the other in plan order (item, action, pod) and the first failure
 stops the rule with :class:`RuleFailed` naming the item, pod, container, command, exit code and output.
