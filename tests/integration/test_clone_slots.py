@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 from tests.conftest import StackEnv
 from tests.integration.conftest import Services
-from tests.integration.test_restore import ADMIN, admin_location, apply, wait_available, wait_done
+from tests.integration.test_backup_resources import apply
+from tests.integration.test_restore import ADMIN, admin_location, wait_available, wait_done
 
 __all__ = ["admin_location"]  # the fixture, shared with the restore tests
 
