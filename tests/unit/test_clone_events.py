@@ -48,6 +48,17 @@ class FakeOps:
 
     get_as_is = get
 
+    def current(
+        self, kind: Kind, namespace: str, name: str, uid: str, stage: str | None = None
+    ) -> dict[str, Any] | None:
+        """As ``Operations.current``: the object if it still is that one (uid), in ``stage``."""
+        found = self.get(kind, namespace, name)
+        if found is None or found["metadata"]["uid"] != uid:
+            return None
+        if stage is not None and (found.get("status") or {}).get("stage") != stage:
+            return None
+        return found
+
     def patch_status(
         self, kind: Kind, obj: dict[str, Any], status: dict[str, Any], check_version: bool = False
     ) -> dict[str, Any]:
