@@ -48,6 +48,7 @@ from davit.repo.writer import WriterStats
 from davit.storage.base import ObjectNotFound
 from davit.volumes import backup_stage, node_dirs
 from davit.volumes.claims import VolumePlan
+from davit_services.uploader import leases
 
 log = structlog.get_logger(__name__)
 KIND = Kind.APPLICATION_BACKUP
@@ -73,10 +74,14 @@ def handle(rt: Runtime, message: Message) -> None:
         return
     spec = obj.get("spec") or {}
     volume = _Volume(rt, message, state, plan, claim, obj, str(spec.get("backupLocation") or ""))
-    if shard:
-        volume.store_shard(int(shard))
-    elif state.is_pending(message.part):
-        volume.start()
+    # One task at a time per volume or shard (a duplicate message would store its chunks twice).
+    with leases.held(state, message.part) as mine:
+        if not mine:
+            return
+        if shard:
+            volume.store_shard(int(shard))
+        elif state.is_pending(message.part):
+            volume.start()
 
 
 #: A shard's part is ``volume:<namespace>/<claim>#<shard>``.

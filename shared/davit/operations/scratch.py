@@ -303,6 +303,45 @@ class BackupScratch(OperationState):
         raw = self._hgetall(self.shard_group(claim_part) + ":results")
         return sorted(((int(k), json.loads(v)) for k, v in raw.items()), key=lambda item: item[0])
 
+    # --- who is storing a volume (or shard) now ----------------------------------------------------
+
+    @staticmethod
+    def lease_name(part: str) -> str:
+        """The lease of a volume's part (``volume:<namespace>/<claim>``, or a shard's): the owner token
+        of the one task storing it, under a TTL of seconds that its holder keeps renewing."""
+        return f"lease:{part}"
+
+    def take_lease(self, part: str, owner: str, seconds: float) -> bool:
+        """Hold ``part`` for ``owner`` for ``seconds``, unless another owner holds it: True if taken."""
+        key = self.key(self.lease_name(part))
+        return bool(self.redis.set(key, owner, nx=True, px=max(1, int(seconds * 1000))))
+
+    def renew_lease(self, part: str, owner: str, seconds: float) -> bool:
+        """Give ``owner``'s lease ``seconds`` more; False if it no longer holds it (expired, taken)."""
+        return self._if_lease_held(part, owner, seconds)
+
+    def release_lease(self, part: str, owner: str) -> None:
+        """Drop ``owner``'s lease (another owner's is left alone)."""
+        self._if_lease_held(part, owner, None)
+
+    def _if_lease_held(self, part: str, owner: str, seconds: float | None) -> bool:
+        key = self.key(self.lease_name(part))
+        with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(key)
+                raw = pipe.get(key)
+                if raw is None or _text(raw) != owner:
+                    return False
+                pipe.multi()
+                if seconds is None:
+                    pipe.delete(key)
+                else:
+                    pipe.pexpire(key, max(1, int(seconds * 1000)))
+                pipe.execute()
+                return True
+            except WatchError:
+                return False
+
     # --- resource lists ----------------------------------------------------------------------------
 
     def save_list_targets(self, targets: dict[str, dict[str, Any]]) -> None:
