@@ -101,7 +101,7 @@ def main() -> int:
         populate(core, namespace, args.objects)
         raw_list(api_client, namespace)  # warm the API server's caches once, as the backup would find them
         list_seconds, listed = raw_list(api_client, namespace)
-        store = args.dir.resolve() / "bench-store" / namespace
+        store = args.dir.resolve() / "local-store" / namespace
         store.mkdir(parents=True)
         backup_seconds, status = backup(custom, namespace, store)
     finally:

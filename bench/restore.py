@@ -153,7 +153,7 @@ def main() -> int:
     made_namespaces = [source]
     try:
         populate(core, source, args.objects)
-        store = args.dir.resolve() / "bench-store" / source
+        store = args.dir.resolve() / "local-store" / source
         store.mkdir(parents=True)
         custom.create_namespaced_custom_object(
             "davit.dev", "v1alpha1", ADMIN, "backuplocations",
