@@ -16,6 +16,7 @@ the object changed since; the ``get``-style reads return None for a missing obje
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from davit.api.objects import RawObject
@@ -31,6 +32,7 @@ from davit.operations.scratch import (
     RestoreScratch,
     RetentionDeletions,
 )
+from davit.settings import Settings
 from davit.volumes.claims import VolumePlan
 
 if TYPE_CHECKING:
@@ -42,7 +44,9 @@ __all__ = [
     "CloneScratch",
     "Cluster",
     "Dispatch",
+    "Moving",
     "OperationState",
+    "Ports",
     "RestoreScratch",
     "RetentionDeletions",
     "Scratch",
@@ -220,3 +224,30 @@ class Scratch(Protocol):
     def operation(self, uid: str) -> OperationState: ...
 
     def deletions(self) -> RetentionDeletions: ...
+
+
+class Moving(Protocol):
+    """What moving an operation through its stages needs (``davit.operations.progress``): the API
+    server for the status write and its Event, where the next message goes, and the scratch state that
+    ends at Final (None where a process has no Redis, e.g. the CLI)."""
+
+    @property
+    def cluster(self) -> Cluster: ...
+
+    @property
+    def dispatch(self) -> Dispatch: ...
+
+    @property
+    def scratch(self) -> Scratch | None: ...
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The narrow interfaces a handler is given instead of the whole process runtime. Services build it
+    from their ``Runtime`` (``Runtime.ports``), unit tests from the fakes in ``tests.fakes``."""
+
+    cluster: Cluster
+    scratch: Scratch
+    dispatch: Dispatch
+    stores: Stores
+    settings: Settings

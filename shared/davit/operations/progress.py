@@ -15,11 +15,10 @@ from davit import constants, timeutil
 from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
 from davit.constants import Kind
-from davit.kube import events
 from davit.kube.client import ApiException
 from davit.operations import scratch, stages
 from davit.operations.messages import Message
-from davit.operations.runtime import Runtime
+from davit.operations.ports import Moving
 
 log = structlog.get_logger(__name__)
 
@@ -31,7 +30,7 @@ def _elapsed(obj: RawObject) -> str:
 
 
 def set_stage(
-    rt: Runtime,
+    ports: Moving,
     kind: Kind,
     obj: RawObject,
     stage: Stage,
@@ -51,11 +50,10 @@ def set_stage(
         "elapsed": _elapsed(obj),
         **(extra or {}),
     }
-    updated = rt.ops.patch_status(kind, obj, patch, check_version=check_version)
+    updated = ports.cluster.patch_status(kind, obj, patch, check_version=check_version)
     if previous != stage.value or stage == Stage.FINAL:
         failed = status == Status.FAILED
-        events.record(
-            rt.api,
+        ports.cluster.record_event(
             obj,
             "Warning" if failed else "Normal",
             event_reason
@@ -65,13 +63,13 @@ def set_stage(
         )
     log.info("stage.changed", stage=stage.value, status=status.value, reason=reason)
     if stage == Stage.FINAL:
-        clear_scratch(rt, obj)
+        clear_scratch(ports, obj)
     return updated
 
 
-def heartbeat(rt: Runtime, kind: Kind, obj: RawObject, extra: dict[str, Any]) -> None:
+def heartbeat(ports: Moving, kind: Kind, obj: RawObject, extra: dict[str, Any]) -> None:
     """Show progress and tell the watcher's stall detection that the work is alive."""
-    rt.ops.patch_status(
+    ports.cluster.patch_status(
         kind,
         obj,
         {"lastUpdateTimestamp": timeutil.format_time(timeutil.utcnow()), "elapsed": _elapsed(obj), **extra},
@@ -79,7 +77,7 @@ def heartbeat(rt: Runtime, kind: Kind, obj: RawObject, extra: dict[str, Any]) ->
 
 
 def advance(
-    rt: Runtime,
+    ports: Moving,
     kind: Kind,
     obj: RawObject,
     stage: Stage,
@@ -91,7 +89,7 @@ def advance(
 ) -> RawObject | None:
     """Move ``obj``, in ``stage``, on after ``outcome``: write the table's stage and status with
     ``reason`` (and ``extra`` status fields; see ``set_stage``) and send the next stage's message to the
-    table's queue through ``rt.dispatch``. Without ``reason``: "queued for <queue>" when a message is
+    table's queue through ``ports.dispatch``. Without ``reason``: "queued for <queue>" when a message is
     sent, else none.
 
     Returns the updated object, or None when nothing was done: ``obj`` is no longer in ``stage`` (a stale
@@ -106,7 +104,7 @@ def advance(
     if step.status is not None:
         try:
             obj = set_stage(
-                rt, kind, obj, step.stage, step.status, reason, extra=extra, check_version=check_version,
+                ports, kind, obj, step.stage, step.status, reason, extra=extra, check_version=check_version,
                 event_reason=event_reason,
             )  # fmt: skip
         except ApiException as exc:
@@ -117,12 +115,12 @@ def advance(
     if step.send and step.queue is not None:
         meta = obj["metadata"]
         message = Message(kind, meta["namespace"], meta["name"], meta["uid"], step.stage.value, step.part)
-        rt.dispatch.send(message, step.queue.value)
+        ports.dispatch.send(message, step.queue.value)
     return obj
 
 
 def fail(
-    rt: Runtime, kind: Kind, obj: RawObject, reason: str, event_reason: str | None = None
+    ports: Moving, kind: Kind, obj: RawObject, reason: str, event_reason: str | None = None
 ) -> RawObject | None:
     """End ``obj`` Failed with ``reason`` (and an Event named ``event_reason``, by default ``Failed``),
     from whichever stage it is in; an operation already at Final is left as it ended."""
@@ -131,19 +129,19 @@ def fail(
     if step is None or not isinstance(current, str):
         log.warning("fail.no_step", current_stage=current, reason=reason)
         return None
-    return advance(rt, kind, obj, Stage(current), stages.Outcome.FAILED, reason, event_reason=event_reason)
+    return advance(ports, kind, obj, Stage(current), stages.Outcome.FAILED, reason, event_reason=event_reason)
 
 
 # --- scratch state ends at Final ------------------------------------------------------------------
 
 
-def clear_scratch(rt: Runtime, obj: RawObject) -> None:
+def clear_scratch(ports: Moving, obj: RawObject) -> None:
     """Final, whatever the result: the operation's scratch keys go, all but its log, which its handler
     still stores in the location (then clears) or which stays, under its TTL, for ``davit <kind> logs``
     when the operation failed before that (``davit.operations.scratch``)."""
-    if rt.redis is None:  # a Runtime without Redis (the CLI's) has no scratch state
+    if ports.scratch is None:  # a process without Redis (the CLI) has no scratch state
         return
     try:
-        scratch.OperationState(rt.redis, obj["metadata"]["uid"]).clear_at_final()
+        ports.scratch.operation(obj["metadata"]["uid"]).clear_at_final()
     except scratch.RedisError as exc:
         log.warning("scratch.not_cleared", error=str(exc))  # the keys' TTL ends them anyway

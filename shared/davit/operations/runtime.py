@@ -16,9 +16,12 @@ from davit.api.objects import RawObject
 from davit.api.types import LocationSpec
 from davit.format.repository import BackupRepository
 from davit.kube import client, clients
+from davit.kube.cluster import KubeCluster
 from davit.kube.operations import Operations
 from davit.operations import queueing
+from davit.operations.adapters import RedisScratch
 from davit.operations.dispatch import CeleryDispatch, Dispatch
+from davit.operations.ports import Cluster, Ports, Scratch
 from davit.settings import Settings
 from davit.storage import factory
 from davit.storage.base import ObjectStore, StorageError
@@ -77,6 +80,23 @@ class Runtime:
     def dispatch(self) -> Dispatch:
         """Where this process sends messages: the Celery app's queues (a test may assign a fake)."""
         return CeleryDispatch(self.celery)
+
+    @functools.cached_property
+    def cluster(self) -> Cluster:
+        """The API server as the handlers use it (``davit.kube.cluster.KubeCluster`` over ``ops``)."""
+        return KubeCluster(self.ops)
+
+    @functools.cached_property
+    def scratch(self) -> Scratch | None:
+        """The operations' scratch state in this process's Redis; None without one (the CLI's)."""
+        return None if self.redis is None else RedisScratch(self.redis)
+
+    @functools.cached_property
+    def ports(self) -> Ports:
+        """The narrow interfaces handed to a handler (``davit.operations.ports``)."""
+        if self.scratch is None:
+            raise RuntimeError("a worker's runtime needs Redis for its scratch state")
+        return Ports(self.cluster, self.scratch, self.dispatch, self, self.settings)
 
     def repository(self, namespace: str, location_name: str, verify: bool = False) -> BackupRepository:
         """The repository of the BackupLocation ``location_name`` as seen from ``namespace``; cached per
