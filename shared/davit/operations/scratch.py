@@ -28,11 +28,14 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from davit.constants import NODE_QUEUE_PREFIX, REDIS_KEY_PREFIX, Queue
 
 __all__ = [
+    "TRANSIENT_ERRORS",
     "TTL_SECONDS",
     "BackupScratch",
     "CloneScratch",
@@ -44,6 +47,10 @@ __all__ = [
     "connect",
     "operation_log_lines",
 ]
+
+#: Redis failures a later try may not meet (the worker wrapper retries them): the server unreachable or slow,
+#: or a watched key changed under a transaction.
+TRANSIENT_ERRORS: tuple[type[RedisError], ...] = (RedisConnectionError, RedisTimeoutError, WatchError)
 
 #: Every key Davit writes outlives a forgotten operation (or an idle counter) by a week at most.
 TTL_SECONDS: Final = 7 * 24 * 3600
@@ -65,7 +72,7 @@ def _text(raw: bytes | str) -> str:
 
 class OperationState:
     """The keys every operation kind has: outstanding parts (in groups), page tokens, written parts, the
-    log. A kind's own keys are in its subclass."""
+    log, the leases of parts being worked on. A kind's own keys are in its subclass."""
 
     #: Set once by the first planner (``mark_planned``).
     PLANNED: Final = "planned"
@@ -214,6 +221,45 @@ class OperationState:
     def log_lines(self) -> list[str]:
         return [_text(line) for line in self.redis.lrange(self.key(self.LOG), 0, -1)]
 
+    # --- who works on a part now -------------------------------------------------------------------
+
+    @staticmethod
+    def lease_name(part: str) -> str:
+        """The lease of a part (a volume's ``volume:<namespace>/<claim>``, or a shard's): the owner token
+        of the one task working on it, under a TTL of seconds that its holder keeps renewing."""
+        return f"lease:{part}"
+
+    def take_lease(self, part: str, owner: str, seconds: float) -> bool:
+        """Hold ``part`` for ``owner`` for ``seconds``, unless another owner holds it: True if taken."""
+        key = self.key(self.lease_name(part))
+        return bool(self.redis.set(key, owner, nx=True, px=max(1, int(seconds * 1000))))
+
+    def renew_lease(self, part: str, owner: str, seconds: float) -> bool:
+        """Give ``owner``'s lease ``seconds`` more; False if it no longer holds it (expired, taken)."""
+        return self._if_lease_held(part, owner, seconds)
+
+    def release_lease(self, part: str, owner: str) -> None:
+        """Drop ``owner``'s lease (another owner's is left alone)."""
+        self._if_lease_held(part, owner, None)
+
+    def _if_lease_held(self, part: str, owner: str, seconds: float | None) -> bool:
+        key = self.key(self.lease_name(part))
+        with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(key)
+                raw = pipe.get(key)
+                if raw is None or _text(raw) != owner:
+                    return False
+                pipe.multi()
+                if seconds is None:
+                    pipe.delete(key)
+                else:
+                    pipe.pexpire(key, max(1, int(seconds * 1000)))
+                pipe.execute()
+                return True
+            except WatchError:
+                return False
+
     # --- the end -----------------------------------------------------------------------------------
 
     def names(self) -> list[str]:
@@ -302,45 +348,6 @@ class BackupScratch(OperationState):
         """Each finished shard's outcome, by shard number."""
         raw = self._hgetall(self.shard_group(claim_part) + ":results")
         return sorted(((int(k), json.loads(v)) for k, v in raw.items()), key=lambda item: item[0])
-
-    # --- who is storing a volume (or shard) now ----------------------------------------------------
-
-    @staticmethod
-    def lease_name(part: str) -> str:
-        """The lease of a volume's part (``volume:<namespace>/<claim>``, or a shard's): the owner token
-        of the one task storing it, under a TTL of seconds that its holder keeps renewing."""
-        return f"lease:{part}"
-
-    def take_lease(self, part: str, owner: str, seconds: float) -> bool:
-        """Hold ``part`` for ``owner`` for ``seconds``, unless another owner holds it: True if taken."""
-        key = self.key(self.lease_name(part))
-        return bool(self.redis.set(key, owner, nx=True, px=max(1, int(seconds * 1000))))
-
-    def renew_lease(self, part: str, owner: str, seconds: float) -> bool:
-        """Give ``owner``'s lease ``seconds`` more; False if it no longer holds it (expired, taken)."""
-        return self._if_lease_held(part, owner, seconds)
-
-    def release_lease(self, part: str, owner: str) -> None:
-        """Drop ``owner``'s lease (another owner's is left alone)."""
-        self._if_lease_held(part, owner, None)
-
-    def _if_lease_held(self, part: str, owner: str, seconds: float | None) -> bool:
-        key = self.key(self.lease_name(part))
-        with self.redis.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(key)
-                raw = pipe.get(key)
-                if raw is None or _text(raw) != owner:
-                    return False
-                pipe.multi()
-                if seconds is None:
-                    pipe.delete(key)
-                else:
-                    pipe.pexpire(key, max(1, int(seconds * 1000)))
-                pipe.execute()
-                return True
-            except WatchError:
-                return False
 
     # --- resource lists ----------------------------------------------------------------------------
 

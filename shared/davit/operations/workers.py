@@ -19,12 +19,11 @@ import structlog
 import urllib3
 from celery import Celery
 from kombu.exceptions import OperationalError
-from redis import exceptions as redis_errors
 
 from davit import errors, logs
 from davit.kube.client import ApiException
 from davit.kube.operations import SpecChanged
-from davit.operations import progress, queueing
+from davit.operations import progress, queueing, scratch
 from davit.operations.messages import Message, MessageDecodeError
 from davit.operations.runtime import Runtime
 from davit.settings import Settings
@@ -48,9 +47,7 @@ NETWORK_ERRORS: tuple[type[BaseException], ...] = (
     socket.gaierror,
     socket.herror,
     urllib3.exceptions.HTTPError,
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.WatchError,
+    *scratch.TRANSIENT_ERRORS,
     OperationalError,
 )
 
