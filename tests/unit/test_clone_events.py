@@ -69,11 +69,17 @@ class FakeOps:
         return self.put(kind, {**stored, "status": {**(stored.get("status") or {}), **status}})
 
 
+    def record_event(self, *args: Any, **kwargs: Any) -> None:
+        """Events are not looked at here."""
+
+
 class FakeRuntime:
+    """The handler's ports: ``cluster`` is the fake operations (also ``ops``), no scratch state."""
+
     def __init__(self) -> None:
         self.ops = FakeOps()
-        self.api: Any = None
-        self.redis: Any = None  # no scratch state
+        self.cluster = self.ops
+        self.scratch: Any = None  # no scratch state
         self.dispatch = FakeDispatch()
 
 

@@ -1,5 +1,6 @@
-"""Writing restored objects to the API server: create, and per ``replacePolicy`` keep or replace what is
-already there. Raw JSON throughout, like the export: the typed client would drop fields it does not know.
+"""Writing restored objects to the API server (``davit.operations.ports.Cluster``: discovery and its
+``*_object`` methods): create, and per ``replacePolicy`` keep or replace what is already there. Raw JSON
+throughout, like the export: the typed client would drop fields it does not know.
 
 Which objects exist is learnt from one list per resource and namespace, not a GET per object, so a
 Retain restore of 10,000 objects that are all present costs a few lists and writes nothing.
@@ -11,21 +12,25 @@ import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from davit import errors
 from davit.api.objects import RawObject
 from davit.backup.selection import ApiResource
-from davit.kube import client
 from davit.kube.client import ApiException
-from davit.kube.discovery import discover, resource_path
+from davit.operations.ports import Cluster
 from davit.restore.fields import RESTORE_UID_ANNOTATION
-from davit.tenancy import RestoreGuard, UnsafeName
+from davit.tenancy import RestoreGuard, UnsafeName, resource_path
 
 #: Answers worth trying again: throttling, and the API server's "not now" (ServerTimeout, unavailable).
 RETRYABLE = frozenset({429, 500, 503, 504})
 #: Attempts at one create: with the backoff (0.5 s doubling, at most 8 s) about half a minute in all.
 CREATE_ATTEMPTS = 7
+
+#: Objects per list request when learning which objects exist.
+LIST_LIMIT = 500
+#: CustomResourceDefinitions, served by every API server (a restored CRD is waited for until Established).
+CRDS = ApiResource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
+                   False, frozenset())  # fmt: skip
 
 #: What became of one object.
 RESTORED, RETAINED, REPLACED, FAILED = "restored", "retained", "replaced", "failed"
@@ -55,21 +60,14 @@ def describe(obj: RawObject) -> str:
     return f"{kind} {namespace + '/' if namespace else ''}{name} ({api_version})"
 
 
-def _call(
-    api: client.ApiClient,
-    method: str,
-    path: str,
-    body: Any = None,
-    query: list[tuple[str, Any]] | None = None,
-    content_type: str = "application/json",
-) -> Any:
-    response = api.call_api(
-        path, method, query_params=query or [], body=body,
-        header_params={"Accept": "application/json", "Content-Type": content_type},
-        auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
-    )  # fmt: skip
-    data = response.data
-    return json.loads(data) if data else None
+@dataclass(frozen=True)
+class Target:
+    """Where an object the guard allowed is: its resource, its namespace (None when cluster-scoped) and
+    its name."""
+
+    resource: ApiResource
+    namespace: str | None
+    name: str
 
 
 def api_message(exc: ApiException) -> str:
@@ -84,17 +82,17 @@ def api_message(exc: ApiException) -> str:
 class Applier:
     """Knows the target cluster's resources (discovery, refreshed when a restored CRD adds some).
 
-    Every request about an object (create, get, patch, delete) builds its path in ``path``, which passes
+    Every request about an object (create, get, patch, delete) is addressed by ``target``, which passes
     the object through the restore's guard first: there is no way to address an object around it."""
 
-    def __init__(self, api: client.ApiClient, guard: RestoreGuard) -> None:
-        self.api = api
+    def __init__(self, cluster: Cluster, guard: RestoreGuard) -> None:
+        self.cluster = cluster
         self.guard = guard
         self._resources: dict[tuple[str, str], ApiResource] = {}
         self.refresh()
 
     def refresh(self) -> None:
-        self._resources = {(r.api_version, r.kind): r for r in discover(self.api) if "/" not in r.plural}
+        self._resources = {(r.api_version, r.kind): r for r in self.cluster.discover() if "/" not in r.plural}
 
     def resource(self, api_version: str, kind: str) -> ApiResource:
         found = self._resources.get((api_version, kind))
@@ -114,21 +112,21 @@ class Applier:
             return None
         return self.guard.refusal(obj, resource.namespaced)
 
-    def path(self, obj: RawObject, named: bool = False) -> str:
+    def target(self, obj: RawObject, named: bool = True) -> Target:
+        """Where ``obj`` is, once the guard allowed it (Refused otherwise, and for a namespace or, when
+        ``named``, a name that could address another object): the one way to an object's requests. A
+        create addresses the collection (``named`` false): the API server judges the new name."""
         api_version, kind, namespace, name = key_of(obj)
         resource = self.resource(api_version, kind)
         refusal = self.guard.refusal(obj, resource.namespaced)
         if refusal is not None:
             raise Refused(refusal)
+        scope = namespace if resource.namespaced else None
         try:
-            return resource_path(
-                api_version,
-                resource.plural,
-                namespace if resource.namespaced else None,
-                name if named else None,
-            )
+            resource_path(api_version, resource.plural, scope, name if named else None)
         except UnsafeName as exc:
             raise Refused(f"{describe(obj)}: {exc}") from exc
+        return Target(resource, scope, name)
 
     def existing(self, objects: Iterable[RawObject]) -> set[tuple[str, str, str, str]]:
         """Which of ``objects`` exist now: one (paginated) list per resource and namespace."""
@@ -146,17 +144,14 @@ class Applier:
                 {"kind": kind, "metadata": {"name": "-", "namespace": namespace}}, True
             ):
                 continue  # never listed: the guard refuses every object there, before any create
-            path = resource_path(api_version, resource.plural, namespace if resource.namespaced else None)
+            scope = namespace if resource.namespaced else None
             token: str | None = None
             while True:
-                query: list[tuple[str, Any]] = [("limit", 500)]
-                if token:
-                    query.append(("continue", token))
-                body = _call(self.api, "GET", path, query=query)
-                for item in body.get("items") or []:
+                page = self.cluster.list_page(resource, scope, None, LIST_LIMIT, token)
+                for item in page.items:
                     if item["metadata"]["name"] in names:
                         found.add((api_version, kind, namespace, item["metadata"]["name"]))
-                token = (body.get("metadata") or {}).get("continue")
+                token = page.continue_token
                 if not token:
                     break
         return found
@@ -166,7 +161,8 @@ class Applier:
         created it (a retried task): that one counts as restored."""
         for attempt in range(CREATE_ATTEMPTS):
             try:
-                _call(self.api, "POST", self.path(obj), body=obj)
+                target = self.target(obj, named=False)
+                self.cluster.create_object(target.resource, target.namespace, obj)
                 return Outcome(RESTORED)
             except ApiException as exc:
                 if exc.status == 409 or (exc.status in RETRYABLE and self.get(*key_of(obj)) is not None):
@@ -193,32 +189,22 @@ class Applier:
 
     def set_owners(self, obj: RawObject, references: list[RawObject]) -> None:
         """Give a restored object its owner references (merge patch: nothing else changes)."""
+        target = self.target(obj)
         body = {"metadata": {"ownerReferences": references}}
-        _call(
-            self.api,
-            "PATCH",
-            self.path(obj, named=True),
-            body=body,
-            content_type="application/merge-patch+json",
-        )
+        self.cluster.patch_object(target.resource, target.namespace, target.name, body)
 
     def delete(self, obj: RawObject) -> None:
         """Delete ``obj`` with its dependents (foreground), if it exists."""
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground"}
+        target = self.target(obj)
         try:
-            _call(self.api, "DELETE", self.path(obj, named=True), body=body)
+            self.cluster.delete_object(target.resource, target.namespace, target.name, "Foreground")
         except ApiException as exc:
             if exc.status != 404:
                 raise
 
     def gone(self, obj: RawObject) -> bool:
-        try:
-            _call(self.api, "GET", self.path(obj, named=True))
-            return False
-        except ApiException as exc:
-            if exc.status == 404:
-                return True
-            raise
+        target = self.target(obj)
+        return self.cluster.get_object(target.resource, target.namespace, target.name) is None
 
     def wait_gone(self, objects: list[RawObject], timeout: float) -> list[RawObject]:
         """Wait until every object is gone; those still there at the deadline."""
@@ -231,25 +217,13 @@ class Applier:
         return left
 
     def crd_established(self, name: str) -> bool:
-        try:
-            crd = _call(
-                self.api,
-                "GET",
-                resource_path("apiextensions.k8s.io/v1", "customresourcedefinitions", None, name),
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
+        crd = self.cluster.get_object(CRDS, None, name)
+        if crd is None:
+            return False
         conditions = (crd.get("status") or {}).get("conditions") or []
         return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> RawObject | None:
         obj = {"apiVersion": api_version, "kind": kind, "metadata": {"namespace": namespace, "name": name}}
-        try:
-            found: RawObject = _call(self.api, "GET", self.path(obj, named=True))
-            return found
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        target = self.target(obj)
+        return self.cluster.get_object(target.resource, target.namespace, target.name)

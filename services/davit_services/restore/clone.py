@@ -32,10 +32,9 @@ from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
 from davit.constants import Kind
 from davit.kube.client import ApiException
-from davit.kube.operations import Operations
 from davit.operations import progress, stages
 from davit.operations.messages import Message
-from davit.operations.runtime import Runtime
+from davit.operations.ports import Cluster, Ports
 from davit.restore.plan import plan_restore
 from davit.tenancy import RestoreGuard
 from davit_services.restore.apply import Applier, describe, key_of
@@ -57,8 +56,8 @@ class CloneMoved(errors.Transient):
     task is tried again and looks afresh (a message for a stage the clone has left is dropped)."""
 
 
-def handle(rt: Runtime, message: Message) -> None:
-    obj = rt.ops.current(KIND, message.namespace, message.name, message.uid, message.stage)
+def handle(ports: Ports, message: Message) -> None:
+    obj = ports.cluster.current(KIND, message.namespace, message.name, message.uid, message.stage)
     if obj is None:
         return
     stage = (obj.get("status") or {}).get("stage")
@@ -66,16 +65,16 @@ def handle(rt: Runtime, message: Message) -> None:
         log.info("message.stale", current_stage=stage)
         return
     if stage == Stage.INITIAL:
-        started = progress.advance(rt, KIND, obj, Stage.INITIAL, stages.Outcome.STARTED,
+        started = progress.advance(ports, KIND, obj, Stage.INITIAL, stages.Outcome.STARTED,
                                    "backing up the source namespace", check_version=True)  # fmt: skip
         if started is None:  # another worker took the same message
             return
         obj = started
     try:
-        drive(rt, obj)
+        drive(ports, obj)
     except CloneFailed as exc:
-        current = rt.ops.get(KIND, message.namespace, message.name) or obj
-        progress.fail(rt, KIND, current, str(exc))
+        current = ports.cluster.get(KIND, message.namespace, message.name) or obj
+        progress.fail(ports, KIND, current, str(exc))
 
 
 def _names(obj: RawObject) -> str:
@@ -93,72 +92,72 @@ def _owned_by(obj: RawObject) -> dict[str, Any]:
     }
 
 
-def drive(rt: Runtime, obj: RawObject) -> None:
+def drive(ports: Ports, obj: RawObject) -> None:
     """Take the clone as far as it can go now: create its stage's staging operation if it has none; while
     that runs, show its progress and return; once it ended, move the clone on."""
     meta, spec = obj["metadata"], obj.get("spec") or {}
     namespace, name = meta["namespace"], _names(obj)
     if (obj.get("status") or {}).get("stage") == Stage.VOLUMES:
-        location = staging_location(rt, namespace)
+        location = staging_location(ports, namespace)
         backup_spec = {
             "backupLocation": location,
             "namespaces": [spec["sourceNamespace"]],
             "reclaimPolicy": "Delete",
             **{k: spec[k] for k in ("selectors", "preExecRule", "postExecRule") if spec.get(k)},
         }
-        _create(rt.ops, namespace, Kind.APPLICATION_BACKUP, {"metadata": {"name": name, **_owned_by(obj)},
-                                                             "spec": backup_spec})  # fmt: skip
-        backup = _ended(rt, obj, Kind.APPLICATION_BACKUP, name)
+        _create(ports.cluster, namespace, Kind.APPLICATION_BACKUP,
+                {"metadata": {"name": name, **_owned_by(obj)}, "spec": backup_spec})  # fmt: skip
+        backup = _ended(ports, obj, Kind.APPLICATION_BACKUP, name)
         if backup is None:
             return
         status = backup.get("status") or {}
         if status.get("status") not in (Status.SUCCESSFUL, Status.PARTIAL_SUCCESS):
-            _delete(rt.ops, namespace, Kind.APPLICATION_BACKUP, name)
+            _delete(ports.cluster, namespace, Kind.APPLICATION_BACKUP, name)
             raise CloneFailed(f"the backup of {spec['sourceNamespace']} failed: {status.get('reason')}")
         if spec.get("replacePolicy") == "Fail":
-            _refuse_conflicts(rt, obj, location, name)
-        obj = _moved_on(rt, obj, Stage.VOLUMES, stages.Outcome.DONE,
+            _refuse_conflicts(ports, obj, location, name)
+        obj = _moved_on(ports, obj, Stage.VOLUMES, stages.Outcome.DONE,
                         f"restoring into {spec['destinationNamespace']}",
                         extra={"resourceCount": status.get("resourceCount")})  # fmt: skip
-    location = ((rt.ops.get(Kind.APPLICATION_BACKUP, namespace, name) or {}).get("spec") or {}).get(
+    location = ((ports.cluster.get(Kind.APPLICATION_BACKUP, namespace, name) or {}).get("spec") or {}).get(
         "backupLocation"
-    ) or staging_location(rt, namespace)
+    ) or staging_location(ports, namespace)
     restore_spec = {
         "backupName": name,
         "backupLocation": location,
         "namespaceMapping": {spec["sourceNamespace"]: spec["destinationNamespace"]},
         "replacePolicy": "Delete" if spec.get("replacePolicy") == "Delete" else "Retain",
     }
-    _create(rt.ops, namespace, Kind.APPLICATION_RESTORE, {"metadata": {"name": name, **_owned_by(obj)},
-                                                          "spec": restore_spec})  # fmt: skip
-    restored = _ended(rt, obj, Kind.APPLICATION_RESTORE, name)
+    _create(ports.cluster, namespace, Kind.APPLICATION_RESTORE,
+            {"metadata": {"name": name, **_owned_by(obj)}, "spec": restore_spec})  # fmt: skip
+    restored = _ended(ports, obj, Kind.APPLICATION_RESTORE, name)
     if restored is None:
         return
     status = restored.get("status") or {}
-    _delete(rt.ops, namespace, Kind.APPLICATION_BACKUP, name)
+    _delete(ports.cluster, namespace, Kind.APPLICATION_BACKUP, name)
     _moved_on(
-        rt, obj, Stage.APPLICATIONS, stages.outcome_of(Status(status.get("status") or Status.FAILED)),
+        ports, obj, Stage.APPLICATIONS, stages.outcome_of(Status(status.get("status") or Status.FAILED)),
         status.get("reason") or "",
         extra={k: status[k] for k in (*SHOWN, "resourceCount") if k in status},
     )  # fmt: skip
 
 
 def _moved_on(
-    rt: Runtime, obj: RawObject, stage: Stage, outcome: stages.Outcome, reason: str, extra: dict[str, Any]
+    ports: Ports, obj: RawObject, stage: Stage, outcome: stages.Outcome, reason: str, extra: dict[str, Any]
 ) -> RawObject:
     """Move the clone on from ``stage``, unless it changed since it was read: then CloneMoved (retried),
     so that two tasks seeing the same ended staging operation move it on once."""
-    moved = progress.advance(rt, KIND, obj, stage, outcome, reason, extra=extra, check_version=True)
+    moved = progress.advance(ports, KIND, obj, stage, outcome, reason, extra=extra, check_version=True)
     if moved is None:
         raise CloneMoved(f"the clone changed while it left stage {stage.value}")
     return moved
 
 
-def staging_location(rt: Runtime, namespace: str) -> str:
+def staging_location(ports: Ports, namespace: str) -> str:
     """The BackupLocation a clone stages its backup through (see the module docstring)."""
-    if rt.settings.clone_location:
-        return rt.settings.clone_location
-    items = rt.ops.list_all(Kind.BACKUP_LOCATION, namespace, sort=False)
+    if ports.settings.clone_location:
+        return ports.settings.clone_location
+    items = ports.cluster.list_all(Kind.BACKUP_LOCATION, namespace, sort=False)
     available = sorted(
         i["metadata"]["name"] for i in items if (i.get("status") or {}).get("phase") == "Available"
     )
@@ -170,25 +169,25 @@ def staging_location(rt: Runtime, namespace: str) -> str:
     return str(available[0])
 
 
-def _refuse_conflicts(rt: Runtime, obj: RawObject, location: str, name: str) -> None:
+def _refuse_conflicts(ports: Ports, obj: RawObject, location: str, name: str) -> None:
     """replacePolicy Fail: the objects the clone would write, planned as its restore will plan them; any
     of them already in the destination fails the clone before anything is written."""
     meta, spec = obj["metadata"], obj.get("spec") or {}
     restore_spec = {"backupName": name, "backupLocation": location,
                     "namespaceMapping": {spec["sourceNamespace"]: spec["destinationNamespace"]}}  # fmt: skip
     try:
-        manifest, objects = read_backup(rt, meta["namespace"], restore_spec)
+        manifest, objects = read_backup(ports, meta["namespace"], restore_spec)
     except RestoreRefused as exc:
         raise CloneFailed(str(exc)) from exc
     plan = plan_restore(
         objects, restore_spec, backup_name=name, backup_uid=manifest["backup"]["metadata"]["uid"],
         restore_name=name, restore_uid=meta["uid"], cluster_scoped_allowed=False,
     )  # fmt: skip
-    applier = Applier(rt.api, RestoreGuard(meta["namespace"], rt.settings.admin_namespace))
+    applier = Applier(ports.cluster, RestoreGuard(meta["namespace"], ports.settings.admin_namespace))
     existing = applier.existing(plan.objects)
     conflicts = [o for o in plan.objects if key_of(o) in existing and not namespace_default(o)]
     if conflicts:
-        _delete(rt.ops, meta["namespace"], Kind.APPLICATION_BACKUP, name)
+        _delete(ports.cluster, meta["namespace"], Kind.APPLICATION_BACKUP, name)
         shown = ", ".join(describe(o) for o in conflicts[:CONFLICTS_SHOWN])
         more = f" and {len(conflicts) - CONFLICTS_SHOWN} more" if len(conflicts) > CONFLICTS_SHOWN else ""
         raise CloneFailed(
@@ -197,30 +196,30 @@ def _refuse_conflicts(rt: Runtime, obj: RawObject, location: str, name: str) -> 
         )
 
 
-def _create(ops: Operations, namespace: str, kind: Kind, body: RawObject) -> None:
+def _create(cluster: Cluster, namespace: str, kind: Kind, body: RawObject) -> None:
     body = {"apiVersion": constants.API_GROUP_VERSION, "kind": kind.value, **body}
     try:
-        ops.create(kind, namespace, body)
+        cluster.create(kind, namespace, body)
     except ApiException as exc:
         if exc.status != 409:  # made by an earlier attempt
             raise
 
 
-def _delete(ops: Operations, namespace: str, kind: Kind, name: str) -> None:
+def _delete(cluster: Cluster, namespace: str, kind: Kind, name: str) -> None:
     try:
-        ops.delete(kind, namespace, name)
+        cluster.delete(kind, namespace, name)
     except ApiException as exc:
         if exc.status != 404:
             raise
 
 
-def _ended(rt: Runtime, clone: RawObject, kind: Kind, name: str) -> RawObject | None:
+def _ended(ports: Ports, clone: RawObject, kind: Kind, name: str) -> RawObject | None:
     """The staging operation once it ended; None while it runs (its progress is shown on the clone)."""
-    current = rt.ops.get(kind, clone["metadata"]["namespace"], name)
+    current = ports.cluster.get(kind, clone["metadata"]["namespace"], name)
     if current is None:
         raise CloneFailed(f"the clone's {kind.value} {name} disappeared")
     status = current.get("status") or {}
     if status.get("stage") == Stage.FINAL:
         return current
-    progress.heartbeat(rt, KIND, clone, {k: status[k] for k in SHOWN if k in status})
+    progress.heartbeat(ports, KIND, clone, {k: status[k] for k in SHOWN if k in status})
     return None

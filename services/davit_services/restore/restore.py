@@ -27,12 +27,11 @@ from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
 from davit.constants import Kind
 from davit.format.layout import BackupRef, ref_from_path, restore_log
-from davit.kube import client
 from davit.kube.client import ApiException
 from davit.operations import progress, stages
 from davit.operations.messages import Message
-from davit.operations.runtime import LocationUnavailable, Runtime
-from davit.operations.scratch import RestoreScratch
+from davit.operations.ports import Cluster, Ports, RestoreScratch
+from davit.operations.runtime import LocationUnavailable
 from davit.restore import inject
 from davit.restore.plan import OwnedObject, RestorePlan, plan_restore
 from davit.restore.transform import OwnerLink
@@ -72,10 +71,10 @@ class RestoreRefused(errors.Refused):
     """The restore cannot start: the reason goes into its status as it is."""
 
 
-def applier_for(rt: Runtime, obj: RawObject) -> Applier:
+def applier_for(cluster: Cluster, admin_namespace: str, obj: RawObject) -> Applier:
     """The Applier of a restore, guarded by what the restore may write: decided by the namespace the
     restore lives in (the API server's word, not its spec, its backup or its scratch state)."""
-    return Applier(rt.api, RestoreGuard(obj["metadata"]["namespace"], rt.settings.admin_namespace))
+    return Applier(cluster, RestoreGuard(obj["metadata"]["namespace"], admin_namespace))
 
 
 def refusals(applier: Applier, objects: list[RawObject]) -> list[str]:
@@ -83,24 +82,24 @@ def refusals(applier: Applier, objects: list[RawObject]) -> list[str]:
     return [reason for reason in map(applier.refusal, objects) if reason is not None]
 
 
-def handle(rt: Runtime, message: Message) -> None:
-    obj = rt.ops.current(KIND, message.namespace, message.name, message.uid, message.stage)
+def handle(ports: Ports, message: Message) -> None:
+    obj = ports.cluster.current(KIND, message.namespace, message.name, message.uid, message.stage)
     if obj is None:
         return
     stage = (obj.get("status") or {}).get("stage")
-    state = RestoreScratch(rt.redis, message.uid)
+    state = ports.scratch.restore(message.uid)
     if message.stage == Stage.INITIAL and stage == Stage.INITIAL:
-        start(rt, obj, state)
+        start(ports, obj, state)
     elif message.stage == Stage.APPLICATIONS and stage == Stage.APPLICATIONS:
         if message.part:
-            apply_chunk(rt, obj, state, message.part)
+            apply_chunk(ports, obj, state, message.part)
         else:
-            resend_current_step(rt, obj, state)  # the watcher saw the stage stall
+            resend_current_step(ports, obj, state)  # the watcher saw the stage stall
     elif message.stage == Stage.VOLUMES and stage == Stage.VOLUMES:
         if message.part == volumes.FINISH_PART:
-            finish(rt, obj, state)
+            finish(ports, obj, state)
         else:
-            volumes.hand_out(rt, obj, state)
+            volumes.hand_out(ports, obj, state)
     else:
         log.info("message.stale", current_stage=stage)
 
@@ -108,35 +107,34 @@ def handle(rt: Runtime, message: Message) -> None:
 # --- Initial ---------------------------------------------------------------------------------------
 
 
-def start(rt: Runtime, obj: RawObject, state: RestoreScratch) -> None:
+def start(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
     meta, spec = obj["metadata"], obj.get("spec") or {}
-    started = progress.advance(rt, KIND, obj, Stage.INITIAL, stages.Outcome.STARTED, "reading the backup",
+    started = progress.advance(ports, KIND, obj, Stage.INITIAL, stages.Outcome.STARTED, "reading the backup",
                                check_version=True)  # fmt: skip
     if started is None:  # another worker took the same message
         return
     obj = started
     state.log("restore.started", backupName=spec.get("backupName"), backupLocation=spec.get("backupLocation"))
     try:
-        manifest, objects = read_backup(rt, meta["namespace"], spec)
+        manifest, objects = read_backup(ports, meta["namespace"], spec)
     except (RestoreRefused, LocationUnavailable) as exc:
         reason = exc.reason if isinstance(exc, LocationUnavailable) else str(exc)
         state.log("restore.failed", reason=reason)
-        progress.fail(rt, KIND, obj, reason)
+        progress.fail(ports, KIND, obj, reason)
         return
     sources = _claims_with_data(manifest)
     objects = [_orphaned(o) if _mounts_any(o, sources) else o for o in objects]
-    nodes = client.CoreV1Api(rt.api).list_node()
     plan = plan_restore(
         objects, spec, backup_name=spec["backupName"], backup_uid=manifest["backup"]["metadata"]["uid"],
         restore_name=meta["name"], restore_uid=meta["uid"],
-        cluster_scoped_allowed=meta["namespace"] == rt.settings.admin_namespace,
-        target_nodes=frozenset(n.metadata.name for n in nodes.items),
+        cluster_scoped_allowed=meta["namespace"] == ports.settings.admin_namespace,
+        target_nodes=frozenset(ports.cluster.node_names()),
     )  # fmt: skip
     for skipped in plan.skipped:
         state.log("resource.skipped", resource=str(skipped.source), reason=skipped.reason)
     data_claims = _data_claims(manifest, plan)
-    steps = _steps(plan, data_claims, meta["uid"], rt.settings.restore_helper_image)
-    applier = applier_for(rt, obj)
+    steps = _steps(plan, data_claims, meta["uid"], ports.settings.restore_helper_image)
+    applier = applier_for(ports.cluster, ports.settings.admin_namespace, obj)
     everything = [item for step in steps for item in step]
     # A backup holding anything this restore may not write was not made by this namespace's backups
     # (its bytes were rewritten, or it came from elsewhere): nothing of it is written, not even the rest.
@@ -147,12 +145,12 @@ def start(rt: Runtime, obj: RawObject, state: RestoreScratch) -> None:
         reason = (f"{RESTORE_REFUSED}: the backup holds {len(refused)} object(s) this restore may not "
                   f"write, nothing was restored: {shown}{more}")  # fmt: skip
         state.log("restore.refused", reasons=refused)
-        progress.fail(rt, KIND, obj, reason, event_reason=RESTORE_REFUSED)
+        progress.fail(ports, KIND, obj, reason, event_reason=RESTORE_REFUSED)
         return
     existing = applier.existing(everything)
     replace = spec.get("replacePolicy") == "Delete"
     if spec.get("dryRun"):
-        finish_dry_run(rt, obj, state, everything, existing, replace)
+        finish_dry_run(ports, obj, state, everything, existing, replace)
         return
     if replace:
         left = _delete_existing(applier, steps, existing)
@@ -160,23 +158,23 @@ def start(rt: Runtime, obj: RawObject, state: RestoreScratch) -> None:
             reason = "replacePolicy Delete: still present after deletion: " + ", ".join(
                 map(describe, left[:5])
             )
-            progress.fail(rt, KIND, obj, reason)
+            progress.fail(ports, KIND, obj, reason)
             return
     _save_steps(state, steps, existing if replace else set())
     _save_owners(state, plan.owned)
     _save_volumes(state, data_claims)
-    progress.heartbeat(rt, KIND, obj, {
+    progress.heartbeat(ports, KIND, obj, {
         "resourceCount": len(everything),
         "volumes": [v["status"] for v in data_claims.values()],
         "volumesProgress": f"0/{len(data_claims)}",
     })  # fmt: skip
     state.log("restore.planned", steps=[len(s) for s in steps], volumes=sorted(data_claims))
-    _send_step(rt, obj, state, 0)
+    _send_step(ports, obj, state, 0)
 
 
-def read_backup(rt: Runtime, namespace: str, spec: RawObject) -> tuple[RawObject, list[RawObject]]:
+def read_backup(ports: Ports, namespace: str, spec: RawObject) -> tuple[RawObject, list[RawObject]]:
     """The backup's manifest and every object it holds."""
-    backup = rt.ops.get(Kind.APPLICATION_BACKUP, namespace, spec["backupName"])
+    backup = ports.cluster.get(Kind.APPLICATION_BACKUP, namespace, spec["backupName"])
     if backup is None:
         raise RestoreRefused(f"ApplicationBackup {namespace}/{spec['backupName']} not found")
     status = backup.get("status") or {}
@@ -197,13 +195,13 @@ def read_backup(rt: Runtime, namespace: str, spec: RawObject) -> tuple[RawObject
     ref = ref_from_path(status.get("backupPath") or "") or BackupRef(
         namespace, spec["backupName"], backup["metadata"]["uid"]
     )
-    if namespace not in (rt.settings.admin_namespace, ref.namespace):
+    if namespace not in (ports.settings.admin_namespace, ref.namespace):
         # A location shared from the admin namespace holds other tenants' backups beside this one's.
         raise RestoreRefused(
             f"ApplicationBackup {spec['backupName']} points at {ref.root}, a backup of namespace "
             f"{ref.namespace}: a restore in {namespace} reads only its own namespace's backups"
         )
-    repository = rt.repository(namespace, spec["backupLocation"])
+    repository = ports.stores.repository(namespace, spec["backupLocation"])
     if not repository.has_manifest(ref):
         raise RestoreRefused(f"backup {ref.root} has no manifest in location {spec['backupLocation']}")
     manifest = repository.read_manifest(ref)
@@ -297,7 +295,7 @@ def _steps(
     return steps
 
 
-def finish_dry_run(rt: Runtime, obj: RawObject, state: RestoreScratch, objects: list[RawObject],
+def finish_dry_run(ports: Ports, obj: RawObject, state: RestoreScratch, objects: list[RawObject],
                    existing: set[tuple[str, str, str, str]], replace: bool) -> None:  # fmt: skip
     counts: dict[str, dict[str, int]] = {}
     for item in objects:
@@ -306,10 +304,10 @@ def finish_dry_run(rt: Runtime, obj: RawObject, state: RestoreScratch, objects: 
         entry = counts.setdefault(item["kind"], {"restored": 0, "retained": 0, "replaced": 0, "failed": 0})
         entry[result] += 1
     state.log("restore.dry_run", counts=counts)
-    progress.advance(rt, KIND, obj, Stage.APPLICATIONS, stages.Outcome.SUCCEEDED,
+    progress.advance(ports, KIND, obj, Stage.APPLICATIONS, stages.Outcome.SUCCEEDED,
                      "dry run: nothing was changed",
                      extra={"resourceCount": len(objects), "resourcesByKind": counts})  # fmt: skip
-    _write_log(rt, obj, state)
+    _write_log(ports, obj, state)
 
 
 def _delete_existing(applier: Applier, steps: list[list[RawObject]],
@@ -356,45 +354,45 @@ def _part(step: int, chunk: int) -> str:
     return f"step:{step}:{chunk}"
 
 
-def _send_step(rt: Runtime, obj: RawObject, state: RestoreScratch, step: int) -> None:
+def _send_step(ports: Ports, obj: RawObject, state: RestoreScratch, step: int) -> None:
     layout = _layout(state)
     if step >= len(layout):
-        _applications_done(rt, obj, state)
+        _applications_done(ports, obj, state)
         return
     parts = [_part(step, c) for c in range(layout[step])]
     state.add_pending(parts, group=state.step_group(step))
     state.set_current_step(step)
-    _send_parts(rt, obj, state.pending(group=state.step_group(step)))
+    _send_parts(ports, obj, state.pending(group=state.step_group(step)))
 
 
-def _send_parts(rt: Runtime, obj: RawObject, parts: list[str]) -> None:
+def _send_parts(ports: Ports, obj: RawObject, parts: list[str]) -> None:
     """The chunks of a step: parts of the Applications stage (not a transition), to the stage's owner."""
     meta = obj["metadata"]
     queue = stages.owner(KIND, Stage.APPLICATIONS)
     assert queue is not None
     for part in parts:
         message = Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.APPLICATIONS.value, part)
-        rt.dispatch.send(message, queue)
+        ports.dispatch.send(message, queue)
 
 
-def resend_current_step(rt: Runtime, obj: RawObject, state: RestoreScratch) -> None:
+def resend_current_step(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
     step = state.current_step()
     if step is None:
         return
     if state.pending(group=state.step_group(step)):
-        _send_parts(rt, obj, state.pending(group=state.step_group(step)))
+        _send_parts(ports, obj, state.pending(group=state.step_group(step)))
     else:
-        _next_step(rt, obj, state, step)
+        _next_step(ports, obj, state, step)
 
 
-def apply_chunk(rt: Runtime, obj: RawObject, state: RestoreScratch, part: str) -> None:
+def apply_chunk(ports: Ports, obj: RawObject, state: RestoreScratch, part: str) -> None:
     _prefix, step_text, chunk_text = part.split(":")
     step, chunk = int(step_text), int(chunk_text)
     group = state.step_group(step)
     if not state.is_pending(part, group=group):
         return
     items = state.chunk(step, chunk)
-    applier = applier_for(rt, obj)
+    applier = applier_for(ports.cluster, ports.settings.admin_namespace, obj)
 
     def create(item: RawObject) -> tuple[RawObject, Outcome]:
         outcome = applier.create(item["object"])
@@ -413,18 +411,18 @@ def apply_chunk(rt: Runtime, obj: RawObject, state: RestoreScratch, part: str) -
             failures.append(outcome.reason)
             state.log("resource.failed", resource=describe(created), reason=outcome.reason)
     state.record_chunk(part, tally, failures)
-    _skip_retained_volumes(rt, obj, state, results)
-    progress.heartbeat(rt, KIND, obj, {"resourcesByKind": counts(state)})
+    _skip_retained_volumes(ports, obj, state, results)
+    progress.heartbeat(ports, KIND, obj, {"resourcesByKind": counts(state)})
     if state.finish(part, group=group):
-        _next_step(rt, obj, state, step)
+        _next_step(ports, obj, state, step)
 
 
-def _next_step(rt: Runtime, obj: RawObject, state: RestoreScratch, step: int) -> None:
+def _next_step(ports: Ports, obj: RawObject, state: RestoreScratch, step: int) -> None:
     """After a step: wait for restored CRDs to be Established (their custom resources come later)."""
     crds = [i["object"]["metadata"]["name"] for i in state.chunk(step, 0)
             if i["object"]["kind"] == "CustomResourceDefinition"]  # fmt: skip
     if crds:
-        applier = applier_for(rt, obj)
+        applier = applier_for(ports.cluster, ports.settings.admin_namespace, obj)
         deadline = time.monotonic() + CRD_TIMEOUT_SECONDS
         waiting = list(crds)
         while waiting and time.monotonic() < deadline:
@@ -433,7 +431,7 @@ def _next_step(rt: Runtime, obj: RawObject, state: RestoreScratch, step: int) ->
                 time.sleep(0.5)  # the apiextensions controller needs a moment: poll the server
         if waiting:
             state.log("crd.not_established", crds=waiting)
-    _send_step(rt, obj, state, step + 1)
+    _send_step(ports, obj, state, step + 1)
 
 
 def counts(state: RestoreScratch) -> dict[str, dict[str, int]]:
@@ -447,7 +445,7 @@ def counts(state: RestoreScratch) -> dict[str, dict[str, int]]:
 
 
 def _skip_retained_volumes(
-    rt: Runtime, obj: RawObject, state: RestoreScratch, results: list[tuple[RawObject, Outcome]]
+    ports: Ports, obj: RawObject, state: RestoreScratch, results: list[tuple[RawObject, Outcome]]
 ) -> None:
     """A claim that was already there is left as it is, data included (Retain): its volume is not
     written, so it is done at once."""
@@ -462,7 +460,7 @@ def _skip_retained_volumes(
         reason = "the claim already existed and was retained: its data was left as it was"
         state.log("volume.retained", claim=claim_part)
         fields = {"status": Status.SUCCESSFUL.value, "reason": reason}
-        backup_stage.update_volume(rt, meta["namespace"], meta["name"], claim_part, fields, kind=KIND)
+        backup_stage.update_volume(ports, meta["namespace"], meta["name"], claim_part, fields, kind=KIND)
         state.drop_volume_target(claim_part)
         state.finish(part, group=volumes.GROUP)
 
@@ -473,13 +471,13 @@ def _save_owners(state: RestoreScratch, owned: tuple[OwnedObject, ...]) -> None:
         state.save_owners(body)
 
 
-def _link_owners(rt: Runtime, obj: RawObject, state: RestoreScratch) -> None:
+def _link_owners(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
     """Restored objects get their owner references back, pointing at their restored owners' new uids
     (owners are created in any tier, so this waits until every tier is)."""
     owners = state.owners()
     if not owners:
         return
-    applier = applier_for(rt, obj)
+    applier = applier_for(ports.cluster, ports.settings.admin_namespace, obj)
 
     def link(entry: RawObject) -> None:
         references = []
@@ -502,17 +500,17 @@ def _link_owners(rt: Runtime, obj: RawObject, state: RestoreScratch) -> None:
         list(pool.map(link, owners))
 
 
-def _applications_done(rt: Runtime, obj: RawObject, state: RestoreScratch) -> None:
-    _link_owners(rt, obj, state)
+def _applications_done(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
+    _link_owners(ports, obj, state)
     if state.has_volume_targets():
-        progress.advance(rt, KIND, obj, Stage.APPLICATIONS, stages.Outcome.DONE, "writing volume data",
+        progress.advance(ports, KIND, obj, Stage.APPLICATIONS, stages.Outcome.DONE, "writing volume data",
                          extra={"resourcesByKind": counts(state)})  # fmt: skip
         return
-    finish(rt, obj, state)
+    finish(ports, obj, state)
 
 
-def finish(rt: Runtime, obj: RawObject, state: RestoreScratch) -> None:
-    obj = rt.ops.get(KIND, obj["metadata"]["namespace"], obj["metadata"]["name"]) or obj
+def finish(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
+    obj = ports.cluster.get(KIND, obj["metadata"]["namespace"], obj["metadata"]["name"]) or obj
     by_kind = counts(state)
     failed = sum(c["failed"] for c in by_kind.values())
     done = sum(c["restored"] + c["retained"] + c["replaced"] for c in by_kind.values())
@@ -533,17 +531,17 @@ def finish(rt: Runtime, obj: RawObject, state: RestoreScratch) -> None:
     # From Volumes, or from Applications when no volume data was to be written.
     stage = Stage.VOLUMES if (obj.get("status") or {}).get("stage") == Stage.VOLUMES else Stage.APPLICATIONS
     progress.advance(
-        rt, KIND, obj, stage, stages.outcome_of(status), reason, extra={"resourcesByKind": by_kind}
+        ports, KIND, obj, stage, stages.outcome_of(status), reason, extra={"resourcesByKind": by_kind}
     )
-    _write_log(rt, obj, state)
+    _write_log(ports, obj, state)
     state.clear()
 
 
-def _write_log(rt: Runtime, obj: RawObject, state: RestoreScratch) -> None:
+def _write_log(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
     """Keep the operation's log in the location it restored from, for ``davit restore logs``."""
     meta, spec = obj["metadata"], obj.get("spec") or {}
     try:
-        repository = rt.repository(meta["namespace"], spec["backupLocation"])
+        repository = ports.stores.repository(meta["namespace"], spec["backupLocation"])
         lines = state.log_lines()
         repository.put(restore_log(meta["namespace"], meta["name"], meta["uid"]),
                        ("\n".join(lines) + "\n").encode() if lines else b"")  # fmt: skip

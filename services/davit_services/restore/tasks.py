@@ -15,9 +15,9 @@ app = queueing.create_app(Settings.from_env().redis_url, f"davit-{SERVICE}")
 
 def handle(rt: Runtime, message: Message) -> None:
     if message.kind == Kind.APPLICATION_RESTORE:
-        restore.handle(rt, message)
+        restore.handle(rt.ports, message)
     elif message.kind == Kind.APPLICATION_CLONE:
-        clone.handle(rt, message)
+        clone.handle(rt.ports, message)
 
 
 run_stage = workers.register(app, Queue.RESTORE, SERVICE, handle)

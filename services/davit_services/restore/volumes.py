@@ -9,23 +9,19 @@ releases the pod and reports the volume; the last one asks this service to finis
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
 
 import structlog
 
 from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
 from davit.constants import Kind, node_queue
-from davit.kube import client
-from davit.kube.client import ApiException
+from davit.kube.operations import NotFound
 from davit.operations import progress
 from davit.operations.messages import Message
-from davit.operations.runtime import Runtime
-from davit.operations.scratch import RestoreScratch
+from davit.operations.ports import Cluster, Ports, RestoreScratch
 from davit.volumes import backup_stage
-from davit.volumes.claims import restore_target
+from davit.volumes.claims import VolumePlan, restore_target
 from davit.volumes.restore_stage import FINISH_PART, GROUP, PART_PREFIX, TARGETS, fail_volume
 
 __all__ = ["FINISH_PART", "GROUP", "PART_PREFIX", "TARGETS", "hand_out"]
@@ -35,10 +31,6 @@ KIND = Kind.APPLICATION_RESTORE
 
 POLL_SECONDS = 1.0
 HEARTBEAT_SECONDS = 5.0
-
-
-def _json(response: Any) -> Any:
-    return json.loads(response.data)
 
 
 def _mounting_pod(pods: list[RawObject], claim: str) -> RawObject | None:
@@ -54,12 +46,11 @@ def _mounting_pod(pods: list[RawObject], claim: str) -> RawObject | None:
     return min(candidates, key=lambda c: (c[0], c[1]))[2] if candidates else None
 
 
-def hand_out(rt: Runtime, obj: RawObject, state: RestoreScratch) -> None:
+def hand_out(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
     """Send each outstanding volume to its node agent once its target is known; fail the volumes whose
     claim is never bound or mounted within the deadline."""
     meta = obj["metadata"]
-    core = client.CoreV1Api(rt.api)
-    deadline = time.monotonic() + rt.settings.stall_seconds * 12
+    deadline = time.monotonic() + ports.settings.stall_seconds * 12
     last_beat = 0.0
     while True:
         waiting = []
@@ -69,41 +60,40 @@ def hand_out(rt: Runtime, obj: RawObject, state: RestoreScratch) -> None:
             if "plan" in target:
                 continue  # handed out already; the node agent reports it
             namespace, claim = claim_part.split("/", 1)
-            plan = _find_target(core, namespace, claim)
+            plan = _find_target(ports.cluster, namespace, claim)
             if plan is None:
                 waiting.append(part)
                 continue
             target["plan"] = plan.__dict__
             state.set_volume_target(claim_part, target)
-            backup_stage.update_volume(rt, meta["namespace"], meta["name"], claim_part,
+            backup_stage.update_volume(ports, meta["namespace"], meta["name"], claim_part,
                                        {"volume": plan.volume, "driver": plan.driver,
                                         "status": Status.IN_PROGRESS.value}, kind=KIND)  # fmt: skip
             state.log("volume.handed_out", claim=claim_part, node=plan.node, pod=plan.pod_uid)
             message = Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.VOLUMES.value, part)
-            rt.dispatch.send(message, node_queue(plan.node))  # a part of the stage, not a transition
+            ports.dispatch.send(message, node_queue(plan.node))  # a part of the stage, not a transition
         if not waiting:
             return
         if time.monotonic() > deadline:
             for part in waiting:
-                fail_volume(rt, obj, state, part, "no pod that mounts the claim was scheduled in time")
+                fail_volume(ports, obj, state, part, "no pod that mounts the claim was scheduled in time")
             return
         if time.monotonic() - last_beat > HEARTBEAT_SECONDS:
-            progress.heartbeat(rt, KIND, obj, {})
+            progress.heartbeat(ports, KIND, obj, {})
             last_beat = time.monotonic()
         time.sleep(POLL_SECONDS)  # the scheduler and the provisioner work asynchronously
 
 
-def _find_target(core: client.CoreV1Api, namespace: str, claim: str) -> Any:
-    try:
-        pvc = _json(core.read_namespaced_persistent_volume_claim(claim, namespace, _preload_content=False))
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
+def _find_target(cluster: Cluster, namespace: str, claim: str) -> VolumePlan | None:
+    pvc = cluster.read_claim(namespace, claim)
+    if pvc is None:
+        return None
     volume_name = (pvc.get("spec") or {}).get("volumeName")
     if not volume_name:
         return None
-    pv = _json(core.read_persistent_volume(volume_name, _preload_content=False))
-    pods = _json(core.list_namespaced_pod(namespace, _preload_content=False)).get("items") or []
+    pv = cluster.read_volume(volume_name)
+    if pv is None:
+        raise NotFound(f"PersistentVolume {volume_name} not found")
+    pods = cluster.list_pods(namespace)
     pod = _mounting_pod(pods, claim)
     return restore_target(pvc, pv, pod) if pod is not None else None

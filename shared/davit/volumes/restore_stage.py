@@ -7,7 +7,7 @@ from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
 from davit.constants import Kind
 from davit.operations import progress, stages
-from davit.operations.runtime import Runtime
+from davit.operations.ports import Moving
 from davit.operations.scratch import RestoreScratch
 from davit.volumes import backup_stage
 
@@ -40,16 +40,16 @@ def backup_trees(manifest: RawObject, namespace_mapping: dict[str, str]) -> dict
     return trees
 
 
-def fail_volume(rt: Runtime, obj: RawObject, state: RestoreScratch, part: str, reason: str) -> None:
+def fail_volume(ports: Moving, obj: RawObject, state: RestoreScratch, part: str, reason: str) -> None:
     meta = obj["metadata"]
     claim_part = part.removeprefix(PART_PREFIX)
     state.log("volume.failed", claim=claim_part, reason=reason)
-    backup_stage.update_volume(rt, meta["namespace"], meta["name"], claim_part,
+    backup_stage.update_volume(ports, meta["namespace"], meta["name"], claim_part,
                                {"status": Status.FAILED.value, "reason": reason}, kind=KIND)  # fmt: skip
-    volume_done(rt, obj, state, part)
+    volume_done(ports, obj, state, part)
 
 
-def volume_done(rt: Runtime, obj: RawObject, state: RestoreScratch, part: str) -> None:
+def volume_done(ports: Moving, obj: RawObject, state: RestoreScratch, part: str) -> None:
     """A volume is done (either way): the last one asks the restore service to finish."""
     if state.finish(part, group=GROUP):
-        progress.advance(rt, KIND, obj, Stage.VOLUMES, stages.Outcome.PARTS_DONE)
+        progress.advance(ports, KIND, obj, Stage.VOLUMES, stages.Outcome.PARTS_DONE)
