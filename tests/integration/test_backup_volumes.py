@@ -234,7 +234,7 @@ def test_exec_rules_run_through_the_executor_interface(stack: StackEnv, namespac
         Settings.from_env({"DAVIT_KUBECONFIG": stack.kubeconfig, "DAVIT_REDIS_URL": stack.redis_url}), "test"
     )
     executor = RecordingExecutor()
-    run = rule_runner.run(runtime, backup, "preExecRule", executor)
+    run = rule_runner.run(runtime.cluster, runtime.settings.admin_namespace, backup, "preExecRule", executor)
     assert run is not None
     ran = [(c.pod, c.container, c.command) for c in executor.calls if "CHECKPOINT" in c.command]
     assert sorted(p for p, _, _ in ran) == ["db-0", "db-1"]

@@ -19,7 +19,7 @@ from davit.kube.cluster import KubeCluster
 from davit.kube.csi import SnapshotError
 from davit.kube.operations import NotFound, Operations, SpecChanged
 from davit.operations.adapters import RedisScratch
-from davit.operations.ports import Cluster, Dispatch, Scratch, Stores
+from davit.operations.ports import Cluster, Dispatch, Moving, Scratch, Stores
 from davit.operations.runtime import LocationUnavailable, Runtime
 from davit.tenancy import UnsafeName
 from davit.volumes import backup_stage
@@ -118,7 +118,7 @@ def test_update_volume_retries_a_conflict() -> None:
     volumes = [{"namespace": "app", "persistentVolumeClaim": "data", "status": "InProgress"}]
     obj = fake.put(k.backup("b1", stage="Volumes", status_fields={"volumes": volumes}))
     fake.conflict_next("patch_status")
-    backup_stage.update_volume(cast(Runtime, SimpleNamespace(ops=fake)), "app", "b1", "app/data",
+    backup_stage.update_volume(cast(Moving, SimpleNamespace(cluster=fake)), "app", "b1", "app/data",
                                {"status": "Successful"})  # fmt: skip
     assert fake.status(obj)["volumes"][0]["status"] == "Successful"
     assert fake.status(obj)["volumesProgress"] == "1/1"

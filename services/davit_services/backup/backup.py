@@ -14,10 +14,10 @@ from davit.backup import exec_rules
 from davit.constants import Kind
 from davit.format.layout import BackupRef
 from davit.kube import csi
-from davit.kube.execution import KubernetesExecutor
 from davit.operations import progress
 from davit.operations.messages import Message
-from davit.operations.runtime import LocationUnavailable, Runtime
+from davit.operations.ports import Ports
+from davit.operations.runtime import LocationUnavailable
 from davit.operations.scratch import BackupScratch
 from davit.operations.stages import Outcome
 from davit.volumes import backup_stage
@@ -27,59 +27,59 @@ log = structlog.get_logger(__name__)
 KIND = Kind.APPLICATION_BACKUP
 
 
-def handle(rt: Runtime, message: Message) -> None:
-    obj = rt.ops.current(KIND, message.namespace, message.name, message.uid, message.stage)
+def handle(ports: Ports, message: Message) -> None:
+    obj = ports.cluster.current(KIND, message.namespace, message.name, message.uid, message.stage)
     if obj is None:
         return
     stage = (obj.get("status") or {}).get("stage")
     if message.stage == Stage.INITIAL and stage == Stage.INITIAL:
-        start(rt, obj)
+        start(ports, obj)
     elif message.stage == Stage.VOLUMES and stage == Stage.VOLUMES:
-        state = BackupScratch(rt.redis, message.uid)
+        state = ports.scratch.backup(message.uid)
         if not message.part:
-            backup_stage.resend_outstanding(rt, obj, state)  # the watcher saw the stage stall
+            backup_stage.resend_outstanding(ports.dispatch, obj, state)  # the watcher saw the stage stall
         else:
-            snapshot_volume(rt, message, state)
+            snapshot_volume(ports, message, state)
     elif message.stage == Stage.POST_EXEC_RULE and stage == Stage.POST_EXEC_RULE:
-        finish(rt, obj)
+        finish(ports, obj)
     else:
         log.info("message.stale", current_stage=stage)
 
 
-def start(rt: Runtime, obj: RawObject) -> None:
+def start(ports: Ports, obj: RawObject) -> None:
     meta, spec = obj["metadata"], obj.get("spec") or {}
-    state = BackupScratch(rt.redis, meta["uid"])
+    state = ports.scratch.backup(meta["uid"])
     started = progress.advance(
-        rt, KIND, obj, Stage.INITIAL, Outcome.STARTED, "checking the backup location", check_version=True
+        ports, KIND, obj, Stage.INITIAL, Outcome.STARTED, "checking the backup location", check_version=True
     )
     if started is None:  # another worker took the same message
         return
     obj = started
     # Before anything is written: from now on, deleting the backup goes through its reclaimPolicy.
-    obj = {**rt.ops.add_finalizer(KIND, obj, constants.BACKUP_FINALIZER), "status": obj.get("status")}
+    obj = {**ports.cluster.add_finalizer(KIND, obj, constants.BACKUP_FINALIZER), "status": obj.get("status")}
     state.log("backup.started", backupLocation=spec.get("backupLocation"))
     try:
-        rt.repository(meta["namespace"], spec["backupLocation"], verify=True)
+        ports.stores.repository(meta["namespace"], spec["backupLocation"], verify=True)
     except LocationUnavailable as exc:
         state.log("backup.failed", reason=exc.reason)
-        progress.fail(rt, KIND, obj, exc.reason)
+        progress.fail(ports, KIND, obj, exc.reason)
         return
     try:
-        pre = rule_runner.run(rt, obj, "preExecRule", executor_factory(rt))
+        pre = _run_rule(ports, obj, "preExecRule")
     except rule_runner.RuleStepFailed as exc:
         state.log("backup.failed", reason=str(exc))
-        progress.fail(rt, KIND, obj, str(exc))
+        progress.fail(ports, KIND, obj, str(exc))
         return
     try:
         hold = pre is not None and bool(pre.background)
-        obj, outstanding = backup_stage.start(rt, obj, state, hold=hold)
+        obj, outstanding = backup_stage.start(ports, obj, state, hold=hold)
         # Background actions hold (a read lock) until every volume is read: wait for them here.
-        if hold and outstanding and not _wait_for_volumes(rt, obj, state):
+        if hold and outstanding and not _wait_for_volumes(ports, obj, state):
             return
         if pre is not None:
             pre.check()  # a background action that ended early means the lock it held is gone
     except exec_rules.RuleFailed as exc:
-        progress.fail(rt, KIND, obj, f"preExecRule: {exc}")
+        progress.fail(ports, KIND, obj, f"preExecRule: {exc}")
         return
     finally:
         if pre is not None:
@@ -87,40 +87,42 @@ def start(rt: Runtime, obj: RawObject) -> None:
                 state.log("rule.release_problem", problem=problem)
     if hold or not outstanding:
         backup_stage.advance(
-            rt, Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.VOLUMES.value)
+            ports, Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.VOLUMES.value)
         )
 
 
-def executor_factory(rt: Runtime) -> exec_rules.Executor:
-    return KubernetesExecutor(rt.api)
+def _run_rule(ports: Ports, obj: RawObject, field: str) -> exec_rules.RuleRun | None:
+    """The backup's rule named by ``spec.<field>``, run in its pods (``pods/exec``)."""
+    cluster = ports.cluster
+    return rule_runner.run(cluster, ports.settings.admin_namespace, obj, field, cluster.executor())
 
 
-def _wait_for_volumes(rt: Runtime, obj: RawObject, state: BackupScratch) -> bool:
+def _wait_for_volumes(ports: Ports, obj: RawObject, state: BackupScratch) -> bool:
     """Wait until the node agents have finished every volume; False (and the backup failed) on timeout."""
-    deadline = time.monotonic() + rt.settings.stall_seconds * 12
+    deadline = time.monotonic() + ports.settings.stall_seconds * 12
     while state.pending():
         if time.monotonic() > deadline:
             progress.fail(
-                rt, KIND, obj, "volumes did not finish while the preExecRule held its background actions"
+                ports, KIND, obj, "volumes did not finish while the preExecRule held its background actions"
             )
             return False
         time.sleep(0.5)  # the node agents report through Redis; polling it is cheap
     return True
 
 
-def snapshot_volume(rt: Runtime, message: Message, state: BackupScratch) -> None:
+def snapshot_volume(ports: Ports, message: Message, state: BackupScratch) -> None:
     """A volume in snapshot mode: a CSI VolumeSnapshot, waited for readyToUse."""
     if not state.is_pending(message.part):
         return
     claim = message.part.removeprefix(backup_stage.VOLUME_PART_PREFIX)
-    obj = rt.ops.get(KIND, message.namespace, message.name)
+    obj = ports.cluster.get(KIND, message.namespace, message.name)
     plan = backup_stage.load_plan(state, claim)
     if obj is None or plan is None:
         return
     try:
-        result = csi.snapshot_volume(
-            rt.api, plan, message.name, message.uid, rt.settings.snapshot_timeout_seconds,
-            heartbeat=lambda: progress.heartbeat(rt, KIND, obj, {}),
+        result = ports.cluster.snapshot_volume(
+            plan, message.name, message.uid, ports.settings.snapshot_timeout_seconds,
+            heartbeat=lambda: progress.heartbeat(ports, KIND, obj, {}),
         )  # fmt: skip
     except csi.SnapshotError as exc:  # a failed volume, not a failed task: no retry
         reason = str(exc)
@@ -128,21 +130,21 @@ def snapshot_volume(rt: Runtime, message: Message, state: BackupScratch) -> None
         state.log("volume.failed", claim=claim, reason=reason)
     else:
         state.log("volume.snapshotted", claim=claim, volumeSnapshot=result["volumeSnapshot"])
-    backup_stage.complete(rt, message, state, claim, result)
+    backup_stage.complete(ports, message, state, claim, result)
 
 
-def finish(rt: Runtime, obj: RawObject) -> None:
+def finish(ports: Ports, obj: RawObject) -> None:
     meta, spec = obj["metadata"], obj.get("spec") or {}
-    state = BackupScratch(rt.redis, meta["uid"])
+    state = ports.scratch.backup(meta["uid"])
     try:
-        post = rule_runner.run(rt, obj, "postExecRule", executor_factory(rt))
+        post = _run_rule(ports, obj, "postExecRule")
     except rule_runner.RuleStepFailed as exc:
         state.log("backup.failed", reason=str(exc))
-        progress.fail(rt, KIND, obj, str(exc))
+        progress.fail(ports, KIND, obj, str(exc))
         return
     if post is not None:
         post.release()
-    repository = rt.repository(meta["namespace"], spec["backupLocation"])
+    repository = ports.stores.repository(meta["namespace"], spec["backupLocation"])
     ref = BackupRef(meta["namespace"], meta["name"], meta["uid"])
     parts = state.parts()
     resources = [entry for info in parts.values() for entry in info.get("resources", [])]
@@ -188,7 +190,7 @@ def finish(rt: Runtime, obj: RawObject) -> None:
     outcome = Outcome.PARTIALLY_SUCCEEDED if failed else Outcome.SUCCEEDED
     reason = f"{len(failed)} of {len(volume_entries)} volume(s) failed" if failed else ""
     progress.advance(
-        rt, KIND, obj, Stage.POST_EXEC_RULE, outcome, reason,
+        ports, KIND, obj, Stage.POST_EXEC_RULE, outcome, reason,
         extra={
             "resourceCount": len(resources), "totalSize": total, "storedSize": stored + manifest_size,
             "backupPath": f"{repository.store.url.rstrip('/')}/{ref.root}",

@@ -6,16 +6,18 @@ from __future__ import annotations
 from davit import errors, tenancy
 from davit.api.objects import RawObject
 from davit.backup import exec_rules
-from davit.kube import core
-from davit.operations.runtime import Runtime
+from davit.operations.ports import Cluster
 
 
 class RuleStepFailed(errors.Permanent):
     """A rule could not be planned or run; the message is the backup's failure reason."""
 
 
-def run(rt: Runtime, obj: RawObject, field: str, executor: exec_rules.Executor) -> exec_rules.RuleRun | None:
-    """Run the Rule named by ``spec.<field>`` (preExecRule / postExecRule); None when none is named.
+def run(
+    cluster: Cluster, admin_namespace: str, obj: RawObject, field: str, executor: exec_rules.Executor
+) -> exec_rules.RuleRun | None:
+    """Run the Rule named by ``spec.<field>`` (preExecRule / postExecRule) with ``executor``; None when
+    none is named.
 
     Background actions are allowed only before the volumes (they hold until released). An item must
     match a running pod in at least one of the backup's namespaces.
@@ -24,7 +26,7 @@ def run(rt: Runtime, obj: RawObject, field: str, executor: exec_rules.Executor) 
     name = spec.get(field)
     if not name:
         return None
-    rule = rt.ops.rule(meta["namespace"], name)
+    rule = cluster.rule(meta["namespace"], name)
     if rule is None:
         raise RuleStepFailed(f"{field}: Rule {meta['namespace']}/{name} not found")
     planned: list[exec_rules.PlannedAction] = []
@@ -33,12 +35,12 @@ def run(rt: Runtime, obj: RawObject, field: str, executor: exec_rules.Executor) 
         items = exec_rules.rule_items(rule)
         for namespace in sorted(set(spec.get("namespaces") or [meta["namespace"]])):
             if not tenancy.backup_may_read(
-                meta["namespace"], rt.settings.admin_namespace, {"namespaces": [namespace]}, namespace
+                meta["namespace"], admin_namespace, {"namespaces": [namespace]}, namespace
             ):
                 # Validated at acceptance, and the spec is the accepted one; checked again here because
                 # this is where a command runs in someone's pod.
                 raise RuleStepFailed(f"{field} {name}: namespace {namespace} is outside {meta['namespace']}")
-            pods = core.list_pods(rt.api, namespace)
+            pods = cluster.list_pods(namespace)
             try:
                 planned += exec_rules.plan(items, pods, namespace, background_allowed=field == "preExecRule")
             except exec_rules.RulePlanError as exc:

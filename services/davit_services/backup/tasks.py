@@ -15,7 +15,7 @@ app = queueing.create_app(Settings.from_env().redis_url, f"davit-{SERVICE}")
 
 def handle(rt: Runtime, message: Message) -> None:
     if message.kind == Kind.APPLICATION_BACKUP:
-        backup.handle(rt, message)
+        backup.handle(rt.ports, message)
 
 
 run_stage = workers.register(app, Queue.SNAPSHOT, SERVICE, handle)

@@ -22,10 +22,10 @@ from davit.backup.selection import (
 )
 from davit.constants import Kind
 from davit.format.layout import BackupRef
-from davit.kube import discovery
 from davit.operations import progress, stages
+from davit.operations.dispatch import Dispatch
 from davit.operations.messages import Message
-from davit.operations.runtime import Runtime
+from davit.operations.ports import Cluster, Moving, Ports
 from davit.operations.scratch import BackupScratch
 
 log = structlog.get_logger(__name__)
@@ -37,25 +37,25 @@ CLUSTER_PART = "_cluster"
 _DROPPED_METADATA = ("managedFields",)
 
 
-def handle(rt: Runtime, message: Message) -> None:
-    obj = rt.ops.current(KIND, message.namespace, message.name, message.uid, Stage.APPLICATIONS)
+def handle(ports: Ports, message: Message) -> None:
+    obj = ports.cluster.current(KIND, message.namespace, message.name, message.uid, Stage.APPLICATIONS)
     if obj is None:
         return
-    state = BackupScratch(rt.redis, message.uid)
+    state = ports.scratch.backup(message.uid)
     if not message.part:
-        plan(rt, obj, state)
+        plan(ports, obj, state)
     elif message.part == CLUSTER_PART:
-        cluster_part(rt, obj, state)
+        cluster_part(ports, obj, state)
     else:
-        page(rt, obj, state, message.part)
+        page(ports, obj, state, message.part)
 
 
-def _send(rt: Runtime, obj: RawObject, part: str) -> None:
+def _send(dispatch: Dispatch, obj: RawObject, part: str) -> None:
     meta = obj["metadata"]
     message = Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.APPLICATIONS.value, part)
     queue = stages.owner(KIND, Stage.APPLICATIONS)  # a part of this stage, not a transition
     assert queue is not None
-    rt.dispatch.send(message, queue)
+    dispatch.send(message, queue)
 
 
 def _target_key(target: ListTarget) -> dict[str, Any]:
@@ -66,28 +66,28 @@ def _target_key(target: ListTarget) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def plan(rt: Runtime, obj: RawObject, state: BackupScratch) -> None:
+def plan(ports: Ports, obj: RawObject, state: BackupScratch) -> None:
     """Make the list targets once; a repeated plan message (a retry, a stall re-send) re-sends what is
     still outstanding instead."""
     spec = obj.get("spec") or {}
     if state.mark_planned():
         namespaces = list(spec.get("namespaces") or [])
         if spec.get("namespaceSelector"):
-            namespaces += discovery.namespaces_matching(rt.api, spec["namespaceSelector"])
+            namespaces += ports.cluster.namespaces_matching(spec["namespaceSelector"])
         namespaces = sorted(set(namespaces))
-        targets = select_targets(discovery.discover(rt.api), spec, namespaces)
+        targets = select_targets(ports.cluster.discover(), spec, namespaces)
         first_pages = {f"{t.part}#1": t for t in targets}
         state.save_list_targets({t.part: _target_key(t) for t in targets})
         state.save_namespaces(namespaces)
         state.add_pending(list(first_pages) or [CLUSTER_PART])
         state.log("export.planned", targets=len(targets), namespaces=namespaces)
         reason = f"exporting {len(targets)} resource lists"
-        progress.advance(rt, KIND, obj, Stage.APPLICATIONS, stages.Outcome.STARTED, reason)
+        progress.advance(ports, KIND, obj, Stage.APPLICATIONS, stages.Outcome.STARTED, reason)
     for part in state.pending():
-        _send(rt, obj, part)
+        _send(ports.dispatch, obj, part)
 
 
-def _target(state: BackupScratch, rt: Runtime, base: str) -> ListTarget:
+def _target(state: BackupScratch, base: str) -> ListTarget:
     t = state.list_target(base)
     if t is None:
         raise RuntimeError(f"no list target {base!r} recorded for this backup")
@@ -102,65 +102,61 @@ def _clean(obj: RawObject) -> RawObject:
     return obj
 
 
-def page(rt: Runtime, obj: RawObject, state: BackupScratch, part: str) -> None:
+def page(ports: Ports, obj: RawObject, state: BackupScratch, part: str) -> None:
     if not state.is_pending(part):
         log.info("part.done_already", part=part)
         return
     meta, spec = obj["metadata"], obj.get("spec") or {}
     base, _, number = part.rpartition("#")
-    target = _target(state, rt, base)
-    if target.namespace is None or not _may_read(rt, obj, target.namespace):
-        _refuse(rt, obj, state, f"list target {base!r} names namespace {target.namespace}")
+    target = _target(state, base)
+    admin = ports.settings.admin_namespace
+    if target.namespace is None or not _may_read(ports.cluster, admin, obj, target.namespace):
+        _refuse(ports, obj, state, f"list target {base!r} names namespace {target.namespace}")
         return
     if target.label_selector != label_selector(spec.get("selectors")):
-        _refuse(rt, obj, state, f"list target {base!r} has selector {target.label_selector!r}")
+        _refuse(ports, obj, state, f"list target {base!r} has selector {target.label_selector!r}")
         return
-    result = discovery.list_page(
-        rt.api,
+    result = ports.cluster.list_page(
         target.resource,
         target.namespace,
         target.label_selector,
-        rt.settings.export_page_size,
+        ports.settings.export_page_size,
         state.token(part),
     )
     if result.continue_token:
         following = f"{base}#{int(number) + 1}"
         state.add_pending([following], {following: result.continue_token})
-        _send(rt, obj, following)
+        _send(ports.dispatch, obj, following)
     kept = [_clean(o) for o in result.items if keep(o, target.resource, spec)]
-    repository = rt.repository(meta["namespace"], spec["backupLocation"])
+    repository = ports.stores.repository(meta["namespace"], spec["backupLocation"])
     info = repository.write_part(BackupRef(meta["namespace"], meta["name"], meta["uid"]), part, kept)
     needed = sorted(
         {json.dumps(ref.__dict__) for o in kept for ref in needed_cluster_objects(o, target.resource)}
     )
     _record(state, info, [resource_ref(o) for o in kept], needed)
     count = state.add_resources(len(kept))
-    progress.heartbeat(rt, KIND, obj, {"resourceCount": count})
+    progress.heartbeat(ports, KIND, obj, {"resourceCount": count})
     if state.finish(part):
         state.add_pending([CLUSTER_PART])
-        _send(rt, obj, CLUSTER_PART)
+        _send(ports.dispatch, obj, CLUSTER_PART)
 
 
-def _may_read(rt: Runtime, obj: RawObject, namespace: str) -> bool:
-    """Whether the backup's accepted spec covers ``namespace``: what is about to be listed comes from the
-    scratch state in Redis, which is not trusted to decide what a backup reads."""
+def _may_read(cluster: Cluster, admin: str, obj: RawObject, namespace: str) -> bool:
+    """Whether the backup's accepted spec covers ``namespace`` (``admin``: the admin namespace): what is
+    about to be listed comes from the scratch state in Redis, which is not trusted to decide what a
+    backup reads."""
     meta, spec = obj["metadata"], obj.get("spec") or {}
-    admin = rt.settings.admin_namespace
     if tenancy.backup_may_read(meta["namespace"], admin, spec, namespace):
         return True
     selector = spec.get("namespaceSelector") if meta["namespace"] == admin else None
-    return (
-        isinstance(selector, str)
-        and bool(selector)
-        and namespace in discovery.namespaces_matching(rt.api, selector)
-    )
+    return isinstance(selector, str) and bool(selector) and namespace in cluster.namespaces_matching(selector)
 
 
-def _needed_by(rt: Runtime, obj: RawObject, found: RawObject) -> bool:
+def _needed_by(admin: str, obj: RawObject, found: RawObject) -> bool:
     """Outside the admin namespace a backup stores only the cluster-scoped objects its namespace's own
     objects need, checked against the cluster: a volume bound to one of its claims, a CRD; the refs
     themselves come from the scratch state."""
-    if obj["metadata"]["namespace"] == rt.settings.admin_namespace:
+    if obj["metadata"]["namespace"] == admin:
         return True
     kind = found.get("kind")
     if kind == "PersistentVolume":
@@ -171,11 +167,11 @@ def _needed_by(rt: Runtime, obj: RawObject, found: RawObject) -> bool:
     )
 
 
-def _refuse(rt: Runtime, obj: RawObject, state: BackupScratch, what: str) -> None:
+def _refuse(ports: Moving, obj: RawObject, state: BackupScratch, what: str) -> None:
     reason = (f"the backup's scratch state is outside its accepted spec ({what}); nothing of it was "
               f"read: the backup is failed rather than trusted")  # fmt: skip
     state.log("export.refused", reason=reason)
-    progress.fail(rt, KIND, obj, reason, event_reason="ScopeRefused")
+    progress.fail(ports, KIND, obj, reason, event_reason="ScopeRefused")
 
 
 def _record(state: BackupScratch, info: Any, refs: list[dict[str, str]], needed: list[str]) -> None:
@@ -187,16 +183,19 @@ def _record(state: BackupScratch, info: Any, refs: list[dict[str, str]], needed:
     )  # fmt: skip
 
 
-def cluster_part(rt: Runtime, obj: RawObject, state: BackupScratch) -> None:
+def cluster_part(ports: Ports, obj: RawObject, state: BackupScratch) -> None:
     """The cluster-scoped objects the backup needs: its Namespaces, PVs of its PVCs, CRDs of its custom
     resources; then on to PostExecRule."""
     if not state.is_pending(CLUSTER_PART):
         return
     meta, spec = obj["metadata"], obj.get("spec") or {}
     namespaces = state.namespaces()
-    outside = [ns for ns in namespaces if not isinstance(ns, str) or not _may_read(rt, obj, ns)]
+    admin = ports.settings.admin_namespace
+    outside = [
+        ns for ns in namespaces if not isinstance(ns, str) or not _may_read(ports.cluster, admin, obj, ns)
+    ]
     if outside:
-        _refuse(rt, obj, state, f"the recorded namespaces include {outside}")
+        _refuse(ports, obj, state, f"the recorded namespaces include {outside}")
         return
     refs = [ClusterRef("v1", "namespaces", ns) for ns in namespaces]
     # includeClusterResources unset means "auto": what the namespaced objects need. false: Namespaces only.
@@ -204,14 +203,14 @@ def cluster_part(rt: Runtime, obj: RawObject, state: BackupScratch) -> None:
         refs += [ClusterRef(**json.loads(raw)) for raw in state.needed()]
     objects = []
     for ref in refs:
-        found = discovery.get_cluster_object(rt.api, ref)
-        if found is not None and _needed_by(rt, obj, found):
+        found = ports.cluster.get_cluster_object(ref)
+        if found is not None and _needed_by(admin, obj, found):
             objects.append(_clean(found))
-    repository = rt.repository(meta["namespace"], spec["backupLocation"])
+    repository = ports.stores.repository(meta["namespace"], spec["backupLocation"])
     info = repository.write_part(
         BackupRef(meta["namespace"], meta["name"], meta["uid"]), CLUSTER_PART, objects
     )
     _record(state, info, [resource_ref(o) for o in objects], [])
     state.log("export.completed", clusterObjects=len(objects))
     if state.finish(CLUSTER_PART):
-        progress.advance(rt, KIND, obj, Stage.APPLICATIONS, stages.Outcome.DONE)
+        progress.advance(ports, KIND, obj, Stage.APPLICATIONS, stages.Outcome.DONE)

@@ -67,13 +67,14 @@ def set_stage(
     return updated
 
 
+def heartbeat_fields(obj: RawObject) -> dict[str, Any]:
+    """The status fields that tell the watcher's stall detection the work on ``obj`` is alive."""
+    return {"lastUpdateTimestamp": timeutil.format_time(timeutil.utcnow()), "elapsed": _elapsed(obj)}
+
+
 def heartbeat(ports: Moving, kind: Kind, obj: RawObject, extra: dict[str, Any]) -> None:
     """Show progress and tell the watcher's stall detection that the work is alive."""
-    ports.cluster.patch_status(
-        kind,
-        obj,
-        {"lastUpdateTimestamp": timeutil.format_time(timeutil.utcnow()), "elapsed": _elapsed(obj), **extra},
-    )
+    ports.cluster.patch_status(kind, obj, {**heartbeat_fields(obj), **extra})
 
 
 def advance(

@@ -18,11 +18,11 @@ from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
 from davit.backup.selection import label_selector
 from davit.constants import Kind, node_queue
-from davit.kube import core, csi
 from davit.kube.client import ApiException
 from davit.operations import progress, stages
+from davit.operations.dispatch import Dispatch
 from davit.operations.messages import Message
-from davit.operations.runtime import Runtime
+from davit.operations.ports import Cluster, Moving
 from davit.operations.scratch import BackupScratch
 from davit.volumes.claims import VolumePlan, plan_volume
 
@@ -31,24 +31,20 @@ KIND = Kind.APPLICATION_BACKUP
 VOLUME_PART_PREFIX = "volume:"
 
 
-def snapshot_drivers(rt: Runtime) -> set[str]:
-    """Drivers that have a VolumeSnapshotClass (none when the snapshot CRDs are not installed)."""
-    return csi.snapshot_drivers(rt.api)
-
-
-def plan_all(rt: Runtime, obj: RawObject) -> list[VolumePlan]:
+def plan_all(cluster: Cluster, obj: RawObject) -> list[VolumePlan]:
+    """A plan for each claim in the backup's scope (davit.volumes.claims)."""
     spec = obj.get("spec") or {}
-    drivers = snapshot_drivers(rt)
+    drivers = cluster.snapshot_drivers()
     selector = label_selector(spec.get("selectors"))
     plans = []
     for namespace in sorted(set(spec.get("namespaces") or [])):
-        claims = core.list_claims(rt.api, namespace, selector or "")
-        pods = core.list_pods(rt.api, namespace)
+        claims = cluster.list_claims(namespace, selector or "")
+        pods = cluster.list_pods(namespace)
         for pvc in sorted(claims, key=lambda c: c["metadata"]["name"]):
             if pvc["metadata"].get("deletionTimestamp"):
                 continue
             volume_name = (pvc.get("spec") or {}).get("volumeName")
-            pv = core.read_volume(rt.api, volume_name) if volume_name else None
+            pv = cluster.read_volume(volume_name) if volume_name else None
             plans.append(plan_volume(pvc, pv, pods, spec.get("volumeMode"), drivers))
     return plans
 
@@ -62,13 +58,13 @@ def load_plan(state: BackupScratch, part: str) -> VolumePlan | None:
     return VolumePlan(**raw) if raw else None
 
 
-def start(rt: Runtime, obj: RawObject, state: BackupScratch, hold: bool) -> tuple[RawObject, bool]:
+def start(ports: Moving, obj: RawObject, state: BackupScratch, hold: bool) -> tuple[RawObject, bool]:
     """Plan and hand out the volumes; returns the object and whether volume work is outstanding."""
-    plans = plan_all(rt, obj)
+    plans = plan_all(ports.cluster, obj)
     save_plans(state, plans)
     work = [p for p in plans if p.mode != "skip"]
     moved = progress.advance(
-        rt, KIND, obj, Stage.PRE_EXEC_RULE, stages.Outcome.DONE,
+        ports, KIND, obj, Stage.PRE_EXEC_RULE, stages.Outcome.DONE,
         f"{len(work)} of {len(plans)} volume(s) to back up",
         extra={"volumes": [p.status_entry() for p in plans], "volumesProgress": f"0/{len(plans)}"},
     )  # fmt: skip
@@ -82,11 +78,11 @@ def start(rt: Runtime, obj: RawObject, state: BackupScratch, hold: bool) -> tupl
         state.hold_volumes()
     state.add_pending([VOLUME_PART_PREFIX + p.part for p in work])
     for plan in work:
-        send(rt, obj, plan)
+        send(ports.dispatch, obj, plan)
     return obj, bool(work)
 
 
-def send(rt: Runtime, obj: RawObject, plan: VolumePlan) -> None:
+def send(dispatch: Dispatch, obj: RawObject, plan: VolumePlan) -> None:
     meta = obj["metadata"]
     message = Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.VOLUMES.value,
                       VOLUME_PART_PREFIX + plan.part)  # fmt: skip
@@ -94,7 +90,7 @@ def send(rt: Runtime, obj: RawObject, plan: VolumePlan) -> None:
     # to the stage's owner.
     queue = node_queue(plan.node) if plan.mode == "filesystem" else stages.owner(KIND, Stage.VOLUMES)
     assert queue is not None
-    rt.dispatch.send(message, queue)
+    dispatch.send(message, queue)
 
 
 def record_result(state: BackupScratch, claim_part: str, result: dict[str, Any]) -> None:
@@ -106,21 +102,22 @@ def results(state: BackupScratch) -> dict[str, dict[str, Any]]:
     return state.volume_results()
 
 
-def resend_outstanding(rt: Runtime, obj: RawObject, state: BackupScratch) -> None:
+def resend_outstanding(dispatch: Dispatch, obj: RawObject, state: BackupScratch) -> None:
     """After a stall: hand out again the volumes not finished (their tasks are idempotent)."""
     for part in state.pending():
         plan = load_plan(state, part.removeprefix(VOLUME_PART_PREFIX))
         if plan is not None:
-            send(rt, obj, plan)
+            send(dispatch, obj, plan)
 
 
 def update_volume(
-    rt: Runtime, namespace: str, name: str, claim_part: str, fields: dict[str, Any], kind: Kind = KIND
+    ports: Moving, namespace: str, name: str, claim_part: str, fields: dict[str, Any], kind: Kind = KIND
 ) -> None:
     """Update one entry of ``status.volumes`` (read, modify, write conditionally; retry on conflict:
-    several node agents write their volumes' progress into the same list)."""
+    several node agents write their volumes' progress into the same list). The write is also a
+    heartbeat (``progress.heartbeat_fields``): a volume making progress is work alive, not a stall."""
     for _attempt in range(10):
-        obj = rt.ops.get(kind, namespace, name)
+        obj = ports.cluster.get(kind, namespace, name)
         if obj is None:
             return
         volumes = list((obj.get("status") or {}).get("volumes") or [])
@@ -129,10 +126,14 @@ def update_volume(
                 entry.update(fields)
         done = sum(1 for v in volumes if v.get("status") in (Status.SUCCESSFUL, Status.FAILED))
         try:
-            rt.ops.patch_status(
+            ports.cluster.patch_status(
                 kind,
                 obj,
-                {"volumes": volumes, "volumesProgress": f"{done}/{len(volumes)}"},
+                {
+                    **progress.heartbeat_fields(obj),
+                    "volumes": volumes,
+                    "volumesProgress": f"{done}/{len(volumes)}",
+                },
                 check_version=True,
             )
             return
@@ -147,24 +148,26 @@ def update_volume(
 STATUS_FIELDS = ("status", "reason", "totalSize", "bytesDone")
 
 
-def complete(rt: Runtime, message: Message, state: BackupScratch, claim: str, result: dict[str, Any]) -> None:
+def complete(
+    ports: Moving, message: Message, state: BackupScratch, claim: str, result: dict[str, Any]
+) -> None:
     """Record a volume's result (manifest and status) and finish its part."""
     record_result(state, claim, result)
     update_volume(
-        rt, message.namespace, message.name, claim, {k: result[k] for k in STATUS_FIELDS if k in result}
+        ports, message.namespace, message.name, claim, {k: result[k] for k in STATUS_FIELDS if k in result}
     )
-    finish_part(rt, message, state)
+    finish_part(ports, message, state)
 
 
-def finish_part(rt: Runtime, message: Message, state: BackupScratch) -> None:
+def finish_part(ports: Moving, message: Message, state: BackupScratch) -> None:
     """A volume part is done (successfully or not): the last one moves the backup on, unless a
     snapshot task holds background exec actions and will do it after releasing them."""
     if state.finish(message.part) and not state.volumes_held():
-        advance(rt, message)
+        advance(ports, message)
 
 
-def advance(rt: Runtime, message: Message) -> None:
+def advance(ports: Moving, message: Message) -> None:
     """Every volume is done: the backup moves on to Applications (unless it moved on already)."""
-    obj = rt.ops.get(KIND, message.namespace, message.name)
+    obj = ports.cluster.get(KIND, message.namespace, message.name)
     if obj is not None:
-        progress.advance(rt, KIND, obj, Stage.VOLUMES, stages.Outcome.DONE)
+        progress.advance(ports, KIND, obj, Stage.VOLUMES, stages.Outcome.DONE)
