@@ -98,13 +98,13 @@ def test_the_agent_drops_a_duplicate_message_while_another_task_stores_the_part(
 
     monkeypatch.setattr(agent, "_Volume", Volume)
     obj = {"metadata": {"uid": "uid-1"}, "spec": {"backupLocation": "loc"}}
-    rt: Any = SimpleNamespace(redis=scratch_factory.redis, ops=SimpleNamespace(current=lambda *a: obj))
+    ports: Any = SimpleNamespace(scratch=scratch_factory, cluster=SimpleNamespace(current=lambda *a: obj))
     message = Message(Kind.APPLICATION_BACKUP, "team-a", "b", "uid-1", Stage.VOLUMES.value, part)
 
-    first = threading.Thread(target=agent.handle, args=(rt, message))
+    first = threading.Thread(target=agent.handle, args=(ports, message))
     first.start()
     assert started.wait(5)
-    agent.handle(rt, message)  # the same message again (a re-drive): dropped, not run alongside
+    agent.handle(ports, message)  # the same message again (a re-drive): dropped, not run alongside
     release.set()
     first.join(5)
     assert runs == ["shard 2" if "#" in part else "volume"]

@@ -32,7 +32,8 @@ from davit.api.types import Stage, Status
 from davit.constants import Kind, node_queue
 from davit.format.repository import BackupRepository
 from davit.operations.messages import Message
-from davit.operations.runtime import LocationUnavailable, Runtime
+from davit.operations.ports import Ports
+from davit.operations.runtime import LocationUnavailable
 from davit.operations.scratch import BackupScratch
 from davit.repo import (
     RepoError,
@@ -61,19 +62,19 @@ def latest_key(namespace: str, claim: str) -> str:
     return f"repo/latest/{namespace}/{claim}"
 
 
-def handle(rt: Runtime, message: Message) -> None:
+def handle(ports: Ports, message: Message) -> None:
     if message.kind != KIND or message.stage != Stage.VOLUMES:
         return
-    obj = rt.ops.current(KIND, message.namespace, message.name, message.uid, Stage.VOLUMES)
+    obj = ports.cluster.current(KIND, message.namespace, message.name, message.uid, Stage.VOLUMES)
     if obj is None:
         return
-    state = BackupScratch(rt.redis, message.uid)
+    state = ports.scratch.backup(message.uid)
     claim, _sep, shard = message.part.removeprefix(backup_stage.VOLUME_PART_PREFIX).partition(SHARD_SEPARATOR)
     plan = backup_stage.load_plan(state, claim)
     if plan is None:
         return
     spec = obj.get("spec") or {}
-    volume = _Volume(rt, message, state, plan, claim, obj, str(spec.get("backupLocation") or ""))
+    volume = _Volume(ports, message, state, plan, claim, obj, str(spec.get("backupLocation") or ""))
     # One task at a time per volume or shard (a duplicate message would store its chunks twice).
     with leases.held(state, message.part) as mine:
         if not mine:
@@ -92,9 +93,9 @@ class _Volume:
     """One volume's backup: planned by the task for the volume, stored by it alone when small, else by one
     task per shard on this node's queue, the last of which merges the shards' trees."""
 
-    def __init__(self, rt: Runtime, message: Message, state: BackupScratch, plan: VolumePlan, part: str,
+    def __init__(self, ports: Ports, message: Message, state: BackupScratch, plan: VolumePlan, part: str,
                  backup: dict[str, Any], location: str) -> None:  # fmt: skip
-        self.rt = rt
+        self.ports = ports
         self.message = message
         self.state = state
         #: Only a hint: ``_source`` derives the directory from the API and refuses a plan that disagrees.
@@ -118,12 +119,12 @@ class _Volume:
     def _start(self) -> dict[str, Any] | None:
         """The volume's result when it is done here; None while its shards are out."""
         source = self._source()
-        repository = self.rt.repository(self.message.namespace, self.location)
+        repository = self.ports.stores.repository(self.message.namespace, self.location)
         if self.state.group_plan(self.group) is not None:
             # A retry: the shards are out (or all done, and their merge was interrupted).
             return self._send_or_merge()
-        shards = plan_shards(source, self.rt.settings.volume_shard_bytes,
-                             self.rt.settings.volume_shard_entries)  # fmt: skip
+        settings = self.ports.settings
+        shards = plan_shards(source, settings.volume_shard_bytes, settings.volume_shard_entries)
         # The size to expect, from the metadata-only walk, so progress has a total.
         self._update({"status": Status.IN_PROGRESS.value, "totalSize": shards.size, "bytesDone": 0})
         if shards.shards == 1:
@@ -139,7 +140,7 @@ class _Volume:
         if not self.state.is_pending(str(shard), group=self.group):
             return
         try:
-            repository = self.rt.repository(self.message.namespace, self.location)
+            repository = self.ports.stores.repository(self.message.namespace, self.location)
             start, end = self._bounds().range(shard)
 
             def report(done: int) -> None:
@@ -165,8 +166,8 @@ class _Volume:
         for shard in outstanding:
             part = f"{self.volume_part}{SHARD_SEPARATOR}{shard}"
             # A shard is a part of the volume's part (not a transition): to this node's queue.
-            self.rt.dispatch.send(replace(meta, part=part, issued_at=time.time()),
-                                  node_queue(self.rt.settings.node_name))  # fmt: skip
+            self.ports.dispatch.send(replace(meta, part=part, issued_at=time.time()),
+                                     node_queue(self.ports.settings.node_name))  # fmt: skip
         return None
 
     def _merge(self) -> dict[str, Any]:
@@ -176,7 +177,7 @@ class _Volume:
             failed = [f"shard {i}: {o['reason']}" for i, o in outcomes if "reason" in o]
             if failed:
                 return {"status": Status.FAILED.value, "reason": "; ".join(failed)}
-            repository = self.rt.repository(self.message.namespace, self.location)
+            repository = self.ports.stores.repository(self.message.namespace, self.location)
             trees = [load_tree(repository.store, repository.sealer, o["tree"]) for _i, o in outcomes]
             tree = merge_trees(repository.store, repository.sealer, trees)
             bytes_read = sum(int(o["bytesRead"]) for _i, o in outcomes)
@@ -211,7 +212,7 @@ class _Volume:
             log.warning("volume.failed", claim=claim, reason=result["reason"])
             self.state.log("volume.failed", claim=claim, reason=result["reason"])
         backup_stage.complete(
-            self.rt, replace(self.message, part=self.volume_part), self.state, claim, result
+            self.ports, replace(self.message, part=self.volume_part), self.state, claim, result
         )
 
     # --- helpers -------------------------------------------------------------------------------------
@@ -219,18 +220,16 @@ class _Volume:
     def _source(self) -> Path:
         """The volume's directory on this node as the API has it (RefusedDirectory when the plan in Redis
         disagrees or the claim is not one this backup may read)."""
-        settings = self.rt.settings
-        view = node_dirs.claim_view(self.rt.api, self.part)
+        settings, cluster = self.ports.settings, self.ports.cluster
+        view = node_dirs.claim_view(cluster, self.part)
         allowed = node_dirs.backup_namespaces(
-            self.backup, settings.admin_namespace, node_dirs.selected_namespaces(self.rt.api, self.backup)
+            self.backup, settings.admin_namespace, node_dirs.selected_namespaces(cluster, self.backup)
         )
         source = node_dirs.derive_directory(
             self.plan, self.part, view, allowed, settings.node_name, settings.kubelet_root
         )
         if not source.is_dir():
-            raise FileNotFoundError(
-                f"volume directory {source} not found on node {self.rt.settings.node_name}"
-            )
+            raise FileNotFoundError(f"volume directory {source} not found on node {settings.node_name}")
         return source
 
     def _bounds(self) -> ShardPlan:
@@ -240,7 +239,7 @@ class _Volume:
         return ShardPlan(bounds=tuple(bytes.fromhex(b) for b in json.loads(raw)), size=0, entries=0)
 
     def _update(self, fields: dict[str, Any]) -> None:
-        backup_stage.update_volume(self.rt, self.message.namespace, self.message.name, self.part, fields)
+        backup_stage.update_volume(self.ports, self.message.namespace, self.message.name, self.part, fields)
 
     def _report_single(self, done: int) -> None:
         self._update({"status": Status.IN_PROGRESS.value, "bytesDone": done})

@@ -1,16 +1,18 @@
-"""One task at a time per volume part: a lease in the backup's scratch state.
+"""One task at a time per volume part: a lease in the operation's scratch state.
 
 The same volume (or shard) message can reach a node's queue more than once: the watcher re-drives a
 stage that shows no progress, and the snapshot service then sends every outstanding volume again; a
-restarted agent also finds what was queued while it was down. Two tasks storing the same volume at once
-each have a writer of their own, and a writer skips only the chunks whose pack and index are already
-written (or that it packed itself), so both would store the chunks in flight twice.
+restarted agent also finds what was queued while it was down, and the broker delivers again a message
+whose task did not acknowledge it in time. Two tasks storing the same volume at once each have a writer
+of their own, and a writer skips only the chunks whose pack and index are already written (or that it
+packed itself), so both would store the chunks in flight twice; two tasks restoring the same volume at
+once would write the same files side by side.
 
-Hence a lease per part (``BackupScratch.take_lease``): taken before the work, renewed every
-``RENEW_SECONDS`` while it runs, released after. A message whose part is leased to another task is dropped:
-the holder finishes the part, and if the holder died its lease expires within ``LEASE_SECONDS``, after
-which the watcher's next re-drive of the stalled stage finds the part free; the new task's writer then
-loads the index and stores only what the dead one did not complete.
+Hence a lease per part (``OperationState.take_lease``, in the backup's or the restore's scratch state):
+taken before the work, renewed every ``RENEW_SECONDS`` while it runs, released after. A message whose
+part is leased to another task is dropped: the holder finishes the part, and if the holder died its lease
+expires within ``LEASE_SECONDS``, after which the watcher's next re-drive of the stalled stage finds the
+part free; the new task's writer then loads the index and stores only what the dead one did not complete.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from contextlib import contextmanager
 
 import structlog
 
-from davit.operations.scratch import BackupScratch, RedisError
+from davit.operations.scratch import OperationState, RedisError
 
 log = structlog.get_logger(__name__)
 
@@ -34,7 +36,7 @@ RENEW_SECONDS = 5.0
 
 @contextmanager
 def held(
-    state: BackupScratch, part: str, seconds: float = LEASE_SECONDS, renew_every: float = RENEW_SECONDS
+    state: OperationState, part: str, seconds: float = LEASE_SECONDS, renew_every: float = RENEW_SECONDS
 ) -> Iterator[bool]:
     """Hold the lease of ``part`` for the block, renewed in the background: yields True, or False (and
     holds nothing) when another task holds it."""

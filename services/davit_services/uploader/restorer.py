@@ -8,8 +8,11 @@ it, strips setuid and setgid bits unless the BackupLocation opts in (``location.
 for locations in the admin namespace only), and refuses a tree holding an entry where the marker goes.
 Then the marker ``.davit-restore/<restore uid>`` is created, last, without following links, which the
 restore's init container waits for (``davit.restore.init_container``). Any error ends the volume Failed
-with its
-reason, never the task.
+with its reason, never the task.
+
+One task at a time writes a volume: it holds the volume's lease in the restore's scratch state
+(``davit_services.uploader.leases``) while it writes, and a message for a volume whose lease another task
+holds (the same message delivered again) is dropped, as is one for a volume no longer outstanding.
 """
 
 from __future__ import annotations
@@ -29,15 +32,16 @@ from davit.constants import Kind
 from davit.format.layout import BackupRef, ref_from_path
 from davit.format.repository import BackupRepository
 from davit.operations.messages import Message
-from davit.operations.runtime import Runtime
-from davit.operations.scratch import RestoreScratch
+from davit.operations.ports import Cluster, Ports, RestoreScratch
 from davit.repo import UnsafePath, load_tree, restore_tree
 from davit.repo.reader import RepoReader
 from davit.restore.init_container import MARKER_DIR
+from davit.settings import Settings
 from davit.validation import resolve_location
 from davit.volumes import backup_stage, node_dirs, restore_stage
 from davit.volumes.claims import VolumePlan
 from davit.volumes.node_dirs import RefusedDirectory
+from davit_services.uploader import leases
 from davit_services.uploader.agent import failure_reason
 
 log = structlog.get_logger(__name__)
@@ -48,73 +52,91 @@ MOUNT_WAIT_SECONDS = 120.0
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def handle(rt: Runtime, message: Message) -> None:
+def handle(ports: Ports, message: Message) -> None:
     if message.stage != Stage.VOLUMES:
         return
-    obj = rt.ops.current(KIND, message.namespace, message.name, message.uid, Stage.VOLUMES)
+    obj = ports.cluster.current(KIND, message.namespace, message.name, message.uid, Stage.VOLUMES)
     if obj is None:
         return
-    state = RestoreScratch(rt.redis, message.uid)
+    state = ports.scratch.restore(message.uid)
     if not state.is_pending(message.part, group=restore_stage.GROUP):
         return
+    # One task at a time per volume (a re-delivered message would write the same files alongside).
+    with leases.held(state, message.part) as mine:
+        # The holder of an earlier lease may have finished the volume meanwhile.
+        if mine and state.is_pending(message.part, group=restore_stage.GROUP):
+            _restore_volume(ports, obj, state, message)
+
+
+def _restore_volume(ports: Ports, obj: dict[str, Any], state: RestoreScratch, message: Message) -> None:
     claim_part = message.part.removeprefix(restore_stage.PART_PREFIX)
     try:
         target = state.volume_target(claim_part)
         if "plan" not in target:
             return
-        tree_size, files, written = _restore(rt, obj, claim_part, target)
+        tree_size, files, written = _restore(ports, obj, claim_part, target)
     except Exception as exc:  # any error ends this volume Failed, never the task
-        restore_stage.fail_volume(rt, obj, state, message.part, failure_reason(exc))
+        restore_stage.fail_volume(ports, obj, state, message.part, failure_reason(exc))
         return
     state.log("volume.restored", claim=claim_part, files=files, bytes=written)
     log.info("volume.restored", claim=claim_part, files=files, bytes=written)
-    backup_stage.update_volume(rt, message.namespace, message.name, claim_part,
+    backup_stage.update_volume(ports, message.namespace, message.name, claim_part,
                                {"status": Status.SUCCESSFUL.value, "reason": "", "totalSize": tree_size,
                                 "bytesDone": tree_size}, kind=KIND)  # fmt: skip
-    restore_stage.volume_done(rt, obj, state, message.part)
+    restore_stage.volume_done(ports, obj, state, message.part)
 
 
 def _restore(
-    rt: Runtime, obj: dict[str, Any], claim_part: str, target: dict[str, Any]
+    ports: Ports, obj: dict[str, Any], claim_part: str, target: dict[str, Any]
 ) -> tuple[int, int, int]:
     """Write the volume; (tree size, files, bytes written)."""
     meta, spec = obj["metadata"], obj.get("spec") or {}
     restore_uid = str(meta["uid"])
     plan = VolumePlan(**target["plan"])
-    directory = _wait_for_directory(target_directory(rt, obj, claim_part, plan))
-    repository = rt.repository(meta["namespace"], spec["backupLocation"])
+    cluster, admin_namespace = ports.cluster, ports.settings.admin_namespace
+    directory = _wait_for_directory(target_directory(cluster, ports.settings, obj, claim_part, plan))
+    repository = ports.stores.repository(meta["namespace"], spec["backupLocation"])
     tree = load_tree(
-        repository.store, repository.sealer, backup_tree(rt, obj, repository, claim_part, target)
+        repository.store,
+        repository.sealer,
+        backup_tree(cluster, admin_namespace, obj, repository, claim_part, target),
     )
     stats = restore_tree(
         tree, directory, RepoReader(repository.store, repository.sealer),
-        keep_setuid=_location_keeps_setuid(rt, meta["namespace"], spec["backupLocation"]),
+        keep_setuid=_location_keeps_setuid(cluster, admin_namespace, meta["namespace"],
+                                           spec["backupLocation"]),
         reserved=(marker_entry(restore_uid),),
     )  # fmt: skip
     leave_marker(directory, restore_uid)
     return tree.size, stats.files, stats.bytes_written
 
 
-def target_directory(rt: Runtime, obj: dict[str, Any], claim_part: str, plan: VolumePlan) -> Path:
+def target_directory(
+    cluster: Cluster, settings: Settings, obj: dict[str, Any], claim_part: str, plan: VolumePlan
+) -> Path:
     """Where the claim's data goes on this node, from the API; RefusedDirectory when the plan disagrees."""
-    settings = rt.settings
     backup_name = (obj.get("spec") or {}).get("backupName") or ""
-    backup = rt.ops.backup(obj["metadata"]["namespace"], backup_name) if backup_name else None
+    backup = cluster.backup(obj["metadata"]["namespace"], backup_name) if backup_name else None
     allowed = node_dirs.restore_namespaces(obj, backup, settings.admin_namespace)
-    view = node_dirs.claim_view(rt.api, claim_part)
+    view = node_dirs.claim_view(cluster, claim_part)
     return node_dirs.derive_directory(
         plan, claim_part, view, allowed, settings.node_name, settings.kubelet_root
     )
 
 
 def backup_tree(
-    rt: Runtime, obj: dict[str, Any], repository: BackupRepository, claim_part: str, target: dict[str, Any]
+    cluster: Cluster,
+    admin_namespace: str,
+    obj: dict[str, Any],
+    repository: BackupRepository,
+    claim_part: str,
+    target: dict[str, Any],
 ) -> str:
     """The tree to restore into ``claim_part``: the one the backup's manifest records for it. The tree id
     in Redis is only compared with it, so that whoever can write Redis cannot have another backup's data
     (another tenant's, in a location they share) written into this volume."""
     meta, spec = obj["metadata"], obj.get("spec") or {}
-    backup = rt.ops.backup(meta["namespace"], str(spec.get("backupName") or ""))
+    backup = cluster.backup(meta["namespace"], str(spec.get("backupName") or ""))
     if backup is None:
         raise RefusedDirectory(
             f"ApplicationBackup {meta['namespace']}/{spec.get('backupName')} not found", "data"
@@ -122,7 +144,7 @@ def backup_tree(
     ref = ref_from_path(str((backup.get("status") or {}).get("backupPath") or "")) or BackupRef(
         meta["namespace"], backup["metadata"]["name"], backup["metadata"]["uid"]
     )
-    if meta["namespace"] not in (rt.settings.admin_namespace, ref.namespace):
+    if meta["namespace"] not in (admin_namespace, ref.namespace):
         raise RefusedDirectory(f"backup {ref.root} is not a backup of namespace {meta['namespace']}", "data")
     trees = restore_stage.backup_trees(repository.read_manifest(ref), spec.get("namespaceMapping") or {})
     recorded = trees.get(claim_part)
@@ -135,9 +157,9 @@ def backup_tree(
     return recorded
 
 
-def _location_keeps_setuid(rt: Runtime, namespace: str, name: str) -> bool:
-    location = resolve_location(rt.ops, namespace, name, rt.settings.admin_namespace)
-    return keeps_setuid(location, rt.settings.admin_namespace)
+def _location_keeps_setuid(cluster: Cluster, admin_namespace: str, namespace: str, name: str) -> bool:
+    location = resolve_location(cluster, namespace, name, admin_namespace)
+    return keeps_setuid(location, admin_namespace)
 
 
 def keeps_setuid(location: dict[str, Any] | None, admin_namespace: str) -> bool:

@@ -16,11 +16,11 @@ QUEUE = node_queue(settings.node_name or "unknown-node")
 
 
 def handle(rt: Runtime, message: Message) -> None:
-    """Backups read volumes on this node; restores write them."""
+    """Backups read volumes on this node; restores write them (each handler on the runtime's ports)."""
     if message.kind == Kind.APPLICATION_RESTORE:
-        restorer.handle(rt, message)
+        restorer.handle(rt.ports, message)
     else:
-        agent.handle(rt, message)
+        agent.handle(rt.ports, message)
 
 
 run_stage = workers.register(app, QUEUE, SERVICE, handle)

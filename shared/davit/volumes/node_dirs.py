@@ -23,11 +23,14 @@ import os
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from davit import errors
 from davit.api.objects import RawObject
-from davit.kube import client, core
 from davit.volumes.claims import VolumePlan, plugin_dir
+
+if TYPE_CHECKING:
+    from davit.operations.ports import Cluster
 
 
 class RefusedDirectory(errors.Refused):
@@ -196,22 +199,22 @@ def derive_directory(
 # --- reading the API -----------------------------------------------------------------------------------
 
 
-def claim_view(api: client.ApiClient, claim_part: str) -> ClaimView:
+def claim_view(cluster: Cluster, claim_part: str) -> ClaimView:
     """The claim, its volume and the pods of its namespace, read from the API server."""
     namespace, _sep, claim = claim_part.partition("/")
     if not namespace or not claim:
         raise RefusedDirectory(f"{claim_part!r} does not name a claim")
-    pvc = core.read_claim(api, namespace, claim)
+    pvc = cluster.read_claim(namespace, claim)
     if pvc is None:
         return ClaimView(namespace, claim, None, None, [])
     volume_name = (pvc.get("spec") or {}).get("volumeName")
-    pv = core.read_volume(api, volume_name) if volume_name else None
-    return ClaimView(namespace, claim, pvc, pv, core.list_pods(api, namespace))
+    pv = cluster.read_volume(volume_name) if volume_name else None
+    return ClaimView(namespace, claim, pvc, pv, cluster.list_pods(namespace))
 
 
-def selected_namespaces(api: client.ApiClient, backup: RawObject) -> set[str]:
+def selected_namespaces(cluster: Cluster, backup: RawObject) -> set[str]:
     """The namespaces a backup's namespaceSelector matches now (none without one)."""
     selector = (backup.get("spec") or {}).get("namespaceSelector")
     if not selector:
         return set()
-    return core.namespace_names(api, selector)
+    return set(cluster.namespaces_matching(selector))
