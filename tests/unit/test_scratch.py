@@ -11,8 +11,9 @@ import pytest
 
 from davit.api.types import Stage, Status
 from davit.constants import Kind, Queue, node_queue
-from davit.kube import events
 from davit.operations import progress, queueing, scratch
+from tests.fakes.cluster import FakeCluster
+from tests.fakes.dispatch import FakeDispatch
 from tests.fakes.scratch import ScratchFactory
 
 WEEK = 7 * 24 * 3600
@@ -142,19 +143,9 @@ def test_clear_at_final_keeps_only_the_log(scratch_factory: ScratchFactory) -> N
     assert scratch_factory.names("ended") == []
 
 
-class _Ops:
-    def __init__(self) -> None:
-        self.patches: list[dict[str, Any]] = []
-
-    def patch_status(
-        self, kind: Kind, obj: dict[str, Any], patch: dict[str, Any], **_: Any
-    ) -> dict[str, Any]:
-        self.patches.append(patch)
-        return {**obj, "status": {**(obj.get("status") or {}), **patch}}
-
-
-def _runtime(redis: Any) -> Any:
-    return SimpleNamespace(redis=redis, ops=_Ops(), api=None)
+def _ports(scratch: ScratchFactory | None) -> SimpleNamespace:
+    """What ``progress`` needs: the API server, the dispatch and the scratch state (None: no Redis)."""
+    return SimpleNamespace(cluster=FakeCluster(), dispatch=FakeDispatch(), scratch=scratch)
 
 
 def _backup(uid: str, stage: Stage) -> dict[str, Any]:
@@ -168,39 +159,35 @@ def _backup(uid: str, stage: Stage) -> dict[str, Any]:
 
 @pytest.mark.parametrize("status", [Status.FAILED, Status.PARTIAL_SUCCESS, Status.SUCCESSFUL])
 def test_final_clears_the_scratch_state_whatever_the_result(
-    scratch_factory: ScratchFactory, monkeypatch: pytest.MonkeyPatch, status: Status
+    scratch_factory: ScratchFactory, status: Status
 ) -> None:
-    monkeypatch.setattr(events, "record", lambda *args, **kwargs: None)
     fill_backup(scratch_factory.backup("ending"))
     fill_backup(scratch_factory.backup("other"))
     other = scratch_factory.names("other")
-    rt = _runtime(scratch_factory.redis)
+    ports = _ports(scratch_factory)
+    obj = ports.cluster.put(_backup("ending", Stage.VOLUMES))
 
-    progress.set_stage(rt, Kind.APPLICATION_BACKUP, _backup("ending", Stage.VOLUMES), Stage.FINAL, status, "")
+    progress.set_stage(ports, Kind.APPLICATION_BACKUP, obj, Stage.FINAL, status, "")
 
-    assert rt.ops.patches[-1]["stage"] == Stage.FINAL.value
+    assert ports.cluster.status(obj)["stage"] == Stage.FINAL.value
     assert scratch_factory.names("ending") == ["log"]  # for `davit backup logs` of a failed backup
     assert scratch_factory.names("other") == other
 
 
-def test_a_stage_before_final_keeps_the_scratch_state(
-    scratch_factory: ScratchFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(events, "record", lambda *args, **kwargs: None)
+def test_a_stage_before_final_keeps_the_scratch_state(scratch_factory: ScratchFactory) -> None:
     fill_backup(scratch_factory.backup("going"))
     names = scratch_factory.names("going")
-    rt = _runtime(scratch_factory.redis)
-    obj = _backup("going", Stage.VOLUMES)
-    progress.set_stage(rt, Kind.APPLICATION_BACKUP, obj, Stage.APPLICATIONS, Status.PENDING, "queued")
+    ports = _ports(scratch_factory)
+    obj = ports.cluster.put(_backup("going", Stage.VOLUMES))
+    progress.set_stage(ports, Kind.APPLICATION_BACKUP, obj, Stage.APPLICATIONS, Status.PENDING, "queued")
     assert scratch_factory.names("going") == names
 
 
-def test_final_without_redis_is_fine(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(events, "record", lambda *args, **kwargs: None)
-    rt = _runtime(None)
-    obj = _backup("x", Stage.VOLUMES)
-    progress.set_stage(rt, Kind.APPLICATION_BACKUP, obj, Stage.FINAL, Status.FAILED, "no redis here")
-    assert rt.ops.patches[-1]["status"] == Status.FAILED.value
+def test_final_without_redis_is_fine() -> None:
+    ports = _ports(None)
+    obj = ports.cluster.put(_backup("x", Stage.VOLUMES))
+    progress.set_stage(ports, Kind.APPLICATION_BACKUP, obj, Stage.FINAL, Status.FAILED, "no redis here")
+    assert ports.cluster.status(obj)["status"] == Status.FAILED.value
 
 
 # --- what the typed classes keep -------------------------------------------------------------------

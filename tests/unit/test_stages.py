@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 from collections import deque
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,11 +12,12 @@ import pytest
 from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
 from davit.constants import OPERATION_KINDS, Kind, Queue, RetentionAction
-from davit.kube import events as kube_events
-from davit.kube.client import ApiException
 from davit.operations import progress, stages
 from davit.operations.stages import Outcome, Step
+from tests.fakes import cluster as k
+from tests.fakes.cluster import FakeCluster
 from tests.fakes.dispatch import FakeDispatch
+from tests.fakes.scratch import ScratchFactory
 
 #: The owners as they were listed by hand before the table existed: the table must give the same.
 OLD_OWNERS: dict[Kind, dict[Stage, Queue]] = {
@@ -165,116 +165,112 @@ def test_render_table() -> None:
 # --- advance and fail -------------------------------------------------------------------------------
 
 
-@dataclass
-class FakeOps:
-    """Status writes of one API server, in memory: resourceVersion bumps on every write."""
+class StatusWrites(FakeCluster):
+    """The API server in memory, also keeping every status write that took effect."""
 
-    objects: dict[tuple[Kind, str, str], RawObject] = field(default_factory=dict)
-    writes: list[dict[str, Any]] = field(default_factory=list)
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[dict[str, Any]] = []
 
     def add(self, kind: Kind, stage: str, status: str = "Pending") -> RawObject:
-        obj = {
-            "kind": kind.value,
-            "metadata": {"namespace": "app", "name": "op", "uid": "uid-1", "resourceVersion": "1",
-                         "creationTimestamp": "2024-05-01T12:00:00Z"},
-            "status": {"stage": stage, "status": status},
-        }  # fmt: skip
-        self.objects[(kind, "app", "op")] = obj
-        return copy.deepcopy(obj)
+        return self.put(k.operation(kind, "op", "app", stage=stage, status=status, uid="uid-1"))
 
     def patch_status(
         self, kind: Kind, obj: RawObject, status: dict[str, Any], check_version: bool = False
     ) -> RawObject:
-        meta = obj["metadata"]
-        stored = self.objects[(kind, meta["namespace"], meta["name"])]
-        if check_version and meta["resourceVersion"] != stored["metadata"]["resourceVersion"]:
-            raise ApiException(status=409, reason="Conflict")
-        stored["status"] = {**(stored.get("status") or {}), **status}
-        stored["metadata"]["resourceVersion"] = str(int(stored["metadata"]["resourceVersion"]) + 1)
+        updated = super().patch_status(kind, obj, status, check_version=check_version)
         self.writes.append(status)
-        return copy.deepcopy(stored)
+        return updated
+
+
+@dataclass
+class MovingPorts:
+    """What ``progress`` needs: the API server, the dispatch, and no scratch state."""
+
+    cluster: StatusWrites = field(default_factory=StatusWrites)
+    dispatch: FakeDispatch = field(default_factory=FakeDispatch)
+    scratch: ScratchFactory | None = None
+
+
+def _events(ports: MovingPorts) -> list[tuple[str, str, str]]:
+    """The Events recorded, as (type, reason, message)."""
+    return [(e.type, e.reason, e.message) for e in ports.cluster.events]
 
 
 @pytest.fixture
-def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
-    recorded: list[tuple[str, str, str]] = []
-
-    def record(api: Any, obj: RawObject, event_type: str, reason: str, message: str, component: str) -> None:
-        recorded.append((event_type, reason, message))
-
-    monkeypatch.setattr(kube_events, "record", record)
-    return recorded
+def ports() -> MovingPorts:
+    return MovingPorts()
 
 
-@pytest.fixture
-def rt() -> Any:
-    return SimpleNamespace(ops=FakeOps(), api=None, redis=None, dispatch=FakeDispatch())
-
-
-def test_advance_writes_the_stage_and_sends_once(rt: Any, events: list[tuple[str, str, str]]) -> None:
-    obj = rt.ops.add(Kind.APPLICATION_BACKUP, "Volumes", "InProgress")
-    updated = progress.advance(rt, Kind.APPLICATION_BACKUP, obj, Stage.VOLUMES, Outcome.DONE)
+def test_advance_writes_the_stage_and_sends_once(ports: MovingPorts) -> None:
+    obj = ports.cluster.add(Kind.APPLICATION_BACKUP, "Volumes", "InProgress")
+    updated = progress.advance(ports, Kind.APPLICATION_BACKUP, obj, Stage.VOLUMES, Outcome.DONE)
     assert updated is not None
     assert (updated["status"]["stage"], updated["status"]["status"]) == ("Applications", "Pending")
     assert updated["status"]["reason"] == "queued for davit.export"
-    assert len(rt.ops.writes) == 1
-    [(queue, message)] = rt.dispatch.sent
+    assert len(ports.cluster.writes) == 1
+    [(queue, message)] = ports.dispatch.sent
     assert queue == "davit.export"
     assert (message.kind, message.uid, message.stage, message.part) == (
         Kind.APPLICATION_BACKUP, "uid-1", "Applications", "",
     )  # fmt: skip
-    assert events == [("Normal", "StageChanged", "Stage Applications: Pending: queued for davit.export")]
+    assert _events(ports) == [
+        ("Normal", "StageChanged", "Stage Applications: Pending: queued for davit.export")
+    ]
 
 
-def test_advance_within_a_stage_writes_no_event(rt: Any, events: list[tuple[str, str, str]]) -> None:
-    obj = rt.ops.add(Kind.APPLICATION_BACKUP, "Applications", "Pending")
+def test_advance_within_a_stage_writes_no_event(ports: MovingPorts) -> None:
+    obj = ports.cluster.add(Kind.APPLICATION_BACKUP, "Applications", "Pending")
     updated = progress.advance(
-        rt, Kind.APPLICATION_BACKUP, obj, Stage.APPLICATIONS, Outcome.STARTED, "export"
+        ports, Kind.APPLICATION_BACKUP, obj, Stage.APPLICATIONS, Outcome.STARTED, "export"
     )
     assert updated is not None and updated["status"]["status"] == "InProgress"
-    assert events == [] and rt.dispatch.sent == []
+    assert _events(ports) == [] and ports.dispatch.sent == []
 
 
-def test_advance_to_final(rt: Any, events: list[tuple[str, str, str]]) -> None:
-    obj = rt.ops.add(Kind.APPLICATION_RESTORE, "Volumes", "InProgress")
+def test_advance_to_final(ports: MovingPorts) -> None:
+    obj = ports.cluster.add(Kind.APPLICATION_RESTORE, "Volumes", "InProgress")
     updated = progress.advance(
-        rt, Kind.APPLICATION_RESTORE, obj, Stage.VOLUMES, Outcome.PARTIALLY_SUCCEEDED, "1 failed",
+        ports, Kind.APPLICATION_RESTORE, obj, Stage.VOLUMES, Outcome.PARTIALLY_SUCCEEDED, "1 failed",
         extra={"resourcesByKind": {}},
     )  # fmt: skip
     assert updated is not None
     status = updated["status"]
     assert (status["stage"], status["status"], status["reason"]) == ("Final", "PartialSuccess", "1 failed")
     assert status["finishTimestamp"] and status["resourcesByKind"] == {}
-    assert rt.dispatch.sent == []
-    assert events == [("Normal", "Completed", "Stage Final: PartialSuccess: 1 failed")]
+    assert ports.dispatch.sent == []
+    assert _events(ports) == [("Normal", "Completed", "Stage Final: PartialSuccess: 1 failed")]
 
 
-def test_a_hand_over_writes_nothing(rt: Any, events: list[tuple[str, str, str]]) -> None:
-    obj = rt.ops.add(Kind.APPLICATION_RESTORE, "Volumes", "InProgress")
-    assert progress.advance(rt, Kind.APPLICATION_RESTORE, obj, Stage.VOLUMES, Outcome.PARTS_DONE) is not None
-    assert rt.ops.writes == [] and events == []
-    [(queue, message)] = rt.dispatch.sent
+def test_a_hand_over_writes_nothing(ports: MovingPorts) -> None:
+    obj = ports.cluster.add(Kind.APPLICATION_RESTORE, "Volumes", "InProgress")
+    assert (
+        progress.advance(ports, Kind.APPLICATION_RESTORE, obj, Stage.VOLUMES, Outcome.PARTS_DONE) is not None
+    )
+    assert ports.cluster.writes == [] and _events(ports) == []
+    [(queue, message)] = ports.dispatch.sent
     assert (queue, message.stage, message.part) == ("davit.restore", "Volumes", stages.FINISH_PART)
 
 
-def test_a_stale_advance_does_nothing(rt: Any, events: list[tuple[str, str, str]]) -> None:
-    obj = rt.ops.add(Kind.APPLICATION_BACKUP, "Applications", "Pending")
-    assert progress.advance(rt, Kind.APPLICATION_BACKUP, obj, Stage.VOLUMES, Outcome.DONE) is None
-    assert rt.ops.writes == [] and rt.dispatch.sent == [] and events == []
+def test_a_stale_advance_does_nothing(ports: MovingPorts) -> None:
+    obj = ports.cluster.add(Kind.APPLICATION_BACKUP, "Applications", "Pending")
+    assert progress.advance(ports, Kind.APPLICATION_BACKUP, obj, Stage.VOLUMES, Outcome.DONE) is None
+    assert ports.cluster.writes == [] and ports.dispatch.sent == [] and _events(ports) == []
 
 
-def test_a_duplicate_advance_does_nothing(rt: Any, events: list[tuple[str, str, str]]) -> None:
+def test_a_duplicate_advance_does_nothing(ports: MovingPorts) -> None:
     """Two workers holding the same message: the second one's conditional write loses, and it stops."""
-    first = rt.ops.add(Kind.APPLICATION_RESTORE, "Initial")
+    first = ports.cluster.add(Kind.APPLICATION_RESTORE, "Initial")
     second = copy.deepcopy(first)
     args = (Kind.APPLICATION_RESTORE, Stage.INITIAL, Outcome.STARTED, "reading the backup")
-    assert progress.advance(rt, args[0], first, *args[1:], check_version=True) is not None
-    assert progress.advance(rt, args[0], second, *args[1:], check_version=True) is None
-    assert len(rt.ops.writes) == 1 and len(events) == 1
+    assert progress.advance(ports, args[0], first, *args[1:], check_version=True) is not None
+    assert progress.advance(ports, args[0], second, *args[1:], check_version=True) is None
+    assert len(ports.cluster.writes) == 1 and len(_events(ports)) == 1
     # And once it moved on, the same advance from the object as it is now is stale.
-    moved = copy.deepcopy(rt.ops.objects[(Kind.APPLICATION_RESTORE, "app", "op")])
-    assert progress.advance(rt, args[0], moved, *args[1:], check_version=True) is None
-    assert len(rt.ops.writes) == 1
+    moved = ports.cluster.find(Kind.APPLICATION_RESTORE, "app", "op")
+    assert moved is not None
+    assert progress.advance(ports, args[0], moved, *args[1:], check_version=True) is None
+    assert len(ports.cluster.writes) == 1
 
 
 @pytest.mark.parametrize(
@@ -282,17 +278,17 @@ def test_a_duplicate_advance_does_nothing(rt: Any, events: list[tuple[str, str, 
     [(k, s) for (k, s, o) in stages.TABLE if o == Outcome.FAILED],
     ids=str,
 )
-def test_fail_from_any_stage(rt: Any, events: list[tuple[str, str, str]], kind: Kind, stage: Stage) -> None:
-    obj = rt.ops.add(kind, stage.value, "InProgress")
-    updated = progress.fail(rt, kind, obj, "it broke", event_reason="SpecChanged")
+def test_fail_from_any_stage(ports: MovingPorts, kind: Kind, stage: Stage) -> None:
+    obj = ports.cluster.add(kind, stage.value, "InProgress")
+    updated = progress.fail(ports, kind, obj, "it broke", event_reason="SpecChanged")
     assert updated is not None
     assert (updated["status"]["stage"], updated["status"]["status"]) == ("Final", "Failed")
     assert updated["status"]["reason"] == "it broke" and updated["status"]["finishTimestamp"]
-    assert events == [("Warning", "SpecChanged", "Stage Final: Failed: it broke")]
-    assert rt.dispatch.sent == []
+    assert _events(ports) == [("Warning", "SpecChanged", "Stage Final: Failed: it broke")]
+    assert ports.dispatch.sent == []
 
 
-def test_fail_leaves_a_finished_operation_as_it_ended(rt: Any, events: list[tuple[str, str, str]]) -> None:
-    obj = rt.ops.add(Kind.APPLICATION_BACKUP, "Final", "Successful")
-    assert progress.fail(rt, Kind.APPLICATION_BACKUP, obj, "late") is None
-    assert rt.ops.writes == [] and events == []
+def test_fail_leaves_a_finished_operation_as_it_ended(ports: MovingPorts) -> None:
+    obj = ports.cluster.add(Kind.APPLICATION_BACKUP, "Final", "Successful")
+    assert progress.fail(ports, Kind.APPLICATION_BACKUP, obj, "late") is None
+    assert ports.cluster.writes == [] and _events(ports) == []
