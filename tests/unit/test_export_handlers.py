@@ -1,0 +1,277 @@
+"""The resource writer (davit_services.resources.export) on the in-memory fakes, writing into a real
+local repository: the plan, the pages (each once, however often delivered), the cluster-scoped part, the
+move on to PostExecRule, and the refusal of scratch state that names what the backup may not read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from davit.api.objects import RawObject
+from davit.constants import Kind, Queue
+from davit.format.layout import BackupRef
+from davit.operations.messages import Message
+from davit.operations.ports import Ports
+from davit.settings import Settings
+from davit_services.resources import export
+from tests.fakes import cluster as k
+from tests.fakes.dispatch import FakeDispatch
+from tests.fakes.scratch import ScratchFactory
+from tests.fakes.stores import LocalStores
+
+BACKUP = Kind.APPLICATION_BACKUP
+UID = "uid-b1"
+REF = BackupRef("app", "b1", UID)
+CONFIGMAPS = "app/v1/configmaps"
+
+
+@pytest.fixture
+def fake() -> k.FakeCluster:
+    cluster = k.FakeCluster()
+    cluster.put(k.location("loc", "app"), k.namespace("app"), k.namespace("other"))
+    for i in range(5):
+        cluster.put({"apiVersion": "v1", "kind": "ConfigMap",
+                     "metadata": {"name": f"cm-{i}", "namespace": "app", "managedFields": [{"x": 1}]},
+                     "data": {"i": str(i)}})  # fmt: skip
+    other = {"name": "secret-plans", "namespace": "other"}
+    cluster.put(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": other, "data": {"plans": "OTHER-TENANT-DATA"}}
+    )
+    return cluster
+
+
+@pytest.fixture
+def stores(fake: k.FakeCluster, tmp_path: Path) -> LocalStores:
+    return LocalStores(tmp_path / "locations", cluster=fake)
+
+
+@pytest.fixture
+def ports(fake: k.FakeCluster, scratch_factory: ScratchFactory, stores: LocalStores) -> Ports:
+    return Ports(fake, scratch_factory, FakeDispatch(), stores, Settings(export_page_size=2))
+
+
+def sent(ports: Ports) -> FakeDispatch:
+    assert isinstance(ports.dispatch, FakeDispatch)
+    return ports.dispatch
+
+
+def applications(fake: k.FakeCluster, **spec: object) -> RawObject:
+    spec.setdefault("resourceTypes", ["configmaps"])
+    return fake.put(
+        k.backup("b1", stage="Applications", status="Pending", uid=UID, backupLocation="loc", **spec)
+    )
+
+
+def message(part: str = "") -> Message:
+    return Message(BACKUP, "app", "b1", UID, "Applications", part)
+
+
+def drain(ports: Ports, handled: list[str] | None = None) -> None:
+    """Run every message sent to the export queue, in order, until none is left."""
+    done = 0
+    while done < len(sent(ports).to(Queue.EXPORT.value)):
+        queued = sent(ports).to(Queue.EXPORT.value)[done]
+        done += 1
+        if handled is not None:
+            handled.append(queued.part)
+        export.handle(ports, queued)
+
+
+def stored_names(stores: LocalStores) -> list[str]:
+    """The names of every object stored in the backup's resource parts (read back from the repository)."""
+    repository = stores.repository("app", "loc")
+    keys = [info.key for info in repository.store.list(REF.root + "resources/")]
+    return sorted(o["metadata"]["name"] for key in keys for o in repository.read_part(key))
+
+
+def test_the_export_plans_pages_writes_each_into_the_repository_and_moves_on_to_post_exec_rule(
+    fake: k.FakeCluster, ports: Ports, stores: LocalStores, scratch_factory: ScratchFactory
+) -> None:
+    obj = applications(fake)
+
+    export.handle(ports, message())
+    status = fake.status(obj)
+    assert (status["stage"], status["status"]) == ("Applications", "InProgress")
+    assert status["reason"] == "exporting 1 resource lists"
+    assert [m.part for m in sent(ports).to(Queue.EXPORT.value)] == [f"{CONFIGMAPS}#1"]
+
+    handled: list[str] = []
+    drain(ports, handled)
+
+    assert handled == [f"{CONFIGMAPS}#1", f"{CONFIGMAPS}#2", f"{CONFIGMAPS}#3", "_cluster"]
+    repository = stores.repository("app", "loc")
+    pages = [repository.read_part(REF.resource_part(f"{CONFIGMAPS}#{n}")) for n in (1, 2, 3)]
+    assert [[o["metadata"]["name"] for o in page] for page in pages] == [
+        ["cm-0", "cm-1"],
+        ["cm-2", "cm-3"],
+        ["cm-4"],
+    ]
+    assert all("managedFields" not in o["metadata"] for page in pages for o in page)
+    cluster_part = repository.read_part(REF.resource_part("_cluster"))
+    assert [(o["kind"], o["metadata"]["name"]) for o in cluster_part] == [("Namespace", "app")]
+    status = fake.status(obj)
+    assert (status["stage"], status["status"]) == ("PostExecRule", "Pending")
+    assert [m.stage for m in sent(ports).to(Queue.SNAPSHOT.value)] == ["PostExecRule"]
+    parts = scratch_factory.backup(UID).parts()
+    assert sorted(parts) == ["_cluster", f"{CONFIGMAPS}#1", f"{CONFIGMAPS}#2", f"{CONFIGMAPS}#3"]
+    assert sum(p["count"] for p in parts.values()) == 6
+
+
+def test_a_plan_message_delivered_again_plans_nothing_new_and_resends_what_is_outstanding(
+    fake: k.FakeCluster, ports: Ports
+) -> None:
+    obj = applications(fake)
+    export.handle(ports, message())
+    discovered = fake.calls.count("discover")
+
+    export.handle(ports, message())
+
+    assert fake.calls.count("discover") == discovered
+    assert [m.part for m in sent(ports).to(Queue.EXPORT.value)] == [f"{CONFIGMAPS}#1"] * 2
+    # Applications Pending → InProgress is no change of stage: no Event either time.
+    assert fake.events == [] and fake.status(obj)["status"] == "InProgress"
+
+
+def test_a_page_delivered_twice_is_written_and_recorded_once(
+    fake: k.FakeCluster, ports: Ports, stores: LocalStores, scratch_factory: ScratchFactory
+) -> None:
+    obj = applications(fake)
+    export.handle(ports, message())
+    first = message(f"{CONFIGMAPS}#1")
+
+    export.handle(ports, first)
+    export.handle(ports, first)
+
+    assert fake.calls.count("list_page") == 1
+    state = scratch_factory.backup(UID)
+    assert list(state.parts()) == [f"{CONFIGMAPS}#1"]
+    assert fake.status(obj)["resourceCount"] == 2
+    assert [m.part for m in sent(ports).to(Queue.EXPORT.value)].count(f"{CONFIGMAPS}#2") == 1
+    assert stored_names(stores) == ["cm-0", "cm-1"]
+
+
+def test_a_page_task_failing_after_its_write_runs_again_and_the_backup_still_counts_each_object_once(
+    fake: k.FakeCluster, ports: Ports, stores: LocalStores, scratch_factory: ScratchFactory
+) -> None:
+    applications(fake)
+    export.handle(ports, message())
+    fake.fail_next("patch_status")  # the page's heartbeat: the task fails after writing its part
+    with pytest.raises(Exception, match=r"Internal Server Error|500"):
+        export.handle(ports, message(f"{CONFIGMAPS}#1"))
+
+    export.handle(ports, message(f"{CONFIGMAPS}#1"))  # the retry
+    drain(ports)
+
+    parts = scratch_factory.backup(UID).parts()
+    assert sum(p["count"] for p in parts.values() if p["part"] != "_cluster") == 5
+    assert stored_names(stores) == ["app", "cm-0", "cm-1", "cm-2", "cm-3", "cm-4"]
+
+
+def tamper(scratch_factory: ScratchFactory, namespace: str, selector: str | None = None) -> None:
+    """Scratch state (Redis, not trusted) that names a list target in ``namespace``."""
+    state = scratch_factory.backup(UID)
+    base = f"{namespace}/v1/configmaps"
+    state.save_list_targets(
+        {
+            base: {
+                "group": "",
+                "version": "v1",
+                "plural": "configmaps",
+                "kind": "ConfigMap",
+                "namespace": namespace,
+                "selector": selector,
+            }
+        }
+    )
+    state.add_pending([f"{base}#1"])
+
+
+def test_a_list_target_outside_the_backup_is_refused_and_nothing_of_it_is_read_or_written(
+    fake: k.FakeCluster, ports: Ports, stores: LocalStores, scratch_factory: ScratchFactory
+) -> None:
+    obj = applications(fake)
+    tamper(scratch_factory, "other")
+
+    export.handle(ports, message("other/v1/configmaps#1"))
+
+    status = fake.status(obj)
+    assert (status["stage"], status["status"]) == ("Final", "Failed")
+    assert "outside its accepted spec" in status["reason"] and "namespace other" in status["reason"]
+    assert [e.reason for e in fake.events] == ["ScopeRefused"]
+    assert fake.events[0].type == "Warning"
+    assert "list_page" not in fake.calls
+    assert stored_names(stores) == []
+    files = [p for p in stores.directory("app", "loc").rglob("*") if p.is_file()]
+    assert not any(b"OTHER-TENANT-DATA" in p.read_bytes() for p in files)
+    assert any('"export.refused"' in line for line in scratch_factory.backup(UID).log_lines())
+
+
+def test_a_list_target_with_another_selector_is_refused(
+    fake: k.FakeCluster, ports: Ports, stores: LocalStores, scratch_factory: ScratchFactory
+) -> None:
+    obj = applications(fake, selectors={"tier": "web"})
+    tamper(scratch_factory, "app", selector=None)
+    export.handle(ports, message("app/v1/configmaps#1"))
+    assert fake.status(obj)["status"] == "Failed" and fake.reasons() == ["ScopeRefused"]
+    assert "list_page" not in fake.calls and stored_names(stores) == []
+
+
+def test_recorded_namespaces_outside_the_backup_refuse_the_cluster_part(
+    fake: k.FakeCluster, ports: Ports, stores: LocalStores, scratch_factory: ScratchFactory
+) -> None:
+    obj = applications(fake)
+    state = scratch_factory.backup(UID)
+    state.save_namespaces(["app", "other"])
+    state.add_pending(["_cluster"])
+
+    export.handle(ports, message("_cluster"))
+
+    assert fake.status(obj)["status"] == "Failed" and fake.reasons() == ["ScopeRefused"]
+    assert "['other']" in fake.status(obj)["reason"]
+    assert "get_cluster_object" not in fake.calls
+    assert stored_names(stores) == []
+
+
+def test_an_admin_backup_may_read_the_namespaces_its_selector_matches(
+    fake: k.FakeCluster, ports: Ports, stores: LocalStores, scratch_factory: ScratchFactory
+) -> None:
+    """In the admin namespace a namespaceSelector widens what the backup reads; the namespaces are
+    checked against the cluster, not taken from the scratch state."""
+    admin = ports.settings.admin_namespace
+    fake.put(k.location("loc", admin), k.namespace("team", labels={"team": "yes"}))
+    fake.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "team-cm", "namespace": "team"}})
+    obj = fake.put(
+        k.backup(
+            "b1",
+            admin,
+            stage="Applications",
+            status="Pending",
+            uid=UID,
+            backupLocation="loc",
+            namespaces=[],
+            namespaceSelector="team=yes",
+            resourceTypes=["configmaps"],
+        )
+    )
+    plan = Message(BACKUP, admin, "b1", UID, "Applications", "")
+    export.handle(ports, plan)
+    done = 0
+    while done < len(sent(ports).to(Queue.EXPORT.value)):
+        export.handle(ports, sent(ports).to(Queue.EXPORT.value)[done])
+        done += 1
+    assert fake.status(obj)["stage"] == "PostExecRule"
+    repository = stores.repository(admin, "loc")
+    ref = BackupRef(admin, "b1", UID)
+    assert [
+        o["metadata"]["name"] for o in repository.read_part(ref.resource_part("team/v1/configmaps#1"))
+    ] == ["team-cm"]
+
+
+def test_a_message_for_a_backup_not_in_applications_does_nothing(fake: k.FakeCluster, ports: Ports) -> None:
+    fake.put(k.backup("b1", stage="PostExecRule", status="Pending", uid=UID, backupLocation="loc"))
+    before = fake.find(BACKUP, "app", "b1")
+    for part in ("", f"{CONFIGMAPS}#1", "_cluster"):
+        export.handle(ports, message(part))
+    assert fake.find(BACKUP, "app", "b1") == before
+    assert sent(ports).sent == [] and fake.events == []
