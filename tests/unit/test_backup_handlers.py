@@ -5,6 +5,7 @@ the manifest and the log, Final); each with its re-delivered and stale messages.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,7 +66,7 @@ def put_db(fake: k.FakeCluster) -> None:
     )
 
 
-def initial(fake: k.FakeCluster, **spec: object) -> RawObject:
+def initial(fake: k.FakeCluster, **spec: Any) -> RawObject:
     return fake.put(k.backup("b1", stage="Initial", uid=UID, backupLocation="loc", **spec))
 
 
@@ -232,7 +233,7 @@ def test_a_volumes_message_without_a_part_hands_out_what_is_outstanding(
     assert fake.calls.count("list_claims") == planned
 
 
-def post_exec(fake: k.FakeCluster, ports: Ports, failed_volume: bool = False, **spec: object) -> RawObject:
+def post_exec(fake: k.FakeCluster, ports: Ports, failed_volume: bool = False, **spec: Any) -> RawObject:
     """A backup in PostExecRule whose export recorded two parts and whose two volumes have results."""
     volumes = [{"namespace": "app", "persistentVolumeClaim": c, "status": "InProgress"} for c in ("a", "b")]
     obj = fake.put(

@@ -5,6 +5,7 @@ move on to PostExecRule, and the refusal of scratch state that names what the ba
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,7 +57,7 @@ def sent(ports: Ports) -> FakeDispatch:
     return ports.dispatch
 
 
-def applications(fake: k.FakeCluster, **spec: object) -> RawObject:
+def applications(fake: k.FakeCluster, **spec: Any) -> RawObject:
     spec.setdefault("resourceTypes", ["configmaps"])
     return fake.put(
         k.backup("b1", stage="Applications", status="Pending", uid=UID, backupLocation="loc", **spec)
