@@ -60,7 +60,7 @@ def test_redis_refuses_clients_without_the_password(stack: StackEnv) -> None:
     anonymous = redis.Redis(host=host, port=port, socket_timeout=5)
     with pytest.raises(redis.exceptions.AuthenticationError):
         anonymous.ping()
-    # The attack: queue crafted work for the snapshot service and read the operations' scratch state.
+    # The attack: queue crafted work for the backup service and read the operations' scratch state.
     queue = Queue.SNAPSHOT.value
     before = authorised.llen(queue)
     with pytest.raises(redis.exceptions.AuthenticationError):
@@ -113,7 +113,7 @@ def test_services_work_with_the_password_and_never_log_it(
     assert status["resourceCount"] > 0
 
     logs = {path.name: path.read_text(errors="replace") for path in sorted(services.log_dir.glob("*.log"))}
-    assert {"watcher.log", "snapshot.log", "export.log"} <= set(logs), sorted(logs)
+    assert {"watcher.log", "backup.log", "resources.log"} <= set(logs), sorted(logs)
     leaked = sorted(name for name, text in logs.items() if password in text)
     assert not leaked, f"the Redis password is in {leaked}"
     assert password not in services.logs()
@@ -136,7 +136,7 @@ def test_a_refused_connection_is_logged_without_the_password(stack: StackEnv, tm
     worker.log_dir.mkdir()
     worker.start("backup", DAVIT_REDIS_URL=f"redis://:{tried}@{host}:{port}/0")
     try:
-        log = worker.log_dir / "snapshot.log"
+        log = worker.log_dir / "backup.log"
         refusal = wait_for(
             "the worker to log the refused connection",
             lambda: [
