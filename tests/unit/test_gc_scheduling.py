@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -74,6 +75,6 @@ def test_the_retention_service_routes_a_collect_message(monkeypatch: pytest.Monk
     handled: list[Message] = []
     monkeypatch.setattr(collection, "handle", lambda _rt, message: handled.append(message))
     message = collect_message(LOCATION, NOW, DAY)
-    rt: Any = None
+    rt: Any = SimpleNamespace(ports=None)  # the handler is given the Runtime's ports
     tasks.handle(rt, message)
     assert handled == [message]

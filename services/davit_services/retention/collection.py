@@ -18,29 +18,36 @@ from davit.constants import Kind
 from davit.format.repository import FormatError
 from davit.kube import events
 from davit.operations.messages import Message
-from davit.operations.runtime import LocationUnavailable, Runtime
+from davit.operations.ports import Cluster, Ports
+from davit.operations.runtime import LocationUnavailable
 from davit.repo import GcError, GcReport, collect
 from davit.storage.base import StorageError
 
 log = structlog.get_logger(__name__)
 
 
-def handle(rt: Runtime, message: Message) -> None:
-    location = rt.ops.current(Kind.BACKUP_LOCATION, message.namespace, message.name, message.uid)
+def handle(ports: Ports, message: Message) -> None:
+    location = ports.cluster.current(Kind.BACKUP_LOCATION, message.namespace, message.name, message.uid)
     if location is None:
         return
     if (location.get("status") or {}).get("phase") != "Available":
         log.info("gc.skipped", why="the location is not Available")
         return
-    grace = rt.settings.gc_grace_seconds
+    grace = ports.settings.gc_grace_seconds
     try:
-        repository = rt.repository(message.namespace, message.name)
+        repository = ports.stores.repository(message.namespace, message.name)
         report = collect(repository.store, repository.sealer, grace_seconds=grace)
     except (LocationUnavailable, StorageError, FormatError, GcError) as exc:
         # Not retried: the next period's run starts over, and whatever this one did stands.
         reason = exc.reason if isinstance(exc, LocationUnavailable) else str(exc)
         log.warning("gc.failed", reason=reason)
-        _event(rt, location, "Warning", "CollectionFailed", f"garbage collection stopped: {reason}"[:1000])
+        _event(
+            ports.cluster,
+            location,
+            "Warning",
+            "CollectionFailed",
+            f"garbage collection stopped: {reason}"[:1000],
+        )
         return
     log.info("gc.done", **_summary(report))
     for warning in report.warnings:
@@ -50,7 +57,7 @@ def handle(rt: Runtime, message: Message) -> None:
             f"freed {report.freed_bytes} bytes in {report.deleted} object(s); "
             f"{report.waiting} unused object(s) kept for the grace period"
         )
-        _event(rt, location, "Normal", "Collected", note)
+        _event(ports.cluster, location, "Normal", "Collected", note)
 
 
 def _summary(report: GcReport) -> dict[str, Any]:
@@ -65,6 +72,6 @@ def _summary(report: GcReport) -> dict[str, Any]:
     }
 
 
-def _event(rt: Runtime, location: RawObject, kind: events.EventType, reason: str, message: str) -> None:
+def _event(cluster: Cluster, location: RawObject, kind: events.EventType, reason: str, message: str) -> None:
     location = {"apiVersion": constants.API_GROUP_VERSION, "kind": Kind.BACKUP_LOCATION.value, **location}
-    events.record(rt.api, location, kind, reason, message, constants.COMPONENT_WORKER)
+    cluster.record_event(location, kind, reason, message, constants.COMPONENT_WORKER)

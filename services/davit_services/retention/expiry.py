@@ -16,20 +16,19 @@ from davit.api.objects import RawObject
 from davit.api.types import PolicySpec, Status
 from davit.backup import schedules
 from davit.constants import Kind
-from davit.kube import events
 from davit.kube.client import ApiException
 from davit.operations.messages import Message
-from davit.operations.runtime import Runtime
+from davit.operations.ports import Cluster, Ports
 from davit.retention import deletions, expiry, rules
 
 log = structlog.get_logger(__name__)
 POLICY_TYPE_LABEL = f"{constants.ANNOTATION_PREFIX}policy-type"
 
 
-def _delete(rt: Runtime, backup: RawObject) -> bool:
+def _delete(cluster: Cluster, backup: RawObject) -> bool:
     meta = backup["metadata"]
     try:
-        rt.ops.delete(Kind.APPLICATION_BACKUP, meta["namespace"], meta["name"], uid=meta["uid"])
+        cluster.delete(Kind.APPLICATION_BACKUP, meta["namespace"], meta["name"], uid=meta["uid"])
     except ApiException as exc:
         if exc.status in (404, 409):  # gone already, or replaced by another backup of that name
             return False
@@ -37,34 +36,37 @@ def _delete(rt: Runtime, backup: RawObject) -> bool:
     return True
 
 
-def expire(rt: Runtime, message: Message) -> None:
+def expire(ports: Ports, message: Message) -> None:
     """An ad-hoc backup's ttl passed (the watcher's resync noticed): delete it, if that is still so."""
-    backup = rt.ops.current(Kind.APPLICATION_BACKUP, message.namespace, message.name, message.uid)
+    backup = ports.cluster.current(Kind.APPLICATION_BACKUP, message.namespace, message.name, message.uid)
     if backup is None or backup["metadata"].get("deletionTimestamp"):
         return
     if not expiry.ttl_expired(backup, timeutil.utcnow()):
         return
-    if _delete(rt, backup):
+    if _delete(ports.cluster, backup):
         ttl = backup["spec"]["ttl"]
         policy = backup["spec"].get("reclaimPolicy") or "Delete"
         note = f"ttl {ttl} passed since it finished: deleted (reclaimPolicy {policy})"
-        events.record(rt.api, backup, "Normal", "Expired", note, constants.COMPONENT_WORKER)
-        deletions.record(rt.redis, message.namespace, deletions.TTL)
+        ports.cluster.record_event(backup, "Normal", "Expired", note, constants.COMPONENT_WORKER)
+        ports.scratch.deletions().record(message.namespace, deletions.TTL)
         log.info("backup.expired", ttl=ttl)
 
 
-def apply_schedule_retention(rt: Runtime, message: Message) -> None:
+def apply_schedule_retention(ports: Ports, message: Message) -> None:
     """Apply a schedule's retention to its backups, per policy type (``davit.retention.rules``)."""
-    schedule = rt.ops.current(Kind.APPLICATION_BACKUP_SCHEDULE, message.namespace, message.name, message.uid)
+    cluster = ports.cluster
+    schedule = cluster.current(Kind.APPLICATION_BACKUP_SCHEDULE, message.namespace, message.name, message.uid)
     if schedule is None:
         return
     policy_name = (schedule.get("spec") or {}).get("schedulePolicyName", "")
-    policy = rt.ops.get_as_is(Kind.SCHEDULE_POLICY, "", policy_name)
+    policy = cluster.get_as_is(Kind.SCHEDULE_POLICY, "", policy_name)
     if policy is None:
         return  # without its policy nothing says what to keep: keep everything
     # The same value the watcher labelled the backups with: a long name is shortened with a hash.
     selector = labels.selector(constants.SCHEDULE_LABEL, message.name)
-    backups = rt.ops.list_all(Kind.APPLICATION_BACKUP, message.namespace, label_selector=selector, sort=False)
+    backups = cluster.list_all(
+        Kind.APPLICATION_BACKUP, message.namespace, label_selector=selector, sort=False
+    )
     live = [b for b in backups if not b["metadata"].get("deletionTimestamp")]
     by_name = {b["metadata"]["name"]: b for b in live}
     try:
@@ -79,10 +81,10 @@ def apply_schedule_retention(rt: Runtime, message: Message) -> None:
         log.warning("schedule.retention_skipped", error=str(exc))
         return
     for deletion in deletions_due:
-        if _delete(rt, by_name[deletion.name]):
+        if _delete(cluster, by_name[deletion.name]):
             note = f"deleted {deletion.name}: {deletion.reason}"
-            events.record(rt.api, schedule, "Normal", "RetentionDeleted", note, constants.COMPONENT_WORKER)
-            deletions.record(rt.redis, message.namespace, reason_code(deletion.reason))
+            cluster.record_event(schedule, "Normal", "RetentionDeleted", note, constants.COMPONENT_WORKER)
+            ports.scratch.deletions().record(message.namespace, reason_code(deletion.reason))
             log.info("schedule.retention_deleted", backup=deletion.name, reason=deletion.reason)
 
 

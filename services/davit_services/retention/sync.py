@@ -23,7 +23,8 @@ from davit.format.sealing import CorruptObject
 from davit.kube import events
 from davit.kube.client import ApiException
 from davit.operations.messages import Message
-from davit.operations.runtime import LocationUnavailable, Runtime
+from davit.operations.ports import Cluster, Ports
+from davit.operations.runtime import LocationUnavailable
 from davit.retention import location_sync
 from davit.retention.location_sync import SyncPlan
 from davit.storage.base import StorageError
@@ -33,8 +34,9 @@ log = structlog.get_logger(__name__)
 _NAMES_IN_EVENT = 10
 
 
-def handle(rt: Runtime, message: Message) -> None:
-    location = rt.ops.current(Kind.BACKUP_LOCATION, message.namespace, message.name, message.uid)
+def handle(ports: Ports, message: Message) -> None:
+    cluster = ports.cluster
+    location = cluster.current(Kind.BACKUP_LOCATION, message.namespace, message.name, message.uid)
     if location is None:
         return
     if not (location.get("location") or {}).get("sync"):
@@ -42,21 +44,21 @@ def handle(rt: Runtime, message: Message) -> None:
         return
     meta = location["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    admin = rt.settings.admin_namespace
+    admin = ports.settings.admin_namespace
     try:
-        repository = rt.repository(namespace, name)
+        repository = ports.stores.repository(namespace, name)
         present = list(repository.list_backups(location_sync.scope(namespace, admin)))
     except (LocationUnavailable, StorageError, FormatError) as exc:
         # Nothing is removed when the location cannot be listed: an outage must not look like an
         # empty location. The next periodic sync tries again.
         reason = exc.reason if isinstance(exc, LocationUnavailable) else str(exc)
         log.warning("sync.unavailable", reason=reason)
-        _event(rt, location, "Warning", "SyncFailed", f"cannot list the location: {reason}")
+        _event(cluster, location, "Warning", "SyncFailed", f"cannot list the location: {reason}")
         return
-    plan = location_sync.plan(namespace, name, admin, present, _backups(rt, namespace, admin))
-    failures = _apply(rt, location, repository, plan)
+    plan = location_sync.plan(namespace, name, admin, present, _backups(cluster, namespace, admin))
+    failures = _apply(cluster, location, repository, plan)
     try:
-        rt.ops.patch_status(
+        cluster.patch_status(
             Kind.BACKUP_LOCATION, location, {"lastSynced": timeutil.format_time(timeutil.utcnow())}
         )
     except ApiException as exc:
@@ -68,23 +70,25 @@ def handle(rt: Runtime, message: Message) -> None:
         completed=len(plan.complete), removed=len(plan.delete), conflicts=len(plan.conflicts),
         failed=len(failures),
     )  # fmt: skip
-    _report(rt, location, plan, failures)
+    _report(cluster, location, plan, failures)
 
 
-def _backups(rt: Runtime, namespace: str, admin_namespace: str) -> list[RawObject]:
+def _backups(cluster: Cluster, namespace: str, admin_namespace: str) -> list[RawObject]:
     """The ApplicationBackups the plan needs to see: the namespace's, or every one for the admin
     namespace (whose imports come from every namespace)."""
     scope = None if location_sync.scope(namespace, admin_namespace) is None else namespace
-    return rt.ops.list_all(Kind.APPLICATION_BACKUP, scope, sort=False)
+    return cluster.list_all(Kind.APPLICATION_BACKUP, scope, sort=False)
 
 
-def _apply(rt: Runtime, location: RawObject, repository: BackupRepository, plan: SyncPlan) -> dict[str, str]:
+def _apply(
+    cluster: Cluster, location: RawObject, repository: BackupRepository, plan: SyncPlan
+) -> dict[str, str]:
     """Carry out ``plan``: removals first (they may free a name an import needs), then imports, then
     the statuses of imports an interrupted sync left without one. Returns {import name: why it failed}."""
     meta = location["metadata"]
     for removal in plan.delete:
         try:
-            rt.ops.delete(Kind.APPLICATION_BACKUP, meta["namespace"], removal.name, uid=removal.uid)
+            cluster.delete(Kind.APPLICATION_BACKUP, meta["namespace"], removal.name, uid=removal.uid)
         except ApiException as exc:
             if exc.status not in (404, 409):  # gone already, or replaced by another object
                 raise
@@ -96,7 +100,7 @@ def _apply(rt: Runtime, location: RawObject, repository: BackupRepository, plan:
             continue
         body, status = prepared
         try:
-            created = rt.ops.create(Kind.APPLICATION_BACKUP, meta["namespace"], body)
+            created = cluster.create(Kind.APPLICATION_BACKUP, meta["namespace"], body)
         except ApiException as exc:
             if exc.status in (400, 422):
                 # The manifest's spec is not one the API server takes: this backup is skipped, the
@@ -111,13 +115,13 @@ def _apply(rt: Runtime, location: RawObject, repository: BackupRepository, plan:
             continue
         # A status subresource ignores status on create: it is written right after. A crash in between
         # leaves an import without status, which the watcher leaves alone and the next sync completes.
-        _write_status(rt, created, status, failures, item.name)
+        _write_status(cluster, created, status, failures, item.name)
         log.info("sync.imported", backup=item.name, source=location_sync.format_source(item.source))
     for item in plan.complete:
         prepared = _prepare(meta, repository, item, failures)
-        obj = rt.ops.get(Kind.APPLICATION_BACKUP, meta["namespace"], item.name)
+        obj = cluster.get(Kind.APPLICATION_BACKUP, meta["namespace"], item.name)
         if prepared is not None and obj is not None:
-            _write_status(rt, obj, prepared[1], failures, item.name)
+            _write_status(cluster, obj, prepared[1], failures, item.name)
     return failures
 
 
@@ -156,10 +160,10 @@ def _manifest(
 
 
 def _write_status(
-    rt: Runtime, obj: RawObject, status: RawObject, failures: dict[str, str], name: str
+    cluster: Cluster, obj: RawObject, status: RawObject, failures: dict[str, str], name: str
 ) -> None:
     try:
-        rt.ops.patch_status(Kind.APPLICATION_BACKUP, obj, status)
+        cluster.patch_status(Kind.APPLICATION_BACKUP, obj, status)
     except ApiException as exc:
         if exc.status not in (400, 422):
             raise
@@ -174,14 +178,14 @@ def _api_reason(exc: ApiException) -> str:
     return message[:300]
 
 
-def _report(rt: Runtime, location: RawObject, plan: SyncPlan, failures: dict[str, str]) -> None:
+def _report(cluster: Cluster, location: RawObject, plan: SyncPlan, failures: dict[str, str]) -> None:
     imported = [i.name for i in plan.create if i.name not in failures]
     if imported or plan.delete:
         removed = [r.name for r in plan.delete]
         note = (
             f"imported {len(imported)} backup(s){_names(imported)}; removed {len(removed)}{_names(removed)}"
         )
-        _event(rt, location, "Normal", "Synced", note)
+        _event(cluster, location, "Normal", "Synced", note)
     problems = [
         f"{c.name} ({location_sync.format_source(c.source)}): taken by {c.holder}" for c in plan.conflicts
     ]
@@ -189,7 +193,7 @@ def _report(rt: Runtime, location: RawObject, plan: SyncPlan, failures: dict[str
     if problems:
         shown = "; ".join(problems[:_NAMES_IN_EVENT])
         more = f"; and {len(problems) - _NAMES_IN_EVENT} more" if len(problems) > _NAMES_IN_EVENT else ""
-        _event(rt, location, "Warning", "ImportSkipped", f"not imported: {shown}{more}")
+        _event(cluster, location, "Warning", "ImportSkipped", f"not imported: {shown}{more}")
         for problem in problems:
             log.warning("sync.not_imported", problem=problem)
 
@@ -201,6 +205,6 @@ def _names(names: list[str]) -> str:
     return f" ({', '.join(names[:_NAMES_IN_EVENT])}{more})"
 
 
-def _event(rt: Runtime, location: RawObject, kind: events.EventType, reason: str, message: str) -> None:
+def _event(cluster: Cluster, location: RawObject, kind: events.EventType, reason: str, message: str) -> None:
     location = {"apiVersion": constants.API_GROUP_VERSION, "kind": Kind.BACKUP_LOCATION.value, **location}
-    events.record(rt.api, location, kind, reason, message, constants.COMPONENT_WORKER)
+    cluster.record_event(location, kind, reason, message, constants.COMPONENT_WORKER)

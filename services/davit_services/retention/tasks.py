@@ -14,16 +14,18 @@ app = queueing.create_app(Settings.from_env().redis_url, f"davit-{SERVICE}")
 
 
 def handle(rt: Runtime, message: Message) -> None:
+    """The edge: the handlers get the Runtime's narrow interfaces, never the Runtime."""
+    ports = rt.ports
     if message.kind == Kind.APPLICATION_BACKUP and message.stage == RetentionAction.DELETE:
-        deletion.handle(rt, message)
+        deletion.handle(ports, message)
     elif message.kind == Kind.APPLICATION_BACKUP and message.stage == RetentionAction.EXPIRE:
-        expiry.expire(rt, message)
+        expiry.expire(ports, message)
     elif message.kind == Kind.APPLICATION_BACKUP_SCHEDULE and message.stage == RetentionAction.RETAIN:
-        expiry.apply_schedule_retention(rt, message)
+        expiry.apply_schedule_retention(ports, message)
     elif message.kind == Kind.BACKUP_LOCATION and message.stage == RetentionAction.SYNC:
-        sync.handle(rt, message)
+        sync.handle(ports, message)
     elif message.kind == Kind.BACKUP_LOCATION and message.stage == RetentionAction.COLLECT:
-        collection.handle(rt, message)
+        collection.handle(ports, message)
 
 
 run_stage = workers.register(app, Queue.RETENTION, SERVICE, handle)
