@@ -4,6 +4,8 @@ the manifest and the log, Final); each with its re-delivered and stale messages.
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from davit.format.layout import BackupRef
 from davit.operations.messages import Message
 from davit.operations.ports import Ports
 from davit.settings import Settings
+from davit.volumes import backup_stage
 from davit_services.backup import backup
 from tests.fakes import cluster as k
 from tests.fakes.dispatch import FakeDispatch
@@ -322,3 +325,33 @@ def test_a_message_for_a_stage_the_backup_has_left_does_nothing(fake: k.FakeClus
     backup.handle(ports, Message(BACKUP, "app", "b1", "another-uid", "Applications"))
     assert fake.find(BACKUP, "app", "b1") == before and fake.status(obj)["stage"] == "Applications"
     assert sent(ports).sent == [] and fake.events == []
+
+
+def test_a_background_pre_exec_action_holds_until_the_volumes_are_read_then_this_task_moves_on(
+    fake: k.FakeCluster, ports: Ports, scratch_factory: ScratchFactory
+) -> None:
+    """A background action holds (a read lock) while the node agents read the volumes: the snapshot task
+    waits for them, releases the action and advances itself; the last node agent does not."""
+    put_db(fake)
+    action = {"type": "command", "value": "lock tables; ${WAIT_CMD}", "background": True}
+    lock = [{"podSelector": {"app": "db"}, "container": "db", "actions": [action]}]
+    fake.put(k.rule("lock", rules=lock))
+    obj = initial(fake, preExecRule="lock")
+    state = scratch_factory.backup(UID)
+
+    def node_agent() -> None:  # finishes the volume once it has been handed out
+        deadline = time.monotonic() + 20
+        while not sent(ports).to(node_queue("node-1")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        backup_stage.finish_part(ports, message("Volumes", "volume:app/data"), state)
+
+    agent = threading.Thread(target=node_agent)
+    agent.start()
+    backup.handle(ports, message("Initial"))
+    agent.join()
+
+    status = fake.status(obj)
+    assert status["stage"] == "Applications"
+    assert len(sent(ports).to(Queue.EXPORT.value)) == 1
+    assert [h.stopped or not h.alive() for h in fake.exec.handles] == [True]  # released
+    assert fake.reasons() == ["StageChanged"] * 3  # PreExecRule, Volumes, Applications
