@@ -3,14 +3,17 @@
 PersistentVolume's path below ``tmp_path``, derived from the fake API server's claim, volume and pod).
 
 Covered: the files written and the marker left last, the volume recorded and the restore service asked to
-finish; a message delivered again while another task holds the volume's lease, or after the volume was
-done, or before its target is known, or for a stage the restore has left; a failure (the location, the
-status write) and the run that follows; a conflict on the status write; a directory or a tree the API and
-the backup's manifest do not give refused."""
+finish; a message delivered again while another task holds the volume's lease (dropped while the holder
+lives, taken over when it died), or after the volume was done, or before its target is known, or for a
+stage the restore has left; a failure (the location, the status write) and the run that follows; a
+conflict on the status write; a directory or a tree the API and the backup's manifest do not give
+refused."""
 
 from __future__ import annotations
 
 import os
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,7 @@ from davit.restore.init_container import MARKER_DIR, is_restored
 from davit.settings import Settings
 from davit.volumes import restore_stage
 from davit.volumes.claims import VolumePlan, restore_target
-from davit_services.uploader import restorer
+from davit_services.uploader import leases, restorer
 from tests.fakes import cluster as k
 from tests.fakes.dispatch import FakeDispatch
 from tests.fakes.scratch import ScratchFactory
@@ -176,19 +179,63 @@ def test_a_redelivered_message_for_a_volume_already_done_does_nothing(fx: Fixtur
     assert len(fx.dispatch.sent) == sent and len(fx.stores.opened) == opened
 
 
-def test_the_same_message_while_another_task_holds_the_lease_is_dropped(fx: Fixture) -> None:
-    assert fx.state.take_lease(PART, "the-first-task", 30)
+@pytest.fixture
+def short_wait(monkeypatch: pytest.MonkeyPatch) -> float:
+    """The wait for another task's lease, in tenths of a second rather than half a minute."""
+    monkeypatch.setattr(leases, "TAKEOVER_SECONDS", 0.5)
+    monkeypatch.setattr(leases, "POLL_SECONDS", 0.02)
+    return 0.5
 
+
+def test_the_same_message_while_another_task_holds_the_lease_is_dropped(
+    fx: Fixture, short_wait: float
+) -> None:
+    assert fx.state.take_lease(PART, "the-first-task", 30)  # alive: its lease outlasts the wait
+
+    started = time.monotonic()
     fx.handle()
 
+    assert time.monotonic() - started >= short_wait
     assert fx.written() == {} and not is_restored(fx.target, fx.uid)
     assert fx.state.pending(group=GROUP) == [PART]
     assert fx.stores.opened == [] and fx.dispatch.sent == []
     assert "patch_status" not in fx.cluster.calls
-    # Once the first task let go of it (or its lease expired), a re-delivery restores the volume.
+    # Once the first task let go of it, a re-delivery restores the volume.
     fx.state.release_lease(PART, "the-first-task")
     fx.handle()
     assert fx.written() == FILES and fx.volume_status()["status"] == "Successful"
+
+
+def test_a_message_delivered_again_after_its_task_died_restores_the_volume(
+    fx: Fixture, short_wait: float
+) -> None:
+    # The task holding the lease died: it stops renewing, and its lease expires within the wait.
+    assert fx.state.take_lease(PART, "a-task-that-died", 0.2)
+
+    fx.handle()
+
+    assert fx.written() == FILES and is_restored(fx.target, fx.uid)
+    assert fx.volume_status()["status"] == "Successful"
+    assert fx.state.pending(group=GROUP) == [] and len(fx.finish_messages()) == 1
+
+
+def test_a_message_waiting_for_a_task_that_then_finishes_the_volume_does_nothing(
+    fx: Fixture, short_wait: float
+) -> None:
+    assert fx.state.take_lease(PART, "the-first-task", 30)
+
+    def first_task_finishes() -> None:
+        time.sleep(0.1)
+        fx.state.finish(PART, group=GROUP)
+        fx.state.release_lease(PART, "the-first-task")
+
+    first = threading.Thread(target=first_task_finishes)
+    first.start()
+    fx.handle()
+    first.join(5)
+
+    assert fx.written() == {} and fx.stores.opened == []
+    assert "patch_status" not in fx.cluster.calls
 
 
 def test_a_task_finding_the_volume_done_once_it_holds_the_lease_does_nothing(

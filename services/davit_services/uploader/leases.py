@@ -18,6 +18,7 @@ part free; the new task's writer then loads the index and stores only what the d
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,17 +35,31 @@ LEASE_SECONDS = 30.0
 RENEW_SECONDS = 5.0
 
 
+#: How long a task that may be the only one left for its part waits for another task's lease: long
+#: enough for the lease of a holder that died to expire, so a holder still there after it is alive.
+TAKEOVER_SECONDS = LEASE_SECONDS + RENEW_SECONDS
+#: How often a waiting task tries the lease again.
+POLL_SECONDS = 1.0
+
+
 @contextmanager
 def held(
-    state: OperationState, part: str, seconds: float = LEASE_SECONDS, renew_every: float = RENEW_SECONDS
+    state: OperationState,
+    part: str,
+    seconds: float = LEASE_SECONDS,
+    renew_every: float = RENEW_SECONDS,
+    wait: float = 0.0,
 ) -> Iterator[bool]:
     """Hold the lease of ``part`` for the block, renewed in the background: yields True, or False (and
-    holds nothing) when another task holds it."""
+    holds nothing) when another task holds it, still after ``wait`` seconds of trying again."""
     owner = uuid.uuid4().hex
-    if not state.take_lease(part, owner, seconds):
-        log.info("volume.busy", part=part)
-        yield False
-        return
+    deadline = time.monotonic() + wait
+    while not state.take_lease(part, owner, seconds):
+        if time.monotonic() >= deadline:
+            log.info("volume.busy", part=part)
+            yield False
+            return
+        time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
     stop = threading.Event()
 
     def keep() -> None:

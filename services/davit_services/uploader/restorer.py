@@ -11,8 +11,11 @@ restore's init container waits for (``davit.restore.init_container``). Any error
 with its reason, never the task.
 
 One task at a time writes a volume: it holds the volume's lease in the restore's scratch state
-(``davit_services.uploader.leases``) while it writes, and a message for a volume whose lease another task
-holds (the same message delivered again) is dropped, as is one for a volume no longer outstanding.
+(``davit_services.uploader.leases``) while it writes. A message for a volume whose lease another task
+holds (the same message delivered again) waits up to ``leases.TAKEOVER_SECONDS`` for it: nothing sends a
+handed-out volume's message again, so when the holder died (its lease expires) this task writes the volume;
+when the holder finished, the volume is no longer outstanding and the message is dropped, as it is when
+the holder is still at work after the wait.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ def handle(ports: Ports, message: Message) -> None:
     if not state.is_pending(message.part, group=restore_stage.GROUP):
         return
     # One task at a time per volume (a re-delivered message would write the same files alongside).
-    with leases.held(state, message.part) as mine:
+    with leases.held(state, message.part, wait=leases.TAKEOVER_SECONDS) as mine:
         # The holder of an earlier lease may have finished the volume meanwhile.
         if mine and state.is_pending(message.part, group=restore_stage.GROUP):
             _restore_volume(ports, obj, state, message)
