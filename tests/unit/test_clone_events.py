@@ -68,7 +68,6 @@ class FakeOps:
             raise ApiException(status=409, reason="Conflict")
         return self.put(kind, {**stored, "status": {**(stored.get("status") or {}), **status}})
 
-
     def record_event(self, *args: Any, **kwargs: Any) -> None:
         """Events are not looked at here."""
 
