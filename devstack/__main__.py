@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         state = stack.up(clusters=args.clusters, with_services=not args.no_services)
         print(f"stack up in {time.monotonic() - started:.1f}s: {len(state.clusters)} cluster(s)")
+        if stack.restarted:
+            print(f"  restarted (had died; the rest kept running): {', '.join(stack.restarted)}")
         print(f"  env:        {stack.env_path()}  (source it: set -a; . {stack.env_path()}; set +a)")
         for c in state.clusters:
             print(f"  kubeconfig: {stack.kubeconfig_path(c.name)}")

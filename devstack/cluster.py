@@ -106,18 +106,45 @@ class Cluster:
 
     # --- processes ---------------------------------------------------------------------------------
 
+    #: The control plane's processes, in the order they start (each needs the ones before it).
+    COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
     def start(self) -> None:
-        self._start_etcd()
+        self._start_etcd(fresh=True)
         self._start_apiserver()
         self._start_controller_manager()
         self._start_scheduler()
 
-    def _start_etcd(self) -> None:
+    def restart(self, component: str) -> None:
+        """Start one dead component again, as the kubelet restarts a static pod: etcd on the data it
+        had, so every object survives; the others with the arguments they were started with."""
+        starters = {
+            "etcd": lambda: self._start_etcd(fresh=False),
+            "kube-apiserver": self._start_apiserver,
+            "kube-controller-manager": self._start_controller_manager,
+            "kube-scheduler": self._start_scheduler,
+        }
+        starters[component]()
+
+    def etcd_data_dir(self) -> Path:
+        """Where this cluster's etcd keeps its data: the directory recorded when it was first started."""
+        marker = self.dir / "etcd-data-dir"
+        if marker.exists():
+            return Path(marker.read_text().strip())
         # etcd 3.4 has no switch to skip fsync; tmpfs gives the same speed for a throwaway dev cluster.
         shm = Path("/dev/shm")
         base = shm if shm.is_dir() and os.access(shm, os.W_OK) else self.dir
-        data = base / f"davit-etcd-{self.config.name}-{self.config.etcd_port}"
-        shutil.rmtree(data, ignore_errors=True)
+        return base / f"davit-etcd-{self.config.name}-{self.config.etcd_port}"
+
+    def _start_etcd(self, fresh: bool) -> None:
+        if fresh:
+            self.wipe_etcd_data()
+        # A restart finds its data where the first start left it (tmpfs outlives the process, not a
+        # reboot: after one, etcd starts empty and ``up`` applies the CRDs again).
+        data = self.etcd_data_dir()
+        if fresh:
+            shutil.rmtree(data, ignore_errors=True)  # left by a stack that was never brought down
+        self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "etcd-data-dir").write_text(str(data))
         client = f"http://127.0.0.1:{self.config.etcd_port}"
         peer = f"http://127.0.0.1:{self.config.etcd_peer_port}"

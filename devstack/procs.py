@@ -102,6 +102,22 @@ class ProcessTable:
             _terminate(record, timeout)
         (self.pid_dir / f"{name}.pid").unlink(missing_ok=True)
 
+    def kill(self, name: str, timeout: float = 15.0) -> Recorded:
+        """SIGKILL the recorded process itself, as a crash or the OOM killer ends one, and wait until it
+        is gone. Its pid file stays: the stack sees it dead, and ``up`` starts it again."""
+        record = self.get(name)
+        if record is None or not record.alive():
+            raise ProcessLookupError(f"{name} is not running")
+        os.kill(record.pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while record.alive():
+            _reap(record.pid)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} (pid {record.pid}) outlived SIGKILL for {timeout:.0f}s")
+            time.sleep(0.02)
+        _reap(record.pid)
+        return record
+
     def stop_all(self, timeout: float = 15.0) -> list[str]:
         """Stop every recorded process, newest first; returns the names stopped."""
         records = self.all()

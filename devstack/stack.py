@@ -9,6 +9,7 @@ import shlex
 import shutil
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,9 @@ class StackState:
     #: Each cluster's exporter serves /metrics on its own port. Empty in a state file written before the
     #: exporter existed: such a stack lacks the exporter process, so the next ``up`` starts afresh.
     metrics_ports: dict[str, int] = field(default_factory=dict)
+    #: ``DAVIT_*`` settings every Davit service of this stack gets (``up(service_settings=...)``), kept
+    #: so that a service restarted later runs as it did before.
+    service_settings: dict[str, str] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -60,6 +64,7 @@ class StackState:
             redis_ports={k: int(v) for k, v in data["redis_ports"].items()},
             with_services=bool(data["with_services"]),
             metrics_ports={k: int(v) for k, v in data.get("metrics_ports", {}).items()},
+            service_settings={k: str(v) for k, v in data.get("service_settings", {}).items()},
         )
 
 
@@ -68,6 +73,8 @@ class Stack:
         self.dir = state_dir.resolve()
         self.procs = ProcessTable(self.dir)
         self.state_file = self.dir / "state.json"
+        #: What the last ``up`` started again in a stack that was already there.
+        self.restarted: list[str] = []
 
     # --- paths and files ---------------------------------------------------------------------------
 
@@ -100,40 +107,65 @@ class Stack:
                 names += [f"{c.name}-uploader-{node}" for node in node_names(c.name)]
         return names
 
-    def running(self) -> StackState | None:
-        """The recorded state, if every process it needs is alive."""
+    def recorded(self) -> StackState | None:
+        """The state of the stack ``up`` started here, alive or not (None: nothing to keep)."""
         if not self.state_file.exists():
             return None
         if not self.redis_password_path().exists():
             return None  # a stack whose Redis was started without a password: start afresh
         state = StackState.load(self.state_file)
+        if not state.metrics_ports and state.with_services:
+            return None  # written before the exporter existed: start afresh
+        return state
+
+    def dead(self, state: StackState) -> list[str]:
+        """The processes ``state`` needs that are not running, in the order they start."""
+        dead = []
         for name in self.expected_processes(state):
             record = self.procs.get(name)
             if record is None or not record.alive():
-                return None
+                dead.append(name)
+        return dead
+
+    def running(self) -> StackState | None:
+        """The recorded state, if every process it needs is alive."""
+        state = self.recorded()
+        if state is None or self.dead(state):
+            return None
         return state
 
     # --- up / down ---------------------------------------------------------------------------------
 
-    def up(self, clusters: int = 1, with_services: bool = True) -> StackState:
-        current = self.running()
+    def up(
+        self,
+        clusters: int = 1,
+        with_services: bool = True,
+        service_settings: Mapping[str, str] | None = None,
+    ) -> StackState:
+        """Start the stack, or keep the one running here: a recorded stack of the same shape only has
+        what died started again (``revive``), the way Kubernetes restarts a pod, never torn down with
+        its objects. ``service_settings`` (``DAVIT_*`` variables) apply to every Davit service; a running
+        stack given other ones restarts its services only."""
+        self.restarted = []
+        current = self.recorded()
         if (
             current is not None
-            and len(current.clusters) == clusters
             and current.with_services == with_services
+            and clusters >= len(current.clusters)
         ):
+            if service_settings is not None and dict(service_settings) != current.service_settings:
+                current.service_settings = dict(service_settings)
+                current.save(self.state_file)
+                self._stop_services(current)
+            self.restarted = self.revive(current)
+            if clusters > len(current.clusters):
+                # More clusters on the same stores: the running ones keep running (and their objects).
+                return self._add_clusters(current, clusters)
             # Re-applying the CRDs is cheap and keeps a long-running stack in step with the code.
             for config in current.clusters:
                 self.apply_crds(Cluster(config, self.dir, self.procs), self.kubeconfig_path(config.name))
             self.write_env(current)
             return current
-        if (
-            current is not None
-            and current.with_services == with_services
-            and clusters > len(current.clusters)
-        ):
-            # More clusters on the same stores: the running ones keep running (and their objects).
-            return self._add_clusters(current, clusters)
         self.down()
         self.dir.mkdir(parents=True, exist_ok=True)
         # One random password per stack, generated afresh by each start: REDIS_URL in the env file carries it.
@@ -143,6 +175,7 @@ class Stack:
             stores=stores.StoresConfig.new(),
             redis_ports={},
             with_services=with_services,
+            service_settings=dict(service_settings or {}),
         )
         from devstack.net import free_port
 
@@ -199,21 +232,79 @@ class Stack:
         self.apply_crds(cluster, kubeconfig)
         self._start_kubelet(config.name, kubeconfig)
         if state.with_services:
-            env = self.service_env(config.name, kubeconfig, redis_port, state.metrics_ports[config.name])
-            for service, module in SERVICES:
-                self.procs.start(f"{config.name}-{service}", [sys.executable, "-m", module], env=env)
-            # One node agent per dev node, as the DaemonSet would run them.
-            for node in node_names(config.name):
-                self.procs.start(
-                    f"{config.name}-uploader-{node}",
-                    [sys.executable, "-m", "davit_services.uploader"],
-                    env={
-                        **env,
-                        "DAVIT_NODE_NAME": node,
-                        "DAVIT_KUBELET_ROOT": str(self.kubelet_root(config.name)),
-                        "DAVIT_IDENTITY": f"dev-{config.name}-{node}",
-                    },
+            for name in self.service_processes(config.name):
+                self.start_service(state, name)
+
+    def service_processes(self, cluster: str) -> list[str]:
+        """The Davit services' process names of one cluster: one per service, one node agent per dev
+        node (as the DaemonSet would run them)."""
+        names = [f"{cluster}-{service}" for service, _ in SERVICES]
+        return names + [f"{cluster}-uploader-{node}" for node in node_names(cluster)]
+
+    def start_service(self, state: StackState, name: str) -> None:
+        """Start the Davit service process ``name`` (``a-backup``, ``a-uploader-<node>``)."""
+        cluster, _, service = name.partition("-")
+        env = self.service_env(
+            cluster, self.kubeconfig_path(cluster), state.redis_ports[cluster], state.metrics_ports[cluster]
+        )
+        env.update(state.service_settings)
+        if service.startswith("uploader-"):
+            node = service.removeprefix("uploader-")
+            env.update(
+                DAVIT_NODE_NAME=node,
+                DAVIT_KUBELET_ROOT=str(self.kubelet_root(cluster)),
+                DAVIT_IDENTITY=f"dev-{cluster}-{node}",
+            )
+            module = "davit_services.uploader"
+        else:
+            module = dict(SERVICES)[service]
+        self.procs.start(name, [sys.executable, "-m", module], env=env)
+
+    def _stop_services(self, state: StackState) -> None:
+        for config in state.clusters:
+            for name in self.service_processes(config.name):
+                self.procs.stop(name)
+
+    def revive(self, state: StackState) -> list[str]:
+        """Start again exactly the processes of ``state`` that died, in dependency order, and nothing
+        else: etcd on its existing data (every object kept), the API server and the controllers with
+        their arguments, Redis with its password, a dead service with the settings it had. Returns the
+        names started. Only the S3 emulator cannot keep what it held (moto keeps objects in memory): it
+        comes back empty, with a new key in ``.dev/env``."""
+        dead = self.dead(state)
+        if not dead:
+            return []
+        if "s3" in dead:
+            stores.start_s3(self.procs, state.stores)
+        if "azurite" in dead:
+            stores.start_azurite(self.procs, state.stores, self.dir / "azurite")  # its data is on disk
+        for config in state.clusters:
+            name = config.name
+            cluster = Cluster(config, self.dir, self.procs)
+            if f"{name}-redis" in dead:
+                stores.start_redis(
+                    self.procs, f"{name}-redis", state.redis_ports[name],
+                    self.dir / f"cluster-{name}", self.redis_password(),
+                )  # fmt: skip
+            for component in Cluster.COMPONENTS:
+                if f"{name}-{component}" in dead:
+                    cluster.restart(component)
+            if any(f"{name}-{c}" in dead for c in Cluster.COMPONENTS):
+                wait_until(
+                    f"kube-apiserver ({name})",
+                    cluster.ready,
+                    timeout=90,
+                    on_timeout=lambda c=cluster: c.procs.log_tail(c.proc_name("kube-apiserver")),
                 )
+            kubeconfig = self.kubeconfig_path(name)
+            if f"{name}-kubelet" in dead:
+                self._start_kubelet(name, kubeconfig)
+            for process in self.service_processes(name) if state.with_services else []:
+                if process in dead:
+                    self.start_service(state, process)
+        state.save(self.state_file)
+        self.write_env(state)
+        return dead
 
     def _start_kubelet(self, cluster: str, kubeconfig: Path) -> None:
         name = f"{cluster}-kubelet"
