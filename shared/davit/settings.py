@@ -106,6 +106,17 @@ class Settings:
     #: contact; a cloud's default endpoint counts too. Empty: any endpoint, as before such a list
     #: existed; set it where tenants must not make Davit reach addresses inside the cluster network.
     tenant_endpoint_allowlist: str = ""
+    #: A store operation (one object's read or write, one page of a listing) is retried, with jittered
+    #: exponential backoff honouring the store's Retry-After, for at most this long; then the operation
+    #: fails with the store's reason (docs/storage.md, "Retries and timeouts"). Long enough to ride out
+    #: throttling or a store's front end restarting, short enough that a dead store fails the operation
+    #: within a couple of minutes rather than holding a worker's slot.
+    store_retry_seconds: float = 90.0
+    #: Every store request's connect timeout, and its read timeout (the longest silence between two
+    #: bytes of an answer): a hung connection ends, since a worker's threads are not stopped by Celery's
+    #: time limits. A minute is far above a healthy store's time to first byte for one object.
+    store_connect_timeout_seconds: float = 10.0
+    store_read_timeout_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         # Frozen: set through object.__setattr__, once, as the instance is made (dataclasses.replace,

@@ -19,8 +19,16 @@ from typing import Any
 import pytest
 
 from davit.api.types import LocationSpec
-from davit.storage.base import ObjectInfo, ObjectNotFound, ObjectStore, StorageError
+from davit.storage.base import (
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectStore,
+    StorageError,
+    StoreRefused,
+    StoreUnavailable,
+)
 from davit.storage.factory import describe, open_store, resolve_credentials
+from davit.storage.retry import RetryPolicy
 from devstack.net import free_port
 from tests.conftest import StackEnv
 
@@ -74,8 +82,10 @@ def location_for(
     return {"type": "local", "path": str(local_dir), "prefix": prefix}, None
 
 
-def open_location(spec: dict[str, Any], secret: dict[str, str] | None) -> ObjectStore:
-    return open_store(resolve_credentials(LocationSpec.model_validate(spec), secret))
+def open_location(
+    spec: dict[str, Any], secret: dict[str, str] | None, retry: RetryPolicy | None = None
+) -> ObjectStore:
+    return open_store(resolve_credentials(LocationSpec.model_validate(spec), secret), retry=retry)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -301,9 +311,11 @@ def test_wrong_credentials_fail_check_with_the_store_reason(
     else:
         spec = {**spec, "azureConfig": {**spec["azureConfig"], "storageAccountKey": WRONG_ACCOUNT_KEY}}
     store = open_location(spec, secret)
-    with pytest.raises(StorageError) as refused:
+    started = time.monotonic()
+    with pytest.raises(StoreRefused) as refused:
         store.check()
     assert refused.value.code == code
+    assert time.monotonic() - started < 5, "refused credentials are not retried"
     with pytest.raises(StorageError) as also_refused:
         store.put("k", b"x")
     assert also_refused.value.code == code, "a write is refused with the same reason"
@@ -351,11 +363,12 @@ def test_unreachable_endpoint(backend: str, location: tuple[dict[str, Any], dict
     nowhere = f"http://127.0.0.1:{free_port()}"
     config = {"s3": "s3Config", "google": "googleConfig", "azure": "azureConfig"}[backend]
     suffix = "/devstoreaccount1" if backend == "azure" else ""
-    store = open_location({**spec, config: {**spec[config], "endpoint": nowhere + suffix}}, secret)
+    retry = RetryPolicy(total_seconds=5)
+    store = open_location({**spec, config: {**spec[config], "endpoint": nowhere + suffix}}, secret, retry)
     started = time.monotonic()
-    with pytest.raises(StorageError) as refused:
+    with pytest.raises(StoreUnavailable) as refused:
         store.check()
     store.close()
     assert refused.value.code == "EndpointUnreachable"
     assert nowhere in str(refused.value)
-    assert time.monotonic() - started < 30, "retries are bounded"
+    assert time.monotonic() - started < 5 + 10, "retries are bounded by the policy's total time"

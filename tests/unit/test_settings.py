@@ -40,6 +40,9 @@ DEFAULTS: dict[str, Any] = {
     "kubelet_root": "/var/lib/kubelet",
     "local_location_roots": "",
     "tenant_endpoint_allowlist": "",
+    "store_retry_seconds": 90.0,
+    "store_connect_timeout_seconds": 10.0,
+    "store_read_timeout_seconds": 60.0,
 }
 FLOAT_FIELDS = [name for name, value in DEFAULTS.items() if isinstance(value, float)]
 

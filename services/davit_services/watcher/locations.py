@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import structlog
 from celery import Celery
@@ -33,7 +34,8 @@ from davit.operations.runtime import open_location_store
 from davit.repo import layout as repo_layout
 from davit.settings import Settings
 from davit.storage.base import ObjectStore, StorageError
-from davit.storage.factory import LocationPolicy
+from davit.storage.factory import LocationPolicy, retry_policy
+from davit.storage.retry import CHECK_RETRY_SECONDS
 
 log = structlog.get_logger(__name__)
 
@@ -105,6 +107,11 @@ class LocationChecker:
         # environment's settings name.
         self.celery = celery or queueing.create_app(Settings.from_env().redis_url, "davit-watcher")
         self.gc_interval = gc_interval_seconds or Settings.from_env().gc_interval_seconds
+        #: A check reports a store that does not answer within seconds (davit.storage.retry).
+        store_retry = retry_policy(Settings.from_env())
+        self.check_retry = replace(
+            store_retry, total_seconds=min(store_retry.total_seconds, CHECK_RETRY_SECONDS)
+        )
         #: The last collection message sent per location uid: checks come every ``interval_seconds``,
         #: a collection once per ``gc_interval``.
         self._collections: dict[str, str] = {}
@@ -158,7 +165,7 @@ class LocationChecker:
         meta = obj["metadata"]
         collect: Message | None = None
         try:
-            store, _ = open_location_store(self.ops, obj, self.policy)
+            store, _ = open_location_store(self.ops, obj, self.policy, self.check_retry)
             store.check()
             phase, message = "Available", f"{store.url} is reachable and writable"
             collect = self._collection(obj, store)

@@ -25,11 +25,15 @@ from davit.operations.ports import Cluster, Ports, Scratch
 from davit.settings import Settings
 from davit.storage import factory
 from davit.storage.base import ObjectStore, StorageError
+from davit.storage.retry import RetryPolicy
 from davit.validation import resolve_location
 
 
 def open_location_store(
-    ops: Operations, location: RawObject, policy: factory.LocationPolicy | None = None
+    ops: Operations,
+    location: RawObject,
+    policy: factory.LocationPolicy | None = None,
+    retry: RetryPolicy | None = None,
 ) -> tuple[ObjectStore, factory.ResolvedLocation]:
     """The store of a BackupLocation CR, with the keys of its ``secretConfig`` Secret applied. Every
     open checks the location again against ``policy`` (by default the environment's settings): a
@@ -42,9 +46,10 @@ def open_location_store(
         secret = ops.secret_data(meta["namespace"], spec.secret_config)
         if secret is None:
             raise StorageError("SecretNotFound", f"Secret {meta['namespace']}/{spec.secret_config} not found")
-    policy = policy or factory.LocationPolicy.from_settings(Settings.from_env())
+    settings = Settings.from_env()
+    policy = policy or factory.LocationPolicy.from_settings(settings)
     resolved = factory.guard(factory.resolve_credentials(spec, secret, namespace=meta["namespace"]), policy)
-    return factory.open_store(resolved, policy), resolved
+    return factory.open_store(resolved, policy, retry or factory.retry_policy(settings)), resolved
 
 
 class LocationUnavailable(errors.Transient):
@@ -53,6 +58,13 @@ class LocationUnavailable(errors.Transient):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class LocationUnusable(LocationUnavailable, errors.Permanent):
+    """The location's store refused its credentials, or kept failing for the stores' whole retry time:
+    trying again gives the same answer (or was done already), so the operation fails at once."""
+
+    retryable = False
 
 
 @dataclass
@@ -114,14 +126,19 @@ class Runtime:
             return cached
         try:
             store, resolved = open_location_store(
-                self.ops, location, factory.LocationPolicy.from_settings(self.settings)
+                self.ops,
+                location,
+                factory.LocationPolicy.from_settings(self.settings),
+                factory.retry_policy(self.settings),
             )
             if verify:
                 store.check()
             repository = BackupRepository.open(store, resolved.encryption_key)
         except StorageError as exc:
-            raise LocationUnavailable(
-                f"BackupLocation {meta['namespace']}/{meta['name']} is unavailable: {exc.code}: {exc.message}"
+            # Refused credentials, or a store that failed for the whole retry time, fail at once.
+            unavailable = LocationUnavailable if exc.retryable else LocationUnusable
+            raise unavailable(
+                f"BackupLocation {meta['namespace']}/{meta['name']} is unavailable: {exc.reason}"
             ) from exc
         with self._lock:
             self._repositories[cache_key] = repository

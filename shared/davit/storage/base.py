@@ -29,6 +29,38 @@ class StorageError(errors.Transient):
         self.message = message
 
 
+class StoreRefused(StorageError, errors.Refused):
+    """The store refused the credentials or the rights they carry (401/403: ``InvalidAccessKeyId``,
+    ``SignatureDoesNotMatch``, ``AccessDenied``, ``AuthenticationFailed``, ...). The same key gets the same
+    answer, so the operation fails at once; still a StorageError for the callers that catch those."""
+
+    retryable = False
+
+    def __init__(self, code: str, message: str, *, store: str = "") -> None:
+        super().__init__(code, message)
+        self.store = store
+        self.reason = f"{store} {code}: {message}".strip()
+
+
+class StoreUnavailable(StorageError, errors.Permanent):
+    """The store kept failing (throttling, 5xx, resets, timeouts) for the whole of the retry policy's
+    total time (``davit.storage.retry``). Not retried again by the workers: the time was spent already,
+    and the operation fails with the store's last reason."""
+
+    retryable = False
+
+    def __init__(
+        self, code: str, message: str, *, store: str = "", attempts: int = 1, seconds: float = 0.0
+    ) -> None:
+        super().__init__(code, message)
+        self.store = store
+        self.attempts = attempts
+        self.seconds = seconds
+        self.reason = (
+            f"{store} {code}: {message} (still failing after {attempts} attempts in {seconds:.0f}s)".strip()
+        )
+
+
 def scrub(text: str, secrets: Iterable[str | None]) -> str:
     """``text`` with every given secret replaced: a last guard for messages built from what a store or
     library said, which Davit does not control."""

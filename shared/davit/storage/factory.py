@@ -20,6 +20,7 @@ from davit.settings import Settings, parse_list
 from davit.storage.azure import AzureStore, default_endpoint
 from davit.storage.base import ObjectStore, StorageError
 from davit.storage.local import LocalStore
+from davit.storage.retry import RetryPolicy
 from davit.storage.s3 import S3Store, endpoint_url
 
 GOOGLE_ENDPOINT = "https://storage.googleapis.com"
@@ -317,10 +318,26 @@ def guard(resolved: ResolvedLocation, policy: LocationPolicy) -> ResolvedLocatio
     return resolved
 
 
-def open_store(resolved: ResolvedLocation, policy: LocationPolicy | None = None) -> ObjectStore:
-    """The store for ``resolved``, once ``guard`` has let it through under ``policy`` (by default the
-    one of the environment's settings); nothing is contacted until it is used (see ObjectStore.check)."""
-    resolved = guard(resolved, policy or LocationPolicy.from_settings(Settings.from_env()))
+def retry_policy(settings: Settings) -> RetryPolicy:
+    """The stores' retries and timeouts as the settings (``store_*``) give them."""
+    return RetryPolicy(
+        total_seconds=settings.store_retry_seconds,
+        connect_timeout_seconds=settings.store_connect_timeout_seconds,
+        read_timeout_seconds=settings.store_read_timeout_seconds,
+    )
+
+
+def open_store(
+    resolved: ResolvedLocation, policy: LocationPolicy | None = None, retry: RetryPolicy | None = None
+) -> ObjectStore:
+    """The store for ``resolved``, once ``guard`` has let it through under ``policy``, its requests
+    bounded by ``retry`` (both by default from the environment's settings); nothing is contacted until it
+    is used (see ObjectStore.check)."""
+    if policy is None or retry is None:
+        settings = Settings.from_env()
+        policy = policy or LocationPolicy.from_settings(settings)
+        retry = retry or retry_policy(settings)
+    resolved = guard(resolved, policy)
     if resolved.s3 is not None:
         s3 = resolved.s3
         return S3Store(
@@ -332,6 +349,7 @@ def open_store(resolved: ResolvedLocation, policy: LocationPolicy | None = None)
             endpoint=s3.endpoint,
             disable_ssl=s3.disable_ssl,
             verify_tls=not s3.insecure_skip_tls_verify,
+            retry=retry,
         )
     if resolved.google is not None:
         google = resolved.google
@@ -345,6 +363,7 @@ def open_store(resolved: ResolvedLocation, policy: LocationPolicy | None = None)
             scheme="gs",
             # The XML API has no multi-object delete.
             batch_delete=False,
+            retry=retry,
         )
     if resolved.azure is not None:
         azure = resolved.azure
@@ -355,6 +374,7 @@ def open_store(resolved: ResolvedLocation, policy: LocationPolicy | None = None)
             account_key=azure.storage_account_key,
             endpoint=azure.endpoint,
             verify_tls=not azure.insecure_skip_tls_verify,
+            retry=retry,
         )
     if resolved.type == "local":
         return LocalStore(resolved.path, resolved.prefix)

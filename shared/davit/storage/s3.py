@@ -5,18 +5,34 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Iterator, Sequence
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import boto3
 from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from davit.storage.base import ObjectInfo, ObjectNotFound, ObjectStore, ObjectTooLarge, StorageError, scrub
+from davit.storage.retry import Failure, Retrier, RetryPolicy, parse_retry_after
+
+T = TypeVar("T")
+
+
+class _ShortBody(Exception):
+    """A response's body ended before its Content-Length: retried like a failed request."""
+
 
 MiB = 1024 * 1024
 #: From this size on, an object is uploaded in parts, several at once.
@@ -29,6 +45,11 @@ MAX_TRANSFER_CONCURRENCY = 8
 _STORE_ERRORS = (ClientError, BotoCoreError, Boto3Error)
 #: S3's limit on keys per DeleteObjects request.
 _DELETE_BATCH = 1000
+#: Keys per ListObjectsV2 page (S3's maximum).
+_LIST_PAGE = 1000
+#: Failures of reading a response's body (cut short, reset half-way), by botocore's class name (the
+#: classes moved between botocore versions).
+_BODY_ERRORS = frozenset({"IncompleteReadError", "ResponseStreamingError", "ProtocolError"})
 
 
 class S3Store(ObjectStore):
@@ -47,23 +68,33 @@ class S3Store(ObjectStore):
         verify_tls: bool = True,
         scheme: str = "s3",
         batch_delete: bool = True,
+        retry: RetryPolicy | None = None,
     ) -> None:
         """``endpoint`` is a URL (``http://host:port``) or a bare host; a bare host gets ``http://`` when
         ``disable_ssl`` is set, ``https://`` otherwise. ``disable_ssl`` never turns certificate
         verification off for an ``https://`` endpoint: only ``verify_tls=False`` does. Without keys
         boto3's default chain applies (IRSA, instance profiles, the environment). ``batch_delete=False``
-        for stores without DeleteObjects (Google's XML API)."""
+        for stores without DeleteObjects (Google's XML API). ``retry`` bounds every operation's time
+        (``davit.storage.retry``)."""
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint = endpoint_url(endpoint, disable_ssl)
         self.url = f"{scheme}://{bucket}/{self.prefix}".rstrip("/")
         self._secrets = tuple(s for s in (secret_access_key, access_key_id) if s)
         self._batch_delete = batch_delete
+        policy = retry or RetryPolicy()
+        self._retrier = Retrier(policy, "GCS" if scheme == "gs" else "S3")
         aws = self.endpoint is None or (urlsplit(self.endpoint).hostname or "").endswith(".amazonaws.com")
         checksums = "when_supported" if aws else "when_required"
         config = Config(
             max_pool_connections=MAX_POOL_CONNECTIONS,
-            retries={"mode": "standard"},
+            # One attempt per call: davit.storage.retry retries, honouring Retry-After, within a total
+            # time. botocore's standard mode reads no Retry-After, has no total bound, and stops retrying
+            # altogether once its retry quota is spent, which a long outage with many threads does.
+            retries={"mode": "standard", "total_max_attempts": 1},
+            # A hung connection ends: worker threads are not stopped by Celery's time limits.
+            connect_timeout=policy.connect_timeout_seconds,
+            read_timeout=policy.read_timeout_seconds,
             # Virtual-host addressing needs wildcard DNS that self-hosted endpoints rarely have.
             s3={"addressing_style": "auto" if aws else "path"},
             # boto3's default CRC checksums (and aws-chunked uploads) are refused by GCS and by many
@@ -93,55 +124,77 @@ class S3Store(ObjectStore):
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _fail(self, exc: Exception, what: str) -> NoReturn:
-        raise self._error(exc, what) from exc
+    def _run(self, what: str, operation: Callable[[], T]) -> T:
+        """``operation()``, retried by the store's policy; a failure raised as a StorageError naming
+        ``what`` was done and the store's reason."""
+        return self._retrier.call(operation, lambda exc: self._failure(exc, what))
 
-    def _error(self, exc: Exception, what: str) -> StorageError:
+    def _failure(self, exc: Exception, what: str) -> Failure | None:
+        """What ``exc``, raised by boto3 while doing ``what``, means (None: not the store's failure)."""
+        if isinstance(exc, Boto3Error) and isinstance(exc.__context__, ClientError | BotoCoreError):
+            exc = exc.__context__  # an upload's part failed: the part's own error says why
+        status: int | None = None
+        retry_after: float | None = None
         if isinstance(exc, ClientError):
             error = exc.response.get("Error", {})
-            code = str(error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
+            metadata = exc.response.get("ResponseMetadata", {})
+            status = metadata.get("HTTPStatusCode")
+            code = str(error.get("Code") or status)
             message = str(error.get("Message") or code)
             if code == "403":
                 # A HEAD request's refusal has no body to name the reason; 403 is S3's AccessDenied.
                 code = "AccessDenied"
+            retry_after = parse_retry_after((metadata.get("HTTPHeaders") or {}).get("retry-after"))
         elif isinstance(exc, NoCredentialsError):
             code, message = "NoCredentials", "no access key given and none found in the environment"
-        elif isinstance(exc, BotoConnectionError | HTTPClientError):
+        elif isinstance(exc, ReadTimeoutError):
+            code, message = "ReadTimeout", str(exc)
+        elif isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
             code, message = "EndpointUnreachable", str(exc)
-        else:
+        elif isinstance(exc, BotoConnectionError | HTTPClientError):
+            code, message = "ConnectionFailed", str(exc)
+        elif type(exc).__name__ in _BODY_ERRORS or isinstance(exc, _ShortBody):
+            code, message = "IncompleteRead", str(exc)
+        elif isinstance(exc, _STORE_ERRORS):
             code, message = type(exc).__name__, str(exc)
-        return StorageError(code, scrub(f"{what} {self.url}: {message}", self._secrets))
+        else:
+            return None
+        return Failure(code, scrub(f"{what} {self.url}: {message}", self._secrets), status, retry_after)
 
     # --- ObjectStore ---------------------------------------------------------------------------------
 
     def check(self) -> None:
         # ListObjectsV2 rather than HeadBucket: a HEAD response has no body, so HeadBucket reports only
         # "403"/"404", not the reason (InvalidAccessKeyId, SignatureDoesNotMatch, NoSuchBucket, ...).
-        try:
-            self._client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(""), MaxKeys=1)
-        except _STORE_ERRORS as exc:
-            self._fail(exc, "cannot list")
-        probe = f".davit-probe/{uuid.uuid4().hex}"
-        try:
-            self._client.put_object(Bucket=self.bucket, Key=self._key(probe), Body=b"davit")
-            self._client.delete_object(Bucket=self.bucket, Key=self._key(probe))
-        except _STORE_ERRORS as exc:
-            self._fail(exc, "cannot write to")
+        listed = self._key("")
+        self._run(
+            "cannot list", lambda: self._client.list_objects_v2(Bucket=self.bucket, Prefix=listed, MaxKeys=1)
+        )
+        probe = self._key(f".davit-probe/{uuid.uuid4().hex}")
+        self._run(
+            "cannot write to", lambda: self._client.put_object(Bucket=self.bucket, Key=probe, Body=b"davit")
+        )
+        self._run("cannot write to", lambda: self._client.delete_object(Bucket=self.bucket, Key=probe))
 
     def put(self, key: str, data: bytes) -> None:
-        try:
+        def attempt() -> None:
             if len(data) < MULTIPART_THRESHOLD:
                 self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
             else:
                 self._client.upload_fileobj(
                     io.BytesIO(data), self.bucket, self._key(key), Config=self._transfer
                 )
-        except _STORE_ERRORS as exc:
-            self._fail(exc, f"cannot write {key!r} to")
+
+        self._run(f"cannot write {key!r} to", attempt)
 
     def get(self, key: str, max_size: int | None = None) -> bytes:
-        try:
-            response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+        def attempt() -> bytes:
+            try:
+                response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    raise ObjectNotFound(key) from exc
+                raise
             with response["Body"] as body:
                 length = int(response.get("ContentLength") or 0)
                 if max_size is not None and length > max_size:
@@ -150,42 +203,51 @@ class S3Store(ObjectStore):
                 data: bytes = body.read() if max_size is None else body.read(max_size + 1)
             if max_size is not None and len(data) > max_size:
                 raise ObjectTooLarge(key, len(data), max_size)
+            if max_size is None and len(data) != length:
+                # A body cut short (a reset, a proxy) is read again, never taken for the object.
+                raise _ShortBody(f"the body ended after {len(data)} of {length} bytes")
             return data
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise ObjectNotFound(key) from exc
-            self._fail(exc, f"cannot read {key!r} from")
-        except _STORE_ERRORS as exc:
-            self._fail(exc, f"cannot read {key!r} from")
+
+        # The read of the body is inside the attempt: a body cut short is retried like a failed request.
+        return self._run(f"cannot read {key!r} from", attempt)
 
     def exists(self, key: str) -> bool:
-        try:
-            self._client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return False
-            self._fail(exc, f"cannot look up {key!r} in")
-        except _STORE_ERRORS as exc:
-            self._fail(exc, f"cannot look up {key!r} in")
-        return True
+        def attempt() -> bool:
+            try:
+                self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    return False
+                raise
+            return True
+
+        return self._run(f"cannot look up {key!r} in", attempt)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         strip = len(self._key(""))
-        pages = self._client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self._key(prefix)
-        )
-        try:
-            for page in pages:
-                for item in page.get("Contents", ()):
-                    yield ObjectInfo(key=item["Key"][strip:], size=int(item["Size"]))
-        except _STORE_ERRORS as exc:
-            self._fail(exc, "cannot list")
+        token: str | None = None
+        while True:
+            # Page by page, each page's request retried on its own: a fault half-way through a long
+            # listing repeats one page, not the listing.
+            kwargs: dict[str, Any] = {
+                "Bucket": self.bucket,
+                "Prefix": self._key(prefix),
+                "MaxKeys": _LIST_PAGE,
+            }
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self._run("cannot list", lambda kwargs=kwargs: self._client.list_objects_v2(**kwargs))
+            for item in page.get("Contents", ()):
+                yield ObjectInfo(key=item["Key"][strip:], size=int(item["Size"]))
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
 
     def delete(self, key: str) -> None:
-        try:
-            self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
-        except _STORE_ERRORS as exc:
-            self._fail(exc, f"cannot delete {key!r} from")
+        self._run(
+            f"cannot delete {key!r} from",
+            lambda: self._client.delete_object(Bucket=self.bucket, Key=self._key(key)),
+        )
 
     def delete_prefix(self, prefix: str) -> int:
         if not self._batch_delete:
@@ -202,12 +264,12 @@ class S3Store(ObjectStore):
         return count
 
     def _delete_batch(self, batch: Sequence[dict[str, str]]) -> int:
-        try:
-            response = self._client.delete_objects(
+        response = self._run(
+            "cannot delete from",
+            lambda: self._client.delete_objects(
                 Bucket=self.bucket, Delete={"Objects": [*batch], "Quiet": True}
-            )
-        except _STORE_ERRORS as exc:
-            self._fail(exc, "cannot delete from")
+            ),
+        )
         errors = response.get("Errors") or []
         if errors:
             first = errors[0]
