@@ -28,6 +28,9 @@ EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 #: Longest a single watch request stays open before it is renewed: below typical proxy idle limits, and
 #: the longest a stopped loop may take to notice while no events arrive.
 WATCH_TIMEOUT_SECONDS = 60
+#: A watch's client-side timeouts: connect, and the read margin beyond the server-side timeout.
+WATCH_CONNECT_TIMEOUT = 10.0
+WATCH_READ_MARGIN = 30.0
 
 
 class Gone(errors.Transient):
@@ -73,6 +76,9 @@ class ListWatch:
             timeout_seconds=timeout,
             allow_watch_bookmarks=True,
             _preload_content=False,
+            # The server ends the watch after ``timeout``; the client waits a little longer, so a watch
+            # whose connection hangs ends too (and the default read timeout never cuts a quiet one).
+            _request_timeout=(WATCH_CONNECT_TIMEOUT, timeout + WATCH_READ_MARGIN),
             **kwargs,
         )
         try:
