@@ -7,11 +7,13 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from devstack import stores
 from devstack.cluster import Cluster, ClusterConfig, kube_binary
@@ -220,6 +222,9 @@ class Stack:
     def _start_cluster(self, state: StackState, config: ClusterConfig) -> None:
         cluster = Cluster(config, self.dir, self.procs)
         redis_port = state.redis_ports[config.name]
+        # A new cluster starts on an empty etcd: an append-only file left by an earlier stack in the same
+        # directory would bring back that stack's queues and scratch state.
+        shutil.rmtree(self.dir / f"cluster-{config.name}" / "appendonlydir", ignore_errors=True)
         stores.start_redis(
             self.procs,
             f"{config.name}-redis",
@@ -361,6 +366,67 @@ class Stack:
             self.state_file.unlink()
         self.redis_password_path().unlink(missing_ok=True)
         return stopped
+
+    # --- Redis faults (the Redis-loss tests, the chaos suite) ---------------------------------------
+
+    @staticmethod
+    def redis_process(cluster: str = "a") -> str:
+        """The process name of a cluster's Redis in the stack's process table (``procs.get``)."""
+        return f"{cluster}-redis"
+
+    def redis_client(self, cluster: str = "a") -> Any:
+        """A client of the cluster's Redis, with the stack's password."""
+        import redis
+
+        state = StackState.load(self.state_file)
+        url = stores.redis_url(state.redis_ports[cluster], self.redis_password())
+        return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+
+    def flush_redis(self, cluster: str = "a") -> None:
+        """FLUSHALL: every queue and every operation's scratch state of the cluster's Redis is gone, as
+        after a restart without persistence."""
+        client = self.redis_client(cluster)
+        try:
+            client.flushall()
+        finally:
+            client.close()
+
+    def restart_redis(self, cluster: str = "a", hard: bool = False, timeout: float = 30.0) -> int:
+        """Stop the cluster's Redis by its recorded pid and start it again as ``up`` does (same port,
+        password and directory), then wait until it answers with its data loaded. SIGTERM by default (Redis
+        writes its append-only file out before it exits); ``hard``: SIGKILL (what was written in the last
+        second may be lost, as ``appendfsync everysec`` allows). Returns the new pid."""
+        state = StackState.load(self.state_file)
+        name = self.redis_process(cluster)
+        record = self.procs.get(name)
+        if hard and record is not None and record.alive():
+            victim = record
+            os.kill(victim.pid, signal.SIGKILL)
+            wait_until(f"{name} to exit", lambda: not victim.alive(), timeout)
+        self.procs.stop(name)
+        stores.start_redis(
+            self.procs,
+            name,
+            state.redis_ports[cluster],
+            self.dir / f"cluster-{cluster}",
+            self.redis_password(),
+        )
+
+        def answers() -> bool:
+            import redis
+
+            client = self.redis_client(cluster)
+            try:
+                return bool(client.ping())
+            except redis.exceptions.BusyLoadingError:
+                return False
+            finally:
+                client.close()
+
+        wait_until(f"{name} to load its data", answers, timeout, lambda: self.procs.log_tail(name))
+        started = self.procs.get(name)
+        assert started is not None
+        return started.pid
 
     # --- env ---------------------------------------------------------------------------------------
 

@@ -83,7 +83,9 @@ def write_private(path: Path, text: str) -> None:
 def start_redis(procs: ProcessTable, name: str, port: int, workdir: Path, password: str) -> None:
     """redis-server on loopback, requiring ``password`` (AUTH) from every client. The password goes into
     a configuration file of mode 0600 rather than onto the command line, where any local user could read
-    it in the process list."""
+    it in the process list. Persistent as in a cluster (deploy/watcher.yaml): an append-only file in
+    ``workdir``, fsynced every second, so a Redis stopped and started again (``Stack.restart_redis``)
+    keeps the running operations' scratch state; started again the same way, it reloads it."""
     server = shutil.which("redis-server")
     if server is None:
         raise FileNotFoundError("redis-server is missing: install Debian's redis-server (make deps)")
@@ -96,7 +98,8 @@ def start_redis(procs: ProcessTable, name: str, port: int, workdir: Path, passwo
         name,
         [
             server, str(config), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no", "--protected-mode", "yes",
+            "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(workdir),
+            "--daemonize", "no", "--protected-mode", "yes",
         ],
     )  # fmt: skip
     wait_until("redis", lambda: port_open(port), 20, lambda: procs.log_tail(name))

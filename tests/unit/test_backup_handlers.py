@@ -251,6 +251,7 @@ def post_exec(fake: k.FakeCluster, ports: Ports, failed_volume: bool = False, **
         )
     )
     state = ports.scratch.backup(UID)
+    state.lay_out("Volumes")
     refs = [{"kind": "ConfigMap", "namespace": "app", "name": "c1"}]
     state.record_part("app/v1/configmaps#1", {"part": "app/v1/configmaps#1", "key": "k1", "count": 1,
                       "rawSize": 100, "storedSize": 60, "resources": refs}, [])  # fmt: skip

@@ -221,6 +221,18 @@ def test_redis_requires_a_password_the_operator_chooses() -> None:
     assert not redis.get("ports") and redis.get("network_mode") is None
 
 
+def test_redis_keeps_its_data_in_a_named_volume() -> None:
+    """The append-only file (fsync every second) goes into a named volume, which outlives the container:
+    the scratch state of running operations survives a restart of Redis."""
+    redis = services()["redis"]
+    command = [str(part) for part in redis["command"]]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "everysec"
+    directory = command[command.index("--dir") + 1]
+    sources = [str(v).rsplit(":", 1)[0] for v in redis["volumes"] if str(v).endswith(":" + directory)]
+    assert sources and sources[0] in compose()["volumes"], f"{directory} is not on a named volume"
+
+
 @pytest.mark.parametrize("name", sorted(davit_services()))
 def test_davit_service_has_the_redis_password(name: str) -> None:
     env = dict(davit_services()[name]["environment"])

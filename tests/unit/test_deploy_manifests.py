@@ -917,6 +917,24 @@ def test_redis_requires_the_password_of_its_secret() -> None:
     assert container["readinessProbe"]["exec"]["command"][0] == "redis-cli"
 
 
+def test_redis_keeps_its_data_in_an_append_only_file_on_a_claim() -> None:
+    """The scratch state of running operations survives a restart of Redis' pod: appendonly, fsync every
+    second, into a directory on a PersistentVolumeClaim (an emptyDir would go with the pod)."""
+    args = redis_container()["args"]
+    assert args[args.index("--appendonly") + 1] == "yes"
+    assert args[args.index("--appendfsync") + 1] == "everysec"
+    directory = args[args.index("--dir") + 1]
+    (mount,) = [m for m in redis_container()["volumeMounts"] if m["mountPath"] == directory]
+    spec = pod_spec(one("Deployment", "davit-redis", DAVIT_NAMESPACE))
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    claim = one("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"], DAVIT_NAMESPACE)
+    assert "ReadWriteOnce" in claim["spec"]["accessModes"]
+    # Written by the image's redis user: the volume is made writable for its group.
+    assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsGroup"]
+    # One pod at a time holds the claim (and the file): the old pod stops before the new one starts.
+    assert one("Deployment", "davit-redis", DAVIT_NAMESPACE)["spec"]["strategy"]["type"] == "Recreate"
+
+
 def test_no_manifest_holds_the_redis_password() -> None:
     # The administrator creates the Secret with a random value (README): a password shipped in deploy/
     # would be the same, and public, in every cluster.

@@ -52,6 +52,13 @@ def ports(fake: k.FakeCluster, scratch_factory: ScratchFactory, stores: LocalSto
     return Ports(fake, scratch_factory, FakeDispatch(), stores, Settings(export_page_size=2))
 
 
+@pytest.fixture(autouse=True)
+def laid_out(scratch_factory: ScratchFactory) -> None:
+    """The backup's scratch state as its Volumes stage leaves it: laid out (a state without its marker is
+    a lost one, tests/unit/test_state_loss.py)."""
+    scratch_factory.backup(UID).lay_out("Volumes")
+
+
 def sent(ports: Ports) -> FakeDispatch:
     assert isinstance(ports.dispatch, FakeDispatch)
     return ports.dispatch

@@ -85,6 +85,7 @@ class Fixture:
             node_name=NODE, kubelet_root=str(tmp_path / "kubelet"), volume_shard_entries=shard_entries
         )
         self.ports = Ports(self.cluster, self.scratch, self.dispatch, self.stores, settings)
+        self.state.lay_out("Volumes")  # as the backup service laid the Volumes stage out
         self.state.save_volume_plans({CLAIM_PART: self.plan.__dict__})
         self.state.add_pending([PART])
 

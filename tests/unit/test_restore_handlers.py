@@ -298,6 +298,7 @@ def test_the_last_volume_done_hands_over_to_finish(world: World) -> None:
     world.cluster.put({**obj, "status": {**obj["status"], "stage": "Volumes", "status": "InProgress",
                                          "volumes": [], "resourcesByKind": {}}})  # fmt: skip
     state = world.scratch.restore(RESTORE_UID)
+    state.lay_out("Volumes")
     state.record_chunk("step:0:0", {"ConfigMap|restored": 1}, [])
     parts = [restore_stage.PART_PREFIX + f"{NAMESPACE}/{claim}" for claim in ("data", "logs")]
     state.add_pending(parts, group=restore_stage.GROUP)
@@ -327,6 +328,7 @@ def test_a_failed_volume_makes_the_restore_a_partial_success(world: World) -> No
     world.cluster.put({**obj, "status": {**obj["status"], "stage": "Volumes", "status": "InProgress",
                                          "volumes": [entry]}})  # fmt: skip
     state = world.scratch.restore(RESTORE_UID)
+    state.lay_out("Volumes")
     state.record_chunk("step:0:0", {"ConfigMap|restored": 1}, [])
     part = restore_stage.PART_PREFIX + f"{NAMESPACE}/data"
     state.add_pending([part], group=restore_stage.GROUP)
@@ -389,6 +391,7 @@ def _in_volumes(world: World, claims: tuple[str, ...]) -> list[str]:
     world.cluster.put({**obj, "status": {**obj["status"], "stage": "Volumes", "status": "InProgress",
                                          "volumes": entries}})  # fmt: skip
     state = world.scratch.restore(RESTORE_UID)
+    state.lay_out("Volumes")
     state.record_chunk("step:0:0", {"ConfigMap|restored": 1}, [])  # its Applications stage's count
     state.save_volume_targets({f"{NAMESPACE}/{c}": {"tree": f"tree-{c}"} for c in claims})
     parts = [restore_stage.PART_PREFIX + f"{NAMESPACE}/{c}" for c in claims]

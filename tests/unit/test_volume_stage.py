@@ -152,6 +152,7 @@ def _volumes_backup(fake: k.FakeCluster, ports: Ports, parts: list[str]) -> tupl
         )
     )
     state = ports.scratch.backup("uid-b1")
+    state.lay_out("Volumes")
     state.add_pending([backup_stage.VOLUME_PART_PREFIX + p for p in parts])
     return obj, state
 

@@ -14,7 +14,7 @@ from davit.backup import exec_rules
 from davit.constants import Kind
 from davit.format.layout import BackupRef
 from davit.kube import csi
-from davit.operations import progress
+from davit.operations import progress, state_loss
 from davit.operations.messages import Message
 from davit.operations.ports import Ports
 from davit.operations.runtime import LocationUnavailable
@@ -36,8 +36,11 @@ def handle(ports: Ports, message: Message) -> None:
         start(ports, obj)
     elif message.stage == Stage.VOLUMES and stage == Stage.VOLUMES:
         state = ports.scratch.backup(message.uid)
-        if not message.part:
-            backup_stage.resend_outstanding(ports.dispatch, obj, state)  # the watcher saw the stage stall
+        if not message.part:  # the watcher saw the stage stall
+            if state_loss.is_lost(state):
+                state_loss.fail(ports, KIND, obj, Stage.VOLUMES, state)
+            else:
+                backup_stage.resend_outstanding(ports.dispatch, obj, state)
         else:
             snapshot_volume(ports, message, state)
     elif message.stage == Stage.POST_EXEC_RULE and stage == Stage.POST_EXEC_RULE:
@@ -87,7 +90,7 @@ def start(ports: Ports, obj: RawObject) -> None:
                 state.log("rule.release_problem", problem=problem)
     if hold or not outstanding:
         backup_stage.advance(
-            ports, Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.VOLUMES.value)
+            ports, Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.VOLUMES.value), state
         )
 
 
@@ -117,7 +120,11 @@ def snapshot_volume(ports: Ports, message: Message, state: BackupScratch) -> Non
     claim = message.part.removeprefix(backup_stage.VOLUME_PART_PREFIX)
     obj = ports.cluster.get(KIND, message.namespace, message.name)
     plan = backup_stage.load_plan(state, claim)
-    if obj is None or plan is None:
+    if obj is None:
+        return
+    if plan is None:
+        if state_loss.is_lost(state):
+            state_loss.fail(ports, KIND, obj, Stage.VOLUMES, state)
         return
     try:
         result = ports.cluster.snapshot_volume(
@@ -156,6 +163,10 @@ def finish(ports: Ports, obj: RawObject) -> None:
         {**entry, **results.get(f"{entry.get('namespace')}/{entry.get('persistentVolumeClaim')}", {})}
         for entry in (obj.get("status") or {}).get("volumes") or []
     ]
+    # Read, then confirm: the marker still there means what was read above was not lost before it.
+    if state_loss.is_lost(state):
+        state_loss.fail(ports, KIND, obj, Stage.POST_EXEC_RULE, state)
+        return
     failed = [v for v in volume_entries if v.get("status") == Status.FAILED]
     total += sum(int(v.get("totalSize") or 0) for v in volume_entries)
     stored += sum(int(v.get("storedSize") or 0) for v in volume_entries)

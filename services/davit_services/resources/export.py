@@ -22,7 +22,7 @@ from davit.backup.selection import (
 )
 from davit.constants import Kind
 from davit.format.layout import BackupRef
-from davit.operations import progress, stages
+from davit.operations import progress, stages, state_loss
 from davit.operations.dispatch import Dispatch
 from davit.operations.messages import Message
 from davit.operations.ports import Cluster, Moving, Ports
@@ -68,7 +68,9 @@ def _target_key(target: ListTarget) -> dict[str, Any]:
 
 def plan(ports: Ports, obj: RawObject, state: BackupScratch) -> None:
     """Make the list targets once; a repeated plan message (a retry, a stall re-send) re-sends what is
-    still outstanding instead."""
+    still outstanding instead. A lost scratch state is rebuilt (planned again) or fails the backup."""
+    if state_loss.is_lost(state) and not _recover(ports, obj, state):
+        return
     spec = obj.get("spec") or {}
     if state.mark_planned():
         namespaces = list(spec.get("namespaces") or [])
@@ -85,6 +87,21 @@ def plan(ports: Ports, obj: RawObject, state: BackupScratch) -> None:
         progress.advance(ports, KIND, obj, Stage.APPLICATIONS, stages.Outcome.STARTED, reason)
     for part in state.pending():
         _send(ports.dispatch, obj, part)
+
+
+def _recover(ports: Ports, obj: RawObject, state: BackupScratch) -> bool:
+    """The scratch state is gone (``davit.operations.state_loss``): True when it may be planned afresh
+    (the backup stores no volume data whose results went with it; pages are written again under the same
+    keys), after laying it out again; False when the backup was failed ``StateLost``, or another task is
+    rebuilding it."""
+    if state_loss.backup_on_loss(obj, Stage.APPLICATIONS) == state_loss.OnLoss.FAIL:
+        state_loss.fail(ports, KIND, obj, Stage.APPLICATIONS, state)
+        return False
+    if not state_loss.claim_rebuild(state):
+        return False
+    state.lay_out(Stage.APPLICATIONS.value)
+    state_loss.note_rebuilt(ports, KIND, obj, Stage.APPLICATIONS, state)
+    return True
 
 
 def _target(state: BackupScratch, base: str) -> ListTarget:
@@ -104,7 +121,10 @@ def _clean(obj: RawObject) -> RawObject:
 
 def page(ports: Ports, obj: RawObject, state: BackupScratch, part: str) -> None:
     if not state.is_pending(part):
-        log.info("part.done_already", part=part)
+        if state_loss.is_lost(state):
+            plan(ports, obj, state)
+        else:
+            log.info("part.done_already", part=part)
         return
     meta, spec = obj["metadata"], obj.get("spec") or {}
     base, _, number = part.rpartition("#")
@@ -187,6 +207,8 @@ def cluster_part(ports: Ports, obj: RawObject, state: BackupScratch) -> None:
     """The cluster-scoped objects the backup needs: its Namespaces, PVs of its PVCs, CRDs of its custom
     resources; then on to PostExecRule."""
     if not state.is_pending(CLUSTER_PART):
+        if state_loss.is_lost(state):
+            plan(ports, obj, state)
         return
     meta, spec = obj["metadata"], obj.get("spec") or {}
     namespaces = state.namespaces()

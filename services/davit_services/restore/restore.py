@@ -28,7 +28,7 @@ from davit.api.types import Stage, Status
 from davit.constants import Kind
 from davit.format.layout import BackupRef, ref_from_path, restore_log
 from davit.kube.client import ApiException
-from davit.operations import progress, stages
+from davit.operations import progress, stages, state_loss
 from davit.operations.messages import Message
 from davit.operations.ports import Cluster, Ports, RestoreScratch
 from davit.operations.runtime import LocationUnavailable
@@ -36,7 +36,7 @@ from davit.restore import inject
 from davit.restore.plan import OwnedObject, RestorePlan, plan_restore
 from davit.restore.transform import OwnerLink
 from davit.tenancy import RESTORE_REFUSED, RestoreGuard
-from davit.volumes import backup_stage
+from davit.volumes import backup_stage, restore_stage
 from davit_services.restore import volumes
 from davit_services.restore.apply import (
     FAILED,
@@ -63,6 +63,9 @@ PARALLEL_CREATES = 8
 CRD_TIMEOUT_SECONDS = 60.0
 #: How long objects replaced under ``replacePolicy: Delete`` may take to go away (finalizers, dependents).
 DELETE_TIMEOUT_SECONDS = 180.0
+#: How long laying a restore out may take (reading and planning the backup, deleting what it replaces):
+#: a re-drive finding no steps before that leaves them to the task laying them out.
+LAYOUT_SECONDS = DELETE_TIMEOUT_SECONDS + 120.0
 #: Failure reasons kept for the status (the full list goes to the operation's log).
 REASONS_SHOWN = 5
 
@@ -98,6 +101,8 @@ def handle(ports: Ports, message: Message) -> None:
     elif message.stage == Stage.VOLUMES and stage == Stage.VOLUMES:
         if message.part == volumes.FINISH_PART:
             finish(ports, obj, state)
+        elif state_loss.is_lost(state):
+            rebuild_volumes(ports, obj, state)
         else:
             volumes.hand_out(ports, obj, state)
     else:
@@ -108,13 +113,24 @@ def handle(ports: Ports, message: Message) -> None:
 
 
 def start(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
-    meta, spec = obj["metadata"], obj.get("spec") or {}
+    spec = obj.get("spec") or {}
     started = progress.advance(ports, KIND, obj, Stage.INITIAL, stages.Outcome.STARTED, "reading the backup",
                                check_version=True)  # fmt: skip
     if started is None:  # another worker took the same message
         return
     obj = started
     state.log("restore.started", backupName=spec.get("backupName"), backupLocation=spec.get("backupLocation"))
+    # While this task lays the restore out, a re-drive finding no steps yet must not rebuild them.
+    state_loss.claim_rebuild(state, LAYOUT_SECONDS)
+    lay_out(ports, obj, state)
+
+
+def lay_out(ports: Ports, obj: RawObject, state: RestoreScratch, rebuilding: bool = False) -> None:
+    """Read the backup, plan the restore and lay it out as steps, then hand out the first step. Also how
+    a lost scratch state is rebuilt (``rebuilding``): nothing is deleted again (what is there now is this
+    restore's own work or was kept), and the objects already created count as restored once their chunk
+    is applied again."""
+    meta, spec = obj["metadata"], obj.get("spec") or {}
     try:
         manifest, objects = read_backup(ports, meta["namespace"], spec)
     except (RestoreRefused, LocationUnavailable) as exc:
@@ -148,7 +164,7 @@ def start(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
         progress.fail(ports, KIND, obj, reason, event_reason=RESTORE_REFUSED)
         return
     existing = applier.existing(everything)
-    replace = spec.get("replacePolicy") == "Delete"
+    replace = spec.get("replacePolicy") == "Delete" and not rebuilding
     if spec.get("dryRun"):
         finish_dry_run(ports, obj, state, everything, existing, replace)
         return
@@ -160,6 +176,8 @@ def start(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
             )
             progress.fail(ports, KIND, obj, reason)
             return
+    # Before the state it vouches for: a Redis that loses the steps loses the marker too.
+    state.lay_out(Stage.APPLICATIONS.value)
     _save_steps(state, steps, existing if replace else set())
     _save_owners(state, plan.owned)
     _save_volumes(state, data_claims)
@@ -356,6 +374,9 @@ def _part(step: int, chunk: int) -> str:
 
 def _send_step(ports: Ports, obj: RawObject, state: RestoreScratch, step: int) -> None:
     layout = _layout(state)
+    if state_loss.is_lost(state):  # no steps left because there are none any more: not done
+        rebuild(ports, obj, state)
+        return
     if step >= len(layout):
         _applications_done(ports, obj, state)
         return
@@ -377,7 +398,9 @@ def _send_parts(ports: Ports, obj: RawObject, parts: list[str]) -> None:
 
 def resend_current_step(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
     step = state.current_step()
-    if step is None:
+    if step is None or state_loss.is_lost(state):
+        # Gone, or never complete (a task died laying it out): laid out again from the backup.
+        rebuild(ports, obj, state)
         return
     if state.pending(group=state.step_group(step)):
         _send_parts(ports, obj, state.pending(group=state.step_group(step)))
@@ -390,6 +413,8 @@ def apply_chunk(ports: Ports, obj: RawObject, state: RestoreScratch, part: str) 
     step, chunk = int(step_text), int(chunk_text)
     group = state.step_group(step)
     if not state.is_pending(part, group=group):
+        if state_loss.is_lost(state):
+            rebuild(ports, obj, state)
         return
     items = state.chunk(step, chunk)
     applier = applier_for(ports.cluster, ports.settings.admin_namespace, obj)
@@ -432,6 +457,16 @@ def _next_step(ports: Ports, obj: RawObject, state: RestoreScratch, step: int) -
         if waiting:
             state.log("crd.not_established", crds=waiting)
     _send_step(ports, obj, state, step + 1)
+
+
+def rebuild(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
+    """The Applications stage's state is lost (``davit.operations.state_loss``): planned again from the
+    backup in the location and applied from the first step; what was already created is kept and counted
+    restored. One task rebuilds; others noticing the same loss leave it to that one."""
+    if not state_loss.claim_rebuild(state):
+        return
+    state_loss.note_rebuilt(ports, KIND, obj, Stage.APPLICATIONS, state)
+    lay_out(ports, obj, state, rebuilding=True)
 
 
 def counts(state: RestoreScratch) -> dict[str, dict[str, int]]:
@@ -517,6 +552,13 @@ def finish(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
     volumes = (obj.get("status") or {}).get("volumes") or []
     failed_volumes = [v for v in volumes if v.get("status") == Status.FAILED]
     reasons = state.failure_reasons()
+    # Read, then confirm: counts read from a lost state would make a restore look done.
+    if state_loss.is_lost(state):
+        if (obj.get("status") or {}).get("stage") == Stage.VOLUMES:
+            rebuild_volumes(ports, obj, state)
+        else:
+            rebuild(ports, obj, state)
+        return
     reasons = reasons[:REASONS_SHOWN]
     reasons += [
         f"volume {v['namespace']}/{v['persistentVolumeClaim']}: {v.get('reason')}" for v in failed_volumes
@@ -535,6 +577,63 @@ def finish(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
     )
     _write_log(ports, obj, state)
     state.clear()
+
+
+def rebuild_volumes(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
+    """The Volumes stage's state is lost: every object is created already, and the status says which
+    volumes are done. The others are laid out again with their trees from the backup's manifest and
+    handed out (a node agent writing one replaces what it finds); the counts come back from the status."""
+    if not state_loss.claim_rebuild(state):
+        return
+    meta, spec = obj["metadata"], obj.get("spec") or {}
+    state_loss.note_rebuilt(ports, KIND, obj, Stage.VOLUMES, state)
+    try:
+        manifest, _objects = read_backup(ports, meta["namespace"], spec)
+    except (RestoreRefused, LocationUnavailable) as exc:
+        reason = exc.reason if isinstance(exc, LocationUnavailable) else str(exc)
+        progress.fail(ports, KIND, obj, f"{state_loss.STATE_LOST}: rebuilding the volumes: {reason}",
+                      event_reason=state_loss.STATE_LOST)  # fmt: skip
+        return
+    trees = restore_stage.backup_trees(manifest, dict(spec.get("namespaceMapping") or {}))
+    status = obj.get("status") or {}
+    state.lay_out(Stage.VOLUMES.value)
+    tally, failed = _status_counts(status.get("resourcesByKind"))
+    lost_reasons = (
+        [f"{failed} object(s) failed; their reasons were lost with the scratch state"] if failed else []
+    )
+    state.record_chunk("rebuilt", tally, lost_reasons)
+    targets: dict[str, dict[str, str]] = {}
+    missing = []
+    for entry in status.get("volumes") or []:
+        if not isinstance(entry, dict) or entry.get("status") in (Status.SUCCESSFUL, Status.FAILED):
+            continue
+        claim_part = f"{entry.get('namespace')}/{entry.get('persistentVolumeClaim')}"
+        if claim_part in trees and entry.get("mode", "filesystem") == "filesystem":
+            targets[claim_part] = {"tree": trees[claim_part]}
+        else:
+            missing.append(claim_part)
+    _save_volumes(state, {claim: {"tree": t["tree"]} for claim, t in targets.items()})
+    for claim_part in missing:  # no tree to write: its progress went with the state
+        reason = f"{state_loss.STATE_LOST}: the volume's progress was lost with the scratch state"
+        fields = {"status": Status.FAILED.value, "reason": reason}
+        backup_stage.update_volume(ports, meta["namespace"], meta["name"], claim_part, fields, kind=KIND)
+    if targets:
+        volumes.hand_out(ports, obj, state)
+    else:
+        finish(ports, obj, state)
+
+
+def _status_counts(by_kind: object) -> tuple[dict[str, int], int]:
+    """``status.resourcesByKind`` as one chunk's tally, and how many failed (non-numbers left out)."""
+    tally: dict[str, int] = {}
+    failed = 0
+    for kind, entry in (by_kind if isinstance(by_kind, dict) else {}).items():
+        for outcome in (RESTORED, RETAINED, REPLACED, FAILED):
+            value = entry.get(outcome) if isinstance(entry, dict) else None
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                tally[f"{kind}|{outcome}"] = value
+                failed += value if outcome == FAILED else 0
+    return tally, failed
 
 
 def _write_log(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:

@@ -31,6 +31,7 @@ import structlog
 from davit.api.types import Stage, Status
 from davit.constants import Kind, node_queue
 from davit.format.repository import BackupRepository
+from davit.operations import state_loss
 from davit.operations.messages import Message
 from davit.operations.ports import Ports
 from davit.operations.runtime import LocationUnavailable
@@ -72,6 +73,8 @@ def handle(ports: Ports, message: Message) -> None:
     claim, _sep, shard = message.part.removeprefix(backup_stage.VOLUME_PART_PREFIX).partition(SHARD_SEPARATOR)
     plan = backup_stage.load_plan(state, claim)
     if plan is None:
+        if state_loss.is_lost(state):  # not a stale message: the backup's state is gone
+            state_loss.fail(ports, KIND, obj, Stage.VOLUMES, state)
         return
     spec = obj.get("spec") or {}
     volume = _Volume(ports, message, state, plan, claim, obj, str(spec.get("backupLocation") or ""))

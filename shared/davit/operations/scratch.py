@@ -88,6 +88,13 @@ class OperationState:
     LOG: Final = "log"
     #: A group's plan is kept at ``<group>:plan``.
     PLAN_SUFFIX: Final = ":plan"
+    #: Written when the operation's state is laid out (JSON: the operation's uid and the stage it was laid
+    #: out for), *before* the state it vouches for: a Redis that lost its data (flushed, restarted without
+    #: persistence) loses it too, so "no parts outstanding" and "the state is gone" are told apart
+    #: (``davit.operations.state_loss``). Written again only by a rebuild.
+    LAYOUT: Final = "layout"
+    #: Held by the task rebuilding a lost state, so that several tasks noticing the loss rebuild it once.
+    REBUILD_LEASE: Final = "rebuild"
 
     def __init__(self, redis: Any, uid: str) -> None:
         self.redis = redis
@@ -136,6 +143,30 @@ class OperationState:
         pipe.expire(self.key(name), TTL_SECONDS)
         value, _expired = pipe.execute()
         return int(value)
+
+    # --- the layout marker --------------------------------------------------------------------------
+
+    def lay_out(self, stage: str) -> None:
+        """Mark the state as laid out for ``stage``: call it before writing the state it vouches for."""
+        self._set(self.LAYOUT, json.dumps({"uid": self.uid, "stage": stage}))
+
+    def laid_out(self) -> str | None:
+        """The stage the state was laid out for; None when the marker is gone (the state was lost) or is
+        not this operation's (whatever is in Redis is not trusted)."""
+        raw = self._get(self.LAYOUT)
+        try:
+            marker = json.loads(raw) if raw else None
+        except ValueError:
+            return None
+        if not isinstance(marker, dict) or marker.get("uid") != self.uid:
+            return None
+        stage = marker.get("stage")
+        return stage if isinstance(stage, str) else None
+
+    def take_rebuild(self, owner: str, seconds: float) -> bool:
+        """Whether ``owner`` may rebuild the lost state: once per ``seconds`` (the lease is not released,
+        so tasks noticing the same loss a moment later leave it to the first; it expires if that one died)."""
+        return self.take_lease(self.REBUILD_LEASE, owner, seconds)
 
     # --- outstanding parts -------------------------------------------------------------------------
 

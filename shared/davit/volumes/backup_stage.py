@@ -19,7 +19,7 @@ from davit.api.types import Stage, Status
 from davit.backup.selection import label_selector
 from davit.constants import Kind, node_queue
 from davit.kube.client import ApiException
-from davit.operations import progress, stages
+from davit.operations import progress, stages, state_loss
 from davit.operations.dispatch import Dispatch
 from davit.operations.messages import Message
 from davit.operations.ports import Cluster, Moving
@@ -61,6 +61,8 @@ def load_plan(state: BackupScratch, part: str) -> VolumePlan | None:
 def start(ports: Moving, obj: RawObject, state: BackupScratch, hold: bool) -> tuple[RawObject, bool]:
     """Plan and hand out the volumes; returns the object and whether volume work is outstanding."""
     plans = plan_all(ports.cluster, obj)
+    # Before the state it vouches for: a Redis that loses the plans loses the marker too.
+    state.lay_out(Stage.VOLUMES.value)
     save_plans(state, plans)
     work = [p for p in plans if p.mode != "skip"]
     moved = progress.advance(
@@ -163,11 +165,17 @@ def finish_part(ports: Moving, message: Message, state: BackupScratch) -> None:
     """A volume part is done (successfully or not): the last one moves the backup on, unless a
     snapshot task holds background exec actions and will do it after releasing them."""
     if state.finish(message.part) and not state.volumes_held():
-        advance(ports, message)
+        advance(ports, message, state)
 
 
-def advance(ports: Moving, message: Message) -> None:
-    """Every volume is done: the backup moves on to Applications (unless it moved on already)."""
+def advance(ports: Moving, message: Message, state: BackupScratch) -> None:
+    """Every volume is done: the backup moves on to Applications (unless it moved on already). No
+    outstanding volume because the state was lost is not "done": the backup fails ``StateLost``."""
     obj = ports.cluster.get(KIND, message.namespace, message.name)
-    if obj is not None:
-        progress.advance(ports, KIND, obj, Stage.VOLUMES, stages.Outcome.DONE)
+    if obj is None:
+        return
+    if state_loss.is_lost(state):
+        if (obj.get("status") or {}).get("stage") == Stage.VOLUMES:
+            state_loss.fail(ports, KIND, obj, Stage.VOLUMES, state)
+        return
+    progress.advance(ports, KIND, obj, Stage.VOLUMES, stages.Outcome.DONE)
