@@ -20,8 +20,10 @@ In a test process (or the chaos runner)::
         ...  # a BackupLocation whose endpoint is proxy.url
         proxy.set(Fault(Mode.THROTTLE, seconds=10, retry_after=2))
 
-From another process, ``python -m devstack.faults --upstream URL --flavor s3 --port P --control-port C``
-runs one, and ``FaultControl(f"http://127.0.0.1:{C}")`` switches it (POST /fault, GET /stats).
+``proxy.run(fault1, fault2, ...)`` applies faults one after the other (each starts when the one before
+has run out). From another process, ``python -m devstack.faults --upstream URL --flavor s3 --port P
+--control-port C`` runs one, and ``FaultControl(f"http://127.0.0.1:{C}")`` switches it (POST /fault or
+/faults with a list, GET /stats, POST /stats/reset).
 """
 
 from __future__ import annotations
@@ -137,6 +139,8 @@ class FaultProxy:
         self._fault = Fault(Mode.PASS)
         self._deadline: float | None = None
         self._remaining: int | None = None
+        #: The faults that follow the current one (``run``).
+        self._queue: list[Fault] = []
         self.stats = Stats()
         self._closed = threading.Event()
         self._server = _Server(("127.0.0.1", port), _Handler)
@@ -178,11 +182,20 @@ class FaultProxy:
 
     def set(self, fault: Fault | Mode) -> None:
         """From now on apply ``fault`` (a bare mode: until changed)."""
-        fault = Fault(fault) if isinstance(fault, Mode) else fault
+        self.run(fault)
+
+    def run(self, *faults: Fault | Mode) -> None:
+        """Apply ``faults`` one after the other: each starts when the one before has run out (its
+        seconds passed or its requests were hit), the first now; then ``pass``."""
+        steps = [Fault(f) if isinstance(f, Mode) else f for f in faults] or [Fault(Mode.PASS)]
         with self._lock:
-            self._fault = fault
-            self._deadline = None if fault.seconds is None else self._clock() + fault.seconds
-            self._remaining = fault.requests
+            self._queue = steps[1:]
+            self._start(steps[0], self._clock())
+
+    def _start(self, fault: Fault, now: float) -> None:
+        self._fault = fault
+        self._deadline = None if fault.seconds is None else now + fault.seconds
+        self._remaining = fault.requests
 
     def clear(self) -> None:
         self.set(Fault(Mode.PASS))
@@ -212,10 +225,16 @@ class FaultProxy:
             return replace(self.stats, faulted=dict(self.stats.faulted))
 
     def _expire(self) -> None:
-        if self._deadline is not None and self._clock() >= self._deadline:
-            self._fault, self._deadline, self._remaining = Fault(Mode.PASS), None, None
-        if self._remaining is not None and self._remaining <= 0:
-            self._fault, self._deadline, self._remaining = Fault(Mode.PASS), None, None
+        """Move past every fault that has run out (the next one starts when its predecessor ended)."""
+        while True:
+            now = self._clock()
+            if self._deadline is not None and now >= self._deadline:
+                ended = self._deadline
+            elif self._remaining is not None and self._remaining <= 0:
+                ended = now
+            else:
+                return
+            self._start(self._queue.pop(0) if self._queue else Fault(Mode.PASS), ended)
 
     def _take(self, method: str, path: str) -> Fault:
         """The fault for one request, counted against the fault's limit."""
@@ -441,18 +460,19 @@ class _ControlHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         proxy = self.server.proxy
         data = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-        if self.path == "/fault":
+        if self.path in ("/fault", "/faults"):
             try:
-                proxy.set(Fault.from_json(data))
+                faults = [Fault.from_json(item) for item in (data if isinstance(data, list) else [data])]
             except (KeyError, TypeError, ValueError) as exc:
                 self._reply(400, {"error": str(exc)})
                 return
+            proxy.run(*faults)
             self._reply(200, {"mode": proxy.current.mode.value})
         elif self.path == "/stats/reset":
             proxy.reset_stats()
             self._reply(200, {})
         else:
-            self._reply(404, {"error": "POST /fault or /stats/reset"})
+            self._reply(404, {"error": "POST /fault, /faults or /stats/reset"})
 
 
 class _ControlServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
@@ -476,8 +496,12 @@ class FaultControl:
             return json.loads(response.read() or b"null")
 
     def set(self, fault: Fault | Mode) -> None:
-        fault = Fault(fault) if isinstance(fault, Mode) else fault
-        self._call("POST", "/fault", {**asdict(fault), "mode": fault.mode.value})
+        self.run(fault)
+
+    def run(self, *faults: Fault | Mode) -> None:
+        """Like ``FaultProxy.run``: the faults one after the other."""
+        steps = [Fault(f) if isinstance(f, Mode) else f for f in faults]
+        self._call("POST", "/faults", [{**asdict(f), "mode": f.mode.value} for f in steps])
 
     def clear(self) -> None:
         self.set(Fault(Mode.PASS))

@@ -191,6 +191,25 @@ def test_a_fault_for_a_time_then_passes(proxy: FaultProxy, clock: Clock) -> None
     assert proxy.stats_snapshot().faulted == {"throttle": 2}
 
 
+def test_faults_run_one_after_the_other(proxy: FaultProxy, clock: Clock) -> None:
+    proxy.run(Fault(Mode.ERROR, seconds=10), Fault(Mode.THROTTLE, requests=1), Fault(Mode.ERROR, seconds=5))
+    assert request(proxy)[0] == 500
+    clock.now += 10
+    assert request(proxy)[0] == 503  # the throttle began when the first fault's time ran out
+    assert request(proxy)[0] == 500  # ... and the last fault when the throttle's request was hit
+    clock.now += 4.9
+    assert request(proxy)[0] == 500
+    clock.now += 0.2
+    assert request(proxy)[0] == 200
+    assert proxy.current.mode is Mode.PASS
+
+
+def test_faults_left_unrequested_still_end_on_time(proxy: FaultProxy, clock: Clock) -> None:
+    proxy.run(Fault(Mode.ERROR, seconds=10), Fault(Mode.THROTTLE, seconds=10))
+    clock.now += 25  # nobody asked during either fault
+    assert request(proxy)[0] == 200
+
+
 def test_filters_hit_only_matching_requests(proxy: FaultProxy) -> None:
     proxy.set(Fault(Mode.ERROR, methods=("PUT",), path_contains="manifest"))
     assert request(proxy, "PUT", "/b/backups/x/manifest.json", body=b"m")[0] == 500
@@ -221,8 +240,10 @@ def test_control_endpoint_switches_modes_and_reports(proxy: FaultProxy) -> None:
         status, headers, _ = request(proxy)
         assert (status, headers["retry-after"]) == (503, "2")
         assert request(proxy)[0] == 200
+        control.run(Fault(Mode.ERROR, requests=1), Fault(Mode.ERROR, status=502, requests=1))
+        assert [request(proxy)[0] for _ in range(3)] == [500, 502, 200]
         stats = control.stats()
-        assert stats["faulted"] == {"throttle": 1} and stats["forwarded"] == 1
+        assert stats["faulted"] == {"throttle": 1, "error": 2} and stats["forwarded"] == 2
         control.reset_stats()
         assert control.stats()["requests"] == 0
     finally:
