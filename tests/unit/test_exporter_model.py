@@ -556,3 +556,25 @@ def test_each_retention_reason_has_a_bounded_metric_label(reason: str, code: str
     from davit_services.retention.expiry import reason_code
 
     assert reason_code(reason) == code and code in deletions.REASONS
+
+
+def test_operations_failed_because_their_state_was_lost_are_counted_by_kind() -> None:
+    lost = op("lost", stage="Final", status="Failed", trigger=50, finish=5)
+    lost["status"]["reason"] = "StateLost: the operation's scratch state was lost in stage Volumes (...)"
+    other = op("other", stage="Final", status="Failed", trigger=50, finish=5)
+    other["status"]["reason"] = "SpecChanged: the spec changed"
+    rebuilt = op("rebuilt", stage="Final", status="Successful", trigger=50, finish=5)
+    running = op("running", stage="Volumes", status="InProgress", trigger=5)
+    running["status"]["reason"] = "StateLost: not Final yet"
+
+    counted = samples(build(backups=[lost, other, rebuilt, running]), "davit_operations_state_lost_total")
+    assert counted == {
+        labels(kind="ApplicationBackup"): 1,
+        labels(kind="ApplicationRestore"): 0,
+        labels(kind="ApplicationClone"): 0,
+    }
+    # The exporter's cache keeps the reason only as this marker (no details, no other reasons).
+    assert model.slim(lost)["status"]["reason"] == "StateLost"
+    assert "reason" not in model.slim(other)["status"]
+    slimmed = samples(build(backups=[model.slim(lost)]), "davit_operations_state_lost_total")
+    assert slimmed[labels(kind="ApplicationBackup")] == 1

@@ -23,6 +23,7 @@ from davit import timeutil
 from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
 from davit.constants import OPERATION_KINDS, SCHEDULE_LABEL, Kind
+from davit.operations.state_loss import STATE_LOST
 
 #: How a Final operation can have ended; any other value is reported as ``Unknown``.
 RESULTS: Final = (Status.SUCCESSFUL, Status.PARTIAL_SUCCESS, Status.FAILED)
@@ -70,6 +71,8 @@ class Operation:
     volumes_done: int
     total_size: int | None
     stored_size: int | None
+    #: Failed because its scratch state was lost (status reason ``StateLost: …``).
+    state_lost: bool = False
 
     @property
     def final(self) -> bool:
@@ -112,7 +115,12 @@ def parse_operation(kind: Kind, obj: RawObject) -> Operation:
         volumes_done=sum(1 for v in volumes if v.get("status") in VOLUME_DONE),
         total_size=_size(status.get("totalSize")),
         stored_size=_size(status.get("storedSize")),
+        state_lost=status.get("status") == Status.FAILED and _state_lost(status.get("reason")),
     )
+
+
+def _state_lost(reason: Any) -> bool:
+    return isinstance(reason, str) and reason.startswith(STATE_LOST)
 
 
 def slim(obj: RawObject) -> RawObject:
@@ -128,6 +136,8 @@ def slim(obj: RawObject) -> RawObject:
     slimmed_status = {k: status[k] for k in _STATUS_FIELDS if k in status}
     if "phase" in status:
         slimmed_status["phase"] = status["phase"]
+    if _state_lost(status.get("reason")):  # the one reason a metric reads, kept without its details
+        slimmed_status["reason"] = STATE_LOST
     if isinstance(status.get("volumes"), list):
         slimmed_status["volumes"] = [
             {"status": v.get("status")} for v in status["volumes"] if isinstance(v, dict)
@@ -157,6 +167,7 @@ def operation_families(operations: Iterable[Operation], now: datetime.datetime) 
     return [
         *in_flight_families(in_flight, now),
         completed_family(final),
+        state_lost_family(final),
         duration_family(final),
         last_success_family(final),
         *bytes_families(final),
@@ -214,6 +225,20 @@ def completed_family(final: Sequence[Operation]) -> Metric:
     )
     for labels, value in sorted(counts.items()):
         family.add_metric(list(labels), value)
+    return family
+
+
+def state_lost_family(final: Sequence[Operation]) -> Metric:
+    counts: Counter[str] = Counter({kind.value: 0 for kind in OPERATION_KINDS})
+    counts.update(op.kind.value for op in final if op.state_lost)
+    family = CounterMetricFamily(
+        "davit_operations_state_lost",
+        f"Final operations whose custom resource exists that failed with the reason {STATE_LOST} (their "
+        "scratch state in Redis was lost and could not be rebuilt), by kind. Every kind is present.",
+        labels=["kind"],
+    )
+    for kind, value in sorted(counts.items()):
+        family.add_metric([kind], value)
     return family
 
 
