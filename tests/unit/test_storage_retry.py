@@ -358,3 +358,12 @@ def test_s3_store_gives_up_after_its_total_time_with_the_store_reason(proxy: Fau
     assert "s3cr3t-k3y" not in gave_up.value.reason
     proxy.clear()
     assert not store.exists("never")
+
+
+def test_s3_store_reads_a_bounded_object_again_when_its_body_is_cut(proxy: FaultProxy) -> None:
+    store = fast_store(proxy)
+    data = bytes(range(256)) * 64
+    store.put("bounded", data)
+    proxy.set(Fault(Mode.TRUNCATE, requests=2))
+    assert store.get("bounded", max_size=len(data)) == data
+    assert proxy.stats_snapshot().faulted == {"truncate": 2}

@@ -203,7 +203,7 @@ class S3Store(ObjectStore):
                 data: bytes = body.read() if max_size is None else body.read(max_size + 1)
             if max_size is not None and len(data) > max_size:
                 raise ObjectTooLarge(key, len(data), max_size)
-            if max_size is None and len(data) != length:
+            if response.get("ContentLength") is not None and len(data) < length:
                 # A body cut short (a reset, a proxy) is read again, never taken for the object.
                 raise _ShortBody(f"the body ended after {len(data)} of {length} bytes")
             return data
