@@ -18,11 +18,11 @@ from davit.format.sealing import CorruptObject, NotEncrypted
 from davit.kube.operations import SpecChanged
 from davit.kube.watching import Gone
 from davit.operations.messages import MessageDecodeError
-from davit.operations.runtime import LocationUnavailable
+from davit.operations.runtime import LocationUnavailable, LocationUnusable
 from davit.operations.workers import MAX_RETRIES, Fail, Retry, decide, describe, is_retryable
 from davit.repo.errors import MissingChunk, RepoError
 from davit.restore.init_container import UsageError, WaitTimedOut
-from davit.storage.base import ObjectNotFound, StorageError
+from davit.storage.base import ObjectNotFound, StorageError, StoreRefused, StoreUnavailable
 from davit.tenancy import SPEC_CHANGED, UnsafeName
 from davit.volumes.node_dirs import RefusedDirectory
 
@@ -45,6 +45,9 @@ def api_error(status: int, message: str = "") -> ApiException:
         (Gone("too old"), True),
         (WaitTimedOut("markers missing"), True),
         (ExecError("pod a/b: connection reset"), True),
+        (StoreRefused("InvalidAccessKeyId", "cannot list s3://b", store="S3"), False),
+        (StoreUnavailable("SlowDown", "cannot write 'k' to s3://b", store="S3", attempts=9), False),
+        (LocationUnusable("BackupLocation a/loc is unavailable: S3 AccessDenied: no"), False),
         (CorruptObject("bad tag"), False),
         (NotEncrypted("plain"), False),
         (FormatError("formatVersion 9"), False),
@@ -147,6 +150,24 @@ def test_retryable_errors_back_off_then_fail_after_retries() -> None:
     failed = decide(exc, MAX_RETRIES)
     assert failed == Fail("SlowDown: try later", after_retries=True)
     assert failed.status_reason("Volumes") == "Volumes failed after retries: SlowDown: try later"
+
+
+def test_a_store_that_refused_or_gave_up_fails_at_once_with_its_reason() -> None:
+    refused = decide(
+        StoreRefused("SignatureDoesNotMatch", "cannot list s3://b/p: bad signature", store="S3"), 0
+    )
+    assert refused == Fail("S3 SignatureDoesNotMatch: cannot list s3://b/p: bad signature")
+    gave_up = StoreUnavailable(
+        "ServerBusy", "cannot read 'k' from azure://a/c", store="Azure", attempts=7, seconds=89.6
+    )
+    failed = decide(gave_up, 0)
+    assert isinstance(failed, Fail) and not failed.after_retries
+    assert failed.status_reason("Volumes") == (
+        "Volumes failed: Azure ServerBusy: cannot read 'k' from azure://a/c "
+        "(still failing after 7 attempts in 90s)"
+    )
+    # Still StorageErrors, for the callers that catch those.
+    assert isinstance(refused, Fail) and isinstance(gave_up, StorageError)
 
 
 def test_non_retryable_errors_fail_at_once() -> None:
