@@ -85,6 +85,12 @@ def validate_backup(obj: RawObject, lookup: Lookup, admin_namespace: str) -> Ver
                 problems.append(
                     f"spec.includeResources[{index}].namespace: {ref['namespace']} is outside {namespace}"
                 )
+        if spec.get("includeClusterResources") is True:
+            problems.append(
+                f"spec.includeClusterResources: true (every cluster-scoped object) is only allowed for "
+                f"backups in the admin namespace {admin_namespace}; leave it unset to back up the "
+                f"cluster-scoped objects {namespace}'s own objects need"
+            )
     location = spec.get("backupLocation")
     if location and resolve_location(lookup, namespace, location, admin_namespace) is None:
         problems.append(f"spec.backupLocation: BackupLocation {namespace}/{location} not found")

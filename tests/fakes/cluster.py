@@ -587,6 +587,15 @@ class FakeCluster:
                 return found
         return None
 
+    def find_object(self, resource: ApiResource, namespace: str, name: str) -> RawObject | None:
+        self._enter("find_object")
+        tenancy.resource_path(resource.api_version, resource.plural, namespace, name)
+        with self._lock:
+            found = self.objects.get((resource.kind, namespace, name))
+            if found is None:
+                return None
+            return {**copy.deepcopy(found), "apiVersion": resource.api_version, "kind": resource.kind}
+
     def get_object(self, resource: ApiResource, namespace: str | None, name: str) -> RawObject | None:
         self._enter("get_object")
         key = self._resource_key(resource, namespace, name)

@@ -111,7 +111,10 @@ EXPECTED_GRANTS: dict[str, set[Grant]] = {
     EXPORT_ROLE: WORKER_COMMON
     | grants("*", ["*"], ["list"])  # every resource of the namespaces it backs up
     | grants("", ["namespaces", "persistentvolumes"], ["get"])
-    | grants("apiextensions.k8s.io", ["customresourcedefinitions"], ["get"]),
+    | grants("apiextensions.k8s.io", ["customresourcedefinitions"], ["get"])
+    | grants("storage.k8s.io", ["storageclasses"], ["get"])
+    | grants("scheduling.k8s.io", ["priorityclasses"], ["get"])
+    | grants("rbac.authorization.k8s.io", ["clusterroles"], ["get"]),
     "davit-retention": WORKER_COMMON
     | grants(G, ["applicationbackups"], ["patch"])  # the finalizer
     | grants(SNAPSHOTS, ["volumesnapshots"], ["list", "delete"])  # reclaimPolicy Delete
@@ -498,6 +501,10 @@ def test_export_reads_the_cluster_part_by_name() -> None:
     assert "get" in granted(rules, "", "namespaces")
     assert "get" in granted(rules, "", "persistentvolumes")
     assert "get" in granted(rules, "apiextensions.k8s.io", "customresourcedefinitions")
+    assert "get" in granted(rules, "storage.k8s.io", "storageclasses")
+    assert "get" in granted(rules, "scheduling.k8s.io", "priorityclasses")
+    assert "get" in granted(rules, "rbac.authorization.k8s.io", "clusterroles")
+    assert "list" in granted(rules, "rbac.authorization.k8s.io", "clusterrolebindings")
     nonresource = {url for rule in rules for url in rule.get("nonResourceURLs", [])}
     assert {"/api", "/apis"} <= nonresource, "discovery"
 

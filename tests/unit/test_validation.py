@@ -159,6 +159,8 @@ def test_resolve_location_tolerates_location_without_body() -> None:
         ),
         pytest.param(ADMIN, {"namespaces": [APP, OTHER]}, id="admin-covers-other-namespaces"),
         pytest.param(ADMIN, {"namespaceSelector": "team=a"}, id="admin-selector-only"),
+        pytest.param(ADMIN, {"namespaces": [APP], "includeClusterResources": True}, id="admin-all-cluster"),
+        pytest.param(APP, {"namespaces": [APP], "includeClusterResources": False}, id="tenant-no-cluster"),
         pytest.param(
             ADMIN,
             {
@@ -224,6 +226,12 @@ def test_backup_accepted(namespace: str, spec: dict[str, Any]) -> None:
             "spec.postExecRule:",
             [f"{APP}/nope"],
             id="no-post-rule",
+        ),
+        pytest.param(
+            {"namespaces": [APP], "includeClusterResources": True},
+            "spec.includeClusterResources:",
+            [ADMIN, "unset"],
+            id="tenant-all-cluster-resources",
         ),
         pytest.param({"namespaces": []}, "spec.namespaces:", ["at least one"], id="empty-namespaces"),
         pytest.param({}, "spec.namespaces:", ["at least one"], id="no-namespaces-no-selector"),

@@ -10,10 +10,12 @@ import structlog
 from davit import tenancy
 from davit.api.objects import RawObject
 from davit.api.types import Stage
+from davit.backup import cluster_scope
 from davit.backup.selection import (
     ApiResource,
     ClusterRef,
     ListTarget,
+    binds_account,
     keep,
     label_selector,
     needed_cluster_objects,
@@ -150,10 +152,7 @@ def page(ports: Ports, obj: RawObject, state: BackupScratch, part: str) -> None:
     kept = [_clean(o) for o in result.items if keep(o, target.resource, spec)]
     repository = ports.stores.repository(meta["namespace"], spec["backupLocation"])
     info = repository.write_part(BackupRef(meta["namespace"], meta["name"], meta["uid"]), part, kept)
-    needed = sorted(
-        {json.dumps(ref.__dict__) for o in kept for ref in needed_cluster_objects(o, target.resource)}
-    )
-    _record(state, info, [resource_ref(o) for o in kept], needed)
+    _record(state, info, [resource_ref(o) for o in kept], _needed_entries(kept, target.resource))
     count = state.add_resources(len(kept))
     progress.heartbeat(ports, KIND, obj, {"resourceCount": count})
     if state.finish(part):
@@ -172,21 +171,6 @@ def _may_read(cluster: Cluster, admin: str, obj: RawObject, namespace: str) -> b
     return isinstance(selector, str) and bool(selector) and namespace in cluster.namespaces_matching(selector)
 
 
-def _needed_by(admin: str, obj: RawObject, found: RawObject) -> bool:
-    """Outside the admin namespace a backup stores only the cluster-scoped objects its namespace's own
-    objects need, checked against the cluster: a volume bound to one of its claims, a CRD; the refs
-    themselves come from the scratch state."""
-    if obj["metadata"]["namespace"] == admin:
-        return True
-    kind = found.get("kind")
-    if kind == "PersistentVolume":
-        claim = (found.get("spec") or {}).get("claimRef") or {}
-        return bool(claim.get("namespace") == obj["metadata"]["namespace"])
-    return kind in ("CustomResourceDefinition", "Namespace") and (
-        kind != "Namespace" or found["metadata"]["name"] == obj["metadata"]["namespace"]
-    )
-
-
 def _refuse(ports: Moving, obj: RawObject, state: BackupScratch, what: str) -> None:
     reason = (f"the backup's scratch state is outside its accepted spec ({what}); nothing of it was "
               f"read: the backup is failed rather than trusted")  # fmt: skip
@@ -203,9 +187,120 @@ def _record(state: BackupScratch, info: Any, refs: list[dict[str, str]], needed:
     )  # fmt: skip
 
 
+def _needed_entries(kept: list[RawObject], resource: ApiResource) -> list[str]:
+    """The cluster-scoped objects ``kept`` need, each with the first object of the page that needs it
+    (its ``source``): the cluster part reads that object again from the API to check the need."""
+    entries: dict[ClusterRef, RawObject] = {}
+    for o in kept:
+        for ref in needed_cluster_objects(o, resource):
+            entries.setdefault(ref, o)
+    return sorted(
+        json.dumps({"ref": ref.__dict__, "source": {
+            "apiVersion": resource.api_version, "plural": resource.plural, "kind": resource.kind,
+            "namespace": o["metadata"].get("namespace"), "name": o["metadata"].get("name"),
+        }}, sort_keys=True)
+        for ref, o in entries.items()
+    )  # fmt: skip
+
+
+class _Refused(Exception):
+    """The scratch state names something outside the backup's accepted spec."""
+
+
+#: Objects a needed ref's recorded sources are read for, at most, before the ref counts as unproven: the
+#: scratch state may hold any number of made-up sources.
+_SOURCES_TRIED = 3
+
+
+def _source_needs(cluster: Cluster, namespaces: list[str], source: Any, ref: ClusterRef) -> bool:
+    """Whether ``source`` (from the scratch state), read again from the API, needs ``ref``. A source
+    outside the backup's namespaces is refused (``_Refused``): the scratch state was tampered with."""
+    if not isinstance(source, dict) or source.get("namespace") not in namespaces:
+        raise _Refused(f"a needed object's source {source!r} lies outside {namespaces}")
+    group, _, version = str(source.get("apiVersion") or "").rpartition("/")
+    resource = ApiResource(group, version, str(source.get("plural")), str(source.get("kind")), True,
+                           frozenset({"list"}))  # fmt: skip
+    try:
+        found = cluster.find_object(resource, source["namespace"], str(source.get("name")))
+    except tenancy.UnsafeName as exc:
+        raise _Refused(f"a needed object's source {source!r}: {exc}") from exc
+    return found is not None and ref in needed_cluster_objects(found, resource)
+
+
+def _proven_refs(cluster: Cluster, namespaces: list[str], entries: list[str]) -> list[ClusterRef]:
+    """The refs of the scratch state's needed entries whose need the API confirms: a ref is kept once one
+    of its recorded sources, read again, still needs it (a claim still bound to the volume, a pod still
+    using the PriorityClass), so the scratch state alone never decides what a backup stores."""
+    sources: dict[ClusterRef, list[Any]] = {}
+    for raw in entries:
+        try:
+            entry = json.loads(raw)
+            ref = ClusterRef(**entry["ref"])
+            if not all(isinstance(v, str) for v in ref.__dict__.values()):
+                raise TypeError("not strings")
+        except (ValueError, TypeError, KeyError) as exc:
+            raise _Refused(f"a needed entry {raw[:200]!r} is not one the export writes") from exc
+        sources.setdefault(ref, []).append(entry.get("source"))
+    proven = []
+    for ref, candidates in sorted(sources.items(), key=lambda item: tuple(item[0].__dict__.values())):
+        if any(_source_needs(cluster, namespaces, s, ref) for s in candidates[:_SOURCES_TRIED]):
+            proven.append(ref)
+    return proven
+
+
+def _list_all(
+    ports: Ports, resource: ApiResource, namespace: str | None, selector: str | None = None
+) -> list[RawObject]:
+    items: list[RawObject] = []
+    token: str | None = None
+    while True:
+        result = ports.cluster.list_page(
+            resource, namespace, selector, ports.settings.export_page_size, token
+        )
+        items.extend(result.items)
+        token = result.continue_token
+        if not token:
+            return items
+
+
+def _account_bindings(ports: Ports, obj: RawObject, namespaces: list[str]) -> list[RawObject]:
+    """The ClusterRoleBindings naming a service account the backup covers (listed again from the API with
+    the backup's selectors, when its spec backs up service accounts at all)."""
+    spec = obj.get("spec") or {}
+    if not select_targets([cluster_scope.SERVICE_ACCOUNTS], spec, namespaces):
+        return []
+    selector = label_selector(spec.get("selectors"))
+    accounts = {
+        (namespace, account["metadata"]["name"])
+        for namespace in namespaces
+        for account in _list_all(ports, cluster_scope.SERVICE_ACCOUNTS, namespace, selector)
+        if keep(account, cluster_scope.SERVICE_ACCOUNTS, spec)
+    }
+    if not accounts:
+        return []
+    return [
+        {**b, "apiVersion": cluster_scope.CLUSTER_ROLE_BINDINGS.api_version, "kind": "ClusterRoleBinding"}
+        for b in _list_all(ports, cluster_scope.CLUSTER_ROLE_BINDINGS, None)
+        if binds_account(b, accounts)
+    ]
+
+
+def _ref_of(found: RawObject, plurals: dict[tuple[str, str], str]) -> ClusterRef | None:
+    kind = str(found.get("kind") or "")
+    plural = plurals.get((cluster_scope.group_of(found), kind))
+    name = (found.get("metadata") or {}).get("name")
+    return ClusterRef(str(found.get("apiVersion")), plural, name) if plural and name else None
+
+
 def cluster_part(ports: Ports, obj: RawObject, state: BackupScratch) -> None:
-    """The cluster-scoped objects the backup needs: its Namespaces, PVs of its PVCs, CRDs of its custom
-    resources; then on to PostExecRule."""
+    """The cluster-scoped objects the backup stores (``davit.backup.cluster_scope``: what its objects
+    need, all of them, or its Namespaces only); then on to PostExecRule.
+
+    Everything is derived again here, where the privileged reads happen, from the accepted spec and the
+    API: the namespaces are checked against the spec, each needed object recorded by the pages is stored
+    only once a source object read again from the API still needs it, ClusterRoleBindings are listed from
+    the API and kept by their subjects, and outside the admin namespace every object passes
+    ``cluster_scope.tenant_refusal`` before it is stored."""
     if not state.is_pending(CLUSTER_PART):
         if state_loss.is_lost(state):
             plan(ports, obj, state)
@@ -219,20 +314,56 @@ def cluster_part(ports: Ports, obj: RawObject, state: BackupScratch) -> None:
     if outside:
         _refuse(ports, obj, state, f"the recorded namespaces include {outside}")
         return
-    refs = [ClusterRef("v1", "namespaces", ns) for ns in namespaces]
-    # includeClusterResources unset means "auto": what the namespaced objects need. false: Namespaces only.
-    if spec.get("includeClusterResources") is not False:
-        refs += [ClusterRef(**json.loads(raw)) for raw in state.needed()]
-    objects = []
-    for ref in refs:
-        found = ports.cluster.get_cluster_object(ref)
-        if found is not None and _needed_by(admin, obj, found):
-            objects.append(_clean(found))
+    chosen = cluster_scope.mode(spec, meta["namespace"], admin)
+    found: dict[tuple[str, str, str], RawObject] = {}
+
+    def add(item: RawObject | None) -> None:
+        """Keep ``item`` (as the API returned it) unless it is being deleted or, outside the admin
+        namespace, is not the tenant's to store (then nothing it needs is read either)."""
+        if item is None or (item.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        refusal = None if meta["namespace"] == admin else cluster_scope.tenant_refusal(item, namespaces)
+        if refusal is not None:
+            state.log("export.cluster_object_refused", reason=refusal)
+            return
+        key = (cluster_scope.group_of(item), str(item.get("kind")), str(item["metadata"].get("name")))
+        found.setdefault(key, _clean(item))
+
+    for ns in namespaces:
+        add(ports.cluster.get_cluster_object(ClusterRef("v1", "namespaces", ns)))
+    resources = ports.cluster.discover() if chosen is not cluster_scope.Mode.NONE else []
+    plurals = {(r.group, r.kind): r.plural for r in resources if not r.namespaced and "/" not in r.plural}
+    if chosen is cluster_scope.Mode.ALL:
+        for resource in cluster_scope.all_targets(resources):
+            for item in _list_all(ports, resource, None):
+                if keep(item, resource, {}):
+                    add({**item, "apiVersion": resource.api_version, "kind": resource.kind})
+    elif chosen is cluster_scope.Mode.NEEDED:
+        try:
+            refs = _proven_refs(ports.cluster, namespaces, state.needed())
+        except _Refused as exc:
+            _refuse(ports, obj, state, str(exc))
+            return
+        for ref in refs:
+            add(ports.cluster.get_cluster_object(ref))
+        for binding in _account_bindings(ports, obj, namespaces):
+            add(binding)
+        # What the cluster-scoped objects just read need in turn: a binding's ClusterRole, a volume's
+        # StorageClass (read from the API, so no source to check).
+        for item in list(found.values()):
+            ref = _ref_of(item, plurals)
+            if ref is None:
+                continue
+            resource = ApiResource(cluster_scope.group_of(item), ref.api_version.rpartition("/")[2],
+                                   ref.plural, str(item.get("kind")), False, frozenset())  # fmt: skip
+            for needed in needed_cluster_objects(item, resource):
+                add(ports.cluster.get_cluster_object(needed))
+    objects = list(found.values())
     repository = ports.stores.repository(meta["namespace"], spec["backupLocation"])
     info = repository.write_part(
         BackupRef(meta["namespace"], meta["name"], meta["uid"]), CLUSTER_PART, objects
     )
     _record(state, info, [resource_ref(o) for o in objects], [])
-    state.log("export.completed", clusterObjects=len(objects))
+    state.log("export.completed", clusterObjects=len(objects), mode=chosen.value)
     if state.finish(CLUSTER_PART):
         progress.advance(ports, KIND, obj, Stage.APPLICATIONS, stages.Outcome.DONE)

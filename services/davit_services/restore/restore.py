@@ -318,7 +318,7 @@ def finish_dry_run(ports: Ports, obj: RawObject, state: RestoreScratch, objects:
     counts: dict[str, dict[str, int]] = {}
     for item in objects:
         there = key_of(item) in existing
-        result = (REPLACED if replace and not namespace_default(item) else RETAINED) if there else RESTORED
+        result = (REPLACED if replace and not never_replaced(item) else RETAINED) if there else RESTORED
         entry = counts.setdefault(item["kind"], {"restored": 0, "retained": 0, "replaced": 0, "failed": 0})
         entry[result] += 1
     state.log("restore.dry_run", counts=counts)
@@ -333,7 +333,7 @@ def _delete_existing(applier: Applier, steps: list[list[RawObject]],
     """replacePolicy Delete: delete what is there, dependents before what they depend on (workloads
     before claims, claims before volumes), each step waited for; what is left at the deadline."""
     for step in reversed(steps):
-        there = [o for o in step if key_of(o) in existing and not namespace_default(o)]
+        there = [o for o in step if key_of(o) in existing and not never_replaced(o)]
         for item in there:
             applier.delete(item)
         left = applier.wait_gone(there, DELETE_TIMEOUT_SECONDS)
@@ -350,6 +350,20 @@ def namespace_default(obj: RawObject) -> bool:
     return obj.get("apiVersion") == "v1" and (
         kind == "Namespace" or (kind, name) == ("ServiceAccount", "default")
     )
+
+
+def never_replaced(obj: RawObject) -> bool:
+    """Whether ``replacePolicy: Delete`` leaves ``obj`` as it is when it exists (counted ``retained``):
+    a namespace's own defaults, and every cluster-scoped object but a PersistentVolume. Those are shared
+    with everything else in the cluster (a ClusterRole other bindings grant, a StorageClass other claims
+    use; deleting a CRD deletes all its objects), so a restore adds what is missing and never overwrites;
+    a static volume belongs to its claim and is replaced with it, so that the new claim can bind it."""
+    meta = obj.get("metadata") or {}
+    cluster_scoped = not meta.get("namespace") and (obj.get("apiVersion"), obj.get("kind")) != (
+        "v1",
+        "PersistentVolume",
+    )
+    return namespace_default(obj) or cluster_scoped
 
 
 # --- Applications --------------------------------------------------------------------------------

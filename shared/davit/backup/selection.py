@@ -12,8 +12,9 @@ What is never backed up, and why:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from davit import constants
@@ -44,6 +45,8 @@ class ApiResource:
     kind: str
     namespaced: bool
     verbs: frozenset[str]
+    #: Whether discovery serves it in its group's preferred version (not only in an older one).
+    preferred: bool = field(default=True, compare=False)
 
     @property
     def api_version(self) -> str:
@@ -113,7 +116,7 @@ def select_targets(
     include_refs = spec.get("includeResources") or []
     selector = label_selector(spec.get("selectors"))
     chosen = []
-    for resource in resources:
+    for resource in preferred_resources(resources):
         if not resource.namespaced or not backupable(resource):
             continue
         if include_types and not any(resource.matches(t) for t in include_types):
@@ -152,20 +155,181 @@ def keep(obj: RawObject, resource: ApiResource, spec: dict[str, Any]) -> bool:
     return True
 
 
+#: Where the cluster-scoped dependencies live (all GA in every Kubernetes Davit supports).
+PERSISTENT_VOLUMES = ("v1", "persistentvolumes")
+STORAGE_CLASSES = ("storage.k8s.io/v1", "storageclasses")
+PRIORITY_CLASSES = ("scheduling.k8s.io/v1", "priorityclasses")
+CLUSTER_ROLES = ("rbac.authorization.k8s.io/v1", "clusterroles")
+CRDS = ("apiextensions.k8s.io/v1", "customresourcedefinitions")
+#: The annotation claims named their class by before ``spec.storageClassName`` existed.
+_BETA_STORAGE_CLASS = "volume.beta.kubernetes.io/storage-class"
+
+#: Kinds holding a pod template, and where it is: (group, kind) → path to the template's pod spec.
+_WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet")
+_WORKLOAD_GROUPS = ("apps", "extensions")
+_POD_SPECS: Mapping[tuple[str, str], tuple[str, ...]] = {
+    **{(group, kind): ("spec", "template", "spec") for group in _WORKLOAD_GROUPS for kind in _WORKLOADS},
+    ("batch", "Job"): ("spec", "template", "spec"),
+    ("batch", "CronJob"): ("spec", "jobTemplate", "spec", "template", "spec"),
+    ("", "ReplicationController"): ("spec", "template", "spec"),
+    ("", "PodTemplate"): ("template", "spec"),
+    ("", "Pod"): ("spec",),
+}  # fmt: skip
+
+
+def _dig(obj: Any, *path: str) -> Any:
+    for step in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(step)
+    return obj
+
+
+def _named(api_plural: tuple[str, str], name: Any) -> list[ClusterRef]:
+    """A ref to ``name`` if it is a non-empty string (anything else in a stored object names nothing)."""
+    return [ClusterRef(api_plural[0], api_plural[1], name)] if isinstance(name, str) and name else []
+
+
+def _claim_class(claim_spec: Any, annotations: Any) -> list[ClusterRef]:
+    name = _dig(claim_spec, "storageClassName")
+    if name is None and isinstance(annotations, dict):
+        name = annotations.get(_BETA_STORAGE_CLASS)
+    return _named(STORAGE_CLASSES, name)
+
+
 def needed_cluster_objects(obj: RawObject, resource: ApiResource) -> list[ClusterRef]:
-    """The cluster-scoped objects a restore of ``obj`` needs: a PVC's PV, a custom resource's CRD."""
-    needed = []
-    if resource.group == "" and resource.plural == "persistentvolumeclaims":
-        volume = (obj.get("spec") or {}).get("volumeName")
-        if volume:
-            needed.append(ClusterRef("v1", "persistentvolumes", volume))
-    if resource.group not in BUILTIN_GROUPS:
-        needed.append(
-            ClusterRef(
-                "apiextensions.k8s.io/v1", "customresourcedefinitions", f"{resource.plural}.{resource.group}"
-            )
-        )
-    return needed
+    """The cluster-scoped objects a restore of ``obj`` (listed as ``resource``) needs: a claim's volume
+    and StorageClass (also of a StatefulSet's claim templates and of a volume), the PriorityClass of a
+    pod or of a workload's pod template, the ClusterRole a (Cluster)RoleBinding grants, a custom
+    resource's CustomResourceDefinition. ClusterRoleBindings are found the other way round (by their
+    subjects, ``binds_account``): nothing namespaced names them."""
+    needed: list[ClusterRef] = []
+    group, kind = resource.group, obj.get("kind") or resource.kind
+    spec = obj.get("spec")
+    annotations = _dig(obj, "metadata", "annotations")
+    if (group, resource.plural) == ("", "persistentvolumeclaims"):
+        needed += _named(PERSISTENT_VOLUMES, _dig(spec, "volumeName"))
+        needed += _claim_class(spec, annotations)
+    elif (group, resource.plural) == ("", "persistentvolumes"):
+        needed += _claim_class(spec, annotations)
+    pod_spec = _POD_SPECS.get((group, kind))
+    if pod_spec is not None:
+        needed += _named(PRIORITY_CLASSES, _dig(obj, *pod_spec, "priorityClassName"))
+    if (group, kind) in (("apps", "StatefulSet"), ("extensions", "StatefulSet")):
+        for template in _dig(spec, "volumeClaimTemplates") or []:
+            needed += _claim_class(_dig(template, "spec"), _dig(template, "metadata", "annotations"))
+    if group == "rbac.authorization.k8s.io" and kind in ("RoleBinding", "ClusterRoleBinding"):
+        role = _dig(obj, "roleRef")
+        if isinstance(role, dict) and role.get("kind") == "ClusterRole":
+            needed += _named(CLUSTER_ROLES, role.get("name"))
+    if group not in BUILTIN_GROUPS:
+        needed.append(ClusterRef(*CRDS, f"{resource.plural}.{group}"))
+    return list(dict.fromkeys(needed))
+
+
+def bound_accounts(binding: RawObject) -> set[tuple[str, str]]:
+    """The service accounts a (Cluster)RoleBinding names among its subjects, as (namespace, name); a
+    ``system:serviceaccounts:<namespace>`` group subject (every account of a namespace) as
+    (namespace, "*")."""
+    accounts = set()
+    for subject in _dig(binding, "subjects") or []:
+        if not isinstance(subject, dict):
+            continue
+        namespace, name = subject.get("namespace"), subject.get("name")
+        if not isinstance(name, str):
+            continue
+        if subject.get("kind") == "ServiceAccount" and isinstance(namespace, str) and namespace:
+            accounts.add((namespace, name))
+        elif subject.get("kind") == "Group" and name.startswith(_ACCOUNTS_GROUP) and name != _ACCOUNTS_GROUP:
+            accounts.add((name[len(_ACCOUNTS_GROUP) :], "*"))
+    return accounts
+
+
+_ACCOUNTS_GROUP = "system:serviceaccounts:"
+
+
+def binds_account(binding: RawObject, accounts: Iterable[tuple[str, str]]) -> bool:
+    """Whether ``binding`` names one of ``accounts`` ((namespace, name) of service accounts) among its
+    subjects, itself or through its namespace's ``system:serviceaccounts:<namespace>`` group."""
+    wanted = set(accounts)
+    namespaces = {namespace for namespace, _ in wanted}
+    return any(
+        (namespace, name) in wanted or (name == "*" and namespace in namespaces)
+        for namespace, name in bound_accounts(binding)
+    )
+
+
+# --- one group per object ---------------------------------------------------------------------------
+
+#: Resources kube-apiserver serves under an old group besides their current one, from the same storage:
+#: (old group, plural) → the group a backup lists them in. Listing both would store every object twice
+#: (and a restore would count it twice). Velero keeps the same list ("cohabitating resources").
+KNOWN_ALIASES: Mapping[tuple[str, str], str] = {
+    ("extensions", "ingresses"): "networking.k8s.io",
+    ("extensions", "networkpolicies"): "networking.k8s.io",
+    ("extensions", "deployments"): "apps",
+    ("extensions", "daemonsets"): "apps",
+    ("extensions", "replicasets"): "apps",
+    ("extensions", "podsecuritypolicies"): "policy",
+    ("", "events"): "events.k8s.io",
+}
+
+#: The same, by kind: how a restore recognises the second copy of an object in a backup made before
+#: backups stored each object once.
+KNOWN_KIND_ALIASES: Mapping[tuple[str, str], str] = {
+    ("extensions", "Ingress"): "networking.k8s.io",
+    ("extensions", "NetworkPolicy"): "networking.k8s.io",
+    ("extensions", "Deployment"): "apps",
+    ("extensions", "DaemonSet"): "apps",
+    ("extensions", "ReplicaSet"): "apps",
+    ("extensions", "PodSecurityPolicy"): "policy",
+    ("", "Event"): "events.k8s.io",
+}
+
+_VERSION = re.compile(r"^v(\d+)(?:(alpha|beta)(\d+))?$")
+_LEVELS = {"alpha": 0, "beta": 1, None: 2}
+
+
+def version_priority(version: str) -> tuple[int, int, int]:
+    """Kubernetes' order of versions, highest first when sorted descending: GA over beta over alpha,
+    then the higher number (``v1`` > ``v1beta2`` > ``v1beta1`` > ``v1alpha1``); other names lowest."""
+    match = _VERSION.match(version)
+    if match is None:
+        return (-1, 0, 0)
+    major, level, minor = match.groups()
+    return (_LEVELS[level], int(major), int(minor or 0))
+
+
+def _preference(entry: tuple[int, ApiResource]) -> tuple[bool, tuple[int, int, int], bool, int]:
+    """How much discovery prefers a resource (``entry``: its position in discovery's list, itself)."""
+    index, r = entry
+    return (r.preferred, version_priority(r.version), r.group != "extensions", -index)
+
+
+def preferred_resources(resources: Iterable[ApiResource]) -> list[ApiResource]:
+    """``resources`` (discovery's list, each group's resource once) with each object kept under one
+    group: a resource in ``KNOWN_ALIASES`` is dropped when its current group serves the same kind; and
+    when several built-in groups serve the same kind and resource name anyway (an alias this table does
+    not know yet), only the one discovery prefers is kept: served in its group's preferred version, then
+    the most stable version, then not ``extensions``, then the first listed. Groups outside Kubernetes'
+    own are never merged: two CustomResourceDefinitions with the same kind are two stores."""
+    items = list(resources)
+    served = {(r.group, r.plural): r for r in items}
+    dropped: set[tuple[str, str]] = set()
+    for r in items:
+        current = KNOWN_ALIASES.get((r.group, r.plural))
+        other = served.get((current, r.plural)) if current is not None else None
+        if other is not None and other.kind == r.kind and other.namespaced == r.namespaced:
+            dropped.add((r.group, r.plural))
+    same: dict[tuple[str, str, bool], list[tuple[int, ApiResource]]] = {}
+    for index, r in enumerate(items):
+        if (r.group, r.plural) not in dropped and r.group in BUILTIN_GROUPS and "/" not in r.plural:
+            same.setdefault((r.kind, r.plural, r.namespaced), []).append((index, r))
+    for served_by in same.values():
+        if len(served_by) > 1:
+            _, best = max(served_by, key=_preference)
+            dropped |= {(r.group, r.plural) for _, r in served_by if r is not best}
+    return [r for r in items if (r.group, r.plural) not in dropped]
 
 
 def resource_ref(obj: RawObject) -> dict[str, str]:

@@ -147,6 +147,9 @@ class KubeCluster:
     def get_cluster_object(self, ref: ClusterRef) -> RawObject | None:
         return discovery.get_cluster_object(self.api, ref)
 
+    def find_object(self, resource: ApiResource, namespace: str, name: str) -> RawObject | None:
+        return discovery.find_object(self.api, resource, namespace, name)
+
     def get_object(self, resource: ApiResource, namespace: str | None, name: str) -> RawObject | None:
         path = resource_path(resource.api_version, resource.plural, namespace, name)
         try:

@@ -28,12 +28,14 @@ def _get(api: client.ApiClient, path: str, query: list[tuple[str, Any]] | None =
 
 def discover(api: client.ApiClient) -> list[ApiResource]:
     """Every resource the API server serves, each once: in its group's preferred version when served
-    there, else in the first version (by the server's priority) that serves it. (In 1.20, CronJobs are
-    only in batch/v1beta1 while batch prefers v1.)"""
+    there, else in the first version (by the server's priority) that serves it (``preferred`` false). (In
+    1.20, CronJobs are only in batch/v1beta1 while batch prefers v1.) The same object served by two groups
+    (an Ingress in ``extensions`` and ``networking.k8s.io``) is listed under both here: what is backed up
+    is chosen by ``davit.backup.selection.preferred_resources``."""
     resources: list[ApiResource] = []
     seen: set[tuple[str, str]] = set()
 
-    def add(group: str, version: str, path: str) -> None:
+    def add(group: str, version: str, path: str, preferred: bool) -> None:
         for item in _get(api, path).get("resources", []):
             if (group, item["name"]) in seen:
                 continue
@@ -46,15 +48,16 @@ def discover(api: client.ApiClient) -> list[ApiResource]:
                     kind=item["kind"],
                     namespaced=bool(item.get("namespaced")),
                     verbs=frozenset(item.get("verbs") or []),
+                    preferred=preferred,
                 )
             )
 
-    add("", "v1", "/api/v1")
+    add("", "v1", "/api/v1", True)
     for group in _get(api, "/apis").get("groups", []):
         preferred = group.get("preferredVersion") or group["versions"][0]
         versions = [preferred] + [v for v in group["versions"] if v["version"] != preferred["version"]]
         for version in versions:
-            add(group["name"], version["version"], f"/apis/{version['groupVersion']}")
+            add(group["name"], version["version"], f"/apis/{version['groupVersion']}", version is preferred)
     return resources
 
 
@@ -101,6 +104,31 @@ def get_cluster_object(api: client.ApiClient, ref: ClusterRef) -> RawObject | No
             return None
         raise
     return obj
+
+
+def _field_value(value: str) -> str:
+    """``value`` escaped for a field selector (the API server's own rule: backslash, comma, equals)."""
+    return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=")
+
+
+def find_object(api: client.ApiClient, resource: ApiResource, namespace: str, name: str) -> RawObject | None:
+    """One namespaced object by name through a list with a ``metadata.name`` field selector (which every
+    resource, custom ones included, supports): readable with ``list`` alone."""
+    path = resource_path(resource.api_version, resource.plural, namespace)
+    tenancy.check_name(name)
+    try:
+        body = _get(api, path, [("fieldSelector", f"metadata.name={_field_value(name)}")])
+    except ApiException as exc:
+        if exc.status == 404:  # the resource is not served (any more)
+            return None
+        raise
+    for item in body.get("items") or []:
+        if (item.get("metadata") or {}).get("name") == name:
+            item["apiVersion"] = resource.api_version
+            item["kind"] = resource.kind
+            found: RawObject = item
+            return found
+    return None
 
 
 def namespaces_matching(api: client.ApiClient, selector: str) -> list[str]:

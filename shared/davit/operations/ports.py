@@ -160,6 +160,11 @@ class Cluster(Protocol):
     def get_cluster_object(self, ref: ClusterRef) -> RawObject | None:
         """A cluster-scoped object, or None."""
 
+    def find_object(self, resource: ApiResource, namespace: str, name: str) -> RawObject | None:
+        """A namespaced object read by name through a list (``metadata.name`` field selector), with
+        ``apiVersion`` and ``kind``, or None: how the export, whose account may only list namespaced
+        objects, reads one again. Names are checked as for ``get_object``."""
+
     def get_object(self, resource: ApiResource, namespace: str | None, name: str) -> RawObject | None:
         """Any object (``namespace`` None for a cluster-scoped one), or None. Names and namespaces are
         checked (``davit.tenancy.resource_path``): UnsafeName for one that could address another object."""

@@ -16,7 +16,8 @@ given: an object must match both. With a filter, the objects the chosen ones nee
 filter does not name them: their Namespaces, the PersistentVolumes of chosen claims and the
 CustomResourceDefinitions of chosen custom resources (the same rule as the backup's
 ``includeClusterResources: auto``). Objects the filters do not choose are not part of the restore at
-all: they are neither counted nor reported as skipped.
+all: they are neither counted nor reported as skipped. Nor is the second copy of an object an older
+backup stored under two API groups (``selection.KNOWN_KIND_ALIASES``): only the current group's is.
 """
 
 from __future__ import annotations
@@ -157,6 +158,12 @@ def _facts(obj: RawObject, restore_filter: RestoreFilter, ctx: Context) -> _Fact
     )
 
 
+def _current_key(key: ObjectKey) -> ObjectKey | None:
+    """``key`` under its kind's current group, if it names an old group (``selection.KNOWN_KIND_ALIASES``)."""
+    current = selection.KNOWN_KIND_ALIASES.get((key.group, key.kind))
+    return key._replace(group=current) if current is not None else None
+
+
 @dataclass(frozen=True)
 class Selection:
     """The first pass's result: which objects the restore covers, and its scope."""
@@ -169,6 +176,10 @@ def select(objects: Iterable[RawObject], restore_filter: RestoreFilter, ctx: Con
     """Which of ``objects`` the restore covers and what exists once it is done (first pass)."""
     facts = [_facts(obj, restore_filter, ctx) for obj in objects]
     everything = {f.key for f in facts}
+    # A backup made before each object was stored once may hold an object twice, under an old group
+    # besides its current one (an Ingress in extensions and networking.k8s.io): the old copy is dropped.
+    everything -= {f.key for f in facts if _current_key(f.key) in everything}
+    facts = [f for f in facts if f.key in everything]
     if restore_filter.active:
         crds = {f.defines: f.key for f in facts if f.defines}
         matched = [f for f in facts if f.matched]

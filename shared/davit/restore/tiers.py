@@ -50,6 +50,12 @@ TIERS: tuple[Tier, ...] = (
         _kinds("storage.k8s.io", "StorageClass"),
     ),
     Tier(
+        "PriorityClasses",
+        "admission refuses a pod (and a workload's controller its pods) naming a PriorityClass that does not "
+        "exist",
+        _kinds("scheduling.k8s.io", "PriorityClass"),
+    ),
+    Tier(
         "PersistentVolumes",
         "volumes go before claims because a claim binds to its volume when it is created",
         _kinds("", "PersistentVolume"),
@@ -65,9 +71,15 @@ TIERS: tuple[Tier, ...] = (
         _kinds("", "ServiceAccount"),
     ),
     Tier(
-        "RBAC",
-        "workloads need their permissions from their first start",
-        _kinds("rbac.authorization.k8s.io", "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"),
+        "Roles",
+        "workloads need their permissions from their first start; a binding grants a role's rules only once "
+        "the role exists (and the API server lets a binding grant only rules it can check)",
+        _kinds("rbac.authorization.k8s.io", "Role", "ClusterRole"),
+    ),
+    Tier(
+        "RoleBindings",
+        "after the roles they grant and the ServiceAccounts they name",
+        _kinds("rbac.authorization.k8s.io", "RoleBinding", "ClusterRoleBinding"),
     ),
     Tier("Secrets", "pods that mount or read a missing Secret do not start", _kinds("", "Secret")),
     Tier("ConfigMaps", "pods that mount or read a missing ConfigMap do not start", _kinds("", "ConfigMap")),
