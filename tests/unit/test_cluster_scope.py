@@ -585,3 +585,64 @@ def test_a_restore_of_an_older_backup_creates_an_object_stored_under_two_groups_
 )
 def test_tenant_refusal(obj: dict[str, Any], allowed: bool) -> None:
     assert (cluster_scope.tenant_refusal(obj, ["shop"]) is None) is allowed
+
+
+def test_a_filtered_restore_brings_the_cluster_scoped_objects_the_chosen_ones_need() -> None:
+    def named(
+        api_version: str, kind: str, name: str, namespace: str | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        meta = {"name": name, **({"namespace": namespace} if namespace else {})}
+        return {"apiVersion": api_version, "kind": kind, "metadata": meta, **fields}
+
+    objects = [
+        named("v1", "Namespace", "shop"),
+        named("v1", "ServiceAccount", "web", "shop"),
+        named("v1", "ServiceAccount", "db", "shop"),
+        named(
+            "rbac.authorization.k8s.io/v1",
+            "ClusterRoleBinding",
+            "web-reader",
+            roleRef={"kind": "ClusterRole", "name": "reader"},
+            subjects=[sa("shop", "web")],
+        ),
+        named(
+            "rbac.authorization.k8s.io/v1",
+            "ClusterRoleBinding",
+            "db-admin",
+            roleRef={"kind": "ClusterRole", "name": "admin"},
+            subjects=[sa("shop", "db")],
+        ),
+        named("rbac.authorization.k8s.io/v1", "ClusterRole", "reader"),
+        named("rbac.authorization.k8s.io/v1", "ClusterRole", "admin"),
+        named("apps/v1", "Deployment", "web", "shop", spec=template(priorityClassName="high")),
+        named("scheduling.k8s.io/v1", "PriorityClass", "high"),
+        named("scheduling.k8s.io/v1", "PriorityClass", "low"),
+        named("v1", "PersistentVolumeClaim", "data", "shop", spec={"storageClassName": "fast"}),
+        named("storage.k8s.io/v1", "StorageClass", "fast"),
+    ]
+    spec = {
+        "includeResources": [
+            {"kind": "ServiceAccount", "name": "web"},
+            {"kind": "Deployment", "name": "web"},
+            {"kind": "PersistentVolumeClaim", "name": "data"},
+        ]
+    }
+    plan = plan_restore(
+        objects,
+        spec,
+        backup_name="b",
+        backup_uid="u",
+        restore_name="r",
+        restore_uid="v",
+        cluster_scoped_allowed=True,
+    )
+    assert sorted(f"{o['kind']}/{o['metadata']['name']}" for o in plan.objects) == [
+        "ClusterRole/reader",
+        "ClusterRoleBinding/web-reader",
+        "Deployment/web",
+        "Namespace/shop",
+        "PersistentVolumeClaim/data",
+        "PriorityClass/high",
+        "ServiceAccount/web",
+        "StorageClass/fast",
+    ]

@@ -13,11 +13,13 @@ Filters follow the backup's (``davit.backup.selection``), so a name means the sa
 ``deployments``, ``deployments.apps``); ``includeResources`` entries match by kind, optional group,
 optional namespace (the object's namespace in the backup, before ``namespaceMapping``) and name. Both
 given: an object must match both. With a filter, the objects the chosen ones need come along even if the
-filter does not name them: their Namespaces, the PersistentVolumes of chosen claims and the
-CustomResourceDefinitions of chosen custom resources (the same rule as the backup's
-``includeClusterResources: auto``). Objects the filters do not choose are not part of the restore at
-all: they are neither counted nor reported as skipped. Nor is the second copy of an object an older
-backup stored under two API groups (``selection.KNOWN_KIND_ALIASES``): only the current group's is.
+filter does not name them: their Namespaces, the PersistentVolumes and StorageClasses of chosen claims,
+the PriorityClasses of chosen pods and workloads, the ClusterRoleBindings of chosen ServiceAccounts and the
+ClusterRoles chosen bindings grant, and the CustomResourceDefinitions of chosen custom resources (the
+same rule as the backup's default, ``davit.backup.cluster_scope``). Objects the filters do not choose are
+not part of the restore at all: they are neither counted nor reported as skipped. Nor is the second copy
+of an object an older backup stored under two API groups (``selection.KNOWN_KIND_ALIASES``): only the
+current group's is.
 """
 
 from __future__ import annotations
@@ -117,6 +119,20 @@ class RestoreFilter:
         return selection.keep(obj, resource, {"includeResources": list(self.include_resources)})
 
 
+#: The cluster-scoped kinds ``selection.needed_cluster_objects`` names, by (apiVersion, plural).
+_REF_KINDS = {
+    selection.PERSISTENT_VOLUMES: ("", "PersistentVolume"),
+    selection.STORAGE_CLASSES: ("storage.k8s.io", "StorageClass"),
+    selection.PRIORITY_CLASSES: ("scheduling.k8s.io", "PriorityClass"),
+    selection.CLUSTER_ROLES: ("rbac.authorization.k8s.io", "ClusterRole"),
+}
+
+
+def _binds_any(binds: frozenset[tuple[str, str]], accounts: set[tuple[str, str]]) -> bool:
+    namespaces = {namespace for namespace, _ in accounts}
+    return any(bound in accounts or (bound[1] == "*" and bound[0] in namespaces) for bound in binds)
+
+
 class _Facts(NamedTuple):
     """What the first pass keeps of one object."""
 
@@ -131,6 +147,8 @@ class _Facts(NamedTuple):
     defines: tuple[str, str] | None
     #: A Service with a selector (its Endpoints are the endpoints controller's).
     selector: bool
+    #: A ClusterRoleBinding's service-account subjects (``selection.bound_accounts``).
+    binds: frozenset[tuple[str, str]] = frozenset()
 
 
 def _facts(obj: RawObject, restore_filter: RestoreFilter, ctx: Context) -> _Facts:
@@ -138,9 +156,17 @@ def _facts(obj: RawObject, restore_filter: RestoreFilter, ctx: Context) -> _Fact
     needs = []
     if key.namespace:
         needs.append(ObjectKey("", "Namespace", "", key.namespace))
-    volume = fields.dig(obj, "spec", "volumeName")
-    if (key.group, key.kind) == ("", "PersistentVolumeClaim") and volume:
-        needs.append(ObjectKey("", "PersistentVolume", "", str(volume)))
+    resource = selection.ApiResource(
+        key.group, "", plural_of(key.group, key.kind, restore_filter.plurals), key.kind, bool(key.namespace),
+        frozenset(),
+    )  # fmt: skip
+    for ref in selection.needed_cluster_objects(obj, resource):
+        kind = _REF_KINDS.get((ref.api_version, ref.plural))
+        if kind is not None:  # (CRDs: by ``custom`` below, as restored CRDs may define other plurals)
+            needs.append(ObjectKey(*kind, "", ref.name))
+    binds = frozenset()
+    if (key.group, key.kind) == ("rbac.authorization.k8s.io", "ClusterRoleBinding"):
+        binds = frozenset(selection.bound_accounts(obj))
     defines = None
     if (key.group, key.kind) == ("apiextensions.k8s.io", "CustomResourceDefinition"):
         defines = (
@@ -155,6 +181,7 @@ def _facts(obj: RawObject, restore_filter: RestoreFilter, ctx: Context) -> _Fact
         custom=None if key.group in selection.BUILTIN_GROUPS else (key.group, key.kind),
         defines=defines,
         selector=(key.group, key.kind) == ("", "Service") and bool(fields.dig(obj, "spec", "selector")),
+        binds=binds,
     )
 
 
@@ -183,6 +210,12 @@ def select(objects: Iterable[RawObject], restore_filter: RestoreFilter, ctx: Con
     if restore_filter.active:
         crds = {f.defines: f.key for f in facts if f.defines}
         matched = [f for f in facts if f.matched]
+        accounts = {
+            (f.key.namespace, f.key.name)
+            for f in matched
+            if (f.key.group, f.key.kind) == ("", "ServiceAccount")
+        }
+        matched += [f for f in facts if f.binds and not f.matched and _binds_any(f.binds, accounts)]
         needed = {need for f in matched for need in f.needs}
         needed |= {crds[f.custom] for f in matched if f.custom in crds}
         selected = {f.key for f in matched} | (needed & everything)
