@@ -100,6 +100,24 @@ def test_initial_runs_the_pre_exec_rule_and_moves_to_volumes_handing_out_the_vol
     assert fake.reasons() == ["StageChanged", "StageChanged"]
 
 
+def test_a_stalled_pre_exec_rule_stage_is_resumed_by_the_watchers_message(
+    fake: k.FakeCluster, ports: Ports
+) -> None:
+    """The worker that moved the backup into PreExecRule died there: the watcher's re-drive (a
+    PreExecRule message) runs the rule and plans and hands out the volumes, once."""
+    put_db(fake)
+    obj = fake.put(k.backup("b1", stage="PreExecRule", status="InProgress", uid=UID, backupLocation="loc",
+                            preExecRule="quiesce"))  # fmt: skip
+
+    backup.handle(ports, message("PreExecRule"))
+
+    assert len(fake.exec.rule_calls()) == 1
+    assert fake.status(obj)["stage"] == "Volumes"
+    assert [m.part for m in sent(ports).to(node_queue("node-1"))] == ["volume:app/data"]
+    backup.handle(ports, message("PreExecRule"))  # a second re-drive, sent before the first was seen
+    assert len(fake.exec.rule_calls()) == 1 and len(sent(ports).sent) == 1
+
+
 def test_initial_without_volumes_moves_on_to_applications(fake: k.FakeCluster, ports: Ports) -> None:
     obj = initial(fake)
     backup.handle(ports, message("Initial"))
@@ -321,7 +339,7 @@ def test_finish_runs_the_post_exec_rule_and_a_failing_one_fails_the_backup_befor
 def test_a_message_for_a_stage_the_backup_has_left_does_nothing(fake: k.FakeCluster, ports: Ports) -> None:
     obj = fake.put(k.backup("b1", stage="Applications", status="InProgress", uid=UID, backupLocation="loc"))
     before = fake.find(BACKUP, "app", "b1")
-    for stage in ("Initial", "Volumes", "PostExecRule"):
+    for stage in ("Initial", "PreExecRule", "Volumes", "PostExecRule"):
         backup.handle(ports, message(stage))
     backup.handle(ports, Message(BACKUP, "app", "b1", "another-uid", "Applications"))
     assert fake.find(BACKUP, "app", "b1") == before and fake.status(obj)["stage"] == "Applications"

@@ -34,6 +34,11 @@ def handle(ports: Ports, message: Message) -> None:
     stage = (obj.get("status") or {}).get("stage")
     if message.stage == Stage.INITIAL and stage == Stage.INITIAL:
         start(ports, obj)
+    elif message.stage == Stage.PRE_EXEC_RULE and stage == Stage.PRE_EXEC_RULE:
+        # The watcher saw PreExecRule stall: the worker that started it died (it writes no heartbeat
+        # there). Everything from the location check on is done again; planning the volumes is once.
+        log.info("backup.resumed", stage=stage)
+        prepare_volumes(ports, obj)
     elif message.stage == Stage.VOLUMES and stage == Stage.VOLUMES:
         state = ports.scratch.backup(message.uid)
         if not message.part:  # the watcher saw the stage stall
@@ -61,6 +66,13 @@ def start(ports: Ports, obj: RawObject) -> None:
     # Before anything is written: from now on, deleting the backup goes through its reclaimPolicy.
     obj = {**ports.cluster.add_finalizer(KIND, obj, constants.BACKUP_FINALIZER), "status": obj.get("status")}
     state.log("backup.started", backupLocation=spec.get("backupLocation"))
+    prepare_volumes(ports, obj)
+
+
+def prepare_volumes(ports: Ports, obj: RawObject) -> None:
+    """PreExecRule: the location checked, the preExecRule run, the volumes planned and handed out."""
+    meta, spec = obj["metadata"], obj.get("spec") or {}
+    state = ports.scratch.backup(meta["uid"])
     try:
         ports.stores.repository(meta["namespace"], spec["backupLocation"], verify=True)
     except LocationUnavailable as exc:
