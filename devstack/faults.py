@@ -323,7 +323,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _read_body(self) -> tuple[bytes, bool]:
         """The request's body, and whether it came chunked."""
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:

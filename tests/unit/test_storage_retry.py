@@ -243,7 +243,7 @@ def client_error(
         "Error": {"Code": code, "Message": message or f"{code} happened"},
         "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers or {}},
     }
-    return ClientError(response, "PutObject")  # type: ignore[arg-type]
+    return ClientError(response, "PutObject")
 
 
 def test_s3_failures_name_code_status_and_retry_after() -> None:

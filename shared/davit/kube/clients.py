@@ -16,7 +16,7 @@ _IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 DEFAULT_REQUEST_TIMEOUT: tuple[float, float] = (10.0, 60.0)
 
 
-class BoundedApiClient(client.ApiClient):
+class BoundedApiClient(client.ApiClient):  # type: ignore[misc]  # the library has no type information
     """The library's ApiClient with a default ``_request_timeout`` on every request: the library's own
     default is none, and a connection the server stopped answering would hold its thread for ever."""
 

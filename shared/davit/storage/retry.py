@@ -111,7 +111,8 @@ def backoff(attempt: int, policy: RetryPolicy, rand: Callable[[], float] = rando
     """Pure (given ``rand``): the wait before retry number ``attempt`` (0 for the first): "equal jitter",
     half of the exponential step plus a random part of the other half, so that the threads and workers
     that failed together do not come back together, while none comes back at once."""
-    ceiling = min(policy.max_delay_seconds, policy.base_delay_seconds * 2 ** min(attempt, 30))
+    step: float = policy.base_delay_seconds * 2.0 ** min(attempt, 30)
+    ceiling = min(policy.max_delay_seconds, step)
     return ceiling / 2 + rand() * ceiling / 2
 
 

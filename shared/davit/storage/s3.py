@@ -3,6 +3,7 @@ boto3."""
 
 from __future__ import annotations
 
+import functools
 import io
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -236,7 +237,9 @@ class S3Store(ObjectStore):
             }
             if token:
                 kwargs["ContinuationToken"] = token
-            page = self._run("cannot list", lambda kwargs=kwargs: self._client.list_objects_v2(**kwargs))
+            page: dict[str, Any] = self._run(
+                "cannot list", functools.partial(self._client.list_objects_v2, **kwargs)
+            )
             for item in page.get("Contents", ()):
                 yield ObjectInfo(key=item["Key"][strip:], size=int(item["Size"]))
             token = page.get("NextContinuationToken")
