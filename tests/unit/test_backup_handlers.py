@@ -254,6 +254,21 @@ def test_a_volumes_message_without_a_part_hands_out_what_is_outstanding(
     assert fake.calls.count("list_claims") == planned
 
 
+def test_a_stall_with_every_volume_done_but_the_backup_still_in_volumes_moves_it_on(
+    fake: k.FakeCluster, ports: Ports
+) -> None:
+    """The last node agent recorded its result and died before it moved the backup on."""
+    obj = snapshot_backup(fake, ports)
+    state = ports.scratch.backup(UID)
+    state.finish("volume:app/snap")
+    backup_stage.record_result(state, "app/snap", {"status": "Successful"})
+
+    backup.handle(ports, message("Volumes"))
+
+    assert fake.status(obj)["stage"] == "Applications"
+    assert sent(ports).to(Queue.SNAPSHOT.value) == []
+
+
 def post_exec(fake: k.FakeCluster, ports: Ports, failed_volume: bool = False, **spec: Any) -> RawObject:
     """A backup in PostExecRule whose export recorded two parts and whose two volumes have results."""
     volumes = [{"namespace": "app", "persistentVolumeClaim": c, "status": "InProgress"} for c in ("a", "b")]

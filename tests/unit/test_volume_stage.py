@@ -137,6 +137,47 @@ def test_a_stall_resend_hands_out_again_only_the_volumes_not_finished_without_pl
     assert (fake.calls.count("list_claims"), fake.calls.count("snapshot_drivers")) == planning_calls
 
 
+def test_a_stall_resend_after_a_worker_died_before_the_hand_out_hands_out_every_volume_without_a_result(
+    fake: k.FakeCluster, ports: Ports
+) -> None:
+    """The worker moved the backup into Volumes and died before it recorded the outstanding volumes and
+    sent them: the re-drive finds none outstanding, so it takes the planned ones that have no result."""
+    put_claims(fake)
+    obj = fake.put(
+        k.backup("b1", stage="PreExecRule", status="InProgress", uid="uid-b1", backupLocation="loc")
+    )
+    state = ports.scratch.backup("uid-b1")
+    moved, _ = backup_stage.start(ports, obj, state, hold=False)
+    for part in state.pending():  # as if never recorded
+        state.finish(part)
+    backup_stage.record_result(state, "app/snap", {"status": "Successful"})
+    dispatch_of(ports).clear()
+
+    assert backup_stage.resend_outstanding(ports.dispatch, moved, state)
+
+    sent = dispatch_of(ports)
+    assert sorted(m.part for _queue, m in sent.sent) == ["volume:app/data", "volume:app/logs"]
+    assert sorted(state.pending()) == ["volume:app/data", "volume:app/logs"]
+
+
+def test_a_stall_resend_with_every_volume_done_has_nothing_outstanding(
+    fake: k.FakeCluster, ports: Ports
+) -> None:
+    put_claims(fake)
+    obj = fake.put(
+        k.backup("b1", stage="PreExecRule", status="InProgress", uid="uid-b1", backupLocation="loc")
+    )
+    state = ports.scratch.backup("uid-b1")
+    moved, _ = backup_stage.start(ports, obj, state, hold=False)
+    for part in state.pending():
+        state.finish(part)
+        backup_stage.record_result(state, part.removeprefix("volume:"), {"status": "Successful"})
+    dispatch_of(ports).clear()
+
+    assert not backup_stage.resend_outstanding(ports.dispatch, moved, state)
+    assert dispatch_of(ports).sent == [] and state.pending() == []
+
+
 def _volumes_backup(fake: k.FakeCluster, ports: Ports, parts: list[str]) -> tuple[RawObject, BackupScratch]:
     volumes = [
         {"namespace": "app", "persistentVolumeClaim": p.split("/")[1], "status": "InProgress"} for p in parts

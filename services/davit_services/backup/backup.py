@@ -44,8 +44,10 @@ def handle(ports: Ports, message: Message) -> None:
         if not message.part:  # the watcher saw the stage stall
             if state_loss.is_lost(state):
                 state_loss.fail(ports, KIND, obj, Stage.VOLUMES, state)
-            else:
-                backup_stage.resend_outstanding(ports.dispatch, obj, state)
+            elif not backup_stage.resend_outstanding(ports.dispatch, obj, state):
+                # Every volume has its result, yet the backup is still here: the last node agent died
+                # before it moved the backup on.
+                backup_stage.advance(ports, message, state)
         else:
             snapshot_volume(ports, message, state)
     elif message.stage == Stage.POST_EXEC_RULE and stage == Stage.POST_EXEC_RULE:

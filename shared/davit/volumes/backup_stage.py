@@ -104,12 +104,30 @@ def results(state: BackupScratch) -> dict[str, dict[str, Any]]:
     return state.volume_results()
 
 
-def resend_outstanding(dispatch: Dispatch, obj: RawObject, state: BackupScratch) -> None:
-    """After a stall: hand out again the volumes not finished (their tasks are idempotent)."""
-    for part in state.pending():
+def resend_outstanding(dispatch: Dispatch, obj: RawObject, state: BackupScratch) -> bool:
+    """After a stall: hand out again the volumes not finished (their tasks are idempotent). A worker that
+    died between moving the backup into Volumes and handing its volumes out left none outstanding: then
+    the planned volumes of the status that have no result are. Returns whether any volume is."""
+    pending = state.pending()
+    if not pending:
+        done = results(state)
+        pending = [
+            VOLUME_PART_PREFIX + part
+            for part in _status_parts(obj)
+            if part not in done and (plan := load_plan(state, part)) is not None and plan.mode != "skip"
+        ]
+        if pending:
+            state.add_pending(pending)
+    for part in pending:
         plan = load_plan(state, part.removeprefix(VOLUME_PART_PREFIX))
         if plan is not None:
             send(dispatch, obj, plan)
+    return bool(pending)
+
+
+def _status_parts(obj: RawObject) -> list[str]:
+    volumes = (obj.get("status") or {}).get("volumes") or []
+    return [f"{v.get('namespace')}/{v.get('persistentVolumeClaim')}" for v in volumes]
 
 
 def update_volume(
