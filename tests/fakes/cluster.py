@@ -166,6 +166,7 @@ DEFAULT_RESOURCES: tuple[ApiResource, ...] = (
     _resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False),
     _resource(csi.GROUP, csi.VERSION, "volumesnapshotclasses", "VolumeSnapshotClass", namespaced=False),
     _resource(csi.GROUP, csi.VERSION, csi.SNAPSHOTS, "VolumeSnapshot"),
+    _resource(csi.GROUP, csi.VERSION, csi.CONTENTS, "VolumeSnapshotContent", namespaced=False),
     *(
         _resource(
             constants.API_GROUP, constants.API_VERSION, constants.PLURALS[k], k.value, k not in CLUSTER_SCOPED

@@ -134,6 +134,8 @@ EXPECTED_GRANTS: dict[str, set[Grant]] = {
     | grants("apiextensions.k8s.io", ["customresourcedefinitions"], ["get"])
     | grants("", ["persistentvolumeclaims", "persistentvolumes"], ["get"])
     | grants("", ["pods"], ["list"])
+    # Claims from CSI snapshots: the backup's snapshot checked, copies into other namespaces made and removed.
+    | grants(SNAPSHOTS, ["volumesnapshots", "volumesnapshotcontents"], ["get", "list", "create", "delete"])
     # Clones: the clone itself, the staging backup and restore it creates and follows.
     | operation("applicationclones")
     | grants(G, ["applicationbackups", "applicationrestores"], ["create"])

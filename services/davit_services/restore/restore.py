@@ -10,6 +10,10 @@
   that mount them hold in an init container; once such a pod is scheduled, the node agent of its node
   writes the data into the new volume and releases the pod (``davit.restore.init_container``).
 
+A claim the backup took as a CSI VolumeSnapshot is created with that snapshot as its ``dataSource`` (in
+another namespace, a copy of it: ``davit_services.restore.snapshots``); the Volumes stage waits until it is
+bound. The copies go when the restore ends.
+
 Applications come before Volumes (Stork has it the other way round): the data is written into the volume
 a pod's node mounted, so the pods must exist first.
 """
@@ -37,7 +41,7 @@ from davit.restore.plan import OwnedObject, RestorePlan, plan_restore
 from davit.restore.transform import OwnerLink
 from davit.tenancy import RESTORE_REFUSED, RestoreGuard
 from davit.volumes import backup_stage, restore_stage
-from davit_services.restore import volumes
+from davit_services.restore import snapshots, volumes
 from davit_services.restore.apply import (
     FAILED,
     REPLACED,
@@ -148,6 +152,7 @@ def lay_out(ports: Ports, obj: RawObject, state: RestoreScratch, rebuilding: boo
     )  # fmt: skip
     for skipped in plan.skipped:
         state.log("resource.skipped", resource=str(skipped.source), reason=skipped.reason)
+    plan, from_snapshots = snapshots.plan(ports, obj, manifest, plan)
     data_claims = _data_claims(manifest, plan)
     steps = _steps(plan, data_claims, meta["uid"], ports.settings.restore_helper_image)
     applier = applier_for(ports.cluster, ports.settings.admin_namespace, obj)
@@ -178,13 +183,15 @@ def lay_out(ports: Ports, obj: RawObject, state: RestoreScratch, rebuilding: boo
             return
     # Before the state it vouches for: a Redis that loses the steps loses the marker too.
     state.lay_out(Stage.APPLICATIONS.value)
+    steps, snapshot_volumes = snapshots.prepare(ports, obj, state, from_snapshots, steps)
     _save_steps(state, steps, existing if replace else set())
     _save_owners(state, plan.owned)
     _save_volumes(state, data_claims)
     progress.heartbeat(ports, KIND, obj, {
         "resourceCount": len(everything),
-        "volumes": [v["status"] for v in data_claims.values()],
-        "volumesProgress": f"0/{len(data_claims)}",
+        "volumes": [v["status"] for v in data_claims.values()] + snapshot_volumes,
+        "volumesProgress": f"{sum(v['status'] == Status.FAILED for v in snapshot_volumes)}/"
+                           f"{len(data_claims) + len(snapshot_volumes)}",
     })  # fmt: skip
     state.log("restore.planned", steps=[len(s) for s in steps], volumes=sorted(data_claims))
     _send_step(ports, obj, state, 0)
@@ -584,6 +591,7 @@ def finish(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
     else:
         status, reason = Status.FAILED, "; ".join(reasons)
     state.log("restore.finished", status=status.value, counts=by_kind)
+    snapshots.cleanup(ports, obj)  # the restore's copies of snapshots, no longer needed
     # From Volumes, or from Applications when no volume data was to be written.
     stage = Stage.VOLUMES if (obj.get("status") or {}).get("stage") == Stage.VOLUMES else Stage.APPLICATIONS
     progress.advance(

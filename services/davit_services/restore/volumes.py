@@ -1,6 +1,9 @@
 """A restore's Volumes stage in the restore service: find where each restored claim's data goes and hand
 it to the node agent of that node.
 
+A claim made from a CSI snapshot (``davit_services.restore.snapshots``) has no data to write: it is done
+once the provisioner has bound it to the volume it made from the snapshot.
+
 A claim is ready once it is bound (the provisioner made its new volume) and a pod that mounts it is
 scheduled: the pod's node mounts the volume, and its directory there is where the data goes. The pods
 wait in the restore's init container meanwhile. The node agent writes the data, leaves the marker that
@@ -23,6 +26,7 @@ from davit.operations.ports import Cluster, Ports, RestoreScratch
 from davit.volumes import backup_stage
 from davit.volumes.claims import VolumePlan, restore_target
 from davit.volumes.restore_stage import FINISH_PART, GROUP, PART_PREFIX, TARGETS, fail_volume
+from davit_services.restore import snapshots
 
 __all__ = ["FINISH_PART", "GROUP", "PART_PREFIX", "TARGETS", "hand_out"]
 
@@ -59,6 +63,10 @@ def hand_out(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
             target = state.volume_target(claim_part)
             if "plan" in target:
                 continue  # handed out already; the node agent reports it
+            if "snapshot" in target:  # provisioned from a snapshot: done once bound
+                if not snapshots.settle(ports, obj, state, part, target):
+                    waiting.append(part)
+                continue
             namespace, claim = claim_part.split("/", 1)
             plan = _find_target(ports.cluster, namespace, claim)
             if plan is None:
@@ -76,7 +84,13 @@ def hand_out(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
             return
         if time.monotonic() > deadline:
             for part in waiting:
-                fail_volume(ports, obj, state, part, "no pod that mounts the claim was scheduled in time")
+                target = state.volume_target(part.removeprefix(PART_PREFIX))
+                if "snapshot" in target:
+                    where = f"{target.get('snapshotNamespace')}/{target['snapshot']}"
+                    reason = f"the claim was not provisioned from VolumeSnapshot {where} in time"
+                    snapshots.fail(ports, obj, state, part, reason)
+                else:
+                    fail_volume(ports, obj, state, part, "no pod that mounts the claim was scheduled in time")
             return
         if time.monotonic() - last_beat > HEARTBEAT_SECONDS:
             progress.heartbeat(ports, KIND, obj, {})
