@@ -56,13 +56,22 @@ def hand_out(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
     meta = obj["metadata"]
     deadline = time.monotonic() + ports.settings.stall_seconds * 12
     last_beat = 0.0
+    sent: set[str] = set()
     while True:
         waiting = []
         for part in state.pending(group=GROUP):
             claim_part = part.removeprefix(PART_PREFIX)
             target = state.volume_target(claim_part)
             if "plan" in target:
-                continue  # handed out already; the node agent reports it
+                # Handed out by an earlier task, which may have died before its message went out: sent
+                # again, once per hand-out. A node agent drops it while the volume's writer lives or
+                # after it finished, and takes the volume over from one that died.
+                if part not in sent and isinstance(target["plan"], dict) and target["plan"].get("node"):
+                    sent.add(part)
+                    message = Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.VOLUMES.value,
+                                      part)  # fmt: skip
+                    ports.dispatch.send(message, node_queue(str(target["plan"]["node"])))
+                continue
             if "snapshot" in target:  # provisioned from a snapshot: done once bound
                 if not snapshots.settle(ports, obj, state, part, target):
                     waiting.append(part)
@@ -80,6 +89,7 @@ def hand_out(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
             state.log("volume.handed_out", claim=claim_part, node=plan.node, pod=plan.pod_uid)
             message = Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.VOLUMES.value, part)
             ports.dispatch.send(message, node_queue(plan.node))  # a part of the stage, not a transition
+            sent.add(part)
         if not waiting:
             return
         if time.monotonic() > deadline:
