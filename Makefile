@@ -3,7 +3,7 @@ PYTHON   := .venv/bin/python
 CLUSTERS ?= 1
 PYTEST   := $(PYTHON) -m pytest -p no:cacheprovider
 
-.PHONY: help deps up down status demo test lint unit integration crds format clean bench bench-export bench-restore bench-volume
+.PHONY: help deps up down status demo test lint unit integration crds format clean bench bench-export bench-restore bench-volume chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ bench-restore: deps ## restore 10,000 ConfigMaps/Secrets and compare with a para
 bench-volume: deps ## back up 640 MiB of mixed data and compare with restic (backup, re-backup, restore)
 	$(PYTHON) -m bench.volume
 
+chaos: deps ## fault-injection suite on its own local stack (docs/chaos.md); table in bench/results/chaos-*.json
+	$(PYTHON) -m tests.chaos.runner
+
 crds: ## regenerate deploy/crds from the API types
 	$(PYTHON) -m davit.api.crds deploy/crds
 
@@ -57,4 +60,4 @@ format: ## apply ruff's formatting and fixable lint
 	$(PYTHON) -m ruff check --fix .
 
 clean: down ## remove local state (not the caches in ~/.cache/davit)
-	rm -rf .dev .dev-test .dev-bench .mypy_cache .ruff_cache
+	rm -rf .dev .dev-test .dev-bench .dev-chaos .mypy_cache .ruff_cache

@@ -3,6 +3,7 @@ its own Redis and the Davit services. ``up`` is idempotent; ``down`` stops exact
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shlex
@@ -299,7 +300,7 @@ class Stack:
                     f"kube-apiserver ({name})",
                     cluster.ready,
                     timeout=90,
-                    on_timeout=lambda c=cluster: c.procs.log_tail(c.proc_name("kube-apiserver")),
+                    on_timeout=functools.partial(self.procs.log_tail, f"{name}-kube-apiserver"),
                 )
             kubeconfig = self.kubeconfig_path(name)
             if f"{name}-kubelet" in dead:
