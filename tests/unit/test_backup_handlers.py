@@ -18,6 +18,7 @@ from davit.format.layout import BackupRef
 from davit.operations.messages import Message
 from davit.operations.ports import Ports
 from davit.settings import Settings
+from davit.storage.base import StoreUnavailable
 from davit.volumes import backup_stage
 from davit_services.backup import backup
 from tests.fakes import cluster as k
@@ -328,6 +329,27 @@ def test_finish_writes_the_manifest_and_the_log_and_ends_final_with_the_counts(
     before = fake.find(BACKUP, "app", "b1")
     backup.handle(ports, message("PostExecRule"))
     assert fake.find(BACKUP, "app", "b1") == before
+
+
+def test_a_manifest_whose_write_failed_is_withdrawn_even_if_the_store_took_it(
+    fake: k.FakeCluster, ports: Ports, stores: LocalStores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store stored the manifest but its answer was lost, for the whole retry time: the backup fails
+    (the workers fail it with the store's reason), and no manifest says it is complete."""
+    obj = post_exec(fake, ports)
+    store = stores.repository("app", "loc").store
+    real_put = store.put
+
+    def put(key: str, data: bytes) -> None:
+        real_put(key, data)
+        if key.endswith("/manifest"):
+            raise StoreUnavailable("IncompleteRead", f"cannot write {key!r} to /x", store="S3", attempts=5)
+
+    monkeypatch.setattr(store, "put", put)
+    with pytest.raises(StoreUnavailable):
+        backup.handle(ports, message("PostExecRule"))
+    assert not stores.repository("app", "loc").has_manifest(BackupRef("app", "b1", UID))
+    assert fake.status(obj)["stage"] == "PostExecRule"  # the workers fail it with the reason
 
 
 def test_finish_with_a_failed_volume_is_a_partial_success(fake: k.FakeCluster, ports: Ports) -> None:

@@ -20,6 +20,7 @@ from davit.operations.ports import Ports
 from davit.operations.runtime import LocationUnavailable
 from davit.operations.scratch import BackupScratch
 from davit.operations.stages import Outcome
+from davit.storage.base import ObjectStore, StorageError
 from davit.volumes import backup_stage
 from davit_services.backup import rule_runner
 
@@ -211,7 +212,11 @@ def finish(ports: Ports, obj: RawObject) -> None:
     }
     state.log("backup.completed", resources=len(resources), totalSize=total, storedSize=stored)
     repository.write_log(ref, state.log_lines())
-    manifest_size = repository.write_manifest(ref, manifest)
+    try:
+        manifest_size = repository.write_manifest(ref, manifest)
+    except StorageError:
+        _withdraw_manifest(repository.store, ref)
+        raise
     outcome = Outcome.PARTIALLY_SUCCEEDED if failed else Outcome.SUCCEEDED
     reason = f"{len(failed)} of {len(volume_entries)} volume(s) failed" if failed else ""
     progress.advance(
@@ -222,3 +227,14 @@ def finish(ports: Ports, obj: RawObject) -> None:
         },
     )  # fmt: skip
     state.clear()
+
+
+def _withdraw_manifest(store: ObjectStore, ref: BackupRef) -> None:
+    """After a failed manifest write: a write whose answer was lost (a reset, a cut body, a timeout) may
+    still have been stored, and a manifest says the backup is complete (``docs/format.md``), while this
+    backup is about to fail. So it is deleted again, best effort: a store that refuses the delete too
+    most likely never took the write."""
+    try:
+        store.delete(ref.manifest)
+    except StorageError as exc:
+        log.warning("backup.manifest_not_withdrawn", key=ref.manifest, error=str(exc))
