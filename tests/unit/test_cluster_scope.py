@@ -355,7 +355,7 @@ def discovered_1_20(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[ApiResourc
     """``davit.kube.discovery.discover`` reading the documents of a 1.20 API server."""
     docs = _documents()
     monkeypatch.setattr(discovery, "_get", lambda _api, path, query=None: json.loads(json.dumps(docs[path])))
-    yield discovery.discover(None)  # type: ignore[arg-type]
+    yield discovery.discover(None)
 
 
 def ids(resources: list[ApiResource]) -> set[str]:

@@ -100,7 +100,7 @@ class Restoring:
             self.created.append(f"{body['kind']}/{body['metadata']['name']}")
             return create(resource, scope, body)
 
-        self.cluster.create_object = recording  # type: ignore[method-assign]
+        self.cluster.create_object = recording  # type: ignore[method-assign,assignment]
 
     def run(self, **spec: Any) -> dict[str, Any]:
         self.cluster.put(

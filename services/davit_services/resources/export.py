@@ -351,11 +351,11 @@ def cluster_part(ports: Ports, obj: RawObject, state: BackupScratch) -> None:
         # What the cluster-scoped objects just read need in turn: a binding's ClusterRole, a volume's
         # StorageClass (read from the API, so no source to check).
         for item in list(found.values()):
-            ref = _ref_of(item, plurals)
-            if ref is None:
+            own = _ref_of(item, plurals)
+            if own is None:
                 continue
-            resource = ApiResource(cluster_scope.group_of(item), ref.api_version.rpartition("/")[2],
-                                   ref.plural, str(item.get("kind")), False, frozenset())  # fmt: skip
+            resource = ApiResource(cluster_scope.group_of(item), own.api_version.rpartition("/")[2],
+                                   own.plural, str(item.get("kind")), False, frozenset())  # fmt: skip
             for needed in needed_cluster_objects(item, resource):
                 add(ports.cluster.get_cluster_object(needed))
     objects = list(found.values())
