@@ -164,7 +164,7 @@ def _facts(obj: RawObject, restore_filter: RestoreFilter, ctx: Context) -> _Fact
         kind = _REF_KINDS.get((ref.api_version, ref.plural))
         if kind is not None:  # (CRDs: by ``custom`` below, as restored CRDs may define other plurals)
             needs.append(ObjectKey(*kind, "", ref.name))
-    binds = frozenset()
+    binds: frozenset[tuple[str, str]] = frozenset()
     if (key.group, key.kind) == ("rbac.authorization.k8s.io", "ClusterRoleBinding"):
         binds = frozenset(selection.bound_accounts(obj))
     defines = None
