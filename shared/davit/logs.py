@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -80,9 +81,32 @@ def configure(service: str, level: str = "INFO") -> None:
     root.setLevel(logging.WARNING)
 
 
+#: The context keys whose structlog ContextVar exists already (see ``_make_vars``).
+_MADE: set[str] = set()
+_MAKING = threading.Lock()
+
+
+def _make_vars(keys: Iterable[str]) -> None:
+    """structlog makes a key's ContextVar on the key's first use, without a lock: two task threads binding
+    a new key at once (the first tasks of a freshly started worker) each make one, one replaces the other,
+    and the loser's reset fails ("created by a different ContextVar"), failing its task. Each key's is made
+    once, here, under a lock."""
+    new = [k for k in keys if k not in _MADE]
+    if not new:
+        return
+    with _MAKING:
+        new = [k for k in new if k not in _MADE]
+        if new:
+            structlog.contextvars.reset_contextvars(
+                **structlog.contextvars.bind_contextvars(**dict.fromkeys(new))
+            )
+            _MADE.update(new)
+
+
 @contextmanager
 def operation_context(**context: Any) -> Iterator[None]:
     """Bind operation fields (kind, namespace, name, uid, stage, task_id) to every log line inside."""
+    _make_vars(context)
     tokens = structlog.contextvars.bind_contextvars(**{k: v for k, v in context.items() if v is not None})
     try:
         yield

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -298,3 +299,40 @@ def test_operation_context_nests_and_skips_none(configured: pytest.CaptureFixtur
     assert outer["stage"] == "Initial"
     assert "task_id" not in inner
     assert "name" not in inner
+
+
+def test_threads_binding_a_new_context_key_at_once_all_reset_it() -> None:
+    """The first tasks of a fresh worker bind the operation keys in several threads at once: each thread's
+    context is restored, none fails on a ContextVar another thread made."""
+    errors: list[BaseException] = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often: the race shows within a few rounds without the lock
+    try:
+        _race(errors)
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+
+
+def _race(errors: list[BaseException]) -> None:
+    import threading
+
+    from davit import logs
+
+    for round_ in range(100):
+        key = f"fresh_key_{round_}"
+        barrier = threading.Barrier(8)
+
+        def task(value: int, key: str = key, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                with logs.operation_context(**{key: value}):
+                    pass
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=task, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
