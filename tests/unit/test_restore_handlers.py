@@ -319,6 +319,29 @@ def test_the_last_volume_done_hands_over_to_finish(world: World) -> None:
     assert world.status() == status
 
 
+def test_a_stall_with_every_volume_done_finishes_the_restore(world: World) -> None:
+    """The node agent that wrote the last volume died before it asked for the finish: the watcher's
+    re-drive (a Volumes message without a part) finishes the restore."""
+    world.write_backup([configmap("a")])
+    world.deliver(world.new_restore())
+    world.run()
+    obj = world.restore()
+    world.cluster.put({**obj, "status": {**obj["status"], "stage": "Volumes", "status": "InProgress",
+                                         "volumes": [], "resourcesByKind": {}}})  # fmt: skip
+    state = world.scratch.restore(RESTORE_UID)
+    state.lay_out("Volumes")
+    state.record_chunk("step:0:0", {"ConfigMap|restored": 1}, [])
+    part = restore_stage.PART_PREFIX + f"{NAMESPACE}/data"
+    state.add_pending([part], group=restore_stage.GROUP)
+    state.finish(part, group=restore_stage.GROUP)  # done, and no finish asked for
+
+    world.deliver(Message(Kind.APPLICATION_RESTORE, NAMESPACE, RESTORE, RESTORE_UID, Stage.VOLUMES.value))
+
+    status = world.status()
+    assert (status["stage"], status["status"]) == ("Final", "Successful")
+    assert status["resourcesByKind"] == {"ConfigMap": counts(restored=1)}
+
+
 def test_a_failed_volume_makes_the_restore_a_partial_success(world: World) -> None:
     world.write_backup([configmap("a")])
     world.deliver(world.new_restore())

@@ -107,6 +107,10 @@ def handle(ports: Ports, message: Message) -> None:
             finish(ports, obj, state)
         elif state_loss.is_lost(state):
             rebuild_volumes(ports, obj, state)
+        elif not state.pending(group=volumes.GROUP):
+            # Every volume is done, yet the restore is still here: the node agent that wrote the last one
+            # died before it asked for the finish.
+            finish(ports, obj, state)
         else:
             volumes.hand_out(ports, obj, state)
     else:
