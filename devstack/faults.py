@@ -12,7 +12,9 @@ requests, then passes again:
 * ``truncate``: forward, then send the response's headers with its real Content-Length (one byte more
   than the body when it has none) and only half of its body, and close the connection;
 * ``stall``: read the request and never answer; the connection is held until the client gives up
-  (counted in ``stats.stalls_abandoned``) or the proxy closes.
+  (counted in ``stats.stalls_abandoned``) or the proxy closes;
+* ``drop``: forward the request, then reset the connection instead of answering: the store did the work
+  (a write was stored) but its answer is lost.
 
 In a test process (or the chaos runner)::
 
@@ -70,6 +72,7 @@ class Mode(enum.StrEnum):
     RESET = "reset"
     TRUNCATE = "truncate"
     STALL = "stall"
+    DROP = "drop"
 
 
 @dataclass(frozen=True)
@@ -343,10 +346,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(*proxy.error_response(fault))
             return
         if fault.mode is Mode.RESET:
-            # SO_LINGER with a zero timeout: close() sends RST instead of FIN.
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.close_connection = True
-            self.connection.close()
+            self._reset()
             return
         if fault.mode is Mode.STALL:
             self.close_connection = True
@@ -359,6 +359,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(502, [("Content-Length", "0")], b"", reason="Bad Gateway")
             return
         proxy._count("forwarded")
+        if fault.mode is Mode.DROP:
+            self._reset()
+            return
         if fault.mode is Mode.TRUNCATE:
             announced = len(payload) if payload else 1
             headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
@@ -367,6 +370,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, headers, payload[: len(payload) // 2], reason=reason, with_length=False)
             return
         self._send(status, headers, payload, reason=reason, with_length=False)
+
+    def _reset(self) -> None:
+        # SO_LINGER with a zero timeout: close() sends RST instead of FIN.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        self.connection.close()
 
     def _forward(self, body: bytes, chunked: bool) -> tuple[int, str, list[tuple[str, str]], bytes]:
         proxy = self.server.proxy

@@ -148,6 +148,14 @@ def test_reset_closes_the_connection_without_an_answer(proxy: FaultProxy, upstre
     assert proxy.stats_snapshot().faulted == {"reset": 1}
 
 
+def test_drop_forwards_then_resets_instead_of_answering(proxy: FaultProxy, upstream: Any) -> None:
+    proxy.set(Mode.DROP)
+    with pytest.raises((ConnectionResetError, http.client.RemoteDisconnected)):
+        request(proxy, "PUT", body=b"stored, answer lost")
+    assert upstream.bodies == [b"stored, answer lost"]
+    assert proxy.stats_snapshot().faulted == {"drop": 1}
+
+
 def test_truncate_forwards_then_sends_less_than_announced(proxy: FaultProxy, upstream: Any) -> None:
     proxy.set(Mode.TRUNCATE)
     with pytest.raises(http.client.IncompleteRead) as caught:

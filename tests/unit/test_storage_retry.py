@@ -367,3 +367,18 @@ def test_s3_store_reads_a_bounded_object_again_when_its_body_is_cut(proxy: Fault
     proxy.set(Fault(Mode.TRUNCATE, requests=2))
     assert store.get("bounded", max_size=len(data)) == data
     assert proxy.stats_snapshot().faulted == {"truncate": 2}
+
+
+def test_s3_store_retries_a_write_whose_answer_was_lost_and_gives_up_with_the_reason(
+    proxy: FaultProxy,
+) -> None:
+    store = fast_store(proxy, total=1.0)
+    proxy.set(Fault(Mode.DROP, methods=("PUT",), requests=2))
+    store.put("lost", b"stored")
+    assert store.get("lost") == b"stored"
+    proxy.set(Fault(Mode.DROP, methods=("PUT",)))
+    with pytest.raises(StoreUnavailable) as gave_up:
+        store.put("lost-for-good", b"stored anyway")
+    assert gave_up.value.code == "ConnectionFailed", gave_up.value.reason
+    proxy.clear()
+    assert store.get("lost-for-good") == b"stored anyway"  # the store took it: only its answer was lost
