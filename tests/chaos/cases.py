@@ -412,16 +412,16 @@ def _many_backups(
     bed: Bed, result: Result, count: int, faults: Faults, services: tuple[str, ...]
 ) -> tuple[str, Path, list[str]]:
     """``count`` backups created at once, followed to the end (the faults applied while following the
-    first); each must have run each step exactly once, as its own log in the location says."""
+    last); each must have run each step exactly once, as its own log in the location says."""
     before = source(bed)
     location, path = bed.location(unique(f"{result.case}-loc"))
     names = [unique(result.case) for _ in range(count)]
-    for name in names:
-        bed.backup(name, location, before.namespace)
-    status, hit = bed.run("applicationbackups", names[0], path, faults)
+    bed.backups(names, location, before.namespace)
+    # The faults are placed following the last one created: the one least likely to be ahead.
+    status, hit = bed.run("applicationbackups", names[-1], path, faults)
     record_faults(result, hit, services)
-    statuses = {names[0]: status}
-    for name in names[1:]:
+    statuses = {names[-1]: status}
+    for name in names[:-1]:
         statuses[name], _ = bed.run("applicationbackups", name, path, [])
     for name in names:
         expect_successful("backup", name, statuses[name], result)
