@@ -360,3 +360,22 @@ def test_retention_owns_no_stage() -> None:
     owners = {stages.owner(kind, stage) for kind in OWNERS for stage in Stage}
     assert Queue.RETENTION not in owners
     assert owners - {None} == {Queue.SNAPSHOT, Queue.EXPORT, Queue.RESTORE}
+
+
+def test_a_publish_on_a_channel_losing_its_connection_is_a_retryable_broker_error(
+    memory_app: Celery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kombu's Redis channel, while the worker re-establishes its connection (Redis restarted), fails a
+    publish with AttributeError: sending turns it into the broker error the task wrapper retries."""
+    from kombu.exceptions import OperationalError
+
+    from davit.operations import workers
+
+    def closed(*_args: Any, **_kwargs: Any) -> None:
+        raise AttributeError("'NoneType' object has no attribute 'client'")
+
+    monkeypatch.setattr(memory_app, "send_task", closed)
+    message = Message(Kind.APPLICATION_BACKUP, "app", "n", "u", "Volumes", "volume:app/data")
+    with pytest.raises(OperationalError) as raised:
+        queueing.send(memory_app, message, "davit.snapshot")
+    assert isinstance(workers.decide(raised.value, 0), workers.Retry)

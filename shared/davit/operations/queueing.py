@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from celery import Celery
 from kombu import Queue as KombuQueue
+from kombu.exceptions import OperationalError
 
 from davit.constants import NODE_QUEUE_PREFIX, Queue
 from davit.operations import scratch
@@ -67,7 +68,13 @@ def create_app(redis_url: str, name: str = "davit") -> Celery:
 def send(app: Celery, message: Message, queue: str) -> None:
     """Enqueue ``message`` on ``queue``; the task id is the message's idempotency key."""
     task = NODE_TASK if queue.startswith(NODE_QUEUE_PREFIX) else STAGE_TASKS[queue]
-    app.send_task(task, args=[message.encode()], task_id=message.key, queue=queue, routing_key=queue)
+    try:
+        app.send_task(task, args=[message.encode()], task_id=message.key, queue=queue, routing_key=queue)
+    except AttributeError as exc:
+        # kombu's Redis channel whose connection the worker is re-establishing (Redis restarted) has no
+        # connection object: publishing fails this way, not with a connection error. It is one all the
+        # same, so the task is retried rather than failed.
+        raise OperationalError(f"the broker connection is being re-established: {exc}") from exc
 
 
 def in_flight_task_ids(redis: Any, queues: Iterable[str]) -> set[str]:
