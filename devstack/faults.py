@@ -144,6 +144,8 @@ class FaultProxy:
         self._remaining: int | None = None
         #: The faults that follow the current one (``run``).
         self._queue: list[Fault] = []
+        #: The current fault's seconds start with its first matching request (``run(on_first_request)``).
+        self._waiting_for_request = False
         self.stats = Stats()
         self._closed = threading.Event()
         self._server = _Server(("127.0.0.1", port), _Handler)
@@ -187,18 +189,22 @@ class FaultProxy:
         """From now on apply ``fault`` (a bare mode: until changed)."""
         self.run(fault)
 
-    def run(self, *faults: Fault | Mode) -> None:
+    def run(self, *faults: Fault | Mode, on_first_request: bool = False) -> None:
         """Apply ``faults`` one after the other: each starts when the one before has run out (its
-        seconds passed or its requests were hit), the first now; then ``pass``."""
+        seconds passed or its requests were hit), the first now, or with ``on_first_request`` when the
+        first request it matches arrives (so that a window of seconds is not spent before a slow client
+        has sent anything); then ``pass``."""
         steps = [Fault(f) if isinstance(f, Mode) else f for f in faults] or [Fault(Mode.PASS)]
         with self._lock:
             self._queue = steps[1:]
-            self._start(steps[0], self._clock())
+            self._start(steps[0], None if on_first_request else self._clock())
 
-    def _start(self, fault: Fault, now: float) -> None:
+    def _start(self, fault: Fault, now: float | None) -> None:
+        """``fault`` in force; its time counted from ``now`` (None: from its first matching request)."""
         self._fault = fault
-        self._deadline = None if fault.seconds is None else now + fault.seconds
+        self._deadline = None if fault.seconds is None or now is None else now + fault.seconds
         self._remaining = fault.requests
+        self._waiting_for_request = fault.seconds is not None and now is None
 
     def clear(self) -> None:
         self.set(Fault(Mode.PASS))
@@ -247,6 +253,9 @@ class FaultProxy:
             fault = self._fault
             if fault.mode is Mode.PASS or not fault.matches(method, path):
                 return Fault(Mode.PASS)
+            if self._waiting_for_request and fault.seconds is not None:
+                self._waiting_for_request = False
+                self._deadline = self._clock() + fault.seconds
             if self._remaining is not None:
                 self._remaining -= 1
             self.stats.faulted[fault.mode.value] = self.stats.faulted.get(fault.mode.value, 0) + 1

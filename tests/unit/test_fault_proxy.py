@@ -212,6 +212,17 @@ def test_faults_run_one_after_the_other(proxy: FaultProxy, clock: Clock) -> None
     assert proxy.current.mode is Mode.PASS
 
 
+def test_a_window_may_start_with_its_first_request(proxy: FaultProxy, clock: Clock) -> None:
+    proxy.run(Fault(Mode.ERROR, seconds=10), Fault(Mode.THROTTLE, requests=1), on_first_request=True)
+    clock.now += 60  # nobody asked yet: the window has not begun
+    assert request(proxy)[0] == 500
+    clock.now += 9.9
+    assert request(proxy)[0] == 500
+    clock.now += 0.2
+    assert request(proxy)[0] == 503
+    assert request(proxy)[0] == 200
+
+
 def test_faults_left_unrequested_still_end_on_time(proxy: FaultProxy, clock: Clock) -> None:
     proxy.run(Fault(Mode.ERROR, seconds=10), Fault(Mode.THROTTLE, seconds=10))
     clock.now += 25  # nobody asked during either fault
