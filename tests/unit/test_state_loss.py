@@ -254,13 +254,15 @@ def test_a_stalled_volumes_stage_re_driven_after_a_flush_fails_state_lost(
     assert (fake.status(obj)["status"], fake.reasons()[-1]) == ("Failed", STATE_LOST)
 
 
-def test_a_stalled_volumes_stage_with_its_state_re_sends_and_does_not_fail(
+def test_a_stalled_volumes_stage_with_its_state_and_nothing_outstanding_moves_on_instead_of_failing(
     fake: k.FakeCluster, ports: Ports, scratch_factory: ScratchFactory
 ) -> None:
     obj = in_stage(fake, "Volumes", status="InProgress")
     scratch_factory.backup(UID).lay_out("Volumes")  # every volume done: nothing outstanding, not lost
     backup.handle(ports, message("Volumes"))
-    assert fake.status(obj)["status"] == "InProgress"
+    status = fake.status(obj)
+    assert (status["stage"], status["status"]) == ("Applications", "Pending")
+    assert STATE_LOST not in fake.reasons()
 
 
 def test_a_node_agent_finding_no_plan_after_a_flush_fails_the_backup(
