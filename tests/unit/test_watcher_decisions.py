@@ -298,9 +298,18 @@ def test_resync_with_message_in_flight_does_nothing() -> None:
         asked.append(key)
         return True
 
-    raw = obj(status=accepted_status("Initial", "Pending", updated_ago=3600))
+    raw = obj(status=accepted_status("Initial", "Pending", updated_ago=(GRACE + STALL) / 2))
     assert run(Kind.APPLICATION_BACKUP, raw, resync=True, in_flight=in_flight) == NOTHING
     assert asked == [f"{UID}:Initial:"]
+
+
+def test_a_pending_stage_whose_message_is_in_flight_past_the_stall_time_is_queued_again() -> None:
+    """The message was taken by a worker that died before it moved the stage on: it stays unacknowledged
+    (in flight) until the broker's visibility timeout, so past the stall time it is sent again."""
+    raw = obj(status=accepted_status("PostExecRule", "Pending", updated_ago=STALL + 1))
+    decision = run(Kind.APPLICATION_BACKUP, raw, resync=True, in_flight=lambda key: True)
+    assert decision.enqueue == Queue.SNAPSHOT
+    assert decision.why == "stalled"
 
 
 @pytest.mark.parametrize(

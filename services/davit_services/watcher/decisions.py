@@ -238,7 +238,10 @@ def decide(
             enqueue=queue,
             why="lost message",
         )
-    if state == Status.IN_PROGRESS and age >= stall_seconds:
+    # Pending too: its message can be in flight forever, taken (unacknowledged) by a worker that died
+    # before it moved the stage on; a stage whose worker keeps no heartbeat while Pending (PostExecRule)
+    # would otherwise wait for the broker's visibility timeout, hours.
+    if state in (Status.IN_PROGRESS, Status.PENDING) and age >= stall_seconds:
         # No (or an unparsable) lastUpdateTimestamp makes ``age`` infinite, which int() cannot convert.
         quiet = f"for {int(age)}s" if math.isfinite(age) else "since an unknown time (no lastUpdateTimestamp)"
         note = f"no progress in stage {stage} {quiet}; queued again for {queue.value}"
