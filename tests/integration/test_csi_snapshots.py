@@ -223,6 +223,7 @@ def test_a_snapshot_is_taken_waited_for_and_recorded(
         "restoreSize": "1Gi",
         "totalSize": 2**30,
         "bytesDone": 2**30,
+        "snapshotHandle": f"snap-{snapshot['metadata']['uid']}",
     }
     # The content it is bound to points back at it.
     content = _get_json(stack, "volumesnapshotcontent", result["volumeSnapshotContent"])

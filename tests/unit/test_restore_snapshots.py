@@ -364,27 +364,36 @@ def test_a_claim_whose_snapshot_is_gone_is_not_created_and_the_restore_says_so(w
 
 def test_a_claim_restored_into_another_namespace_comes_from_a_copy_removed_at_the_end(world: World) -> None:
     with_snapshot(world)
-    world.cluster.put(fakes.namespace("moved"))
-    write_backup(world, ADMIN, [backed_up_claim()], [manifest_volume()])
-    message = world.new_restore(ADMIN, namespaceMapping={NAMESPACE: "moved"})
-    world.deliver(message)
+    write_backup(world, ADMIN, [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+                                backed_up_claim()], [manifest_volume()])  # fmt: skip
+    created: list[RawObject] = []
+    create_object = world.cluster.create_object
 
-    (content,) = [
-        c for c in world.cluster.of_kind("VolumeSnapshotContent") if c["metadata"]["name"] != "snapcontent-1"
-    ]
+    def recording(resource: Any, namespace: Any, body: RawObject) -> RawObject:
+        if body["kind"] in ("Namespace", "PersistentVolumeClaim") or body["kind"].startswith(
+            "VolumeSnapshot"
+        ):
+            # A copy is made once its namespace exists, right before its claim.
+            created.append(copy.deepcopy(body))
+        return create_object(resource, namespace, body)
+
+    world.cluster.create_object = recording  # type: ignore[method-assign]
+    world.deliver(world.new_restore(ADMIN, namespaceMapping={NAMESPACE: "moved"}))
+    assert created == []  # nothing before the Applications stage: "moved" does not exist yet
+    world.run()
+
     copy_name = "r1-data-70000000"
-    assert content["metadata"]["name"] == f"davit-moved-{copy_name}"
+    assert [(o["kind"], o["metadata"]["name"]) for o in created] == [
+        ("Namespace", "moved"), ("VolumeSnapshotContent", f"davit-moved-{copy_name}"),
+        ("VolumeSnapshot", copy_name), ("PersistentVolumeClaim", "data"),
+    ]  # fmt: skip
+    content, made = created[1], created[2]
     assert content["metadata"]["labels"][snapshots.RESTORE_UID_LABEL] == RESTORE_UID
-    assert content["spec"]["source"] == {
-        "snapshotHandle": HANDLE
-    }  # the cluster's, checked against the manifest
+    assert content["spec"]["source"] == {"snapshotHandle": HANDLE}  # the cluster's, as the manifest has it
     assert (content["spec"]["deletionPolicy"], content["spec"]["driver"]) == ("Retain", DRIVER)
     assert content["spec"]["volumeSnapshotRef"]["namespace"] == "moved"
-    made = world.cluster.find("VolumeSnapshot", "moved", copy_name)
-    assert made is not None
-    assert made["spec"]["source"] == {"volumeSnapshotContentName": content["metadata"]["name"]}
-
-    world.run()
+    assert (made["metadata"]["namespace"], made["spec"]["source"]) == (
+        "moved", {"volumeSnapshotContentName": content["metadata"]["name"]})  # fmt: skip
     claim = world.objects("PersistentVolumeClaim", "moved")["data"]
     assert claim["spec"]["dataSource"]["name"] == copy_name
     status = world.status(ADMIN)
@@ -488,3 +497,17 @@ def test_the_targets_of_a_lost_scratch_state_come_back_from_the_status_and_the_m
     assert service.lost_targets(obj, manifest) == {
         f"{NAMESPACE}/data": {"snapshot": "b1-data-b0000000", "snapshotNamespace": NAMESPACE, "size": 2**30}
     }
+
+
+def test_the_snapshots_a_backup_took_are_never_restored_as_objects() -> None:
+    """Backed up with the namespace (they are its objects when the backup reads it), they are the
+    backup's: restored, one would snapshot the restored claim it names."""
+    from davit.restore.plan import plan_restore
+
+    taken = snapshot_object()
+    own = {**snapshot_object(name="users"), "metadata": {"name": "users", "namespace": NAMESPACE}}
+    plan = plan_restore([taken, own], {}, backup_name=BACKUP, backup_uid=BACKUP_UID, restore_name=RESTORE,
+                        restore_uid=RESTORE_UID, cluster_scoped_allowed=True)  # fmt: skip
+    assert [o["metadata"]["name"] for o in plan.objects] == ["users"]
+    (skipped,) = plan.skipped
+    assert (skipped.source.name, skipped.code) == ("b1-data-b0000000", "NeverRestored")

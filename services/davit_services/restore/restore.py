@@ -187,7 +187,7 @@ def lay_out(ports: Ports, obj: RawObject, state: RestoreScratch, rebuilding: boo
             return
     # Before the state it vouches for: a Redis that loses the steps loses the marker too.
     state.lay_out(Stage.APPLICATIONS.value)
-    steps, snapshot_volumes = snapshots.prepare(ports, obj, state, from_snapshots, steps)
+    snapshot_volumes = snapshots.prepare(ports, obj, state, from_snapshots)
     _save_steps(state, steps, existing if replace else set())
     _save_owners(state, plan.owned)
     _save_volumes(state, data_claims)
@@ -442,6 +442,7 @@ def apply_chunk(ports: Ports, obj: RawObject, state: RestoreScratch, part: str) 
             rebuild(ports, obj, state)
         return
     items = state.chunk(step, chunk)
+    items = snapshots.before_claims(ports, obj, state, items)  # their copies of snapshots first
     applier = applier_for(ports.cluster, ports.settings.admin_namespace, obj)
 
     def create(item: RawObject) -> tuple[RawObject, Outcome]:

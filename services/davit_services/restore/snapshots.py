@@ -23,7 +23,7 @@ from davit.kube.client import ApiException
 from davit.operations.ports import Cluster, Ports, RestoreScratch
 from davit.restore import snapshots
 from davit.restore.plan import RestorePlan
-from davit.restore.snapshots import CONTENTS, SNAPSHOTS, ClaimSource, Verified
+from davit.restore.snapshots import CONTENTS, SNAPSHOTS, ClaimSource, SnapshotVolume, Verified
 from davit.tenancy import RestoreGuard, UnsafeName
 from davit.volumes import backup_stage
 from davit.volumes.restore_stage import GROUP, PART_PREFIX, fail_volume, volume_done
@@ -216,49 +216,103 @@ def plan(ports: Ports, obj: RawObject, manifest: RawObject, restore_plan: Restor
 
 
 def prepare(
-    ports: Ports, obj: RawObject, state: RestoreScratch, snapshot_plan: SnapshotPlan,
-    steps: list[list[RawObject]],
-) -> tuple[list[list[RawObject]], list[dict[str, Any]]]:  # fmt: skip
-    """Make the copies the plan needs (checked again right before each write) and keep the claims from
-    snapshots as volumes of the Volumes stage. Returns the steps without the claims whose copy could not be
-    made, and every claim's ``status.volumes`` entry (the failed ones with their reason, and an Event)."""
-    meta = obj["metadata"]
-    guard = RestoreGuard(meta["namespace"], ports.settings.admin_namespace)
-    failed = {part: reason for part, (_source, reason) in snapshot_plan.unusable.items()}
-    for part, source in snapshot_plan.usable.items():
-        if source.copy:
-            reason = make_copy(
-                ports.cluster, guard, source, backup_uid=snapshot_plan.backup_uid, restore_name=meta["name"],
-                restore_uid=meta["uid"],
-            )  # fmt: skip
-            if reason:
-                failed[part] = reason
+    ports: Ports, obj: RawObject, state: RestoreScratch, snapshot_plan: SnapshotPlan
+) -> list[dict[str, Any]]:
+    """Keep the claims from snapshots as volumes of the Volumes stage (with what their copy needs, made
+    when their claim is: ``before_claims``); every claim's ``status.volumes`` entry, the unusable ones
+    failed with their reason (and an Event)."""
     entries = []
+    for part, (source, reason) in sorted(snapshot_plan.unusable.items()):
+        entries.append(snapshots.status_entry(source, Status.FAILED.value, reason))
+        state.log("volume.failed", claim=part, mode=snapshots.MODE, reason=reason)
+        ports.cluster.record_event(obj, "Warning", SNAPSHOT_FAILED, f"claim {part}: {reason}",
+                                   constants.COMPONENT_WORKER)  # fmt: skip
     targets: dict[str, dict[str, Any]] = {}
-    everything = {**{p: s for p, (s, _r) in snapshot_plan.unusable.items()}, **snapshot_plan.usable}
-    for part, source in sorted(everything.items()):
-        if part in failed:
-            entries.append(snapshots.status_entry(source, Status.FAILED.value, failed[part]))
-            state.log("volume.failed", claim=part, mode=snapshots.MODE, reason=failed[part])
-            ports.cluster.record_event(obj, "Warning", SNAPSHOT_FAILED, f"claim {part}: {failed[part]}",
-                                       constants.COMPONENT_WORKER)  # fmt: skip
-            continue
+    for part, source in sorted(snapshot_plan.usable.items()):
         entries.append(snapshots.status_entry(source))
-        targets[part] = {"snapshot": source.data_source, "snapshotNamespace": source.namespace,
-                         "size": source.volume.total_size}  # fmt: skip
+        volume = source.volume
+        targets[part] = {
+            "snapshot": source.data_source, "snapshotNamespace": source.namespace, "copy": source.copy,
+            "size": volume.total_size,
+            "source": {"namespace": volume.namespace, "claim": volume.claim, "snapshot": volume.snapshot,
+                       "content": volume.content, "handle": volume.handle},
+        }  # fmt: skip
     if targets:
         state.save_volume_targets(targets)
         state.add_pending([PART_PREFIX + part for part in targets], group=GROUP)
-    left_out = {part for part in failed if part in snapshot_plan.usable}
-    if left_out:
-        steps = [
-            [o for o in step if not (o.get("kind") == "PersistentVolumeClaim" and o.get("apiVersion") == "v1"
-                                     and f"{o['metadata'].get('namespace')}/{o['metadata'].get('name')}"
-                                     in left_out)]
-            for step in steps
-        ]  # fmt: skip
-        steps = [step for step in steps if step]
-    return steps, entries
+    return entries
+
+
+def _source_of(part: str, target: dict[str, Any]) -> ClaimSource | None:
+    """The claim's source as kept in the scratch state (a hint only: ``make_copy`` checks it against the
+    API, and only an admin namespace's restore copies at all)."""
+    recorded = target.get("source")
+    if not isinstance(recorded, dict) or not target.get("copy"):
+        return None
+    namespace, claim = part.split("/", 1)
+    try:
+        volume = SnapshotVolume(
+            namespace=str(recorded["namespace"]), claim=str(recorded["claim"]),
+            snapshot=str(recorded["snapshot"]), content=str(recorded.get("content") or ""),
+            handle=str(recorded.get("handle") or ""), total_size=int(target.get("size") or 0),
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError):
+        return None
+    return ClaimSource(namespace, claim, volume, str(target.get("snapshot") or ""), True)
+
+
+def before_claims(
+    ports: Ports, obj: RawObject, state: RestoreScratch, items: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Before a chunk of the Applications stage is created: the copy each of its claims from another
+    namespace's snapshot needs, made now (its namespace exists by now: Namespaces come in an earlier step)
+    and checked against the API right before the write. A claim whose copy cannot be made is taken out of
+    the chunk (not created) and its volume fails with the reason. Returns the chunk's items to create."""
+    wanted = []
+    for item in items:
+        created = item.get("object") or {}
+        if not _is_claim(created):
+            continue
+        part = _part(created)
+        if not state.is_pending(PART_PREFIX + part, group=GROUP):
+            continue
+        source = _source_of(part, state.volume_target(part))
+        if source is not None:
+            wanted.append((part, source))
+    if not wanted:
+        return items
+    meta = obj["metadata"]
+    guard = RestoreGuard(meta["namespace"], ports.settings.admin_namespace)
+    backup = ports.cluster.get(
+        Kind.APPLICATION_BACKUP, meta["namespace"], (obj.get("spec") or {})["backupName"]
+    )
+    backup_uid = str(((backup or {}).get("metadata") or {}).get("uid") or "")
+    left_out = set()
+    for part, source in wanted:
+        reason = make_copy(ports.cluster, guard, source, backup_uid=backup_uid, restore_name=meta["name"],
+                           restore_uid=meta["uid"])  # fmt: skip
+        if reason is None:
+            continue
+        left_out.add(part)
+        state.log("volume.failed", claim=part, mode=snapshots.MODE, reason=reason)
+        ports.cluster.record_event(obj, "Warning", SNAPSHOT_FAILED, f"claim {part}: {reason}",
+                                   constants.COMPONENT_WORKER)  # fmt: skip
+        fields = {"status": Status.FAILED.value, "reason": reason}
+        backup_stage.update_volume(ports, meta["namespace"], meta["name"], part, fields,
+                                   kind=Kind.APPLICATION_RESTORE)  # fmt: skip
+        # Done in Applications (as a claim kept under Retain is): no claim, nothing for Volumes to wait for.
+        state.drop_volume_target(part)
+        state.finish(PART_PREFIX + part, group=GROUP)
+    return [item for item in items if not (_is_claim(item["object"]) and _part(item["object"]) in left_out)]
+
+
+def _is_claim(obj: RawObject) -> bool:
+    return (obj.get("apiVersion"), obj.get("kind")) == ("v1", "PersistentVolumeClaim")
+
+
+def _part(obj: RawObject) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace')}/{meta.get('name')}"
 
 
 # --- the restore's Volumes stage -------------------------------------------------------------------------

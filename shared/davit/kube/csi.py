@@ -197,11 +197,14 @@ def outcome(state: SnapshotState) -> Literal["ready", "failed", "waiting"]:
 
 
 def result_entry(
-    name: str, class_name: str, state: SnapshotState, restore_size: Any = None
+    name: str, class_name: str, state: SnapshotState, restore_size: Any = None, snapshot_handle: str = ""
 ) -> dict[str, Any]:
-    """The volume's entry for the manifest (merged into ``status.volumes[]``)."""
+    """The volume's entry for the manifest (merged into ``status.volumes[]``). ``snapshot_handle``, the
+    storage system's id of the snapshot from the bound content, is recorded when known: a restore
+    compares it with what the cluster's content says then."""
     size = state.restore_size if state.restore_size is not None else restore_size
     total = parse_quantity(size)
+    handle = {"snapshotHandle": snapshot_handle} if snapshot_handle else {}
     return {
         "status": "Successful",
         "reason": "",
@@ -211,6 +214,7 @@ def result_entry(
         "restoreSize": "" if size is None else str(size),
         "totalSize": total,
         "bytesDone": total,
+        **handle,
     }
 
 
@@ -367,20 +371,21 @@ def _watch_until_settled(custom: Any, snapshot: RawObject, seconds: float) -> Ra
     return None
 
 
-def _restore_size_from_content(custom: Any, content: str) -> Any:
-    """``status.restoreSize`` (bytes) of the bound content, for drivers that leave the snapshot's empty."""
+def _content_status(custom: Any, content: str) -> RawObject:
+    """The bound content's ``status``: its ``snapshotHandle``, and ``restoreSize`` (bytes) for drivers that
+    leave the snapshot's empty; {} when it cannot be read."""
     if not content:
-        return None
+        return {}
     try:
-        return (
-            _json(custom.get_cluster_custom_object(GROUP, VERSION, CONTENTS, content, _preload_content=False))
-            .get("status", {})
-            .get("restoreSize")
+        found = _json(
+            custom.get_cluster_custom_object(GROUP, VERSION, CONTENTS, content, _preload_content=False)
         )
     except ApiException as exc:
         if exc.status in (403, 404):
-            return None
+            return {}
         raise
+    status = found.get("status")
+    return status if isinstance(status, dict) else {}
 
 
 def snapshot_volume(
@@ -411,10 +416,10 @@ def snapshot_volume(
                 raise SnapshotError(f"VolumeSnapshot {where} was deleted before it was ready to use")
         state = SnapshotState.of(snapshot)
         if outcome(state) == "ready":
-            from_content = None
-            if state.restore_size is None:
-                from_content = _restore_size_from_content(custom, state.content)
-            result = result_entry(name, class_name, state, from_content)
+            content = _content_status(custom, state.content)
+            handle = content.get("snapshotHandle")
+            result = result_entry(name, class_name, state, content.get("restoreSize"),
+                                  handle if isinstance(handle, str) else "")  # fmt: skip
             log.info("volumesnapshot.ready", namespace=plan.namespace, name=name, content=state.content,
                      restoreSize=result["restoreSize"])  # fmt: skip
             return result

@@ -184,6 +184,8 @@ TOKEN_SECRET_TYPE = "kubernetes.io/service-account-token"  # noqa: S105
 ROOT_CA_CONFIG_MAP = "kube-root-ca.crt"
 MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
 ENDPOINT_SLICE_MANAGER_LABEL = "endpointslice.kubernetes.io/managed-by"
+#: The label of the VolumeSnapshots a Davit backup takes (``davit.kube.csi``).
+DAVIT_SNAPSHOT_LABEL = "davit.dev/backup-uid"
 
 
 def intrinsic_skip(obj: RawObject, ctx: Context) -> Skip | None:
@@ -201,6 +203,14 @@ def intrinsic_skip(obj: RawObject, ctx: Context) -> Skip | None:
             SkipCode.MANAGED_BY_CLUSTER,
             "a ServiceAccount token of the source cluster: the token controller deletes it (its "
             "ServiceAccount's uid changes) and issues a new one",
+        )
+    if (group, kind) == ("snapshot.storage.k8s.io", "VolumeSnapshot") and DAVIT_SNAPSHOT_LABEL in (
+        meta.get("labels") or {}
+    ):
+        return Skip(
+            SkipCode.NEVER_RESTORED,
+            "a VolumeSnapshot a backup took: it belongs to that backup (and goes with it); created again it "
+            "would snapshot the restored claim, which comes back from the snapshot instead",
         )
     if (group, kind) == ("", "ConfigMap") and meta.get("name") == ROOT_CA_CONFIG_MAP:
         return Skip(SkipCode.MANAGED_BY_CLUSTER, "published into every namespace by the target cluster")
