@@ -15,6 +15,7 @@ from davit.api.objects import RawObject
 from davit.constants import Kind
 from davit.format.layout import BackupRef
 from davit.kube import csi
+from davit.operations.messages import Message
 from davit.restore import snapshots
 from davit.restore.snapshots import SnapshotVolume
 from davit.restore.tiers import TIERS, TierGroup
@@ -511,3 +512,40 @@ def test_the_snapshots_a_backup_took_are_never_restored_as_objects() -> None:
     assert [o["metadata"]["name"] for o in plan.objects] == ["users"]
     (skipped,) = plan.skipped
     assert (skipped.source.name, skipped.code) == ("b1-data-b0000000", "NeverRestored")
+
+
+def test_a_claim_from_a_snapshot_is_settled_after_the_scratch_state_was_lost(world: World) -> None:
+    """Redis lost the Volumes stage's state: the claim's target comes back from the status and the
+    manifest, and the claim, bound meanwhile, is settled as before (not failed StateLost)."""
+    with_snapshot(world)
+    world.write_backup([backed_up_claim()], [manifest_volume()])
+    world.deliver(world.new_restore())
+    obj = world.restore()
+    entry = {"namespace": NAMESPACE, "persistentVolumeClaim": "data", "volume": "", "driver": "",
+             "mode": "snapshot", "status": "Pending", "reason": "", "totalSize": 2**30,
+             "bytesDone": 0}  # fmt: skip
+    world.cluster.put({**obj, "status": {**obj["status"], "stage": "Volumes", "status": "InProgress",
+                                         "volumes": [entry]}})  # fmt: skip
+    claim = restore_snapshots_claim()
+    world.cluster.put(claim)
+    world.scratch.restore(RESTORE_UID).clear()  # the state is gone, its layout marker with it
+    world.dispatch.clear()
+
+    world.deliver(Message(Kind.APPLICATION_RESTORE, NAMESPACE, RESTORE, RESTORE_UID, "Volumes"))
+    world.run()
+
+    status = world.status()
+    assert (status["stage"], status["status"]) == ("Final", "Successful"), status
+    assert status["volumes"][0]["status"] == "Successful"
+    assert status["volumes"][0]["reason"] == f"provisioned from VolumeSnapshot {NAMESPACE}/b1-data-b0000000"
+
+
+def restore_snapshots_claim() -> RawObject:
+    """The claim the restore made from the backup's snapshot, not bound yet."""
+    claim = fakes.claim("data", NAMESPACE)
+    claim["spec"]["dataSource"] = {
+        "apiGroup": snapshots.GROUP,
+        "kind": "VolumeSnapshot",
+        "name": "b1-data-b0000000",
+    }
+    return claim

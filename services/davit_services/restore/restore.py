@@ -630,6 +630,8 @@ def rebuild_volumes(ports: Ports, obj: RawObject, state: RestoreScratch) -> None
     )
     state.record_chunk("rebuilt", tally, lost_reasons)
     targets: dict[str, dict[str, str]] = {}
+    # Claims made from snapshots: their snapshot is derived again as when planning; settled once bound.
+    from_snapshots = snapshots.lost_targets(obj, manifest)
     missing = []
     for entry in status.get("volumes") or []:
         if not isinstance(entry, dict) or entry.get("status") in (Status.SUCCESSFUL, Status.FAILED):
@@ -637,14 +639,17 @@ def rebuild_volumes(ports: Ports, obj: RawObject, state: RestoreScratch) -> None
         claim_part = f"{entry.get('namespace')}/{entry.get('persistentVolumeClaim')}"
         if claim_part in trees and entry.get("mode", "filesystem") == "filesystem":
             targets[claim_part] = {"tree": trees[claim_part]}
-        else:
+        elif claim_part not in from_snapshots:
             missing.append(claim_part)
     _save_volumes(state, {claim: {"tree": t["tree"]} for claim, t in targets.items()})
+    if from_snapshots:
+        state.save_volume_targets(from_snapshots)
+        state.add_pending([volumes.PART_PREFIX + claim for claim in from_snapshots], group=volumes.GROUP)
     for claim_part in missing:  # no tree to write: its progress went with the state
         reason = f"{state_loss.STATE_LOST}: the volume's progress was lost with the scratch state"
         fields = {"status": Status.FAILED.value, "reason": reason}
         backup_stage.update_volume(ports, meta["namespace"], meta["name"], claim_part, fields, kind=KIND)
-    if targets:
+    if targets or from_snapshots:
         volumes.hand_out(ports, obj, state)
     else:
         finish(ports, obj, state)
