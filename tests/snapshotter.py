@@ -6,8 +6,16 @@ VolumeSnapshotContent (``snapcontent-<snapshot uid>``, bound both ways: ``spec.v
 content, ``status.boundVolumeSnapshotContentName`` on the snapshot), then reports the snapshot cut: the
 content's ``status`` (``snapshotHandle``, ``creationTime`` in ns, ``restoreSize`` in bytes, ready) and the
 snapshot's (``creationTime``, ``restoreSize`` as a quantity, ``readyToUse: true``). When a snapshot is
-deleted, its content goes too if the content's deletionPolicy is Delete. Nothing more: no finalizers, no
-pre-provisioned snapshots, no default-class lookup, no restore.
+deleted, its content goes too if the content's deletionPolicy is Delete. A VolumeSnapshot of a
+pre-provisioned content (``spec.source.volumeSnapshotContentName``, as a restore's copy into another
+namespace makes) is bound to it when the content points back at it and is of this driver, and reported
+ready with the content's handle. Nothing more: no finalizers, no default-class lookup.
+
+``Provisioner`` stands in for the driver's external-provisioner: a claim of a StorageClass whose
+provisioner is the driver gets a CSI PersistentVolume pre-bound to it (the PV controller binds the pair),
+empty, or, for a claim whose ``dataSource`` is a VolumeSnapshot, made from that snapshot once it is ready:
+the PV records the snapshot's handle in ``spec.csi.volumeAttributes`` (``SOURCE_HANDLE_ATTRIBUTE``), which
+is what a test can check the data came from.
 
 Tests steer it through ``mode``: ``ready`` (the default; after ``delay`` seconds when set), ``never``
 (bound but never ready: the driver is still cutting) or ``error`` (``status.error`` with
@@ -38,6 +46,8 @@ GROUP = "snapshot.storage.k8s.io"
 VERSION = "v1"
 API_VERSION = f"{GROUP}/{VERSION}"
 DRIVER = "dev.csi.davit.dev"
+#: Where a volume made from a snapshot records that snapshot's handle.
+SOURCE_HANDLE_ATTRIBUTE = "dev.davit.dev/snapshot-handle"
 
 
 def _rfc3339_now() -> str:
@@ -190,6 +200,10 @@ class SnapshotController:
         status = snapshot.get("status") or {}
         if meta.get("deletionTimestamp") or status.get("readyToUse") is True or status.get("error"):
             return
+        pre_provisioned = (spec.get("source") or {}).get("volumeSnapshotContentName")
+        if pre_provisioned:
+            self._bind_pre_provisioned(snapshot, str(pre_provisioned))
+            return
         claim = (spec.get("source") or {}).get("persistentVolumeClaimName")
         class_name = spec.get("volumeSnapshotClassName")
         if not claim or not class_name:
@@ -223,6 +237,52 @@ class SnapshotController:
                 timer.start()
             return
         self._complete(snapshot, content, size)
+
+    def _bind_pre_provisioned(self, snapshot: RawObject, content_name: str) -> None:
+        """A snapshot of an existing content: bound once the content names it back (the controller then
+        fills in the snapshot's uid) and of this driver, ready with the content's handle and the size of
+        the snapshot of that handle."""
+        meta = snapshot["metadata"]
+        content = self._get("volumesnapshotcontents", content_name)
+        if content is None:
+            return  # the real controller waits for it as well
+        spec = content.get("spec") or {}
+        ref = spec.get("volumeSnapshotRef") or {}
+        if spec.get("driver") != self.driver:
+            return
+        named = (ref.get("namespace"), ref.get("name")) == (meta["namespace"], meta["name"])
+        if not named or ref.get("uid") not in (None, "", meta["uid"]):
+            self._fail(snapshot, f"VolumeSnapshotContent {content_name} is bound to another VolumeSnapshot")
+            return
+        handle = str((spec.get("source") or {}).get("snapshotHandle") or "")
+        if not handle:
+            self._fail(snapshot, f"VolumeSnapshotContent {content_name} has no snapshotHandle")
+            return
+        size = 0
+        listed = self.custom.list_cluster_custom_object(GROUP, VERSION, "volumesnapshotcontents")
+        for other in listed.get("items", []):
+            if (other.get("status") or {}).get("snapshotHandle") == handle:
+                size = max(size, int((other.get("status") or {}).get("restoreSize") or 0))
+        if not ref.get("uid"):
+            self.custom.patch_cluster_custom_object(
+                GROUP, VERSION, "volumesnapshotcontents", content_name,
+                {"spec": {"volumeSnapshotRef": {"uid": meta["uid"]}}},
+            )  # fmt: skip
+        created_ns = time.time_ns()
+        self.custom.patch_cluster_custom_object_status(
+            GROUP, VERSION, "volumesnapshotcontents", content_name,
+            {"status": {"snapshotHandle": handle, "creationTime": created_ns, "restoreSize": size,
+                        "readyToUse": True}},
+        )  # fmt: skip
+        created = datetime.datetime.fromtimestamp(created_ns / 1e9, datetime.UTC)
+        self._patch_snapshot_status(snapshot, {
+            "boundVolumeSnapshotContentName": content_name,
+            "creationTime": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "restoreSize": binary_quantity(size),
+            "readyToUse": True,
+        })  # fmt: skip
+        log.info("snapshotter.bound_pre_provisioned", snapshot=f"{meta['namespace']}/{meta['name']}",
+                 content=content_name)  # fmt: skip
 
     def _fail(self, snapshot: RawObject, message: str) -> None:
         log.info("snapshotter.error", name=snapshot["metadata"]["name"], message=message)
@@ -314,3 +374,148 @@ class SnapshotController:
             if exc.status != 404:
                 raise
         self.contents.discard(name)
+
+
+class Provisioner:
+    """The stand-in external-provisioner of the driver (see the module's docstring); ``start()`` runs it
+    in a thread, ``stop()`` ends it and deletes the volumes it made (their claims, gone or not, are the
+    tests')."""
+
+    #: How often pending claims are looked at again (a snapshot may become ready after its claim came).
+    RESYNC_SECONDS = 1.0
+
+    def __init__(self, api: client.ApiClient, driver: str = DRIVER) -> None:
+        self.api = api
+        self.driver = driver
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+        self.storage = client.StorageV1Api(api)
+        #: Volumes this provisioner created.
+        self.volumes: set[str] = set()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._response: Any = None
+
+    def _list_call(self, **kwargs: Any) -> Any:
+        response = self.core.list_persistent_volume_claim_for_all_namespaces(**kwargs)
+        if kwargs.get("watch"):
+            self._response = response
+        return response
+
+    def start(self) -> None:
+        def on_list(items: list[RawObject]) -> None:
+            for item in items:
+                self._safe(item)
+
+        def on_event(kind: str, obj: RawObject) -> None:
+            if kind != "DELETED":
+                self._safe(obj)
+
+        watch = ListWatch("claims", self._list_call, on_list, on_event, resync_seconds=self.RESYNC_SECONDS)
+        self._thread = threading.Thread(target=watch.run, args=(self._stop,), daemon=True, name="provisioner")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        connection = getattr(self._response, "connection", None) or getattr(
+            self._response, "_connection", None
+        )
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError as exc:
+                log.debug("provisioner.shutdown", error=str(exc))
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        for name in sorted(self.volumes):
+            try:
+                self.core.delete_persistent_volume(name)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+    def _safe(self, claim: RawObject) -> None:
+        if self._stop.is_set():
+            return
+        try:
+            with self._lock:
+                self.provision(claim)
+        except Exception as exc:
+            meta = claim.get("metadata") or {}
+            log.warning("provisioner.failed", namespace=meta.get("namespace"), name=meta.get("name"),
+                        error=str(exc))  # fmt: skip
+
+    def _ours(self, class_name: str) -> bool:
+        try:
+            storage_class = self.storage.read_storage_class(class_name, _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return bool(json.loads(storage_class.data).get("provisioner") == self.driver)
+
+    def _snapshot_handle(self, namespace: str, name: str) -> str | None:
+        """The handle of a ready VolumeSnapshot's content; None while there is none."""
+        try:
+            snapshot = json.loads(self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, "volumesnapshots", name, _preload_content=False
+            ).data)  # fmt: skip
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        status = snapshot.get("status") or {}
+        content = status.get("boundVolumeSnapshotContentName")
+        if status.get("readyToUse") is not True or not content:
+            return None
+        found = json.loads(self.custom.get_cluster_custom_object(
+            GROUP, VERSION, "volumesnapshotcontents", content, _preload_content=False
+        ).data)  # fmt: skip
+        handle = (found.get("status") or {}).get("snapshotHandle")
+        return str(handle) if handle else None
+
+    def provision(self, claim: RawObject) -> None:
+        meta, spec = claim["metadata"], claim.get("spec") or {}
+        if spec.get("volumeName") or meta.get("deletionTimestamp"):
+            return
+        if (claim.get("status") or {}).get("phase") not in (None, "Pending"):
+            return
+        class_name = spec.get("storageClassName")
+        if not class_name or not self._ours(str(class_name)):
+            return
+        attributes: dict[str, str] = {}
+        source = spec.get("dataSource") or {}
+        if source:
+            if (source.get("apiGroup"), source.get("kind")) != (GROUP, "VolumeSnapshot"):
+                return  # clones of claims are not simulated
+            handle = self._snapshot_handle(meta["namespace"], str(source.get("name")))
+            if handle is None:
+                return  # not ready yet: the resync looks again
+            attributes[SOURCE_HANDLE_ATTRIBUTE] = handle
+        name = f"pvc-{meta['uid']}"
+        requested = (spec.get("resources") or {}).get("requests", {}).get("storage", "1Gi")
+        body = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": name, "annotations": {"pv.kubernetes.io/provisioned-by": self.driver}},
+            "spec": {
+                "capacity": {"storage": requested},
+                "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Delete",
+                "storageClassName": class_name,
+                "volumeMode": spec.get("volumeMode", "Filesystem"),
+                "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                             "namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"]},
+                "csi": {"driver": self.driver, "volumeHandle": f"vol-{name}", "volumeAttributes": attributes},
+            },
+        }  # fmt: skip
+        try:
+            self.core.create_persistent_volume(body)
+            log.info("provisioner.provisioned", pv=name, claim=f"{meta['namespace']}/{meta['name']}",
+                     source=attributes.get(SOURCE_HANDLE_ATTRIBUTE, ""))  # fmt: skip
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        self.volumes.add(name)
