@@ -541,7 +541,12 @@ class Bed:
             view = self.view(plural, name, location, target)
             if during is not None:
                 during(view)
-            if pending and view.obj is not None and pending[0][0].reached(view):
+            # The first point reached, in order; those before it were passed unseen (missed).
+            reached = [i for i, (p, _) in enumerate(pending) if view.obj is not None and p.reached(view)]
+            index = reached[0] if reached else None
+            if index is not None:
+                hit += [f"missed: {p.name}" for p, _ in pending[:index]]
+                del pending[:index]
                 point, action = pending.pop(0)
                 self.say(f"  point {point.name} reached (stage {view.stage or '-'})")
                 if callable(action):
