@@ -261,7 +261,7 @@ def test_a_stall_with_every_volume_done_but_the_backup_still_in_volumes_moves_it
     """The last node agent recorded its result and died before it moved the backup on."""
     obj = snapshot_backup(fake, ports)
     state = ports.scratch.backup(UID)
-    state.finish("volume:app/snap")
+    state.finish("volume:app/snap", group=state.VOLUMES_PENDING)
     backup_stage.record_result(state, "app/snap", {"status": "Successful"})
 
     backup.handle(ports, message("Volumes"))

@@ -141,6 +141,24 @@ def test_a_plan_message_delivered_again_plans_nothing_new_and_resends_what_is_ou
     assert fake.events == [] and fake.status(obj)["status"] == "InProgress"
 
 
+def test_a_volume_handed_out_again_late_neither_holds_up_the_export_nor_reaches_its_queue(
+    fake: k.FakeCluster, ports: Ports
+) -> None:
+    """A stall re-send of the Volumes stage that raced the last volume's finish leaves a volume part
+    outstanding after the backup moved on: it is in the volumes' own group, so the export's re-sends
+    never carry it and the last page still moves the backup on."""
+    obj = applications(fake)
+    state = ports.scratch.backup(UID)
+    state.add_pending(["volume:app/data"], group=state.VOLUMES_PENDING)
+
+    export.handle(ports, message())
+    export.handle(ports, message())  # the Applications stage's own stall re-send
+    assert {m.part for m in sent(ports).to(Queue.EXPORT.value)} == {f"{CONFIGMAPS}#1"}
+    drain(ports)
+
+    assert fake.status(obj)["stage"] == "PostExecRule"
+
+
 def test_a_page_delivered_twice_is_written_and_recorded_once(
     fake: k.FakeCluster, ports: Ports, stores: LocalStores, scratch_factory: ScratchFactory
 ) -> None:

@@ -87,7 +87,7 @@ class Fixture:
         self.ports = Ports(self.cluster, self.scratch, self.dispatch, self.stores, settings)
         self.state.lay_out("Volumes")  # as the backup service laid the Volumes stage out
         self.state.save_volume_plans({CLAIM_PART: self.plan.__dict__})
-        self.state.add_pending([PART])
+        self.state.add_pending([PART], group=self.state.VOLUMES_PENDING)
 
     @property
     def state(self) -> BackupScratch:
@@ -143,7 +143,7 @@ def test_a_volume_is_stored_in_the_repository_and_recorded(fx: Fixture) -> None:
     backup_status = fx.cluster.status(fx.backup)
     assert (backup_status["stage"], backup_status["volumesProgress"]) == ("Applications", "1/1")
     assert [m.stage for m in fx.dispatch.to(Queue.EXPORT)] == ["Applications"]
-    assert fx.state.pending() == []
+    assert fx.state.pending(group=fx.state.VOLUMES_PENDING) == []
     assert not any(name.startswith("lease:") for name in fx.scratch.names(fx.uid))
     assert fx.stores.opened[0] == (NAMESPACE, "loc", False)
 
@@ -152,7 +152,7 @@ def test_the_volume_stored_again_takes_unchanged_files_over(fx: Fixture) -> None
     fx.handle()
     first = fx.state.volume_results()[CLAIM_PART]
     # The same volume again (as a task that failed after storing it and runs again would).
-    fx.state.add_pending([PART])
+    fx.state.add_pending([PART], group=fx.state.VOLUMES_PENDING)
     obj = fx.cluster.require(Kind.APPLICATION_BACKUP, NAMESPACE, "b1")
     fx.cluster.patch_status(Kind.APPLICATION_BACKUP, obj, fx.backup["status"])
 
@@ -171,7 +171,7 @@ def test_the_same_message_while_another_task_holds_the_lease_is_dropped(fx: Fixt
 
     fx.handle()
 
-    assert fx.state.pending() == [PART]
+    assert fx.state.pending(group=fx.state.VOLUMES_PENDING) == [PART]
     assert fx.state.volume_results() == {}
     assert fx.volume_status()["status"] == "Pending"
     assert fx.stores.opened == [] and fx.dispatch.sent == []
@@ -180,7 +180,7 @@ def test_the_same_message_while_another_task_holds_the_lease_is_dropped(fx: Fixt
     fx.state.release_lease(PART, "the-first-task")
     fx.handle()
     assert fx.volume_status()["status"] == "Successful"
-    assert fx.state.pending() == []
+    assert fx.state.pending(group=fx.state.VOLUMES_PENDING) == []
 
 
 def test_a_message_for_a_volume_no_longer_pending_does_nothing(fx: Fixture) -> None:
@@ -196,13 +196,13 @@ def test_a_message_for_a_volume_no_longer_pending_does_nothing(fx: Fixture) -> N
     assert len(fx.dispatch.sent) == sent and len(fx.stores.opened) == opened
     after = fx.cluster.require(Kind.APPLICATION_BACKUP, NAMESPACE, "b1")
     assert after["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"]
-    assert fx.state.pending() == []
+    assert fx.state.pending(group=fx.state.VOLUMES_PENDING) == []
 
 
 def test_a_message_for_a_stage_the_backup_has_left_does_nothing(fx: Fixture) -> None:
     fx.cluster.patch_status(Kind.APPLICATION_BACKUP, fx.backup, {"stage": "Applications"})
     fx.handle()
-    assert fx.state.pending() == [PART] and fx.state.volume_results() == {}
+    assert fx.state.pending(group=fx.state.VOLUMES_PENDING) == [PART] and fx.state.volume_results() == {}
     assert fx.stores.opened == [] and fx.dispatch.sent == []
     # Nor one for another backup of the same name (another uid).
     fx.cluster.patch_status(Kind.APPLICATION_BACKUP, fx.backup, {"stage": "Volumes"})
@@ -213,7 +213,7 @@ def test_a_message_for_a_stage_the_backup_has_left_does_nothing(fx: Fixture) -> 
 def test_a_message_of_another_kind_or_stage_is_not_the_agents(fx: Fixture) -> None:
     agent.handle(fx.ports, replace(fx.message(), stage=Stage.APPLICATIONS.value))
     agent.handle(fx.ports, replace(fx.message(), kind=Kind.APPLICATION_RESTORE))
-    assert fx.cluster.calls == [] and fx.state.pending() == [PART]
+    assert fx.cluster.calls == [] and fx.state.pending(group=fx.state.VOLUMES_PENDING) == [PART]
 
 
 def test_an_unavailable_location_fails_the_volume_with_its_reason(fx: Fixture) -> None:
@@ -228,7 +228,7 @@ def test_an_unavailable_location_fails_the_volume_with_its_reason(fx: Fixture) -
     )
     assert fx.state.volume_results()[CLAIM_PART]["status"] == "Failed"
     # A failed volume is done all the same: the backup moves on, and the manifest says why.
-    assert fx.state.pending() == []
+    assert fx.state.pending(group=fx.state.VOLUMES_PENDING) == []
     assert fx.cluster.status(fx.backup)["stage"] == "Applications"
 
 
@@ -254,7 +254,7 @@ def test_a_store_failing_half_way_fails_the_volume_with_its_reason(
     assert fx.state.volume_results()[CLAIM_PART] == {"status": "Failed", "reason": status["reason"]}
     with pytest.raises(Exception):  # noqa: B017 - no tree was recorded for the claim
         fx.stored_tree()
-    assert fx.state.pending() == []
+    assert fx.state.pending(group=fx.state.VOLUMES_PENDING) == []
 
 
 def test_a_task_failing_on_its_last_status_write_runs_again_and_completes(fx: Fixture) -> None:
@@ -270,7 +270,7 @@ def test_a_task_failing_on_its_last_status_write_runs_again_and_completes(fx: Fi
     fx.cluster.patch_status = patch_status  # type: ignore[method-assign]
     with pytest.raises(Exception, match="Internal Server Error"):
         fx.handle()  # the worker retries the task
-    assert fx.state.pending() == [PART]
+    assert fx.state.pending(group=fx.state.VOLUMES_PENDING) == [PART]
     assert not any(name.startswith("lease:") for name in fx.scratch.names(fx.uid))
 
     fx.handle()
@@ -344,7 +344,7 @@ def test_a_big_volume_is_cut_into_shards_each_sent_to_this_nodes_queue(sharded: 
     status = sharded.volume_status()
     assert (status["status"], status["totalSize"]) == ("InProgress", sum(len(b) for b in FILES.values()))
     # The volume is outstanding until its shards are done.
-    assert sharded.state.pending() == [PART]
+    assert sharded.state.pending(group=sharded.state.VOLUMES_PENDING) == [PART]
     group = BackupScratch.shard_group(CLAIM_PART)
     assert sharded.state.pending(group=group) == [str(i) for i in range(len(shards))]
 
@@ -366,7 +366,7 @@ def test_a_shard_message_stores_its_range(sharded: Fixture) -> None:
     assert all(tree_order(start) <= tree_order(p) for p in paths)
     assert end is None or all(tree_order(p) < tree_order(end) for p in paths)
     assert sharded.volume_status()["status"] == "InProgress"
-    assert sharded.state.pending() == [PART]
+    assert sharded.state.pending(group=sharded.state.VOLUMES_PENDING) == [PART]
 
 
 def test_the_last_shard_merges_the_volume(sharded: Fixture) -> None:
@@ -424,4 +424,4 @@ def test_a_failed_shard_fails_the_volume_with_the_shards_reason(
         "Failed",
         "shard 0: BackupLocation app/loc is unavailable: gone",
     )
-    assert sharded.state.pending() == []
+    assert sharded.state.pending(group=sharded.state.VOLUMES_PENDING) == []

@@ -76,7 +76,7 @@ def test_the_agent_drops_a_duplicate_message_while_another_task_stores_the_part(
 ) -> None:
     state = scratch_factory.backup("uid-1")
     state.save_volume_plans({"team-a/data": _plan().__dict__})
-    state.add_pending([PART])
+    state.add_pending([PART], group=state.VOLUMES_PENDING)
     started = threading.Event()
     release = threading.Event()
     runs: list[str] = []
@@ -108,4 +108,4 @@ def test_the_agent_drops_a_duplicate_message_while_another_task_stores_the_part(
     release.set()
     first.join(5)
     assert runs == ["shard 2" if "#" in part else "volume"]
-    assert scratch_factory.names("uid-1") == ["pending", "volumes"]  # the lease went with its task
+    assert scratch_factory.names("uid-1") == ["volumes", "volumes-pending"]  # the lease went with its task

@@ -93,7 +93,11 @@ def test_start_plans_every_claim_and_sends_one_message_per_volume_to_whoever_bac
     assert [m.part for m in sent.to(Queue.SNAPSHOT.value)] == ["volume:app/snap"]
     assert len(sent.sent) == 3
     assert all(m.stage == "Volumes" and m.uid == "uid-b1" for _, m in sent.sent)
-    assert state.pending() == ["volume:app/data", "volume:app/logs", "volume:app/snap"]
+    assert state.pending(group=state.VOLUMES_PENDING) == [
+        "volume:app/data",
+        "volume:app/logs",
+        "volume:app/snap",
+    ]
     plan = backup_stage.load_plan(state, "app/data")
     assert plan is not None and (plan.mode, plan.node, plan.path) == ("filesystem", "node-1", "/srv/data")
     skipped = backup_stage.load_plan(state, "app/pending")
@@ -111,7 +115,7 @@ def test_start_for_a_backup_another_worker_moved_on_plans_into_nothing_and_sends
     assert backup_stage.start(ports, obj, state, hold=False) == (obj, False)
 
     assert dispatch_of(ports).sent == []
-    assert state.pending() == []
+    assert state.pending(group=state.VOLUMES_PENDING) == []
     assert "volumes" not in fake.status(obj) and fake.events == []
 
 
@@ -148,8 +152,8 @@ def test_a_stall_resend_after_a_worker_died_before_the_hand_out_hands_out_every_
     )
     state = ports.scratch.backup("uid-b1")
     moved, _ = backup_stage.start(ports, obj, state, hold=False)
-    for part in state.pending():  # as if never recorded
-        state.finish(part)
+    for part in state.pending(group=state.VOLUMES_PENDING):  # as if never recorded
+        state.finish(part, group=state.VOLUMES_PENDING)
     backup_stage.record_result(state, "app/snap", {"status": "Successful"})
     dispatch_of(ports).clear()
 
@@ -157,7 +161,7 @@ def test_a_stall_resend_after_a_worker_died_before_the_hand_out_hands_out_every_
 
     sent = dispatch_of(ports)
     assert sorted(m.part for _queue, m in sent.sent) == ["volume:app/data", "volume:app/logs"]
-    assert sorted(state.pending()) == ["volume:app/data", "volume:app/logs"]
+    assert sorted(state.pending(group=state.VOLUMES_PENDING)) == ["volume:app/data", "volume:app/logs"]
 
 
 def test_a_stall_resend_with_every_volume_done_has_nothing_outstanding(
@@ -169,13 +173,13 @@ def test_a_stall_resend_with_every_volume_done_has_nothing_outstanding(
     )
     state = ports.scratch.backup("uid-b1")
     moved, _ = backup_stage.start(ports, obj, state, hold=False)
-    for part in state.pending():
-        state.finish(part)
+    for part in state.pending(group=state.VOLUMES_PENDING):
+        state.finish(part, group=state.VOLUMES_PENDING)
         backup_stage.record_result(state, part.removeprefix("volume:"), {"status": "Successful"})
     dispatch_of(ports).clear()
 
     assert not backup_stage.resend_outstanding(ports.dispatch, moved, state)
-    assert dispatch_of(ports).sent == [] and state.pending() == []
+    assert dispatch_of(ports).sent == [] and state.pending(group=state.VOLUMES_PENDING) == []
 
 
 def _volumes_backup(fake: k.FakeCluster, ports: Ports, parts: list[str]) -> tuple[RawObject, BackupScratch]:
@@ -194,7 +198,7 @@ def _volumes_backup(fake: k.FakeCluster, ports: Ports, parts: list[str]) -> tupl
     )
     state = ports.scratch.backup("uid-b1")
     state.lay_out("Volumes")
-    state.add_pending([backup_stage.VOLUME_PART_PREFIX + p for p in parts])
+    state.add_pending([backup_stage.VOLUME_PART_PREFIX + p for p in parts], group=state.VOLUMES_PENDING)
     return obj, state
 
 
@@ -241,7 +245,7 @@ def test_held_volumes_leave_the_advance_to_the_task_holding_the_rule(
     state.hold_volumes()
     backup_stage.finish_part(ports, volume_message("app/a"), state)
     assert fake.status(obj)["stage"] == "Volumes" and dispatch_of(ports).sent == []
-    assert state.pending() == []
+    assert state.pending(group=state.VOLUMES_PENDING) == []
 
 
 def test_complete_records_the_result_for_the_manifest_and_its_status_fields_in_the_status(
@@ -256,7 +260,7 @@ def test_complete_records_the_result_for_the_manifest_and_its_status_fields_in_t
                      "totalSize": 10, "bytesDone": 10}  # fmt: skip
     assert fake.status(obj)["volumesProgress"] == "1/2"
     assert backup_stage.results(state) == {"app/a": result}
-    assert state.pending() == ["volume:app/b"]
+    assert state.pending(group=state.VOLUMES_PENDING) == ["volume:app/b"]
 
 
 @pytest.mark.parametrize("kind", [Kind.APPLICATION_BACKUP, Kind.APPLICATION_RESTORE])

@@ -118,7 +118,7 @@ def _run_rule(ports: Ports, obj: RawObject, field: str) -> exec_rules.RuleRun | 
 def _wait_for_volumes(ports: Ports, obj: RawObject, state: BackupScratch) -> bool:
     """Wait until the node agents have finished every volume; False (and the backup failed) on timeout."""
     deadline = time.monotonic() + ports.settings.stall_seconds * 12
-    while state.pending():
+    while state.pending(group=state.VOLUMES_PENDING):
         if time.monotonic() > deadline:
             progress.fail(
                 ports, KIND, obj, "volumes did not finish while the preExecRule held its background actions"
@@ -130,7 +130,7 @@ def _wait_for_volumes(ports: Ports, obj: RawObject, state: BackupScratch) -> boo
 
 def snapshot_volume(ports: Ports, message: Message, state: BackupScratch) -> None:
     """A volume in snapshot mode: a CSI VolumeSnapshot, waited for readyToUse."""
-    if not state.is_pending(message.part):
+    if not state.is_pending(message.part, group=state.VOLUMES_PENDING):
         return
     claim = message.part.removeprefix(backup_stage.VOLUME_PART_PREFIX)
     obj = ports.cluster.get(KIND, message.namespace, message.name)

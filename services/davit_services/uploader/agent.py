@@ -84,7 +84,7 @@ def handle(ports: Ports, message: Message) -> None:
             return
         if shard:
             volume.store_shard(int(shard))
-        elif state.is_pending(message.part):
+        elif state.is_pending(message.part, group=state.VOLUMES_PENDING):
             volume.start()
 
 

@@ -332,6 +332,11 @@ class BackupScratch(OperationState):
     NAMESPACES: Final = "namespaces"
     #: Running totals (a hash; ``resources``: objects written so far).
     COUNTERS: Final = "counters"
+    #: The group of outstanding volume parts (``volume:<namespace>/<claim>``), apart from the default
+    #: group the Applications stage uses for its list pages: a volume part handed out again late (a stall
+    #: re-send racing the last volume's finish) can then neither hold up Applications nor be sent to the
+    #: resource writer.
+    VOLUMES_PENDING: Final = "volumes-pending"
 
     # --- volumes -----------------------------------------------------------------------------------
 

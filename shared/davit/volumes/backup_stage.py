@@ -78,7 +78,7 @@ def start(ports: Moving, obj: RawObject, state: BackupScratch, hold: bool) -> tu
     )
     if hold:
         state.hold_volumes()
-    state.add_pending([VOLUME_PART_PREFIX + p.part for p in work])
+    state.add_pending([VOLUME_PART_PREFIX + p.part for p in work], group=state.VOLUMES_PENDING)
     for plan in work:
         send(ports.dispatch, obj, plan)
     return obj, bool(work)
@@ -108,7 +108,7 @@ def resend_outstanding(dispatch: Dispatch, obj: RawObject, state: BackupScratch)
     """After a stall: hand out again the volumes not finished (their tasks are idempotent). A worker that
     died between moving the backup into Volumes and handing its volumes out left none outstanding: then
     the planned volumes of the status that have no result are. Returns whether any volume is."""
-    pending = state.pending()
+    pending = state.pending(group=state.VOLUMES_PENDING)
     if not pending:
         done = results(state)
         pending = [
@@ -117,7 +117,7 @@ def resend_outstanding(dispatch: Dispatch, obj: RawObject, state: BackupScratch)
             if part not in done and (plan := load_plan(state, part)) is not None and plan.mode != "skip"
         ]
         if pending:
-            state.add_pending(pending)
+            state.add_pending(pending, group=state.VOLUMES_PENDING)
     for part in pending:
         plan = load_plan(state, part.removeprefix(VOLUME_PART_PREFIX))
         if plan is not None:
@@ -182,7 +182,7 @@ def complete(
 def finish_part(ports: Moving, message: Message, state: BackupScratch) -> None:
     """A volume part is done (successfully or not): the last one moves the backup on, unless a
     snapshot task holds background exec actions and will do it after releasing them."""
-    if state.finish(message.part) and not state.volumes_held():
+    if state.finish(message.part, group=state.VOLUMES_PENDING) and not state.volumes_held():
         advance(ports, message, state)
 
 
