@@ -32,11 +32,15 @@ lint: deps ## ruff, mypy and the import contracts (.importlinter)
 unit: deps ## fast tests of the pure core, no stack
 	$(PYTEST) tests/unit -q
 
+# Two workers, each with a local stack of its own (.dev-test-gw0/, .dev-test-gw1/); a test file stays on
+# one worker, so a file's fixtures are set up once. Tests marked `long` run in `make chaos`.
+PARALLEL := -n 2 --dist loadfile
+
 integration: deps ## tests against the real local stack (started and stopped by the tests)
-	$(PYTEST) tests/integration -q
+	$(PYTEST) tests/integration -q $(PARALLEL) -m "not long"
 
 test: deps lint ## everything CI runs: lint, unit and integration tests
-	$(PYTEST) tests -q --durations=10
+	$(PYTEST) tests -q $(PARALLEL) -m "not long" --durations=10
 
 bench: bench-export bench-restore bench-volume ## every benchmark (SPEC §9); results in bench/results/
 
@@ -51,6 +55,7 @@ bench-volume: deps ## back up 640 MiB of mixed data and compare with restic (bac
 
 chaos: deps ## fault-injection suite on its own local stack (docs/chaos.md); table in bench/results/chaos-*.json
 	$(PYTHON) -m tests.chaos.runner
+	$(PYTEST) tests -q -m long
 
 crds: ## regenerate deploy/crds from the API types
 	$(PYTHON) -m davit.api.crds deploy/crds
@@ -60,4 +65,4 @@ format: ## apply ruff's formatting and fixable lint
 	$(PYTHON) -m ruff check --fix .
 
 clean: down ## remove local state (not the caches in ~/.cache/davit)
-	rm -rf .dev .dev-test .dev-bench .dev-chaos .mypy_cache .ruff_cache
+	rm -rf .dev .dev-test .dev-test-gw* .dev-bench .dev-chaos .mypy_cache .ruff_cache

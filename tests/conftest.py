@@ -62,6 +62,11 @@ def stack() -> Iterator[StackEnv]:
     from devstack.stack import Stack
 
     state_dir = Path(os.environ.get("DAVIT_TEST_STACK_DIR", REPO_ROOT / ".dev-test"))
+    # Under pytest-xdist each worker has a stack of its own: tests flush Redis, restart services and
+    # kill processes, which must not reach another worker's tests.
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        state_dir = state_dir.with_name(f"{state_dir.name}-{worker}")
     test_stack = Stack(state_dir)
     # A kept stack may hold the second cluster of an earlier session: keep it rather than restart all.
     running = test_stack.running()

@@ -58,8 +58,8 @@ def in_background(delay: float, *markers: Path) -> threading.Thread:
 
 def test_waits_until_every_marker_appears_then_removes_them(tmp_path: Path) -> None:
     data, logs = volumes(tmp_path, "data", "logs")
+    started = time.monotonic()  # before the writer's clock starts: a busy machine may run it first
     writer = in_background(0.3, data, logs)
-    started = time.monotonic()
 
     code, out, err = run([data, logs])
 
