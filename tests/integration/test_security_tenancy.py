@@ -247,8 +247,10 @@ def test_export_scope_planted_in_redis_is_refused(
     apply(stack, location)
     services = start_only("watcher", "backup")
     apply(stack, backup_manifest(namespace, "planted"))
+    # The services may still be starting on a busy machine: the default 30 s is not always enough.
     wait_for("the backup to reach Applications",
-             lambda: backup_status(stack, namespace, "planted").get("stage") == "Applications")  # fmt: skip
+             lambda: backup_status(stack, namespace, "planted").get("stage") == "Applications",
+             timeout=180)  # fmt: skip
     uid = get(stack, "applicationbackup", namespace, "planted")["metadata"]["uid"]
 
     import redis
