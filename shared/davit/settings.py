@@ -70,6 +70,9 @@ class Settings:
     kubelet_root: str = "/var/lib/kubelet"
     #: How long a CSI VolumeSnapshot may take to become readyToUse before its volume is failed.
     snapshot_timeout_seconds: float = 600.0
+    #: A restore's snapshot copy whose restore is gone is deleted by the watcher once it is this old (a
+    #: copy younger than this may belong to a restore created while the watcher was listing).
+    snapshot_copy_grace_seconds: float = 600.0
     #: Objects per list call in resource-export: kubectl's page size; large enough to amortise a request,
     #: small enough that a worker's memory stays flat whatever a namespace holds.
     export_page_size: int = 500

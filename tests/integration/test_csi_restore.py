@@ -289,3 +289,56 @@ def _wait_restore(stack: StackEnv, services: Services, namespace: str, name: str
     except AssertionError:
         print(services.logs())
         raise
+
+
+def _copy(stack: StackEnv, namespace: str, name: str, restore_uid: str, policy: str = "Retain") -> str:
+    """A copy as a restore makes it (labelled with its uid): a content of a handle and a snapshot bound to
+    it; returns the content's name."""
+    content = f"davit-{namespace}-{name}"
+    labels = {RESTORE_UID_LABEL: restore_uid}
+    apply(stack, {"apiVersion": f"{GROUP}/{VERSION}", "kind": "VolumeSnapshotContent",
+                  "metadata": {"name": content, "labels": labels},
+                  "spec": {"deletionPolicy": policy, "driver": DRIVER,
+                           "source": {"snapshotHandle": f"h-{name}"},
+                           "volumeSnapshotRef": {"kind": "VolumeSnapshot", "namespace": namespace,
+                                                 "name": name}}})  # fmt: skip
+    apply(stack, {"apiVersion": f"{GROUP}/{VERSION}", "kind": "VolumeSnapshot",
+                  "metadata": {"name": name, "namespace": namespace, "labels": labels},
+                  "spec": {"source": {"volumeSnapshotContentName": content}}})  # fmt: skip
+    return content
+
+
+def test_the_snapshot_copies_of_a_deleted_restore_are_removed_and_nothing_else(
+    stack: StackEnv, namespace: str, snapshot_crds: None, stack_services: Any
+) -> None:
+    """A restore deleted before its Final stage leaves its copies: the watcher deletes them at its next
+    relist of the restores. A live restore's copies stay, and so does anything shaped otherwise (a
+    content that would delete its storage snapshot), whatever its labels."""
+    stack_services(DAVIT_SNAPSHOT_COPY_GRACE_SECONDS="0")
+    # A restore that exists (it fails validation, and stays): its copies are not orphans.
+    apply(stack, {"apiVersion": "davit.dev/v1alpha1", "kind": "ApplicationRestore",
+                  "metadata": {"name": "alive", "namespace": namespace},
+                  "spec": {"backupName": "nothing", "backupLocation": "nowhere"}})  # fmt: skip
+    live_uid = get_json(stack, "-n", namespace, "applicationrestore", "alive")["metadata"]["uid"]
+    gone_uid = str(uuid.uuid4())
+    orphan = _copy(stack, namespace, "orphan", gone_uid)
+    kept = _copy(stack, namespace, "kept", live_uid)
+    deleting = _copy(stack, namespace, "deleting", gone_uid, policy="Delete")
+    contents = [orphan, kept, deleting]
+
+    def names(kind: str, *scope: str) -> set[str]:
+        items = get_json(stack, *scope, kind, "-l", RESTORE_UID_LABEL)["items"]
+        return {i["metadata"]["name"] for i in items}
+
+    try:
+        wait_for("the orphaned copy to be deleted", lambda: orphan not in names("volumesnapshotcontents"),
+                 timeout=120)  # fmt: skip
+        wait_for("the orphaned snapshot to be deleted",
+                 lambda: "orphan" not in names("volumesnapshots", "-n", namespace), timeout=60)  # fmt: skip
+        # Listed from the cluster: the live restore's copy and the Delete-policy content are there.
+        assert {kept, deleting} <= names("volumesnapshotcontents")
+        assert {"kept", "deleting"} <= names("volumesnapshots", "-n", namespace)
+    finally:
+        for content in contents:
+            stack.kubectl("delete", "volumesnapshotcontent", content, "--ignore-not-found", "--wait=false",
+                          check=False)  # fmt: skip

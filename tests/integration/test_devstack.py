@@ -34,6 +34,11 @@ spec:
   template:
     metadata: {labels: {app: db}}
     spec:
+      # One pod per node, always: the scheduler's spreading alone may put both on the emptier node.
+      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+          - {labelSelector: {matchLabels: {app: db}}, topologyKey: kubernetes.io/hostname}
       containers: [{name: db, image: postgres:16}]
       volumes: [{name: scratch, emptyDir: {}}]
   volumeClaimTemplates:

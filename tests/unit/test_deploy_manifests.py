@@ -98,6 +98,7 @@ EXPECTED_GRANTS: dict[str, set[Grant]] = {
     | grants("", ["secrets"], ["get"])  # location checks open the store
     | grants(G, ["applicationbackups"], ["create"])  # a schedule's due slot
     | grants(G, ["applicationbackupschedules/status"], ["patch"])
+    | grants(SNAPSHOTS, ["volumesnapshots", "volumesnapshotcontents"], ["list", "delete"])  # orphaned copies
     | RECORDS_EVENTS,
     "davit-backup": WORKER_COMMON
     | grants(G, ["applicationbackups"], ["patch"])  # the finalizer

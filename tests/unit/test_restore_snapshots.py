@@ -6,6 +6,7 @@ namespace through a copy, a snapshot that is gone, and a tenant's forged manifes
 from __future__ import annotations
 
 import copy
+import datetime
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,41 @@ def test_the_copy_is_a_retained_pre_provisioned_content_of_the_original_handle()
     other = copy.deepcopy(content)
     other["spec"]["source"]["snapshotHandle"] = "another"
     assert not snapshots.same_copy(other, content)
+
+
+def _copies(restore_uid: str, created: str) -> tuple[RawObject, RawObject]:
+    snapshot = snapshot_object()
+    verified = check(volume(), snapshot, content_object(snapshot))
+    assert isinstance(verified, snapshots.Verified)
+    content = snapshots.copied_content("davit-moved-x", "moved", "x", verified, RESTORE, restore_uid)
+    made = snapshots.copied_snapshot("x", "moved", "davit-moved-x", verified, RESTORE, restore_uid)
+    for item in (content, made):
+        item["metadata"]["creationTimestamp"] = created
+    return made, content
+
+
+def test_copies_of_a_restore_that_is_gone_are_orphans_once_past_the_grace_period() -> None:
+    now = datetime.datetime(2026, 12, 2, 12, 0, tzinfo=datetime.UTC)
+    old, young = "2026-12-02T11:00:00Z", "2026-12-02T11:59:00Z"
+    gone, live = _copies("uid-of-a-deleted-restore", old), _copies(RESTORE_UID, old)
+    fresh = _copies("uid-of-a-restore-created-after-the-list", young)
+    # A content that would delete its storage snapshot, or a snapshot that is no pre-provisioned copy,
+    # is never taken for a copy, whatever its labels say.
+    # (A snapshot bound to a Delete content would take the storage snapshot with it.)
+    deleting = copy.deepcopy(gone[1])
+    deleting["metadata"]["name"] = "davit-moved-deleting"
+    deleting["spec"]["deletionPolicy"] = "Delete"
+    bound_to_deleting = copy.deepcopy(gone[0])
+    bound_to_deleting["spec"]["source"] = {"volumeSnapshotContentName": "davit-moved-deleting"}
+    dynamic = copy.deepcopy(gone[0])
+    dynamic["spec"]["source"] = {"persistentVolumeClaimName": "data"}
+    unlabelled = snapshot_object()
+    unlabelled["metadata"]["creationTimestamp"] = old
+
+    items = [*gone, *live, *fresh, deleting, bound_to_deleting, dynamic, unlabelled]
+    orphans = snapshots.orphaned_copies(items, {RESTORE_UID}, now, grace_seconds=600)
+
+    assert orphans == list(gone)
 
 
 def test_the_plan_makes_the_claims_from_their_snapshots_and_leaves_out_the_rest() -> None:

@@ -19,6 +19,7 @@ from davit.api.types import Stage
 from davit.constants import Kind
 from davit.kube import client, events
 from davit.kube.client import ApiException
+from davit.kube.cluster import KubeCluster
 from davit.kube.operations import Operations
 from davit.kube.watching import EventType, ListWatch
 from davit.operations import queueing, scratch
@@ -27,6 +28,7 @@ from davit.settings import Settings
 from davit.storage.factory import LocationPolicy
 from davit.validation import validate
 from davit_services.watcher import clones, decisions
+from davit_services.watcher.copies import CopySweeper
 from davit_services.watcher.leader import LeaseElector
 from davit_services.watcher.locations import LocationChecker
 from davit_services.watcher.schedules import Scheduler
@@ -54,6 +56,7 @@ class Watcher:
             # Progress reaches the clone well within the stall detection's patience.
             heartbeat_seconds=min(clones.HEARTBEAT_SECONDS, settings.stall_seconds / 3),
         )
+        self.copies = CopySweeper(KubeCluster(self.lookup), settings.snapshot_copy_grace_seconds)
         self.locations = LocationChecker(
             api,
             settings.location_check_seconds,
@@ -129,6 +132,8 @@ class Watcher:
             obj.setdefault("apiVersion", constants.API_GROUP_VERSION)
             obj.setdefault("kind", kind.value)
             self.reconcile(kind, obj, resync=True, in_flight=in_flight)
+        if kind == Kind.APPLICATION_RESTORE:
+            self.copies.sweep(items)
 
     def on_event(self, kind: Kind, event: EventType, obj: RawObject) -> None:
         if event in ("ADDED", "MODIFIED"):

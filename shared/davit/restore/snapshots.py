@@ -24,11 +24,13 @@ check; the restore service makes it when planning and again right before it writ
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from davit import timeutil
 from davit.api.objects import RawObject
 from davit.backup.selection import ApiResource
 from davit.restore.tiers import TierGroup, group_kind
@@ -246,6 +248,44 @@ def copied_snapshot(
         "metadata": {"name": name, "namespace": namespace, "labels": _labels(restore_name, restore_uid)},
         "spec": spec,
     }
+
+
+def orphaned_copies(
+    items: Sequence[RawObject], live_restore_uids: set[str], now: datetime.datetime, grace_seconds: float
+) -> list[RawObject]:
+    """The copies (VolumeSnapshots and VolumeSnapshotContents labelled with a restore's uid) whose restore
+    is gone: deleted before its Final stage removed them. ``live_restore_uids`` is every restore's uid,
+    listed *before* ``items``; a copy younger than ``grace_seconds`` is kept, since a restore created
+    between the two lists made its copies after the first and is not in it.
+
+    Only what a copy looks like is taken, so that deleting it never deletes a storage snapshot: a content
+    that keeps its snapshot (``Retain``), and a snapshot bound to such a content of the same restore (a
+    snapshot bound to a ``Delete`` content would take the storage snapshot with it). Snapshots come
+    first in the result: a content goes after the snapshot bound to it."""
+
+    def orphan(item: RawObject) -> str | None:
+        meta = item.get("metadata") or {}
+        uid = (meta.get("labels") or {}).get(RESTORE_UID_LABEL)
+        created = timeutil.parse_time(meta.get("creationTimestamp"))
+        if not uid or uid in live_restore_uids or created is None:
+            return None
+        return str(uid) if (now - created).total_seconds() >= grace_seconds else None
+
+    contents = {
+        (item["metadata"]["name"], uid): item
+        for item in items
+        if item.get("kind") == "VolumeSnapshotContent"
+        and (uid := orphan(item))
+        and (item.get("spec") or {}).get("deletionPolicy") == "Retain"
+    }
+    snapshots = [
+        item
+        for item in items
+        if item.get("kind") == "VolumeSnapshot"
+        and (uid := orphan(item))
+        and (((item.get("spec") or {}).get("source") or {}).get("volumeSnapshotContentName"), uid) in contents
+    ]
+    return [*snapshots, *contents.values()]
 
 
 def made_by(obj: RawObject | None, restore_uid: str) -> bool:
