@@ -379,3 +379,8 @@ def test_a_publish_on_a_channel_losing_its_connection_is_a_retryable_broker_erro
     with pytest.raises(OperationalError) as raised:
         queueing.send(memory_app, message, "davit.snapshot")
     assert isinstance(workers.decide(raised.value, 0), workers.Retry)
+
+
+def test_a_lost_broker_connection_leaves_running_tasks_running() -> None:
+    app = queueing.create_app("redis://127.0.0.1:1/0")
+    assert app.conf.worker_cancel_long_running_tasks_on_connection_loss is False

@@ -7,6 +7,10 @@
 * a Redis ``visibility_timeout`` longer than the hard time limit of any task: Redis re-delivers an
   unacknowledged message only after this, so it must never fire while the first delivery still runs.
 * task ids are the messages' idempotency keys (operation uid, stage, part), so duplicates are visible.
+* a lost broker connection (Redis restarted) does not cancel the tasks running: a volume being stored
+  goes on, and a copy of its message delivered again (kombu restores unacknowledged messages) finds the
+  part's lease taken or its work done: tasks are idempotent. Said explicitly, as Celery asks (it warns
+  on every lost connection otherwise).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ def create_app(redis_url: str, name: str = "davit") -> Celery:
         task_time_limit=TASK_TIME_LIMIT_SECONDS,
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS},
         broker_connection_retry_on_startup=True,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         task_queues=[KombuQueue(q.value, routing_key=q.value) for q in Queue],
         task_routes={f"davit.{q.value.split('.', 1)[1]}.*": {"queue": q.value} for q in Queue},
         task_create_missing_queues=True,
