@@ -20,6 +20,7 @@ from davit.api.types import LocationSpec
 from davit.format.layout import BackupRef
 from davit.storage import factory
 from tests.conftest import StackEnv
+from tests.integration import test_restore
 from tests.integration.conftest import Services
 from tests.integration.tenants import events_of
 from tests.integration.tenants import wait_final as wait_operation
@@ -224,22 +225,13 @@ def test_a_cluster_role_and_its_binding_come_back_after_both_were_deleted(
     assert uid_of(stack, "clusterrolebinding", "", f"{tag}-reader") == binding_uid
 
 
+#: A local BackupLocation in the admin namespace, cleaned up after the test (the restore tests' fixture).
+admin_location = test_restore.admin_location
+
+
 @pytest.fixture
-def location(stack: StackEnv, tmp_path: Path) -> Iterator[str]:
-    """A local BackupLocation in the admin namespace; its backups and restores are removed afterwards."""
-    name = f"loc-{uuid.uuid4().hex[:8]}"
-    manifest = location_manifest(stack, "local", ADMIN, tmp_path)
-    manifest["metadata"]["name"] = name
-    apply(stack, manifest)
-    yield name
-    for kind in ("applicationrestores", "applicationbackups"):
-        items = json.loads(stack.kubectl("-n", ADMIN, "get", kind, "-o", "json").stdout)["items"]
-        for item in items:
-            if (item.get("spec") or {}).get("backupLocation") == name:
-                stack.kubectl(
-                    "-n", ADMIN, "delete", kind, item["metadata"]["name"], "--wait=false", check=False
-                )
-    stack.kubectl("-n", ADMIN, "delete", "backuplocation", name, "--wait=false", check=False)
+def location(admin_location: str) -> str:
+    return admin_location
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from davit.format.layout import BackupRef
 from devstack.stack import Stack
 from tests.conftest import StackEnv
 from tests.helpers import wait_for
+from tests.integration import test_restore
 from tests.integration.conftest import Services
 from tests.integration.test_backup_resources import (
     apply,
@@ -170,23 +171,9 @@ def test_a_backup_flushed_at_volumes_fails_state_lost_and_leaves_no_manifest(
 ADMIN = "kube-system"
 
 
-@pytest.fixture
-def admin_location(stack: StackEnv, tmp_path: Path) -> Iterator[str]:
-    """A local BackupLocation in the admin namespace (a restore there may map namespaces); what the test
-    made with it is removed afterwards."""
-    name = f"loc-{uuid.uuid4().hex[:8]}"
-    manifest = location_manifest(stack, "local", ADMIN, tmp_path)
-    manifest["metadata"]["name"] = name
-    apply(stack, manifest)
-    yield name
-    for kind in ("applicationrestores", "applicationbackups"):
-        items = json.loads(stack.kubectl("-n", ADMIN, "get", kind, "-o", "json").stdout)["items"]
-        for item in items:
-            if (item.get("spec") or {}).get("backupLocation") == name:
-                stack.kubectl(
-                    "-n", ADMIN, "delete", kind, item["metadata"]["name"], "--wait=false", check=False
-                )
-    stack.kubectl("-n", ADMIN, "delete", "backuplocation", name, "--wait=false", check=False)
+#: A local BackupLocation in the admin namespace (a restore there may map namespaces), cleaned up after
+#: the test: the restore tests' fixture.
+admin_location = test_restore.admin_location
 
 
 def test_a_restore_flushed_at_volumes_writes_the_volume_again_and_completes(
