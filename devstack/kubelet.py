@@ -8,9 +8,10 @@ What it simulates, and nothing more (there are no containers, images, probes or 
 * **Pods** scheduled to those nodes: creates the pod's volume directories under ``--root`` in the
   kubelet's layout (``pods/<podUID>/volumes/<plugin>/<name>``) and marks the pod Running and Ready (init
   containers reported as completed, but see the restore's below). A PVC-backed volume's directory is a
-  symlink to the PV's directory, where a real kubelet would bind-mount it; emptyDir, configMap, secret
-  and projected volumes get empty directories. Pods being deleted are removed with their directories, as
-  a kubelet does after their containers stop.
+  symlink to the PV's directory, where a real kubelet would bind-mount it (for a CSI volume, to
+  ``<volumes>/csi/<volumeHandle>``, where a stand-in CSI driver keeps its files); emptyDir, configMap,
+  secret and projected volumes get empty directories. Pods being deleted are removed with their
+  directories, as a kubelet does after their containers stop.
 * **The restore's init container** ``davit-restore-wait`` (``davit.restore.init_container``): a pod that
 has it
   stays Pending, initialising, with that container running, until the node agent's marker
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import shutil
 import signal
 import threading
@@ -75,6 +77,19 @@ _PLUGIN_DIRS = {
     "projected": "kubernetes.io~projected",
     "downwardAPI": "kubernetes.io~downward-api",
 }
+
+
+#: Under ``--volumes``: a directory per CSI volume handle, the files of that volume (see ``csi_volume_dir``).
+CSI_VOLUMES = "csi"
+
+
+def csi_volume_dir(volumes_root: Path, handle: str) -> Path:
+    """The directory of the CSI volume ``handle``: what a pod that mounts it sees. The kubelet has no CSI
+    driver to ask, so a stand-in driver (the tests' provisioner and snapshotter) and the kubelet agree on
+    this place; a handle that is not a plain name is kept apart by its digest."""
+    plain = handle and handle not in (".", "..") and "/" not in handle and "\0" not in handle
+    name = handle if plain else "h-" + hashlib.sha256(handle.encode()).hexdigest()[:16]
+    return volumes_root / CSI_VOLUMES / name
 
 
 def _now() -> str:
@@ -420,8 +435,14 @@ class DevKubelet:
             # Not materialised under the pod directory by a kubelet either: containers see the path itself.
             return Path(pv.spec.host_path.path)
         elif pv.spec.csi is not None:
+            # Where a CSI driver's node plugin would mount the volume: here, the directory a stand-in
+            # driver keeps the volume's files in, shared by every pod that mounts it.
             mount = volumes_dir / "kubernetes.io~csi" / pv_name / "mount"
-            mount.mkdir(parents=True, exist_ok=True)
+            data = csi_volume_dir(self.volumes, str(pv.spec.csi.volume_handle or pv_name))
+            data.mkdir(parents=True, exist_ok=True)
+            mount.parent.mkdir(parents=True, exist_ok=True)
+            if not mount.is_symlink():
+                mount.symlink_to(data, target_is_directory=True)
             return mount
         else:
             return None

@@ -17,6 +17,11 @@ empty, or, for a claim whose ``dataSource`` is a VolumeSnapshot, made from that 
 the PV records the snapshot's handle in ``spec.csi.volumeAttributes`` (``SOURCE_HANDLE_ATTRIBUTE``), which
 is what a test can check the data came from.
 
+With ``data_root`` (the dev kubelet's ``--volumes`` directory) the stand-ins keep real data, as the dev
+kubelet expects a CSI driver to (``devstack.kubelet.csi_volume_dir``): cutting a snapshot copies the
+source volume's directory to ``<data_root>/csi-snapshots/<snapshot handle>``, and a volume made from a
+snapshot starts as a copy of that. A pod mounting the volume then sees the snapshot's files.
+
 Tests steer it through ``mode``: ``ready`` (the default; after ``delay`` seconds when set), ``never``
 (bound but never ready: the driver is still cutting) or ``error`` (``status.error`` with
 ``error_message``, as the snapshotter reports a failed CreateSnapshot call).
@@ -26,9 +31,11 @@ from __future__ import annotations
 
 import datetime
 import json
+import shutil
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 import structlog
@@ -38,6 +45,7 @@ from kubernetes.client.exceptions import ApiException
 from davit.api.objects import RawObject
 from davit.kube.csi import parse_quantity
 from davit.kube.watching import ListWatch
+from devstack.kubelet import csi_volume_dir
 
 log = structlog.get_logger("tests.snapshotter")
 Mode = Literal["ready", "never", "error"]
@@ -64,12 +72,18 @@ def binary_quantity(size: int) -> str:
     return str(size)
 
 
+def snapshot_data_dir(data_root: Path, handle: str) -> Path:
+    """Where the stand-in driver keeps the files of the snapshot ``handle`` (made by this module)."""
+    return data_root / "csi-snapshots" / handle
+
+
 class SnapshotController:
     """The test controller; ``start()`` runs it in a thread, ``stop()`` ends it."""
 
-    def __init__(self, api: client.ApiClient, driver: str = DRIVER) -> None:
+    def __init__(self, api: client.ApiClient, driver: str = DRIVER, data_root: Path | None = None) -> None:
         self.api = api
         self.driver = driver
+        self.data_root = data_root
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
         self.mode: Mode = "ready"
@@ -230,13 +244,13 @@ class SnapshotController:
             uid = meta["uid"]
             if uid not in self._timers:
                 timer = threading.Timer(
-                    self.delay, self._complete_later, (meta["namespace"], meta["name"], size)
+                    self.delay, self._complete_later, (meta["namespace"], meta["name"], size, handle)
                 )
                 timer.daemon = True
                 self._timers[uid] = timer
                 timer.start()
             return
-        self._complete(snapshot, content, size)
+        self._complete(snapshot, content, size, handle)
 
     def _bind_pre_provisioned(self, snapshot: RawObject, content_name: str) -> None:
         """A snapshot of an existing content: bound once the content names it back (the controller then
@@ -319,7 +333,7 @@ class SnapshotController:
         self.contents.add(name)
         return name
 
-    def _complete_later(self, namespace: str, name: str, size: int) -> None:
+    def _complete_later(self, namespace: str, name: str, size: int, source: str) -> None:
         def complete(snapshot: RawObject) -> None:
             self._timers.pop(snapshot["metadata"]["uid"], None)
             current = self._get("volumesnapshots", name, namespace)
@@ -327,15 +341,21 @@ class SnapshotController:
                 return
             content = (current.get("status") or {}).get("boundVolumeSnapshotContentName")
             if content and not (current.get("status") or {}).get("readyToUse"):
-                self._complete(current, content, size)
+                self._complete(current, content, size, source)
 
         snapshot = self._get("volumesnapshots", name, namespace)
         if snapshot is not None:
             self._safe(complete, snapshot)
 
-    def _complete(self, snapshot: RawObject, content: str, size: int) -> None:
-        """The driver's CreateSnapshot returned ready: the content's status, then the snapshot's."""
+    def _complete(self, snapshot: RawObject, content: str, size: int, source: str) -> None:
+        """The driver's CreateSnapshot returned ready: the volume's files copied (with ``data_root``), the
+        content's status, then the snapshot's."""
         meta = snapshot["metadata"]
+        if self.data_root is not None:
+            volume = csi_volume_dir(self.data_root, source)
+            cut = snapshot_data_dir(self.data_root, f"snap-{meta['uid']}")
+            if volume.is_dir() and not cut.exists():
+                shutil.copytree(volume, cut, symlinks=True)
         created_ns = time.time_ns()
         self.custom.patch_cluster_custom_object_status(
             GROUP, VERSION, "volumesnapshotcontents", content,
@@ -384,9 +404,10 @@ class Provisioner:
     #: How often pending claims are looked at again (a snapshot may become ready after its claim came).
     RESYNC_SECONDS = 1.0
 
-    def __init__(self, api: client.ApiClient, driver: str = DRIVER) -> None:
+    def __init__(self, api: client.ApiClient, driver: str = DRIVER, data_root: Path | None = None) -> None:
         self.api = api
         self.driver = driver
+        self.data_root = data_root
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
         self.storage = client.StorageV1Api(api)
@@ -495,6 +516,13 @@ class Provisioner:
                 return  # not ready yet: the resync looks again
             attributes[SOURCE_HANDLE_ATTRIBUTE] = handle
         name = f"pvc-{meta['uid']}"
+        handle = f"vol-{name}"
+        if self.data_root is not None and SOURCE_HANDLE_ATTRIBUTE in attributes:
+            # The new volume starts as the snapshot's files, as a driver restoring a snapshot makes it.
+            cut = snapshot_data_dir(self.data_root, attributes[SOURCE_HANDLE_ATTRIBUTE])
+            volume = csi_volume_dir(self.data_root, handle)
+            if cut.is_dir() and not volume.exists():
+                shutil.copytree(cut, volume, symlinks=True)
         requested = (spec.get("resources") or {}).get("requests", {}).get("storage", "1Gi")
         body = {
             "apiVersion": "v1",
@@ -508,7 +536,7 @@ class Provisioner:
                 "volumeMode": spec.get("volumeMode", "Filesystem"),
                 "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                              "namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"]},
-                "csi": {"driver": self.driver, "volumeHandle": f"vol-{name}", "volumeAttributes": attributes},
+                "csi": {"driver": self.driver, "volumeHandle": handle, "volumeAttributes": attributes},
             },
         }  # fmt: skip
         try:

@@ -73,6 +73,9 @@ class Settings:
     #: A restore's snapshot copy whose restore is gone is deleted by the watcher once it is this old (a
     #: copy younger than this may belong to a restore created while the watcher was listing).
     snapshot_copy_grace_seconds: float = 600.0
+    #: The data mover's helper pod and temporary claim whose operation ended or is gone are deleted by the
+    #: watcher once they are this old (younger ones may belong to an operation created while it listed).
+    mover_grace_seconds: float = 600.0
     #: Objects per list call in resource-export: kubectl's page size; large enough to amortise a request,
     #: small enough that a worker's memory stays flat whatever a namespace holds.
     export_page_size: int = 500
@@ -82,7 +85,8 @@ class Settings:
     volume_shard_bytes: int = 1 << 30
     volume_shard_entries: int = 100_000
     #: The image of the init container a restore adds to the pods that mount restored claims (it runs
-    #: ``python -m davit.restore.init_container``): Davit's own image, which every cluster running Davit has.
+    #: ``python -m davit.restore.init_container``) and of the data mover's helper pods: Davit's own image,
+    #: which every cluster running Davit has.
     restore_helper_image: str = "davit:latest"
     #: The BackupLocation (in the admin namespace) clones stage their backup through; empty: the first
     #: Available one there, by name.

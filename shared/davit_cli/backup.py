@@ -34,6 +34,7 @@ def build_spec(
     pre_exec_rule: str | None = None,
     post_exec_rule: str | None = None,
     ttl: str | None = None,
+    snapshot_move_data: bool = False,
 ) -> dict[str, Any]:
     """An ApplicationBackup's spec from the flags. Without --namespaces (and --namespace-selector) the
     backup covers its own namespace, which is also all a backup outside the admin namespace may cover."""
@@ -52,6 +53,7 @@ def build_spec(
         "excludeResourceTypes": split_list(exclude_resource_types),
         "reclaimPolicy": reclaim_policy,
         "volumeMode": volume_mode,
+        "snapshotMoveData": snapshot_move_data,
         "preExecRule": pre_exec_rule,
         "postExecRule": post_exec_rule,
         "ttl": ttl,
@@ -78,6 +80,11 @@ def spec_options(f: F) -> F:
             ),
             click.option("--exclude-resource-types", metavar="TYPE,...", help="Leave these kinds out."),
             click.option("--volume-mode", type=click.Choice(["auto", "filesystem", "snapshot", "skip"])),
+            click.option(
+                "--snapshot-move-data",
+                is_flag=True,
+                help="Move snapshotted volumes' files into the location (the data mover).",
+            ),
             click.option("--pre-exec-rule", metavar="RULE", help="Rule to run before the backup."),
             click.option("--post-exec-rule", metavar="RULE", help="Rule to run after the backup."),
             click.option(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import datetime
 import itertools
 import json
@@ -44,11 +45,12 @@ from davit.api.objects import CLUSTER_SCOPED, RawObject, describe_ref
 from davit.backup import exec_rules
 from davit.backup.selection import ApiResource, ClusterRef
 from davit.constants import Kind
-from davit.kube import csi
+from davit.kube import csi, mover
 from davit.kube.client import ApiException
 from davit.kube.discovery import Page
 from davit.kube.events import EventType
 from davit.kube.operations import NotFound, SpecChanged
+from davit.volumes import mover as mover_objects
 from davit.volumes.claims import VolumePlan
 from tests.fakes.exec import RecordingExecutor
 
@@ -228,6 +230,8 @@ class FakeCluster:
         self.events: list[RecordedEvent] = []
         self.calls: list[str] = []
         self.snapshot_statuses: dict[str, dict[str, Any]] = {}
+        #: Where ``expose_snapshot`` places the data mover's helper pods (there is no scheduler).
+        self.mover_node = "node-a"
         self._failures: dict[str, list[BaseException]] = {}
         self._versions = itertools.count(1000)
         self._lock = threading.RLock()
@@ -703,6 +707,72 @@ class FakeCluster:
                     key = ("VolumeSnapshot", namespace, snapshot["metadata"]["name"])
                     self._delete(key, self.objects[key])
                     deleted.append(f"{namespace}/{snapshot['metadata']['name']}")
+        return deleted
+
+    # --- the data mover ---------------------------------------------------------------------------
+
+    def expose_snapshot(
+        self,
+        plan: VolumePlan,
+        snapshot: str,
+        restore_size: int,
+        backup_name: str,
+        backup_uid: str,
+        image: str,
+        timeout_seconds: float,
+        heartbeat: Callable[[], None] | None = None,
+    ) -> VolumePlan:
+        """As ``davit.kube.mover.expose_snapshot`` without a scheduler or provisioner: the temporary claim
+        is stored bound, the helper pod running on ``mover_node``."""
+        self._enter("expose_snapshot")
+        name = mover_objects.derived_name(backup_name, plan.claim, backup_uid)
+        labels = mover_objects.backup_labels(backup_name, backup_uid)
+        source = self.read_claim(plan.namespace, plan.claim)
+        if source is None:
+            raise mover.MoverError(f"claim {plan.part} was deleted before its snapshot's data was read")
+        claim = mover_objects.temp_claim(source, name, snapshot, restore_size, labels)
+        claim["spec"]["volumeName"] = f"pv-{name}"
+        self.put(claim)
+        pod = mover_objects.helper_pod(name, plan.namespace, name, image, labels, read_only=True)
+        pod["spec"]["nodeName"] = self.mover_node
+        pod["status"] = {"phase": "Running"}
+        stored = self.put(pod)
+        return dataclasses.replace(
+            plan, node=self.mover_node, pod_uid=stored["metadata"]["uid"], source="pod",
+            plugin_dir="kubernetes.io~csi", volume=f"pv-{name}", read_claim=name, path="",
+        )  # fmt: skip
+
+    def create_helper_pod(self, body: RawObject) -> RawObject:
+        """Stored scheduled on ``mover_node`` at once (there is no scheduler), or the one there."""
+        self._enter("create_helper_pod")
+        meta = body["metadata"]
+        with self._lock:
+            found = self.objects.get(("Pod", meta["namespace"], meta["name"]))
+        if found is not None:
+            return copy.deepcopy(found)
+        pod = copy.deepcopy(body)
+        pod["spec"]["nodeName"] = self.mover_node
+        pod["status"] = {"phase": "Pending"}
+        return self.put(pod)
+
+    def list_temporary(self) -> list[RawObject]:
+        self._enter("list_temporary")
+        with self._lock:
+            return [
+                copy.deepcopy(o) for (k, _ns, _n), o in sorted(self.objects.items())
+                if k in ("Pod", "PersistentVolumeClaim")
+                and mover_objects.MOVER_LABEL in (o["metadata"].get("labels") or {})
+            ]  # fmt: skip
+
+    def delete_temporary(self, namespace: str, label_selector: str) -> list[str]:
+        self._enter("delete_temporary")
+        deleted: list[str] = []
+        with self._lock:
+            for kind in ("Pod", "PersistentVolumeClaim"):
+                for obj in self._in_namespace(kind, namespace, label_selector):
+                    key = (kind, namespace, obj["metadata"]["name"])
+                    self._delete(key, self.objects[key])
+                    deleted.append(f"{kind} {namespace}/{obj['metadata']['name']}")
         return deleted
 
     # --- exec in pods -----------------------------------------------------------------------------

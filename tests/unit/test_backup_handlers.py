@@ -17,9 +17,10 @@ from davit.constants import Kind, Queue, node_queue
 from davit.format.layout import BackupRef
 from davit.operations.messages import Message
 from davit.operations.ports import Ports
+from davit.operations.scratch import BackupScratch
 from davit.settings import Settings
 from davit.storage.base import StoreUnavailable
-from davit.volumes import backup_stage
+from davit.volumes import backup_stage, mover
 from davit_services.backup import backup
 from tests.fakes import cluster as k
 from tests.fakes.dispatch import FakeDispatch
@@ -411,3 +412,87 @@ def test_a_background_pre_exec_action_holds_until_the_volumes_are_read_then_this
     assert len(sent(ports).to(Queue.EXPORT.value)) == 1
     assert [h.stopped or not h.alive() for h in fake.exec.handles] == [True]  # released
     assert fake.reasons() == ["StageChanged"] * 3  # PreExecRule, Volumes, Applications
+
+
+# --- the data mover ------------------------------------------------------------------------------------
+
+
+def mover_backup(fake: k.FakeCluster, ports: Ports) -> RawObject:
+    """A backup with ``snapshotMoveData`` in Volumes whose one volume, ``snap``, is planned for it."""
+    fake.put(
+        k.claim("snap", volume="pv-snap"),
+        k.volume("pv-snap", claim=("app", "snap"), driver=DRIVER),
+        k.snapshot_class("hostpath", DRIVER, default=True),
+    )
+    obj = initial(fake, snapshotMoveData=True)
+    backup.handle(ports, message("Initial"))
+    status = fake.status(obj)
+    assert status["stage"] == "Volumes"
+    assert [(v["persistentVolumeClaim"], v["mode"]) for v in status["volumes"]] == [("snap", "datamover")]
+    assert [m.part for m in sent(ports).to(Queue.SNAPSHOT.value)] == ["volume:app/snap"]
+    sent(ports).clear()
+    return obj
+
+
+def temporary(fake: k.FakeCluster) -> list[str]:
+    """The data mover's objects in the fake, ``Kind name``."""
+    return [f"{o['kind']} {o['metadata']['name']}" for o in fake.list_temporary()]
+
+
+def test_a_datamover_volume_is_snapshotted_mounted_and_passed_to_the_node_agent_of_its_helper(
+    fake: k.FakeCluster, ports: Ports
+) -> None:
+    obj = mover_backup(fake, ports)
+
+    backup.handle(ports, message("Volumes", "volume:app/snap"))
+
+    (snapshot,) = fake.of_kind("VolumeSnapshot")
+    name = snapshot["metadata"]["name"]
+    assert sorted(temporary(fake)) == [f"PersistentVolumeClaim {name}", f"Pod {name}"]
+    (claim,) = [c for c in fake.of_kind("PersistentVolumeClaim") if c["metadata"]["name"] == name]
+    assert claim["spec"]["dataSource"] == {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot",
+                                           "name": name}  # fmt: skip
+    # Passed on, not done: the node agent of the helper's node reads it, by a plan naming the claim.
+    assert [m.part for m in sent(ports).to(node_queue("node-a"))] == ["volume:app/snap"]
+    plan = backup_stage.load_plan(ports.scratch.backup(UID), "app/snap")
+    assert plan is not None and (plan.mode, plan.read_claim, plan.node) == ("datamover", name, "node-a")
+    assert fake.status(obj)["stage"] == "Volumes"
+    assert ports.scratch.backup(UID).is_pending("volume:app/snap", group=BackupScratch.VOLUMES_PENDING)
+
+
+def test_a_datamover_volume_whose_snapshot_fails_fails_without_a_helper(
+    fake: k.FakeCluster, ports: Ports
+) -> None:
+    obj = mover_backup(fake, ports)
+    fake.snapshot_statuses["app/snap"] = {"readyToUse": False, "error": {"message": "driver said no"}}
+
+    backup.handle(ports, message("Volumes", "volume:app/snap"))
+
+    status = fake.status(obj)
+    assert status["stage"] == "Applications"
+    assert status["volumes"][0]["status"] == "Failed" and "driver said no" in status["volumes"][0]["reason"]
+    assert temporary(fake) == []
+    assert sent(ports).to(node_queue("node-a")) == []
+
+
+def test_finish_removes_the_data_movers_objects_and_snapshots_and_nothing_else(
+    fake: k.FakeCluster, ports: Ports
+) -> None:
+    obj = mover_backup(fake, ports)
+    backup.handle(ports, message("Volumes", "volume:app/snap"))
+    # Another backup's helper in the same namespace, and an application pod: both stay.
+    other = mover.backup_labels("b2", "uid-b2")
+    helper = mover.helper_pod("b2-snap-uidb2", "app", "b2-snap-uidb2", "davit:latest", other, read_only=True)
+    fake.put(k.pod("db-0", claims=["snap"], uid="pod-db-0"), helper)
+    state = ports.scratch.backup(UID)
+    state.finish("volume:app/snap", group=state.VOLUMES_PENDING)
+    backup_stage.record_result(state, "app/snap", {"status": "Successful", "tree": "t1", "totalSize": 5})
+    fake.patch_status(BACKUP, fake.get(BACKUP, "app", "b1") or obj, {"stage": "PostExecRule"})
+
+    backup.handle(ports, message("PostExecRule"))
+
+    assert fake.status(obj)["stage"] == "Final" and fake.status(obj)["status"] == "Successful"
+    assert temporary(fake) == ["Pod b2-snap-uidb2"]
+    assert fake.of_kind("VolumeSnapshot") == []
+    assert [p["metadata"]["name"] for p in fake.of_kind("Pod")] == ["b2-snap-uidb2", "db-0"]
+    assert [c["metadata"]["name"] for c in fake.of_kind("PersistentVolumeClaim")] == ["snap"]

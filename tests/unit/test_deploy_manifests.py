@@ -99,6 +99,7 @@ EXPECTED_GRANTS: dict[str, set[Grant]] = {
     | grants(G, ["applicationbackups"], ["create"])  # a schedule's due slot
     | grants(G, ["applicationbackupschedules/status"], ["patch"])
     | grants(SNAPSHOTS, ["volumesnapshots", "volumesnapshotcontents"], ["list", "delete"])  # orphaned copies
+    | grants("", ["pods", "persistentvolumeclaims"], ["list", "delete"])  # the data mover's leftovers
     | RECORDS_EVENTS,
     "davit-backup": WORKER_COMMON
     | grants(G, ["applicationbackups"], ["patch"])  # the finalizer
@@ -108,7 +109,11 @@ EXPECTED_GRANTS: dict[str, set[Grant]] = {
     | grants("", ["pods/exec"], ["get", "create"])
     | grants(SNAPSHOTS, ["volumesnapshotclasses"], ["list"])
     | grants(SNAPSHOTS, ["volumesnapshots"], ["get", "watch", "create"])
-    | grants(SNAPSHOTS, ["volumesnapshotcontents"], ["get"]),
+    | grants(SNAPSHOTS, ["volumesnapshotcontents"], ["get"])
+    # The data mover: a temporary claim and a helper pod per snapshot, followed, then removed with it.
+    | grants("", ["persistentvolumeclaims", "pods"], ["get", "create", "delete"])
+    | grants("", ["pods"], ["watch"])
+    | grants(SNAPSHOTS, ["volumesnapshots"], ["list", "delete"]),
     EXPORT_ROLE: WORKER_COMMON
     | grants("*", ["*"], ["list"])  # every resource of the namespaces it backs up
     | grants("", ["namespaces", "persistentvolumes"], ["get"])
@@ -134,7 +139,7 @@ EXPECTED_GRANTS: dict[str, set[Grant]] = {
     | grants("", ["nodes"], ["list"])
     | grants("apiextensions.k8s.io", ["customresourcedefinitions"], ["get"])
     | grants("", ["persistentvolumeclaims", "persistentvolumes"], ["get"])
-    | grants("", ["pods"], ["list"])
+    | grants("", ["pods"], ["list", "get", "create", "delete"])  # helper pods for unmounted claims
     # Claims from CSI snapshots: the backup's snapshot checked, copies into other namespaces made and removed.
     | grants(SNAPSHOTS, ["volumesnapshots", "volumesnapshotcontents"], ["get", "list", "create", "delete"])
     # Clones: the clone itself, the staging backup and restore it creates and follows.

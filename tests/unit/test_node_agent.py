@@ -30,7 +30,7 @@ from davit.repo import RepoReader, ShardPlan, Tree, iter_entries, load_tree, res
 from davit.repo.tree_format import tree_order
 from davit.settings import Settings
 from davit.storage.base import StorageError
-from davit.volumes import backup_stage
+from davit.volumes import backup_stage, mover
 from davit.volumes.claims import plan_volume
 from davit_services.uploader import agent
 from tests.fakes import cluster as k
@@ -425,3 +425,76 @@ def test_a_failed_shard_fails_the_volume_with_the_shards_reason(
         "shard 0: BackupLocation app/loc is unavailable: gone",
     )
     assert sharded.state.pending(group=sharded.state.VOLUMES_PENDING) == []
+
+
+# --- the data mover ------------------------------------------------------------------------------------
+
+
+def moved(fx: Fixture, labels: dict[str, str] | None = None, read_claim: str = "") -> Path:
+    """The volume planned as datamover and mounted as the backup service leaves it: the temporary claim
+    made from its snapshot, bound to a CSI volume, mounted by a helper pod on this node, its files in the
+    kubelet's directory for it. Returns that directory."""
+    name = mover.derived_name("b1", "data", fx.uid)
+    labels = mover.backup_labels("b1", fx.uid) if labels is None else labels
+    source = fx.cluster.read_claim(NAMESPACE, "data")
+    assert source is not None
+    claim = mover.temp_claim(source, name, name, 0, labels)
+    claim["spec"]["volumeName"] = f"pv-{name}"
+    fx.cluster.put(claim, k.volume(f"pv-{name}", claim=(NAMESPACE, name), driver="csi.example.com"))
+    pod = fx.cluster.put(k.pod("helper", NAMESPACE, claims=[name], node=NODE, uid="helper-uid"))
+    mount = (
+        fx.tmp_path
+        / "kubelet"
+        / "pods"
+        / "helper-uid"
+        / "volumes"
+        / "kubernetes.io~csi"
+        / f"pv-{name}"
+        / "mount"
+    )
+    for file_name, body in FILES.items():
+        path = mount / file_name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+    plan = replace(fx.plan, mode="datamover", node=NODE, pod_uid=pod["metadata"]["uid"], source="pod",
+                   path="", plugin_dir="kubernetes.io~csi", volume=f"pv-{name}",
+                   read_claim=read_claim or name)  # fmt: skip
+    fx.state.save_volume_plans({CLAIM_PART: plan.__dict__})
+    # The source claim's own directory holds something else: what is read must be the snapshot's.
+    (fx.data / "a.txt").write_bytes(b"changed after the snapshot")
+    return mount
+
+
+def test_a_datamover_volume_is_read_from_the_claim_made_from_its_snapshot(fx: Fixture) -> None:
+    moved(fx)
+
+    fx.handle()
+
+    assert fx.volume_status()["status"] == "Successful"
+    # Stored as the source claim's (the next backup of it is incremental against this tree).
+    assert fx.restored_files(fx.stored_tree()) == FILES
+
+
+def test_a_datamover_plan_naming_another_claim_to_read_is_refused(fx: Fixture) -> None:
+    """Redis is not trusted: a plan pointing the agent at another claim of the namespace is refused."""
+    moved(fx, read_claim="data")
+
+    fx.handle()
+
+    status = fx.volume_status()
+    assert status["status"] == "Failed"
+    assert status["reason"].startswith(
+        "refused the volume's directory: the volume plan names the claim 'data'"
+    )
+    assert fx.stores.opened == []
+
+
+def test_a_claim_of_the_temporary_name_not_made_by_the_backup_is_refused(fx: Fixture) -> None:
+    moved(fx, labels={"app": "tenant"})
+
+    fx.handle()
+
+    status = fx.volume_status()
+    assert status["status"] == "Failed"
+    assert "it was not made by this operation" in status["reason"]
+    assert fx.stores.opened == []

@@ -15,7 +15,7 @@ from davit.format.layout import restore_log
 from davit.operations.messages import Message
 from davit.restore import fields
 from davit.tenancy import RESTORE_REFUSED
-from davit.volumes import restore_stage
+from davit.volumes import mover, restore_stage
 from davit_services.restore import apply, restore
 from tests.fakes import cluster as fakes
 from tests.fakes.cluster import api_error
@@ -468,3 +468,60 @@ def test_a_volume_no_pod_mounts_in_time_fails_and_the_restore_finishes(
     status = world.status()
     assert (status["stage"], status["status"]) == ("Final", "PartialSuccess")
     assert status["reason"] == f"volume {NAMESPACE}/data: no pod that mounts the claim was scheduled in time"
+
+
+# --- claims no restored pod mounts ---------------------------------------------------------------------
+
+
+def claim_object(name: str) -> dict[str, object]:
+    spec = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": NAMESPACE}, "spec": spec}  # fmt: skip
+
+
+def test_a_data_mover_volume_is_written_back_and_gets_a_helper_pod_when_no_restored_pod_mounts_it(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stopped at the start of the Volumes stage (the fake has no provisioner: its claims never bind).
+    monkeypatch.setattr("davit_services.restore.volumes.hand_out", lambda *_args: None)
+    pod = fakes.pod("app-0", NAMESPACE, claims=["mounted"], node="node-1", uid="pod-app")
+    volumes = [{"namespace": NAMESPACE, "persistentVolumeClaim": c, "mode": "datamover",
+                "status": "Successful", "tree": f"tree-{c}", "totalSize": 10}
+               for c in ("alone", "mounted")]  # fmt: skip
+    world.write_backup([claim_object("alone"), claim_object("mounted"), pod], volumes)
+    world.deliver(world.new_restore())
+    world.run()
+
+    state = world.scratch.restore(RESTORE_UID)
+    assert state.volume_target(f"{NAMESPACE}/alone") == {"tree": "tree-alone", "helper": True}
+    assert state.volume_target(f"{NAMESPACE}/mounted") == {"tree": "tree-mounted"}
+    modes = {v["persistentVolumeClaim"]: v["mode"] for v in world.status()["volumes"]}
+    assert modes == {"alone": "datamover", "mounted": "datamover"}
+
+
+def test_the_helper_pod_is_where_the_data_goes_and_goes_when_the_restore_ends(world: World) -> None:
+    world.write_backup([configmap("a")])
+    world.deliver(world.new_restore())
+    world.run()
+    (part,) = _in_volumes(world, ("data",))
+    state = world.scratch.restore(RESTORE_UID)
+    state.set_volume_target(f"{NAMESPACE}/data", {"tree": "tree-data", "helper": True})
+    world.cluster.put(
+        fakes.claim("data", NAMESPACE, volume="pv-1"),
+        fakes.volume("pv-1", claim=(NAMESPACE, "data"), driver="csi.example.com"),
+    )
+    volumes_message = Message(Kind.APPLICATION_RESTORE, NAMESPACE, RESTORE, RESTORE_UID, Stage.VOLUMES.value)
+
+    world.deliver(volumes_message)
+
+    (helper,) = world.cluster.list_temporary()
+    assert helper["metadata"]["labels"][mover.RESTORE_UID_LABEL] == RESTORE_UID
+    assert [v["persistentVolumeClaim"]["claimName"] for v in helper["spec"]["volumes"]] == ["data"]
+    assert [m.part for m in world.dispatch.to(node_queue(world.cluster.mover_node))] == [part]
+    plan = state.volume_target(f"{NAMESPACE}/data")["plan"]
+    assert plan["pod_uid"] == helper["metadata"]["uid"]
+
+    restore_stage.volume_done(world.ports, world.restore(), state, part)
+    world.run()
+    assert world.status()["stage"] == "Final"
+    assert world.cluster.list_temporary() == []

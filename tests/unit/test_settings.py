@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "node_name": "",
     "snapshot_timeout_seconds": 600.0,
     "snapshot_copy_grace_seconds": 600.0,
+    "mover_grace_seconds": 600.0,
     "kubelet_root": "/var/lib/kubelet",
     "local_location_roots": "",
     "tenant_endpoint_allowlist": "",

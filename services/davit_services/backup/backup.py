@@ -4,6 +4,7 @@ PostExecRule → Final, where the manifest is written last."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import structlog
 
@@ -11,9 +12,10 @@ from davit import constants, timeutil
 from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
 from davit.backup import exec_rules
-from davit.constants import Kind
+from davit.constants import Kind, node_queue
 from davit.format.layout import BackupRef
 from davit.kube import csi
+from davit.kube.client import ApiException
 from davit.operations import progress, state_loss
 from davit.operations.messages import Message
 from davit.operations.ports import Ports
@@ -21,7 +23,8 @@ from davit.operations.runtime import LocationUnavailable
 from davit.operations.scratch import BackupScratch
 from davit.operations.stages import Outcome
 from davit.storage.base import ObjectStore, StorageError
-from davit.volumes import backup_stage
+from davit.volumes import backup_stage, mover
+from davit.volumes.claims import VolumePlan
 from davit_services.backup import rule_runner
 
 log = structlog.get_logger(__name__)
@@ -141,6 +144,9 @@ def snapshot_volume(ports: Ports, message: Message, state: BackupScratch) -> Non
         if state_loss.is_lost(state):
             state_loss.fail(ports, KIND, obj, Stage.VOLUMES, state)
         return
+    if plan.mode == "datamover":
+        move_volume(ports, message, state, obj, plan)
+        return
     try:
         result = ports.cluster.snapshot_volume(
             plan, message.name, message.uid, ports.settings.snapshot_timeout_seconds,
@@ -153,6 +159,61 @@ def snapshot_volume(ports: Ports, message: Message, state: BackupScratch) -> Non
     else:
         state.log("volume.snapshotted", claim=claim, volumeSnapshot=result["volumeSnapshot"])
     backup_stage.complete(ports, message, state, claim, result)
+
+
+def move_volume(
+    ports: Ports, message: Message, state: BackupScratch, obj: RawObject, plan: VolumePlan
+) -> None:
+    """A volume in datamover mode: its snapshot cut (or found: this is also how a stalled volume is
+    handed out again), mounted through a temporary claim and a helper pod, then passed on to the node
+    agent of the helper's node, which stores the files and completes the volume. The temporary objects
+    and the snapshot go when the backup finishes (``clean_up_moved``) or, failing that, with the
+    watcher's sweep."""
+    claim = plan.part
+    settings = ports.settings
+
+    def heartbeat() -> None:
+        progress.heartbeat(ports, KIND, obj, {})
+
+    try:
+        snapshot = ports.cluster.snapshot_volume(
+            replace(plan, mode="snapshot"), message.name, message.uid, settings.snapshot_timeout_seconds,
+            heartbeat=heartbeat,
+        )  # fmt: skip
+        readable = ports.cluster.expose_snapshot(
+            plan, snapshot["volumeSnapshot"], csi.parse_quantity(snapshot.get("restoreSize")), message.name,
+            message.uid, settings.restore_helper_image, settings.snapshot_timeout_seconds, heartbeat,
+        )  # fmt: skip
+    except csi.SnapshotError as exc:  # a failed volume, not a failed task: no retry
+        reason = str(exc)
+        state.log("volume.failed", claim=claim, reason=reason)
+        backup_stage.complete(ports, message, state, claim, {"status": Status.FAILED.value, "reason": reason})
+        return
+    state.log("volume.mounted", claim=claim, volumeSnapshot=snapshot["volumeSnapshot"],
+              temporaryClaim=readable.read_claim, node=readable.node)  # fmt: skip
+    backup_stage.save_plans(state, [readable])
+    ports.dispatch.send(replace(message, issued_at=time.time()), node_queue(readable.node))
+
+
+def clean_up_moved(ports: Ports, obj: RawObject, volume_entries: list[RawObject]) -> None:
+    """After the data mover read its volumes: the helper pods and temporary claims go, and the snapshots
+    they were made from (the data is in the repository now). Best effort: what is left is the watcher's
+    to sweep (the pods and claims) or goes with the backup (its snapshots are labelled with its uid)."""
+    meta = obj["metadata"]
+    namespaces = sorted({str(v["namespace"]) for v in volume_entries if v.get("mode") == "datamover"})
+    if not namespaces:
+        return
+    removed: list[str] = []
+    try:
+        for namespace in namespaces:
+            removed += ports.cluster.delete_temporary(namespace, mover.selector(mover.BACKUP, meta["uid"]))
+        removed += [
+            f"VolumeSnapshot {n}" for n in ports.cluster.delete_backup_snapshots(namespaces, meta["uid"])
+        ]
+    except (ApiException, csi.SnapshotError) as exc:
+        log.warning("mover.cleanup_incomplete", error=str(exc), removed=removed)
+        return
+    log.info("mover.cleaned_up", removed=removed)
 
 
 def finish(ports: Ports, obj: RawObject) -> None:
@@ -227,6 +288,7 @@ def finish(ports: Ports, obj: RawObject) -> None:
         },
     )  # fmt: skip
     state.clear()
+    clean_up_moved(ports, obj, volume_entries)
 
 
 def _withdraw_manifest(store: ObjectStore, ref: BackupRef) -> None:

@@ -40,7 +40,7 @@ from davit.restore import inject
 from davit.restore.plan import OwnedObject, RestorePlan, plan_restore
 from davit.restore.transform import OwnerLink
 from davit.tenancy import RESTORE_REFUSED, RestoreGuard
-from davit.volumes import backup_stage, restore_stage
+from davit.volumes import backup_stage, mover, restore_stage
 from davit_services.restore import snapshots, volumes
 from davit_services.restore.apply import (
     FAILED,
@@ -245,7 +245,9 @@ def _claims_with_data(manifest: RawObject) -> set[tuple[str, str]]:
     return {
         (v["namespace"], v["persistentVolumeClaim"])
         for v in manifest.get("volumes") or []
-        if v.get("mode") == "filesystem" and v.get("status") == Status.SUCCESSFUL and v.get("tree")
+        if v.get("mode") in restore_stage.FILE_MODES
+        and v.get("status") == Status.SUCCESSFUL
+        and v.get("tree")
     }
 
 
@@ -275,7 +277,7 @@ def _data_claims(manifest: RawObject, plan: RestorePlan) -> dict[str, RawObject]
     found: dict[str, RawObject] = {}
     for volume in manifest.get("volumes") or []:
         if (
-            volume.get("mode") != "filesystem"
+            volume.get("mode") not in restore_stage.FILE_MODES
             or volume.get("status") != Status.SUCCESSFUL
             or not volume.get("tree")
         ):
@@ -289,10 +291,16 @@ def _data_claims(manifest: RawObject, plan: RestorePlan) -> dict[str, RawObject]
             "size": int(volume.get("totalSize") or 0),
             "status": {
                 "namespace": namespace, "persistentVolumeClaim": claim, "volume": "", "driver": "",
-                "mode": "filesystem", "status": Status.PENDING.value, "reason": "",
+                "mode": volume["mode"], "status": Status.PENDING.value, "reason": "",
                 "totalSize": int(volume.get("totalSize") or 0), "bytesDone": 0,
             },
         }  # fmt: skip
+    # A claim no restored pod mounts has its data written through a helper pod of the restore's own.
+    restored = [o for step in plan.tiers for o in step.items]
+    unmounted = mover.unmounted_claims({(e["status"]["namespace"], e["status"]["persistentVolumeClaim"])
+                                        for e in found.values()}, restored)  # fmt: skip
+    for key, entry in found.items():
+        entry["helper"] = tuple(key.split("/", 1)) in unmounted
     return found
 
 
@@ -575,8 +583,8 @@ def finish(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
     by_kind = counts(state)
     failed = sum(c["failed"] for c in by_kind.values())
     done = sum(c["restored"] + c["retained"] + c["replaced"] for c in by_kind.values())
-    volumes = (obj.get("status") or {}).get("volumes") or []
-    failed_volumes = [v for v in volumes if v.get("status") == Status.FAILED]
+    volume_entries = (obj.get("status") or {}).get("volumes") or []
+    failed_volumes = [v for v in volume_entries if v.get("status") == Status.FAILED]
     reasons = state.failure_reasons()
     # Read, then confirm: counts read from a lost state would make a restore look done.
     if state_loss.is_lost(state):
@@ -591,12 +599,13 @@ def finish(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
     ]
     if not failed and not failed_volumes:
         status, reason = Status.SUCCESSFUL, ""
-    elif done or len(failed_volumes) < len(volumes):
+    elif done or len(failed_volumes) < len(volume_entries):
         status, reason = Status.PARTIAL_SUCCESS, "; ".join(reasons)
     else:
         status, reason = Status.FAILED, "; ".join(reasons)
     state.log("restore.finished", status=status.value, counts=by_kind)
     snapshots.cleanup(ports, obj)  # the restore's copies of snapshots, no longer needed
+    volumes.remove_helpers(ports, obj, volume_entries)
     # From Volumes, or from Applications when no volume data was to be written.
     stage = Stage.VOLUMES if (obj.get("status") or {}).get("stage") == Stage.VOLUMES else Stage.APPLICATIONS
     progress.advance(
@@ -637,11 +646,12 @@ def rebuild_volumes(ports: Ports, obj: RawObject, state: RestoreScratch) -> None
         if not isinstance(entry, dict) or entry.get("status") in (Status.SUCCESSFUL, Status.FAILED):
             continue
         claim_part = f"{entry.get('namespace')}/{entry.get('persistentVolumeClaim')}"
-        if claim_part in trees and entry.get("mode", "filesystem") == "filesystem":
+        if claim_part in trees and entry.get("mode", "filesystem") in restore_stage.FILE_MODES:
             targets[claim_part] = {"tree": trees[claim_part]}
         elif claim_part not in from_snapshots:
             missing.append(claim_part)
-    _save_volumes(state, {claim: {"tree": t["tree"]} for claim, t in targets.items()})
+    _save_volumes(state, {claim: {"tree": t["tree"], "helper": _unmounted(ports, claim)}
+                          for claim, t in targets.items()})  # fmt: skip
     if from_snapshots:
         state.save_volume_targets(from_snapshots)
         state.add_pending([volumes.PART_PREFIX + claim for claim in from_snapshots], group=volumes.GROUP)
@@ -680,7 +690,23 @@ def _write_log(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
         log.warning("restore.log_not_stored", reason=str(exc))
 
 
+def _unmounted(ports: Ports, claim_part: str) -> bool:
+    """Whether no pod of the cluster mounts the claim (after a lost state, which claims got a helper
+    pod is known again from the cluster: the restored pods are there, and a helper made before)."""
+    namespace, claim = claim_part.split("/", 1)
+    return not any(
+        (v.get("persistentVolumeClaim") or {}).get("claimName") == claim
+        for pod in ports.cluster.list_pods(namespace)
+        for v in (pod.get("spec") or {}).get("volumes") or []
+    )
+
+
 def _save_volumes(state: RestoreScratch, data_claims: dict[str, RawObject]) -> None:
     if data_claims:
-        state.save_volume_targets({k: {"tree": v["tree"]} for k, v in data_claims.items()})
+        state.save_volume_targets(
+            {
+                k: {"tree": v["tree"], **({"helper": True} if v.get("helper") else {})}
+                for k, v in data_claims.items()
+            }
+        )
         state.add_pending([volumes.PART_PREFIX + k for k in data_claims], group=volumes.GROUP)

@@ -6,8 +6,10 @@ once the provisioner has bound it to the volume it made from the snapshot.
 
 A claim is ready once it is bound (the provisioner made its new volume) and a pod that mounts it is
 scheduled: the pod's node mounts the volume, and its directory there is where the data goes. The pods
-wait in the restore's init container meanwhile. The node agent writes the data, leaves the marker that
-releases the pod and reports the volume; the last one asks this service to finish the restore.
+wait in the restore's init container meanwhile. A claim that no restored pod mounts gets a helper pod of
+the restore's own (``davit.volumes.mover``), deleted when the restore ends. The node agent writes the
+data, leaves the marker that releases the pod and reports the volume; the last one asks this service to
+finish the restore.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ import structlog
 from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
 from davit.constants import Kind, node_queue
+from davit.kube.client import ApiException
+from davit.kube.mover import MoverError
 from davit.kube.operations import NotFound
 from davit.operations import progress
 from davit.operations.messages import Message
 from davit.operations.ports import Cluster, Ports, RestoreScratch
-from davit.volumes import backup_stage
+from davit.volumes import backup_stage, mover
 from davit.volumes.claims import VolumePlan, restore_target
 from davit.volumes.restore_stage import FINISH_PART, GROUP, PART_PREFIX, TARGETS, fail_volume
 from davit_services.restore import snapshots
@@ -57,6 +61,7 @@ def hand_out(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
     deadline = time.monotonic() + ports.settings.stall_seconds * 12
     last_beat = 0.0
     sent: set[str] = set()
+    helpers: set[str] = set()
     while True:
         waiting = []
         for part in state.pending(group=GROUP):
@@ -77,6 +82,13 @@ def hand_out(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
                     waiting.append(part)
                 continue
             namespace, claim = claim_part.split("/", 1)
+            if target.get("helper") and part not in helpers:
+                try:
+                    make_helper(ports, obj, namespace, claim)
+                except MoverError as exc:
+                    fail_volume(ports, obj, state, part, f"the helper pod could not be made: {exc}")
+                    continue
+                helpers.add(part)
             plan = _find_target(ports.cluster, namespace, claim)
             if plan is None:
                 waiting.append(part)
@@ -106,6 +118,32 @@ def hand_out(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
             progress.heartbeat(ports, KIND, obj, {})
             last_beat = time.monotonic()
         time.sleep(POLL_SECONDS)  # the scheduler and the provisioner work asynchronously
+
+
+def make_helper(ports: Ports, obj: RawObject, namespace: str, claim: str) -> None:
+    """The helper pod through which the data of a claim that no restored pod mounts is written
+    (``davit.volumes.mover``): made once, taken over when a retried task finds it."""
+    meta = obj["metadata"]
+    name = mover.derived_name(meta["name"], claim, meta["uid"])
+    labels = mover.restore_labels(meta["name"], meta["uid"])
+    pod = mover.helper_pod(
+        name, namespace, claim, ports.settings.restore_helper_image, labels, read_only=False
+    )
+    ports.cluster.create_helper_pod(pod)
+    log.info("volume.helper_made", claim=f"{namespace}/{claim}", pod=name)
+
+
+def remove_helpers(ports: Ports, obj: RawObject, volume_entries: list[RawObject]) -> None:
+    """The restore's helper pods, once it ends (best effort: the watcher sweeps what is left)."""
+    uid = obj["metadata"]["uid"]
+    for namespace in sorted({str(v.get("namespace")) for v in volume_entries if v.get("namespace")}):
+        try:
+            removed = ports.cluster.delete_temporary(namespace, mover.selector(mover.RESTORE, uid))
+        except ApiException as exc:
+            log.warning("volume.helpers_not_removed", namespace=namespace, status=exc.status)
+            continue
+        if removed:
+            log.info("volume.helpers_removed", removed=removed)
 
 
 def _find_target(cluster: Cluster, namespace: str, claim: str) -> VolumePlan | None:

@@ -48,7 +48,7 @@ from davit.repo import (
 )
 from davit.repo.writer import WriterStats
 from davit.storage.base import ObjectNotFound
-from davit.volumes import backup_stage, node_dirs
+from davit.volumes import backup_stage, mover, node_dirs
 from davit.volumes.claims import VolumePlan
 from davit_services.uploader import leases
 
@@ -224,12 +224,30 @@ class _Volume:
         """The volume's directory on this node as the API has it (RefusedDirectory when the plan in Redis
         disagrees or the claim is not one this backup may read)."""
         settings, cluster = self.ports.settings, self.ports.cluster
-        view = node_dirs.claim_view(cluster, self.part)
+        plan, read_part = self.plan, self.part
+        if plan.mode == "datamover":
+            # The temporary claim made from the claim's snapshot, named after this backup and the claim
+            # (not after anything in Redis) and checked to be made from this backup's snapshot of it.
+            read_claim = mover.derived_name(self.message.name, self.claim, self.message.uid)
+            if plan.read_claim != read_claim:
+                raise node_dirs.RefusedDirectory(
+                    f"the volume plan names the claim {plan.read_claim!r} to read, this backup's claim made "
+                    f"from the snapshot of {self.part} is {read_claim}"
+                )
+            snapshot = read_claim  # the snapshot and the claim made from it have the same derived name
+            made = mover.claim_made_from(
+                cluster.read_claim(self.namespace, read_claim), snapshot,
+                mover.backup_labels(self.message.name, self.message.uid),
+            )  # fmt: skip
+            if made:
+                raise node_dirs.RefusedDirectory(f"claim {self.namespace}/{read_claim}: {made}")
+            plan, read_part = replace(plan, claim=read_claim), f"{self.namespace}/{read_claim}"
+        view = node_dirs.claim_view(cluster, read_part)
         allowed = node_dirs.backup_namespaces(
             self.backup, settings.admin_namespace, node_dirs.selected_namespaces(cluster, self.backup)
         )
         source = node_dirs.derive_directory(
-            self.plan, self.part, view, allowed, settings.node_name, settings.kubelet_root
+            plan, read_part, view, allowed, settings.node_name, settings.kubelet_root
         )
         if not source.is_dir():
             raise FileNotFoundError(f"volume directory {source} not found on node {settings.node_name}")

@@ -41,7 +41,7 @@ from davit.repo.reader import RepoReader
 from davit.restore.init_container import MARKER_DIR
 from davit.settings import Settings
 from davit.validation import resolve_location
-from davit.volumes import backup_stage, node_dirs, restore_stage
+from davit.volumes import backup_stage, mover, node_dirs, restore_stage
 from davit.volumes.claims import VolumePlan
 from davit.volumes.node_dirs import RefusedDirectory
 from davit_services.uploader import leases
@@ -110,8 +110,23 @@ def _restore(
                                            spec["backupLocation"]),
         reserved=(marker_entry(restore_uid),),
     )  # fmt: skip
-    leave_marker(directory, restore_uid)
+    # A helper pod of this restore's own (a claim no restored pod mounts, ``davit.volumes.mover``) waits
+    # for nothing: no marker to leave behind in the volume.
+    if not _through_own_helper(cluster, claim_part, plan, restore_uid):
+        leave_marker(directory, restore_uid)
     return tree.size, stats.files, stats.bytes_written
+
+
+def _through_own_helper(cluster: Cluster, claim_part: str, plan: VolumePlan, restore_uid: str) -> bool:
+    namespace = claim_part.partition("/")[0]
+    for pod in cluster.list_pods(namespace):
+        meta = pod.get("metadata") or {}
+        if meta.get("uid") == plan.pod_uid:
+            labels = meta.get("labels") or {}
+            return (labels.get(mover.MOVER_LABEL), labels.get(mover.RESTORE_UID_LABEL)) == (
+                mover.RESTORE, restore_uid,
+            )  # fmt: skip
+    return False
 
 
 def target_directory(

@@ -27,10 +27,12 @@ from davit.operations.messages import Message
 from davit.settings import Settings
 from davit.storage.factory import LocationPolicy
 from davit.validation import validate
+from davit.volumes import mover
 from davit_services.watcher import clones, decisions
 from davit_services.watcher.copies import CopySweeper
 from davit_services.watcher.leader import LeaseElector
 from davit_services.watcher.locations import LocationChecker
+from davit_services.watcher.movers import MoverSweeper
 from davit_services.watcher.schedules import Scheduler
 
 log = structlog.get_logger(__name__)
@@ -57,6 +59,7 @@ class Watcher:
             heartbeat_seconds=min(clones.HEARTBEAT_SECONDS, settings.stall_seconds / 3),
         )
         self.copies = CopySweeper(KubeCluster(self.lookup), settings.snapshot_copy_grace_seconds)
+        self.movers = MoverSweeper(KubeCluster(self.lookup), settings.mover_grace_seconds)
         self.locations = LocationChecker(
             api,
             settings.location_check_seconds,
@@ -134,6 +137,9 @@ class Watcher:
             self.reconcile(kind, obj, resync=True, in_flight=in_flight)
         if kind == Kind.APPLICATION_RESTORE:
             self.copies.sweep(items)
+            self.movers.sweep(mover.RESTORE, items)
+        elif kind == Kind.APPLICATION_BACKUP:
+            self.movers.sweep(mover.BACKUP, items)
 
     def on_event(self, kind: Kind, event: EventType, obj: RawObject) -> None:
         if event in ("ADDED", "MODIFIED"):

@@ -245,6 +245,13 @@ class ApplicationBackupSpec(Model):
     pre_exec_rule: ObjectName | None = None
     post_exec_rule: ObjectName | None = None
     volume_mode: VolumeMode | None = None
+    snapshot_move_data: bool | None = Field(
+        default=None,
+        description=(
+            "Move the data of volumes backed up as CSI snapshots into the backup location (a temporary "
+            "claim from each snapshot, read by the node agent); the snapshots are deleted afterwards."
+        ),
+    )
     ttl: Annotated[str, Field(pattern=DURATION, max_length=MAX_DURATION_LENGTH)] | None = Field(
         default=None, description="Delete the backup this long after it finishes, e.g. 72h or 30d."
     )

@@ -14,7 +14,7 @@ from davit.api.objects import RawObject
 from davit.backup import exec_rules
 from davit.backup.selection import ApiResource, ClusterRef
 from davit.constants import Kind
-from davit.kube import core, csi, discovery, events
+from davit.kube import core, csi, discovery, events, mover
 from davit.kube.execution import KubernetesExecutor
 from davit.kube.operations import NotFound, Operations
 from davit.tenancy import resource_path
@@ -217,6 +217,31 @@ class KubeCluster:
 
     def delete_backup_snapshots(self, namespaces: list[str], backup_uid: str) -> list[str]:
         return csi.delete_backup_snapshots(self.api, namespaces, backup_uid)
+
+    # --- the data mover ---------------------------------------------------------------------------
+
+    def expose_snapshot(
+        self,
+        plan: VolumePlan,
+        snapshot: str,
+        restore_size: int,
+        backup_name: str,
+        backup_uid: str,
+        image: str,
+        timeout_seconds: float,
+        heartbeat: Callable[[], None] | None = None,
+    ) -> VolumePlan:
+        return mover.expose_snapshot(self.api, plan, snapshot, restore_size, backup_name, backup_uid, image,
+                                     timeout_seconds, heartbeat)  # fmt: skip
+
+    def create_helper_pod(self, body: RawObject) -> RawObject:
+        return mover.create_helper_pod(self.api, body)
+
+    def list_temporary(self) -> list[RawObject]:
+        return mover.list_temporary(self.api)
+
+    def delete_temporary(self, namespace: str, label_selector: str) -> list[str]:
+        return mover.delete_temporary(self.api, namespace, label_selector)
 
     # --- exec in pods -----------------------------------------------------------------------------
 

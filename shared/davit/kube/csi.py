@@ -15,7 +15,6 @@ The helpers before the API calls are pure (class choice, naming, status parsing)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -33,6 +32,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from davit import errors
 from davit.api.objects import RawObject
 from davit.labels import label_value
+from davit.volumes import mover
 from davit.volumes.claims import VolumePlan
 
 log = structlog.get_logger(__name__)
@@ -48,11 +48,6 @@ DEFAULT_CLASS_ANNOTATION = "snapshot.storage.kubernetes.io/is-default-class"
 BACKUP_LABEL = "davit.dev/backup"
 BACKUP_UID_LABEL = "davit.dev/backup-uid"
 
-#: Longest object name (a DNS subdomain) and label value.
-MAX_NAME = 253
-#: Characters of the backup's uid in the snapshot's name: enough to tell two backups of the same name
-#: apart (a backup deleted and created again), short enough to keep the name readable.
-SHORT_UID = 8
 #: Longest single watch request while waiting, so ``heartbeat`` runs at least this often.
 HEARTBEAT_SECONDS = 30.0
 
@@ -99,21 +94,9 @@ def choose_class(classes: list[RawObject], driver: str) -> str:
     )
 
 
-def _digest(text: str, length: int = 8) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
 def snapshot_name(backup_name: str, claim: str, backup_uid: str) -> str:
-    """``<backup>-<claim>-<first 8 of the backup's uid>``; longer than 253 characters, the front is cut
-    and a digest of the whole name keeps two long claims of one backup apart. Both parts are DNS
-    subdomains already (the API server validated them), so the result is one too."""
-    short_uid = backup_uid.replace("-", "")[:SHORT_UID].lower()
-    full = f"{backup_name}-{claim}-{short_uid}"
-    if len(full) <= MAX_NAME:
-        return full
-    suffix = f"-{_digest(full)}-{short_uid}"
-    # A subdomain's labels must start and end alphanumeric: no "-" or "." before the suffix.
-    return f"{backup_name}-{claim}"[: MAX_NAME - len(suffix)].rstrip("-.") + suffix
+    """``<backup>-<claim>-<first 8 of the backup's uid>`` (``davit.volumes.mover.derived_name``)."""
+    return mover.derived_name(backup_name, claim, backup_uid)
 
 
 def snapshot_body(

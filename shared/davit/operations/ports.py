@@ -201,6 +201,31 @@ class Cluster(Protocol):
     def delete_backup_snapshots(self, namespaces: list[str], backup_uid: str) -> list[str]:
         """Delete the backup's VolumeSnapshots in ``namespaces``; ``namespace/name`` of each."""
 
+    # --- the data mover (``davit.kube.mover``) ----------------------------------------------------
+
+    def expose_snapshot(
+        self,
+        plan: VolumePlan,
+        snapshot: str,
+        restore_size: int,
+        backup_name: str,
+        backup_uid: str,
+        image: str,
+        timeout_seconds: float,
+        heartbeat: Callable[[], None] | None = None,
+    ) -> VolumePlan:
+        """Mount the ready VolumeSnapshot through a temporary claim and a helper pod; the plan to read it
+        by. MoverError with the reason otherwise."""
+
+    def create_helper_pod(self, body: RawObject) -> RawObject:
+        """Create the helper pod, or take over this operation's of that name; MoverError otherwise."""
+
+    def list_temporary(self) -> list[RawObject]:
+        """Every helper pod and temporary claim of the data mover, ``kind`` set on each."""
+
+    def delete_temporary(self, namespace: str, label_selector: str) -> list[str]:
+        """Delete the helper pods and temporary claims matching the selector; ``Kind ns/name`` of each."""
+
     # --- exec in pods (the backup's rules) --------------------------------------------------------
 
     def executor(self) -> exec_rules.Executor:

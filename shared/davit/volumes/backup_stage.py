@@ -45,7 +45,8 @@ def plan_all(cluster: Cluster, obj: RawObject) -> list[VolumePlan]:
                 continue
             volume_name = (pvc.get("spec") or {}).get("volumeName")
             pv = cluster.read_volume(volume_name) if volume_name else None
-            plans.append(plan_volume(pvc, pv, pods, spec.get("volumeMode"), drivers))
+            plans.append(plan_volume(pvc, pv, pods, spec.get("volumeMode"), drivers,
+                                     move_data=bool(spec.get("snapshotMoveData"))))  # fmt: skip
     return plans
 
 
@@ -89,7 +90,8 @@ def send(dispatch: Dispatch, obj: RawObject, plan: VolumePlan) -> None:
     message = Message(KIND, meta["namespace"], meta["name"], meta["uid"], Stage.VOLUMES.value,
                       VOLUME_PART_PREFIX + plan.part)  # fmt: skip
     # Parts of the same stage (not a transition): filesystem volumes to their node's agent, snapshots
-    # to the stage's owner.
+    # to the stage's owner (data-mover volumes too: it cuts the snapshot and mounts it, then passes the
+    # volume on to the agent of the node it is mounted on, and again after a stall).
     queue = node_queue(plan.node) if plan.mode == "filesystem" else stages.owner(KIND, Stage.VOLUMES)
     assert queue is not None
     dispatch.send(message, queue)

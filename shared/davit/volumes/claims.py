@@ -7,6 +7,8 @@ skip), overridable by the PVC annotation ``davit.dev/volume-mode``:
   PV's own path for ``local`` and ``hostPath`` volumes (what the kubelet would bind-mount), otherwise from
   the kubelet's pod volume directory ``<kubeletRoot>/pods/<podUID>/volumes/<plugin>/<pvName>``.
 * ``snapshot``: a CSI VolumeSnapshot, when a VolumeSnapshotClass exists for the PV's driver.
+* ``datamover``: snapshot mode with the backup's ``snapshotMoveData``: the snapshot's files are read
+  through a temporary claim made from it (``davit.volumes.mover``) and stored like a filesystem volume's.
 * ``skip``: not backed up, with the reason in ``status.volumes[]``.
 
 ``auto`` means filesystem when a running pod mounts the claim or the volume is node-local (readable
@@ -21,7 +23,7 @@ from typing import Any, Literal
 from davit import constants
 from davit.api.objects import RawObject
 
-Mode = Literal["filesystem", "snapshot", "skip"]
+Mode = Literal["filesystem", "snapshot", "datamover", "skip"]
 
 _MODES = ("auto", "filesystem", "snapshot", "skip")
 
@@ -41,6 +43,9 @@ class VolumePlan:
     path: str = ""
     plugin_dir: str = ""
     reason: str = ""
+    #: datamover, once the snapshot is ready: the temporary claim whose directory the node agent reads
+    #: (``node``, ``pod_uid``, ``volume`` and ``plugin_dir`` are then its helper pod's and its volume's).
+    read_claim: str = ""
 
     @property
     def part(self) -> str:
@@ -120,6 +125,7 @@ def plan_volume(
     pods: list[RawObject],
     volume_mode: str | None,
     snapshot_drivers: set[str],
+    move_data: bool = False,
 ) -> VolumePlan:
     meta = pvc["metadata"]
     namespace, claim = meta["namespace"], meta["name"]
@@ -158,7 +164,7 @@ def plan_volume(
             )
     if wanted in ("auto", "snapshot"):
         if driver in snapshot_drivers:
-            return VolumePlan(**base, mode="snapshot")
+            return VolumePlan(**base, mode="datamover" if move_data else "snapshot")
         if wanted == "snapshot":
             return VolumePlan(**base, mode="skip", reason=f"no VolumeSnapshotClass for driver {driver}")
     return VolumePlan(

@@ -21,15 +21,18 @@ PART_PREFIX = "volume:"
 FINISH_PART = stages.FINISH_PART
 #: Where each volume's tree and, once known, its target are kept.
 TARGETS = RestoreScratch.VOLUME_TARGETS
+#: The volume modes whose files a backup holds: read from a pod's volume, or from a claim made from the
+#: volume's snapshot (the data mover, ``davit.volumes.mover``).
+FILE_MODES = ("filesystem", "datamover")
 
 
 def backup_trees(manifest: RawObject, namespace_mapping: dict[str, str]) -> dict[str, str]:
-    """``<target namespace>/<claim>`` → the tree the backup's manifest records for it (filesystem
-    volumes that succeeded), after the restore's namespace mapping: what a node agent may restore into a
-    claim, whatever the scratch state says."""
+    """``<target namespace>/<claim>`` → the tree the backup's manifest records for it (filesystem and
+    data-mover volumes that succeeded), after the restore's namespace mapping: what a node agent may
+    restore into a claim, whatever the scratch state says."""
     trees: dict[str, str] = {}
     for volume in manifest.get("volumes") or []:
-        if not isinstance(volume, dict) or volume.get("mode") != "filesystem":
+        if not isinstance(volume, dict) or volume.get("mode") not in FILE_MODES:
             continue
         if volume.get("status") != Status.SUCCESSFUL or not isinstance(volume.get("tree"), str):
             continue
