@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,7 @@ def test_a_volume_moved_out_of_its_snapshot_comes_back_byte_for_byte(
     original = test_csi_restore.make_claim(stack, namespace, storage_class)
     write_application_files(claim_directory(stack, original))
     expected = listing(claim_directory(stack, original))
-    assert len(expected) == 56
+    assert len(expected) == 55
     apply(stack, location_manifest(stack, "local", namespace, tmp_path))
     apply(stack, backup_manifest(namespace, "moved", snapshotMoveData=True))
 
@@ -177,6 +178,8 @@ def test_a_volume_moved_out_of_its_snapshot_comes_back_byte_for_byte(
     wait_for(
         "the restore's helper pod to be gone", lambda: temporary_objects(stack, namespace) == [], timeout=60
     )
+    # Nothing of the backup's own scaffolding came back with the application's objects.
+    assert [c["metadata"]["name"] for c in get_json(stack, "-n", namespace, "pvc")["items"]] == ["data"]
 
 
 def test_a_tenants_claim_in_the_way_of_the_temporary_claim_is_neither_read_nor_deleted(
@@ -187,14 +190,17 @@ def test_a_tenants_claim_in_the_way_of_the_temporary_claim_is_neither_read_nor_d
     name first (while the snapshot is being cut), holding other data. The backup must not read that
     claim as the volume's data, nor delete it: the volume fails naming it."""
     test_csi_restore.make_claim(stack, namespace, storage_class)
+    # The backup covers the application's objects only (not the claim planted below, whenever it comes).
+    stack.kubectl("-n", namespace, "label", "pvc", "data", "app=db")
     location = location_manifest(stack, "local", namespace, tmp_path)
     apply(stack, location)
     data_snapshotter.behave("ready", delay=20)  # the window in which the tenant plants its claim
     try:
-        apply(stack, backup_manifest(namespace, "planted", snapshotMoveData=True))
+        apply(stack, backup_manifest(namespace, "planted", snapshotMoveData=True, selectors={"app": "db"}))
         backup_uid = str(get_json(stack, "-n", namespace, "applicationbackup", "planted")["metadata"]["uid"])
         planted_name = f"planted-data-{backup_uid.replace('-', '')[:8]}"
         planted = test_csi_restore.make_claim(stack, namespace, storage_class, name=planted_name)
+        claim_directory(stack, planted).mkdir(parents=True, exist_ok=True)
         (claim_directory(stack, planted) / "not-the-volume").write_text("the tenant's own bytes")
 
         status = wait_backup(stack, namespace, "planted", services, timeout=test_csi_restore.BACKUP_SECONDS)
@@ -217,3 +223,31 @@ def test_a_tenants_claim_in_the_way_of_the_temporary_claim_is_neither_read_nor_d
     assert (claim_directory(stack, kept) / "not-the-volume").read_text() == "the tenant's own bytes"
     pods = get_json(stack, "-n", namespace, "pods")["items"]
     assert pods == []
+
+
+def test_the_leftovers_of_an_operation_that_is_gone_are_swept_and_nothing_else(
+    stack: StackEnv, namespace: str, stack_services: Any, storage_class: str, data_provisioner: Provisioner
+) -> None:
+    """A backup deleted (or failed, or whose worker died) before its finish removed its helper pod and
+    temporary claim leaves them: the watcher deletes them at its next relist of the backups. The
+    application's own pod and claim, unlabelled, stay."""
+    stack_services(DAVIT_MOVER_GRACE_SECONDS="0")
+    gone_uid = str(uuid.uuid4())
+    labels = {MOVER_LABEL: "backup", "davit.dev/backup": "deleted", "davit.dev/backup-uid": gone_uid}
+    test_csi_restore.make_claim(stack, namespace, storage_class, name="app-data")
+    left = test_csi_restore.make_claim(stack, namespace, storage_class, name="deleted-data-0123abcd")
+    stack.kubectl("-n", namespace, "label", "pvc", "deleted-data-0123abcd",
+                  *(f"{k}={v}" for k, v in labels.items()))  # fmt: skip
+    pods = (("app-0", "app-data", {"app": "db"}), ("deleted-data-0123abcd", left["metadata"]["name"], labels))
+    for name, claim, pod_labels in pods:
+        volume = {"name": "d", "persistentVolumeClaim": {"claimName": claim}}
+        apply(stack, {"apiVersion": "v1", "kind": "Pod",
+                      "metadata": {"name": name, "namespace": namespace, "labels": pod_labels},
+                      "spec": {"containers": [{"name": "c", "image": "davit:latest"}],
+                               "volumes": [volume]}})  # fmt: skip
+
+    wait_for("the leftovers to be deleted", lambda: temporary_objects(stack, namespace) == [], timeout=180)
+
+    assert [p["metadata"]["name"] for p in get_json(stack, "-n", namespace, "pods")["items"]] == ["app-0"]
+    claims = get_json(stack, "-n", namespace, "pvc")["items"]
+    assert [c["metadata"]["name"] for c in claims if "deletionTimestamp" not in c["metadata"]] == ["app-data"]

@@ -457,6 +457,7 @@ def test_a_datamover_volume_is_snapshotted_mounted_and_passed_to_the_node_agent_
     plan = backup_stage.load_plan(ports.scratch.backup(UID), "app/snap")
     assert plan is not None and (plan.mode, plan.read_claim, plan.node) == ("datamover", name, "node-a")
     assert fake.status(obj)["stage"] == "Volumes"
+    assert "VolumeDataMoving" in fake.reasons()
     assert ports.scratch.backup(UID).is_pending("volume:app/snap", group=BackupScratch.VOLUMES_PENDING)
 
 
@@ -473,6 +474,7 @@ def test_a_datamover_volume_whose_snapshot_fails_fails_without_a_helper(
     assert status["volumes"][0]["status"] == "Failed" and "driver said no" in status["volumes"][0]["reason"]
     assert temporary(fake) == []
     assert sent(ports).to(node_queue("node-a")) == []
+    assert "VolumeDataMoveFailed" in fake.reasons()
 
 
 def test_finish_removes_the_data_movers_objects_and_snapshots_and_nothing_else(

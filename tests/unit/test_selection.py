@@ -272,6 +272,9 @@ STORK_SKIP = "davit.dev/skipresource"
             obj(annotations={"stork.libopenstorage.org/skipresource": "true"}), True, id="other-prefix"
         ),
         pytest.param(obj(annotations=None), True, id="null-annotations"),
+        pytest.param(obj(labels={"davit.dev/data-mover": "backup"}), False, id="data-mover-helper"),
+        pytest.param(obj(labels={"davit.dev/data-mover": "restore"}), False, id="restore-helper"),
+        pytest.param(obj(labels={"app": "db"}), True, id="labelled"),
     ],
 )
 def test_keep_without_include_resources(item: dict[str, Any], expected: bool) -> None:

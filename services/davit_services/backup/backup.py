@@ -29,6 +29,9 @@ from davit_services.backup import rule_runner
 
 log = structlog.get_logger(__name__)
 KIND = Kind.APPLICATION_BACKUP
+#: Events of the data mover: a snapshot mounted to be read, or a volume that could not be.
+MOVE_STARTED = "VolumeDataMoving"
+MOVE_FAILED = "VolumeDataMoveFailed"
 
 
 def handle(ports: Ports, message: Message) -> None:
@@ -187,8 +190,14 @@ def move_volume(
     except csi.SnapshotError as exc:  # a failed volume, not a failed task: no retry
         reason = str(exc)
         state.log("volume.failed", claim=claim, reason=reason)
+        ports.cluster.record_event(obj, "Warning", MOVE_FAILED, f"claim {claim}: {reason}",
+                                   constants.COMPONENT_WORKER)  # fmt: skip
         backup_stage.complete(ports, message, state, claim, {"status": Status.FAILED.value, "reason": reason})
         return
+    ports.cluster.record_event(obj, "Normal", MOVE_STARTED,
+                               f"claim {claim}: reading VolumeSnapshot {snapshot['volumeSnapshot']} through "
+                               f"claim {readable.read_claim} on node {readable.node}",
+                               constants.COMPONENT_WORKER)  # fmt: skip
     state.log("volume.mounted", claim=claim, volumeSnapshot=snapshot["volumeSnapshot"],
               temporaryClaim=readable.read_claim, node=readable.node)  # fmt: skip
     backup_stage.save_plans(state, [readable])

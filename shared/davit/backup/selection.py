@@ -19,6 +19,7 @@ from typing import Any
 
 from davit import constants
 from davit.api.objects import RawObject
+from davit.volumes import mover
 
 #: (group, plural) never backed up; see the module docstring.
 NEVER_BACKED_UP = frozenset({("", "events"), ("events.k8s.io", "events"), ("coordination.k8s.io", "leases")})
@@ -143,6 +144,10 @@ def keep(obj: RawObject, resource: ApiResource, spec: dict[str, Any]) -> bool:
         return False
     annotations = meta.get("annotations") or {}
     if any(annotations.get(a, "").lower() == "true" for a in constants.SKIP_RESOURCE_ANNOTATIONS):
+        return False
+    if mover.MOVER_LABEL in (meta.get("labels") or {}):
+        # The data mover's helper pods and temporary claims (this backup's, still there while its
+        # resources are listed, or another operation's): scaffolding, never part of an application.
         return False
     refs = spec.get("includeResources") or []
     if refs:
