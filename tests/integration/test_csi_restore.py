@@ -134,7 +134,7 @@ def test_a_claim_is_restored_from_its_snapshot_in_its_own_namespace(
     apply(stack, {"apiVersion": "davit.dev/v1alpha1", "kind": "ApplicationRestore",
                   "metadata": {"name": "back", "namespace": namespace},
                   "spec": {"backupName": "snap", "backupLocation": "loc"}})  # fmt: skip
-    restored = _wait_restore(stack, services, namespace, "back")
+    restored = wait_restore(stack, services, namespace, "back")
 
     assert restored["status"] == "Successful", restored
     claim = bound_claim(stack, namespace)
@@ -250,7 +250,7 @@ def test_a_tenants_manifest_naming_another_namespaces_snapshot_creates_nothing(
                       "metadata": {"name": "steal", "namespace": namespace},
                       "spec": {"backupName": "mine", "backupLocation": "loc",
                                "namespaceMapping": {victim: namespace}}})  # fmt: skip
-        status = _wait_restore(stack, services, namespace, "steal")
+        status = wait_restore(stack, services, namespace, "steal")
         restore_uid = get_json(stack, "-n", namespace, "applicationrestore", "steal")["metadata"]["uid"]
 
         # Listed from the cluster: no copy anywhere, no snapshot and no claim in the tenant's namespace.
@@ -277,7 +277,7 @@ def test_a_tenants_manifest_naming_another_namespaces_snapshot_creates_nothing(
         stack.kubectl("delete", "namespace", victim, "--wait=false", check=False)
 
 
-def _wait_restore(stack: StackEnv, services: Services, namespace: str, name: str) -> dict[str, Any]:
+def wait_restore(stack: StackEnv, services: Services, namespace: str, name: str) -> dict[str, Any]:
     def final() -> dict[str, Any] | None:
         status: dict[str, Any] = (
             get_json(stack, "-n", namespace, "applicationrestore", name).get("status") or {}

@@ -11,7 +11,6 @@ gone afterwards.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import uuid
@@ -23,6 +22,7 @@ import pytest
 
 from davit.format.layout import BackupRef
 from davit.kube import clients
+from devstack import demo_check
 from devstack.kubelet import csi_volume_dir
 from tests.conftest import StackEnv
 from tests.helpers import wait_for
@@ -40,6 +40,7 @@ api = test_csi_snapshots.api
 storage_class = test_csi_restore.storage_class
 get_json = test_csi_restore.get_json
 bound_claim = test_csi_restore.bound_claim
+wait_restore = test_csi_restore.wait_restore
 
 GROUP, VERSION = "snapshot.storage.k8s.io", "v1"
 MOVER_LABEL = "davit.dev/data-mover"
@@ -87,39 +88,10 @@ def write_application_files(directory: Path) -> None:
     os.chmod(directory / "log.txt", 0o640)
 
 
-def listing(directory: Path) -> dict[str, tuple[str, int, str]]:
-    """Every entry below ``directory``: (type, mode, content digest or link target)."""
-    found: dict[str, tuple[str, int, str]] = {}
-    for path in sorted(directory.rglob("*")):
-        relative = str(path.relative_to(directory))
-        mode = path.lstat().st_mode & 0o7777
-        if path.is_symlink():
-            found[relative] = ("symlink", mode, os.readlink(path))
-        elif path.is_dir():
-            found[relative] = ("dir", mode, "")
-        else:
-            found[relative] = ("file", mode, hashlib.sha256(path.read_bytes()).hexdigest())
-    return found
-
-
 def temporary_objects(stack: StackEnv, namespace: str) -> list[str]:
     """The data mover's pods and claims in the namespace, listed from the API server."""
     listed = get_json(stack, "-n", namespace, "pods,pvc", "-l", MOVER_LABEL)["items"]
     return sorted(f"{o['kind']} {o['metadata']['name']}" for o in listed)
-
-
-def wait_restore(stack: StackEnv, services: Services, namespace: str, name: str) -> dict[str, Any]:
-    def final() -> dict[str, Any] | None:
-        status: dict[str, Any] = (
-            get_json(stack, "-n", namespace, "applicationrestore", name).get("status") or {}
-        )
-        return status if status.get("stage") == "Final" else None
-
-    try:
-        return wait_for(f"restore {namespace}/{name} to finish", final, timeout=400)
-    except AssertionError:
-        print(services.logs())
-        raise
 
 
 def test_a_volume_moved_out_of_its_snapshot_comes_back_byte_for_byte(
@@ -128,7 +100,7 @@ def test_a_volume_moved_out_of_its_snapshot_comes_back_byte_for_byte(
 ) -> None:  # fmt: skip
     original = test_csi_restore.make_claim(stack, namespace, storage_class)
     write_application_files(claim_directory(stack, original))
-    expected = listing(claim_directory(stack, original))
+    expected = demo_check.manifest(claim_directory(stack, original))
     assert len(expected) == 55
     apply(stack, location_manifest(stack, "local", namespace, tmp_path))
     apply(stack, backup_manifest(namespace, "moved", snapshotMoveData=True))
@@ -142,9 +114,7 @@ def test_a_volume_moved_out_of_its_snapshot_comes_back_byte_for_byte(
         "datamover",
         "Successful",
     )
-    file_bytes = sum((claim_directory(stack, original) / p).stat().st_size
-                     for p, (kind, _m, _d) in expected.items() if kind == "file")  # fmt: skip
-    assert volume["totalSize"] == file_bytes
+    assert volume["totalSize"] == demo_check.volume_totals(expected)[1]
     backup_uid = get_json(stack, "-n", namespace, "applicationbackup", "moved")["metadata"]["uid"]
     # The helper pod, the temporary claim and the snapshot are gone: the data is in the location.
     wait_for(
@@ -174,7 +144,7 @@ def test_a_volume_moved_out_of_its_snapshot_comes_back_byte_for_byte(
     assert claim["metadata"]["uid"] != original["metadata"]["uid"]
     assert "dataSource" not in claim["spec"]  # written back by the node agent, not made from a snapshot
     assert claim_directory(stack, claim) != claim_directory(stack, original)
-    assert listing(claim_directory(stack, claim)) == expected
+    assert demo_check.manifest(claim_directory(stack, claim)) == expected
     wait_for(
         "the restore's helper pod to be gone", lambda: temporary_objects(stack, namespace) == [], timeout=60
     )

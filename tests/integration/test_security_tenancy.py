@@ -15,7 +15,7 @@ import pytest
 
 from davit.api.types import LocationSpec
 from davit.format.layout import BackupRef
-from davit.operations.scratch import OperationState
+from davit.operations.scratch import BackupScratch
 from davit.storage import factory
 from tests.conftest import StackEnv
 from tests.helpers import wait_for
@@ -255,13 +255,12 @@ def test_export_scope_planted_in_redis_is_refused(
 
     import redis
 
-    state = OperationState(redis.Redis.from_url(stack.redis_url), uid)
-    assert state.mark_planned()
+    state = BackupScratch(redis.Redis.from_url(stack.redis_url), uid)
     target = {"group": "", "version": "v1", "plural": "secrets", "kind": "Secret",
               "namespace": "kube-system", "selector": None}  # fmt: skip
-    state.redis.hset(state.key("targets"), "kube-system/v1/secrets", json.dumps(target))
-    state.redis.set(state.key("namespaces"), json.dumps(["kube-system"]))
-    state.add_pending(["kube-system/v1/secrets#1"])
+    assert state.lay_out_export(
+        {"kube-system/v1/secrets": target}, ["kube-system"], ["kube-system/v1/secrets#1"]
+    )
     services.start("resources")
 
     status = wait_final(stack, services, "applicationbackup", namespace, "planted")

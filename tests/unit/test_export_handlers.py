@@ -12,6 +12,7 @@ import pytest
 from davit.api.objects import RawObject
 from davit.constants import Kind, Queue
 from davit.format.layout import BackupRef
+from davit.kube.client import ApiException
 from davit.operations.messages import Message
 from davit.operations.ports import Ports
 from davit.settings import Settings
@@ -139,6 +140,24 @@ def test_a_plan_message_delivered_again_plans_nothing_new_and_resends_what_is_ou
     assert [m.part for m in sent(ports).to(Queue.EXPORT.value)] == [f"{CONFIGMAPS}#1"] * 2
     # Applications Pending → InProgress is no change of stage: no Event either time.
     assert fake.events == [] and fake.status(obj)["status"] == "InProgress"
+
+
+def test_a_planning_task_that_fails_half_way_leaves_nothing_and_the_next_one_plans(
+    fake: k.FakeCluster, ports: Ports, scratch_factory: ScratchFactory
+) -> None:
+    """Seen with Redis restarting under the planning task: a plan marked made before it was written
+    left a stage with nothing outstanding, and every re-send of the stage sent nothing, for ever."""
+    obj = applications(fake)
+    fake.fail_next("discover")
+
+    with pytest.raises(ApiException):
+        export.handle(ports, message())
+    assert not scratch_factory.backup(UID).is_planned()
+
+    export.handle(ports, message())  # the task's retry, or the watcher's stall re-send
+    assert [m.part for m in sent(ports).to(Queue.EXPORT.value)] == [f"{CONFIGMAPS}#1"]
+    drain(ports)
+    assert fake.status(obj)["stage"] == "PostExecRule"
 
 
 def test_a_volume_handed_out_again_late_neither_holds_up_the_export_nor_reaches_its_queue(

@@ -21,7 +21,7 @@ WEEK = 7 * 24 * 3600
 
 def fill_backup(state: scratch.BackupScratch) -> None:
     """Every write a backup's handlers make (snapshot service, node agent, resource writer)."""
-    state.mark_planned()
+    state.lay_out_export({"ns/pods": {"plural": "pods"}}, ["ns"], ["ns/pods#1"])
     state.add_pending(["ns/pods#1", "ns/secrets#1"], {"ns/pods#2": "token"})
     state.save_list_targets({"ns/pods": {"plural": "pods"}})
     state.save_namespaces(["ns"])
@@ -222,7 +222,11 @@ def test_backup_volumes_and_shards(scratch_factory: ScratchFactory) -> None:
 
 def test_backup_resource_lists(scratch_factory: ScratchFactory) -> None:
     state = scratch_factory.backup()
-    assert state.mark_planned() and not state.mark_planned()
+    assert not state.is_planned()
+    assert state.lay_out_export({}, [], [])
+    # Once: a second plan (a retry, a task that lost the race) writes nothing.
+    assert not state.lay_out_export({"ns/v1/secrets": {"plural": "secrets"}}, ["x"], ["ns/v1/secrets#1"])
+    assert state.is_planned() and state.list_target("ns/v1/secrets") is None and state.pending() == []
     state.save_list_targets({})
     assert scratch_factory.redis.hgetall(state.key(state.LIST_TARGETS)) == {b"": b""}
     state.save_list_targets({"ns/v1/pods": {"plural": "pods"}})

@@ -74,19 +74,19 @@ def plan(ports: Ports, obj: RawObject, state: BackupScratch) -> None:
     if state_loss.is_lost(state) and not _recover(ports, obj, state):
         return
     spec = obj.get("spec") or {}
-    if state.mark_planned():
+    if not state.is_planned():
         namespaces = list(spec.get("namespaces") or [])
         if spec.get("namespaceSelector"):
             namespaces += ports.cluster.namespaces_matching(spec["namespaceSelector"])
         namespaces = sorted(set(namespaces))
         targets = select_targets(ports.cluster.discover(), spec, namespaces)
-        first_pages = {f"{t.part}#1": t for t in targets}
-        state.save_list_targets({t.part: _target_key(t) for t in targets})
-        state.save_namespaces(namespaces)
-        state.add_pending(list(first_pages) or [CLUSTER_PART])
-        state.log("export.planned", targets=len(targets), namespaces=namespaces)
-        reason = f"exporting {len(targets)} resource lists"
-        progress.advance(ports, KIND, obj, Stage.APPLICATIONS, stages.Outcome.STARTED, reason)
+        first_pages = [f"{t.part}#1" for t in targets]
+        # The plan and its marker go in together; False: another task's plan went in meanwhile.
+        if state.lay_out_export({t.part: _target_key(t) for t in targets}, namespaces,
+                                first_pages or [CLUSTER_PART]):  # fmt: skip
+            state.log("export.planned", targets=len(targets), namespaces=namespaces)
+            reason = f"exporting {len(targets)} resource lists"
+            progress.advance(ports, KIND, obj, Stage.APPLICATIONS, stages.Outcome.STARTED, reason)
     for part in state.pending():
         _send(ports.dispatch, obj, part)
 

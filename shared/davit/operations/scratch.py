@@ -74,7 +74,7 @@ class OperationState:
     """The keys every operation kind has: outstanding parts (in groups), page tokens, written parts, the
     log, the leases of parts being worked on. A kind's own keys are in its subclass."""
 
-    #: Set once by the first planner (``mark_planned``).
+    #: Set once by the first planner, with what it planned (``BackupScratch.lay_out_export``).
     PLANNED: Final = "planned"
     #: The default group of outstanding parts (a set).
     PENDING: Final = "pending"
@@ -170,9 +170,8 @@ class OperationState:
 
     # --- outstanding parts -------------------------------------------------------------------------
 
-    def mark_planned(self) -> bool:
-        """True for the first caller only: the plan is made once, a retry resumes it."""
-        return bool(self.redis.set(self.key(self.PLANNED), "1", nx=True, ex=TTL_SECONDS))
+    def is_planned(self) -> bool:
+        return bool(self.redis.exists(self.key(self.PLANNED)))
 
     # ``group`` names another set of outstanding parts (a volume's shards) finished the same way.
 
@@ -387,8 +386,36 @@ class BackupScratch(OperationState):
 
     # --- resource lists ----------------------------------------------------------------------------
 
+    def lay_out_export(
+        self, targets: dict[str, dict[str, Any]], namespaces: list[str], parts: list[str]
+    ) -> bool:
+        """The Applications stage's plan (its list targets, namespaces and first parts outstanding) and the
+        marker that it is made: all or nothing, once. True for the caller that wrote it; a retry, or a
+        task that lost the race, finds it instead. A task that dies (or loses Redis) half-way leaves
+        nothing, and the next one plans again: a marker written before the plan would, once the plan was
+        lost with its task, leave a stage with nothing outstanding and nothing ever sent."""
+        planned = self.key(self.PLANNED)
+        with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(planned)
+                if pipe.exists(planned):
+                    return False
+                pipe.multi()
+                pipe.set(planned, "1", ex=TTL_SECONDS)
+                # An empty plan still leaves the key, so the plan's presence does not depend on its size.
+                pipe.hset(self.key(self.LIST_TARGETS),
+                          mapping={p: json.dumps(t) for p, t in targets.items()} or {"": ""})  # fmt: skip
+                pipe.expire(self.key(self.LIST_TARGETS), TTL_SECONDS)
+                pipe.set(self.key(self.NAMESPACES), json.dumps(namespaces), ex=TTL_SECONDS)
+                if parts:
+                    pipe.sadd(self.key(self.PENDING), *parts)
+                    pipe.expire(self.key(self.PENDING), TTL_SECONDS)
+                pipe.execute()
+                return True
+            except WatchError:
+                return False
+
     def save_list_targets(self, targets: dict[str, dict[str, Any]]) -> None:
-        # An empty plan still leaves the key, so the plan's presence does not depend on its size.
         self._hset(self.LIST_TARGETS, {p: json.dumps(t) for p, t in targets.items()} or {"": ""})
 
     def list_target(self, part: str) -> dict[str, Any] | None:
