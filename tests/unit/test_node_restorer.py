@@ -29,7 +29,7 @@ from davit.operations.messages import Message
 from davit.operations.ports import Ports
 from davit.operations.scratch import RestoreScratch
 from davit.repo import RepoWriter, Tree, snapshot_tree
-from davit.restore.init_container import MARKER_DIR, is_restored
+from davit.restore.init_container import CONTAINER_NAME, MARKER_DIR, UID_ENV, is_restored
 from davit.settings import Settings
 from davit.volumes import restore_stage
 from davit.volumes.claims import VolumePlan, restore_target
@@ -164,6 +164,42 @@ def test_restoring_writes_the_files_and_leaves_the_marker_last(fx: Fixture) -> N
     assert [(m.uid, m.stage) for m in fx.finish_messages()] == [(fx.uid, "Volumes")]
     assert not any(name.startswith("lease:") for name in fx.scratch.names(fx.uid))
     assert any('"volume.restored"' in line for line in fx.state.log_lines())
+
+
+def released_pod(fx: Fixture, restore_uid: str) -> None:
+    """The restore's pod as the kubelet shows it once its init container (with ``restore_uid``) found
+    every marker and ended: released, the application running on the volume."""
+    pod = fx.cluster.find("Pod", NAMESPACE, "web")
+    assert pod is not None
+    wait = {"name": CONTAINER_NAME, "image": "davit:latest", "env": [{"name": UID_ENV, "value": restore_uid}]}
+    done = {"name": CONTAINER_NAME, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
+    fx.cluster.put({**pod, "spec": {**pod["spec"], "initContainers": [wait]},
+                    "status": {"phase": "Running", "initContainerStatuses": [done]}})  # fmt: skip
+
+
+def test_a_volume_whose_pod_this_restore_released_already_is_not_written_again(fx: Fixture) -> None:
+    """Its first write finished and released the pod, then its task died before it reported the volume
+    (seen with Redis restarting under the node agents): the message delivered again reports the volume
+    without touching the files the application now runs on, and leaves no marker nothing would remove."""
+    released_pod(fx, fx.uid)
+    (fx.target / "app.log").write_text("written by the running application")
+
+    fx.handle()
+
+    assert fx.written() == {"app.log": b"written by the running application"}
+    assert not (fx.target / MARKER_DIR).exists()
+    status = fx.volume_status()
+    assert (status["status"], status["totalSize"]) == ("Successful", fx.tree.size)
+    assert fx.state.pending(group=GROUP) == []
+
+
+def test_a_pod_released_by_another_restore_is_written_as_usual(fx: Fixture) -> None:
+    released_pod(fx, "another-restore")
+
+    fx.handle()
+
+    assert fx.written() == FILES
+    assert is_restored(fx.target, fx.uid)
 
 
 def test_a_redelivered_message_for_a_volume_already_done_does_nothing(fx: Fixture) -> None:

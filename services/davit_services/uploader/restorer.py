@@ -38,6 +38,7 @@ from davit.operations.messages import Message
 from davit.operations.ports import Cluster, Ports, RestoreScratch
 from davit.repo import UnsafePath, load_tree, restore_tree
 from davit.repo.reader import RepoReader
+from davit.restore import inject
 from davit.restore.init_container import MARKER_DIR
 from davit.settings import Settings
 from davit.validation import resolve_location
@@ -104,6 +105,13 @@ def _restore(
         repository.sealer,
         backup_tree(cluster, admin_namespace, obj, repository, claim_part, target),
     )
+    if _pod_released(cluster, claim_part, plan, restore_uid):
+        # An earlier write of this volume finished, left its marker and released the pod, and its task
+        # died before it reported the volume (a Redis restart, a kill): the data is there and the
+        # application runs on it. Writing again would change files under it and leave a marker that
+        # nothing removes.
+        log.info("volume.written_already", claim=claim_part, pod=plan.pod_uid)
+        return tree.size, 0, 0
     stats = restore_tree(
         tree, directory, RepoReader(repository.store, repository.sealer),
         keep_setuid=_location_keeps_setuid(cluster, admin_namespace, meta["namespace"],
@@ -115,6 +123,12 @@ def _restore(
     if not _through_own_helper(cluster, claim_part, plan, restore_uid):
         leave_marker(directory, restore_uid)
     return tree.size, stats.files, stats.bytes_written
+
+
+def _pod_released(cluster: Cluster, claim_part: str, plan: VolumePlan, restore_uid: str) -> bool:
+    namespace = claim_part.partition("/")[0]
+    pods = [p for p in cluster.list_pods(namespace) if (p.get("metadata") or {}).get("uid") == plan.pod_uid]
+    return bool(pods) and inject.released(pods[0], restore_uid)
 
 
 def _through_own_helper(cluster: Cluster, claim_part: str, plan: VolumePlan, restore_uid: str) -> bool:

@@ -59,3 +59,21 @@ def hold_until_restored(
     # Adopted by its restored controller rather than owned by the backed-up one (whose uid is gone).
     held["metadata"].pop("ownerReferences", None)
     return held
+
+
+def released(pod: RawObject, restore_uid: str) -> bool:
+    """Whether ``pod`` waited in this restore's init container and was released: the container (with
+    this restore's uid) ended with exit code 0, which it does only once every marker was there. Then
+    every volume it waited for was written already, and the application may be running on them."""
+    spec, status = pod.get("spec") or {}, pod.get("status") or {}
+    waiting = [c for c in spec.get("initContainers") or [] if c.get("name") == init_container.CONTAINER_NAME]
+    if not waiting:
+        return False
+    env = {e.get("name"): e.get("value") for e in waiting[0].get("env") or []}
+    if env.get(init_container.UID_ENV) != restore_uid:
+        return False
+    for container in status.get("initContainerStatuses") or []:
+        if container.get("name") == init_container.CONTAINER_NAME:
+            terminated = (container.get("state") or {}).get("terminated") or {}
+            return terminated.get("exitCode") == 0
+    return False
