@@ -694,11 +694,7 @@ def _unmounted(ports: Ports, claim_part: str) -> bool:
     """Whether no pod of the cluster mounts the claim (after a lost state, which claims got a helper
     pod is known again from the cluster: the restored pods are there, and a helper made before)."""
     namespace, claim = claim_part.split("/", 1)
-    return not any(
-        (v.get("persistentVolumeClaim") or {}).get("claimName") == claim
-        for pod in ports.cluster.list_pods(namespace)
-        for v in (pod.get("spec") or {}).get("volumes") or []
-    )
+    return not any(inject.data_mounts(pod, {claim}) for pod in ports.cluster.list_pods(namespace))
 
 
 def _save_volumes(state: RestoreScratch, data_claims: dict[str, RawObject]) -> None:

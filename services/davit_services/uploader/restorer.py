@@ -105,7 +105,8 @@ def _restore(
         repository.sealer,
         backup_tree(cluster, admin_namespace, obj, repository, claim_part, target),
     )
-    if _pod_released(cluster, claim_part, plan, restore_uid):
+    pod = _target_pod(cluster, claim_part, plan)
+    if pod is not None and inject.released(pod, restore_uid):
         # An earlier write of this volume finished, left its marker and released the pod, and its task
         # died before it reported the volume (a Redis restart, a kill): the data is there and the
         # application runs on it. Writing again would change files under it and leave a marker that
@@ -120,27 +121,24 @@ def _restore(
     )  # fmt: skip
     # A helper pod of this restore's own (a claim no restored pod mounts, ``davit.volumes.mover``) waits
     # for nothing: no marker to leave behind in the volume.
-    if not _through_own_helper(cluster, claim_part, plan, restore_uid):
+    if pod is None or not _own_helper(pod, restore_uid):
         leave_marker(directory, restore_uid)
     return tree.size, stats.files, stats.bytes_written
 
 
-def _pod_released(cluster: Cluster, claim_part: str, plan: VolumePlan, restore_uid: str) -> bool:
+def _target_pod(cluster: Cluster, claim_part: str, plan: VolumePlan) -> dict[str, Any] | None:
+    """The pod the volume is written through, as the API has it now."""
     namespace = claim_part.partition("/")[0]
     pods = [p for p in cluster.list_pods(namespace) if (p.get("metadata") or {}).get("uid") == plan.pod_uid]
-    return bool(pods) and inject.released(pods[0], restore_uid)
+    return pods[0] if pods else None
 
 
-def _through_own_helper(cluster: Cluster, claim_part: str, plan: VolumePlan, restore_uid: str) -> bool:
-    namespace = claim_part.partition("/")[0]
-    for pod in cluster.list_pods(namespace):
-        meta = pod.get("metadata") or {}
-        if meta.get("uid") == plan.pod_uid:
-            labels = meta.get("labels") or {}
-            return (labels.get(mover.MOVER_LABEL), labels.get(mover.RESTORE_UID_LABEL)) == (
-                mover.RESTORE, restore_uid,
-            )  # fmt: skip
-    return False
+def _own_helper(pod: dict[str, Any], restore_uid: str) -> bool:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return (labels.get(mover.MOVER_LABEL), labels.get(mover.RESTORE_UID_LABEL)) == (
+        mover.RESTORE,
+        restore_uid,
+    )
 
 
 def target_directory(
