@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh machine, and nothing twice:
-#   Debian packages (redis-server, etcd-server, Node.js for Azurite, restic for `make bench-volume`), the
+#   Debian packages (redis-server, etcd-server, Node.js for Azurite, restic for `make bench-volume`,
+#   prometheus for the alert rules' tests and the dashboard's), the
 #   Kubernetes binaries built from Debian's source package (scripts/build-kubernetes.sh), Azurite from the
 #   npm registry into the cache, and the Python virtualenv with the project installed in editable mode.
 set -euo pipefail
@@ -17,13 +18,15 @@ command -v etcd >/dev/null || missing+=(etcd-server)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 command -v restic >/dev/null || missing+=(restic)
+# Prometheus and promtool: the alert rules' tests and the dashboard test's real Prometheus.
+command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-# Debian starts redis-server as a service on install; the project runs its own on a free port instead,
-# and leaves the machine's as it found it.
+# Debian starts redis-server (and prometheus) as a service on install where it can; the project runs its
+# own on a free port instead, and leaves the machine's as it found it.
 
 bash scripts/build-kubernetes.sh
 

@@ -97,3 +97,7 @@ def node_queue(node_name: str) -> str:
 
 #: Redis key prefix for anything Davit keeps in Redis besides Celery's own keys.
 REDIS_KEY_PREFIX: Final = "davit:"
+
+#: The reason (prefix) of an operation failed because its scratch state in Redis was lost and could not be
+#: rebuilt (``davit.operations.state_loss``); the metrics count these apart.
+STATE_LOST_REASON: Final = "StateLost"

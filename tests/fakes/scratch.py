@@ -28,6 +28,7 @@ from davit.operations.scratch import (
     CloneScratch,
     OperationState,
     QueueState,
+    RecordedMetrics,
     RestoreScratch,
     RetentionDeletions,
 )
@@ -56,6 +57,9 @@ class ScratchFactory:
 
     def deletions(self) -> RetentionDeletions:
         return RetentionDeletions(self.redis)
+
+    def metrics(self) -> RecordedMetrics:
+        return RecordedMetrics(self.redis)
 
     def queues(self) -> QueueState:
         return QueueState(self.redis)

@@ -1,5 +1,6 @@
 """The exporter against the real stack: status written to the API server and lists in Redis show up on
-/metrics, computed from what is there now (a second exporter started later reports the same numbers)."""
+/metrics; what ended is counted once and never falls when its custom resource is deleted, and a second
+exporter started later reports the same numbers."""
 
 from __future__ import annotations
 
@@ -201,7 +202,7 @@ def test_a_backup_in_flight_then_completed(
     )
     assert (elapsed(scrape) or 0) >= 5
     assert value(scrape, "davit_operation_volumes_done", **ours) == 1
-    assert value(scrape, "davit_operation_volumes_total", **ours) == 2
+    assert value(scrape, "davit_operation_volumes_in_scope", **ours) == 2
 
     finish = timeutil.format_time(now)
     write_status(
@@ -221,7 +222,9 @@ def test_a_backup_in_flight_then_completed(
         "the completed backup on /metrics",
         lambda s: elapsed(s) is None and value(s, "davit_operations_completed_total", **completed) == 1,
     )
-    assert not [k for k in scrape.get("davit_operation_volumes_total", {}) if ("namespace", namespace) in k]
+    assert not [
+        k for k in scrape.get("davit_operation_volumes_in_scope", {}) if ("namespace", namespace) in k
+    ]
     duration = labels(kind="ApplicationBackup", result="Successful")
     assert scrape["davit_operation_duration_seconds_count"][duration] >= 1
     five_seconds = labels(kind="ApplicationBackup", le="5", result="Successful")
@@ -235,7 +238,27 @@ def test_a_backup_in_flight_then_completed(
     assert value(scrape, "davit_backup_bytes_stored_total", namespace=namespace) == 250
     assert value(scrape, "davit_backup_dedup_ratio", namespace=namespace) == 4.0
 
-    # Derived from the objects present, not from events seen: a fresh exporter says the same.
+    present = dict(completed)
+    assert value(scrape, "davit_operations_present", **present) == 1
+
+    # Deleting the backup lowers the gauge of what exists, and no counter: a scrape, a deletion, a scrape.
+    custom.delete_namespaced_custom_object(
+        API_GROUP, API_VERSION, namespace, PLURALS[Kind.APPLICATION_BACKUP], "b1"
+    )
+    after = scrape_until(
+        exporter,
+        "the deletion on /metrics",
+        lambda s: value(s, "davit_operations_present", **present) is None,
+    )
+    fell = [
+        (name, pairs) for name, series in scrape.items() for pairs, before in series.items()
+        if name.endswith(("_total", "_count", "_sum", "_bucket"))
+        and (after.get(name, {}).get(pairs) or 0) < before
+    ]  # fmt: skip
+    assert fell == []
+    assert value(after, "davit_operations_completed_total", **completed) == 1
+
+    # Recorded in Redis, not seen in events: a fresh exporter says the same.
     second = start_exporter().scrape()
     for name, pairs in (
         ("davit_operations_completed_total", completed),

@@ -1,4 +1,5 @@
-"""The exporter's pure model: raw custom resources and a fixed ``now`` in, metric families out."""
+"""The exporter's pure model: raw custom resources, the metrics recorded in Redis (``davit.metrics``)
+and a fixed ``now`` in, metric families out."""
 
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from davit import metrics as recorded_metrics
 from davit import timeutil
 from davit.constants import OPERATION_KINDS, SCHEDULE_LABEL, Kind
+from davit.operations import recording
+from davit.operations.scratch import RecordedMetrics
 from davit_services.exporter import model
 from davit_services.exporter.service import Cache
+from tests.fakes.scratch import fake_redis
 
 NOW = datetime.datetime(2024, 5, 1, 12, 0, 0, tzinfo=datetime.UTC)
 BACKUP, RESTORE, CLONE = Kind.APPLICATION_BACKUP, Kind.APPLICATION_RESTORE, Kind.APPLICATION_CLONE
@@ -86,12 +91,20 @@ def build(
     restores: Sequence[dict[str, Any]] = (),
     clones: Sequence[dict[str, Any]] = (),
     locations: Sequence[dict[str, Any]] = (),
+    schedules: Sequence[dict[str, Any]] = (),
 ) -> list[Metric]:
-    snapshot = model.Snapshot(
-        operations={BACKUP: list(backups), RESTORE: list(restores), CLONE: list(clones)},
-        locations=list(locations),
-    )
-    return model.families(snapshot, NOW)
+    """The exporter's families for these objects, each Final operation among them recorded once as its
+    writer records it."""
+    operations = {BACKUP: list(backups), RESTORE: list(restores), CLONE: list(clones)}
+    snapshot = model.Snapshot(operations=operations, locations=list(locations), schedules=list(schedules))
+    recorded = RecordedMetrics(fake_redis())
+    for kind, objects in operations.items():
+        for obj in objects:
+            recording.record_outcome(recorded, kind, obj)
+    return [
+        *model.families(snapshot, NOW),
+        *model.recorded_families(recorded_metrics.decode(recorded.read())),
+    ]
 
 
 def samples(metrics: Iterable[Metric], sample_name: str) -> dict[Labels, float]:
@@ -221,7 +234,7 @@ def test_volumes_done_and_total(volumes: list[str | None] | None, done: int, tot
     metrics = build(clones=[op("c", stage="Volumes", status="InProgress", trigger=1, volumes=volumes)])
     key = labels(kind="ApplicationClone", namespace="ns", name="c")
     assert samples(metrics, "davit_operation_volumes_done") == {key: done}
-    assert samples(metrics, "davit_operation_volumes_total") == {key: total}
+    assert samples(metrics, "davit_operation_volumes_in_scope") == {key: total}
 
 
 # --- completed ---------------------------------------------------------------------------------------
@@ -287,7 +300,7 @@ def test_duration_histogram_buckets() -> None:
 def test_duration_histogram_bounds_and_empty_series() -> None:
     metrics = build()
     counts = samples(metrics, "davit_operation_duration_seconds_count")
-    assert len(counts) == len(OPERATION_KINDS) * len(model.RESULTS)
+    assert len(counts) == len(OPERATION_KINDS) * len(recorded_metrics.RESULTS)
     assert set(counts.values()) == {0}
     les = {dict(k)["le"] for k in samples(metrics, "davit_operation_duration_seconds_bucket")}
     assert les == {"1", "5", "15", "30", "60", "120", "300", "600", "1200", "1800", "3600", "7200",
@@ -357,8 +370,8 @@ def test_bytes_and_dedup_ratio_per_namespace() -> None:
         labels(namespace="empty"): 0,
         labels(namespace="nosizes"): 0,
     }
-    # Only backups reporting both sizes count toward the ratio; nothing stored means no ratio.
-    assert samples(metrics, "davit_backup_dedup_ratio") == {labels(namespace="ns"): 20.0}
+    # Bytes read per byte stored over the counters; nothing stored means no ratio.
+    assert samples(metrics, "davit_backup_dedup_ratio") == {labels(namespace="ns"): 22.5}
 
 
 @pytest.mark.parametrize("bad", [-1, True, "100", 1.5, None])
@@ -367,7 +380,7 @@ def test_sizes_that_are_not_byte_counts_are_ignored(bad: Any) -> None:
     obj["status"]["totalSize"] = bad
     metrics = build(backups=[obj])
     assert samples(metrics, "davit_backup_bytes_read_total") == {labels(namespace="ns"): 0}
-    assert samples(metrics, "davit_backup_dedup_ratio") == {}
+    assert samples(metrics, "davit_backup_dedup_ratio") == {labels(namespace="ns"): 0.0}
 
 
 # --- locations and queues ------------------------------------------------------------------------------
@@ -414,7 +427,7 @@ def test_priority_sublists_count_with_their_queue(key: str, queue: str) -> None:
 PER_OPERATION = {
     "davit_operation_elapsed_seconds",
     "davit_operation_volumes_done",
-    "davit_operation_volumes_total",
+    "davit_operation_volumes_in_scope",
 }
 
 
@@ -466,12 +479,17 @@ def test_slim_keeps_what_the_metrics_read_and_drops_credentials() -> None:
     slimmed = model.slim(backup)
     assert slimmed["metadata"]["labels"] == {SCHEDULE_LABEL: "s"}
     assert "conditions" not in slimmed["status"] and "spec" not in slimmed
+    assert "reason" not in slimmed["status"]
     assert slimmed["status"]["volumes"] == [{"status": "Successful"}, {"status": None}]
-    assert build(backups=[slimmed]) == build(backups=[backup])
+
+    def from_objects(**objects: Any) -> list[Metric]:
+        return model.families(model.Snapshot(**objects), NOW)
+
+    assert from_objects(operations={BACKUP: [slimmed]}) == from_objects(operations={BACKUP: [backup]})
 
     loc = model.slim(location("l", phase="Unavailable"))
     assert "very-secret" not in repr(loc) and "AKIA" not in repr(loc)
-    assert build(locations=[loc]) == build(locations=[location("l", phase="Unavailable")])
+    assert from_objects(locations=[loc]) == from_objects(locations=[location("l", phase="Unavailable")])
 
 
 class _Families(Collector):
@@ -502,6 +520,7 @@ def test_cache_reports_nothing_until_every_kind_was_listed() -> None:
     cache.replace(BACKUP, [op("a")])
     cache.replace(RESTORE, [])
     cache.replace(CLONE, [])
+    cache.replace(Kind.APPLICATION_BACKUP_SCHEDULE, [])
     assert cache.snapshot() is None, "zeros before the first list would be wrong, not merely late"
     cache.replace(Kind.BACKUP_LOCATION, [location("l", phase="Available")])
     snapshot = cache.snapshot()
@@ -512,7 +531,7 @@ def test_cache_reports_nothing_until_every_kind_was_listed() -> None:
 
 def test_cache_follows_events_and_a_relist_replaces_everything() -> None:
     cache = Cache()
-    for kind in (BACKUP, RESTORE, CLONE, Kind.BACKUP_LOCATION):
+    for kind in (BACKUP, RESTORE, CLONE, Kind.BACKUP_LOCATION, Kind.APPLICATION_BACKUP_SCHEDULE):
         cache.replace(kind, [])
     cache.apply(BACKUP, "ADDED", op("a"))
     cache.apply(BACKUP, "ADDED", op("b"))
@@ -573,8 +592,3 @@ def test_operations_failed_because_their_state_was_lost_are_counted_by_kind() ->
         labels(kind="ApplicationRestore"): 0,
         labels(kind="ApplicationClone"): 0,
     }
-    # The exporter's cache keeps the reason only as this marker (no details, no other reasons).
-    assert model.slim(lost)["status"]["reason"] == "StateLost"
-    assert "reason" not in model.slim(other)["status"]
-    slimmed = samples(build(backups=[model.slim(lost)]), "davit_operations_state_lost_total")
-    assert slimmed[labels(kind="ApplicationBackup")] == 1

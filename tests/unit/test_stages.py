@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from davit import metrics
 from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
 from davit.constants import OPERATION_KINDS, Kind, Queue, RetentionAction
@@ -240,6 +241,26 @@ def test_advance_to_final(ports: MovingPorts) -> None:
     assert status["finishTimestamp"] and status["resourcesByKind"] == {}
     assert ports.dispatch.sent == []
     assert _events(ports) == [("Normal", "Completed", "Stage Final: PartialSuccess: 1 failed")]
+
+
+def test_the_writer_of_final_counts_the_operation_once_with_its_stage_times() -> None:
+    ports = MovingPorts(scratch=ScratchFactory())
+    added = ports.cluster.add(Kind.APPLICATION_BACKUP, "Initial", "Pending")
+    started = progress.advance(ports, Kind.APPLICATION_BACKUP, added, Stage.INITIAL, Outcome.STARTED)
+    assert started is not None
+    assert [e["stage"] for e in started["status"]["stageHistory"]] == ["PreExecRule"]
+    obj = progress.advance(ports, Kind.APPLICATION_BACKUP, started, Stage.PRE_EXEC_RULE, Outcome.FAILED, "x")
+    assert obj is not None
+    [entry] = obj["status"]["stageHistory"]
+    assert entry["finishTimestamp"] == obj["status"]["finishTimestamp"]
+    recorded = metrics.decode(ports.scratch.metrics().read())  # type: ignore[union-attr]
+    labels = ("ApplicationBackup", "app", "", "Failed")
+    assert recorded.sum(metrics.OPERATIONS_COMPLETED, labels) == 1
+    assert recorded.get(metrics.STAGE_DURATION)[("ApplicationBackup", "PreExecRule")]["count"] == 1
+    # A duplicate Final write (a retried task) is not counted again.
+    progress.set_stage(ports, Kind.APPLICATION_BACKUP, obj, Stage.FINAL, Status.FAILED, "x")
+    recorded = metrics.decode(ports.scratch.metrics().read())  # type: ignore[union-attr]
+    assert recorded.sum(metrics.OPERATIONS_COMPLETED, labels) == 1
 
 
 def test_a_hand_over_writes_nothing(ports: MovingPorts) -> None:

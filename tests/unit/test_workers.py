@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
+from davit import metrics
 from davit.constants import Kind, Queue
 from davit.format.sealing import CorruptObject
 from davit.kube.operations import SpecChanged
@@ -14,6 +15,7 @@ from davit.operations import progress, workers
 from davit.operations.messages import Message
 from davit.storage.base import StorageError
 from davit.tenancy import SPEC_CHANGED
+from tests.fakes.scratch import ScratchFactory
 
 UID = "3f2c9a4e-0000-4000-8000-000000000001"
 
@@ -27,8 +29,9 @@ class FakeOps:
 
 
 class FakeRuntime:
-    def __init__(self, obj: dict[str, Any] | None) -> None:
+    def __init__(self, obj: dict[str, Any] | None, scratch: ScratchFactory) -> None:
         self.ops = FakeOps(obj)
+        self.scratch = scratch
 
 
 def backup(stage: str = "Volumes") -> dict[str, Any]:
@@ -57,7 +60,8 @@ def task_for(
     monkeypatch: pytest.MonkeyPatch, raised: BaseException | None, obj: dict[str, Any] | None
 ) -> Any:
     """The registered task of a service whose handler raises ``raised``; it counts its calls."""
-    monkeypatch.setattr(workers, "runtime", lambda service: FakeRuntime(obj))
+    scratch = ScratchFactory()
+    monkeypatch.setattr(workers, "runtime", lambda service: FakeRuntime(obj, scratch))
     app = Celery("test-workers", set_as_current=False)
     app.conf.task_always_eager = True
     calls: list[Message] = []
@@ -69,6 +73,7 @@ def task_for(
 
     task = workers.register(app, Queue.SNAPSHOT.value, "backup", handler)
     task.calls = calls
+    task.scratch = scratch
     return task
 
 
@@ -92,6 +97,12 @@ def test_a_retryable_error_is_retried_with_backoff_then_fails_the_operation(
     assert len(task.calls) == workers.MAX_RETRIES + 1
     assert countdowns == [2, 4, 8, 16, 32]
     assert failed == [("Volumes failed after retries: SlowDown: try later", None)]
+    # Every run is a task end: five retried, the last one failed.
+    recorded = metrics.decode(task.scratch.metrics().read())
+    queue = (Queue.SNAPSHOT.value,)
+    assert recorded.get(metrics.TASK_DURATION)[queue]["count"] == workers.MAX_RETRIES + 1
+    assert recorded.sum(metrics.TASK_RETRIES, queue) == workers.MAX_RETRIES
+    assert recorded.sum(metrics.TASK_FAILURES, queue) == 1
 
 
 def test_a_non_retryable_error_fails_the_operation_at_once(
@@ -154,3 +165,6 @@ def test_success_fails_nothing(monkeypatch: pytest.MonkeyPatch, failed: list[tup
     task = task_for(monkeypatch, None, backup())
     assert task.apply(args=(envelope(),)).successful()
     assert len(task.calls) == 1 and failed == []
+    recorded = metrics.decode(task.scratch.metrics().read())
+    assert recorded.get(metrics.TASK_DURATION)[(Queue.SNAPSHOT.value,)]["count"] == 1
+    assert recorded.get(metrics.TASK_FAILURES) == {} and recorded.get(metrics.TASK_RETRIES) == {}

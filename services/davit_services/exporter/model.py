@@ -1,8 +1,14 @@
-"""What the exporter reports, as a function of the custom resources present and the time (pure).
+"""What the exporter reports, as a function of the custom resources present, the metrics recorded in
+Redis and the time (pure).
 
-Everything here reads raw objects as the API server returns them (dicts, camelCase) and builds
-prometheus_client metric families; nothing touches the network or a global registry, so a restarted
-exporter that sees the same objects reports the same numbers, and the tests need no cluster.
+Everything here reads raw objects as the API server returns them (dicts, camelCase) and the recorded
+metrics as ``davit.metrics`` decodes them, and builds prometheus_client metric families; nothing touches
+the network or a global registry, so the tests need no cluster.
+
+Two sources, on purpose. What exists now (operations in flight, locations, schedules, Final operations
+present) is read from the custom resources: gauges, which may fall. What happened (operations completed,
+their durations and bytes, tasks, node agents' bytes) is recorded once when it happens (``davit.metrics``)
+and served from Redis: counters, which never fall when a backup is deleted.
 
 Label sets are bounded: operations still in flight (few at any moment) carry their namespace and name;
 completed ones are only counted and summed by kind, namespace, schedule and result.
@@ -11,39 +17,32 @@ completed ones are only counted and summed by kind, namespace, schedule and resu
 from __future__ import annotations
 
 import datetime
-import math
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from davit import timeutil
+from davit import metrics, timeutil
 from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
 from davit.constants import OPERATION_KINDS, SCHEDULE_LABEL, Kind
-from davit.operations.state_loss import STATE_LOST
 
-#: How a Final operation can have ended; any other value is reported as ``Unknown``.
-RESULTS: Final = (Status.SUCCESSFUL, Status.PARTIAL_SUCCESS, Status.FAILED)
-UNKNOWN_RESULT: Final = "Unknown"
 #: Stages and statuses an operation passes through before Final; reported even when nothing is there, so
 #: a graph falls to 0 instead of stopping.
 IN_FLIGHT_STAGES: Final = tuple(stage for stage in Stage if stage is not Stage.FINAL)
 IN_FLIGHT_STATUSES: Final = (Status.PENDING, Status.IN_PROGRESS)
 #: A volume with one of these statuses needs no more work.
-VOLUME_DONE: Final = frozenset(RESULTS)
-#: Operation durations, in seconds: a one-ConfigMap backup takes a second, a large volume backup hours.
-DURATION_BUCKETS: Final = (
-    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0,
-    3600.0, 7200.0, 10800.0, 14400.0, 21600.0,
-)  # fmt: skip
+VOLUME_DONE: Final = frozenset(metrics.RESULTS)
 #: kombu stores a message sent with a priority in ``<queue>\x06\x16<priority>``; counted with its queue.
 KOMBU_PRIORITY_SEP: Final = "\x06\x16"
 
-#: The status fields the metrics read; ``slim`` keeps only these (and a volume's status) in the cache.
-_STATUS_FIELDS: Final = ("stage", "status", "totalSize", "storedSize", "triggerTimestamp", "finishTimestamp")
+#: The fields ``slim`` keeps in the cache: what the metrics read, nothing else.
+_STATUS_FIELDS: Final = (
+    "stage", "status", "triggerTimestamp", "finishTimestamp", "phase",
+    "lastSuccessTime", "nextTrigger", "lastTriggered",
+)  # fmt: skip
 _METADATA_FIELDS: Final = ("name", "namespace", "uid", "creationTimestamp")
 
 
@@ -53,6 +52,7 @@ class Snapshot:
 
     operations: Mapping[Kind, Sequence[RawObject]] = field(default_factory=dict)
     locations: Sequence[RawObject] = ()
+    schedules: Sequence[RawObject] = ()
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,6 @@ class Operation:
     finished: datetime.datetime | None
     volumes_total: int
     volumes_done: int
-    total_size: int | None
-    stored_size: int | None
-    #: Failed because its scratch state was lost (status reason ``StateLost: …``).
-    state_lost: bool = False
 
     @property
     def final(self) -> bool:
@@ -80,18 +76,7 @@ class Operation:
 
     @property
     def result(self) -> str:
-        return self.status if self.status in RESULTS else UNKNOWN_RESULT
-
-    @property
-    def duration(self) -> float | None:
-        if self.started is None or self.finished is None:
-            return None
-        return max(0.0, (self.finished - self.started).total_seconds())
-
-
-def _size(value: Any) -> int | None:
-    # bool is an int in Python; a size of True is not a size.
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+        return metrics.result_of(self.status)
 
 
 def parse_operation(kind: Kind, obj: RawObject) -> Operation:
@@ -113,14 +98,7 @@ def parse_operation(kind: Kind, obj: RawObject) -> Operation:
         finished=timeutil.parse_time(status.get("finishTimestamp")),
         volumes_total=len(volumes),
         volumes_done=sum(1 for v in volumes if v.get("status") in VOLUME_DONE),
-        total_size=_size(status.get("totalSize")),
-        stored_size=_size(status.get("storedSize")),
-        state_lost=status.get("status") == Status.FAILED and _state_lost(status.get("reason")),
     )
-
-
-def _state_lost(reason: Any) -> bool:
-    return isinstance(reason, str) and reason.startswith(STATE_LOST)
 
 
 def slim(obj: RawObject) -> RawObject:
@@ -134,16 +112,15 @@ def slim(obj: RawObject) -> RawObject:
     result: RawObject = {"metadata": slimmed_meta}
     status = obj.get("status") or {}
     slimmed_status = {k: status[k] for k in _STATUS_FIELDS if k in status}
-    if "phase" in status:
-        slimmed_status["phase"] = status["phase"]
-    if _state_lost(status.get("reason")):  # the one reason a metric reads, kept without its details
-        slimmed_status["reason"] = STATE_LOST
     if isinstance(status.get("volumes"), list):
         slimmed_status["volumes"] = [
             {"status": v.get("status")} for v in status["volumes"] if isinstance(v, dict)
         ]
     if slimmed_status:
         result["status"] = slimmed_status
+    spec = obj.get("spec") or {}
+    if isinstance(spec, dict) and "suspend" in spec:  # a schedule's
+        result["spec"] = {"suspend": spec["suspend"]}
     location = obj.get("location")
     if isinstance(location, dict) and "type" in location:
         result["location"] = {"type": location["type"]}
@@ -156,7 +133,11 @@ def slim(obj: RawObject) -> RawObject:
 def families(snapshot: Snapshot, now: datetime.datetime) -> list[Metric]:
     """Every metric derived from the custom resources in ``snapshot`` at ``now``."""
     operations = [parse_operation(kind, obj) for kind, objs in snapshot.operations.items() for obj in objs]
-    return [*operation_families(operations, now), location_family(snapshot.locations)]
+    return [
+        *operation_families(operations, now),
+        location_family(snapshot.locations),
+        *schedule_families(snapshot.schedules),
+    ]
 
 
 def operation_families(operations: Iterable[Operation], now: datetime.datetime) -> list[Metric]:
@@ -164,14 +145,7 @@ def operation_families(operations: Iterable[Operation], now: datetime.datetime) 
     final: list[Operation] = []
     for op in operations:
         (final if op.final else in_flight).append(op)
-    return [
-        *in_flight_families(in_flight, now),
-        completed_family(final),
-        state_lost_family(final),
-        duration_family(final),
-        last_success_family(final),
-        *bytes_families(final),
-    ]
+    return [*in_flight_families(in_flight, now), present_family(final)]
 
 
 def in_flight_families(operations: Sequence[Operation], now: datetime.datetime) -> list[Metric]:
@@ -201,8 +175,8 @@ def in_flight_families(operations: Sequence[Operation], now: datetime.datetime) 
         "Failed); 0 while it lists none.",
         labels=["kind", "namespace", "name"],
     )
-    total = GaugeMetricFamily(
-        "davit_operation_volumes_total",
+    in_scope = GaugeMetricFamily(
+        "davit_operation_volumes_in_scope",
         "Volumes in scope of each in-flight operation (status.volumes); 0 while it lists none.",
         labels=["kind", "namespace", "name"],
     )
@@ -210,17 +184,17 @@ def in_flight_families(operations: Sequence[Operation], now: datetime.datetime) 
         seconds = max(0.0, (now - op.started).total_seconds()) if op.started else 0.0
         elapsed.add_metric([op.kind.value, op.namespace, op.name, op.stage], seconds)
         done.add_metric([op.kind.value, op.namespace, op.name], op.volumes_done)
-        total.add_metric([op.kind.value, op.namespace, op.name], op.volumes_total)
-    return [count, elapsed, done, total]
+        in_scope.add_metric([op.kind.value, op.namespace, op.name], op.volumes_total)
+    return [count, elapsed, done, in_scope]
 
 
-def completed_family(final: Sequence[Operation]) -> Metric:
+def present_family(final: Sequence[Operation]) -> Metric:
     counts = Counter((op.kind.value, op.namespace, op.schedule, op.result) for op in final)
-    family = CounterMetricFamily(
-        "davit_operations_completed",
-        "Final operations whose custom resource exists, by kind, namespace, schedule (the "
-        f"{SCHEDULE_LABEL} label, empty for manual ones) and result. Derived from the objects present: "
-        "deleting one lowers it.",
+    family = GaugeMetricFamily(
+        "davit_operations_present",
+        "Final operations whose custom resource exists now, by kind, namespace, schedule and result: "
+        "it falls when retention or a user deletes one. What ended is counted by "
+        "davit_operations_completed_total.",
         labels=["kind", "namespace", "schedule", "result"],
     )
     for labels, value in sorted(counts.items()):
@@ -228,106 +202,137 @@ def completed_family(final: Sequence[Operation]) -> Metric:
     return family
 
 
-def state_lost_family(final: Sequence[Operation]) -> Metric:
-    counts: Counter[str] = Counter({kind.value: 0 for kind in OPERATION_KINDS})
-    counts.update(op.kind.value for op in final if op.state_lost)
-    family = CounterMetricFamily(
-        "davit_operations_state_lost",
-        f"Final operations whose custom resource exists that failed with the reason {STATE_LOST} (their "
-        "scratch state in Redis was lost and could not be rebuilt), by kind. Every kind is present.",
-        labels=["kind"],
-    )
-    for kind, value in sorted(counts.items()):
-        family.add_metric([kind], value)
-    return family
+def recorded_families(recorded: metrics.Recorded) -> list[Metric]:
+    """The metrics recorded once as things happened (``davit.metrics``), read back from Redis."""
+    found: list[Metric] = []
+    for definition in metrics.DEFINITIONS.values():
+        samples: dict[tuple[str, ...], Mapping[str, float]] = {
+            labels: {} for labels in metrics.always_present(definition)
+        }
+        samples.update(recorded.get(definition))
+        family: Metric
+        if definition.type == "histogram":
+            family = HistogramMetricFamily(definition.name, definition.help, labels=list(definition.labels))
+            for labels, parts in sorted(samples.items()):
+                buckets, total = metrics.histogram_samples(definition, parts)
+                family.add_metric(list(labels), buckets, total)
+        elif definition.type == "counter":
+            family = CounterMetricFamily(definition.name, definition.help, labels=list(definition.labels))
+            for labels, parts in sorted(samples.items()):
+                family.add_metric(list(labels), parts.get("", 0.0))
+        else:
+            family = GaugeMetricFamily(definition.name, definition.help, labels=list(definition.labels))
+            for labels, parts in sorted(samples.items()):
+                family.add_metric(list(labels), parts.get("", 0.0))
+        found.append(family)
+    found.append(dedup_family(recorded))
+    return found
 
 
-def histogram_buckets(values: Sequence[float]) -> list[tuple[str, float]]:
-    """Cumulative (le, count) pairs over ``DURATION_BUCKETS``, ending with +Inf."""
-    buckets: list[tuple[str, float]] = [
-        (_le(bound), float(sum(1 for v in values if v <= bound))) for bound in DURATION_BUCKETS
-    ]
-    buckets.append(("+Inf", float(len(values))))
-    return buckets
-
-
-def _le(bound: float) -> str:
-    return str(int(bound)) if bound.is_integer() else str(bound)
-
-
-def duration_family(final: Sequence[Operation]) -> Metric:
-    durations: dict[tuple[str, str], list[float]] = {
-        (kind.value, result.value): [] for kind in OPERATION_KINDS for result in RESULTS
-    }
-    for op in final:
-        seconds = op.duration
-        if seconds is not None:
-            durations.setdefault((op.kind.value, op.result), []).append(seconds)
-    family = HistogramMetricFamily(
-        "davit_operation_duration_seconds",
-        "Seconds from acceptance (triggerTimestamp) to finishTimestamp of the Final operations whose "
-        "custom resource exists, by kind and result.",
-        labels=["kind", "result"],
-    )
-    for labels, values in sorted(durations.items()):
-        family.add_metric(list(labels), histogram_buckets(values), math.fsum(values))
-    return family
-
-
-def last_success_family(final: Sequence[Operation]) -> Metric:
-    latest: dict[tuple[str, str], float] = {}
-    for op in final:
-        if op.kind is Kind.APPLICATION_BACKUP and op.status == Status.SUCCESSFUL and op.finished:
-            key = (op.namespace, op.schedule)
-            latest[key] = max(latest.get(key, 0.0), op.finished.timestamp())
+def dedup_family(recorded: metrics.Recorded) -> Metric:
     family = GaugeMetricFamily(
-        "davit_last_successful_backup_timestamp_seconds",
-        "finishTimestamp (Unix seconds) of the newest Successful ApplicationBackup, by namespace and "
-        "schedule (empty for manual backups). PartialSuccess does not count.",
-        labels=["namespace", "schedule"],
+        "davit_backup_dedup_ratio",
+        "Bytes read per byte stored by the backups of a namespace since the counters began "
+        "(davit_backup_bytes_read_total / davit_backup_bytes_stored_total); absent while nothing was "
+        "stored.",
+        labels=["namespace"],
     )
-    for labels, value in sorted(latest.items()):
-        family.add_metric(list(labels), value)
+    stored = recorded.get(metrics.BYTES_STORED)
+    for labels in sorted(stored):
+        stored_bytes = stored[labels].get("", 0.0)
+        if stored_bytes > 0:
+            family.add_metric(list(labels), recorded.sum(metrics.BYTES_READ, labels) / stored_bytes)
     return family
 
 
-def bytes_families(final: Sequence[Operation]) -> list[Metric]:
-    read: defaultdict[str, int] = defaultdict(int)
-    stored: defaultdict[str, int] = defaultdict(int)
-    both_read: defaultdict[str, int] = defaultdict(int)
-    both_stored: defaultdict[str, int] = defaultdict(int)
-    for op in final:
-        if op.kind is not Kind.APPLICATION_BACKUP:
-            continue
-        read[op.namespace] += op.total_size or 0
-        stored[op.namespace] += op.stored_size or 0
-        if op.total_size is not None and op.stored_size is not None:
-            both_read[op.namespace] += op.total_size
-            both_stored[op.namespace] += op.stored_size
-    read_family = CounterMetricFamily(
-        "davit_backup_bytes_read",
-        "Bytes read (status.totalSize) by the Final ApplicationBackups whose custom resource exists, "
-        "by namespace.",
-        labels=["namespace"],
+def build_info_family(version: str, python_version: str) -> Metric:
+    family = GaugeMetricFamily(
+        "davit_build_info",
+        "Always 1; the labels say which Davit (and Python) the exporter runs.",
+        labels=["version", "python_version"],
     )
-    stored_family = CounterMetricFamily(
-        "davit_backup_bytes_stored",
-        "Bytes newly written to the location after deduplication and compression (status.storedSize) "
-        "by the Final ApplicationBackups whose custom resource exists, by namespace.",
-        labels=["namespace"],
+    family.add_metric([version, python_version], 1.0)
+    return family
+
+
+@dataclass(frozen=True)
+class Schedule:
+    namespace: str
+    name: str
+    suspended: bool
+    created: datetime.datetime | None
+    last_success: datetime.datetime | None
+    next_trigger: datetime.datetime | None
+    last_trigger: datetime.datetime | None
+
+
+def _times(value: Any) -> list[datetime.datetime]:
+    if not isinstance(value, Mapping):
+        return []
+    return [t for t in (timeutil.parse_time(v) for v in value.values() if isinstance(v, str)) if t]
+
+
+def parse_schedule(obj: RawObject) -> Schedule:
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    next_triggers = _times(status.get("nextTrigger"))
+    last_triggers = _times(status.get("lastTriggered"))
+    return Schedule(
+        namespace=str(meta.get("namespace") or ""),
+        name=str(meta.get("name") or ""),
+        suspended=spec.get("suspend") is True,
+        created=timeutil.parse_time(meta.get("creationTimestamp")),
+        last_success=timeutil.parse_time(status.get("lastSuccessTime")),
+        next_trigger=min(next_triggers) if next_triggers else None,
+        last_trigger=max(last_triggers) if last_triggers else None,
     )
-    ratio_family = GaugeMetricFamily(
-        "davit_backup_dedup_ratio",
-        "Bytes read per byte stored over the Final ApplicationBackups of a namespace that report both "
-        "sizes; absent while nothing was stored.",
-        labels=["namespace"],
+
+
+def schedule_families(objects: Iterable[RawObject]) -> list[Metric]:
+    """Per ApplicationBackupSchedule: that it exists (and whether it is suspended), when it was
+    created, last fired, fires next and last succeeded, so a schedule that never succeeded, or stopped
+    succeeding, can be alerted on (``deploy/base/alerts``)."""
+    labels = ["namespace", "schedule"]
+    info = GaugeMetricFamily(
+        "davit_schedule_info",
+        "Always 1 per ApplicationBackupSchedule; suspended is true or false.",
+        labels=[*labels, "suspended"],
     )
-    for namespace in sorted(read):
-        read_family.add_metric([namespace], read[namespace])
-        stored_family.add_metric([namespace], stored[namespace])
-        if both_stored[namespace] > 0:
-            ratio_family.add_metric([namespace], both_read[namespace] / both_stored[namespace])
-    return [read_family, stored_family, ratio_family]
+    created = GaugeMetricFamily(
+        "davit_schedule_created_timestamp_seconds",
+        "When each schedule was created (Unix seconds).",
+        labels=labels,
+    )
+    last_trigger = GaugeMetricFamily(
+        "davit_schedule_last_trigger_timestamp_seconds",
+        "The newest slot each schedule fired a backup for (Unix seconds, status.lastTriggered); absent "
+        "before its first.",
+        labels=labels,
+    )
+    next_trigger = GaugeMetricFamily(
+        "davit_schedule_next_trigger_timestamp_seconds",
+        "When each schedule fires next (Unix seconds, the earliest of status.nextTrigger).",
+        labels=labels,
+    )
+    last_success = GaugeMetricFamily(
+        "davit_schedule_last_success_timestamp_seconds",
+        "When each schedule's newest Successful backup finished (Unix seconds, status.lastSuccessTime); "
+        "absent while none has.",
+        labels=labels,
+    )
+    for schedule in sorted((parse_schedule(obj) for obj in objects), key=lambda s: (s.namespace, s.name)):
+        key = [schedule.namespace, schedule.name]
+        info.add_metric([*key, "true" if schedule.suspended else "false"], 1.0)
+        for family, moment in (
+            (created, schedule.created),
+            (last_trigger, schedule.last_trigger),
+            (next_trigger, schedule.next_trigger),
+            (last_success, schedule.last_success),
+        ):
+            if moment is not None:
+                family.add_metric(key, moment.timestamp())
+    return [info, created, last_trigger, next_trigger, last_success]
 
 
 def location_family(locations: Iterable[RawObject]) -> Metric:

@@ -1,15 +1,20 @@
-"""The exporter process: follow the operations and BackupLocations into an in-memory cache, and on each
-scrape turn the cache (``model``) and the Davit queues' lengths into metrics.
+"""The exporter process: follow the operations, BackupLocations and schedules into an in-memory cache,
+and on each scrape turn the cache, the metrics recorded in Redis and the Davit queues' lengths into
+metrics (``model``).
 
-Nothing is counted as events arrive: every scrape computes its numbers from the objects present, so a
-missed or replayed event cannot skew a count, and a restarted exporter reports what the one before it did.
-Until every kind has been listed once the CR-derived metrics are left out rather than reported as zeros.
+The gauges of what exists are computed at every scrape from the objects present, so a missed or replayed
+event cannot skew them; until every kind has been listed once they are left out rather than reported as
+zeros. The counters of what happened are read from Redis, where they were recorded once
+(``davit.metrics``); the exporter also records any Final operation it sees that nobody counted
+(``OutcomeCatchUp``), so a writer that died between its status write and its count loses nothing.
 """
 
 from __future__ import annotations
 
 import datetime
+import platform
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -19,7 +24,8 @@ from prometheus_client.core import Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from davit import constants, timeutil
+import davit
+from davit import constants, metrics, timeutil
 from davit.api.objects import RawObject
 from davit.constants import Kind
 from davit.kube import client
@@ -32,8 +38,12 @@ from davit_services.exporter import model
 
 log = structlog.get_logger(__name__)
 
-#: What the exporter follows: the operations, and the locations whose availability it reports.
-WATCHED_KINDS: tuple[Kind, ...] = (*constants.OPERATION_KINDS, Kind.BACKUP_LOCATION)
+#: What the exporter follows: the operations, the locations whose availability it reports, the schedules.
+WATCHED_KINDS: tuple[Kind, ...] = (
+    *constants.OPERATION_KINDS, Kind.BACKUP_LOCATION, Kind.APPLICATION_BACKUP_SCHEDULE,
+)  # fmt: skip
+#: How often the catch-up counts the Final operations it found unrecorded.
+CATCH_UP_INTERVAL_SECONDS = 15.0
 #: A scrape must not hang on Redis: Prometheus' default scrape timeout is 10 s.
 REDIS_TIMEOUT_SECONDS = 2.0
 
@@ -77,7 +87,8 @@ class Cache:
                 if kind in constants.OPERATION_KINDS
             }
             locations = list(self._objects.get(Kind.BACKUP_LOCATION, {}).values())
-        return model.Snapshot(operations=operations, locations=locations)
+            schedules = list(self._objects.get(Kind.APPLICATION_BACKUP_SCHEDULE, {}).values())
+        return model.Snapshot(operations=operations, locations=locations, schedules=schedules)
 
 
 def queue_lengths(redis_client: Any) -> dict[str, int]:
@@ -103,9 +114,17 @@ class DavitCollector(Collector):
         self.clock = clock
 
     def collect(self) -> Iterable[Metric]:
+        yield model.build_info_family(davit.__version__, platform.python_version())
         snapshot = self.cache.snapshot()
         if snapshot is not None:
             yield from model.families(snapshot, self.clock())
+        try:
+            recorded = metrics.decode(scratch.RecordedMetrics(self.redis).read())
+        except scratch.RedisError as exc:
+            # Absent rather than zero: a counter served as 0 would read as a reset.
+            log.warning("metrics.recorded_unreadable", error=str(exc))
+        else:
+            yield from model.recorded_families(recorded)
         try:
             lengths = queue_lengths(self.redis)
         except scratch.RedisError as exc:
@@ -120,6 +139,71 @@ class DavitCollector(Collector):
             log.warning("metrics.deletions_unreadable", error=str(exc))
 
 
+class OutcomeCatchUp:
+    """Counts the Final operations the exporter sees that no writer counted (``davit.metrics``): the
+    uid makes it idempotent with the writer's count. Only operations that finished within
+    ``RecordedMetrics.CATCH_UP_SECONDS`` are looked at: the record of counted uids reaches further back,
+    so an older one can never be counted twice."""
+
+    def __init__(self, recorded: scratch.RecordedMetrics, clock: Callable[[], float] = time.time) -> None:
+        self.recorded = recorded
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._pending: dict[str, tuple[float, metrics.Increments]] = {}
+        #: Per kind, the uids known counted: not looked up again until they leave a list.
+        self._counted: dict[Kind, set[str]] = {}
+        self._kinds: dict[str, Kind] = {}
+
+    def offer(self, kind: Kind, obj: RawObject) -> None:
+        uid = (obj.get("metadata") or {}).get("uid")
+        if not isinstance(uid, str) or uid in self._counted.get(kind, ()) or uid in self._pending:
+            return
+        increments = metrics.outcome_increments(kind, obj)
+        finished = metrics.finished_at(obj)
+        if increments is None or finished is None:
+            return
+        if self.clock() - finished > scratch.RecordedMetrics.CATCH_UP_SECONDS:
+            return
+        with self._lock:
+            self._pending[uid] = (finished, increments)
+            self._kinds[uid] = kind
+
+    def forget_all_but(self, kind: Kind, uids: set[str]) -> None:
+        """After a full list of ``kind``: uids no longer present need no memory."""
+        with self._lock:
+            self._counted[kind] = self._counted.get(kind, set()) & uids
+
+    def flush(self) -> int:
+        """Count the pending operations nobody counted; how many this counted. Redis errors are the
+        caller's (the pending ones stay for the next try)."""
+        with self._lock:
+            pending = dict(self._pending)
+        if not pending:
+            return 0
+        uids = list(pending)
+        already = self.recorded.counted(uids)
+        counted_now = 0
+        for uid in uids:
+            finished, increments = pending[uid]
+            if uid not in already and self.recorded.record_once(
+                uid, finished, increments.adds, increments.maxima
+            ):
+                counted_now += 1
+            with self._lock:
+                self._pending.pop(uid, None)
+                self._counted.setdefault(self._kinds.pop(uid), set()).add(uid)
+        if counted_now:
+            log.info("metrics.caught_up", operations=counted_now)
+        return counted_now
+
+    def run(self, stop: threading.Event, interval: float = CATCH_UP_INTERVAL_SECONDS) -> None:
+        while not stop.wait(interval):
+            try:
+                self.flush()
+            except scratch.RedisError as exc:
+                log.warning("metrics.catch_up_failed", error=str(exc))
+
+
 class Exporter:
     def __init__(self, settings: Settings, api: client.ApiClient, redis_client: Any = None) -> None:
         self.settings = settings
@@ -128,6 +212,7 @@ class Exporter:
             settings.redis_url, timeout=REDIS_TIMEOUT_SECONDS, connect_timeout=REDIS_TIMEOUT_SECONDS
         )
         self.cache = Cache()
+        self.catch_up = OutcomeCatchUp(scratch.RecordedMetrics(self.redis))
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         self.registry.register(DavitCollector(self.cache, self.redis))
@@ -138,10 +223,16 @@ class Exporter:
 
             def on_list(items: list[RawObject], _kind: Kind = kind) -> None:
                 self.cache.replace(_kind, items)
+                if _kind in constants.OPERATION_KINDS:
+                    self.catch_up.forget_all_but(_kind, {str(o["metadata"].get("uid")) for o in items})
+                    for obj in items:
+                        self.catch_up.offer(_kind, obj)
                 log.debug("cache.listed", kind=_kind.value, count=len(items))
 
             def on_event(event: EventType, obj: RawObject, _kind: Kind = kind) -> None:
                 self.cache.apply(_kind, event, obj)
+                if _kind in constants.OPERATION_KINDS and event != "DELETED":
+                    self.catch_up.offer(_kind, obj)
 
             watches.append(
                 ListWatch(
@@ -162,6 +253,11 @@ class Exporter:
             threading.Thread(target=lw.run, args=(stop,), name=f"watch-{lw.name}", daemon=True)
             for lw in self.list_watches()
         ]
+        # At least as often as a relist: an operation ended while nobody counted it shows by then.
+        interval = min(CATCH_UP_INTERVAL_SECONDS, self.settings.resync_seconds or CATCH_UP_INTERVAL_SECONDS)
+        threads.append(
+            threading.Thread(target=self.catch_up.run, args=(stop, interval), name="catch-up", daemon=True)
+        )
         for thread in threads:
             thread.start()
         try:

@@ -28,10 +28,11 @@ from typing import Any
 
 import structlog
 
+from davit import metrics
 from davit.api.types import Stage, Status
 from davit.constants import Kind, node_queue
 from davit.format.repository import BackupRepository
-from davit.operations import state_loss
+from davit.operations import recording, state_loss
 from davit.operations.messages import Message
 from davit.operations.ports import Ports
 from davit.operations.runtime import LocationUnavailable
@@ -132,12 +133,18 @@ class _Volume:
         self._update({"status": Status.IN_PROGRESS.value, "totalSize": shards.size, "bytesDone": 0})
         if shards.shards == 1:
             tree, stats = self._store(repository, source, None, None, self._report_single)
+            self._count_read(stats.bytes_read)
             return self._success(repository, tree, stats.bytes_read, stats.bytes_stored)
         bounds = json.dumps([b.hex() for b in shards.bounds])
         if self.state.start_group(self.group, bounds, [str(i) for i in range(shards.shards)]):
             self.state.log("volume.sharded", claim=self.part, shards=shards.shards,
                            totalSize=shards.size, entries=shards.entries)  # fmt: skip
         return self._send_or_merge()
+
+    def _count_read(self, amount: int) -> None:
+        """The node agent's throughput metric: bytes read, counted when a volume or shard is stored."""
+        increments = metrics.node_bytes_increments(self.ports.settings.node_name, "read", amount)
+        recording.try_add(self.ports.scratch.metrics(), increments)
 
     def store_shard(self, shard: int) -> None:
         if not self.state.is_pending(str(shard), group=self.group):
@@ -152,6 +159,7 @@ class _Volume:
 
             source = self._source()
             tree, stats = self._store(repository, source, start, end, report)
+            self._count_read(stats.bytes_read)
             outcome = {"tree": tree.id, "bytesRead": stats.bytes_read, "storedSize": stats.bytes_stored}
         except Exception as exc:  # any error ends this shard (and so the volume) Failed
             outcome = _failure(exc)

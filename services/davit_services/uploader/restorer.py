@@ -30,10 +30,12 @@ from typing import Any
 
 import structlog
 
+from davit import metrics
 from davit.api.types import Stage, Status
 from davit.constants import Kind
 from davit.format.layout import BackupRef, ref_from_path
 from davit.format.repository import BackupRepository
+from davit.operations import recording
 from davit.operations.messages import Message
 from davit.operations.ports import Cluster, Ports, RestoreScratch
 from davit.repo import UnsafePath, load_tree, restore_tree
@@ -83,6 +85,8 @@ def _restore_volume(ports: Ports, obj: dict[str, Any], state: RestoreScratch, me
         restore_stage.fail_volume(ports, obj, state, message.part, failure_reason(exc))
         return
     state.log("volume.restored", claim=claim_part, files=files, bytes=written)
+    increments = metrics.node_bytes_increments(ports.settings.node_name, "written", written)
+    recording.try_add(ports.scratch.metrics(), increments)
     log.info("volume.restored", claim=claim_part, files=files, bytes=written)
     backup_stage.update_volume(ports, message.namespace, message.name, claim_part,
                                {"status": Status.SUCCESSFUL.value, "reason": "", "totalSize": tree_size,

@@ -93,7 +93,7 @@ def _from_verdict(kind: Kind, obj: RawObject, verdict: Verdict, now: datetime.da
         return Decision(
             status={
                 **base,
-                **stages.stage_fields(Stage.INITIAL, Status.PENDING, verdict.waiting, None),
+                **stages.stage_fields(Stage.INITIAL, Status.PENDING, verdict.waiting, None, status, stamp),
                 "conditions": _with_condition(status, QUEUED, False, "Waiting", verdict.waiting, stamp),
             },
             event=EventNote("Normal", "Waiting", verdict.waiting),
@@ -106,7 +106,7 @@ def _from_verdict(kind: Kind, obj: RawObject, verdict: Verdict, now: datetime.da
     return Decision(
         status={
             **base,
-            **stages.stage_fields(step.stage, accepted, message, None),
+            **stages.stage_fields(step.stage, accepted, message, None, status, stamp),
             "resourceCount": status.get("resourceCount", 0),
             "volumesProgress": status.get("volumesProgress", "0/0"),
             # The generation just validated: workers refuse to act on any other (davit.tenancy).
@@ -136,7 +136,7 @@ def _failed(
             "lastUpdateTimestamp": stamp,
             "elapsed": _elapsed(obj, now),
             **(extra or {}),
-            **stages.stage_fields(Stage.FINAL, Status.FAILED, reason, stamp),
+            **stages.stage_fields(Stage.FINAL, Status.FAILED, reason, stamp, status, stamp),
             "conditions": _with_condition(status, QUEUED, False, condition_reason, reason, stamp),
         },
         event=EventNote("Warning", event_reason, reason),

@@ -22,7 +22,7 @@ from davit.kube.client import ApiException
 from davit.kube.cluster import KubeCluster
 from davit.kube.operations import Operations
 from davit.kube.watching import EventType, ListWatch
-from davit.operations import queueing, scratch
+from davit.operations import queueing, recording, scratch
 from davit.operations.messages import Message
 from davit.settings import Settings
 from davit.storage.factory import LocationPolicy
@@ -194,6 +194,8 @@ class Watcher:
             return
         status = decision.status or {}
         if status.get("stage") == Stage.FINAL.value:
+            ended = {**obj, "status": {**(obj.get("status") or {}), **status}}
+            recording.try_record_outcome(scratch.RecordedMetrics(self.redis), kind, ended)
             self._clear_scratch(meta["uid"])
         stage = decision.message_stage or status.get("stage") or (obj.get("status") or {}).get("stage", "")
         if decision.enqueue is not None:

@@ -205,6 +205,14 @@ class KindCounts(Model):
     failed: Count = 0
 
 
+class StageTiming(Model):
+    """When an operation entered one stage and when it left it (absent while it is in it)."""
+
+    stage: Stage
+    start_timestamp: str | None = None
+    finish_timestamp: str | None = None
+
+
 class OperationStatus(Model):
     """Status common to backups, restores and clones. Never holds a full resource list (etcd's 1 MiB)."""
 
@@ -222,6 +230,9 @@ class OperationStatus(Model):
     finish_timestamp: str | None = None
     elapsed: str | None = None
     conditions: list[Condition] | None = None
+    stage_history: list[StageTiming] | None = Field(
+        default=None, description="Each stage passed through, with when it began and ended."
+    )
     observed_generation: int | None = None
     accepted_generation: int | None = Field(
         default=None,

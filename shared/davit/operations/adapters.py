@@ -10,6 +10,7 @@ from davit.operations.scratch import (
     BackupScratch,
     CloneScratch,
     OperationState,
+    RecordedMetrics,
     RestoreScratch,
     RetentionDeletions,
 )
@@ -35,3 +36,6 @@ class RedisScratch:
 
     def deletions(self) -> RetentionDeletions:
         return RetentionDeletions(self.redis)
+
+    def metrics(self) -> RecordedMetrics:
+        return RecordedMetrics(self.redis)

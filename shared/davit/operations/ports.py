@@ -29,6 +29,7 @@ from davit.operations.scratch import (
     BackupScratch,
     CloneScratch,
     OperationState,
+    RecordedMetrics,
     RestoreScratch,
     RetentionDeletions,
 )
@@ -242,7 +243,8 @@ class Stores(Protocol):
 
 
 class Scratch(Protocol):
-    """An operation's scratch state by uid, and the retention counters (``davit.operations.scratch``).
+    """An operation's scratch state by uid, the retention counters and the recorded metrics
+    (``davit.operations.scratch``).
     Real: ``davit.operations.adapters.RedisScratch``; tests: ``tests.fakes.scratch.ScratchFactory``."""
 
     def backup(self, uid: str) -> BackupScratch: ...
@@ -254,6 +256,8 @@ class Scratch(Protocol):
     def operation(self, uid: str) -> OperationState: ...
 
     def deletions(self) -> RetentionDeletions: ...
+
+    def metrics(self) -> RecordedMetrics: ...
 
 
 class Moving(Protocol):

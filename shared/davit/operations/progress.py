@@ -16,7 +16,7 @@ from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
 from davit.constants import Kind
 from davit.kube.client import ApiException
-from davit.operations import scratch, stages
+from davit.operations import recording, scratch, stages
 from davit.operations.messages import Message
 from davit.operations.ports import Moving
 
@@ -45,7 +45,9 @@ def set_stage(
     now = timeutil.format_time(timeutil.utcnow())
     previous = (obj.get("status") or {}).get("stage")
     patch: dict[str, Any] = {
-        **stages.stage_fields(stage, status, reason, finished_at=now),
+        **stages.stage_fields(
+            stage, status, reason, finished_at=now, current=obj.get("status") or {}, at=now
+        ),
         "lastUpdateTimestamp": now,
         "elapsed": _elapsed(obj),
         **(extra or {}),
@@ -63,6 +65,8 @@ def set_stage(
         )
     log.info("stage.changed", stage=stage.value, status=status.value, reason=reason)
     if stage == Stage.FINAL:
+        if ports.scratch is not None:
+            recording.try_record_outcome(ports.scratch.metrics(), kind, updated)
         clear_scratch(ports, obj)
     return updated
 

@@ -16,7 +16,8 @@ cooperate on one operation and lets a retried task resume instead of starting ov
   its log, which the handler still stores in the location and then drops (``clear``). A log that never
   reached the location (the operation failed first) stays, under its TTL, for ``davit <kind> logs``.
 
-Besides the operations: the retention deletion counters the exporter serves (``RetentionDeletions``) and
+Besides the operations: the retention deletion counters and the recorded metrics the exporter serves
+(``RetentionDeletions``, ``RecordedMetrics``) and
 what the watcher and the exporter read of kombu's queues (``QueueState``).
 """
 
@@ -41,6 +42,7 @@ __all__ = [
     "CloneScratch",
     "OperationState",
     "QueueState",
+    "RecordedMetrics",
     "RedisError",
     "RestoreScratch",
     "RetentionDeletions",
@@ -568,6 +570,89 @@ class RetentionDeletions:
             namespace, _sep, reason = _text(field).partition("|")
             found[(namespace, reason)] = int(value)
         return found
+
+
+class RecordedMetrics:
+    """The metrics recorded as things happen (``davit.metrics``): one hash of counters, histogram parts
+    and largest-value gauges, and the uids of the operations already counted (a sorted set by the time
+    they finished), which makes counting an operation idempotent whoever does it and however often.
+
+    Both keys' TTLs are renewed by every write: they go after a week with nothing recorded, which
+    Prometheus reads as a counter reset."""
+
+    KEY: Final = f"{REDIS_KEY_PREFIX}metrics:recorded"
+    COUNTED_KEY: Final = f"{REDIS_KEY_PREFIX}metrics:counted-operations"
+    #: An operation's uid is remembered this long after it finished; the exporter counts only operations
+    #: that finished more recently than ``CATCH_UP_SECONDS``, well inside it, so none is counted twice.
+    COUNTED_SECONDS: Final = TTL_SECONDS
+    CATCH_UP_SECONDS: Final = TTL_SECONDS - 24 * 3600
+    #: A transaction that lost a race to a concurrent writer is tried again this many times.
+    ATTEMPTS: Final = 20
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+
+    def _queue(self, pipe: Any, adds: dict[str, float], maxima: dict[str, float]) -> None:
+        for name, amount in adds.items():
+            pipe.hincrbyfloat(self.KEY, name, amount)
+        if maxima:
+            pipe.hset(self.KEY, mapping=maxima)
+        pipe.expire(self.KEY, TTL_SECONDS)
+
+    def add(self, adds: dict[str, float]) -> None:
+        """Add ``adds`` (field → amount) in one round trip."""
+        if not adds:
+            return
+        pipe = self.redis.pipeline()
+        self._queue(pipe, adds, {})
+        pipe.execute()
+
+    def record_once(
+        self, uid: str, finished: float, adds: dict[str, float], maxima: dict[str, float]
+    ) -> bool:
+        """Count operation ``uid`` (finished at Unix time ``finished``) unless it was counted before:
+        add ``adds`` and raise each ``maxima`` field to at least its value, all in one transaction with
+        the note that ``uid`` is counted. True when it was counted now."""
+        watched = [self.COUNTED_KEY, self.KEY] if maxima else [self.COUNTED_KEY]
+        with self.redis.pipeline() as pipe:
+            for _attempt in range(self.ATTEMPTS):
+                try:
+                    pipe.watch(*watched)
+                    if pipe.zscore(self.COUNTED_KEY, uid) is not None:
+                        pipe.unwatch()
+                        return False
+                    raised: dict[str, float] = {}
+                    for name, value in maxima.items():
+                        current = pipe.hget(self.KEY, name)
+                        if current is None or _number(current) < value:
+                            raised[name] = value
+                    pipe.multi()
+                    pipe.zadd(self.COUNTED_KEY, {uid: finished})
+                    pipe.zremrangebyscore(self.COUNTED_KEY, "-inf", time.time() - self.COUNTED_SECONDS)
+                    pipe.expire(self.COUNTED_KEY, TTL_SECONDS)
+                    self._queue(pipe, adds, raised)
+                    pipe.execute()
+                    return True
+                except WatchError:
+                    continue
+        raise WatchError(f"metrics of operation {uid} not recorded: {self.ATTEMPTS} concurrent writes")
+
+    def counted(self, uids: list[str]) -> set[str]:
+        """Those of ``uids`` already counted."""
+        pipe = self.redis.pipeline(transaction=False)
+        for uid in uids:
+            pipe.zscore(self.COUNTED_KEY, uid)
+        return {uid for uid, score in zip(uids, pipe.execute(), strict=True) if score is not None}
+
+    def read(self) -> dict[Any, Any]:
+        return dict(self.redis.hgetall(self.KEY))
+
+
+def _number(raw: bytes | str) -> float:
+    try:
+        return float(_text(raw))
+    except ValueError:  # not a number: whatever is recorded now replaces it
+        return float("-inf")
 
 
 #: Where kombu's Redis transport keeps messages delivered but not yet acknowledged.

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 from davit.api.types import Stage, Status
 from davit.constants import Kind, Queue
@@ -161,14 +161,55 @@ def outcome_of(status: Status) -> Outcome:
     return Outcome.FAILED
 
 
-def stage_fields(stage: Stage, status: Status, reason: str, finished_at: str | None) -> dict[str, str]:
+def stage_fields(
+    stage: Stage,
+    status: Status,
+    reason: str,
+    finished_at: str | None,
+    current: Mapping[str, Any] | None = None,
+    at: str | None = None,
+) -> dict[str, Any]:
     """The status fields of a stage change, as every writer of a stage writes them (the workers through
     ``davit.operations.progress``, the watcher when it accepts or fails an operation, a location sync
-    importing a finished backup): ``finishTimestamp`` is ``finished_at``, at Final only."""
-    fields = {"stage": stage.value, "status": status.value, "reason": reason}
+    importing a finished backup): ``finishTimestamp`` is ``finished_at``, at Final only. Given the
+    ``current`` status and the time ``at`` of the write, ``stageHistory`` records when each stage began
+    and ended (``stage_history``), for the per-stage duration metrics."""
+    fields: dict[str, Any] = {"stage": stage.value, "status": status.value, "reason": reason}
     if stage == Stage.FINAL and finished_at is not None:
         fields["finishTimestamp"] = finished_at
+    if current is not None and at is not None:
+        history = stage_history(current, stage, at)
+        if history is not None:
+            fields[HISTORY_FIELD] = history
     return fields
+
+
+#: The status field that lists, per stage passed through, when it began and ended.
+HISTORY_FIELD: Final = "stageHistory"
+#: A stage entered more often than this is not recorded again (no stage is re-entered today; the cap
+#: keeps a status small whatever happens).
+HISTORY_LIMIT: Final = 16
+
+
+def stage_history(current: Mapping[str, Any], stage: Stage, at: str) -> list[dict[str, str]] | None:
+    """``current``'s ``stageHistory`` after moving to ``stage`` at ``at``: the stage in progress gets its
+    ``finishTimestamp`` and, unless ``stage`` is Final, a new entry starts. None when the stage does not
+    change (nothing to write). Entries that are not well-formed are dropped: a status is written by
+    Davit only, but what it reads back is not trusted to be a list of mappings."""
+    previous = current.get("stage")
+    if previous == stage.value:
+        return None
+    raw = current.get(HISTORY_FIELD)
+    history = [
+        {k: str(v) for k, v in entry.items() if k in ("stage", "startTimestamp", "finishTimestamp")}
+        for entry in (raw if isinstance(raw, list) else [])
+        if isinstance(entry, Mapping) and isinstance(entry.get("stage"), str)
+    ]
+    if history and "finishTimestamp" not in history[-1]:
+        history[-1]["finishTimestamp"] = at
+    if stage != Stage.FINAL and len(history) < HISTORY_LIMIT:
+        history.append({"stage": stage.value, "startTimestamp": at})
+    return history
 
 
 # --- documentation ---------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from davit.operations.scratch import OperationState
 log = structlog.get_logger(__name__)
 
 #: The status reason (prefix) and Event reason of an operation failed because its scratch state was lost.
-STATE_LOST: Final = "StateLost"
+STATE_LOST: Final = constants.STATE_LOST_REASON
 #: How long one task holds the right to rebuild a lost state (``OperationState.take_rebuild``); a task
 #: that died rebuilding leaves it to the watcher's next re-drive after this.
 REBUILD_SECONDS: Final = 60.0

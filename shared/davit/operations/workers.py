@@ -11,6 +11,7 @@ import functools
 import json
 import signal
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,10 +21,10 @@ import urllib3
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from davit import errors, logs
+from davit import errors, logs, metrics
 from davit.kube.client import ApiException
 from davit.kube.operations import SpecChanged
-from davit.operations import progress, queueing, scratch
+from davit.operations import progress, queueing, recording, scratch
 from davit.operations.messages import Message, MessageDecodeError
 from davit.operations.runtime import Runtime
 from davit.settings import Settings
@@ -155,18 +156,26 @@ def register(app: Celery, queue: str, service: str, handler: Handler) -> Any:
             kind=message.kind.value, namespace=message.namespace, name=message.name, uid=message.uid,
             stage=message.stage, part=message.part or None, task_id=task.request.id,
         ):  # fmt: skip
+            started = time.monotonic()
+            failed = retried = False
             try:
                 handler(rt, message)
             except Exception as exc:
                 decision = decide(exc, task.request.retries)
                 if isinstance(decision, Retry):
+                    retried = True
                     log.warning("task.retry", error=str(exc), attempt=task.request.retries + 1)
                     raise task.retry(exc=exc, countdown=decision.countdown) from exc
+                failed = True
                 if decision.unexpected or decision.after_retries:
                     log.exception("task.failed", reason=decision.reason)
                 else:
                     log.warning("operation.failed_now", reason=decision.reason, error=type(exc).__name__)
                 _fail(rt, message, decision, exc)
+            finally:
+                # Every task's end is counted, a retried one too (before it goes back to its queue).
+                task_metrics = metrics.task_increments(queue, time.monotonic() - started, failed, retried)
+                recording.try_add(rt.scratch.metrics() if rt.scratch else None, task_metrics)
 
     return run_stage
 
