@@ -3,7 +3,7 @@ PYTHON   := .venv/bin/python
 CLUSTERS ?= 1
 PYTEST   := $(PYTHON) -m pytest -p no:cacheprovider
 
-.PHONY: help deps up down status demo test lint unit integration crds format clean bench bench-export bench-restore bench-volume chaos
+.PHONY: help deps up down status demo test lint unit integration crds dashboard format clean bench bench-export bench-restore bench-volume chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ bench-volume: deps ## back up 640 MiB of mixed data and compare with restic (bac
 chaos: deps ## fault-injection suite on its own local stack (docs/chaos.md); table in bench/results/chaos-*.json
 	$(PYTHON) -m tests.chaos.runner
 	$(PYTEST) tests -q -m long
+
+dashboard: deps ## regenerate deploy/monitoring/dashboards/davit.json from dashboards/davit.py
+	$(PYTHON) -m dashboards
 
 crds: ## regenerate deploy/crds from the API types
 	$(PYTHON) -m davit.api.crds deploy/crds
