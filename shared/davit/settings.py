@@ -57,6 +57,9 @@ class Settings:
     #: exposed unless asked for (a container sets ``0.0.0.0:9797``); 9797 lies in the range Prometheus
     #: exporters use (9100-9999).
     metrics_address: str = "127.0.0.1:9797"
+    #: The file this process touches while it is healthy, for the exec probes (``davit.health``): the
+    #: watcher's leader-election loop and every worker's consumer beat it every few seconds.
+    heartbeat_file: str = "/tmp/davit-heartbeat"  # noqa: S108 - the container's own emptyDir /tmp
     #: This process' name in the Lease and in logs.
     identity: str = field(default_factory=_default_identity)
     log_level: str = "INFO"

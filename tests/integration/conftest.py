@@ -45,12 +45,17 @@ class Services:
                 "DAVIT_REQUEUE_GRACE_SECONDS": "1",
                 "DAVIT_STALL_SECONDS": "5",
                 "DAVIT_LOCAL_LOCATION_ROOTS": self.local_roots,
+                "DAVIT_HEARTBEAT_FILE": str(self.heartbeat(name)),
                 **env,
             },
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         log.close()
+
+    def heartbeat(self, name: str) -> Path:
+        """The heartbeat file of service ``name`` (``davit.health``), one per process."""
+        return self.log_dir / f"{name}.heartbeat"
 
     def kill(self, service: str) -> None:
         proc = self.procs.pop(service)

@@ -188,6 +188,8 @@ def test_the_marker_is_written_and_owned_like_the_volume(tmp_path: Path) -> None
     assert is_restored(volume, RESTORE_UID)
     st, marker = os.stat(volume), os.stat(volume / MARKER_DIR / RESTORE_UID)
     assert (marker.st_uid, marker.st_gid) == (st.st_uid, st.st_gid)
+    # Whatever non-root user the init container runs as may remove the marker.
+    assert stat.S_IMODE(os.stat(volume / MARKER_DIR).st_mode) == 0o777
     leave_marker(volume, RESTORE_UID)  # a retried task finds its own marker and is done
     assert os.listdir(volume / MARKER_DIR) == [RESTORE_UID]
 

@@ -175,3 +175,37 @@ def test_runs_as_the_init_containers_command(tmp_path: Path) -> None:
     )
     assert missing_uid.returncode == init_container.EXIT_USAGE
     assert "DAVIT_RESTORE_UID is not set" in missing_uid.stderr
+
+
+# --- the container the restore injects -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pod_security", "user", "group"),
+    [
+        pytest.param({}, 10001, 10001, id="no-user: the Davit image's"),
+        pytest.param({"runAsUser": 0, "runAsGroup": 0}, 10001, 10001, id="root: never"),
+        pytest.param({"runAsUser": 999, "runAsGroup": 999}, None, None, id="the application's user"),
+        pytest.param({"runAsUser": 999}, None, None, id="the application's user, its image's group"),
+    ],
+)
+def test_the_init_container_is_restricted(
+    pod_security: dict[str, int], user: int | None, group: int | None
+) -> None:
+    from davit.restore import inject
+
+    pod = {
+        "metadata": {"name": "db-0", "namespace": "shop"},
+        "spec": {"securityContext": pod_security, "containers": [{"name": "db", "image": "postgres"}],
+                 "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data-db-0"}}]},
+    }  # fmt: skip
+    mounts = inject.data_mounts(pod, {"data-db-0"})
+    held = inject.hold_until_restored(pod, mounts, "restore-uid", "registry.example/davit:1.2.3")
+    [container] = held["spec"]["initContainers"]
+    assert container["image"] == "registry.example/davit:1.2.3"
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    context = container["securityContext"]
+    assert context["runAsNonRoot"] is True and context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert context.get("runAsUser") == user and context.get("runAsGroup") == group

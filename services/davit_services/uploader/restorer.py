@@ -212,8 +212,9 @@ def marker_entry(restore_uid: str) -> bytes:
 
 
 def leave_marker(directory: Path, restore_uid: str) -> None:
-    """The marker that releases the pod, last; owned like the volume's root, so that the init container,
-    which runs as the application's user, can remove it (and its directory) again.
+    """The marker that releases the pod, last; owned like the volume's root, in a directory anyone may
+    remove it from, so that the init container, which runs as the application's user (or Davit's, never
+    root), can remove it (and its directory) again.
 
     Written by descriptor, never following a link: the volume's contents came from a backup a tenant may
     have crafted, and the node agent is root."""
@@ -238,6 +239,9 @@ def leave_marker(directory: Path, restore_uid: str) -> None:
                     st = os.fstat(fd)
                     if (st.st_uid, st.st_gid) != (owner.st_uid, owner.st_gid):
                         os.fchown(fd, owner.st_uid, owner.st_gid)
+                # The init container never runs as root: where the volume's root belongs to root, it
+                # runs as Davit's own user, which may remove the marker only from a directory open to all.
+                os.fchmod(marker_dir, 0o777)
             finally:
                 os.close(marker)
         finally:

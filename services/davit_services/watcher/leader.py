@@ -165,10 +165,17 @@ class LeaseElector:
             log.warning("leader.lease_error", error=str(exc))
             return False
 
-    def run(self, stop: threading.Event, lead: Callable[[threading.Event], None]) -> None:
+    def run(
+        self,
+        stop: threading.Event,
+        lead: Callable[[threading.Event], None],
+        tick: Callable[[], None] = lambda: None,
+    ) -> None:
         """Campaign until ``stop``; while leading, run ``lead(lost)`` in a thread. ``lost`` is set when
-        leadership ends (renewals failed for ``renew_deadline``, or shutdown), and ``lead`` must return."""
+        leadership ends (renewals failed for ``renew_deadline``, or shutdown), and ``lead`` must return.
+        ``tick`` is called on every round, leading or not (the watcher's heartbeat)."""
         while not stop.is_set():
+            tick()
             if not self._attempt():
                 stop.wait(self.retry)
                 continue
@@ -178,6 +185,7 @@ class LeaseElector:
             worker.start()
             last_renewal = time.monotonic()
             while not stop.is_set():
+                tick()
                 stop.wait(self.retry)
                 if stop.is_set():
                     break

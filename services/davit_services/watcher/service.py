@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from davit import constants, logs, timeutil
+from davit import constants, health, logs, timeutil
 from davit.api.objects import RawObject
 from davit.api.types import Stage
 from davit.constants import Kind
@@ -85,7 +85,11 @@ class Watcher:
 
     def run(self, stop: threading.Event) -> None:
         log.info("watcher.started", identity=self.settings.identity)
-        self.elector.run(stop, self.lead)
+        heartbeat = health.Heartbeat(self.settings.heartbeat_file)
+        try:
+            self.elector.run(stop, self.lead, tick=heartbeat.beat)
+        finally:
+            heartbeat.stop()
         log.info("watcher.stopped")
 
     def lead(self, lost: threading.Event) -> None:

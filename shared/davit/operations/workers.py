@@ -18,10 +18,10 @@ from typing import Any
 
 import structlog
 import urllib3
-from celery import Celery
+from celery import Celery, bootsteps
 from kombu.exceptions import OperationalError
 
-from davit import errors, logs, metrics
+from davit import errors, health, logs, metrics
 from davit.kube.client import ApiException
 from davit.kube.operations import SpecChanged
 from davit.operations import progress, queueing, recording, scratch
@@ -204,11 +204,44 @@ def _fail(rt: Runtime, message: Message, decision: Fail, exc: BaseException) -> 
         progress.fail(rt, message.kind, obj, reason, event_reason=decision.event_reason)
 
 
+class ConsumerHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
+    """A consumer bootstep that beats the heartbeat file (``davit.health``) every few seconds while the
+    worker's consumer runs, and removes it when the consumer stops (a lost broker connection, shutdown):
+    the pod's readiness and liveness probes read it. The beat runs on the worker's timer, so a worker
+    whose timer or process hangs stops beating too."""
+
+    requires = {"celery.worker.consumer.tasks:Tasks"}
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.heartbeat = health.Heartbeat(parent.app.conf.get(HEARTBEAT_FILE_SETTING, ""))
+        self.tref: Any = None
+
+    def start(self, parent: Any) -> None:
+        self.heartbeat.beat()
+        self.tref = parent.timer.call_repeatedly(health.BEAT_SECONDS, self.heartbeat.beat, priority=10)
+
+    def stop(self, parent: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+        self.heartbeat.stop()
+
+    def shutdown(self, parent: Any) -> None:
+        self.stop(parent)
+
+
+#: The app setting the heartbeat step reads its file from (set by ``main`` from the service's settings).
+HEARTBEAT_FILE_SETTING = "davit_heartbeat_file"
+
+
 def main(app: Celery, queue: str, service: str) -> None:
     """Run a worker consuming ``queue`` until SIGTERM."""
     settings = Settings.from_args(description=f"Davit {service} worker")
     logs.configure(service, settings.log_level)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    app.conf[HEARTBEAT_FILE_SETTING] = settings.heartbeat_file
+    app.steps["consumer"].add(ConsumerHeartbeat)
     app.worker_main(
         argv=[
             "worker",

@@ -39,6 +39,30 @@ def data_mounts(pod: RawObject, claims: set[str]) -> list[RestoredMount]:
     return mounts
 
 
+#: The user the init container runs as when the pod names root: the Davit image's own (Dockerfile).
+INIT_USER = 10001
+
+
+def init_security_context(pod_security: RawObject) -> RawObject:
+    """The restricted securityContext of the init container: never root, nothing to escalate, no
+    capabilities, the runtime's default seccomp profile, a read-only image. It runs as the pod's user
+    (the application's, who owns the restored volume and so may remove the marker), and as the Davit
+    image's user where the pod names none or names root."""
+    context: RawObject = {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    user = pod_security.get("runAsUser")
+    if not isinstance(user, int) or isinstance(user, bool) or user <= 0:
+        context["runAsUser"] = INIT_USER
+        if not isinstance(pod_security.get("runAsGroup"), int) or pod_security.get("runAsGroup") == 0:
+            context["runAsGroup"] = INIT_USER
+    return context
+
+
 def hold_until_restored(
     pod: RawObject, mounts: list[RestoredMount], restore_uid: str, image: str
 ) -> RawObject:
@@ -49,6 +73,9 @@ def hold_until_restored(
     container = {
         "name": init_container.CONTAINER_NAME,
         "image": image,
+        # Davit's own image, which the node has pulled for the node agent already.
+        "imagePullPolicy": "IfNotPresent",
+        "securityContext": init_security_context(spec.get("securityContext") or {}),
         "command": ["python", "-m", "davit.restore.init_container", *paths],
         "env": [{"name": init_container.UID_ENV, "value": restore_uid}],
         "volumeMounts": [{"name": m.volume, "mountPath": p} for m, p in zip(mounts, paths, strict=True)],
