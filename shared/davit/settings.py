@@ -89,8 +89,14 @@ class Settings:
     volume_shard_entries: int = 100_000
     #: The image of the init container a restore adds to the pods that mount restored claims (it runs
     #: ``python -m davit.restore.init_container``) and of the data mover's helper pods: Davit's own image,
-    #: which every cluster running Davit has.
-    restore_helper_image: str = "davit:latest"
+    #: which every cluster running Davit has. Empty (the default): the image of the service's own pod
+    #: (``pod_name``/``pod_namespace``), so the install's one image setting reaches the helpers too
+    #: (``davit.kube.mover.resolve_helper_image``); outside a pod, ``DEV_HELPER_IMAGE``.
+    restore_helper_image: str = ""
+    #: This process' pod, from the downward API (``metadata.name``, ``metadata.namespace``); empty outside
+    #: a pod.
+    pod_name: str = ""
+    pod_namespace: str = ""
     #: The BackupLocation (in the admin namespace) clones stage their backup through; empty: the first
     #: Available one there, by name.
     clone_location: str = ""

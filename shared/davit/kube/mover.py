@@ -24,6 +24,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from davit.api.objects import RawObject
 from davit.kube import core, csi
+from davit.settings import Settings
 from davit.volumes import mover
 from davit.volumes.claims import VolumePlan, plugin_dir
 
@@ -207,3 +208,31 @@ def delete_temporary(api: client.ApiClient, namespace: str, label_selector: str)
                     raise
             deleted.append(f"{kind} {namespace}/{name}")
     return deleted
+
+
+#: The helper image where a service runs outside a pod and none is set (the local stack, whose kubelet
+#: runs no images).
+DEV_HELPER_IMAGE = "davit:latest"
+
+
+def own_image(pod: RawObject | None) -> str | None:
+    """The image of a Davit pod's container (every Davit pod runs one), as the API server has it."""
+    containers = ((pod or {}).get("spec") or {}).get("containers") or []
+    image = containers[0].get("image") if containers and isinstance(containers[0], dict) else None
+    return image if isinstance(image, str) and image else None
+
+
+def resolve_helper_image(api: client.ApiClient, settings: Settings) -> Settings:
+    """``settings`` with ``restore_helper_image`` filled in: as set, else the image of this service's own
+    pod, else (outside a pod, or when the pod cannot be read) ``DEV_HELPER_IMAGE``, with a warning."""
+    if settings.restore_helper_image:
+        return settings
+    image = None
+    if settings.pod_name and settings.pod_namespace:
+        try:
+            image = own_image(read_pod(api, settings.pod_namespace, settings.pod_name))
+        except ApiException as exc:
+            log.warning("helper_image.own_pod_unreadable", pod=settings.pod_name, status=exc.status)
+        if image is None:
+            log.warning("helper_image.fallback", image=DEV_HELPER_IMAGE, pod=settings.pod_name)
+    return replace(settings, restore_helper_image=image or DEV_HELPER_IMAGE)

@@ -15,7 +15,7 @@ from davit import errors
 from davit.api.objects import RawObject
 from davit.api.types import LocationSpec
 from davit.format.repository import BackupRepository
-from davit.kube import client, clients
+from davit.kube import client, clients, mover
 from davit.kube.cluster import KubeCluster
 from davit.kube.operations import Operations
 from davit.operations import queueing
@@ -81,7 +81,7 @@ class Runtime:
     def create(cls, settings: Settings, service: str) -> Runtime:
         api = clients.api_client(settings.kubeconfig or None)
         return cls(
-            settings=settings,
+            settings=mover.resolve_helper_image(api, settings),
             api=api,
             redis=redis.Redis.from_url(settings.redis_url),
             celery=queueing.create_app(settings.redis_url, f"davit-{service}"),
