@@ -1,6 +1,16 @@
 # One image for every Davit service; the service is chosen by the command (docker-compose.yml,
-# deploy/*.yaml), e.g. `python -m davit_services.watcher`. There is deliberately no default command.
-FROM python:3.11-slim
+# deploy/base/*.yaml), e.g. `python -m davit_services.watcher`. There is deliberately no default command.
+# Build with the release as its version, which deploy/base/kustomization.yaml tags the image with:
+#   docker build --build-arg VERSION=0.1.0 -t davit:0.1.0 .
+# The base image is pinned to a patch release on a Debian release; a rebuild picks up no other Python.
+FROM python:3.11.7-slim-bookworm
+
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="Davit" \
+      org.opencontainers.image.description="Backup, restore and clone for Kubernetes applications" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="docker.io/library/python:3.11.7-slim-bookworm"
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

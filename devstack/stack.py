@@ -352,7 +352,7 @@ class Stack:
         }
 
     def apply_crds(self, cluster: Cluster, kubeconfig: Path) -> None:
-        cluster.kubectl(kubeconfig, "apply", "-f", str(CRD_DIR))
+        cluster.kubectl(kubeconfig, "apply", "-k", str(CRD_DIR))
         from davit.api.crds import DEFINITIONS
 
         names = [f"crd/{d.plural}.{d.crd()['spec']['group']}" for d in DEFINITIONS]

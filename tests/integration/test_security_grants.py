@@ -1,4 +1,4 @@
-"""deploy/rbac.yaml on the real API server: each service's account, with its own token, may read a
+"""deploy/base/rbac.yaml on the real API server: each service's account, with its own token, may read a
 Secret only if its service opens a location's store, and never list them (the export's and the restore's
 wildcards aside); and the services, each running with nothing but its own account, back up an
 application with its volumes, a location whose credentials are in a Secret, to Successful — the grants
@@ -27,7 +27,7 @@ from tests.integration.test_backup_volumes import deploy
 pytestmark = pytest.mark.integration
 
 DAVIT_NAMESPACE = "davit-system"
-#: Each service's account in deploy/rbac.yaml.
+#: Each service's account in deploy/base/rbac.yaml.
 ACCOUNTS = {
     "watcher": "davit",
     "backup": "davit-backup",
@@ -41,14 +41,14 @@ ACCOUNTS = {
 READ_SECRETS = {"watcher", "backup", "resources", "retention", "restore", "uploader"}
 #: The accounts that may list Secrets: what the export backs up and the restore recreates.
 LIST_SECRETS = {"resources", "restore"}
-#: The Lease the watcher's Role names (deploy/rbac.yaml); the test's watcher must use it.
+#: The Lease the watcher's Role names (deploy/base/rbac.yaml); the test's watcher must use it.
 LEASE = "davit-watcher"
 
 
 @pytest.fixture(scope="module")
 def kubeconfigs(stack: StackEnv, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """service → a kubeconfig holding its account's token (and nothing of the administrator's)."""
-    stack.kubectl("apply", "-f", str(REPO_ROOT / "deploy" / "rbac.yaml"))
+    stack.kubectl("apply", "-f", str(REPO_ROOT / "deploy" / "base" / "rbac.yaml"))
     admin = yaml.safe_load(Path(stack.kubeconfig).read_text())
     directory = tmp_path_factory.mktemp("accounts")
     paths = {}

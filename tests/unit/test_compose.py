@@ -275,7 +275,8 @@ def test_dockerfile_copies_what_the_package_build_reads() -> None:
 
 def test_dockerfile_runs_as_non_root_without_a_default_service() -> None:
     instructions = dockerfile_instructions()
-    assert instructions[0] == ("FROM", "python:3.11-slim")
+    # A pinned base: a patch release on a named Debian release.
+    assert instructions[0] == ("FROM", "python:3.11.7-slim-bookworm")
     users = [arguments for keyword, arguments in instructions if keyword == "USER"]
     assert users, "no USER: the services would run as root"
     assert users[-1].split(":")[0] not in ("root", "0")
@@ -285,3 +286,23 @@ def test_dockerfile_runs_as_non_root_without_a_default_service() -> None:
     assert "PYTHONUNBUFFERED=1" in env
     installs = " ".join(arguments for keyword, arguments in instructions if keyword == "RUN")
     assert "[dev]" not in installs, "the image must not install the dev extras"
+
+
+def test_the_image_carries_its_version() -> None:
+    instructions = dockerfile_instructions()
+    labels = " ".join(arguments for keyword, arguments in instructions if keyword == "LABEL")
+    assert 'org.opencontainers.image.version="${VERSION}"' in labels
+    version = pyproject()["project"]["version"]
+    assert ("ARG", f"VERSION={version}") in instructions
+
+
+def test_the_build_context_leaves_out_local_state() -> None:
+    """The local stacks' kubeconfigs and keys (.dev*/), the virtualenv and caches never reach an image."""
+    lines = [line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()]
+    rules = [line for line in lines if line and not line.startswith("#")]
+    assert rules[0] == "*", "everything is left out unless let in"
+    let_in = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
+    assert let_in == {"pyproject.toml", "README.md", "shared", "services"}
+    for sources in copy_sources():
+        for source in sources:
+            assert source.rstrip("/").rstrip("*") in let_in or source == "README.md*", source

@@ -21,7 +21,7 @@ CRD_DIR = REPO_ROOT / "deploy" / "crds"
 SEEDS_DIR = REPO_ROOT / "tests" / "fixtures" / "seeds"
 REGENERATE = "run `.venv/bin/python -m davit.api.crds deploy/crds` and commit the result"
 
-CRD_FILES = sorted(crds.render_all())
+CRD_FILES = sorted(name for name in crds.render_all() if name != crds.KUSTOMIZATION)
 OPERATION_PLURALS = ("applicationbackups", "applicationrestores", "applicationclones")
 OPERATION_COLUMNS = ["Stage", "Status", "Volumes", "Resources", "Created", "Elapsed"]
 

@@ -1,4 +1,5 @@
-"""The manifests in deploy/*.yaml (deploy/crds has its own test): well-formed; every service's RBAC grants
+"""The manifests in deploy/base/*.yaml (deploy/crds has its own test, the rendered install
+tests/unit/test_install.py): well-formed; every service's RBAC grants
 what its code does and nothing more (two justified wildcards: the export lists every resource, the
 restore recreates any), each rule with its reason, and only the services that open a store read Secrets;
 every workload runs a module that exists with settings that exist; Redis requires the password from its
@@ -21,11 +22,12 @@ from davit import constants
 from davit.settings import Settings, parse_address
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEPLOY_DIR = REPO_ROOT / "deploy"
-MANIFEST_FILES = sorted(p.name for p in DEPLOY_DIR.glob("*.yaml"))
+DEPLOY_DIR = REPO_ROOT / "deploy" / "base"
+MANIFEST_FILES = sorted(p.name for p in DEPLOY_DIR.glob("*.yaml") if p.name != "kustomization.yaml")
 SERVICES_PACKAGE_DIR = REPO_ROOT / "services" / "davit_services"
 
-DAVIT_IMAGE = "davit:latest"
+#: The image name in the manifests; deploy/base/kustomization.yaml sets its tag, an overlay its registry.
+DAVIT_IMAGE = "davit"
 DAVIT_NAMESPACE = "davit-system"
 WATCHER_ROLE = "davit-watcher"
 WATCHER_MODULE = "davit_services.watcher"
@@ -82,7 +84,8 @@ RECORDS_EVENTS: set[Grant] = grants("", ["events"], ["create"])
 WORKER_COMMON: set[Grant] = operation("applicationbackups") | OPENS_LOCATIONS | RECORDS_EVENTS
 
 #: Everything each service's ClusterRole grants: what its code calls (see the comments in
-#: deploy/rbac.yaml), exactly. A change to a service's API calls changes its role and this table together.
+#: deploy/base/rbac.yaml), exactly. A change to a service's API calls changes its role and this table
+#: together.
 EXPECTED_GRANTS: dict[str, set[Grant]] = {
     WATCHER_ROLE: grants(
         G,
@@ -157,7 +160,14 @@ EXPECTED_GRANTS: dict[str, set[Grant]] = {
     | grants("", ["namespaces"], ["list"]),
     "davit-exporter": grants(
         G,
-        [constants.PLURALS[k] for k in (*constants.OPERATION_KINDS, constants.Kind.BACKUP_LOCATION)],
+        [
+            constants.PLURALS[k]
+            for k in (
+                *constants.OPERATION_KINDS,
+                constants.Kind.BACKUP_LOCATION,
+                constants.Kind.APPLICATION_BACKUP_SCHEDULE,
+            )
+        ],
         ["list", "watch"],
     ),
 }
@@ -323,7 +333,7 @@ def test_namespaces_exist() -> None:
 def test_rbac_has_no_wildcards_but_the_exports_list_and_the_restores_writes() -> None:
     # The export must list every resource of the namespaces it backs up, custom resources included, so
     # no fixed list can name them; that rule is list-only. The restore recreates whatever a backup holds:
-    # its rule names the five verbs it uses, never `*` (see both comments in deploy/rbac.yaml). Every
+    # its rule names the five verbs it uses, never `*` (see both comments in deploy/base/rbac.yaml). Every
     # other rule names its groups, resources and verbs.
     wildcards = {
         (kind, role["metadata"]["name"]): rule
@@ -595,7 +605,7 @@ def test_every_service_in_the_tree_is_deployed() -> None:
     assert WATCHER_MODULE in in_tree  # the scan itself works
     deployed = {module_of(container["command"]) for _, container in davit_containers()}
     missing = sorted(set(in_tree) - deployed)
-    assert not missing, f"services with a __main__ that deploy/*.yaml does not run: {missing}"
+    assert not missing, f"services with a __main__ that deploy/base/*.yaml does not run: {missing}"
 
 
 def test_davit_containers_are_configured_with_settings_that_exist() -> None:
@@ -749,7 +759,7 @@ _COMMENTED_MOUNT = re.compile(
 
 
 def uncommented_local_example() -> list[Doc]:
-    """deploy/workers.yaml with its commented `local-backups` mounts and claim uncommented."""
+    """deploy/base/workers.yaml with its commented `local-backups` mounts and claim uncommented."""
     text = (DEPLOY_DIR / "workers.yaml").read_text()
     claim_at = text.index("# ---\n# apiVersion: v1\n# kind: PersistentVolumeClaim")
     lines: list[str] = []
@@ -775,7 +785,7 @@ def test_the_commented_local_location_example_is_valid() -> None:
     paths = set()
     for service, (kind, name, _) in SERVICES.items():
         if service == "watcher":
-            continue  # deploy/watcher.yaml: the note asks for the same mount there
+            continue  # deploy/base/watcher.yaml: the note asks for the same mount there
         (workload,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
         volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
         (container,) = pod_spec(workload)["containers"]
@@ -852,7 +862,7 @@ def test_secrets_are_read_by_name_only_outside_the_two_wildcards() -> None:
 
 def rule_comments() -> list[tuple[str, int, str]]:
     """(role, rule index, the comment right above the rule) for every rule of every role in
-    deploy/rbac.yaml, read from the file's text: YAML parsers drop comments."""
+    deploy/base/rbac.yaml, read from the file's text: YAML parsers drop comments."""
     found: list[tuple[str, int, str]] = []
     for text in re.split(r"^---\s*$", (DEPLOY_DIR / "rbac.yaml").read_text(), flags=re.MULTILINE):
         doc = yaml.safe_load(text)
