@@ -3,7 +3,7 @@ PYTHON   := .venv/bin/python
 CLUSTERS ?= 1
 PYTEST   := $(PYTHON) -m pytest -p no:cacheprovider
 
-.PHONY: help deps up down status demo test lint unit integration crds dashboard format clean bench bench-export bench-restore bench-volume chaos
+.PHONY: help deps up down status demo test lint unit integration crds dashboard format clean bench bench-export bench-restore bench-volume bench-api chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -42,13 +42,16 @@ integration: deps ## tests against the real local stack (started and stopped by 
 test: deps lint ## everything CI runs: lint, unit and integration tests
 	$(PYTEST) tests -q $(PARALLEL) -m "not long" --durations=10
 
-bench: bench-export bench-restore bench-volume ## every benchmark (SPEC §9); results in bench/results/
+bench: bench-export bench-restore bench-volume bench-api ## every benchmark (SPEC §9); results in bench/results/
 
 bench-export: deps ## back up 10,000 ConfigMaps/Secrets and compare with a raw paginated list
 	$(PYTHON) -m bench.export; status=$$?; $(PYTHON) -m devstack --dir .dev-bench down; exit $$status
 
 bench-restore: deps ## restore 10,000 ConfigMaps/Secrets and compare with a parallel create (8 threads)
 	$(PYTHON) -m bench.restore; status=$$?; $(PYTHON) -m devstack --dir .dev-bench down; exit $$status
+
+bench-api: deps ## 10 idle minutes of watcher + exporter with 5,000 finished backups: LISTs counted by the API server
+	$(PYTHON) -m bench.api_load; status=$$?; $(PYTHON) -m devstack --dir .dev-bench down; exit $$status
 
 bench-volume: deps ## back up 640 MiB of mixed data and compare with restic (backup, re-backup, restore)
 	$(PYTHON) -m bench.volume

@@ -447,6 +447,8 @@ class Stack:
             "AZURE_CONTAINER": s.azure_container,
             "LOCAL_STORE": str(self.dir / "local-store"),
             "KUBELET_ROOT": str(self.kubelet_root(first)),
+            # The API server's audit log of requests for davit.dev resources (devstack/cluster.py).
+            "AUDIT_LOG": str(self.dir / f"cluster-{first}" / "audit.log"),
             "DEV_NODES": ",".join(node_names(first)),
             "KUBECTL": str(kube_binary("kubectl")),
             # The CLI installed in the same environment as the stack's Python.

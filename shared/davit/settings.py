@@ -63,6 +63,9 @@ class Settings:
     #: This process' name in the Lease and in logs.
     identity: str = field(default_factory=_default_identity)
     log_level: str = "INFO"
+    #: Requests per second to the API server, and the burst allowed at once (client-go's QPS/Burst).
+    api_qps: float = 50.0
+    api_burst: int = 100
     #: Tasks a worker runs at once (threads: the work is I/O on the API server and the store, and the
     #: compression and encryption libraries release the GIL).
     worker_concurrency: int = 4

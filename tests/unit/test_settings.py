@@ -27,6 +27,8 @@ DEFAULTS: dict[str, Any] = {
     "metrics_address": "127.0.0.1:9797",
     "log_level": "INFO",
     "worker_concurrency": 4,
+    "api_qps": 50.0,
+    "api_burst": 100,
     "export_page_size": 500,
     "volume_shard_bytes": 1 << 30,
     "volume_shard_entries": 100_000,

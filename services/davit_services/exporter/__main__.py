@@ -17,7 +17,9 @@ def main(argv: list[str] | None = None) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    api = clients.api_client(settings.kubeconfig or None)
+    api = clients.api_client(
+        settings.kubeconfig or None, qps=settings.api_qps, burst=settings.api_burst, component="exporter"
+    )
     Exporter(settings, api).run(stop)
 
 

@@ -240,7 +240,9 @@ class Exporter:
                     list_call=self.ops.list_call(kind),
                     on_list=on_list,
                     on_event=on_event,
-                    resync_seconds=self.settings.resync_seconds,
+                    # The cache is kept by the watch's events; a relist happens only on 410 or a lost
+                    # watch, and there is nothing to reconcile in between.
+                    resync_seconds=None,
                 )
             )
         return watches

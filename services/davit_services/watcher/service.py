@@ -144,6 +144,7 @@ class Watcher:
             self.movers.sweep(mover.RESTORE, items)
         elif kind == Kind.APPLICATION_BACKUP:
             self.movers.sweep(mover.BACKUP, items)
+        log.info("resync.done", kind=kind.value, objects=len(items))
 
     def on_event(self, kind: Kind, event: EventType, obj: RawObject) -> None:
         if event in ("ADDED", "MODIFIED"):

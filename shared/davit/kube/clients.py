@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import structlog
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+import davit
+
+log = structlog.get_logger(__name__)
 
 _IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
@@ -16,33 +25,105 @@ _IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 DEFAULT_REQUEST_TIMEOUT: tuple[float, float] = (10.0, 60.0)
 
 
+#: Requests per second a process sends, and the burst it may send at once, as client-go's QPS and Burst
+#: (whose defaults, 5 and 10, are for controllers far smaller than a restore of thousands of objects).
+#: The API server's priority and fairness still has the last word: it answers 429 with Retry-After.
+DEFAULT_QPS = 50.0
+DEFAULT_BURST = 100
+#: A 429 (or a 503 with Retry-After) is tried again this often, after the wait the server asked for,
+#: capped: a request that keeps being refused fails to its caller, whose own retries take over.
+RETRY_AFTER_ATTEMPTS = 3
+RETRY_AFTER_CAP_SECONDS = 30.0
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up; ``take`` waits for one."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = max(1, burst)
+        self.clock = clock
+        self._tokens = float(self.burst)
+        self._updated = clock()
+        self._lock = threading.Lock()
+
+    def reserve(self) -> float:
+        """Take a token; the seconds to wait before using it (0 when one was there)."""
+        with self._lock:
+            now = self.clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+            self._updated = now
+            self._tokens -= 1
+            return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    def take(self) -> None:
+        if self.rate <= 0:
+            return
+        wait = self.reserve()
+        if wait > 0:
+            time.sleep(wait)
+
+
+def retry_after(exc: ApiException) -> float | None:
+    """The seconds the API server asked to wait, for a 429 or a 503 that says; None for anything else."""
+    if exc.status not in (429, 503):
+        return None
+    raw = (exc.headers or {}).get("Retry-After")
+    if raw is None:
+        return 1.0 if exc.status == 429 else None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        return 1.0
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP_SECONDS)
+
+
 class BoundedApiClient(client.ApiClient):  # type: ignore[misc]  # the library has no type information
-    """The library's ApiClient with a default ``_request_timeout`` on every request: the library's own
-    default is none, and a connection the server stopped answering would hold its thread for ever."""
+    """The library's ApiClient with a default ``_request_timeout`` on every request (the library's own
+    default is none, and a connection the server stopped answering would hold its thread for ever), a
+    client-side rate limit (``TokenBucket``, QPS and burst), and the API server's Retry-After honoured."""
 
     def __init__(
         self,
         configuration: client.Configuration,
         request_timeout: tuple[float, float] = DEFAULT_REQUEST_TIMEOUT,
+        qps: float = DEFAULT_QPS,
+        burst: int = DEFAULT_BURST,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__(configuration)
         self.request_timeout = request_timeout
+        self.limiter = TokenBucket(qps, burst)
+        self.sleep = sleep
 
     def request(  # type: ignore[no-untyped-def]
         self, method, url, query_params=None, headers=None, post_params=None, body=None,
         _preload_content=True, _request_timeout=None,
     ):  # fmt: skip
         timeout = self.request_timeout if _request_timeout is None else _request_timeout
-        return super().request(
-            method, url, query_params=query_params, headers=headers, post_params=post_params, body=body,
-            _preload_content=_preload_content, _request_timeout=timeout,
-        )  # fmt: skip
+        for attempt in range(RETRY_AFTER_ATTEMPTS + 1):
+            self.limiter.take()
+            try:
+                return super().request(
+                    method, url, query_params=query_params, headers=headers, post_params=post_params,
+                    body=body, _preload_content=_preload_content, _request_timeout=timeout,
+                )  # fmt: skip
+            except ApiException as exc:
+                wait = retry_after(exc)
+                if wait is None or attempt == RETRY_AFTER_ATTEMPTS:
+                    raise
+                log.info("api.retry_after", status=exc.status, wait=wait, method=method)
+                self.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def api_client(
     kubeconfig: str | None = None,
     context: str | None = None,
     request_timeout: tuple[float, float] = DEFAULT_REQUEST_TIMEOUT,
+    qps: float = DEFAULT_QPS,
+    burst: int = DEFAULT_BURST,
+    component: str = "",
 ) -> client.ApiClient:
     """A client for the cluster named by ``kubeconfig`` (or $KUBECONFIG), else the in-cluster account;
     every request bounded by ``request_timeout`` (connect, read) unless it sets its own.
@@ -60,4 +141,7 @@ def api_client(
         raise RuntimeError("no kubeconfig given (--kubeconfig or $KUBECONFIG) and not running in a pod")
     # Parallel list and create calls share this pool; the default of 4 connections would serialise them.
     configuration.connection_pool_maxsize = 32
-    return BoundedApiClient(configuration, request_timeout)
+    api = BoundedApiClient(configuration, request_timeout, qps, burst)
+    # The API server's audit log and its own metrics tell Davit's components apart by this.
+    api.user_agent = f"davit-{component or 'client'}/{davit.__version__}"
+    return api

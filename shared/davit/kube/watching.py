@@ -1,8 +1,11 @@
-"""List-then-watch loops that survive dropped connections and expired resource versions.
+"""List-then-watch loops that survive dropped connections and expired resource versions, gently.
 
-A watch resumes from the last resourceVersion it saw; when the API server answers 410 Gone (the version
-fell out of its window), the loop lists again. Every list hands the full set of objects to ``on_list`` so
-the caller can reconcile level-triggered, then events go to ``on_event``.
+A loop lists once, in pages (``limit``, then ``continue``), and then watches from the list's
+resourceVersion, renewing the watch from the last version it saw (bookmarks keep that fresh). It lists
+again only when it must: the API server answered 410 Gone (the version fell out of its window), or a
+watch could not be resumed. The periodic resync that reconciles everything (``resync_seconds``) is served
+from the objects the loop keeps in memory, as client-go's informers do: with thousands of backups a
+relist every minute would be the largest load Davit puts on the API server.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import structlog
@@ -37,29 +40,82 @@ class Gone(errors.Transient):
     """The resourceVersion a watch asked for is no longer available: list again."""
 
 
+#: Objects per page of a list: the API server's own default page size for clients that page.
+LIST_PAGE_SIZE = 500
+
+
+def object_key(obj: RawObject) -> str:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
+
+
 @dataclass
 class ListWatch:
     """One resource to follow.
 
-    ``list_call(**kwargs)`` must accept ``resource_version``, ``timeout_seconds``, ``watch`` and
-    ``_preload_content`` like the generated client's list methods do (raw JSON is read, not typed models:
-    decoding into typed models is far slower and drops fields the client does not know).
+    ``list_call(**kwargs)`` must accept ``resource_version``, ``timeout_seconds``, ``watch``, ``limit``,
+    ``_continue`` and ``_preload_content`` like the generated client's list methods do (raw JSON is read,
+    not typed models: decoding into typed models is far slower and drops fields the client does not know).
     """
 
     name: str
     list_call: Callable[..., Any]
     on_list: Callable[[list[RawObject]], None]
     on_event: Callable[[EventType, RawObject], None]
-    #: Relist (and so reconcile everything) at least this often; None for never.
+    #: Hand every object to ``on_list`` again at least this often, from memory (no request); None for
+    #: never, and then no objects are kept.
     resync_seconds: float | None = None
     list_kwargs: dict[str, Any] | None = None
+    page_size: int = LIST_PAGE_SIZE
+    #: Lists made so far (each of one or more pages); read by tests and logged.
+    lists: int = field(default=0, init=False)
+    _store: dict[str, RawObject] = field(default_factory=dict, init=False, repr=False)
+
+    def list_pages(self) -> tuple[list[RawObject], str]:
+        """Every object, page by page; and the resourceVersion to watch from. A continue token that
+        expired (410) starts the list over: pages from two snapshots must not be mixed."""
+        kwargs = dict(self.list_kwargs or {})
+        while True:
+            items: list[RawObject] = []
+            token: str | None = None
+            try:
+                while True:
+                    paging: dict[str, Any] = {"limit": self.page_size}
+                    if token:
+                        paging["_continue"] = token
+                    response = self.list_call(_preload_content=False, **kwargs, **paging)
+                    body = json.loads(response.data)
+                    items.extend(body.get("items") or [])
+                    metadata = body.get("metadata") or {}
+                    token = metadata.get("continue") or None
+                    if not token:
+                        return items, str(metadata["resourceVersion"])
+            except ApiException as exc:
+                if exc.status == 410 and token:
+                    log.info("list.restarted", resource=self.name, reason="continue token expired")
+                    continue
+                raise
 
     def list_once(self) -> str:
-        kwargs = dict(self.list_kwargs or {})
-        response = self.list_call(_preload_content=False, **kwargs)
-        body = json.loads(response.data)
-        self.on_list(body.get("items", []))
-        return str(body["metadata"]["resourceVersion"])
+        items, resource_version = self.list_pages()
+        self.lists += 1
+        if self.resync_seconds is not None:
+            self._store = {object_key(obj): obj for obj in items}
+        log.debug("list.done", resource=self.name, count=len(items), lists=self.lists)
+        self.on_list(items)
+        return resource_version
+
+    def _remember(self, event: EventType, obj: RawObject) -> None:
+        if self.resync_seconds is None:
+            return
+        if event == "DELETED":
+            self._store.pop(object_key(obj), None)
+        else:
+            self._store[object_key(obj)] = obj
+
+    def resync(self) -> None:
+        """Everything known, to ``on_list`` again, without asking the API server."""
+        self.on_list(list(self._store.values()))
 
     def watch_from(self, resource_version: str, until: float | None, stop: threading.Event) -> str:
         """Watch from ``resource_version`` until ``until`` (monotonic) or ``stop``; returns the last
@@ -96,6 +152,7 @@ class ListWatch:
                 resource_version = obj.get("metadata", {}).get("resourceVersion", resource_version)
                 if kind == "BOOKMARK":
                     continue
+                self._remember(kind, obj)
                 self.on_event(kind, obj)
                 if until is not None and time.monotonic() >= until:
                     break
@@ -109,7 +166,8 @@ class ListWatch:
         return resource_version
 
     def run(self, stop: threading.Event) -> None:
-        """Follow the resource until ``stop`` is set. Errors are logged and retried with backoff."""
+        """Follow the resource until ``stop`` is set. Errors are logged and retried with backoff; the
+        watch resumes from the last version seen, and only a 410 (or a failed list) lists again."""
         resource_version: str | None = None
         next_resync: float | None = None
         backoff = 0.5
@@ -123,7 +181,8 @@ class ListWatch:
                         break
                 resource_version = self.watch_from(resource_version, next_resync, stop)
                 if next_resync is not None and time.monotonic() >= next_resync:
-                    resource_version = None  # periodic resync: list and reconcile everything again
+                    self.resync()  # from memory: the watch carries on from where it was
+                    next_resync = time.monotonic() + (self.resync_seconds or 0)
                 backoff = 0.5
             except Gone as exc:
                 log.info("watch.relist", resource=self.name, reason=str(exc))

@@ -79,7 +79,9 @@ class Runtime:
 
     @classmethod
     def create(cls, settings: Settings, service: str) -> Runtime:
-        api = clients.api_client(settings.kubeconfig or None)
+        api = clients.api_client(
+            settings.kubeconfig or None, qps=settings.api_qps, burst=settings.api_burst, component=service
+        )
         return cls(
             settings=mover.resolve_helper_image(api, settings),
             api=api,
