@@ -6,12 +6,16 @@ from typing import Any
 
 import click
 
+from davit.api.objects import RawObject
 from davit.constants import Kind
 from davit.format.layout import BackupRef
+from davit_cli import output
 from davit_cli.commands import add_operation_commands, create_operation
 from davit_cli.context import CliContext
+from davit_cli.errors import CliError
 from davit_cli.logs import location_log
 from davit_cli.options import F, create_options, parse_duration, parse_selector, split_list
+from davit_cli.runtime import open_repository
 
 KIND = Kind.APPLICATION_BACKUP
 
@@ -119,11 +123,30 @@ def _stored_log_key(namespace: str, name: str, uid: str) -> str:
     return BackupRef(namespace, name, uid).log
 
 
+def stored_contents(cli: CliContext, obj: RawObject) -> str:
+    """``describe --details``: what the backup stored, from its manifest in its location: every resource
+    by kind, and every volume with its mode and size."""
+    meta, status = obj["metadata"], obj.get("status") or {}
+    if status.get("stage") != "Final":
+        raise CliError(f"backup {meta['namespace']}/{meta['name']} is still running: its contents are "
+                       "listed once it is Final")  # fmt: skip
+    repository = open_repository(cli, meta["namespace"], (obj.get("spec") or {}).get("backupLocation", ""))
+    try:
+        manifest = repository.read_manifest(BackupRef(meta["namespace"], meta["name"], meta["uid"]))
+    except Exception as exc:
+        raise CliError(
+            f"cannot read the manifest of backup {meta['namespace']}/{meta['name']}: {exc}"
+        ) from exc
+    return output.stored_contents(manifest, cli.output)
+
+
 add_operation_commands(
     backup,
     KIND,
     "backup",
     location_log(_stored_log_key),
+    details=stored_contents,
+    details_help="Also list every resource and volume the backup stored (read from its location).",
     describe_help="spec, status, volumes, conditions and Events",
     logs_help="from the location once the backup is Final, from the services' Redis while it runs",
     delete_help="its reclaimPolicy says whether the stored backup goes too",

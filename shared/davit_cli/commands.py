@@ -65,20 +65,32 @@ def add_get_command(
         get_and_emit(cli, kind, name, table, plural)
 
 
+#: What ``describe --details`` adds: more text about the object, read from wherever it is kept.
+Details = Callable[[CliContext, RawObject], str]
+
+
 def add_describe_command(
     group: click.Group,
     kind: Kind,
     render: Callable[[RawObject, list[RawObject], datetime.datetime], str],
     describe_help: str,
+    details: Details | None = None,
+    details_help: str = "",
 ) -> None:
-    """``describe NAME`` for ``kind``: the object and its Events as ``render`` writes them."""
+    """``describe NAME`` for ``kind``: the object and its Events as ``render`` writes them; with
+    ``details``, a ``--details`` flag that adds what it returns."""
 
-    @group.command("describe", help=f"Show the {kind.value} NAME: {describe_help}.")
-    @click.argument("name")
-    @connection_options
-    @pass_cli
-    def describe(cli: CliContext, name: str) -> None:
-        describe_and_echo(cli, kind, name, render)
+    def describe(cli: CliContext, name: str, details_wanted: bool = False) -> None:
+        obj = describe_and_echo(cli, kind, name, render)
+        if details is not None and details_wanted:
+            click.echo(details(cli, obj))
+
+    command = connection_options(pass_cli(describe))
+    if details is not None:
+        command = click.option("--details", "details_wanted", is_flag=True, help=details_help)(command)
+    group.command("describe", help=f"Show the {kind.value} NAME: {describe_help}.")(
+        click.argument("name")(command)
+    )
 
 
 def add_delete_command(group: click.Group, kind: Kind, noun: str, delete_help: str) -> None:
@@ -107,11 +119,13 @@ def add_operation_commands(
     describe_help: str,
     logs_help: str,
     delete_help: str,
+    details: Details | None = None,
+    details_help: str = "",
 ) -> None:
     """Add ``get``, ``describe``, ``logs`` and ``delete`` for ``kind`` to ``group``: the same for
     backups, restores and clones but for where the log is and what deleting one leaves behind."""
     add_get_command(group, kind, output.operation_table, f"{noun}s")
-    add_describe_command(group, kind, output.describe_operation, describe_help)
+    add_describe_command(group, kind, output.describe_operation, describe_help, details, details_help)
 
     @group.command(
         "logs", help=f"Print the log of the {kind.value} NAME, one JSON line per event; {logs_help}."

@@ -34,6 +34,8 @@ class CliContext:
     namespace: str | None = None
     all_namespaces: bool = False
     output: str = "table"
+    #: ``get -l``: only the objects whose labels match this selector.
+    selector: str | None = None
     #: Out of repr: the URL may hold Redis' password.
     redis_url: str | None = field(default=None, repr=False)
     #: The namespace when neither ``-n`` nor the kubeconfig names one, if a command group has its own
@@ -42,13 +44,19 @@ class CliContext:
     _api: Any = field(default=None, repr=False)
 
     def kubeconfig_path(self) -> str | None:
-        return self.kubeconfig or os.environ.get("KUBECONFIG") or None
+        """``--kubeconfig``, else $KUBECONFIG, else ``~/.kube/config`` where it exists, as kubectl
+        finds it; None in a pod without any (the pod's service account is used)."""
+        found = self.kubeconfig or os.environ.get("KUBECONFIG")
+        if found:
+            return found
+        home = Path.home() / ".kube" / "config"
+        return str(home) if home.is_file() else None
 
     def api(self) -> Any:
         if self._api is None:
             from davit.kube import clients
 
-            self._api = clients.api_client(self.kubeconfig_path(), self.context)
+            self._api = clients.api_client(self.kubeconfig_path(), self.context, component="cli")
         return self._api
 
     def resolved_namespace(self) -> str:

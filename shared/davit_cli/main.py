@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from davit_cli import backup, backups, clone, location, policy, repo, restore, schedule
+from davit_cli import backup, backups, clone, location, policy, repo, restore, schedule, version
 from davit_cli.errors import CliError, api_error_message
 from davit_cli.options import all_namespaces_option, connection_options, output_option, redis_option
 
@@ -98,6 +98,7 @@ cli.add_command(clone.clone)
 cli.add_command(repo.repo)
 cli.add_command(policy.policy)
 cli.add_command(schedule.schedule)
+cli.add_command(version.version)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,7 @@ from davit.api.objects import CLUSTER_SCOPED, RawObject, describe_ref
 from davit.constants import Kind
 from davit_cli import output
 from davit_cli.context import CliContext
+from davit_cli.errors import CliError
 
 #: How help texts name several objects of a kind whose plural is not the kind plus "s".
 _KIND_PLURALS: dict[Kind, str] = {Kind.SCHEDULE_POLICY: "SchedulePolicies"}
@@ -76,12 +77,16 @@ def get_and_emit(
     objects = cli.objects()
     cluster_scoped = kind in CLUSTER_SCOPED
     namespace = cli.namespace_for(kind)
+    if name and cli.selector:
+        raise CliError("give a NAME or a selector (-l), not both")
     if name:
         objs = [objects.require(kind, namespace, name)]
     else:
-        objs = objects.list_all(kind, None if cli.all_namespaces or cluster_scoped else namespace)
+        scope = None if cli.all_namespaces or cluster_scoped else namespace
+        objs = objects.list_all(kind, scope, label_selector=cli.selector)
     where = "any namespace" if cli.all_namespaces else f"namespace {namespace}"
-    empty = f"No {plural} found." if cluster_scoped else f"No {plural} found in {where}."
+    matching = f" matching {cli.selector}" if cli.selector else ""
+    empty = f"No {plural}{matching} found." if cluster_scoped else f"No {plural}{matching} found in {where}."
     emit_objects(cli, objs, table, bool(name), empty)
 
 
@@ -90,8 +95,9 @@ def describe_and_echo(
     kind: Kind,
     name: str,
     render: Callable[[RawObject, list[RawObject], datetime.datetime], str],
-) -> None:
-    """``<noun> describe NAME``: the object and its Events, as ``render`` writes them."""
+) -> RawObject:
+    """``<noun> describe NAME``: the object and its Events, as ``render`` writes them; the object."""
     objects = cli.objects()
     obj = objects.require(kind, cli.namespace_for(kind), name)
     click.echo(render(obj, objects.events(obj), now()))
+    return obj

@@ -35,7 +35,7 @@ def connection_options(f: F) -> F:
         [
             click.option(
                 "--kubeconfig", metavar="FILE", expose_value=False, callback=_store("kubeconfig"),
-                help="Kubeconfig file (default: $KUBECONFIG).",
+                help="Kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).",
             ),
             click.option(
                 "--context", metavar="NAME", expose_value=False, callback=_store("context"),
@@ -161,10 +161,17 @@ def check_model(model: type[M], value: RawObject, flags: Mapping[str, str]) -> M
         raise click.BadParameter(f"{'.'.join(path)}: {message}", param_hint=flag) from exc
 
 
+def selector_option(f: F) -> F:
+    return click.option(
+        "-l", "--selector", metavar="SELECTOR", expose_value=False, callback=_store("selector"),
+        help="Only objects whose labels match, as kubectl's: e.g. davit.dev/schedule=nightly,tier!=dev.",
+    )(f)  # fmt: skip
+
+
 def get_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """What every ``<noun> get`` takes: an optional NAME, the connection options, ``-o`` and ``-A``;
-    the command gets the CliContext first."""
-    with_options = connection_options(output_option(all_namespaces_option(pass_cli(f))))
+    """What every ``<noun> get`` takes: an optional NAME, the connection options, ``-o``, ``-A`` and
+    ``-l``; the command gets the CliContext first."""
+    with_options = connection_options(output_option(all_namespaces_option(selector_option(pass_cli(f)))))
     return click.argument("name", required=False)(with_options)
 
 

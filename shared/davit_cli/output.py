@@ -819,3 +819,28 @@ def log_line(line: str) -> str | None:
     if not isinstance(event, dict):
         event = {"message": line}
     return json.dumps(logs.redact(event), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def stored_contents(manifest: RawObject, fmt: str = "table") -> str:
+    """A backup's manifest as ``describe --details`` shows it: its resources by kind (every name), and
+    its volumes with their mode, result and size. JSON or YAML: the two lists as they are stored."""
+    resources = [r for r in manifest.get("resources") or [] if isinstance(r, dict)]
+    volumes = [v for v in manifest.get("volumes") or [] if isinstance(v, dict)]
+    if fmt != "table":
+        return render_data({"resources": resources, "volumes": volumes}, fmt)
+    by_kind: dict[str, list[str]] = {}
+    for resource in resources:
+        kind = f"{resource.get('kind')}.{resource.get('apiVersion')}"
+        where = f"{resource['namespace']}/" if resource.get("namespace") else ""
+        by_kind.setdefault(kind, []).append(f"{where}{resource.get('name')}")
+    lines = [f"Stored resources: {len(resources)}"]
+    for kind in sorted(by_kind):
+        names = sorted(by_kind[kind])
+        lines.append(f"  {kind} ({len(names)})")
+        lines += [f"    {name}" for name in names]
+    lines.append(f"Stored volumes: {len(volumes)}")
+    for volume in volumes:
+        claim = f"{volume.get('namespace')}/{volume.get('persistentVolumeClaim')}"
+        stored = size(volume.get("totalSize")) or "-"
+        lines.append(f"  {claim}  {volume.get('mode') or '-'}  {volume.get('status') or '-'}  {stored}")
+    return "\n".join(lines)

@@ -242,6 +242,22 @@ def test_backup_create_wait_get_logs_list_remote_describe_delete(
     for expected in ("Spec:", "Backup Location:", "Status:", "Stage:", "Final", "Volumes:", "Conditions:",
                      "Events:", "Completed"):  # fmt: skip
         assert expected in described, f"{expected!r} not in:\n{described}"
+    assert "Stored resources" not in described
+    detailed = ok(stack, "-n", namespace, "backup", "describe", "nightly", "--details")
+    assert f"Stored resources: {count}" in detailed, detailed
+    assert "  ConfigMap.v1 (" in detailed
+    for i in range(3):
+        assert f"    {namespace}/cm-{i}" in detailed, detailed
+
+    # Label selectors, as kubectl's.
+    stack.kubectl("-n", namespace, "label", "applicationbackup", "nightly", "tier=gold")
+    _header, rows = table(ok(stack, "-n", namespace, "backup", "get", "-l", "tier=gold"))
+    assert [r[0] for r in rows] == ["nightly"]
+    none = davit(stack, "-n", namespace, "backup", "get", "-l", "tier=silver")
+    assert none.exit_code == 0 and none.stdout == ""
+    assert none.stderr.strip() == f"No backups matching tier=silver found in namespace {namespace}."
+    both = davit(stack, "-n", namespace, "backup", "get", "nightly", "-l", "tier=gold")
+    assert both.exit_code == 1 and "not both" in both.stderr
 
     assert ok(stack, "-n", namespace, "backup", "delete", "nightly", "--wait").strip() == (
         f"applicationbackup {namespace}/nightly deleted"
@@ -398,3 +414,34 @@ def test_namespace_defaults_to_the_contexts(stack: StackEnv, namespace: str, tmp
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert f"backuplocation {namespace}/here created" in result.stdout
+
+
+def test_the_kubeconfig_in_the_home_directory_is_found_as_kubectl_finds_it(
+    stack: StackEnv, namespace: str, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    (home / ".kube").mkdir(parents=True)
+    (home / ".kube" / "config").write_text(Path(stack.kubeconfig).read_text())
+    result = CliRunner().invoke(
+        cli, ["-n", namespace, "backup", "get"], env={"KUBECONFIG": None, "HOME": str(home)}
+    )
+    assert result.exit_code == 0, result.output
+    assert f"No backups found in namespace {namespace}." in result.stderr
+    nowhere = CliRunner().invoke(
+        cli, ["backup", "get"], env={"KUBECONFIG": None, "HOME": str(tmp_path / "empty")}
+    )
+    assert nowhere.exit_code == 1 and "~/.kube/config" in nowhere.stderr
+
+
+def test_version_names_the_cli_and_the_cluster(stack: StackEnv) -> None:
+    import davit
+
+    text = ok(stack, "version")
+    assert f"Client: davit {davit.__version__}" in text
+    assert "Server: Kubernetes v1.20" in text and "Davit API davit.dev/v1alpha1 installed" in text
+    info = json.loads(ok(stack, "version", "-o", "json"))
+    assert info["client"]["version"] == davit.__version__
+    assert info["server"]["reachable"] is True
+    unreachable = CliRunner().invoke(cli, ["version"], env={"KUBECONFIG": "/nonexistent/kubeconfig"})
+    assert unreachable.exit_code == 0, "the CLI's version is worth printing without a cluster"
+    assert "Server: not reachable" in unreachable.stdout

@@ -138,7 +138,9 @@ def api_client(
     elif _IN_CLUSTER_TOKEN.exists():
         config.load_incluster_config(client_configuration=configuration)
     else:
-        raise RuntimeError("no kubeconfig given (--kubeconfig or $KUBECONFIG) and not running in a pod")
+        raise RuntimeError(
+            "no kubeconfig found (--kubeconfig, $KUBECONFIG or ~/.kube/config) and not running in a pod"
+        )
     # Parallel list and create calls share this pool; the default of 4 connections would serialise them.
     configuration.connection_pool_maxsize = 32
     api = BoundedApiClient(configuration, request_timeout, qps, burst)

@@ -8,7 +8,7 @@ BackupLocation, Rules, the backup a restore reads) are read through the same cla
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import structlog
@@ -194,6 +194,39 @@ class Operations:
             if changed is not None:
                 raise SpecChanged(changed, obj)
         return obj
+
+    def watch_one(
+        self, kind: Kind, namespace: str, name: str, resource_version: str, timeout_seconds: int
+    ) -> Iterator[tuple[str, RawObject]]:
+        """The events of the one object ``name`` after ``resource_version``, as (type, object), until
+        the server ends the watch after ``timeout_seconds``. ``errors.Transient`` when the version is
+        too old (410: read the object again and watch from there)."""
+        from kubernetes.watch.watch import iter_resp_lines
+
+        try:
+            response = self._call(
+                "list", kind, namespace, watch=True, field_selector=f"metadata.name={name}",
+                resource_version=resource_version, timeout_seconds=timeout_seconds,
+                allow_watch_bookmarks=True, _preload_content=False,
+                _request_timeout=(10.0, timeout_seconds + 30.0),
+            )  # fmt: skip
+        except ApiException as exc:
+            if exc.status == 410:
+                raise errors.Transient(f"watch from a version too old: {exc.reason}") from exc
+            raise
+        try:
+            for line in iter_resp_lines(response):
+                if not line:
+                    continue
+                event = json.loads(line)
+                event_type, obj = str(event.get("type")), event.get("object") or {}
+                if event_type == "ERROR":
+                    raise errors.Transient(f"watch ended: {obj.get('code')} {obj.get('message')}")
+                if event_type != "BOOKMARK":
+                    yield event_type, obj
+        finally:
+            response.close()
+            response.release_conn()
 
     def current(
         self, kind: Kind, namespace: str, name: str, uid: str, stage: str | None = None
