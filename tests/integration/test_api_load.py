@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 
+from bench.api_load import populate
 from davit import timeutil
-from davit.constants import API_GROUP, API_VERSION, PLURALS, Kind
+from davit.constants import PLURALS, Kind
 from davit.kube import clients
 from devstack.audit import count_lists
 from tests.conftest import StackEnv
@@ -26,27 +26,6 @@ pytestmark = pytest.mark.integration
 
 BACKUPS = 600
 PLURAL = PLURALS[Kind.APPLICATION_BACKUP]
-
-
-def finished_backups(stack: StackEnv, namespace: str, count: int) -> None:
-    """``count`` backups as the services leave them: Final and Successful."""
-    custom = client.CustomObjectsApi(clients.api_client(stack.kubeconfig))
-    finished = timeutil.format_time(timeutil.utcnow())
-
-    def make(i: int) -> None:
-        name = f"b{i:05d}"
-        body = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "ApplicationBackup",
-                "metadata": {"name": name, "namespace": namespace},
-                "spec": {"backupLocation": "loc", "namespaces": [namespace]}}  # fmt: skip
-        custom.create_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, body)
-        status = {"stage": "Final", "status": "Successful", "triggerTimestamp": finished,
-                  "finishTimestamp": finished}  # fmt: skip
-        custom.patch_namespaced_custom_object_status(
-            API_GROUP, API_VERSION, namespace, PLURAL, name, {"status": status}
-        )
-
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        list(pool.map(make, range(count)))
 
 
 @pytest.fixture
@@ -62,7 +41,7 @@ def watcher(stack: StackEnv, tmp_path: Path) -> Iterator[Services]:
 def test_idle_watcher_and_exporter_list_once_in_pages(
     stack: StackEnv, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    finished_backups(stack, namespace, BACKUPS)
+    populate(client.CustomObjectsApi(clients.api_client(stack.kubeconfig)), namespace, BACKUPS)
     since = (timeutil.utcnow() - datetime.timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
     services: Services = request.getfixturevalue("watcher")
     (tmp_path / "exporter").mkdir()
