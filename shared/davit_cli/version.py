@@ -17,17 +17,12 @@ from davit_cli.options import connection_options, output_option
 def server_info(cli: CliContext) -> dict[str, Any]:
     """The API server's Kubernetes version and whether it serves Davit's API; what went wrong, if it
     could not be asked (the CLI's version is worth printing without a cluster)."""
-    from kubernetes import client
+    from davit.kube.discovery import server_version
 
     try:
-        api = cli.api()
-        kubernetes = client.VersionApi(api).get_code().git_version
-        groups = client.ApisApi(api).get_api_versions().groups
+        kubernetes, served = server_version(cli.api(), API_GROUP, API_VERSION)
     except Exception as exc:  # no kubeconfig, unreachable, refused: said, never a traceback
         return {"reachable": False, "error": str(exc).splitlines()[0][:200]}
-    served = any(
-        group.name == API_GROUP and any(v.version == API_VERSION for v in group.versions) for group in groups
-    )
     return {
         "reachable": True,
         "kubernetes": kubernetes,

@@ -134,3 +134,11 @@ def find_object(api: client.ApiClient, resource: ApiResource, namespace: str, na
 def namespaces_matching(api: client.ApiClient, selector: str) -> list[str]:
     body = _get(api, "/api/v1/namespaces", [("labelSelector", selector)])
     return sorted(item["metadata"]["name"] for item in body.get("items", []))
+
+
+def server_version(api: client.ApiClient, group: str, version: str) -> tuple[str, bool]:
+    """The API server's Kubernetes version, and whether it serves ``group``/``version``."""
+    kubernetes = str(client.VersionApi(api).get_code().git_version)
+    groups = client.ApisApi(api).get_api_versions().groups or []
+    served = any(g.name == group and any(v.version == version for v in g.versions or []) for g in groups)
+    return kubernetes, served
