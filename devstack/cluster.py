@@ -86,6 +86,7 @@ class Cluster:
         self.dir = state_dir / f"cluster-{config.name}"
         self.procs = procs
         self.pki = pki.ensure_pki(self.dir / "pki")
+        self.kubelet_pki = pki.ensure_kubelet_pki(self.dir / "pki")
 
     @property
     def server(self) -> str:
@@ -214,6 +215,12 @@ class Cluster:
                 "--service-cluster-ip-range=10.96.0.0/16",
                 "--allow-privileged=true",
                 "--profiling=false",
+                # exec, attach and logs are proxied to the dev kubelet's endpoint, the address and port
+                # its Nodes advertise (devstack/exec_server.py), over TLS both ways.
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-certificate-authority={self.kubelet_pki.ca_cert}",
+                f"--kubelet-client-certificate={self.kubelet_pki.client_cert}",
+                f"--kubelet-client-key={self.kubelet_pki.client_key}",
                 "--max-requests-inflight=800",
                 "--max-mutating-requests-inflight=400",
                 f"--audit-policy-file={policy}",

@@ -23,6 +23,9 @@ has it
   it creates a directory for that node and a ``local`` PV with node affinity, like a local-path
   provisioner; the PV controller binds them. Released PVs with reclaim policy Delete are deleted with
   their directory.
+* **Exec**: ``pods/exec`` through the API server reaches an endpoint each Node advertises
+  (``daemonEndpoints.kubeletEndpoint``), where ``devstack.exec_server`` runs the command in a sandbox
+  holding the container's volumes at their mount paths.
 * **Seed data**: a PVC annotated ``dev.davit.dev/seed-data: "24Mi"`` gets its new volume filled with about
   that much application-like data, since there are no containers to write any. Not a claim a restore
   created (label ``davit.dev/restore``): its data comes from the restore, as a real application's would.
@@ -35,8 +38,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
+import json
 import shutil
 import signal
+import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +56,7 @@ from davit.kube import clients
 from davit.kube.watching import ListWatch
 from davit.restore import init_container
 from davit.restore.fields import RESTORE_LABEL
+from devstack import exec_server, pki
 
 log = structlog.get_logger("devstack.kubelet")
 
@@ -90,6 +96,19 @@ def csi_volume_dir(volumes_root: Path, handle: str) -> Path:
     plain = handle and handle not in (".", "..") and "/" not in handle and "\0" not in handle
     name = handle if plain else "h-" + hashlib.sha256(handle.encode()).hexdigest()[:16]
     return volumes_root / CSI_VOLUMES / name
+
+
+#: What the exec sandbox shares with the machine read-only (``devstack.exec_server.sandbox_command``).
+_SANDBOX_READ_ONLY = ("/usr", "/etc", "/proc", "/dev", "/bin", "/sbin", "/lib", "/lib64")
+
+
+def _exec_tls(exec_pki: pki.KubeletPki) -> ssl.SSLContext:
+    """The exec endpoint's TLS: its own certificate, and only clients with a certificate from its CA
+    (the API server's ``--kubelet-client-certificate``)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(exec_pki.ca_cert))
+    context.load_cert_chain(str(exec_pki.serving_cert), str(exec_pki.serving_key))
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def _now() -> str:
@@ -234,7 +253,14 @@ class _RestoreWait:
 
 
 class DevKubelet:
-    def __init__(self, api: client.ApiClient, nodes: list[str], root: Path, volumes: Path) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        nodes: list[str],
+        root: Path,
+        volumes: Path,
+        exec_pki: pki.KubeletPki | None = None,
+    ) -> None:
         self.api = api
         self.core = client.CoreV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
@@ -248,6 +274,18 @@ class DevKubelet:
         #: both act on them, one at a time under ``_restore_lock``.
         self._restore_waits: dict[str, _RestoreWait] = {}
         self._restore_lock = threading.Lock()
+        #: The exec endpoint (``devstack.exec_server``), when there are certificates for it and bubblewrap
+        #: to run commands in; without it the Nodes advertise port 0 and the API server cannot exec.
+        self.exec_server: exec_server.ExecServer | None = None
+        if exec_pki is not None:
+            if exec_server.bubblewrap_available():
+                self.exec_server = exec_server.ExecServer(self.resolve_exec, _exec_tls(exec_pki))
+            else:
+                log.warning("exec.unavailable", reason="bubblewrap (bwrap) is not installed")
+
+    @property
+    def exec_port(self) -> int:
+        return self.exec_server.port if self.exec_server else 0
 
     # --- nodes -------------------------------------------------------------------------------------
 
@@ -269,7 +307,7 @@ class DevKubelet:
                 for t, s, r in conditions
             ],
             "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.exec_port}},
             "nodeInfo": {
                 "machineID": "davit-dev", "systemUUID": "davit-dev", "bootID": "davit-dev",
                 "kernelVersion": "dev", "osImage": "davit dev kubelet", "containerRuntimeVersion": "dev://0",
@@ -382,6 +420,8 @@ class DevKubelet:
         meta = pod["metadata"]
         with self._restore_lock:
             self._restore_waits.pop(meta["uid"], None)
+        if self.exec_server is not None:
+            self.exec_server.kill_pod(meta["uid"])  # the containers stop: what runs in them ends
         shutil.rmtree(self.pod_dir(meta["uid"]), ignore_errors=True)
         try:
             self.core.delete_namespaced_pod(
@@ -491,6 +531,56 @@ class DevKubelet:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    # --- exec ------------------------------------------------------------------------------------------
+
+    def resolve_exec(
+        self, namespace: str, name: str, container_name: str, command: list[str], stdin: bool
+    ) -> exec_server.ExecTarget:
+        """What an exec session into ``namespace/name``'s container runs, and with which mounts; refused
+        as a kubelet refuses it for a pod that is not running here or a container it does not have."""
+        try:
+            response = self.core.read_namespaced_pod(name, namespace, _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise exec_server.ExecRefused(f'pod "{name}" not found') from None
+            raise
+        pod: dict[str, Any] = json.loads(response.data)
+        if pod["spec"].get("nodeName") not in self.nodes:
+            raise exec_server.ExecRefused(f'pod "{name}" is not on a node of this kubelet')
+        if (pod.get("status") or {}).get("phase") != "Running" or pod["metadata"].get("deletionTimestamp"):
+            raise exec_server.ExecRefused(f'container not found ("{container_name}"): the pod is not running')
+        container = next((c for c in pod["spec"].get("containers", []) if c["name"] == container_name), None)
+        if container is None:
+            raise exec_server.ExecRefused(f'container not found ("{container_name}")')
+        volume_dirs = self._create_volume_dirs(pod)
+        mounts = []
+        for mount in container.get("volumeMounts") or []:
+            source = volume_dirs.get(mount.get("name", ""))
+            path = str(mount.get("mountPath", ""))
+            if source is None or not path.startswith("/"):
+                log.warning("exec.mount_skipped", pod=f"{namespace}/{name}", mount=mount.get("name"))
+                continue
+            if path == "/" or any(path == top or path.startswith(top + "/") for top in _SANDBOX_READ_ONLY):
+                # The sandbox shares the machine's /usr and /etc read-only: nothing can be mounted there.
+                log.warning(
+                    "exec.mount_skipped", pod=f"{namespace}/{name}", mount=mount.get("name"), path=path
+                )
+                continue
+            if mount.get("subPath"):
+                resolved = (source / mount["subPath"]).resolve()
+                if not resolved.is_relative_to(source.resolve()):
+                    raise exec_server.ExecRefused(f"subPath {mount['subPath']!r} leaves its volume")
+                resolved.mkdir(parents=True, exist_ok=True)
+                source = resolved
+            mounts.append(exec_server.Mount(source, path, bool(mount.get("readOnly"))))
+        env = {e["name"]: str(e["value"]) for e in container.get("env") or [] if "name" in e and "value" in e}
+        uid = pod["metadata"]["uid"]
+        return exec_server.ExecTarget(
+            namespace=namespace, pod=name, pod_uid=uid, container=container_name, command=command,
+            mounts=mounts, env=env, stdin=stdin,
+            tmp=self.pod_dir(uid) / "containers" / container_name / "tmp",
+        )  # fmt: skip
 
     # --- the restore's init container ----------------------------------------------------------------
 
@@ -741,10 +831,17 @@ class DevKubelet:
             threading.Thread(target=self.restore_wait_loop, args=(stop,), daemon=True),
         ]
         threads += [threading.Thread(target=w.run, args=(stop,), daemon=True) for w in self.watches()]
+        if self.exec_server is not None:
+            threads.append(threading.Thread(target=self.exec_server.serve_forever, daemon=True))
         for t in threads:
             t.start()
-        log.info("kubelet.started", nodes=self.nodes, root=str(self.root))
+        log.info(
+            "kubelet.started", nodes=self.nodes, root=str(self.root),
+            exec_port=self.exec_server.port if self.exec_server else None,
+        )  # fmt: skip
         stop.wait()
+        if self.exec_server is not None:
+            self.exec_server.shutdown()
         for t in threads:
             t.join(timeout=5)
 
@@ -755,6 +852,11 @@ def main() -> None:
     parser.add_argument("--nodes", required=True, help="comma-separated node names")
     parser.add_argument("--root", required=True, type=Path, help="kubelet root directory")
     parser.add_argument("--volumes", required=True, type=Path, help="directory for provisioned volumes")
+    parser.add_argument(
+        "--exec-pki",
+        type=Path,
+        help="directory of the exec endpoint's certificates (devstack.pki.ensure_kubelet_pki)",
+    )
     args = parser.parse_args()
     logs.configure("dev-kubelet")
     stop = threading.Event()
@@ -765,6 +867,7 @@ def main() -> None:
         args.nodes.split(","),
         args.root.resolve(),
         args.volumes.resolve(),
+        pki.ensure_kubelet_pki(args.exec_pki) if args.exec_pki else None,
     )
     kubelet.run(stop)
 

@@ -320,6 +320,7 @@ class Stack:
                 sys.executable, "-m", "devstack.kubelet", "--kubeconfig", str(kubeconfig),
                 "--nodes", ",".join(node_names(cluster)), "--root", str(self.kubelet_root(cluster)),
                 "--volumes", str(self.volumes_root(cluster)),
+                "--exec-pki", str(self.dir / f"cluster-{cluster}" / "pki"),
             ],
             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
             cwd=REPO_ROOT,

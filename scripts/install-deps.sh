@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh machine, and nothing twice:
 #   Debian packages (redis-server, etcd-server, Node.js for Azurite, restic for `make bench-volume`,
-#   prometheus for the alert rules' tests and the dashboard's), the
+#   prometheus for the alert rules' tests and the dashboard's, bubblewrap for the dev kubelet's exec), the
 #   Kubernetes binaries built from Debian's source package (scripts/build-kubernetes.sh), Azurite from the
 #   npm registry into the cache, and the Python virtualenv with the project installed in editable mode.
 set -euo pipefail
@@ -20,6 +20,8 @@ command -v npm >/dev/null || missing+=(npm)
 command -v restic >/dev/null || missing+=(restic)
 # Prometheus and promtool: the alert rules' tests and the dashboard test's real Prometheus.
 command -v promtool >/dev/null || missing+=(prometheus)
+# bubblewrap: the sandbox the dev kubelet runs exec commands in (devstack/exec_server.py).
+command -v bwrap >/dev/null || missing+=(bubblewrap)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -q

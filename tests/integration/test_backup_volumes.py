@@ -1,6 +1,7 @@
 """Volume data, end to end on the real stack: node agents on both dev nodes store two volumes in the
 deduplicating repository; the repository read back holds every byte, mode and link; a second backup is
-incremental; a failed volume makes a PartialSuccess; exec rules fail clearly when the pod is out of reach."""
+incremental; a failed volume makes a PartialSuccess; exec rules are planned against the real pods (their
+runs over the real exec path are in ``test_exec_rules``)."""
 
 from __future__ import annotations
 
@@ -239,21 +240,6 @@ def test_exec_rules_run_through_the_executor_interface(stack: StackEnv, namespac
     ran = [(c.pod, c.container, c.command) for c in executor.calls if "CHECKPOINT" in c.command]
     assert sorted(p for p, _, _ in ran) == ["db-0", "db-1"]
     assert {c for _, c, _ in ran} == {"db"}
-
-
-def test_a_backup_whose_exec_rule_cannot_reach_its_pod_fails_naming_it(
-    stack: StackEnv, namespace: str, services: Services, tmp_path: Path
-) -> None:
-    deploy(stack, namespace)
-    apply(stack, {**RULE, "metadata": {"name": "quiesce", "namespace": namespace}})
-    apply(stack, location_manifest(stack, "local", namespace, tmp_path))
-    apply(stack, backup_manifest(namespace, "ruled", preExecRule="quiesce"))
-    status = wait_final(stack, namespace, "ruled", services)
-    assert status["status"] == "Failed"
-    reason: str = status["reason"]
-    assert "preExecRule quiesce" in reason and f"{namespace}/db-0" in reason, reason
-    # There is no kubelet in the local stack: the API server's own answer is passed on.
-    assert "error dialing backend" in reason, reason
 
 
 def test_repo_check_finds_missing_and_corrupt_chunks_and_names_the_files(

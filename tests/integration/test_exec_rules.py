@@ -1,15 +1,18 @@
-"""Exec rules against the real API server of the local stack.
+"""Exec, end to end on the real stack: ``pods/exec`` through the real API server to the dev kubelet's exec
+endpoint (``devstack/exec_server.py``), which runs the command in a sandbox holding the container's
+volumes at their mount paths.
 
-The stack has no real kubelet (``devstack/kubelet.py``): pods are scheduled and marked Running, but the
-API server cannot open an exec session into them. That makes this the test of the real exec path's
-failure reporting: whatever the API server answers arrives as an ExecError naming the pod and carrying
-the API server's reason, and a rule run over it fails naming the pod, never with a library traceback.
+First the exec path itself (output, exit codes, environment, volumes, ``/tmp`` kept between sessions, the
+API server's refusals), then rules run over it, then app-consistent backups with the real services: a
+pre-exec rule's dump is in the backup and gone from the live volume, a background rule holds across the
+volume stage, a failing rule fails the backup naming the pod and the command.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,42 +20,55 @@ from kubernetes import client
 
 from davit.api.types import RuleAction, RuleItem
 from davit.backup.exec_rules import WAIT_CMD, ExecError, RuleFailed, plan, run_rule
+from davit.format.layout import BackupRef
 from davit.kube.clients import api_client
 from davit.kube.execution import KubernetesExecutor
+from davit.repo import RepoReader, load_tree, restore_tree
 from tests.conftest import StackEnv
 from tests.helpers import wait_for
+from tests.integration.conftest import Services
+from tests.integration.test_backup_resources import (
+    apply,
+    backup_manifest,
+    location_manifest,
+    repository_for,
+    wait_final,
+)
 
 pytestmark = pytest.mark.integration
 
-DEPLOYMENT = """
+#: A database with its data on a claim, a config volume mounted read-only, and a sidecar.
+APP = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: mysql-config, namespace: NS}
+data: {my.cnf: "[mysqld]\\nskip-name-resolve\\n"}
+---
 apiVersion: apps/v1
-kind: Deployment
+kind: StatefulSet
 metadata: {name: mysql, namespace: NS}
 spec:
-  replicas: 2
+  serviceName: mysql
+  replicas: 1
   selector: {matchLabels: {app: mysql}}
   template:
     metadata: {labels: {app: mysql, tier: db}}
     spec:
       containers:
-      - {name: mysql, image: mysql:8}
+      - name: mysql
+        image: mysql:8
+        env: [{name: MYSQL_DATABASE, value: shop}]
+        volumeMounts:
+        - {name: data, mountPath: /var/lib/mysql}
+        - {name: config, mountPath: /config, readOnly: true}
       - {name: metrics, image: prom/mysqld-exporter}
+      volumes: [{name: config, configMap: {name: mysql-config}}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {storageClassName: davit-dev, accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
 """
 
-#: What the API server says when it cannot reach the (missing) kubelet to open the exec session.
-NO_KUBELET = "the API server answered 500: error dialing backend"
-
-
-def running_pods(api: client.ApiClient, namespace: str, count: int) -> list[dict[str, Any]]:
-    core = client.CoreV1Api(api)
-
-    def listed() -> list[dict[str, Any]] | None:
-        response = core.list_namespaced_pod(namespace, label_selector="app=mysql", _preload_content=False)
-        items: list[dict[str, Any]] = json.loads(response.data)["items"]
-        running = [p for p in items if (p.get("status") or {}).get("phase") == "Running"]
-        return items if len(running) == count else None
-
-    return wait_for(f"{count} mysql pods running", listed, timeout=60)
+POD = "mysql-0"
 
 
 @pytest.fixture
@@ -61,53 +77,82 @@ def api(stack: StackEnv) -> client.ApiClient:
 
 
 @pytest.fixture
-def mysql_pods(stack: StackEnv, namespace: str, api: client.ApiClient) -> list[dict[str, Any]]:
-    stack.kubectl("apply", "-f", "-", stdin=DEPLOYMENT.replace("NS", namespace))
-    return sorted(running_pods(api, namespace, 2), key=lambda p: str(p["metadata"]["name"]))
+def data_dir(stack: StackEnv, namespace: str) -> Path:
+    """The app deployed and running; the directory of its claim's volume on the host."""
+    apply(stack, APP.replace("NS", namespace))
+
+    def running() -> Path | None:
+        pod = json.loads(
+            stack.kubectl("-n", namespace, "get", "pod", POD, "-o", "json", check=False).stdout or "{}"
+        )
+        if (pod.get("status") or {}).get("phase") != "Running":
+            return None
+        claim = json.loads(stack.kubectl("-n", namespace, "get", "pvc", "data-mysql-0", "-o", "json").stdout)
+        if not claim["spec"].get("volumeName"):
+            return None
+        pv = json.loads(stack.kubectl("get", "pv", claim["spec"]["volumeName"], "-o", "json").stdout)
+        return Path(pv["spec"]["local"]["path"])
+
+    return wait_for("mysql-0 running with its volume", running, timeout=60)
 
 
-def test_exec_into_a_running_pod_reports_the_api_servers_answer(
-    api: client.ApiClient, namespace: str, mysql_pods: list[dict[str, Any]]
+def test_exec_runs_in_the_container_with_its_volumes_environment_and_exit_code(
+    api: client.ApiClient, namespace: str, data_dir: Path
 ) -> None:
-    name = mysql_pods[0]["metadata"]["name"]
     with KubernetesExecutor(api, timeout=30) as executor:
-        with pytest.raises(ExecError) as no_kubelet:
-            executor.run(namespace, name, "mysql", "echo hello")
-        message = str(no_kubelet.value)
-        assert message.startswith(f"pod {namespace}/{name} (container mysql): {NO_KUBELET}"), message
-        assert "Traceback" not in message and "NoneType" not in message
+        result = executor.run(
+            namespace, POD, "mysql",
+            "echo db=$MYSQL_DATABASE host=$HOSTNAME; echo dump > /var/lib/mysql/dump.sql; "
+            "echo oops >&2; exit 3",
+        )  # fmt: skip
+        assert result.exit_code == 3
+        assert "db=shop host=mysql-0" in result.output and "oops" in result.output
+        # Written through the mount: the claim's volume on the host holds it.
+        assert (data_dir / "dump.sql").read_text() == "dump\n"
 
-        with pytest.raises(ExecError) as background:
-            executor.start_background(namespace, name, "mysql", "sleep 60")
-        assert str(background.value).startswith(f"pod {namespace}/{name} (container mysql): {NO_KUBELET}")
+        # /tmp is the container's own and outlives one session, as in a real container.
+        assert executor.run(namespace, POD, "mysql", "echo kept > /tmp/marker").exit_code == 0
+        assert executor.run(namespace, POD, "mysql", "cat /tmp/marker").output == "kept\n"
+        assert executor.run(namespace, POD, "metrics", "cat /tmp/marker").exit_code != 0, "another container"
 
+        # The read-only mount refuses writes; the machine's own directories are not there.
+        config = executor.run(namespace, POD, "mysql", "cat /config/my.cnf; touch /config/x")
+        assert config.exit_code != 0 and "Read-only file system" in config.output
+        assert executor.run(namespace, POD, "mysql", f"test -e {data_dir}").exit_code == 1
+        assert executor.run(namespace, POD, "metrics", "test -e /var/lib/mysql/dump.sql").exit_code == 1
+
+        background = executor.start_background(namespace, POD, "mysql", "sleep 0.5; echo finished")
+        ended = wait_for("the background command to end", background.result, timeout=30)
+        assert (ended.exit_code, ended.output) == (0, "finished\n")
+
+
+def test_exec_refusals_come_from_the_api_server_and_name_the_pod(
+    stack: StackEnv, api: client.ApiClient, namespace: str, data_dir: Path
+) -> None:
+    with KubernetesExecutor(api, timeout=30) as executor:
         with pytest.raises(ExecError) as gone:
             executor.run(namespace, "mysql-gone", "mysql", "true")
         assert str(gone.value) == (
             f"pod {namespace}/mysql-gone (container mysql): the API server answered 404 NotFound: "
             'pods "mysql-gone" not found'
         )
-
         with pytest.raises(ExecError) as no_container:
-            executor.run(namespace, name, "postgres", "true")
+            executor.run(namespace, POD, "postgres", "true")
         assert str(no_container.value) == (
-            f"pod {namespace}/{name} (container postgres): the API server answered 400 BadRequest: container "
-            f"postgres is not valid for pod {name}"
+            f"pod {namespace}/{POD} (container postgres): the API server answered 400 BadRequest: container "
+            f"postgres is not valid for pod {POD}"
         )
+    forbidden_for_a_reader(stack, namespace)
 
 
-def test_exec_without_permission_reports_the_api_servers_refusal(
-    stack: StackEnv, api: client.ApiClient, namespace: str, mysql_pods: list[dict[str, Any]]
-) -> None:
+def forbidden_for_a_reader(stack: StackEnv, namespace: str) -> None:
     """A service account that may read pods but not exec into them: 403 Forbidden, with RBAC's reason.
 
     Over a websocket (a GET upgrade) the API server checks ``get`` on ``pods/exec`` up to Kubernetes 1.30
     and ``create`` too from 1.31 (AuthorizePodWebsocketUpgradeCreatePermission): Davit needs both verbs."""
-    stack.kubectl(
-        "apply",
-        "-f",
-        "-",
-        stdin=f"""
+    apply(
+        stack,
+        f"""
 apiVersion: v1
 kind: ServiceAccount
 metadata: {{name: reader, namespace: {namespace}}}
@@ -124,7 +169,7 @@ roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-reader}}
 subjects: [{{kind: ServiceAccount, name: reader, namespace: {namespace}}}]
 """,
     )
-    core = client.CoreV1Api(api)
+    core = client.CoreV1Api(api_client(stack.kubeconfig))
 
     def token() -> str | None:
         for secret in core.list_namespaced_secret(namespace).items:
@@ -139,49 +184,157 @@ subjects: [{{kind: ServiceAccount, name: reader, namespace: {namespace}}}]
     # The kubeconfig loader's hook would put the admin token back before every request.
     reader.configuration.refresh_api_key_hook = None
     reader.configuration.api_key = {"authorization": f"Bearer {wait_for('the reader token', token)}"}
-    name = mysql_pods[0]["metadata"]["name"]
     with KubernetesExecutor(reader, timeout=30) as executor, pytest.raises(ExecError) as refused:
-        executor.run(namespace, name, "mysql", "true")
+        executor.run(namespace, POD, "mysql", "true")
     assert str(refused.value) == (
-        f"pod {namespace}/{name} (container mysql): the API server answered 403 Forbidden: pods "
-        f'"{name}" is forbidden: User "system:serviceaccount:{namespace}:reader" cannot get resource '
+        f"pod {namespace}/{POD} (container mysql): the API server answered 403 Forbidden: pods "
+        f'"{POD}" is forbidden: User "system:serviceaccount:{namespace}:reader" cannot get resource '
         f'"pods/exec" in API group "" in the namespace "{namespace}"'
     )
 
 
-@pytest.mark.parametrize(
-    ("action", "doing"),
-    [
-        (
-            RuleAction(type="command", value="mysql -e 'flush tables'", run_in_single_pod=True),
-            "could not be run",
-        ),
-        (
-            RuleAction(
-                type="command",
-                value=f"mysql -Bse 'flush tables with read lock; system {WAIT_CMD};'",
-                background=True,
-                run_in_single_pod=True,
-            ),
-            f"could not be started (writing its {WAIT_CMD} script)",
-        ),
-    ],
-    ids=["foreground", "background"],
-)
-def test_a_rule_run_over_the_real_exec_path_fails_naming_the_pod(
-    api: client.ApiClient, namespace: str, mysql_pods: list[dict[str, Any]], action: RuleAction, doing: str
+def test_a_background_rule_holds_until_released_then_its_command_finishes(
+    api: client.ApiClient, namespace: str, data_dir: Path
 ) -> None:
-    items = [RuleItem(pod_selector={"app": "mysql", "tier": "db"}, container="mysql", actions=[action])]
-    planned = plan(items, mysql_pods, namespace)
-    first = mysql_pods[0]["metadata"]["name"]
-    assert [(p.pod, p.container) for p in planned] == [(first, "mysql")], "runInSinglePod: the first by name"
+    hold = (
+        f"touch /var/lib/mysql/locked; {WAIT_CMD}; rm /var/lib/mysql/locked; "
+        "echo done > /var/lib/mysql/released"
+    )
+    items = [
+        RuleItem(
+            pod_selector={"app": "mysql"}, container="mysql",
+            actions=[RuleAction(type="command", value=hold, background=True)],
+        )
+    ]  # fmt: skip
+    pods = json.loads(client.CoreV1Api(api).list_namespaced_pod(namespace, _preload_content=False).data)[
+        "items"
+    ]
+    planned = plan(items, pods, namespace)
+    with KubernetesExecutor(api, timeout=30) as executor:
+        run = run_rule(executor, planned, token=f"{namespace}-hold", hold_timeout=30)
+        # run_rule returns once the command reached its hold: the lock is taken, and still held.
+        assert (data_dir / "locked").exists() and not (data_dir / "released").exists()
+        run.check()
+        run.release()
+    wait_for("the command to go on past its hold", (data_dir / "released").exists, timeout=30)
+    assert not (data_dir / "locked").exists()
 
+
+def test_a_failing_rule_over_the_real_exec_path_names_the_pod_command_and_exit_code(
+    api: client.ApiClient, namespace: str, data_dir: Path
+) -> None:
+    action = RuleAction(type="command", value="echo 'ERROR 1045: access denied' >&2; exit 7")
+    items = [RuleItem(pod_selector={"app": "mysql", "tier": "db"}, container="mysql", actions=[action])]
+    pods = json.loads(client.CoreV1Api(api).list_namespaced_pod(namespace, _preload_content=False).data)[
+        "items"
+    ]
+    planned = plan(items, pods, namespace)
     with KubernetesExecutor(api, timeout=30) as executor, pytest.raises(RuleFailed) as failed:
         run_rule(executor, planned, token=f"{namespace}-pre", hold_timeout=30)
     message = str(failed.value)
-    assert message.startswith(
-        f"rules[0] (podSelector app=mysql,tier=db) actions[0]: command {action.value!r} {doing}: "
-        f"pod {namespace}/{first} (container mysql): {NO_KUBELET}"
-    ), message
-    assert failed.value.exit_code is None and failed.value.action == planned[0]
-    assert "releasing" not in message, "nothing was holding, so there was nothing to release"
+    assert failed.value.exit_code == 7, message
+    assert f"{namespace}/{POD}" in message and "exit code 7" in message and "access denied" in message, (
+        message
+    )
+
+
+# --- app-consistent backups with the real services ----------------------------------------------------
+
+PRE_RULE = {
+    "apiVersion": "davit.dev/v1alpha1",
+    "kind": "Rule",
+    "metadata": {"name": "dump-and-lock"},
+    "rules": [
+        {
+            "podSelector": {"app": "mysql"},
+            "container": "mysql",
+            "actions": [
+                {"type": "command", "value": 'echo "dump of $MYSQL_DATABASE" > /var/lib/mysql/dump.sql'},
+                {
+                    "type": "command",
+                    "background": True,
+                    "value": f"touch /var/lib/mysql/locked; {WAIT_CMD}; rm /var/lib/mysql/locked; "
+                    "echo unlocked > /var/lib/mysql/unlocked",
+                },
+            ],
+        }
+    ],
+}
+POST_RULE = {
+    "apiVersion": "davit.dev/v1alpha1",
+    "kind": "Rule",
+    "metadata": {"name": "cleanup"},
+    "rules": [
+        {
+            "podSelector": {"app": "mysql"},
+            "container": "mysql",
+            "actions": [{"type": "command", "value": "rm /var/lib/mysql/dump.sql"}],
+        }
+    ],
+}
+
+
+def stored_files(location: dict[str, Any], ref: BackupRef, claim: str, target: Path) -> dict[str, str]:
+    """The files of ``claim``'s volume as the backup stored them: name → text."""
+    repository = repository_for(location)
+    manifest = repository.read_manifest(ref)
+    volume = next(v for v in manifest["volumes"] if v["persistentVolumeClaim"] == claim)
+    restore_tree(load_tree(repository.store, repository.sealer, volume["tree"]), target, RepoReader(
+        repository.store, repository.sealer))  # fmt: skip
+    return {p.name: p.read_text() for p in target.iterdir() if p.is_file()}
+
+
+def test_an_app_consistent_backup_holds_the_dump_and_the_live_volume_does_not(
+    stack: StackEnv, namespace: str, services: Services, tmp_path: Path, data_dir: Path
+) -> None:
+    (data_dir / "table.ibd").write_text("rows\n")
+    for rule in (PRE_RULE, POST_RULE):
+        apply(stack, {**rule, "metadata": {**rule["metadata"], "namespace": namespace}})  # type: ignore[dict-item]
+    location = location_manifest(stack, "local", namespace, tmp_path)
+    apply(stack, location)
+    apply(
+        stack, backup_manifest(namespace, "consistent", preExecRule="dump-and-lock", postExecRule="cleanup")
+    )
+    status = wait_final(stack, namespace, "consistent", services, timeout=180)
+    assert status["status"] == "Successful", status
+
+    uid = json.loads(
+        stack.kubectl("-n", namespace, "get", "applicationbackup", "consistent", "-o", "json").stdout
+    )
+    ref = BackupRef(namespace, "consistent", uid["metadata"]["uid"])
+    stored = stored_files(location, ref, "data-mysql-0", tmp_path / "stored")
+    # The dump the pre-exec rule wrote, and the lock its background command held while the volume was read.
+    assert stored["dump.sql"] == "dump of shop\n" and "locked" in stored and stored["table.ibd"] == "rows\n"
+    assert "unlocked" not in stored, "the hold was released only after the volume stage"
+    # The live volume: the post-exec rule removed the dump; the held command went on once released.
+    wait_for("the held command to end", (data_dir / "unlocked").exists, timeout=30)
+    assert sorted(p.name for p in data_dir.iterdir()) == ["table.ibd", "unlocked"]
+
+
+def test_a_failing_pre_exec_rule_fails_the_backup_naming_the_pod_and_the_command(
+    stack: StackEnv, namespace: str, services: Services, tmp_path: Path, data_dir: Path
+) -> None:
+    failing = {
+        "apiVersion": "davit.dev/v1alpha1",
+        "kind": "Rule",
+        "metadata": {"name": "flush", "namespace": namespace},
+        "rules": [
+            {
+                "podSelector": {"app": "mysql"},
+                "container": "mysql",
+                "actions": [{"type": "command", "value": "echo 'cannot flush: disk full' >&2; exit 3"}],
+            }
+        ],
+    }
+    apply(stack, failing)
+    location = location_manifest(stack, "local", namespace, tmp_path)
+    apply(stack, location)
+    apply(stack, backup_manifest(namespace, "ruled", preExecRule="flush"))
+    status = wait_final(stack, namespace, "ruled", services)
+    assert status["status"] == "Failed", status
+    reason: str = status["reason"]
+    assert "preExecRule flush" in reason and f"{namespace}/{POD}" in reason, reason
+    assert "exit code 3" in reason and "cannot flush: disk full" in reason, reason
+    # Nothing of the volume was stored: the rule failed before the volume stage.
+    trees = [p for p in (tmp_path / "store").rglob("*") if p.parent.name == "trees"]
+    assert not trees, trees
