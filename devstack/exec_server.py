@@ -59,6 +59,8 @@ STDIN, STDOUT, STDERR, ERROR = 0, 1, 2, 3
 #: How much a pipe read takes at once: the frame size a real kubelet's streams use is of this order.
 READ_SIZE = 32 * 1024
 BWRAP = "bwrap"
+#: How much of an init container's output its terminated state's message keeps (the end: errors come last).
+OUTPUT_TAIL = 2048
 #: What the sandbox's PATH is: a container image's usual one.
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -199,6 +201,29 @@ class ExecServer:
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
+
+    def run_to_end(self, target: ExecTarget) -> tuple[int, str]:
+        """Run ``target`` with no session (an init container): its exit code and the tail of its output,
+        stdout and stderr together. Killed with its pod like any other command."""
+        target.tmp.mkdir(parents=True, exist_ok=True)
+        target.tmp.chmod(0o1777)
+        process = subprocess.Popen(
+            sandbox_command(target),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        with self._lock:
+            self._processes.setdefault(target.pod_uid, set()).add(process)
+        assert process.stdout is not None
+        tail = b""
+        while chunk := process.stdout.read1(READ_SIZE):  # type: ignore[attr-defined]
+            tail = (tail + chunk)[-OUTPUT_TAIL:]
+        exit_code = process.wait()
+        with self._lock:
+            self._processes.get(target.pod_uid, set()).discard(process)
+        return (exit_code if exit_code >= 0 else 128 - exit_code), tail.decode("utf-8", "replace")
 
     def _handle(self, connection: ServerConnection) -> None:
         session = _Session(connection)

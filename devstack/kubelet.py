@@ -274,6 +274,8 @@ class DevKubelet:
         #: both act on them, one at a time under ``_restore_lock``.
         self._restore_waits: dict[str, _RestoreWait] = {}
         self._restore_lock = threading.Lock()
+        #: Pods whose init containers are being run (or failed), by uid: each is run once.
+        self._init_runs: set[str] = set()
         #: The exec endpoint (``devstack.exec_server``), when there are certificates for it and bubblewrap
         #: to run commands in; without it the Nodes advertise port 0 and the API server cannot exec.
         self.exec_server: exec_server.ExecServer | None = None
@@ -404,7 +406,105 @@ class DevKubelet:
         if _restore_wait_container(pod) is not None:
             self._hold_for_restore(pod, node, volume_dirs)
             return
-        self._mark_running(pod, node)
+        self._start(pod, node)
+
+    # --- init containers ---------------------------------------------------------------------------
+
+    def _start(self, pod: dict[str, Any], node: str, restore: _RestoreWait | None = None) -> None:
+        """Run the pod's init containers that have a command, one after the other in the exec sandbox
+        (after the restore's own, which ``_hold_for_restore`` follows), then mark the pod Running. Init
+        containers without a command (an image's entrypoint) are reported completed, as before."""
+        runnable = [
+            c for c in pod["spec"].get("initContainers") or []
+            if c.get("name") != init_container.CONTAINER_NAME and c.get("command")
+        ]  # fmt: skip
+        if not runnable or self.exec_server is None:
+            self._mark_running(pod, node, restore)
+            return
+        uid = pod["metadata"]["uid"]
+        shown = (pod.get("status") or {}).get("initContainerStatuses") or []
+        if any(
+            ((s.get("state") or {}).get("terminated") or {}).get("exitCode") not in (None, 0) for s in shown
+        ):
+            return  # failed before (this process or an earlier one): containers are not restarted here
+        with self._lock:
+            if uid in self._init_runs:
+                return
+            self._init_runs.add(uid)
+        threading.Thread(
+            target=self._run_init_containers, args=(pod, node, restore, runnable), daemon=True,
+            name=f"init {pod['metadata']['name']}",
+        ).start()  # fmt: skip
+
+    def _run_init_containers(
+        self, pod: dict[str, Any], node: str, restore: _RestoreWait | None, runnable: list[dict[str, Any]]
+    ) -> None:
+        assert self.exec_server is not None
+        started = restore.started if restore is not None else _now()
+        try:
+            for container in runnable:
+                command = [
+                    str(a) for a in [*(container.get("command") or []), *(container.get("args") or [])]
+                ]
+                target = self._sandbox_target(pod, container, command, stdin=False)
+                code, output = self.exec_server.run_to_end(target)
+                where = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+                log.info("init_container.ended", pod=where, container=container["name"], exit_code=code)
+                if code != 0:
+                    self._write_init_failure(pod, node, container["name"], code, output, started)
+                    return
+            self._mark_running(pod, node, restore)
+        except Exception as exc:
+            log.warning("init_container.failed_to_run", pod=pod["metadata"]["name"], error=str(exc))
+
+    def _write_init_failure(
+        self, pod: dict[str, Any], node: str, failed: str, exit_code: int, output: str, started: str
+    ) -> None:
+        """An init container exited non-zero: the pod stays initialising (or fails, if it is never
+        restarted) with the container's exit code and the end of its output, as a kubelet reports it."""
+        meta, spec = pod["metadata"], pod["spec"]
+        now = _now()
+        init_statuses = []
+        reached = False
+        for container in spec.get("initContainers") or []:
+            if container["name"] == failed:
+                reached = True
+                state = {"terminated": {"exitCode": exit_code, "reason": "Error", "message": output[-1024:],
+                                        "startedAt": started, "finishedAt": now}}  # fmt: skip
+                init_statuses.append(_container_status(meta["uid"], container, state, ready=False))
+            elif reached:
+                waiting = {"waiting": {"reason": "PodInitializing"}}
+                init_statuses.append(_container_status(meta["uid"], container, waiting, ready=False))
+            else:
+                done = {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": started,
+                                       "finishedAt": now}}  # fmt: skip
+                init_statuses.append(_container_status(meta["uid"], container, done, ready=True))
+        pod_ip = self._pod_ip(node, meta["uid"])
+        incomplete = f"containers with incomplete status: [{failed}]"
+        status = {
+            "phase": "Failed" if spec.get("restartPolicy") == "Never" else "Pending",
+            "hostIP": "127.0.0.1", "podIP": pod_ip, "podIPs": [{"ip": pod_ip}], "startTime": started,
+            "conditions": [
+                {"type": "Initialized", "status": "False", "reason": "ContainersNotInitialized",
+                 "message": incomplete, "lastTransitionTime": now},
+                {"type": "Ready", "status": "False", "reason": "ContainersNotReady",
+                 "lastTransitionTime": now},
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": started},
+            ],
+            "initContainerStatuses": init_statuses,
+            "containerStatuses": [
+                _container_status(meta["uid"], c, {"waiting": {"reason": "PodInitializing"}}, ready=False,
+                                  started=False)
+                for c in spec.get("containers", [])
+            ],
+        }  # fmt: skip
+        try:
+            self.core.patch_namespaced_pod_status(meta["name"], meta["namespace"], {"status": status})
+            log.warning("init_container.failed", pod=f"{meta['namespace']}/{meta['name']}", container=failed,
+                        exit_code=exit_code)  # fmt: skip
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     def handle_pod_list(self, pods: list[dict[str, Any]]) -> None:
         handle = self._safe("pod", self.handle_pod)
@@ -422,6 +522,8 @@ class DevKubelet:
             self._restore_waits.pop(meta["uid"], None)
         if self.exec_server is not None:
             self.exec_server.kill_pod(meta["uid"])  # the containers stop: what runs in them ends
+        with self._lock:
+            self._init_runs.discard(meta["uid"])
         shutil.rmtree(self.pod_dir(meta["uid"]), ignore_errors=True)
         try:
             self.core.delete_namespaced_pod(
@@ -553,6 +655,15 @@ class DevKubelet:
         container = next((c for c in pod["spec"].get("containers", []) if c["name"] == container_name), None)
         if container is None:
             raise exec_server.ExecRefused(f'container not found ("{container_name}")')
+        return self._sandbox_target(pod, container, command, stdin)
+
+    def _sandbox_target(
+        self, pod: dict[str, Any], container: dict[str, Any], command: list[str], stdin: bool
+    ) -> exec_server.ExecTarget:
+        """``command`` in ``container`` of ``pod``: the container's volumes at their mount paths, its
+        literal environment and its own /tmp."""
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        container_name = container["name"]
         volume_dirs = self._create_volume_dirs(pod)
         mounts = []
         for mount in container.get("volumeMounts") or []:
@@ -594,8 +705,9 @@ class DevKubelet:
                 wait = self._restore_waits[uid] = _RestoreWait.start(pod, node)
             wait.pod = pod
             if wait.outcome == "completed":
-                # Still Pending: the Running write failed, or this event was sent before it landed.
-                self._mark_running(pod, node, wait)
+                # Still Pending: the Running write failed, or this event was sent before it landed (or the
+                # hooks' init containers after it are running).
+                self._start(pod, node, wait)
                 return
             if wait.outcome == "failed":
                 return
@@ -617,7 +729,7 @@ class DevKubelet:
             wait.finished = _now()
             wait.outcome = "completed"
             log.info("init_container.completed", pod=wait.pod_name, restore=wait.restore_uid)
-            self._mark_running(wait.pod, wait.node, wait)
+            self._start(wait.pod, wait.node, wait)
         elif wait.deadline is not None and datetime.datetime.now(datetime.UTC) >= wait.deadline:
             message = f"restore {wait.restore_uid}: no data after {wait.timeout:g}s"
             self._fail_restore(wait, init_container.EXIT_TIMEOUT, message)
@@ -717,12 +829,15 @@ class DevKubelet:
             return
         pv_name = f"pvc-{meta['uid']}"
         path = self.volumes / node / pv_name
+        # Seeded once: an event for the claim that comes before the PV controller binds it (the claim
+        # still Pending) must not write the files again under a pod that may already be using them.
+        fresh = not path.exists()
         path.mkdir(parents=True, exist_ok=True)
         seed = (meta.get("annotations") or {}).get(SEED_ANNOTATION)
         # A restored claim keeps the annotation, but its data is the restore's: seeding it would mix
         # invented files into what the node agent writes back.
         restored = RESTORE_LABEL in (meta.get("labels") or {})
-        if seed and not restored:
+        if seed and not restored and fresh:
             seed_volume(path, seed)
         body = {
             "apiVersion": "v1",

@@ -41,22 +41,11 @@ def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
     path.chmod(0o600)
 
 
-def ensure_pki(directory: Path) -> Pki:
-    """Create the keys and certificates once; later calls reuse them."""
-    directory.mkdir(parents=True, exist_ok=True)
-    pki = Pki(
-        ca_cert=directory / "ca.crt",
-        serving_cert=directory / "apiserver.crt",
-        serving_key=directory / "apiserver.key",
-        sa_key=directory / "sa.key",
-        sa_pub=directory / "sa.pub",
-    )
-    if all(p.exists() for p in (pki.ca_cert, pki.serving_cert, pki.serving_key, pki.sa_key, pki.sa_pub)):
-        return pki
-
+def _new_ca(common_name: str) -> tuple[rsa.RSAPrivateKey, x509.Name, x509.Certificate]:
+    """A self-signed CA: its key, name and certificate."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = _key()
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "davit-dev-ca")])
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     ca = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
@@ -76,6 +65,24 @@ def ensure_pki(directory: Path) -> Pki:
         )
         .sign(ca_key, hashes.SHA256())
     )  # fmt: skip
+    return ca_key, ca_name, ca
+
+
+def ensure_pki(directory: Path) -> Pki:
+    """Create the keys and certificates once; later calls reuse them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pki = Pki(
+        ca_cert=directory / "ca.crt",
+        serving_cert=directory / "apiserver.crt",
+        serving_key=directory / "apiserver.key",
+        sa_key=directory / "sa.key",
+        sa_pub=directory / "sa.pub",
+    )
+    if all(p.exists() for p in (pki.ca_cert, pki.serving_cert, pki.serving_key, pki.sa_key, pki.sa_pub)):
+        return pki
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, ca_name, ca = _new_ca("davit-dev-ca")
     serving_key = _key()
     serving = (
         x509.CertificateBuilder()
@@ -172,20 +179,7 @@ def ensure_kubelet_pki(directory: Path) -> KubeletPki:
         p.exists() for p in (pki.ca_cert, pki.serving_cert, pki.serving_key, pki.client_cert, pki.client_key)
     ):
         return pki
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = _key()
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "davit-dev-kubelet-ca")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + _VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca_key, ca_name, ca = _new_ca("davit-dev-kubelet-ca")
     serving_key, client_key = _key(), _key()
     serving = _certificate(
         "davit-dev-kubelet", serving_key.public_key(), ca_name, ca_key,

@@ -36,15 +36,22 @@ for _ in $(seq 1 100); do
 done
 "$DAVIT" -n "$admin" location get "$location"
 
-step "davit backup create $name --namespaces $ns --wait"
-"$DAVIT" -n "$admin" backup create "$name" --location "$location" --namespaces "$ns" --wait
+step "Exec rules: a dump before the volumes are read, removed afterwards; checked after a restore"
+k apply -f examples/demo/rules.yaml
+
+step "davit backup create $name --namespaces $ns --pre-exec-rule demo-db-dump --post-exec-rule demo-db-dump-cleanup --wait"
+"$DAVIT" -n "$admin" backup create "$name" --location "$location" --namespaces "$ns" \
+  --pre-exec-rule demo-db-dump --post-exec-rule demo-db-dump-cleanup --wait
+echo "the backup holds the dump the pre-exec rule wrote:"
+"$DAVIT" -n "$admin" repo ls --location "$location" --backup "$name" --volume "$ns/data-db-0" dump.sql
 
 step "Deleting namespace $ns: the application, its claims and their volumes"
 k delete namespace "$ns" --timeout=180s
 k get namespace "$ns" 2>&1 || true
 
-step "davit restore create $name --from-backup $name --wait"
-"$DAVIT" -n "$admin" restore create "$name" --from-backup "$name" --location "$location" --wait
+step "davit restore create $name --from-backup $name --post-exec-rule demo-db-verify --wait"
+"$DAVIT" -n "$admin" restore create "$name" --from-backup "$name" --location "$location" \
+  --post-exec-rule demo-db-verify --wait
 
 step "davit restore describe $name"
 "$DAVIT" -n "$admin" restore describe "$name"

@@ -15,8 +15,14 @@ API_GROUP_VERSION: Final = f"{API_GROUP}/{API_VERSION}"
 #: Annotation and label prefix (Stork's ``stork.libopenstorage.org/`` maps to this).
 ANNOTATION_PREFIX: Final = f"{API_GROUP}/"
 SKIP_RESOURCE_ANNOTATION: Final = f"{ANNOTATION_PREFIX}skip-resource"
-#: Stork spells it ``skipresource`` (seeds/000); both spellings are honoured.
-SKIP_RESOURCE_ANNOTATIONS: Final = (SKIP_RESOURCE_ANNOTATION, f"{ANNOTATION_PREFIX}skipresource")
+#: Stork's own annotation (seeds/000 puts it on its credentials Secrets and BackupLocations): honoured
+#: as written, so a Stork YAML whose annotations were not renamed still keeps its credentials out.
+STORK_SKIP_RESOURCE_ANNOTATION: Final = "stork.libopenstorage.org/skipresource"
+#: Every spelling that keeps an object out of a backup: Davit's, Davit's in Stork's spelling
+#: (``skipresource``), and Stork's own.
+SKIP_RESOURCE_ANNOTATIONS: Final = (
+    SKIP_RESOURCE_ANNOTATION, f"{ANNOTATION_PREFIX}skipresource", STORK_SKIP_RESOURCE_ANNOTATION,
+)  # fmt: skip
 VOLUME_MODE_ANNOTATION: Final = f"{ANNOTATION_PREFIX}volume-mode"
 #: Label on a backup created by an ApplicationBackupSchedule: the schedule's name (metrics group by it).
 SCHEDULE_LABEL: Final = f"{ANNOTATION_PREFIX}schedule"

@@ -114,6 +114,11 @@ class Settings:
     gc_grace_seconds: float = 21600.0
     #: How often the watcher looks for due schedule slots: a backup starts at most this late.
     schedule_tick_seconds: float = 10.0
+    #: Development and tests only, never deployed: a file holding seconds by which the clock that decides
+    #: when schedule slots are due and when backups expire runs ahead (or behind) of the real one
+    #: (``davit.clocks``), so that a test need not wait days for a daily or monthly slot. Empty: the real
+    #: clock.
+    dev_clock_file: str = ""
     #: Directories (comma-separated) under which a ``type: local`` BackupLocation outside the admin
     #: namespace must lie; ``{namespace}`` in one stands for the location's namespace, so each tenant
     #: can be kept to a directory of its own. Empty: tenants may not use local locations at all, because

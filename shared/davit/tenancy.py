@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from davit import errors
 from davit.api.objects import RawObject
+from davit.backup import selection
 
 #: The reason (status and Event) of an operation failed because its spec changed after acceptance.
 SPEC_CHANGED: Final = "SpecChanged"
@@ -108,12 +109,14 @@ def backup_may_read(
     """Whether a backup in ``backup_namespace`` with the accepted ``spec`` may read ``namespace``.
 
     Outside the admin namespace only its own namespace (Stork's rule), whatever the spec or the scratch
-    state says. In the admin namespace: the namespaces its spec names, or, with a namespaceSelector,
-    those ``selected`` (listed from the API by that selector).
+    state says: a pattern such as ``*`` in a tenant's spec (which validation refuses) matches nothing
+    else here either. In the admin namespace: the namespaces its spec names or its patterns match, or,
+    with a namespaceSelector, those ``selected`` (listed from the API by that selector); never one
+    ``excludeNamespaces`` names or matches.
     """
     if backup_namespace != admin_namespace:
-        return namespace == backup_namespace
-    return namespace in (spec.get("namespaces") or []) or namespace in selected
+        return namespace == backup_namespace and selection.namespace_in_scope(spec, namespace)
+    return selection.namespace_in_scope(spec, namespace, selected)
 
 
 # --- what a restore may write ------------------------------------------------------------------------
@@ -130,10 +133,26 @@ class RestoreGuard:
 
     restore_namespace: str
     admin_namespace: str
+    #: Set for a restore in the admin namespace of another namespace's backup (``backupNamespace``): the
+    #: namespaces it may write (where that namespace's objects go). The backup's bytes are that tenant's,
+    #: so they are held as that tenant's own restore would be: into those namespaces, nothing
+    #: cluster-scoped.
+    tenant_targets: frozenset[str] | None = None
 
     @property
     def admin(self) -> bool:
-        return self.restore_namespace == self.admin_namespace
+        """Whether the restore may write anywhere, cluster-scoped objects included."""
+        return self.restore_namespace == self.admin_namespace and self.tenant_targets is None
+
+    @property
+    def writable(self) -> frozenset[str]:
+        """The namespaces a restore that is not ``admin`` may write."""
+        return self.tenant_targets if self.tenant_targets is not None else frozenset({self.restore_namespace})
+
+    def _whose(self) -> str:
+        if self.tenant_targets is None:
+            return f"a restore in {self.restore_namespace}"
+        return f"a restore of another namespace's backup (spec.backupNamespace) in {self.restore_namespace}"
 
     def refusal(self, obj: RawObject, namespaced: bool) -> str | None:
         """Why ``obj`` must not be written by this restore; None when it may."""
@@ -147,17 +166,39 @@ class RestoreGuard:
         if not namespaced:
             if not self.admin:
                 return (
-                    f"{kind} {name} is cluster-scoped: a restore in namespace {self.restore_namespace} "
-                    f"creates no cluster-scoped object (only the admin namespace {self.admin_namespace} may)"
+                    f"{kind} {name} is cluster-scoped: {self._whose()} creates no cluster-scoped object "
+                    f"(only a restore of the admin namespace {self.admin_namespace}'s own backups may)"
                 )
             return None
         try:
             check_namespace(namespace)
         except UnsafeName as exc:
             return f"{kind} {name}: {exc}"
-        if not self.admin and namespace != self.restore_namespace:
+        if not self.admin and namespace not in self.writable:
             return (
-                f"{kind} {namespace}/{name}: namespace {namespace} is outside {self.restore_namespace}, "
-                f"the only namespace a restore in {self.restore_namespace} may write"
+                f"{kind} {namespace}/{name}: namespace {namespace} is outside "
+                f"{', '.join(sorted(self.writable))}, the only namespace {self._whose()} may write"
             )
         return None
+
+
+def restore_guard(restore_namespace: str, admin_namespace: str, spec: RawObject) -> RestoreGuard:
+    """The guard of a restore living in ``restore_namespace`` with the accepted ``spec``.
+
+    The restore's namespace decides what it may write; the spec can only narrow that: outside the admin
+    namespace ``backupNamespace`` and ``namespaceMapping`` change nothing here, and in the admin
+    namespace a backup of another namespace holds the restore to where that namespace's objects go.
+    """
+    source = spec.get("backupNamespace") or restore_namespace
+    if restore_namespace != admin_namespace or source == admin_namespace:
+        return RestoreGuard(restore_namespace, admin_namespace)
+    mapping = spec.get("namespaceMapping") or {}
+    target = mapping.get(source, source) if isinstance(mapping, dict) else None
+    return RestoreGuard(restore_namespace, admin_namespace, frozenset({str(target or source)}))
+
+
+def backup_namespace(restore: RawObject) -> str:
+    """Where a restore's ApplicationBackup is: ``spec.backupNamespace``, else the restore's own namespace
+    (validation lets only a restore in the admin namespace name another)."""
+    spec = restore.get("spec") or {}
+    return str(spec.get("backupNamespace") or restore["metadata"]["namespace"])

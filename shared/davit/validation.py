@@ -13,6 +13,7 @@ from typing import Protocol
 
 from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
+from davit.backup import selection
 from davit.constants import Kind
 from davit.retention import rules
 
@@ -53,12 +54,43 @@ def resolve_location(lookup: Lookup, namespace: str, name: str, admin_namespace:
     return shared if namespace in allowed or "*" in allowed else None
 
 
+def missing_location(namespace: str, name: str, admin_namespace: str) -> str:
+    """Why ``resolve_location`` found nothing, naming both places it looked. The same words whether or
+    not the admin namespace has a location of that name, so a tenant cannot probe for one."""
+    problem = f"spec.backupLocation: BackupLocation {namespace}/{name} not found"
+    if namespace == admin_namespace:
+        return problem
+    return (
+        f"{problem}, nor one named {name} in the admin namespace {admin_namespace} that lists {namespace} "
+        "in allowedNamespaces"
+    )
+
+
 def _rules(lookup: Lookup, namespace: str, spec: RawObject) -> list[str]:
     problems = []
     for field in ("preExecRule", "postExecRule"):
         name = spec.get(field)
         if name and lookup.rule(namespace, name) is None:
             problems.append(f"spec.{field}: Rule {namespace}/{name} not found")
+    return problems
+
+
+def _namespace_problems(spec: RawObject) -> list[str]:
+    """Patterns Velero would refuse too, and an exclusion that leaves nothing of the names given."""
+    problems = []
+    for field in ("namespaces", "excludeNamespaces"):
+        for index, entry in enumerate(spec.get(field) or []):
+            problem = selection.namespace_pattern_problem(str(entry))
+            if problem:
+                problems.append(f"spec.{field}[{index}]: {problem}")
+    named = spec.get("namespaces") or []
+    patterns = any(map(selection.is_namespace_pattern, named))
+    only_names = named and not spec.get("namespaceSelector") and not patterns
+    if only_names and not any(selection.namespace_in_scope(spec, ns) for ns in named):
+        problems.append(
+            f"spec.excludeNamespaces: excludes every namespace spec.namespaces names "
+            f"({', '.join(named)}): the backup would cover nothing"
+        )
     return problems
 
 
@@ -69,8 +101,17 @@ def validate_backup(obj: RawObject, lookup: Lookup, admin_namespace: str) -> Ver
     namespaces = spec.get("namespaces") or []
     if not namespaces and not spec.get("namespaceSelector"):
         problems.append("spec.namespaces: name at least one namespace (or a namespaceSelector)")
+    problems += _namespace_problems(spec)
     if namespace != admin_namespace:
-        foreign = sorted(set(namespaces) - {namespace})
+        patterns = sorted(e for e in namespaces if selection.is_namespace_pattern(e))
+        foreign = sorted(set(namespaces) - {namespace} - set(patterns))
+        if patterns:
+            # A pattern is resolved against every namespace of the cluster: only the admin namespace's
+            # backups may cover more than their own.
+            problems.append(
+                f"spec.namespaces: a backup in namespace {namespace} may only cover {namespace}; the "
+                f"pattern(s) {', '.join(patterns)} need a backup in the admin namespace {admin_namespace}"
+            )
         if foreign:
             problems.append(
                 f"spec.namespaces: a backup in namespace {namespace} may only cover {namespace}; "
@@ -93,7 +134,7 @@ def validate_backup(obj: RawObject, lookup: Lookup, admin_namespace: str) -> Ver
             )
     location = spec.get("backupLocation")
     if location and resolve_location(lookup, namespace, location, admin_namespace) is None:
-        problems.append(f"spec.backupLocation: BackupLocation {namespace}/{location} not found")
+        problems.append(missing_location(namespace, location, admin_namespace))
     if spec.get("ttl"):
         try:
             rules.parse_duration(str(spec["ttl"]))
@@ -104,12 +145,32 @@ def validate_backup(obj: RawObject, lookup: Lookup, admin_namespace: str) -> Ver
 
 
 def validate_restore(obj: RawObject, lookup: Lookup, admin_namespace: str) -> Verdict:
-    namespace = obj["metadata"]["namespace"]
+    own_namespace = obj["metadata"]["namespace"]
     spec = obj.get("spec") or {}
+    # The backup, and the location it was written to, are looked up in the backup's namespace: the
+    # restore's own, or (from the admin namespace only) the one spec.backupNamespace names.
+    namespace = spec.get("backupNamespace") or own_namespace
+    if own_namespace not in (namespace, admin_namespace):
+        return Verdict((
+            f"spec.backupNamespace: a restore in namespace {own_namespace} may only restore its own "
+            f"namespace's backups; only a restore in the admin namespace {admin_namespace} may name a "
+            f"backup in {namespace}",
+        ))  # fmt: skip
     problems: list[str] = []
+    if spec.get("inPlaceVolumes"):
+        # An in-place restore writes no object: options about objects would silently do nothing, and a
+        # dry run would still have to stop the workloads to tell anything true.
+        unused = ["dryRun", "initContainerHooks", "resourceModifier", "includeResources", "resourceTypes"]
+        if spec.get("replacePolicy") not in (None, "Retain"):
+            unused.append("replacePolicy")
+        problems += [
+            f"spec.{field}: not used by an in-place restore (spec.inPlaceVolumes), which writes no object"
+            for field in unused
+            if spec.get(field)
+        ]
     location = spec.get("backupLocation")
     if location and resolve_location(lookup, namespace, location, admin_namespace) is None:
-        problems.append(f"spec.backupLocation: BackupLocation {namespace}/{location} not found")
+        problems.append(missing_location(namespace, location, admin_namespace))
     backup = lookup.backup(namespace, spec.get("backupName", ""))
     if backup is None:
         problems.append(f"spec.backupName: ApplicationBackup {namespace}/{spec.get('backupName')} not found")
@@ -121,7 +182,7 @@ def validate_restore(obj: RawObject, lookup: Lookup, admin_namespace: str) -> Ve
             f"BackupLocation {written_to}, not {location}; a restore reads a backup where it was written"
         )
     mapping: dict[str, str] = spec.get("namespaceMapping") or {}
-    if namespace != admin_namespace:
+    if own_namespace != admin_namespace:
         sources = (backup.get("spec") or {}).get("namespaces") or []
         targets = {mapping.get(s, s) for s in sources} | set(mapping.values())
         foreign = sorted(targets - {namespace})

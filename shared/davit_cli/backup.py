@@ -1,4 +1,4 @@
-"""``davit backup create|get|describe|logs|delete``: ApplicationBackups."""
+"""``davit backup create|get|describe|logs|delete|download``: ApplicationBackups."""
 
 from __future__ import annotations
 
@@ -7,14 +7,24 @@ from typing import Any
 import click
 
 from davit.api.objects import RawObject
+from davit.backup import selection
 from davit.constants import Kind
 from davit.format.layout import BackupRef
 from davit_cli import output
 from davit_cli.commands import add_operation_commands, create_operation
-from davit_cli.context import CliContext
+from davit_cli.context import CliContext, pass_cli
 from davit_cli.errors import CliError
+from davit_cli.extract import location_options, open_backup, open_location, write_resource_files
 from davit_cli.logs import location_log
-from davit_cli.options import F, create_options, parse_duration, parse_selector, split_list
+from davit_cli.options import (
+    F,
+    connection_options,
+    create_options,
+    output_option,
+    parse_duration,
+    parse_selector,
+    split_list,
+)
 from davit_cli.runtime import open_repository
 
 KIND = Kind.APPLICATION_BACKUP
@@ -31,6 +41,7 @@ def build_spec(
     namespaces: str | None = None,
     selector: str | None = None,
     namespace_selector: str | None = None,
+    exclude_namespaces: str | None = None,
     resource_types: str | None = None,
     exclude_resource_types: str | None = None,
     reclaim_policy: str | None = None,
@@ -46,6 +57,11 @@ def build_spec(
         parse_duration(ttl, "--ttl")
     spec: dict[str, Any] = {"backupLocation": location}
     listed = split_list(namespaces)
+    for flag, entries in (("--namespaces", listed), ("--exclude-namespaces", split_list(exclude_namespaces))):
+        for entry in entries or []:
+            problem = selection.namespace_pattern_problem(entry)
+            if problem:
+                raise click.BadParameter(problem, param_hint=flag)
     if listed:
         spec["namespaces"] = listed
     elif not namespace_selector:
@@ -53,6 +69,7 @@ def build_spec(
     optional = {
         "selectors": parse_selector(selector),
         "namespaceSelector": namespace_selector,
+        "excludeNamespaces": split_list(exclude_namespaces),
         "resourceTypes": split_list(resource_types),
         "excludeResourceTypes": split_list(exclude_resource_types),
         "reclaimPolicy": reclaim_policy,
@@ -74,7 +91,17 @@ def spec_options(f: F) -> F:
             click.option(
                 "--location", "location_name", required=True, metavar="NAME", help="BackupLocation to use."
             ),
-            click.option("--namespaces", metavar="NS,...", help="Namespaces to back up (default: -n's)."),
+            click.option(
+                "--namespaces",
+                metavar="NS,...",
+                help="Namespaces to back up (default: -n's); glob patterns such as '*' or 'team-*' from "
+                "the admin namespace.",
+            ),
+            click.option(
+                "--exclude-namespaces",
+                metavar="NS,...",
+                help="Namespaces (or glob patterns) left out of --namespaces and --namespace-selector.",
+            ),
             click.option("--selector", metavar="K=V,...", help="Only resources with these labels."),
             click.option(
                 "--namespace-selector", metavar="SELECTOR", help="Namespaces by label (admin namespace)."
@@ -151,3 +178,54 @@ add_operation_commands(
     logs_help="from the location once the backup is Final, from the services' Redis while it runs",
     delete_help="its reclaimPolicy says whether the stored backup goes too",
 )
+
+
+@backup.command("download")
+@click.argument("name")
+@click.option("--target", required=True, metavar="DIR", help="Directory to write into (created if missing).")
+@location_options
+@connection_options
+@output_option
+@pass_cli
+def download(
+    cli: CliContext, name: str, target: str, location_name: str | None, location_file: str | None
+) -> None:
+    """Write the Kubernetes objects of a backup as YAML files, one per object, read from its location:
+    DIR/<namespace>/<Kind>[.<group>]/<name>.yaml, cluster-scoped objects under DIR/_cluster/. Objects are
+    written as the backup stored them (status and uid included).
+
+    Without --location or --location-file, NAME is the ApplicationBackup in -n's namespace and its
+    location is read from the cluster. With either, NAME names the backup in that location as 'repo ls
+    --backup' does (NAME, NAMESPACE/NAME, NAMESPACE/NAME/UID or a UID): --location-file needs no cluster.
+    Names from the location that would lead outside DIR stop the download before anything is written."""
+    from davit.format.layout import ref_from_path
+    from davit.format.resource_files import UnsafeResource, plan_files
+
+    if location_name is None and location_file is None:
+        namespace = cli.resolved_namespace()
+        obj = cli.objects().require(KIND, namespace, name)
+        meta, status = obj["metadata"], obj.get("status") or {}
+        if status.get("stage") != "Final" or status.get("status") not in ("Successful", "PartialSuccess"):
+            raise CliError(f"backup {namespace}/{name} has not finished successfully: nothing to download")
+        ref = ref_from_path(str(status.get("backupPath") or "")) or BackupRef(
+            namespace, meta["name"], meta["uid"]
+        )
+        repository = open_location(cli, (obj.get("spec") or {}).get("backupLocation", ""), None)
+        manifest = repository.read_manifest(ref)
+    else:
+        repository = open_location(cli, location_name, location_file)
+        ref, manifest = open_backup(repository, name, cli.namespace)
+    objects: list[RawObject] = []
+    for part in manifest.get("parts") or []:
+        objects.extend(repository.read_part(str(part.get("key"))))
+    try:
+        files = plan_files(objects)
+    except UnsafeResource as exc:
+        raise CliError(f"refusing to download backup {ref.namespace}/{ref.name}: {exc}") from exc
+    write_resource_files(target, files, lambda o: output.to_yaml(o) + "\n")
+    backup_id = f"{ref.namespace}/{ref.name}/{ref.uid}"
+    if cli.output != "table":
+        result = {"backup": backup_id, "target": target, "files": [f.path for f in files]}
+        click.echo(output.to_yaml(result) if cli.output == "yaml" else output.to_json(result))
+        return
+    click.echo(f"{len(files)} objects of backup {backup_id} written to {target}")

@@ -9,6 +9,7 @@ import click
 
 from davit_cli import output
 from davit_cli.context import CliContext, pass_cli
+from davit_cli.extract import location_options, open_location
 from davit_cli.options import connection_options, output_option
 from davit_cli.runtime import open_repository
 
@@ -22,19 +23,26 @@ def backups() -> None:
 
 
 @backups.command("list-remote")
-@click.option("--location", "location_name", required=True, metavar="NAME", help="BackupLocation to read.")
+@location_options
 @click.option("--source-namespace", metavar="NS", help="Only backups made in this namespace.")
 @connection_options
 @output_option
 @pass_cli
-def list_remote(cli: CliContext, location_name: str, source_namespace: str | None) -> None:
+def list_remote(
+    cli: CliContext, location_name: str | None, location_file: str | None, source_namespace: str | None
+) -> None:
     """List the complete backups (those whose manifest was written) in the BackupLocation given by
-    --location, from their manifests: namespace, name, uid, finish time, resources, stored size,
-    encryption."""
+    --location (or, without a cluster, --location-file), from their manifests: namespace, name, uid,
+    finish time, resources, stored size, encryption."""
     from davit.format.layout import BackupRef
 
-    namespace = cli.resolved_namespace()
-    repository = open_repository(cli, namespace, location_name)
+    if location_file is not None:
+        repository = open_location(cli, location_name, location_file)
+        location_name = location_name or location_file
+    elif location_name is None:
+        raise click.UsageError("give --location NAME (from the cluster) or --location-file FILE")
+    else:
+        repository = open_repository(cli, cli.resolved_namespace(), location_name)
     refs: list[BackupRef] = list(repository.list_backups(source_namespace))
 
     def read(ref: BackupRef) -> dict[str, Any]:

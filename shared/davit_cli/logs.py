@@ -53,7 +53,9 @@ def operation_log(cli: CliContext, obj: RawObject, log_key: LogKey) -> list[str]
 
     location_error = None
     try:
-        repository = open_repository(cli, meta["namespace"], spec.get("backupLocation", ""))
+        # A restore of another namespace's backup (spec.backupNamespace) keeps its log where it read.
+        where = spec.get("backupNamespace") or meta["namespace"]
+        repository = open_repository(cli, where, spec.get("backupLocation", ""))
         key = log_key(meta["namespace"], meta["name"], meta["uid"])
         lines = repository.get(key).decode().splitlines()
     except ObjectNotFound:

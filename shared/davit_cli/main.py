@@ -9,6 +9,7 @@ object not found, the API server refusing, a store unreachable). ``DAVIT_DEBUG=1
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import click
@@ -35,11 +36,12 @@ def translate(exc: Exception) -> click.ClickException:
         return CliError(f"kubeconfig: {_one_line(exc)}")
     from davit.format.repository import FormatError
     from davit.format.sealing import CorruptObject
+    from davit.repo.errors import RepoError
     from davit.storage.base import StorageError
 
     if isinstance(exc, StorageError):
         return CliError(f"store: {exc.code}: {_one_line(Exception(exc.message))}")
-    if isinstance(exc, FormatError | CorruptObject):
+    if isinstance(exc, FormatError | CorruptObject | RepoError):
         return CliError(f"location: {_one_line(exc)}")
     name = type(exc).__name__
     module = type(exc).__module__
@@ -75,6 +77,10 @@ class DavitGroup(click.Group):
             raise one_line_usage_error(exc) from exc
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            # Whoever read the output stopped (``| head``): nothing to report, nor to flush at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(1) from None
         except Exception as exc:
             if os.environ.get("DAVIT_DEBUG") == "1":
                 raise

@@ -27,7 +27,7 @@ OUTPUT_FORMATS: tuple[str, ...] = ("table", "json", "yaml")
 #: The printer columns of every operation kind: backups, restores and clones (SPEC §3).
 OPERATION_COLUMNS = ("NAME", "STAGE", "STATUS", "VOLUMES", "RESOURCES", "CREATED", "ELAPSED")
 BACKUP_COLUMNS = OPERATION_COLUMNS
-KIND_COUNT_COLUMNS = ("KIND", "RESTORED", "RETAINED", "REPLACED", "FAILED")
+KIND_COUNT_COLUMNS = ("KIND", "RESTORED", "RETAINED", "REPLACED", "UPDATED", "FAILED")
 LOCATION_COLUMNS = ("NAME", "TYPE", "PATH", "PHASE", "AGE")
 POLICY_COLUMNS = ("NAME", "TYPES", "TIMEZONE", "AGE")
 SCHEDULE_COLUMNS = ("NAME", "POLICY", "SUSPENDED", "LAST SUCCESS", "AGE")
@@ -480,9 +480,9 @@ def _indented_table(headers: Sequence[str], rows: list[list[Any]]) -> list[str]:
 
 
 def kind_counts_table(by_kind: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """A restore's or clone's ``resourcesByKind``: ``KIND RESTORED RETAINED REPLACED FAILED``, one row a
-    kind by name, and a TOTAL row when there are several."""
-    counted = ("restored", "retained", "replaced", "failed")
+    """A restore's or clone's ``resourcesByKind``: ``KIND RESTORED RETAINED REPLACED UPDATED FAILED``, one
+    row a kind by name, and a TOTAL row when there are several."""
+    counted = ("restored", "retained", "replaced", "updated", "failed")
     rows: list[list[Any]] = [
         [kind, *(int(by_kind[kind].get(c) or 0) for c in counted)] for kind in sorted(by_kind)
     ]
@@ -567,7 +567,9 @@ def _ordered(value: Mapping[str, Any], first: Sequence[str]) -> dict[str, Any]:
 
 
 _LOCATION_ORDER = ("type", "path", "prefix", "sync", "secretConfig", "encryptionKey", "allowedNamespaces")
-_BACKUP_ORDER = ("backupLocation", "namespaces", "namespaceSelector", "selectors", "resourceTypes")
+_BACKUP_ORDER = (
+    "backupLocation", "namespaces", "excludeNamespaces", "namespaceSelector", "selectors", "resourceTypes",
+)  # fmt: skip
 _RESTORE_ORDER = ("backupName", "backupLocation", "namespaceMapping", "replacePolicy", "resourceTypes")
 _CLONE_ORDER = ("sourceNamespace", "destinationNamespace", "selectors", "replacePolicy")
 #: Spec fields that map names to names, and how their flags write a pair.

@@ -25,6 +25,7 @@ _FIELD_FLAGS: dict[str, str] = {
     "namespaces": "--namespaces",
     "selectors": "--selector",
     "namespaceSelector": "--namespace-selector",
+    "excludeNamespaces": "--exclude-namespaces",
     "resourceTypes": "--resource-types",
     "excludeResourceTypes": "--exclude-resource-types",
     "volumeMode": "--volume-mode",

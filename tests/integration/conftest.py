@@ -53,6 +53,15 @@ class Services:
         )
         log.close()
 
+    def start_all(self, **env: str) -> Services:
+        """Every service, and a node agent per dev node (reading the dev kubelet's directories)."""
+        for service in SERVICES:
+            self.start(service, **env)
+        for node in self.stack.env["DEV_NODES"].split(","):
+            self.start("uploader", name=f"uploader-{node}", DAVIT_NODE_NAME=node,
+                       DAVIT_KUBELET_ROOT=self.stack.env["KUBELET_ROOT"], **env)  # fmt: skip
+        return self
+
     def heartbeat(self, name: str) -> Path:
         """The heartbeat file of service ``name`` (``davit.health``), one per process."""
         return self.log_dir / f"{name}.heartbeat"
@@ -87,13 +96,7 @@ def stack_services(stack: StackEnv, tmp_path: Path) -> Iterator[Callable[..., Se
     running.log_dir.mkdir()
 
     def start(**env: str) -> Services:
-        for service in SERVICES:
-            running.start(service, **env)
-        # The node agents, one per dev node, reading the dev kubelet's directories.
-        for node in stack.env["DEV_NODES"].split(","):
-            running.start("uploader", name=f"uploader-{node}", DAVIT_NODE_NAME=node,
-                          DAVIT_KUBELET_ROOT=stack.env["KUBELET_ROOT"], **env)  # fmt: skip
-        return running
+        return running.start_all(**env)
 
     yield start
     running.stop_all()

@@ -188,6 +188,7 @@ def test_backup_create_wait_get_logs_list_remote_describe_delete(
     create_local_location(stack, namespace, tmp_path)
 
     result = davit(stack, "-n", namespace, "backup", "create", "nightly", "--location", "loc",
+                   "--exclude-namespaces", "other-*",
                    "--reclaim-policy", "Retain", "--wait", "--timeout", "2m")  # fmt: skip
     if result.exit_code != 0:
         print(services.logs())
@@ -199,6 +200,7 @@ def test_backup_create_wait_get_logs_list_remote_describe_delete(
 
     obj = json.loads(ok(stack, "-n", namespace, "backup", "get", "nightly", "-o", "json"))
     assert obj["kind"] == "ApplicationBackup"
+    assert obj["spec"]["excludeNamespaces"] == ["other-*"], obj["spec"]  # a pattern the CRD accepts
     status = obj["status"]
     assert (status["stage"], status["status"]) == ("Final", "Successful")
     count = status["resourceCount"]

@@ -219,7 +219,10 @@ def test_a_cluster_role_and_its_binding_come_back_after_both_were_deleted(
     assert status["status"] == "Successful", status
     by_kind = status["resourcesByKind"]
     for kind in ("ClusterRole", "ClusterRoleBinding", "StorageClass", "PriorityClass"):
-        assert by_kind[kind] == {"restored": 0, "retained": 1, "replaced": 0, "failed": 0}, (kind, by_kind)
+        assert by_kind[kind] == {"restored": 0, "retained": 1, "replaced": 0, "updated": 0, "failed": 0}, (
+            kind,
+            by_kind,
+        )
     role = get_json(stack, "clusterrole", f"{tag}-reader")
     assert role is not None and role["rules"] == changed
     assert uid_of(stack, "clusterrolebinding", "", f"{tag}-reader") == binding_uid
@@ -372,4 +375,10 @@ spec:
     stack.kubectl("-n", namespace, "delete", "ingress", "web")
     status = restore(stack, services, location, f"{tag}-ing-r", f"{tag}-ing")
     assert status["status"] == "Successful", status
-    assert status["resourcesByKind"]["Ingress"] == {"restored": 1, "retained": 0, "replaced": 0, "failed": 0}
+    assert status["resourcesByKind"]["Ingress"] == {
+        "restored": 1,
+        "retained": 0,
+        "replaced": 0,
+        "updated": 0,
+        "failed": 0,
+    }

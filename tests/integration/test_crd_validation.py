@@ -253,6 +253,9 @@ BAD_SPECS = [
     # not a Kubernetes name
     bad("location", "location.secretConfig", "S3Secret", "in body should match"),
     bad("clone", "spec.sourceNamespace", "Mysql_App", "in body should match"),
+    # neither a namespace name nor a glob pattern of them (brace expansion, negation)
+    bad("backup", "spec.namespaces.0", "team-{a,b}", "in body should match"),
+    bad("backup", "spec.excludeNamespaces", ["!kube-system"], "in body should match"),
 ]
 
 

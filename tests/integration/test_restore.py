@@ -463,7 +463,13 @@ def test_a_dry_run_reports_what_it_would_do_and_changes_nothing(
         )
         assert status["status"] == "Successful" and "dry run" in status["reason"], status
         by_kind = status["resourcesByKind"]
-        assert by_kind["ConfigMap"] == {"restored": 1, "retained": 0, "replaced": 0, "failed": 0}, by_kind
+        assert by_kind["ConfigMap"] == {
+            "restored": 1,
+            "retained": 0,
+            "replaced": 0,
+            "updated": 0,
+            "failed": 0,
+        }, by_kind
         assert by_kind["Secret"]["restored"] == 1 and by_kind["Namespace"]["restored"] == 1, by_kind
         assert stack.kubectl("get", "namespace", target, check=False).returncode != 0, "the dry run wrote"
 

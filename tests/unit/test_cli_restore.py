@@ -107,6 +107,19 @@ def test_restore_spec_from_flags() -> None:
     assert ApplicationRestoreSpec.model_validate(spec).model_dump(by_alias=True, exclude_none=True) == spec
 
 
+def test_restore_options_from_flags() -> None:
+    spec = restore.build_spec(
+        "nightly", "loc", replace_policy="Update", backup_namespace="shop",
+        resource_modifier_configmap="patches", preserve_node_ports=True,
+    )  # fmt: skip
+    assert spec == {
+        "backupName": "nightly", "backupLocation": "loc", "replacePolicy": "Update",
+        "backupNamespace": "shop", "resourceModifier": {"kind": "ConfigMap", "name": "patches"},
+        "preserveNodePorts": True,
+    }  # fmt: skip
+    assert ApplicationRestoreSpec.model_validate(spec).model_dump(by_alias=True, exclude_none=True) == spec
+
+
 def test_clone_spec_from_flags() -> None:
     assert clone.build_spec("shop", "shop-copy") == {
         "sourceNamespace": "shop",
@@ -167,15 +180,15 @@ def test_kind_counts_table_sorted_by_kind_with_a_total() -> None:
     table = [re.split(r" {3,}", line.strip()) for line in lines]
     assert table == [
         list(output.KIND_COUNT_COLUMNS),
-        ["ConfigMap", "3", "2", "0", "1"],
-        ["Deployment", "1", "0", "1", "0"],
-        ["Secret", "0", "1", "0", "0"],
-        ["TOTAL", "4", "3", "1", "1"],
+        ["ConfigMap", "3", "2", "0", "0", "1"],
+        ["Deployment", "1", "0", "1", "0", "0"],
+        ["Secret", "0", "1", "0", "0", "0"],
+        ["TOTAL", "4", "3", "1", "0", "1"],
     ]
     single = output.kind_counts_table({"ConfigMap": {"restored": 2}})
     assert [line.split() for line in single] == [
         list(output.KIND_COUNT_COLUMNS),
-        ["ConfigMap", "2", "0", "0", "0"],
+        ["ConfigMap", "2", "0", "0", "0", "0"],
     ]
 
 
@@ -199,8 +212,8 @@ def test_describe_restore_shows_stage_status_reason_counts_volumes_elapsed() -> 
     assert re.search(r"Elapsed:\s+1m36s", text)
     counts = lines[lines.index("Resources By Kind:") + 1 :]
     assert counts[0].split() == list(output.KIND_COUNT_COLUMNS)
-    assert counts[1].split() == ["ConfigMap", "3", "2", "0", "1"]
-    assert counts[4].split() == ["TOTAL", "4", "3", "1", "1"]
+    assert counts[1].split() == ["ConfigMap", "3", "2", "0", "0", "1"]
+    assert counts[4].split() == ["TOTAL", "4", "3", "1", "0", "1"]
     assert "Resource Count:" in text and "Resources By Kind:" not in "\n".join(status[:8])
     assert "pv-9" in text and "2.0 KiB" in text
     assert lines[-1].split()[:2] == ["Warning", "PartialSuccess"]

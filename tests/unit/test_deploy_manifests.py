@@ -103,6 +103,7 @@ EXPECTED_GRANTS: dict[str, set[Grant]] = {
     | grants(G, ["applicationbackupschedules/status"], ["patch"])
     | grants(SNAPSHOTS, ["volumesnapshots", "volumesnapshotcontents"], ["list", "delete"])  # orphaned copies
     | grants("", ["pods", "persistentvolumeclaims"], ["list", "delete"])  # the data mover's leftovers
+    | grants("apps", ["deployments", "statefulsets", "replicasets"], ["list", "patch"])  # in-place leftovers
     | RECORDS_EVENTS,
     "davit-backup": WORKER_COMMON
     | grants(G, ["applicationbackups"], ["patch"])  # the finalizer
@@ -143,6 +144,9 @@ EXPECTED_GRANTS: dict[str, set[Grant]] = {
     | grants("apiextensions.k8s.io", ["customresourcedefinitions"], ["get"])
     | grants("", ["persistentvolumeclaims", "persistentvolumes"], ["get"])
     | grants("", ["pods"], ["list", "get", "create", "delete"])  # helper pods for unmounted claims
+    # Restore hooks: the post-restore Rule read and run in the restored pods.
+    | grants(G, ["rules"], ["get"])
+    | grants("", ["pods/exec"], ["get", "create"])
     # Claims from CSI snapshots: the backup's snapshot checked, copies into other namespaces made and removed.
     | grants(SNAPSHOTS, ["volumesnapshots", "volumesnapshotcontents"], ["get", "list", "create", "delete"])
     # Clones: the clone itself, the staging backup and restore it creates and follows.
@@ -528,18 +532,19 @@ def test_export_reads_the_cluster_part_by_name() -> None:
 
 
 @pytest.mark.parametrize("subresource", POWERFUL_SUBRESOURCES)
-def test_only_the_snapshot_service_reaches_into_pods(subresource: str) -> None:
+def test_only_the_rule_runners_reach_into_pods(subresource: str) -> None:
     # `list` is never how the API server authorises a request on a subresource (those name an object),
     # so the export's wildcard list reaches none of them; `get` on `*` would, and the restore's wildcard
     # does: RBAC cannot exclude subresources from `*`, and an account that may create any object and
-    # bind any role gains nothing from them. No rule of the restore's names one, though.
+    # bind any role gains nothing from them. Of the restore's own rules only pods/exec is named, for its
+    # post-restore Rule; the backup service runs the backups' Rules.
     for role in objects("ClusterRole"):
         name = role["metadata"]["name"]
         rules = role["rules"]
         if name == RESTORE_ROLE:
             rules = [rule for rule in rules if "*" not in rule.get("resources", [])]
         verbs = granted(rules, "", subresource) - {"list"}
-        if name == "davit-backup" and subresource == "pods/exec":
+        if name in ("davit-backup", RESTORE_ROLE) and subresource == "pods/exec":
             continue
         assert not verbs, f"ClusterRole {name} may {sorted(verbs)} {subresource}"
 
@@ -614,6 +619,19 @@ def test_davit_containers_are_configured_with_settings_that_exist() -> None:
         names = set(env_of(container))
         assert names <= known, f"{workload['metadata']['name']}: {sorted(names - known)} are not settings"
         settings_of(container)  # and the values parse
+
+
+def test_nothing_deployed_runs_on_a_shifted_clock() -> None:
+    """``dev_clock_file`` (``davit.clocks``) is for the local stack and tests only: no manifest of any
+    overlay sets it, as a variable or as a flag."""
+    for workload, container in davit_containers():
+        assert settings_of(container).dev_clock_file == "", workload["metadata"]["name"]
+    mentions = [
+        str(path.relative_to(REPO_ROOT))
+        for path in sorted((REPO_ROOT / "deploy").rglob("*"))
+        if path.is_file() and re.search(r"dev[_-]clock", path.read_text(errors="replace"), re.IGNORECASE)
+    ]
+    assert not mentions, f"the dev clock is named in deployed files: {mentions}"
 
 
 def test_davit_containers_reach_redis_through_a_service() -> None:

@@ -322,7 +322,7 @@ OWNERS = {
         Stage.PRE_EXEC_RULE: None,
         Stage.VOLUMES: Queue.RESTORE,
         Stage.APPLICATIONS: Queue.RESTORE,
-        Stage.POST_EXEC_RULE: None,
+        Stage.POST_EXEC_RULE: Queue.RESTORE,  # its hooks
         Stage.FINAL: None,
     },
     Kind.APPLICATION_CLONE: {

@@ -10,6 +10,7 @@ import pytest
 
 from davit.repo import (
     CorruptChunk,
+    FileUnreadable,
     MissingChunk,
     RepoIndex,
     RepoReader,
@@ -67,8 +68,9 @@ def test_a_deleted_pack_is_reported_with_the_paths_it_affects(loc: Location, tmp
         assert len(report.missing) == 1
         assert "is not in the store" in report.missing[0].reason
         assert report.affected_paths == [f"{tree.id}:dir/b.bin"]
-    with pytest.raises(MissingChunk, match="is not in the store"):
+    with pytest.raises(FileUnreadable, match=r"'dir/b\.bin' cannot be read: .* not in the store") as raised:
         restore_tree(tree, tmp_path / "restored", RepoReader(loc.store, loc.sealer))
+    assert isinstance(raised.value.cause, MissingChunk)
 
 
 def test_a_flipped_byte_is_found_when_data_is_read(loc: Location, tmp_path: Path) -> None:
@@ -83,8 +85,11 @@ def test_a_flipped_byte_is_found_when_data_is_read(loc: Location, tmp_path: Path
     assert not report.ok and not report.missing
     assert len(report.corrupt) == 1
     assert report.affected_paths == [f"{tree.id}:dir/c.bin"]
-    with pytest.raises(CorruptChunk, match="is corrupt"):
+    with pytest.raises(FileUnreadable, match=r"'dir/c\.bin' cannot be read: .* is corrupt") as raised:
         restore_tree(tree, tmp_path / "restored", RepoReader(loc.store, loc.sealer))
+    assert isinstance(raised.value.cause, CorruptChunk)
+    # The file whose chunk failed is not left behind looking complete.
+    assert not (tmp_path / "restored" / "dir" / "c.bin").exists()
 
 
 def test_a_missing_tree_part_and_index_entry_are_reported(loc: Location, tmp_path: Path) -> None:

@@ -131,7 +131,7 @@ class Restoring:
 
 
 def counts(**outcomes: int) -> dict[str, int]:
-    return {"restored": 0, "retained": 0, "replaced": 0, "failed": 0, **outcomes}
+    return {"restored": 0, "retained": 0, "replaced": 0, "updated": 0, "failed": 0, **outcomes}
 
 
 def test_an_admin_restore_creates_cluster_scoped_objects_in_tier_order(

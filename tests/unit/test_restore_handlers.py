@@ -30,7 +30,7 @@ from tests.unit.restore_world import (
     live_configmap,
 )
 
-EMPTY = {"restored": 0, "retained": 0, "replaced": 0, "failed": 0}
+EMPTY = {"restored": 0, "retained": 0, "replaced": 0, "updated": 0, "failed": 0}
 
 
 @pytest.fixture
@@ -525,3 +525,46 @@ def test_the_helper_pod_is_where_the_data_goes_and_goes_when_the_restore_ends(wo
     world.run()
     assert world.status()["stage"] == "Final"
     assert world.cluster.list_temporary() == []
+
+
+# --- PostExecRule: restore hooks ---------------------------------------------------------------------
+
+WARM_UP = [{"podSelector": {"app": "db"}, "container": "app",
+            "actions": [{"type": "command", "value": "warm up the cache"}]}]  # fmt: skip
+
+
+def test_a_restore_with_a_post_exec_rule_runs_it_in_the_running_pods_then_succeeds(world: World) -> None:
+    world.write_backup([configmap("a")])
+    world.cluster.put(fakes.rule("warm-up", NAMESPACE, WARM_UP), fakes.pod("db-0", labels={"app": "db"}))
+    world.deliver(world.new_restore(postExecRule="warm-up"))
+    world.run()
+    status = world.status()
+    assert (status["stage"], status["status"], status["reason"]) == ("Final", "Successful", "")
+    assert [h["stage"] for h in status["stageHistory"]][-2:] == ["Applications", "PostExecRule"]
+    ran = [(c.pod, c.container, c.command) for c in world.cluster.exec.calls if not c.control]
+    assert ran == [("db-0", "app", "warm up the cache")]
+    assert status["resourcesByKind"] == {"ConfigMap": counts(restored=1)}
+
+
+def test_a_failing_post_exec_rule_makes_a_partial_success_naming_the_pod_and_command(world: World) -> None:
+    world.write_backup([configmap("a")])
+    world.cluster.put(fakes.rule("warm-up", NAMESPACE, WARM_UP), fakes.pod("db-0", labels={"app": "db"}))
+    world.cluster.exec.results["warm up the cache"] = (2, "cache server refused")
+    world.deliver(world.new_restore(postExecRule="warm-up"))
+    world.run()
+    status = world.status()
+    assert (status["stage"], status["status"]) == ("Final", "PartialSuccess")
+    assert status["reason"].startswith("postExecRule warm-up: rules[0] (podSelector app=db) actions[0]")
+    assert f"pod {NAMESPACE}/db-0" in status["reason"] and "exit code 2" in status["reason"]
+    assert "cache server refused" in status["reason"]
+    assert world.objects()["a"]["data"] == {"key": "a"}, "the objects stay restored"
+
+
+def test_a_post_exec_rule_that_does_not_exist_is_named_and_the_objects_stay(world: World) -> None:
+    world.write_backup([configmap("a")])
+    world.deliver(world.new_restore(postExecRule="missing"))
+    world.run()
+    status = world.status()
+    assert (status["stage"], status["status"]) == ("Final", "PartialSuccess")
+    assert status["reason"] == f"postExecRule: Rule {NAMESPACE}/missing not found"
+    assert "a" in world.objects()

@@ -4,11 +4,13 @@ conflict."""
 
 from __future__ import annotations
 
+import datetime
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
-from davit import constants
+from davit import constants, timeutil
 from davit.api.objects import RawObject
 from davit.constants import Kind, RetentionAction
 from davit.kube.client import ApiException
@@ -126,6 +128,33 @@ def test_a_backup_whose_ttl_has_not_passed_stays(ports: Ports, fake: k.FakeClust
     expiry.expire(ports, _message(obj, RetentionAction.EXPIRE))
     assert fake.find(Kind.APPLICATION_BACKUP, "app", "young") is not None
     assert fake.reasons() == []
+
+
+@dataclass(frozen=True)
+class ShiftedClock:
+    """The real time, ``ahead`` later (what ``davit.clocks.OffsetFileClock`` gives a test)."""
+
+    ahead: datetime.timedelta
+
+    def now(self) -> datetime.datetime:
+        return timeutil.utcnow() + self.ahead
+
+
+def test_a_ttl_runs_out_by_the_ports_clock(ports: Ports, fake: k.FakeCluster) -> None:
+    finished = timeutil.format_time(timeutil.utcnow())
+    obj = fake.put(
+        k.backup(
+            "recent", "app", stage="Final", status="Successful", backupLocation="loc", ttl="1h",
+            status_fields={"finishTimestamp": finished},
+        )
+    )  # fmt: skip
+    message = _message(obj, RetentionAction.EXPIRE)
+    expiry.expire(ports, message)
+    assert fake.find(Kind.APPLICATION_BACKUP, "app", "recent") is not None  # an hour to go, really
+
+    expiry.expire(replace(ports, clock=ShiftedClock(datetime.timedelta(hours=2))), message)
+    assert fake.find(Kind.APPLICATION_BACKUP, "app", "recent") is None
+    assert fake.reasons() == ["Expired"]
 
 
 def test_a_schedule_without_its_policy_keeps_everything(ports: Ports, fake: k.FakeCluster) -> None:

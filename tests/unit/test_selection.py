@@ -268,9 +268,14 @@ STORK_SKIP = "davit.dev/skipresource"
         pytest.param(obj(annotations={STORK_SKIP: "false"}), True, id="stork-skip-false"),
         pytest.param(obj(annotations={SKIP: ""}), True, id="skip-empty"),
         pytest.param(obj(annotations={SKIP: "yes"}), True, id="skip-yes-is-not-true"),
+        # Stork's own annotation, as a Stork YAML whose annotations were not renamed carries it.
         pytest.param(
-            obj(annotations={"stork.libopenstorage.org/skipresource": "true"}), True, id="other-prefix"
+            obj(annotations={"stork.libopenstorage.org/skipresource": "true"}), False, id="stork-own-prefix"
         ),
+        pytest.param(
+            obj(annotations={"stork.libopenstorage.org/skipresource": "false"}), True, id="stork-own-false"
+        ),
+        pytest.param(obj(annotations={"example.com/skipresource": "true"}), True, id="other-prefix"),
         pytest.param(obj(annotations=None), True, id="null-annotations"),
         pytest.param(obj(labels={"davit.dev/data-mover": "backup"}), False, id="data-mover-helper"),
         pytest.param(obj(labels={"davit.dev/data-mover": "restore"}), False, id="restore-helper"),

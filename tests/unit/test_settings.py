@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "gc_interval_seconds": 86400.0,
     "gc_grace_seconds": 21600.0,
     "schedule_tick_seconds": 10.0,
+    "dev_clock_file": "",
     "node_name": "",
     "snapshot_timeout_seconds": 600.0,
     "snapshot_copy_grace_seconds": 600.0,

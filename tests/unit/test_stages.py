@@ -33,6 +33,7 @@ OLD_OWNERS: dict[Kind, dict[Stage, Queue]] = {
         Stage.INITIAL: Queue.RESTORE,
         Stage.VOLUMES: Queue.RESTORE,
         Stage.APPLICATIONS: Queue.RESTORE,
+        Stage.POST_EXEC_RULE: Queue.RESTORE,
     },
     Kind.APPLICATION_CLONE: {
         Stage.INITIAL: Queue.RESTORE,

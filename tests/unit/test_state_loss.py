@@ -339,6 +339,7 @@ def test_a_restore_flushed_after_creating_objects_keeps_them_and_counts_them_res
         "restored": 2,
         "retained": 0,
         "replaced": 0,
+        "updated": 0,
         "failed": 0,
     }
 
@@ -403,6 +404,7 @@ def test_a_restore_flushed_in_volumes_hands_out_again_what_is_not_done(world: Wo
         "restored": 1,
         "retained": 0,
         "replaced": 0,
+        "updated": 0,
         "failed": 1,
     }
     assert "reasons were lost" in status["reason"]

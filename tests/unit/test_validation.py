@@ -300,6 +300,24 @@ def test_backup_uses_shared_location_only_when_allowed(allowed: list[str] | None
         assert only_problem(verdict).startswith("spec.backupLocation:")
 
 
+def test_a_refused_shared_location_reads_like_a_missing_one() -> None:
+    """The reason names where the location was looked for, and does not tell a tenant whether the admin
+    namespace has a location of that name."""
+    refusing = FakeLookup(locations={(ADMIN, "shared"): location_obj(ADMIN, "shared", [OTHER])})
+    spec = {"backupLocation": "shared", "namespaces": [APP]}
+    problem = only_problem(validate_backup(op(APP, spec), refusing, ADMIN))
+
+    assert problem == (
+        f"spec.backupLocation: BackupLocation {APP}/shared not found, nor one named shared in the admin "
+        f"namespace {ADMIN} that lists {APP} in allowedNamespaces"
+    )
+    assert only_problem(validate_backup(op(APP, spec), FakeLookup(), ADMIN)) == problem
+    admin_spec = {"backupLocation": "gone", "namespaces": [APP]}
+    assert only_problem(validate_backup(op(ADMIN, admin_spec), FakeLookup(), ADMIN)) == (
+        f"spec.backupLocation: BackupLocation {ADMIN}/gone not found"
+    )
+
+
 def test_shared_location_in_other_non_admin_namespace_is_not_used() -> None:
     lookup = FakeLookup(locations={(OTHER, "loc"): location_obj(OTHER, "loc", ["*"])})
     verdict = validate_backup(op(APP, {"backupLocation": "loc", "namespaces": [APP]}), lookup, ADMIN)

@@ -102,6 +102,7 @@ def run(
         in_flight=in_flight,
         requeue_grace_seconds=GRACE,
         stall_seconds=STALL,
+        expiry_now=NOW,
     )
 
 
@@ -550,6 +551,21 @@ def test_a_finished_backup_whose_ttl_passed_goes_to_retention_on_a_resync(
         assert decision.enqueue is None
     # A watch event never sends it: the resync does, once a minute at most.
     assert run(Kind.APPLICATION_BACKUP, raw).enqueue is None
+
+
+def test_a_ttl_is_compared_with_the_expiry_clock_not_the_stamps_clock() -> None:
+    """``expiry_now`` (a shifted ``davit.clocks`` clock in tests) decides expiry; ``now`` stays what the
+    status stamps and stall detection use."""
+    raw = obj({"stage": "Final", "status": "Successful", "finishTimestamp": ago(60)})
+    raw["spec"]["ttl"] = "1h"
+
+    def at(expiry_now: datetime.datetime) -> Decision:
+        return decide(Kind.APPLICATION_BACKUP, raw, must_not_validate, now=NOW, resync=True,
+                      in_flight=lambda _key: False, requeue_grace_seconds=GRACE, stall_seconds=STALL,
+                      expiry_now=expiry_now)  # fmt: skip
+
+    assert at(NOW).enqueue is None
+    assert at(NOW + datetime.timedelta(hours=1)).message_stage == "Expire"
 
 
 def test_durations_parse_as_the_api_accepts_them() -> None:

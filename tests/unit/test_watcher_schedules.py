@@ -13,6 +13,8 @@ from kubernetes.client.exceptions import ApiException
 
 from davit import labels
 from davit_services.watcher.schedules import (
+    SchedulePlan,
+    Scheduler,
     backup_for,
     describe_error,
     failure_plan,
@@ -205,3 +207,61 @@ def test_errors_are_described_by_what_the_api_server_said() -> None:
         describe_error(OverflowError("date value out of range")) == "OverflowError: date value out of range"
     )
     assert len(describe_error(ValueError("x" * 5000))) == 512
+
+
+def _finished(name: str, state: str, minute: int, **metadata: Any) -> dict[str, Any]:
+    """An interval backup of ``nightly`` made at 10:``minute`` and finished ten seconds later."""
+    made = f"2026-11-21T10:{minute:02d}"
+    return {
+        "metadata": {"name": name, "uid": f"uid-{name}", "creationTimestamp": f"{made}:00Z",
+                     "labels": {"davit.dev/policy-type": "interval"}, **metadata},
+        "status": {"stage": "Final", "status": state, "finishTimestamp": f"{made}:10Z"},
+    }  # fmt: skip
+
+
+def test_the_plan_names_what_retention_would_delete_now() -> None:
+    two = [_finished("b1", "Successful", 1), _finished("b2", "Successful", 2)]
+    now = at("2026-11-21T10:03:30")
+    assert plan_schedule(schedule(), POLICY, two, now).retention_due == ()  # retain 2 keeps both
+
+    three = [*two, _finished("b3", "Successful", 3)]
+    assert plan_schedule(schedule(), POLICY, three, now).retention_due == ("b1",)
+    # One already being deleted is not asked for again.
+    three[0]["metadata"]["deletionTimestamp"] = "2026-11-21T10:03:20Z"
+    assert plan_schedule(schedule(), POLICY, three, now).retention_due == ()
+    # Without its policy nothing says what to keep: nothing is due.
+    assert plan_schedule(schedule(), None, [*two, _finished("b3", "Successful", 3)], now).retention_due == ()
+
+
+def test_an_expiry_is_due_from_the_instant_it_passes() -> None:
+    entry = {"intervalMinutes": 1, "expireAfter": "1h", "minRetain": 1}
+    policy = {"metadata": {"name": "every-minute"}, "policy": {"interval": entry}}
+    backups = [_finished("b1", "Successful", 1), _finished("b2", "Successful", 2)]
+    assert plan_schedule(schedule(), policy, backups, at("2026-11-21T11:01:10")).retention_due == ()
+    assert plan_schedule(schedule(), policy, backups, at("2026-11-21T11:01:11")).retention_due == ("b1",)
+
+
+class _Broker:
+    """Stands in for the Celery app: records what would be queued."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def send_task(self, name: str, args: list[bytes], task_id: str, queue: str, routing_key: str) -> None:
+        self.sent.append((queue, task_id))
+
+
+def test_retention_is_asked_when_something_is_due_then_once_a_minute() -> None:
+    broker = _Broker()
+    scheduler = Scheduler(api=None, celery=broker, tick_seconds=1)
+    nightly = schedule()
+    due, later = SchedulePlan(retention_due=("b1",)), SchedulePlan(retention_due=("b1", "b2"))
+
+    scheduler.ask_retention(nightly, SchedulePlan(), at("2026-11-21T10:03:01"))
+    assert broker.sent == []  # nothing to delete, nothing asked
+    for second in (2, 3, 4):
+        scheduler.ask_retention(nightly, due, at(f"2026-11-21T10:03:0{second}"))
+    assert broker.sent == [("davit.retention", "u1:Retain:202611211003")]
+    scheduler.ask_retention(nightly, later, at("2026-11-21T10:03:05"))  # more is due: at once
+    scheduler.ask_retention(nightly, later, at("2026-11-21T10:04:00"))  # still due a minute on
+    assert [key for _, key in broker.sent] == ["u1:Retain:202611211003"] * 2 + ["u1:Retain:202611211004"]

@@ -11,7 +11,7 @@ import structlog
 from davit import constants, timeutil
 from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
-from davit.backup import exec_rules
+from davit.backup import exec_rules, selection
 from davit.constants import Kind, node_queue
 from davit.format.layout import BackupRef
 from davit.kube import csi
@@ -88,6 +88,15 @@ def prepare_volumes(ports: Ports, obj: RawObject) -> None:
         state.log("backup.failed", reason=exc.reason)
         progress.fail(ports, KIND, obj, exc.reason)
         return
+    if any((ref or {}).get("version") for ref in spec.get("includeResources") or []):
+        # Checked against discovery before any volume is read: the backup would store those objects in
+        # another version than the one named.
+        problems = selection.include_version_problems(spec, ports.cluster.discover())
+        if problems:
+            reason = "; ".join(problems)
+            state.log("backup.failed", reason=reason)
+            progress.fail(ports, KIND, obj, reason)
+            return
     try:
         pre = _run_rule(ports, obj, "preExecRule")
     except rule_runner.RuleStepFailed as exc:

@@ -3,9 +3,9 @@ namespaces."""
 
 from __future__ import annotations
 
-from davit import errors, tenancy
+from davit import errors
 from davit.api.objects import RawObject
-from davit.backup import exec_rules
+from davit.backup import exec_rules, scope
 from davit.operations.ports import Cluster
 
 
@@ -33,13 +33,10 @@ def run(
     problems: list[str] = []
     try:
         items = exec_rules.rule_items(rule)
-        for namespace in sorted(set(spec.get("namespaces") or [meta["namespace"]])):
-            if not tenancy.backup_may_read(
-                meta["namespace"], admin_namespace, {"namespaces": [namespace]}, namespace
-            ):
-                # Validated at acceptance, and the spec is the accepted one; checked again here because
-                # this is where a command runs in someone's pod.
-                raise RuleStepFailed(f"{field} {name}: namespace {namespace} is outside {meta['namespace']}")
+        # Validated at acceptance, and the spec is the accepted one; ``covered_namespaces`` applies the
+        # tenancy rule again (a tenant's backup covers its own namespace only) because this is where a
+        # command runs in someone's pod.
+        for namespace in scope.covered_namespaces(cluster, obj, admin_namespace):
             pods = cluster.list_pods(namespace)
             try:
                 planned += exec_rules.plan(items, pods, namespace, background_allowed=field == "preExecRule")

@@ -10,7 +10,7 @@ import structlog
 from davit import tenancy
 from davit.api.objects import RawObject
 from davit.api.types import Stage
-from davit.backup import cluster_scope
+from davit.backup import cluster_scope, scope
 from davit.backup.selection import (
     ApiResource,
     ClusterRef,
@@ -75,10 +75,7 @@ def plan(ports: Ports, obj: RawObject, state: BackupScratch) -> None:
         return
     spec = obj.get("spec") or {}
     if not state.is_planned():
-        namespaces = list(spec.get("namespaces") or [])
-        if spec.get("namespaceSelector"):
-            namespaces += ports.cluster.namespaces_matching(spec["namespaceSelector"])
-        namespaces = sorted(set(namespaces))
+        namespaces = scope.covered_namespaces(ports.cluster, obj, ports.settings.admin_namespace)
         targets = select_targets(ports.cluster.discover(), spec, namespaces)
         first_pages = [f"{t.part}#1" for t in targets]
         # The plan and its marker go in together; False: another task's plan went in meanwhile.
@@ -168,7 +165,10 @@ def _may_read(cluster: Cluster, admin: str, obj: RawObject, namespace: str) -> b
     if tenancy.backup_may_read(meta["namespace"], admin, spec, namespace):
         return True
     selector = spec.get("namespaceSelector") if meta["namespace"] == admin else None
-    return isinstance(selector, str) and bool(selector) and namespace in cluster.namespaces_matching(selector)
+    if not isinstance(selector, str) or not selector:
+        return False
+    selected = cluster.namespaces_matching(selector)
+    return tenancy.backup_may_read(meta["namespace"], admin, spec, namespace, selected)
 
 
 def _refuse(ports: Moving, obj: RawObject, state: BackupScratch, what: str) -> None:

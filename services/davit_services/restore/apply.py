@@ -8,6 +8,7 @@ Retain restore of 10,000 objects that are all present costs a few lists and writ
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Iterable
@@ -18,6 +19,7 @@ from davit.api.objects import RawObject
 from davit.backup.selection import ApiResource
 from davit.kube.client import ApiException
 from davit.operations.ports import Cluster
+from davit.restore import fields
 from davit.restore.fields import RESTORE_UID_ANNOTATION
 from davit.tenancy import RestoreGuard, UnsafeName, resource_path
 
@@ -33,7 +35,9 @@ CRDS = ApiResource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "C
                    False, frozenset())  # fmt: skip
 
 #: What became of one object.
-RESTORED, RETAINED, REPLACED, FAILED = "restored", "retained", "replaced", "failed"
+RESTORED, RETAINED, REPLACED, UPDATED, FAILED = "restored", "retained", "replaced", "updated", "failed"
+#: Every outcome, in the order the status shows them (``KindCounts``).
+OUTCOMES = (RESTORED, RETAINED, REPLACED, UPDATED, FAILED)
 
 
 class UnknownResource(errors.Permanent):
@@ -179,6 +183,37 @@ class Applier:
                 return Outcome(FAILED, f"refused: {exc}")
         raise AssertionError("unreachable")
 
+    def update(self, obj: RawObject) -> Outcome:
+        """replacePolicy Update: the object that is there becomes the backup's version, in place (same
+        uid): a JSON merge patch of ``obj`` onto it. Every field ``obj`` holds takes its value (lists as a
+        whole); fields it does not hold stay, among them what the cluster allocated and the restore
+        leaves out (a Service's cluster IP, a bound claim's volume name); a Service keeps its node ports
+        (``fields.carry_node_ports``). A change the API server refuses (an immutable field) fails the
+        object with its reason; an object that is gone is created."""
+        for attempt in range(CREATE_ATTEMPTS):
+            try:
+                target = self.target(obj)
+                body = obj
+                if (obj["apiVersion"], obj["kind"]) == ("v1", "Service"):
+                    live = self.cluster.get_object(target.resource, target.namespace, target.name)
+                    if live is None:
+                        return self.create(obj)
+                    body = copy.deepcopy(obj)
+                    fields.carry_node_ports(body, live)
+                self.cluster.patch_object(target.resource, target.namespace, target.name, body)
+                return Outcome(UPDATED)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return self.create(obj)
+                if exc.status not in RETRYABLE or attempt == CREATE_ATTEMPTS - 1:
+                    return Outcome(FAILED, f"{describe(obj)}: not updated: {api_message(exc)}")
+                time.sleep(min(8.0, 0.5 * 2**attempt))
+            except UnknownResource as exc:
+                return Outcome(FAILED, f"{describe(obj)}: {exc}")
+            except Refused as exc:
+                return Outcome(FAILED, f"refused: {exc}")
+        raise AssertionError("unreachable")
+
     def _made_by_same_restore(self, obj: RawObject) -> bool:
         ours = ((obj.get("metadata") or {}).get("annotations") or {}).get(RESTORE_UID_ANNOTATION)
         if not ours:
@@ -192,6 +227,25 @@ class Applier:
         target = self.target(obj)
         body = {"metadata": {"ownerReferences": references}}
         self.cluster.patch_object(target.resource, target.namespace, target.name, body)
+
+    def patch(self, obj: RawObject, body: RawObject) -> RawObject:
+        """JSON merge patch of ``obj`` (an in-place restore scaling a workload)."""
+        target = self.target(obj)
+        return self.cluster.patch_object(target.resource, target.namespace, target.name, body)
+
+    def list_in(self, api_version: str, kind: str, namespace: str) -> list[RawObject]:
+        """Every object of a kind in a namespace the guard allows (page by page); [] elsewhere."""
+        resource = self.resource(api_version, kind)
+        if self.guard.refusal({"kind": kind, "metadata": {"name": "-", "namespace": namespace}}, True):
+            return []
+        items: list[RawObject] = []
+        token: str | None = None
+        while True:
+            page = self.cluster.list_page(resource, namespace, None, LIST_LIMIT, token)
+            items += page.items
+            token = page.continue_token
+            if not token:
+                return items
 
     def delete(self, obj: RawObject) -> None:
         """Delete ``obj`` with its dependents (foreground), if it exists."""

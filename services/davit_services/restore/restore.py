@@ -1,11 +1,14 @@
 """An ApplicationRestore's stages, owned by the restore service: Initial → Applications → Volumes → Final.
 
-* **Initial** (one task): find the backup and read its manifest and resources, transform and order them
-  (``davit.restore``), and either report what a dry run would do or lay the restore out as steps (the
-  dependency tiers) of chunks, kept in the operation's scratch state. With ``replacePolicy: Delete`` the
-  objects already there are deleted first, workloads first, and waited for.
-* **Applications**: one task per chunk creates its objects in parallel; the task finishing a step's last
-  chunk waits for what the next step needs (CRDs Established) and hands out the next step's chunks.
+* **Initial** (one task): read the resource modifiers (``spec.resourceModifier``), find the backup (in
+  ``spec.backupNamespace`` for an admin's restore of another namespace's backup) and read its manifest
+  and resources, transform, patch and order them (``davit.restore``), and either report what a dry run
+  would do or lay the restore out as steps (the dependency tiers) of chunks, kept in the operation's
+  scratch state. With ``replacePolicy: Delete`` the objects already there are deleted first, workloads
+  first, and waited for.
+* **Applications**: one task per chunk creates its objects in parallel (with ``replacePolicy: Update``,
+  patches those that exist); the task finishing a step's last chunk waits for what the next step needs
+  (CRDs Established) and hands out the next step's chunks.
 * **Volumes**: the claims whose data is in the backup were created empty with the resources, and the pods
   that mount them hold in an init container; once such a pod is scheduled, the node agent of its node
   writes the data into the new volume and releases the pod (``davit.restore.init_container``).
@@ -26,9 +29,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 
-from davit import errors
+from davit import constants, errors
 from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
+from davit.backup.selection import ClusterRef
 from davit.constants import Kind
 from davit.format.layout import BackupRef, ref_from_path, restore_log
 from davit.kube.client import ApiException
@@ -36,17 +40,23 @@ from davit.operations import progress, stages, state_loss
 from davit.operations.messages import Message
 from davit.operations.ports import Cluster, Ports, RestoreScratch
 from davit.operations.runtime import LocationUnavailable
+from davit.restore import hooks as restore_hooks
 from davit.restore import inject
-from davit.restore.plan import OwnedObject, RestorePlan, plan_restore
+from davit.restore.modifiers import Modifiers, ModifiersInvalid, parse_config_map
+from davit.restore.plan import FailedObject, OwnedObject, RestorePlan, plan_restore
 from davit.restore.transform import OwnerLink
-from davit.tenancy import RESTORE_REFUSED, RestoreGuard
+from davit.tenancy import RESTORE_REFUSED, UnsafeName, backup_namespace, restore_guard
 from davit.volumes import backup_stage, mover, restore_stage
+from davit_services.restore import hooks as hooks_stage
+from davit_services.restore import in_place as in_place_stage
 from davit_services.restore import snapshots, volumes
 from davit_services.restore.apply import (
     FAILED,
+    OUTCOMES,
     REPLACED,
     RESTORED,
     RETAINED,
+    UPDATED,
     Applier,
     Outcome,
     Refused,
@@ -72,6 +82,9 @@ DELETE_TIMEOUT_SECONDS = 180.0
 LAYOUT_SECONDS = DELETE_TIMEOUT_SECONDS + 120.0
 #: Failure reasons kept for the status (the full list goes to the operation's log).
 REASONS_SHOWN = 5
+#: The Event reasons of a restore whose resource modifiers cannot be used, or failed on some objects.
+MODIFIERS_INVALID = "ResourceModifiersInvalid"
+MODIFIER_FAILED = "ResourceModifierFailed"
 
 
 class RestoreRefused(errors.Refused):
@@ -80,8 +93,10 @@ class RestoreRefused(errors.Refused):
 
 def applier_for(cluster: Cluster, admin_namespace: str, obj: RawObject) -> Applier:
     """The Applier of a restore, guarded by what the restore may write: decided by the namespace the
-    restore lives in (the API server's word, not its spec, its backup or its scratch state)."""
-    return Applier(cluster, RestoreGuard(obj["metadata"]["namespace"], admin_namespace))
+    restore lives in (the API server's word, not its backup or its scratch state); its accepted spec
+    can only narrow that (``davit.tenancy.restore_guard``)."""
+    guard = restore_guard(obj["metadata"]["namespace"], admin_namespace, obj.get("spec") or {})
+    return Applier(cluster, guard)
 
 
 def refusals(applier: Applier, objects: list[RawObject]) -> list[str]:
@@ -102,6 +117,8 @@ def handle(ports: Ports, message: Message) -> None:
             apply_chunk(ports, obj, state, message.part)
         else:
             resend_current_step(ports, obj, state)  # the watcher saw the stage stall
+    elif message.stage == Stage.POST_EXEC_RULE and stage == Stage.POST_EXEC_RULE:
+        run_hooks(ports, obj, state)
     elif message.stage == Stage.VOLUMES and stage == Stage.VOLUMES:
         if message.part == volumes.FINISH_PART:
             finish(ports, obj, state)
@@ -139,27 +156,37 @@ def lay_out(ports: Ports, obj: RawObject, state: RestoreScratch, rebuilding: boo
     restore's own work or was kept), and the objects already created count as restored once their chunk
     is applied again."""
     meta, spec = obj["metadata"], obj.get("spec") or {}
+    applier = applier_for(ports.cluster, ports.settings.admin_namespace, obj)
     try:
+        # The resource modifiers first: a ConfigMap that cannot be used fails the restore at once.
+        modifiers = read_modifiers(ports.cluster, applier, obj)
+        _check_targets_exist(ports, applier)
         manifest, objects = read_backup(ports, meta["namespace"], spec)
+    except ModifiersInvalid as exc:
+        state.log("restore.failed", reason=str(exc))
+        progress.fail(ports, KIND, obj, f"spec.resourceModifier: {exc}", event_reason=MODIFIERS_INVALID)
+        return
     except (RestoreRefused, LocationUnavailable) as exc:
         reason = exc.reason if isinstance(exc, LocationUnavailable) else str(exc)
         state.log("restore.failed", reason=reason)
         progress.fail(ports, KIND, obj, reason)
         return
+    if spec.get("inPlaceVolumes"):
+        _lay_out_in_place(ports, obj, state, applier, manifest)
+        return
     sources = _claims_with_data(manifest)
     objects = [_orphaned(o) if _mounts_any(o, sources) else o for o in objects]
     plan = plan_restore(
         objects, spec, backup_name=spec["backupName"], backup_uid=manifest["backup"]["metadata"]["uid"],
-        restore_name=meta["name"], restore_uid=meta["uid"],
-        cluster_scoped_allowed=meta["namespace"] == ports.settings.admin_namespace,
-        target_nodes=frozenset(ports.cluster.node_names()),
+        restore_name=meta["name"], restore_uid=meta["uid"], cluster_scoped_allowed=applier.guard.admin,
+        target_nodes=frozenset(ports.cluster.node_names()), modifiers=modifiers,
     )  # fmt: skip
     for skipped in plan.skipped:
         state.log("resource.skipped", resource=str(skipped.source), reason=skipped.reason)
     plan, from_snapshots = snapshots.plan(ports, obj, manifest, plan)
     data_claims = _data_claims(manifest, plan)
-    steps = _steps(plan, data_claims, meta["uid"], ports.settings.restore_helper_image)
-    applier = applier_for(ports.cluster, ports.settings.admin_namespace, obj)
+    steps = _steps(plan, data_claims, meta["uid"], ports.settings.restore_helper_image,
+                   restore_hooks.init_hooks(spec))  # fmt: skip
     everything = [item for step in steps for item in step]
     # A backup holding anything this restore may not write was not made by this namespace's backups
     # (its bytes were rewritten, or it came from elsewhere): nothing of it is written, not even the rest.
@@ -174,9 +201,12 @@ def lay_out(ports: Ports, obj: RawObject, state: RestoreScratch, rebuilding: boo
         return
     existing = applier.existing(everything)
     replace = spec.get("replacePolicy") == "Delete" and not rebuilding
+    update = spec.get("replacePolicy") == "Update"
     if spec.get("dryRun"):
-        finish_dry_run(ports, obj, state, everything, existing, replace)
+        finish_dry_run(ports, obj, state, everything, existing, str(spec.get("replacePolicy") or "Retain"),
+                       plan.failed)  # fmt: skip
         return
+    _record_modifier_failures(ports, obj, state, plan.failed)
     if replace:
         left = _delete_existing(applier, steps, existing)
         if left:
@@ -188,8 +218,12 @@ def lay_out(ports: Ports, obj: RawObject, state: RestoreScratch, rebuilding: boo
     # Before the state it vouches for: a Redis that loses the steps loses the marker too.
     state.lay_out(Stage.APPLICATIONS.value)
     snapshot_volumes = snapshots.prepare(ports, obj, state, from_snapshots)
-    _save_steps(state, steps, existing if replace else set())
+    # After a lost state, what exists may be this restore's own work: not "existing" for Update (below).
+    _save_steps(state, steps, existing if replace else set(), update, set() if rebuilding else existing)
     _save_owners(state, plan.owned)
+    if restore_hooks.requested(spec):
+        state.save_hook_namespaces(sorted({str(o["metadata"]["namespace"]) for o in everything
+                                           if o["metadata"].get("namespace")}))  # fmt: skip
     _save_volumes(state, data_claims)
     progress.heartbeat(ports, KIND, obj, {
         "resourceCount": len(everything),
@@ -201,8 +235,79 @@ def lay_out(ports: Ports, obj: RawObject, state: RestoreScratch, rebuilding: boo
     _send_step(ports, obj, state, 0)
 
 
+def _lay_out_in_place(
+    ports: Ports, obj: RawObject, state: RestoreScratch, applier: Applier, manifest: RawObject
+) -> None:
+    """``inPlaceVolumes``: no object is written; the workloads mounting the claims are stopped and the
+    volumes laid out to be written through helper pods (``davit_services.restore.in_place``)."""
+    try:
+        targets, _refused = in_place_stage.lay_out(ports, obj, state, applier, manifest)
+    except in_place_stage.NotStopped as exc:
+        problems = in_place_stage.scale_back(ports, obj, applier)
+        state.log("restore.failed", reason=str(exc))
+        progress.fail(ports, KIND, obj, "; ".join([str(exc), *problems]))
+        return
+    state.lay_out(Stage.APPLICATIONS.value)
+    _save_steps(state, [], set())
+    _save_volumes(state, targets)
+    if restore_hooks.requested(obj.get("spec") or {}):
+        state.save_hook_namespaces(sorted({c.split("/", 1)[0] for c in targets}))
+    state.log("restore.planned", steps=[], volumes=sorted(targets), inPlace=True)
+    _send_step(ports, obj, state, 0)
+
+
+def read_modifiers(cluster: Cluster, applier: Applier, obj: RawObject) -> Modifiers | None:
+    """The restore's resource modifiers (``spec.resourceModifier``), read from the restore's own namespace
+    (always, whatever it may write: an admin's restore of a tenant's backup reads the admin's ConfigMap);
+    None without. ModifiersInvalid when the ConfigMap is missing or cannot be used."""
+    ref = (obj.get("spec") or {}).get("resourceModifier")
+    if not ref:
+        return None
+    namespace, name = obj["metadata"]["namespace"], str(ref.get("name") or "")
+    try:
+        config_map = cluster.get_object(applier.resource("v1", "ConfigMap"), namespace, name)
+    except UnsafeName as exc:
+        raise ModifiersInvalid(str(exc)) from exc
+    if config_map is None:
+        raise ModifiersInvalid(f"ConfigMap {namespace}/{name} not found")
+    return parse_config_map(config_map)
+
+
+def _check_targets_exist(ports: Ports, applier: Applier) -> None:
+    """A restore of another namespace's backup writes into namespaces that exist: it creates none, since
+    the backup's Namespace object (labels such as pod security levels included) is that tenant's word."""
+    targets = applier.guard.tenant_targets or frozenset()
+    missing = [n for n in sorted(targets)
+               if ports.cluster.get_cluster_object(ClusterRef("v1", "namespaces", n)) is None]  # fmt: skip
+    if missing:
+        raise RestoreRefused(
+            f"namespace {', '.join(missing)} does not exist: a restore of another namespace's backup "
+            "(spec.backupNamespace) creates no namespace; create it first"
+        )
+
+
+def _record_modifier_failures(
+    ports: Ports, obj: RawObject, state: RestoreScratch, failed: tuple[FailedObject, ...]
+) -> None:
+    """Objects a resource modifier's patch failed on are not created: counted failed for their kind, with
+    the reason in the status (``finish``), the log and one Warning Event."""
+    if not failed:
+        return
+    tally: dict[str, int] = {}
+    for item in failed:
+        tally[f"{item.source.kind}|{FAILED}"] = tally.get(f"{item.source.kind}|{FAILED}", 0) + 1
+        state.log("resource.failed", resource=str(item.source), reason=item.reason)
+    reasons = [item.reason for item in failed]
+    state.record_chunk("modifiers", tally, reasons)
+    more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+    ports.cluster.record_event(obj, "Warning", MODIFIER_FAILED, reasons[0] + more, constants.COMPONENT_WORKER)
+
+
 def read_backup(ports: Ports, namespace: str, spec: RawObject) -> tuple[RawObject, list[RawObject]]:
-    """The backup's manifest and every object it holds."""
+    """The backup's manifest and every object it holds, for a restore in ``namespace`` with ``spec``: the
+    ApplicationBackup is in ``spec.backupNamespace`` (validated: another namespace only from the admin
+    namespace), else in ``namespace``, and is read from its location as seen from its own namespace."""
+    namespace = spec.get("backupNamespace") or namespace
     backup = ports.cluster.get(Kind.APPLICATION_BACKUP, namespace, spec["backupName"])
     if backup is None:
         raise RestoreRefused(f"ApplicationBackup {namespace}/{spec['backupName']} not found")
@@ -305,10 +410,15 @@ def _data_claims(manifest: RawObject, plan: RestorePlan) -> dict[str, RawObject]
 
 
 def _steps(
-    plan: RestorePlan, data_claims: dict[str, RawObject], restore_uid: str, image: str
+    plan: RestorePlan,
+    data_claims: dict[str, RawObject],
+    restore_uid: str,
+    image: str,
+    init_hooks: list[restore_hooks.InitHook] | None = None,
 ) -> list[list[RawObject]]:
     """The tiers as steps; the pods that mount restored data form a step of their own just before the
-    workloads, so that their controllers adopt them instead of starting pods of their own."""
+    workloads, so that their controllers adopt them instead of starting pods of their own. Restored pods
+    get the init containers of the hooks that select them, after the restore's own."""
     steps: list[list[RawObject]] = []
     for group in plan.tiers:
         held: list[RawObject] = []
@@ -321,9 +431,10 @@ def _steps(
                     if c.startswith(item["metadata"]["namespace"] + "/")
                 }
                 mounts = inject.data_mounts(item, claims)
-                if mounts:
-                    held.append(inject.hold_until_restored(item, mounts, restore_uid, image))
-                    continue
+                pod = inject.hold_until_restored(item, mounts, restore_uid, image) if mounts else item
+                pod = restore_hooks.add_init_containers(pod, init_hooks or [])
+                (held if mounts else rest).append(pod)
+                continue
             rest.append(item)
         if held:
             steps.append(held)
@@ -332,14 +443,22 @@ def _steps(
     return steps
 
 
+#: What an object that exists becomes, per replacePolicy (unless ``never_replaced``).
+_EXISTING_OUTCOME = {"Delete": REPLACED, "Update": UPDATED}
+
+
 def finish_dry_run(ports: Ports, obj: RawObject, state: RestoreScratch, objects: list[RawObject],
-                   existing: set[tuple[str, str, str, str]], replace: bool) -> None:  # fmt: skip
+                   existing: set[tuple[str, str, str, str]], policy: str,
+                   failed: tuple[FailedObject, ...] = ()) -> None:  # fmt: skip
     counts: dict[str, dict[str, int]] = {}
     for item in objects:
-        there = key_of(item) in existing
-        result = (REPLACED if replace and not never_replaced(item) else RETAINED) if there else RESTORED
-        entry = counts.setdefault(item["kind"], {"restored": 0, "retained": 0, "replaced": 0, "failed": 0})
+        result = RESTORED
+        if key_of(item) in existing:
+            result = RETAINED if never_replaced(item) else _EXISTING_OUTCOME.get(policy, RETAINED)
+        entry = counts.setdefault(item["kind"], dict.fromkeys(OUTCOMES, 0))
         entry[result] += 1
+    for failure in failed:  # a resource modifier's patch failed on it: it would not be created
+        counts.setdefault(failure.source.kind, dict.fromkeys(OUTCOMES, 0))[FAILED] += 1
     state.log("restore.dry_run", counts=counts)
     progress.advance(ports, KIND, obj, Stage.APPLICATIONS, stages.Outcome.SUCCEEDED,
                      "dry run: nothing was changed",
@@ -389,11 +508,22 @@ def never_replaced(obj: RawObject) -> bool:
 
 
 def _save_steps(state: RestoreScratch, steps: list[list[RawObject]],
-                replacing: set[tuple[str, str, str, str]]) -> None:  # fmt: skip
+                replacing: set[tuple[str, str, str, str]], update: bool = False,
+                existed: frozenset[tuple[str, str, str, str]] | set[tuple[str, str, str, str]] = frozenset(),
+                ) -> None:  # fmt: skip
+    """The steps as chunks of items: the object, whether it replaces one deleted (Delete), and with
+    Update whether it is to be updated in place and whether it existed when the restore was planned."""
+
+    def item(o: RawObject) -> RawObject:
+        entry: RawObject = {"object": o, "replacing": key_of(o) in replacing}
+        if update and not never_replaced(o):
+            entry.update(update=True, existed=key_of(o) in existed)
+        return entry
+
     chunked = []
     for step in steps:
         chunks = [step[i : i + CHUNK_OBJECTS] for i in range(0, len(step), CHUNK_OBJECTS)]
-        chunked.append([[{"object": o, "replacing": key_of(o) in replacing} for o in c] for c in chunks])
+        chunked.append([[item(o) for o in c] for c in chunks])
     state.save_steps(chunked)
 
 
@@ -454,8 +584,12 @@ def apply_chunk(ports: Ports, obj: RawObject, state: RestoreScratch, part: str) 
     applier = applier_for(ports.cluster, ports.settings.admin_namespace, obj)
 
     def create(item: RawObject) -> tuple[RawObject, Outcome]:
+        if item.get("update") and item.get("existed"):
+            return item["object"], applier.update(item["object"])
         outcome = applier.create(item["object"])
-        if outcome.result == RESTORED and item["replacing"]:
+        if outcome.result == RETAINED and item.get("update"):
+            outcome = applier.update(item["object"])  # made by someone else since the restore was planned
+        elif outcome.result == RESTORED and item["replacing"]:
             outcome = Outcome(REPLACED)
         return item["object"], outcome
 
@@ -470,7 +604,11 @@ def apply_chunk(ports: Ports, obj: RawObject, state: RestoreScratch, part: str) 
             failures.append(outcome.reason)
             state.log("resource.failed", resource=describe(created), reason=outcome.reason)
     state.record_chunk(part, tally, failures)
-    _skip_retained_volumes(ports, obj, state, results)
+    # A claim that was there keeps its data: kept (Retain), updated in place, or its update refused.
+    kept = [(created, outcome) for (created, outcome), item in zip(results, items, strict=True)
+            if outcome.result in (RETAINED, UPDATED)
+            or (outcome.result == FAILED and item.get("existed"))]  # fmt: skip
+    _skip_retained_volumes(ports, obj, state, kept)
     progress.heartbeat(ports, KIND, obj, {"resourcesByKind": counts(state)})
     if state.finish(part, group=group):
         _next_step(ports, obj, state, step)
@@ -508,25 +646,27 @@ def counts(state: RestoreScratch) -> dict[str, dict[str, int]]:
     for tally in state.chunk_counts():
         for field, value in tally.items():
             kind, _sep, outcome = field.partition("|")
-            entry = result.setdefault(kind, {"restored": 0, "retained": 0, "replaced": 0, "failed": 0})
-            entry[outcome] += int(value)
+            entry = result.setdefault(kind, dict.fromkeys(OUTCOMES, 0))
+            entry[outcome] = entry.get(outcome, 0) + int(value)
     return result
 
 
 def _skip_retained_volumes(
     ports: Ports, obj: RawObject, state: RestoreScratch, results: list[tuple[RawObject, Outcome]]
 ) -> None:
-    """A claim that was already there is left as it is, data included (Retain): its volume is not
-    written, so it is done at once."""
+    """The claims among ``results`` were already there and are left as they are, data included (Retain;
+    Update changes a claim's object, never the data in its volume): their volumes are not written, so
+    they are done at once."""
     meta = obj["metadata"]
     for created, outcome in results:
-        if created["kind"] != "PersistentVolumeClaim" or outcome.result != RETAINED:
+        if created["kind"] != "PersistentVolumeClaim":
             continue
         claim_part = f"{created['metadata']['namespace']}/{created['metadata']['name']}"
         part = volumes.PART_PREFIX + claim_part
         if not state.is_pending(part, group=volumes.GROUP):
             continue
-        reason = "the claim already existed and was retained: its data was left as it was"
+        how = {RETAINED: "was retained", UPDATED: "was updated in place"}.get(outcome.result, "stays")
+        reason = f"the claim already existed and {how}: its data was left as it was"
         state.log("volume.retained", claim=claim_part)
         fields = {"status": Status.SUCCESSFUL.value, "reason": reason}
         backup_stage.update_volume(ports, meta["namespace"], meta["name"], claim_part, fields, kind=KIND)
@@ -581,10 +721,7 @@ def _applications_done(ports: Ports, obj: RawObject, state: RestoreScratch) -> N
 def finish(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
     obj = ports.cluster.get(KIND, obj["metadata"]["namespace"], obj["metadata"]["name"]) or obj
     by_kind = counts(state)
-    failed = sum(c["failed"] for c in by_kind.values())
-    done = sum(c["restored"] + c["retained"] + c["replaced"] for c in by_kind.values())
     volume_entries = (obj.get("status") or {}).get("volumes") or []
-    failed_volumes = [v for v in volume_entries if v.get("status") == Status.FAILED]
     reasons = state.failure_reasons()
     # Read, then confirm: counts read from a lost state would make a restore look done.
     if state_loss.is_lost(state):
@@ -593,26 +730,75 @@ def finish(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
         else:
             rebuild(ports, obj, state)
         return
-    reasons = reasons[:REASONS_SHOWN]
-    reasons += [
-        f"volume {v['namespace']}/{v['persistentVolumeClaim']}: {v.get('reason')}" for v in failed_volumes
-    ]
-    if not failed and not failed_volumes:
-        status, reason = Status.SUCCESSFUL, ""
-    elif done or len(failed_volumes) < len(volume_entries):
-        status, reason = Status.PARTIAL_SUCCESS, "; ".join(reasons)
-    else:
-        status, reason = Status.FAILED, "; ".join(reasons)
-    state.log("restore.finished", status=status.value, counts=by_kind)
     snapshots.cleanup(ports, obj)  # the restore's copies of snapshots, no longer needed
     volumes.remove_helpers(ports, obj, volume_entries)
     # From Volumes, or from Applications when no volume data was to be written.
     stage = Stage.VOLUMES if (obj.get("status") or {}).get("stage") == Stage.VOLUMES else Stage.APPLICATIONS
+    if (obj.get("spec") or {}).get("inPlaceVolumes"):
+        # The workloads run again on the restored data (before any hook: its pods must run).
+        applier = applier_for(ports.cluster, ports.settings.admin_namespace, obj)
+        problems = in_place_stage.scale_back(ports, obj, applier)
+        if problems:
+            conclude(ports, obj, state, stage, by_kind, reasons, problems)
+            return
+    if restore_hooks.requested(obj.get("spec") or {}):
+        progress.advance(ports, KIND, obj, stage, stages.Outcome.RESTORED, "running the restore's hooks",
+                         extra={"resourcesByKind": by_kind})  # fmt: skip
+        return
+    conclude(ports, obj, state, stage, by_kind, reasons)
+
+
+def conclude(
+    ports: Ports, obj: RawObject, state: RestoreScratch, stage: Stage, by_kind: dict[str, dict[str, int]],
+    reasons: list[str], hook_failures: list[str] | None = None,
+) -> None:  # fmt: skip
+    """End the restore from ``stage``: Successful when nothing failed, PartialSuccess when something
+    was restored (or only hooks, or giving workloads their replicas back, failed), else Failed; the
+    reasons name what failed."""
+    failed = sum(c["failed"] for c in by_kind.values())
+    done = sum(c[RESTORED] + c[RETAINED] + c[REPLACED] + c[UPDATED] for c in by_kind.values())
+    volume_entries = (obj.get("status") or {}).get("volumes") or []
+    failed_volumes = [v for v in volume_entries if v.get("status") == Status.FAILED]
+    reasons = reasons[:REASONS_SHOWN]
+    reasons += [
+        f"volume {v['namespace']}/{v['persistentVolumeClaim']}: {v.get('reason')}" for v in failed_volumes
+    ]
+    reasons += (hook_failures or [])[:REASONS_SHOWN]
+    if not failed and not failed_volumes and not hook_failures:
+        status, reason = Status.SUCCESSFUL, ""
+    elif done or len(failed_volumes) < len(volume_entries) or (hook_failures and not failed):
+        status, reason = Status.PARTIAL_SUCCESS, "; ".join(reasons)
+    else:
+        status, reason = Status.FAILED, "; ".join(reasons)
+    state.log("restore.finished", status=status.value, counts=by_kind)
     progress.advance(
         ports, KIND, obj, stage, stages.outcome_of(status), reason, extra={"resourcesByKind": by_kind}
     )
     _write_log(ports, obj, state)
     state.clear()
+
+
+def run_hooks(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
+    """The PostExecRule stage: the hooks run, then the restore ends as ``finish`` would have ended it,
+    with any hook's failure making it PartialSuccess. The counts are the status's (written on entering
+    the stage), so a lost scratch state loses only the objects' failure reasons."""
+    failures = hooks_stage.run(ports, obj, state)
+    if failures is None:
+        return  # another task runs them
+    obj = ports.cluster.get(KIND, obj["metadata"]["namespace"], obj["metadata"]["name"]) or obj
+    status = obj.get("status") or {}
+    if state_loss.is_lost(state):
+        tally, failed = _status_counts(status.get("resourcesByKind"))
+        lost = (
+            [f"{failed} object(s) failed; their reasons were lost with the scratch state"] if failed else []
+        )
+        by_kind: dict[str, dict[str, int]] = {}
+        for key, value in tally.items():
+            kind, outcome = key.split("|", 1)
+            by_kind.setdefault(kind, dict.fromkeys(OUTCOMES, 0))[outcome] = value
+        conclude(ports, obj, state, Stage.POST_EXEC_RULE, by_kind, lost, failures)
+        return
+    conclude(ports, obj, state, Stage.POST_EXEC_RULE, counts(state), state.failure_reasons(), failures)
 
 
 def rebuild_volumes(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
@@ -670,7 +856,7 @@ def _status_counts(by_kind: object) -> tuple[dict[str, int], int]:
     tally: dict[str, int] = {}
     failed = 0
     for kind, entry in (by_kind if isinstance(by_kind, dict) else {}).items():
-        for outcome in (RESTORED, RETAINED, REPLACED, FAILED):
+        for outcome in OUTCOMES:
             value = entry.get(outcome) if isinstance(entry, dict) else None
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 tally[f"{kind}|{outcome}"] = value
@@ -682,7 +868,7 @@ def _write_log(ports: Ports, obj: RawObject, state: RestoreScratch) -> None:
     """Keep the operation's log in the location it restored from, for ``davit restore logs``."""
     meta, spec = obj["metadata"], obj.get("spec") or {}
     try:
-        repository = ports.stores.repository(meta["namespace"], spec["backupLocation"])
+        repository = ports.stores.repository(backup_namespace(obj), spec["backupLocation"])
         lines = state.log_lines()
         repository.put(restore_log(meta["namespace"], meta["name"], meta["uid"]),
                        ("\n".join(lines) + "\n").encode() if lines else b"")  # fmt: skip

@@ -24,7 +24,7 @@ from davit.operations.ports import Cluster, Ports, RestoreScratch
 from davit.restore import snapshots
 from davit.restore.plan import RestorePlan
 from davit.restore.snapshots import CONTENTS, SNAPSHOTS, ClaimSource, SnapshotVolume, Verified
-from davit.tenancy import RestoreGuard, UnsafeName
+from davit.tenancy import RestoreGuard, UnsafeName, backup_namespace, restore_guard
 from davit.volumes import backup_stage
 from davit.volumes.restore_stage import GROUP, PART_PREFIX, fail_volume, volume_done
 from davit_services.restore.apply import api_message
@@ -198,7 +198,7 @@ def plan(ports: Ports, obj: RawObject, manifest: RawObject, restore_plan: Restor
     if not sources:
         return restore_plan, SnapshotPlan()
     # The uid of the backup as the API server has it: the label its snapshots carry.
-    backup = ports.cluster.get(Kind.APPLICATION_BACKUP, meta["namespace"], spec["backupName"]) or {}
+    backup = ports.cluster.get(Kind.APPLICATION_BACKUP, backup_namespace(obj), spec["backupName"]) or {}
     backup_uid = str((backup.get("metadata") or {}).get("uid") or "")
     usable: dict[str, ClaimSource] = {}
     unusable: dict[str, tuple[ClaimSource, str]] = {}
@@ -282,9 +282,9 @@ def before_claims(
     if not wanted:
         return items
     meta = obj["metadata"]
-    guard = RestoreGuard(meta["namespace"], ports.settings.admin_namespace)
+    guard = restore_guard(meta["namespace"], ports.settings.admin_namespace, obj.get("spec") or {})
     backup = ports.cluster.get(
-        Kind.APPLICATION_BACKUP, meta["namespace"], (obj.get("spec") or {})["backupName"]
+        Kind.APPLICATION_BACKUP, backup_namespace(obj), (obj.get("spec") or {})["backupName"]
     )
     backup_uid = str(((backup or {}).get("metadata") or {}).get("uid") or "")
     left_out = set()

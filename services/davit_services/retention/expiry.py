@@ -11,9 +11,9 @@ from __future__ import annotations
 import structlog
 from pydantic import ValidationError
 
-from davit import constants, labels, timeutil
+from davit import constants, labels
 from davit.api.objects import RawObject
-from davit.api.types import PolicySpec, Status
+from davit.api.types import PolicySpec
 from davit.backup import schedules
 from davit.constants import Kind
 from davit.kube.client import ApiException
@@ -22,7 +22,6 @@ from davit.operations.ports import Cluster, Ports
 from davit.retention import deletions, expiry, rules
 
 log = structlog.get_logger(__name__)
-POLICY_TYPE_LABEL = f"{constants.ANNOTATION_PREFIX}policy-type"
 
 
 def _delete(cluster: Cluster, backup: RawObject) -> bool:
@@ -41,7 +40,7 @@ def expire(ports: Ports, message: Message) -> None:
     backup = ports.cluster.current(Kind.APPLICATION_BACKUP, message.namespace, message.name, message.uid)
     if backup is None or backup["metadata"].get("deletionTimestamp"):
         return
-    if not expiry.ttl_expired(backup, timeutil.utcnow()):
+    if not expiry.ttl_expired(backup, ports.clock.now()):
         return
     if _delete(ports.cluster, backup):
         ttl = backup["spec"]["ttl"]
@@ -73,8 +72,9 @@ def apply_schedule_retention(ports: Ports, message: Message) -> None:
         entries = schedules.entries(PolicySpec.model_validate(policy.get("policy") or {}))
     except ValidationError:
         return  # the watcher reports an unreadable policy on the schedule; keep everything meanwhile
+    now = ports.clock.now()
     try:
-        deletions_due = rules.to_delete([_record(b) for b in live], entries, timeutil.utcnow())
+        deletions_due = rules.to_delete([rules.record_of(b, now) for b in live], entries, now)
     except ValueError as exc:
         # An expireAfter too long to compute with: the watcher reports it on the schedule (PolicyInvalid);
         # keep everything meanwhile rather than fail the task on every tick.
@@ -86,26 +86,6 @@ def apply_schedule_retention(ports: Ports, message: Message) -> None:
             cluster.record_event(schedule, "Normal", "RetentionDeleted", note, constants.COMPONENT_WORKER)
             ports.scratch.deletions().record(message.namespace, reason_code(deletion.reason))
             log.info("schedule.retention_deleted", backup=deletion.name, reason=deletion.reason)
-
-
-def _record(backup: RawObject) -> rules.BackupRecord:
-    """What retention needs of a backup: its type, outcome and times."""
-    meta, status = backup["metadata"], backup.get("status") or {}
-    finished = timeutil.parse_time(status.get("finishTimestamp"))
-    outcome = Status(status["status"]) if status.get("stage") == "Final" and status.get("status") else None
-    policy_type = (meta.get("labels") or {}).get(POLICY_TYPE_LABEL)
-    try:
-        expires = rules.ttl_expires_at((backup.get("spec") or {}).get("ttl"), finished)
-    except ValueError:
-        expires = None  # a ttl too long to compute with never runs out (as in ``expiry.ttl_expired``)
-    return rules.BackupRecord(
-        name=meta["name"],
-        policy_type=policy_type if policy_type in schedules.POLICY_TYPES else None,
-        status=outcome or Status.IN_PROGRESS,
-        created_at=timeutil.parse_time(meta.get("creationTimestamp")) or timeutil.utcnow(),
-        finished_at=finished,
-        ttl_expires_at=expires,
-    )
 
 
 def reason_code(reason: str) -> str:

@@ -252,8 +252,9 @@ class _Volume:
             plan, read_part = replace(plan, claim=read_claim), f"{self.namespace}/{read_claim}"
         view = node_dirs.claim_view(cluster, read_part)
         allowed = node_dirs.backup_namespaces(
-            self.backup, settings.admin_namespace, node_dirs.selected_namespaces(cluster, self.backup)
-        )
+            self.backup, settings.admin_namespace, node_dirs.selected_namespaces(cluster, self.backup),
+            present=[view.namespace] if view.pvc is not None else [],
+        )  # fmt: skip
         source = node_dirs.derive_directory(
             plan, read_part, view, allowed, settings.node_name, settings.kubelet_root
         )

@@ -39,10 +39,13 @@ from davit.operations import recording
 from davit.operations.messages import Message
 from davit.operations.ports import Cluster, Ports, RestoreScratch
 from davit.repo import UnsafePath, load_tree, restore_tree
+from davit.repo.prune import prune
 from davit.repo.reader import RepoReader
+from davit.repo.tree_format import iter_entries
 from davit.restore import inject
 from davit.restore.init_container import MARKER_DIR
 from davit.settings import Settings
+from davit.tenancy import backup_namespace
 from davit.validation import resolve_location
 from davit.volumes import backup_stage, mover, node_dirs, restore_stage
 from davit.volumes.claims import VolumePlan
@@ -103,7 +106,9 @@ def _restore(
     plan = VolumePlan(**target["plan"])
     cluster, admin_namespace = ports.cluster, ports.settings.admin_namespace
     directory = _wait_for_directory(target_directory(cluster, ports.settings, obj, claim_part, plan))
-    repository = ports.stores.repository(meta["namespace"], spec["backupLocation"])
+    # The backup's location as seen from the backup's namespace (spec.backupNamespace, else the restore's).
+    source = backup_namespace(obj)
+    repository = ports.stores.repository(source, spec["backupLocation"])
     tree = load_tree(
         repository.store,
         repository.sealer,
@@ -119,10 +124,14 @@ def _restore(
         return tree.size, 0, 0
     stats = restore_tree(
         tree, directory, RepoReader(repository.store, repository.sealer),
-        keep_setuid=_location_keeps_setuid(cluster, admin_namespace, meta["namespace"],
-                                           spec["backupLocation"]),
+        keep_setuid=_location_keeps_setuid(cluster, admin_namespace, source, spec["backupLocation"]),
         reserved=(marker_entry(restore_uid),),
     )  # fmt: skip
+    if spec.get("inPlaceVolumes"):
+        # Written over the claim's files: what the backup does not hold goes, so the volume is the backup's.
+        kept = (entry.path for entry in iter_entries(repository.store, repository.sealer, tree))
+        removed = prune(directory, kept, reserved=(os.fsencode(MARKER_DIR),))
+        log.info("volume.pruned", claim=claim_part, removed=removed)
     # A helper pod of this restore's own (a claim no restored pod mounts, ``davit.volumes.mover``) waits
     # for nothing: no marker to leave behind in the volume.
     if pod is None or not _own_helper(pod, restore_uid):
@@ -150,7 +159,7 @@ def target_directory(
 ) -> Path:
     """Where the claim's data goes on this node, from the API; RefusedDirectory when the plan disagrees."""
     backup_name = (obj.get("spec") or {}).get("backupName") or ""
-    backup = cluster.backup(obj["metadata"]["namespace"], backup_name) if backup_name else None
+    backup = cluster.backup(backup_namespace(obj), backup_name) if backup_name else None
     allowed = node_dirs.restore_namespaces(obj, backup, settings.admin_namespace)
     view = node_dirs.claim_view(cluster, claim_part)
     return node_dirs.derive_directory(
@@ -169,17 +178,16 @@ def backup_tree(
     """The tree to restore into ``claim_part``: the one the backup's manifest records for it. The tree id
     in Redis is only compared with it, so that whoever can write Redis cannot have another backup's data
     (another tenant's, in a location they share) written into this volume."""
-    meta, spec = obj["metadata"], obj.get("spec") or {}
-    backup = cluster.backup(meta["namespace"], str(spec.get("backupName") or ""))
+    spec = obj.get("spec") or {}
+    source = backup_namespace(obj)
+    backup = cluster.backup(source, str(spec.get("backupName") or ""))
     if backup is None:
-        raise RefusedDirectory(
-            f"ApplicationBackup {meta['namespace']}/{spec.get('backupName')} not found", "data"
-        )
+        raise RefusedDirectory(f"ApplicationBackup {source}/{spec.get('backupName')} not found", "data")
     ref = ref_from_path(str((backup.get("status") or {}).get("backupPath") or "")) or BackupRef(
-        meta["namespace"], backup["metadata"]["name"], backup["metadata"]["uid"]
+        source, backup["metadata"]["name"], backup["metadata"]["uid"]
     )
-    if meta["namespace"] not in (admin_namespace, ref.namespace):
-        raise RefusedDirectory(f"backup {ref.root} is not a backup of namespace {meta['namespace']}", "data")
+    if source not in (admin_namespace, ref.namespace):
+        raise RefusedDirectory(f"backup {ref.root} is not a backup of namespace {source}", "data")
     trees = restore_stage.backup_trees(repository.read_manifest(ref), spec.get("namespaceMapping") or {})
     recorded = trees.get(claim_part)
     if recorded is None or recorded != target.get("tree"):

@@ -193,11 +193,14 @@ def decide(
     in_flight: Callable[[str], bool],
     requeue_grace_seconds: float,
     stall_seconds: float,
+    expiry_now: datetime.datetime,
 ) -> Decision:
     """The one thing to do about ``obj`` now (often nothing).
 
     ``validate`` is called only for operations not yet accepted; ``in_flight(key)`` only during a
     resync (a watch event never re-sends a message: that is what makes replayed events harmless).
+    ``expiry_now`` is what a backup's ttl is compared with (the watcher's ``davit.clocks.Clock``, shifted
+    only in tests); ``now``, the real time, stamps the status and measures stalls.
     """
     if obj["metadata"].get("deletionTimestamp"):
         return _deletion(kind, obj, in_flight)
@@ -210,7 +213,7 @@ def decide(
     if not stage:
         return _from_verdict(kind, obj, validate(), now)
     if stage == Stage.FINAL:
-        return _expiry(kind, obj, now) if resync else NOTHING
+        return _expiry(kind, obj, expiry_now) if resync else NOTHING
     queued = _condition(status, QUEUED)
     if stage == Stage.INITIAL and state == Status.PENDING and (queued or {}).get("status") != "True":
         return _from_verdict(kind, obj, validate(), now)

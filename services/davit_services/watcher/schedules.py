@@ -1,7 +1,8 @@
 """Firing ApplicationBackupSchedules: the watcher's schedule loop (while leading) and its pure planner.
 
 Every tick the loop reads the SchedulePolicies, the schedules and their backups, and for each schedule
-and policy type asks ``davit.backup.schedules`` for the latest slot at or before now. A slot fires when it is
+and policy type asks ``davit.backup.schedules`` for the latest slot at or before now (the time the loop's
+``davit.clocks.Clock`` reads: the real time, shifted only in tests). A slot fires when it is
 newer than the last one fired (``status.lastTriggered``) and not older than the schedule itself:
 
 * **exactly once per slot**: the backup's name is ``<schedule>-<policytype>-<slot>``, so creating it is
@@ -23,8 +24,11 @@ The schedule's name goes into the ``davit.dev/schedule`` label of its backups th
 ``davit.labels.label_value`` (a name longer than a label value's 63 characters is cut and ends with a
 hash), and the backups are found again by that same value.
 
-After each tick the retention service is asked, at most once a minute per schedule, to apply the
-schedule's retention (``Retain`` messages on ``davit.retention``).
+The planner also works out what the schedule's retention would delete now (``davit.retention.rules``,
+the retention service's own rules): only then is the retention service asked to apply it (a ``Retain``
+message on ``davit.retention``), at once when that changes and at most once a minute while it stays. A
+backup past its ``expireAfter`` is so deleted at the first tick after its expiry, and a schedule with
+nothing to delete costs the retention service nothing.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from davit import constants, labels, timeutil
+from davit import clocks, constants, labels, timeutil
 from davit.api.objects import RawObject
 from davit.api.types import PolicySpec
 from davit.backup import schedules
@@ -52,7 +56,7 @@ from davit.retention import rules
 
 log = structlog.get_logger(__name__)
 
-POLICY_TYPE_LABEL = f"{constants.ANNOTATION_PREFIX}policy-type"
+POLICY_TYPE_LABEL = rules.POLICY_TYPE_LABEL
 SLOT_ANNOTATION = f"{constants.ANNOTATION_PREFIX}schedule-slot"
 POLICY_FOUND = "PolicyFound"
 #: Whether the schedule's backups can be made: False when its template cannot be used or firing failed.
@@ -75,6 +79,9 @@ class SchedulePlan:
     status: dict[str, Any] = field(default_factory=dict)
     #: A Warning Event to record, as (reason, message), if any.
     event: tuple[str, str] | None = None
+    #: The backups the schedule's retention would delete now (``rules.to_delete``), oldest first: the
+    #: retention service is asked to act only while there are some.
+    retention_due: tuple[str, ...] = ()
 
 
 def _condition(
@@ -206,6 +213,14 @@ def _slots(
     return fire, next_trigger, last_triggered
 
 
+def _retention_due(body: PolicySpec, backups: list[RawObject], now: datetime.datetime) -> tuple[str, ...]:
+    """What retention would delete now: the same rules on the same backups the retention service
+    applies (``davit_services.retention.expiry``), which decides again before it deletes anything."""
+    live = [b for b in backups if not b["metadata"].get("deletionTimestamp")]
+    records = [rules.record_of(b, now) for b in live]
+    return tuple(d.name for d in rules.to_delete(records, schedules.entries(body), now))
+
+
 def _unschedulable(
     status: dict[str, Any],
     conditions: list[RawObject],
@@ -213,6 +228,7 @@ def _unschedulable(
     message: str,
     now: datetime.datetime,
     kind: str = POLICY_FOUND,
+    retention_due: tuple[str, ...] = (),
 ) -> SchedulePlan:
     """Nothing fires: the condition says why, and a Warning Event says so once, when it starts."""
     was_failing = (
@@ -223,7 +239,9 @@ def _unschedulable(
     condition = _condition(False, message, conditions, now, reason=reason, kind=kind)
     status["conditions"] = _replace_condition(conditions, condition)
     status["nextTrigger"] = None  # null, not {}: a merge patch would keep the old keys of a map
-    return SchedulePlan(status=status, event=None if was_failing else (reason, message))
+    return SchedulePlan(
+        status=status, event=None if was_failing else (reason, message), retention_due=retention_due
+    )
 
 
 def plan_schedule(
@@ -243,6 +261,7 @@ def plan_schedule(
         # A schedule fires no slot from before it existed: creating one never fires at once.
         created = timeutil.parse_time(meta.get("creationTimestamp")) or now
         plan = _slots(meta["name"], body, spec, current, created, now)
+        due = _retention_due(body, backups, now)
     except (ValueError, OverflowError) as exc:  # ValidationError and ScheduleError are ValueErrors
         problem = _validation_message(exc) if isinstance(exc, ValidationError) else str(exc)
         message = f"SchedulePolicy {spec.get('schedulePolicyName')} cannot be evaluated: {problem}"
@@ -251,13 +270,15 @@ def plan_schedule(
     conditions = _replace_condition(conditions, found)
     unusable = template_problem(spec)
     if unusable is not None:
-        return _unschedulable(status, conditions, "TemplateInvalid", unusable, now, kind=SCHEDULING)
+        return _unschedulable(
+            status, conditions, "TemplateInvalid", unusable, now, kind=SCHEDULING, retention_due=due
+        )
     fire, next_trigger, last_triggered = plan
     scheduled = _condition(True, "backups are made as the policy says", conditions, now, kind=SCHEDULING)
     status["conditions"] = _replace_condition(conditions, scheduled)
     status["nextTrigger"] = None if spec.get("suspend") or not next_trigger else next_trigger
     status["lastTriggered"] = last_triggered
-    return SchedulePlan(fire=fire, status=status)
+    return SchedulePlan(fire=fire, status=status, retention_due=due)
 
 
 def describe_error(exc: Exception) -> str:
@@ -316,16 +337,22 @@ def backup_for(schedule: RawObject, fire: Fire) -> RawObject:
 class Scheduler:
     """The schedule loop: one tick every ``tick_seconds`` while this watcher leads."""
 
-    def __init__(self, api: client.ApiClient, celery: Any, tick_seconds: float) -> None:
+    def __init__(
+        self, api: client.ApiClient, celery: Any, tick_seconds: float, clock: clocks.Clock = clocks.SYSTEM
+    ) -> None:
         self.api = api
         self.ops = Operations(api)
         self.celery = celery
         self.tick_seconds = tick_seconds
+        #: What "now" is for the slots (``davit.clocks``): the real time except in tests.
+        self.clock = clock
+        #: Per schedule uid, the minute and the backups of the last Retain message sent.
+        self.retention_asked: dict[str, tuple[str, tuple[str, ...]]] = {}
 
     def run(self, lost: threading.Event) -> None:
         while not lost.is_set():
             try:
-                self.tick(timeutil.utcnow())
+                self.tick(self.clock.now())
             except Exception:
                 log.exception("schedules.tick_failed")
             lost.wait(self.tick_seconds)
@@ -335,6 +362,9 @@ class Scheduler:
 
     def tick(self, now: datetime.datetime) -> None:
         schedules_ = self._list(Kind.APPLICATION_BACKUP_SCHEDULE)
+        # What was asked of retention is remembered only for the schedules that still exist.
+        present = {s["metadata"]["uid"] for s in schedules_}
+        self.retention_asked = {uid: v for uid, v in self.retention_asked.items() if uid in present}
         if not schedules_:
             return
         policies = {p["metadata"]["name"]: p for p in self._list(Kind.SCHEDULE_POLICY)}
@@ -388,11 +418,22 @@ class Scheduler:
             self.ops.patch_status(Kind.APPLICATION_BACKUP_SCHEDULE, schedule, plan.status)
         if plan.event is not None:
             events.record(self.api, schedule, "Warning", *plan.event, constants.COMPONENT_WATCHER)
-        if plan.status.get("items") and (schedule.get("spec") or {}).get("schedulePolicyName"):
-            minute = now.strftime("%Y%m%d%H%M")  # the part: one message per schedule and minute
-            message = Message(Kind.APPLICATION_BACKUP_SCHEDULE, meta["namespace"], meta["name"], meta["uid"],
-                              RetentionAction.RETAIN.value, minute)  # fmt: skip
-            try:
-                queueing.send(self.celery, message, Queue.RETENTION.value)
-            except Exception:  # the queue, not this schedule, failed; the next tick resends
-                log.exception("schedule.retention_not_sent", schedule=meta["name"])
+        self.ask_retention(schedule, plan, now)
+
+    def ask_retention(self, schedule: RawObject, plan: SchedulePlan, now: datetime.datetime) -> None:
+        """Send the schedule a Retain message while its retention has backups to delete: at once when
+        what is due changes, then again once a minute while it stays (the message was lost, or the
+        retention service is away). Nothing due, nothing sent."""
+        meta = schedule["metadata"]
+        minute = now.strftime("%Y%m%d%H%M")  # the message's part
+        asked = (minute, plan.retention_due)
+        if not plan.retention_due or self.retention_asked.get(meta["uid"]) == asked:
+            return
+        message = Message(Kind.APPLICATION_BACKUP_SCHEDULE, meta["namespace"], meta["name"], meta["uid"],
+                          RetentionAction.RETAIN.value, minute)  # fmt: skip
+        try:
+            queueing.send(self.celery, message, Queue.RETENTION.value)
+        except Exception:  # the queue, not this schedule, failed; the next tick resends
+            log.exception("schedule.retention_not_sent", schedule=meta["name"])
+            return
+        self.retention_asked[meta["uid"]] = asked

@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from davit import constants, health, logs, timeutil
+from davit import clocks, constants, health, logs, timeutil
 from davit.api.objects import RawObject
 from davit.api.types import Stage
 from davit.constants import Kind
@@ -30,6 +30,7 @@ from davit.validation import validate
 from davit.volumes import mover
 from davit_services.watcher import clones, decisions
 from davit_services.watcher.copies import CopySweeper
+from davit_services.watcher.in_place import InPlaceSweeper
 from davit_services.watcher.leader import LeaseElector
 from davit_services.watcher.locations import LocationChecker
 from davit_services.watcher.movers import MoverSweeper
@@ -51,7 +52,9 @@ class Watcher:
         self.redis = scratch.connect(settings.redis_url)
         self.queues = scratch.QueueState(self.redis)
         self.elector = self._elector()
-        self.scheduler = Scheduler(api, self.celery, settings.schedule_tick_seconds)
+        #: When slots are due and backups expire (``davit.clocks``): the real time except in tests.
+        self.clock = clocks.from_settings(settings, "watcher")
+        self.scheduler = Scheduler(api, self.celery, settings.schedule_tick_seconds, self.clock)
         self.clones = clones.CloneDriver(
             read=lambda namespace, name: self.lookup.get_as_is(Kind.APPLICATION_CLONE, namespace, name),
             send=lambda message, queue: queueing.send(self.celery, message, queue),
@@ -60,6 +63,7 @@ class Watcher:
         )
         self.copies = CopySweeper(KubeCluster(self.lookup), settings.snapshot_copy_grace_seconds)
         self.movers = MoverSweeper(KubeCluster(self.lookup), settings.mover_grace_seconds)
+        self.in_place = InPlaceSweeper(KubeCluster(self.lookup), settings.mover_grace_seconds)
         self.locations = LocationChecker(
             api,
             settings.location_check_seconds,
@@ -142,6 +146,7 @@ class Watcher:
         if kind == Kind.APPLICATION_RESTORE:
             self.copies.sweep(items)
             self.movers.sweep(mover.RESTORE, items)
+            self.in_place.sweep(items)
         elif kind == Kind.APPLICATION_BACKUP:
             self.movers.sweep(mover.BACKUP, items)
         log.info("resync.done", kind=kind.value, objects=len(items))
@@ -183,6 +188,7 @@ class Watcher:
                     in_flight=in_flight.__contains__,
                     requeue_grace_seconds=self.settings.requeue_grace_seconds,
                     stall_seconds=self.settings.stall_seconds,
+                    expiry_now=self.clock.now(),
                 )
                 self.apply(kind, obj, decision)
             except Exception:

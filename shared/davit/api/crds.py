@@ -53,12 +53,16 @@ def _inline(schema: JSONSchema, defs: dict[str, JSONSchema]) -> JSONSchema:
             node["enum"] = [value]
         elif key == "properties":
             node["properties"] = {name: _inline(sub, defs) for name, sub in value.items()}
+        elif key == "additionalProperties" and value is True:
+            # A model that keeps unknown fields (extra="allow") says so with
+            # x-kubernetes-preserve-unknown-fields: a structural schema may not have both this and properties.
+            continue
         elif key in ("items", "additionalProperties") and isinstance(value, dict):
             node[key] = _inline(value, defs)
         else:
             node[key] = value
     if node.get("type") == "object" and "properties" not in node and "additionalProperties" not in node:
-        # A free-form object (none in the models today): keep it rather than prune it empty.
+        # A free-form object: keep it rather than prune it empty.
         node["x-kubernetes-preserve-unknown-fields"] = True
     return node
 

@@ -37,6 +37,14 @@ MAX_RETAIN = 10000
 
 ObjectName = Annotated[str, Field(pattern=DNS1123_SUBDOMAIN, max_length=253)]
 NamespaceName = Annotated[str, Field(pattern=DNS1123_LABEL, max_length=63)]
+#: A namespace name, or a glob pattern of them as Velero's (``*``, ``team-*``, ``ns?``, ``ns[0-9]``): the
+#: characters of names plus ``*``, ``?`` and brackets. What else a pattern must be (no ``**``, brackets
+#: closed and not empty) is checked by the watcher (``davit.backup.selection.namespace_pattern_problem``).
+NAMESPACE_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?|[-a-z0-9\[\]]*[*?\[][-a-z0-9*?\[\]]*)$"
+NamespacePattern = Annotated[str, Field(pattern=NAMESPACE_PATTERN, max_length=63)]
+#: A GCS project id (``my-project``), a legacy domain-scoped one (``example.com:my-project``) or a
+#: project number: what the ``x-goog-project-id`` header carries.
+GOOGLE_PROJECT = r"^[a-z0-9]([-a-z0-9.:]{0,61}[a-z0-9])?$"
 Count = Annotated[int, Field(ge=0)]
 
 
@@ -82,6 +90,9 @@ class Status(StrEnum):
 
 
 ReclaimPolicy = Literal["Delete", "Retain"]
+#: A restore's choice for objects that exist: keep (Retain), delete and create again (Delete), or patch
+#: them to the backup's version in place (Update, Velero's ``existingResourcePolicy: update``).
+RestoreReplacePolicy = Literal["Delete", "Retain", "Update"]
 VolumeMode = Literal["auto", "filesystem", "snapshot", "skip"]
 LocationType = Literal["s3", "azure", "google", "local"]
 Weekday = Literal[
@@ -123,7 +134,13 @@ class AzureConfig(Model):
 
 
 class GoogleConfig(Model):
-    project_id: str | None = Field(default=None, alias="projectID")
+    project_id: str | None = Field(
+        default=None,
+        alias="projectID",
+        pattern=GOOGLE_PROJECT,
+        max_length=63,
+        description="Project sent as x-goog-project-id with the requests that address the bucket itself.",
+    )
     access_key_id: str | None = Field(default=None, alias="accessKeyID", description="HMAC key id.")
     secret_access_key: str | None = Field(default=None, alias="secretAccessKey", description="HMAC secret.")
     endpoint: str | None = Field(
@@ -197,11 +214,12 @@ class VolumeStatus(Model):
 
 
 class KindCounts(Model):
-    """Per kind: created, kept as they were (Retain), deleted and created again (Delete), refused."""
+    """Per kind: created, kept (Retain), deleted and created again (Delete), patched (Update), refused."""
 
     restored: Count = 0
     retained: Count = 0
     replaced: Count = 0
+    updated: Count = 0
     failed: Count = 0
 
 
@@ -245,7 +263,16 @@ class OperationStatus(Model):
 
 class ApplicationBackupSpec(Model):
     backup_location: ObjectName = Field(description="BackupLocation to write to.")
-    namespaces: list[NamespaceName] | None = None
+    namespaces: list[NamespacePattern] | None = Field(
+        default=None,
+        description="Namespaces to back up: names, or glob patterns ('*' for all, 'team-*') in the admin "
+        "namespace.",
+    )
+    exclude_namespaces: list[NamespacePattern] | None = Field(
+        default=None,
+        description="Namespaces (names or glob patterns) left out of those namespaces and namespaceSelector "
+        "cover.",
+    )
     selectors: dict[str, str] | None = Field(default=None, description="Label selector for resources.")
     namespace_selector: str | None = Field(default=None, description="Label selector for namespaces.")
     include_resources: list[ObjectRef] | None = None
@@ -275,18 +302,92 @@ class ApplicationBackupStatus(OperationStatus):
 # --- ApplicationRestore ------------------------------------------------------------------------------
 
 
+class ResourceModifierRef(Model):
+    """The ConfigMap of a restore's resource modifiers (Velero's ``TypedLocalObjectReference``)."""
+
+    api_group: str | None = Field(default=None, max_length=0, description="Empty: ConfigMaps are core.")
+    kind: Literal["ConfigMap"] = "ConfigMap"
+    name: ObjectName
+
+
+class HookContainer(Model):
+    """A container as in a pod's initContainers; fields besides name and image are kept as written."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="allow",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )  # fmt: skip
+
+    name: NamespaceName
+    image: str = Field(min_length=1, max_length=1024)
+
+
+class InitContainerHook(Model):
+    name: NamespaceName = Field(description="Names the hook in the restore's reason when it fails.")
+    pod_selector: dict[str, str] | None = Field(
+        default=None, description="Labels of the restored pods that get the containers (default: every one)."
+    )
+    # Not "initContainers" as in Velero: Kustomize's image setter rewrites every list of that name in any
+    # object, the CRD's schema included, and fails on it.
+    containers_to_add: list[HookContainer] = Field(
+        min_length=1,
+        max_length=8,
+        description="Added to the restored pods after Davit's restore-wait container, before their own.",
+    )
+
+
 class ApplicationRestoreSpec(Model):
     backup_name: ObjectName
     backup_location: ObjectName
     namespace_mapping: dict[str, str] | None = None
-    replace_policy: ReclaimPolicy | None = Field(
-        default=None, description="Delete: replace existing objects. Retain (default): keep them."
+    replace_policy: RestoreReplacePolicy | None = Field(
+        default=None,
+        description=(
+            "Objects that exist: Retain (default) keeps them, Delete deletes and creates them again, Update "
+            "patches them to the backup's version (same uid)."
+        ),
     )
     include_resources: list[ObjectRef] | None = None
     resource_types: list[str] | None = None
     storage_class_mapping: dict[str, str] | None = None
     node_mapping: dict[str, str] | None = None
     dry_run: bool | None = None
+    backup_namespace: NamespaceName | None = Field(
+        default=None,
+        description=(
+            "Namespace of the ApplicationBackup (default: the restore's own). Only a restore in the admin "
+            "namespace may name another."
+        ),
+    )
+    resource_modifier: ResourceModifierRef | None = Field(
+        default=None,
+        description="A ConfigMap in the restore's namespace holding JSON patches applied before creating.",
+    )
+    preserve_node_ports: bool | None = Field(
+        default=None, description="Keep Services' nodePorts (by default they are allocated anew)."
+    )
+    post_exec_rule: ObjectName | None = Field(
+        default=None,
+        description=(
+            "A Rule in the restore's namespace, run in the restored pods once they run (foreground actions "
+            "only); a failure makes the restore PartialSuccess."
+        ),
+    )
+    init_container_hooks: list[InitContainerHook] | None = Field(
+        default=None,
+        max_length=16,
+        description="Init containers added to the restored pods a selector matches.",
+    )
+    hook_timeout: Annotated[str, Field(pattern=DURATION, max_length=MAX_DURATION_LENGTH)] | None = Field(
+        default=None, description="How long the hooks wait for the restored pods to run (default 5m)."
+    )
+    in_place_volumes: bool | None = Field(
+        default=None,
+        description=(
+            "Write the backup's volume data into the existing claims of the same names, with the workloads "
+            "that mount them scaled to zero meanwhile; no object is created, changed or deleted."
+        ),
+    )
 
 
 class ApplicationRestoreStatus(OperationStatus):

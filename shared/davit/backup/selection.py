@@ -12,8 +12,9 @@ What is never backed up, and why:
 
 from __future__ import annotations
 
+import fnmatch
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +103,71 @@ def backupable(resource: ApiResource) -> bool:
     )
 
 
+# --- which namespaces ---------------------------------------------------------------------------------
+
+#: What makes an entry of ``namespaces`` or ``excludeNamespaces`` a glob pattern rather than a name.
+_GLOB_CHARACTERS = frozenset("*?[")
+
+
+def is_namespace_pattern(entry: str) -> bool:
+    return any(c in _GLOB_CHARACTERS for c in entry)
+
+
+def namespace_pattern_problem(entry: str) -> str | None:
+    """Why ``entry`` is not a pattern Davit accepts (None when it is one, or a plain name): Velero's
+    rules, so that a pattern means the same in both (``**``, empty and unclosed brackets are refused;
+    the CRD already refuses ``!``, braces, commas and anything else that is not a name character)."""
+    if "**" in entry:
+        return f"{entry!r}: '**' is not a pattern; '*' alone matches any run of characters"
+    inside = False
+    for index, c in enumerate(entry):
+        if c == "[":
+            if inside:
+                return f"{entry!r}: brackets do not nest"
+            if entry[index + 1 : index + 2] == "]":
+                return f"{entry!r}: empty brackets match nothing"
+            inside = True
+        elif c == "]":
+            if not inside:
+                return f"{entry!r}: ']' without '['"
+            inside = False
+        elif inside and c in "*?":
+            return f"{entry!r}: {c!r} inside brackets"
+    return f"{entry!r}: '[' is not closed" if inside else None
+
+
+def _matches_any(namespace: str, entries: Iterable[str]) -> bool:
+    return any(
+        fnmatch.fnmatchcase(namespace, e) if is_namespace_pattern(e) else namespace == e for e in entries
+    )
+
+
+def namespace_in_scope(spec: Mapping[str, Any], namespace: str, selected: Collection[str] = ()) -> bool:
+    """Whether a backup ``spec`` covers ``namespace``: named in ``namespaces`` or matched by one of its
+    patterns, or ``selected`` (matched by its namespaceSelector, listed from the API), and not named or
+    matched by ``excludeNamespaces``, which wins, as in Velero. Who may cover what is
+    ``davit.tenancy.backup_may_read``'s to decide."""
+    if _matches_any(namespace, spec.get("excludeNamespaces") or []):
+        return False
+    return namespace in selected or _matches_any(namespace, spec.get("namespaces") or [])
+
+
+def resolve_namespaces(
+    spec: Mapping[str, Any], existing: Iterable[str] = (), selected: Collection[str] = ()
+) -> list[str]:
+    """The namespaces a backup ``spec`` covers, sorted: its named ones (listed whether they exist or
+    not: an absent one holds nothing), the ``existing`` ones its patterns match and the ``selected``
+    ones, less ``excludeNamespaces``."""
+    named = [e for e in spec.get("namespaces") or [] if not is_namespace_pattern(e)]
+    candidates = {*named, *existing, *selected}
+    return sorted(ns for ns in candidates if namespace_in_scope(spec, ns, selected))
+
+
+def has_namespace_patterns(spec: Mapping[str, Any]) -> bool:
+    """Whether resolving ``spec``'s namespaces needs the list of every namespace."""
+    return any(is_namespace_pattern(e) for e in spec.get("namespaces") or [])
+
+
 def label_selector(selectors: dict[str, str] | None) -> str | None:
     if not selectors:
         return None
@@ -129,6 +195,41 @@ def select_targets(
         chosen.append(resource)
     chosen.sort(key=lambda r: (r.group, r.plural))
     return [ListTarget(r, ns, selector) for ns in sorted(namespaces) for r in chosen]
+
+
+def include_version_problems(spec: Mapping[str, Any], resources: Iterable[ApiResource]) -> list[str]:
+    """Why entries of ``includeResources`` that name a ``version`` cannot be honoured: a backup lists
+    each kind in one version (``preferred_resources``: its group's preferred one where served), so a
+    ``version`` must be that one. Refused rather than ignored, so that no one believes an object was
+    stored in a version it was not."""
+    listed = [r for r in preferred_resources(resources) if r.namespaced and backupable(r)]
+    problems = []
+    for index, ref in enumerate(spec.get("includeResources") or []):
+        version = ref.get("version")
+        if not version:
+            continue
+        candidates = [r for r in listed if _ref_matches_resource(ref, r)]
+        if any(r.version == version for r in candidates):
+            continue
+        kind = "/".join(p for p in (ref.get("group"), ref.get("kind")) if p)
+        served = ", ".join(sorted({r.api_version for r in candidates})) or "no version (not served)"
+        problems.append(
+            f"spec.includeResources[{index}].version: {kind} is backed up as {served}, not in version "
+            f"{version}; leave version out or name that one"
+        )
+    return problems
+
+
+#: Claims as a backup lists them: whether a claim's volume is backed up follows whether the claim is.
+CLAIMS = ApiResource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, frozenset({"list"}))
+
+
+def claim_in_scope(claim: RawObject, spec: dict[str, Any]) -> bool:
+    """Whether a backup with ``spec`` stores ``claim`` (and so its volume's data): ``resourceTypes``,
+    ``excludeResourceTypes``, ``includeResources`` and the skip annotations apply to a volume through
+    its claim, as in Velero (``selectors`` already chose which claims were listed)."""
+    namespace = str((claim.get("metadata") or {}).get("namespace") or "")
+    return bool(select_targets([CLAIMS], spec, [namespace])) and keep(claim, CLAIMS, spec)
 
 
 def _ref_matches_resource(ref: dict[str, Any], resource: ApiResource) -> bool:

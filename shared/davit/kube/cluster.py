@@ -243,6 +243,35 @@ class KubeCluster:
     def delete_temporary(self, namespace: str, label_selector: str) -> list[str]:
         return mover.delete_temporary(self.api, namespace, label_selector)
 
+    # --- workloads an in-place restore scaled down (the watcher's sweep) --------------------------
+
+    def list_held_workloads(self, label: str) -> list[RawObject]:
+        """Every Deployment, StatefulSet and ReplicaSet carrying ``label``, in every namespace
+        (``apiVersion`` and ``kind`` set on each)."""
+        apps = client.AppsV1Api(self.api)
+        found: list[RawObject] = []
+        for kind, call in (
+            ("Deployment", apps.list_deployment_for_all_namespaces),
+            ("StatefulSet", apps.list_stateful_set_for_all_namespaces),
+            ("ReplicaSet", apps.list_replica_set_for_all_namespaces),
+        ):
+            items = json.loads(call(label_selector=label, _preload_content=False).data).get("items")
+            found.extend({**item, "apiVersion": "apps/v1", "kind": kind} for item in items or [])
+        return found
+
+    def patch_workload(self, kind: str, namespace: str, name: str, body: RawObject) -> None:
+        """JSON merge patch of a Deployment, StatefulSet or ReplicaSet."""
+        apps = client.AppsV1Api(self.api)
+        calls = {
+            "Deployment": apps.patch_namespaced_deployment,
+            "StatefulSet": apps.patch_namespaced_stateful_set,
+            "ReplicaSet": apps.patch_namespaced_replica_set,
+        }
+        resource_path(
+            "apps/v1", kind.lower() + "s", namespace, name
+        )  # UnsafeName for a name that could not be one
+        calls[kind](name, namespace, body, _content_type="application/merge-patch+json")
+
     # --- exec in pods -----------------------------------------------------------------------------
 
     def executor(self) -> exec_rules.Executor:

@@ -1,5 +1,6 @@
 """What a worker's handlers need from outside, as narrow interfaces: the API server (``Cluster``), the
-backup locations (``Stores``), the scratch state (``Scratch``) and where messages go (``Dispatch``).
+backup locations (``Stores``), the scratch state (``Scratch``), where messages go (``Dispatch``) and,
+for expiry, the time (``davit.clocks.Clock``).
 
 A handler takes the ones it uses instead of the whole ``Runtime``; the services build the real ones
 (``davit.kube.cluster.KubeCluster`` over ``Operations``; the ``Runtime`` itself is a ``Stores``;
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from davit import clocks
 from davit.api.objects import RawObject
 from davit.backup import exec_rules
 from davit.backup.selection import ApiResource, ClusterRef
@@ -285,3 +287,5 @@ class Ports:
     dispatch: Dispatch
     stores: Stores
     settings: Settings
+    #: What "now" is for expiry (``davit.clocks``): the real time except in tests.
+    clock: clocks.Clock = clocks.SYSTEM

@@ -11,7 +11,7 @@ from typing import Any
 import redis
 from celery import Celery
 
-from davit import errors
+from davit import clocks, errors
 from davit.api.objects import RawObject
 from davit.api.types import LocationSpec
 from davit.format.repository import BackupRepository
@@ -110,7 +110,8 @@ class Runtime:
         """The narrow interfaces handed to a handler (``davit.operations.ports``)."""
         if self.scratch is None:
             raise RuntimeError("a worker's runtime needs Redis for its scratch state")
-        return Ports(self.cluster, self.scratch, self.dispatch, self, self.settings)
+        clock = clocks.from_settings(self.settings, "worker")
+        return Ports(self.cluster, self.scratch, self.dispatch, self, self.settings, clock)
 
     def repository(self, namespace: str, location_name: str, verify: bool = False) -> BackupRepository:
         """The repository of the BackupLocation ``location_name`` as seen from ``namespace``; cached per

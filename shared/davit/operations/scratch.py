@@ -454,6 +454,8 @@ class RestoreScratch(OperationState):
     VOLUME_GROUP: Final = "volumes"
     #: Each volume's tree and, once known, its target, ``<namespace>/<claim>`` → JSON.
     VOLUME_TARGETS: Final = "restore:volumes"
+    #: The namespaces the restore writes to, where its hooks look for pods (JSON list).
+    HOOK_NAMESPACES: Final = "restore:hook-namespaces"
 
     @staticmethod
     def step_group(step: int) -> str:
@@ -507,6 +509,14 @@ class RestoreScratch(OperationState):
 
     def save_owners(self, owners: list[dict[str, Any]]) -> None:
         self._set(self.OWNERS, json.dumps(owners))
+
+    def save_hook_namespaces(self, namespaces: list[str]) -> None:
+        self._set(self.HOOK_NAMESPACES, json.dumps(namespaces))
+
+    def hook_namespaces(self) -> list[Any] | None:
+        """The namespaces as stored (not trusted: the caller checks each); None when lost."""
+        raw = self._get(self.HOOK_NAMESPACES)
+        return list(json.loads(raw)) if raw else None
 
     def owners(self) -> list[dict[str, Any]]:
         raw = self._get(self.OWNERS)

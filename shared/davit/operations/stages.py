@@ -30,6 +30,8 @@ class Outcome(StrEnum):
     DONE = "Done"
     #: Every part of the stage is done: the stage's owner is asked to finish it (no status write).
     PARTS_DONE = "PartsDone"
+    #: A restore's objects and volume data are written; its hooks run next (PostExecRule).
+    RESTORED = "Restored"
     #: The operation ended and everything in scope was done.
     SUCCEEDED = "Succeeded"
     #: The operation ended with some volumes or resources failed.
@@ -92,8 +94,8 @@ TABLE: Final[Mapping[tuple[Kind, Stage, Outcome], Step]] = {
     **_failing(
         _B, Stage.INITIAL, Stage.PRE_EXEC_RULE, Stage.VOLUMES, Stage.APPLICATIONS, Stage.POST_EXEC_RULE
     ),
-    # ApplicationRestore: Initial → Applications → (Volumes →) Final; a dry run, or a restore without
-    # volume data, ends after Applications.
+    # ApplicationRestore: Initial → Applications → (Volumes →) (PostExecRule →) Final; a dry run, or a
+    # restore without volume data, ends after Applications; one with hooks runs them in PostExecRule.
     (_R, Stage.INITIAL, Outcome.ACCEPTED): Step(Stage.INITIAL, Status.PENDING, Queue.RESTORE, send=True),
     (_R, Stage.INITIAL, Outcome.STARTED): Step(Stage.APPLICATIONS, Status.IN_PROGRESS, Queue.RESTORE),
     (_R, Stage.APPLICATIONS, Outcome.DONE): Step(Stage.VOLUMES, Status.IN_PROGRESS, Queue.RESTORE, send=True),
@@ -102,6 +104,13 @@ TABLE: Final[Mapping[tuple[Kind, Stage, Outcome], Step]] = {
         Stage.VOLUMES, None, Queue.RESTORE, send=True, part=FINISH_PART
     ),
     **_ending(_R, Stage.VOLUMES),
+    (_R, Stage.APPLICATIONS, Outcome.RESTORED): Step(
+        Stage.POST_EXEC_RULE, Status.IN_PROGRESS, Queue.RESTORE, send=True
+    ),
+    (_R, Stage.VOLUMES, Outcome.RESTORED): Step(
+        Stage.POST_EXEC_RULE, Status.IN_PROGRESS, Queue.RESTORE, send=True
+    ),
+    **_ending(_R, Stage.POST_EXEC_RULE),
     **_failing(_R, Stage.INITIAL),
     # ApplicationClone: Initial → Volumes (its staging backup) → Applications (its staging restore) →
     # Final, ending as its restore did.

@@ -27,3 +27,12 @@ class CorruptChunk(RepoError):
 
 class UnsafePath(RepoError):
     """A tree entry would be written outside the restore target (absolute, ``..``, or through a symlink)."""
+
+
+class FileUnreadable(RepoError):
+    """A file of a tree cannot be read back: one of its chunks is missing or corrupt. Names the file."""
+
+    def __init__(self, path: str, cause: RepoError) -> None:
+        super().__init__(f"file {path!r} cannot be read: {cause}")
+        self.path = path
+        self.cause = cause

@@ -14,6 +14,10 @@ may hold no entry, nor any non-directory on their way.
 Files are created, truncated to their size and only their data ranges written, so holes stay holes.
 Chunks are read, verified and written by a pool; a file's owner, mode and mtime are set once its last
 chunk is written, and directories' (whose mtimes their children change) at the end, deepest first.
+
+A file whose data cannot be read (a chunk missing, or failing verification) fails the restore with an
+error naming the file (``FileUnreadable``), and no file left unfinished stays behind: a file is created
+at its full size before its data is written, so a partly written one would look complete.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final
 
-from davit.repo.errors import RepoError, UnsafePath
+from davit.repo.errors import FileUnreadable, RepoError, UnsafePath
 from davit.repo.reader import RepoReader
 from davit.repo.tree_format import DIR, FILE, SYMLINK, Entry, Tree, iter_entries
 
@@ -126,6 +130,8 @@ class _FileJob:
 
     fd: int
     entry: Entry
+    #: A descriptor of its directory, to remove the file again if the restore fails before it is done.
+    parent: int
     outstanding: int = 0
     submitted: bool = False
 
@@ -154,8 +160,11 @@ def _chown(fn: Callable[..., None], *args: object, **kwargs: object) -> None:
             raise
 
 
-def _write_chunk(reader: RepoReader, fd: int, offset: int, chunk_id: bytes) -> int:
-    data = memoryview(reader.read_chunk(chunk_id))
+def _write_chunk(reader: RepoReader, fd: int, offset: int, chunk_id: bytes, entry: Entry) -> int:
+    try:
+        data = memoryview(reader.read_chunk(chunk_id))
+    except RepoError as exc:
+        raise FileUnreadable(entry.name, exc) from exc
     done = 0
     while done < len(data):
         done += os.pwrite(fd, data[done:], offset + done)
@@ -199,6 +208,17 @@ def _finish_file(fd: int, entry: Entry, keep_setuid: bool) -> None:
     os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
 
 
+def _remove_unfinished(parent: int, name: bytes, fd: int) -> None:
+    """Remove the file ``fd`` was opened on, if ``name`` still is that file: a restore that failed leaves
+    no file that looks complete (its size is set before its data is written) but is not."""
+    try:
+        here, opened = os.stat(name, dir_fd=parent, follow_symlinks=False), os.fstat(fd)
+        if (here.st_dev, here.st_ino) == (opened.st_dev, opened.st_ino):
+            os.unlink(name, dir_fd=parent)
+    except OSError:
+        pass  # already gone, or replaced: nothing of this restore's to remove
+
+
 def _create_file(parent: int, name: bytes, entry: Entry) -> int:
     _remove_existing(parent, name)
     fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=parent)
@@ -218,8 +238,11 @@ def _restore_small_file(
     try:
         fd = _create_file(parent, name, entry)
         try:
-            written = sum(_write_chunk(reader, fd, offset, chunk_id) for offset, chunk_id in chunks)
+            written = sum(_write_chunk(reader, fd, offset, chunk_id, entry) for offset, chunk_id in chunks)
             _finish_file(fd, entry, keep_setuid)
+        except BaseException:
+            _remove_unfinished(parent, name, fd)
+            raise
         finally:
             os.close(fd)
     finally:
@@ -227,14 +250,17 @@ def _restore_small_file(
     return written
 
 
-def _chunk_offsets(entry: Entry, reader: RepoReader) -> list[tuple[int, bytes]]:
+def chunk_offsets(entry: Entry, reader: RepoReader) -> list[tuple[int, bytes]]:
     """Where each chunk of a file goes; MissingChunk before anything is written for a chunk not indexed."""
     out = []
     for extent in entry.extents:
         offset = extent.offset
         for chunk_id in extent.chunks:
             out.append((offset, chunk_id))
-            offset += reader.locate(chunk_id).raw_size
+            try:
+                offset += reader.locate(chunk_id).raw_size
+            except RepoError as exc:
+                raise FileUnreadable(entry.name, exc) from exc
         if offset != extent.offset + extent.length:
             raise RepoError(f"{entry.name}: chunks do not add up to the data range at {extent.offset}")
     return out
@@ -248,11 +274,14 @@ def restore_tree(
     workers: int | None = None,
     keep_setuid: bool = False,
     reserved: Iterable[bytes] = (),
+    select: Callable[[bytes], bool] | None = None,
 ) -> RestoreStats:
     """Write ``tree`` into ``target_dir`` (created if missing): contents, modes (setuid and setgid of
     files only with ``keep_setuid``), ownership, mtimes, symlinks (targets verbatim, the links themselves
     inside the target) and holes. An entry at one of the ``reserved`` paths (or a non-directory on the
-    way to one) is refused."""
+    way to one) is refused. With ``select``, only the entries whose paths it accepts are written (every
+    entry is still checked). A file whose data cannot be read raises FileUnreadable naming it; files not
+    finished when the restore fails are removed."""
     reserved_parts = tuple(tuple(safe_components(path)) for path in reserved)
     # File creation and small writes wait on the filesystem more than on a CPU: more threads than cores.
     workers = workers or min(32, 4 * (os.cpu_count() or 2))
@@ -268,11 +297,10 @@ def restore_tree(
     pool = ThreadPoolExecutor(workers, thread_name_prefix="davit-repo-restore")
 
     def finish(job: _FileJob) -> None:
+        _finish_file(job.fd, job.entry, keep_setuid)
         open_jobs.discard(job)
-        try:
-            _finish_file(job.fd, job.entry, keep_setuid)
-        finally:
-            os.close(job.fd)
+        os.close(job.fd)
+        os.close(job.parent)
 
     def retire_one() -> None:
         future, job, _owned = inflight.popleft()
@@ -296,6 +324,8 @@ def restore_tree(
             parts = safe_components(entry.path)
             check_entry(entry)
             check_reserved(parts, entry.kind, reserved_parts)
+            if select is not None and not select(entry.path):
+                continue
             if not parts:
                 if entry.kind != DIR:
                     raise UnsafePath(f"refusing a root entry of type {entry.kind}")
@@ -321,7 +351,7 @@ def restore_tree(
                 os.utime(name, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=parent, follow_symlinks=False)
                 stats.symlinks += 1
             elif entry.kind == FILE:
-                chunks = _chunk_offsets(entry, reader)
+                chunks = chunk_offsets(entry, reader)
                 stats.files += 1
                 if len(chunks) <= 1:
                     # Most files of most volumes: one task creates, writes and finishes it, so many
@@ -329,10 +359,15 @@ def restore_tree(
                     own = os.dup(parent)
                     submit(_restore_small_file, reader, own, name, entry, chunks, keep_setuid, owned=own)
                     continue
-                job = _FileJob(_create_file(parent, name, entry), entry)
+                own = os.dup(parent)
+                try:
+                    job = _FileJob(_create_file(parent, name, entry), entry, own)
+                except BaseException:
+                    os.close(own)
+                    raise
                 open_jobs.add(job)
                 for offset, chunk_id in chunks:
-                    submit(_write_chunk, reader, job.fd, offset, chunk_id, job=job)
+                    submit(_write_chunk, reader, job.fd, offset, chunk_id, entry, job=job)
                 job.submitted = True
                 if job.outstanding == 0:
                     finish(job)
@@ -351,8 +386,10 @@ def restore_tree(
             if future.cancel() and owned is not None:
                 os.close(owned)
         pool.shutdown(wait=True, cancel_futures=True)
-        for job in open_jobs:
+        for job in open_jobs:  # only when the restore failed: each was left unfinished
+            _remove_unfinished(job.parent, job.entry.path.rsplit(b"/", 1)[-1], job.fd)
             os.close(job.fd)
+            os.close(job.parent)
         dirs.close()
         os.close(root_fd)
     return stats

@@ -303,11 +303,13 @@ def _map_node_term(term: Any, mapping: NameMapping) -> None:
 # --- what the cluster assigns anew -----------------------------------------------------------------
 
 
-def strip_service_addresses(obj: RawObject) -> None:
+def strip_service_addresses(obj: RawObject, keep_node_ports: bool = False) -> None:
     """Remove a Service's allocated addresses and ports; keep ``None`` (a headless Service's choice).
 
     Cluster IPs and node ports are allocated per cluster and unique in it: in a clone within the same
-    cluster the original still holds them, and in another cluster they may be out of range.
+    cluster the original still holds them, and in another cluster they may be out of range. Node ports
+    are kept on request (``keep_node_ports``, ``preserveNodePorts``): clients outside the cluster reach
+    the Service by them.
     """
     spec = obj.get("spec")
     if not isinstance(spec, dict):
@@ -315,9 +317,34 @@ def strip_service_addresses(obj: RawObject) -> None:
     if spec.get("clusterIP") != "None":
         spec.pop("clusterIP", None)
         spec.pop("clusterIPs", None)
+    if keep_node_ports:
+        return
     spec.pop("healthCheckNodePort", None)
     for port in maps(spec.get("ports")):
         port.pop("nodePort", None)
+
+
+def carry_node_ports(desired: RawObject, live: RawObject) -> None:
+    """Updating a Service in place (``replacePolicy: Update``): each port of ``desired`` without a node
+    port takes the one ``live`` has for the same port and protocol, and the health check node port is
+    kept likewise. A merge patch replaces the ports list as a whole, and the API server allocates a new
+    node port for every port left without one: the Service would move under its clients' feet."""
+    spec, live_spec = desired.get("spec"), live.get("spec")
+    if not isinstance(spec, dict) or not isinstance(live_spec, dict):
+        return
+    allocated = {
+        (port.get("port"), port.get("protocol") or "TCP"): port["nodePort"]
+        for port in maps(live_spec.get("ports"))
+        if port.get("nodePort")
+    }
+    for port in maps(spec.get("ports")):
+        found = allocated.get((port.get("port"), port.get("protocol") or "TCP"))
+        if found and not port.get("nodePort") and spec.get("type") in ("NodePort", "LoadBalancer"):
+            port["nodePort"] = found
+    # Allocated only for (and allowed only on) a LoadBalancer whose traffic policy is Local.
+    local_balancer = spec.get("type") == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local"
+    if local_balancer and live_spec.get("healthCheckNodePort") and not spec.get("healthCheckNodePort"):
+        spec["healthCheckNodePort"] = live_spec["healthCheckNodePort"]
 
 
 def strip_binding_annotations(obj: RawObject) -> None:

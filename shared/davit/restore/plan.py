@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 from davit.api.objects import RawObject
 from davit.backup import selection
 from davit.restore import fields
+from davit.restore.modifiers import Modifiers, PatchFailed
 from davit.restore.tiers import TierGroup, group_kind, group_objects_by_tier
 from davit.restore.transform import (
     Context,
@@ -253,6 +254,7 @@ def context_for(
         node_mapping=dict(spec.get("nodeMapping") or {}),
         cluster_scoped_allowed=cluster_scoped_allowed,
         target_nodes=target_nodes,
+        preserve_node_ports=bool(spec.get("preserveNodePorts")),
     )
 
 
@@ -262,6 +264,14 @@ class SkippedObject:
 
     source: ObjectKey
     code: SkipCode
+    reason: str
+
+
+@dataclass(frozen=True)
+class FailedObject:
+    """An object of the backup the restore cannot create as asked (a resource modifier failed on it)."""
+
+    source: ObjectKey
     reason: str
 
 
@@ -291,6 +301,8 @@ class RestorePlan:
     #: Objects left out, by ``kind_label``.
     skipped_by_kind: Mapping[str, int]
     namespace_mapping: Mapping[str, str] = field(default_factory=dict)
+    #: Objects not restored because a resource modifier's patch could not be applied to them.
+    failed: tuple[FailedObject, ...] = ()
 
     @property
     def objects(self) -> list[RawObject]:
@@ -313,13 +325,15 @@ def plan_restore(
     cluster_scoped_allowed: bool,
     target_nodes: frozenset[str] | None = None,
     plurals: Mapping[tuple[str, str], str] | None = None,
+    modifiers: Modifiers | None = None,
 ) -> RestorePlan:
     """The plan of restoring ``objects`` (a backup's, as stored) with an ApplicationRestore ``spec``.
 
     ``cluster_scoped_allowed``: the restore runs in the admin namespace (no default: forgetting it must
     not let a tenant create cluster-scoped objects). ``target_nodes``: the target cluster's node names,
     if known. ``plurals``: (group, kind) → plural for ``resourceTypes`` where the backed-up CRDs and the
-    English rule do not tell.
+    English rule do not tell. ``modifiers``: the resource modifiers' patches, applied to each object after
+    the transformations (an object a patch fails on is left out as ``failed``).
     """
     provenance = Provenance(backup_name, backup_uid, restore_name, restore_uid)
     restore_filter = RestoreFilter.from_spec(spec, {**crd_plurals(objects), **(plurals or {})})
@@ -331,6 +345,7 @@ def plan_restore(
     planned: list[RawObject] = []
     skipped: list[SkippedObject] = []
     owned: list[OwnedObject] = []
+    failed: list[FailedObject] = []
     for obj in objects:
         key = ObjectKey.of(obj)
         if key not in chosen.selected:
@@ -339,6 +354,12 @@ def plan_restore(
         if isinstance(result, Skip):
             skipped.append(SkippedObject(key, result.code, result.reason))
             continue
+        if modifiers is not None:
+            try:
+                result = modifiers.apply(key, result, plural_of(key.group, key.kind, restore_filter.plurals))
+            except PatchFailed as exc:
+                failed.append(FailedObject(key, str(exc)))
+                continue
         planned.append(result)
         links = owner_links(obj, ctx)
         if links:
@@ -355,4 +376,5 @@ def plan_restore(
         planned_by_kind=dict(Counter(kind_label(*group_kind(o)) for o in planned)),
         skipped_by_kind=dict(Counter(kind_label(s.source.group, s.source.kind) for s in skipped)),
         namespace_mapping=ctx.namespace_mapping,
+        failed=tuple(failed),
     )

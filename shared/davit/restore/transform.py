@@ -124,6 +124,8 @@ class Context:
     #: The target cluster's node names, when known: a claim's selected node that is not among them (after
     #: ``node_mapping``) is dropped, so the scheduler picks a node instead of provisioning stalling.
     target_nodes: frozenset[str] | None = None
+    #: ``preserveNodePorts``: keep Services' node ports as backed up instead of having them allocated anew.
+    preserve_node_ports: bool = False
 
     def target_namespace(self, namespace: str) -> str:
         return self.namespace_mapping.get(namespace, namespace)
@@ -349,7 +351,7 @@ def transform(obj: RawObject, ctx: Context) -> RawObject | Skip:
 
 
 def _service(obj: RawObject, ctx: Context) -> None:
-    fields.strip_service_addresses(obj)
+    fields.strip_service_addresses(obj, keep_node_ports=ctx.preserve_node_ports)
 
 
 def _pod(obj: RawObject, ctx: Context) -> None:

@@ -36,9 +36,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
+from davit import constants
+from davit.api.objects import RawObject
 from davit.api.types import DURATION, MAX_DURATION_LENGTH, Status
-from davit.backup.schedules import PolicyEntry, PolicyType
-from davit.timeutil import format_time
+from davit.backup.schedules import POLICY_TYPES, PolicyEntry, PolicyType
+from davit.timeutil import format_time, parse_time
 
 #: Stork's defaults for an unset ``retain`` (its ``Default*PolicyRetain``); cron, which Stork lacks, is
 #: usually more frequent than daily, so it gets the interval's.
@@ -51,6 +53,8 @@ DEFAULT_RETAIN: Final[Mapping[PolicyType, int]] = {
 }
 #: ``minRetain`` when ``expireAfter`` is set without it: age never removes the last successful backup.
 DEFAULT_MIN_RETAIN: Final = 1
+#: The label of a scheduled backup naming the policy type of the slot that made it.
+POLICY_TYPE_LABEL: Final = f"{constants.ANNOTATION_PREFIX}policy-type"
 
 _UNFINISHED: Final = frozenset({Status.PENDING, Status.IN_PROGRESS})
 #: Kept until a newer backup of the same type succeeds.
@@ -126,6 +130,28 @@ def ttl_expires_at(ttl: str | None, finished_at: datetime.datetime | None) -> da
     except OverflowError:
         # Only a finish time near the year 9999 gets here (the duration is bounded).
         raise ValueError(f"ttl {ttl} from {format_time(finished_at)} ends past the last date") from None
+
+
+def record_of(backup: RawObject, now: datetime.datetime) -> BackupRecord:
+    """What retention needs of an ApplicationBackup: its type, outcome and times. One that has not
+    reached ``Final`` counts as in progress (never deleted); a ttl too long to compute with never runs
+    out; a backup without a creation time (never so from the API server) counts as made ``now``."""
+    meta, status = backup["metadata"], backup.get("status") or {}
+    finished = parse_time(status.get("finishTimestamp"))
+    outcome = Status(status["status"]) if status.get("stage") == "Final" and status.get("status") else None
+    policy_type = (meta.get("labels") or {}).get(POLICY_TYPE_LABEL)
+    try:
+        expires = ttl_expires_at((backup.get("spec") or {}).get("ttl"), finished)
+    except ValueError:
+        expires = None
+    return BackupRecord(
+        name=meta["name"],
+        policy_type=policy_type if policy_type in POLICY_TYPES else None,
+        status=outcome or Status.IN_PROGRESS,
+        created_at=parse_time(meta.get("creationTimestamp")) or now,
+        finished_at=finished,
+        ttl_expires_at=expires,
+    )
 
 
 def effective_retain(policy_type: PolicyType, entry: PolicyEntry) -> int | None:

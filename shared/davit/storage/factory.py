@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 from urllib.parse import urlsplit
 
-from davit.api.types import AzureConfig, GoogleConfig, LocationSpec, S3Config
+from davit.api.types import GOOGLE_PROJECT, AzureConfig, GoogleConfig, LocationSpec, S3Config
 from davit.settings import Settings, parse_list
 from davit.storage.azure import AzureStore, default_endpoint
 from davit.storage.base import ObjectStore, StorageError
@@ -186,8 +186,14 @@ def resolve_credentials(
             raise LocationConfigError(
                 "googleConfig: accessKeyID and secretAccessKey (HMAC keys) are required"
             )
+        project_id = pick(inline_gc.project_id, "projectID")
+        if project_id is not None and not re.fullmatch(GOOGLE_PROJECT, project_id):
+            # The CRD checks the inline value; one from the Secret goes into a request header.
+            raise LocationConfigError(
+                "googleConfig.projectID: not a project id (my-project, example.com:my-project) or number"
+            )
         google = GoogleSettings(
-            project_id=pick(inline_gc.project_id, "projectID"),
+            project_id=project_id,
             endpoint=pick(inline_gc.endpoint, "endpoint") or GOOGLE_ENDPOINT,
             access_key_id=key_id,
             secret_access_key=secret_key,
@@ -364,6 +370,7 @@ def open_store(
             # The XML API has no multi-object delete.
             batch_delete=False,
             retry=retry,
+            bucket_headers={"x-goog-project-id": google.project_id} if google.project_id else None,
         )
     if resolved.azure is not None:
         azure = resolved.azure

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import io
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -53,6 +53,14 @@ _LIST_PAGE = 1000
 _BODY_ERRORS = frozenset({"IncompleteReadError", "ResponseStreamingError", "ProtocolError"})
 
 
+#: The requests Davit makes that address a bucket rather than an object.
+_BUCKET_OPERATIONS = ("ListObjectsV2", "HeadBucket")
+
+
+def _add_header(name: str, value: str, request: Any, **_: Any) -> None:
+    request.headers[name] = value
+
+
 class S3Store(ObjectStore):
     """One bucket (and key prefix) of an S3-compatible store."""
 
@@ -70,13 +78,15 @@ class S3Store(ObjectStore):
         scheme: str = "s3",
         batch_delete: bool = True,
         retry: RetryPolicy | None = None,
+        bucket_headers: Mapping[str, str] | None = None,
     ) -> None:
         """``endpoint`` is a URL (``http://host:port``) or a bare host; a bare host gets ``http://`` when
         ``disable_ssl`` is set, ``https://`` otherwise. ``disable_ssl`` never turns certificate
         verification off for an ``https://`` endpoint: only ``verify_tls=False`` does. Without keys
         boto3's default chain applies (IRSA, instance profiles, the environment). ``batch_delete=False``
         for stores without DeleteObjects (Google's XML API). ``retry`` bounds every operation's time
-        (``davit.storage.retry``)."""
+        (``davit.storage.retry``). ``bucket_headers`` go with every request that addresses the bucket
+        rather than an object (its listings, the check): GCS's ``x-goog-project-id``."""
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint = endpoint_url(endpoint, disable_ssl)
@@ -116,6 +126,12 @@ class S3Store(ObjectStore):
             verify=verify_tls,
             config=config,
         )
+        for operation in _BUCKET_OPERATIONS:
+            for name, value in (bucket_headers or {}).items():
+                # Before signing, so the header is signed with the rest of the request.
+                self._client.meta.events.register(
+                    f"before-sign.s3.{operation}", functools.partial(_add_header, name, value)
+                )
         self._transfer = TransferConfig(
             multipart_threshold=MULTIPART_THRESHOLD,
             multipart_chunksize=MULTIPART_THRESHOLD,

@@ -16,13 +16,14 @@ import structlog
 
 from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
+from davit.backup import scope, selection
 from davit.backup.selection import label_selector
 from davit.constants import Kind, node_queue
 from davit.kube.client import ApiException
 from davit.operations import progress, stages, state_loss
 from davit.operations.dispatch import Dispatch
 from davit.operations.messages import Message
-from davit.operations.ports import Cluster, Moving
+from davit.operations.ports import Cluster, Moving, Ports
 from davit.operations.scratch import BackupScratch
 from davit.volumes.claims import VolumePlan, plan_volume
 
@@ -31,17 +32,18 @@ KIND = Kind.APPLICATION_BACKUP
 VOLUME_PART_PREFIX = "volume:"
 
 
-def plan_all(cluster: Cluster, obj: RawObject) -> list[VolumePlan]:
-    """A plan for each claim in the backup's scope (davit.volumes.claims)."""
+def plan_all(cluster: Cluster, obj: RawObject, admin_namespace: str) -> list[VolumePlan]:
+    """A plan for each claim in the backup's scope (davit.volumes.claims): in the namespaces it covers
+    (``davit.backup.scope``), matched by its selectors, and stored by it (``selection.claim_in_scope``)."""
     spec = obj.get("spec") or {}
     drivers = cluster.snapshot_drivers()
     selector = label_selector(spec.get("selectors"))
     plans = []
-    for namespace in sorted(set(spec.get("namespaces") or [])):
+    for namespace in scope.covered_namespaces(cluster, obj, admin_namespace):
         claims = cluster.list_claims(namespace, selector or "")
         pods = cluster.list_pods(namespace)
         for pvc in sorted(claims, key=lambda c: c["metadata"]["name"]):
-            if pvc["metadata"].get("deletionTimestamp"):
+            if not selection.claim_in_scope(pvc, spec):
                 continue
             volume_name = (pvc.get("spec") or {}).get("volumeName")
             pv = cluster.read_volume(volume_name) if volume_name else None
@@ -59,9 +61,9 @@ def load_plan(state: BackupScratch, part: str) -> VolumePlan | None:
     return VolumePlan(**raw) if raw else None
 
 
-def start(ports: Moving, obj: RawObject, state: BackupScratch, hold: bool) -> tuple[RawObject, bool]:
+def start(ports: Ports, obj: RawObject, state: BackupScratch, hold: bool) -> tuple[RawObject, bool]:
     """Plan and hand out the volumes; returns the object and whether volume work is outstanding."""
-    plans = plan_all(ports.cluster, obj)
+    plans = plan_all(ports.cluster, obj, ports.settings.admin_namespace)
     # Before the state it vouches for: a Redis that loses the plans loses the marker too.
     state.lay_out(Stage.VOLUMES.value)
     save_plans(state, plans)

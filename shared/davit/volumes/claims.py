@@ -129,16 +129,17 @@ def plan_volume(
 ) -> VolumePlan:
     meta = pvc["metadata"]
     namespace, claim = meta["namespace"], meta["name"]
-    wanted = (
-        (meta.get("annotations") or {}).get(constants.VOLUME_MODE_ANNOTATION) or volume_mode or "auto"
-    ).lower()
+    annotated = (meta.get("annotations") or {}).get(constants.VOLUME_MODE_ANNOTATION)
+    wanted = (annotated or volume_mode or "auto").lower()
     if wanted not in _MODES:
         wanted = "auto"
     volume = ((pvc.get("spec") or {}).get("volumeName")) or ""
     driver = driver_of(pv)
     base = {"namespace": namespace, "claim": claim, "volume": volume, "driver": driver}
     if wanted == "skip":
-        return VolumePlan(**base, mode="skip", reason="volumeMode skip")
+        # Say which of the two asked for it: the claim's annotation wins over the backup's volumeMode.
+        chosen_by = f"annotation {constants.VOLUME_MODE_ANNOTATION}" if annotated else "volumeMode"
+        return VolumePlan(**base, mode="skip", reason=f"{chosen_by} skip")
     if pv is None or not volume:
         return VolumePlan(**base, mode="skip", reason="the claim is not bound to a volume")
 

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from davit import errors
+from davit import errors, tenancy
 from davit.api.objects import RawObject
+from davit.backup import selection
 from davit.volumes.claims import VolumePlan, plugin_dir
 
 if TYPE_CHECKING:
@@ -58,24 +59,29 @@ class ClaimView:
 # --- which namespaces ----------------------------------------------------------------------------------
 
 
-def backup_namespaces(backup: RawObject, admin_namespace: str, selected: Collection[str] = ()) -> set[str]:
+def backup_namespaces(
+    backup: RawObject, admin_namespace: str, selected: Collection[str] = (), present: Collection[str] = ()
+) -> set[str]:
     """The namespaces a backup may read volumes of: its own outside the admin namespace, if its spec
     names it; in the admin namespace those its spec names plus ``selected`` (matched by its
-    namespaceSelector, listed from the API)."""
+    namespaceSelector, listed from the API) and those of ``present`` its patterns match, less
+    ``excludeNamespaces`` (``davit.backup.selection.resolve_namespaces``)."""
     namespace = backup["metadata"]["namespace"]
-    named = set((backup.get("spec") or {}).get("namespaces") or [])
+    spec = backup.get("spec") or {}
     if namespace != admin_namespace:
-        return named & {namespace}
-    return named | set(selected)
+        return {namespace} if tenancy.backup_may_read(namespace, admin_namespace, spec, namespace) else set()
+    return set(selection.resolve_namespaces(spec, present, selected))
 
 
 def restore_namespaces(restore: RawObject, backup: RawObject | None, admin_namespace: str) -> set[str]:
-    """The namespaces a restore may write volumes into: its own outside the admin namespace; in the admin
-    namespace the backup's namespaces (as its spec names them or its volumes were found in) after the
-    restore's ``namespaceMapping``."""
+    """The namespaces a restore may write volumes into: its own outside the admin namespace; where another
+    namespace's backup goes for an admin's restore of it (``backupNamespace``, ``tenancy.restore_guard``);
+    otherwise in the admin namespace the backup's namespaces (as its spec names them or its volumes were
+    found in) after the restore's ``namespaceMapping``."""
     namespace = restore["metadata"]["namespace"]
-    if namespace != admin_namespace:
-        return {namespace}
+    guard = tenancy.restore_guard(namespace, admin_namespace, restore.get("spec") or {})
+    if not guard.admin:  # its own namespace, or where another namespace's backup goes (backupNamespace)
+        return set(guard.writable)
     mapping: dict[str, str] = (restore.get("spec") or {}).get("namespaceMapping") or {}
     sources: set[str] = set()
     if backup is not None:
