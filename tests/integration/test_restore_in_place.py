@@ -5,11 +5,13 @@ objects (same uids) as before; files written after the backup are gone."""
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from davit.volumes import in_place
 from tests.conftest import StackEnv
 from tests.helpers import wait_for
 from tests.integration.conftest import Services
@@ -111,3 +113,45 @@ def test_an_in_place_restore_rewrites_the_running_apps_volume_and_starts_it_agai
     assert (data_dir / "table.ibd").read_text() == "rows as backed up\n"
     # The bare pod's claim was left alone.
     assert (scratch_dir / "work").read_text() == "changed\n"
+
+
+def test_workloads_a_gone_in_place_restore_left_stopped_are_scaled_back_and_nothing_else(
+    stack: StackEnv, namespace: str, stack_services: Any
+) -> None:
+    """An in-place restore that failed or was deleted before its end scaled a workload back leaves it
+    stopped, with its record: the watcher gives it its replicas back at its next relist of the restores.
+    A workload without a record is left as it is (one of a restore still running too:
+    ``tests/unit/test_in_place.py``)."""
+    services = stack_services(DAVIT_MOVER_GRACE_SECONDS="0")
+
+    def deployment(name: str, holder: str | None) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+        if holder:
+            metadata["labels"] = {in_place.RESTORE_LABEL: holder}
+            metadata["annotations"] = {in_place.RESTORE_ANNOTATION: holder, in_place.REPLICAS_ANNOTATION: "3",
+                                       in_place.SINCE_ANNOTATION: "2026-01-01T00:00:00Z"}  # fmt: skip
+        return {
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata,
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+        }  # fmt: skip
+
+    for name, holder in (("stranded", str(uuid.uuid4())), ("plain", None)):
+        apply(stack, deployment(name, holder))
+
+    def replicas() -> dict[str, int]:
+        items = json.loads(stack.kubectl("-n", namespace, "get", "deployments", "-o", "json").stdout)["items"]
+        return {d["metadata"]["name"]: d["spec"]["replicas"] for d in items}
+
+    try:
+        wait_for("the stranded deployment scaled back", lambda: replicas()["stranded"] == 3, timeout=120)
+    except AssertionError:
+        print(services.logs())
+        raise
+    assert replicas() == {"stranded": 3, "plain": 0}
+    stranded = json.loads(
+        stack.kubectl("-n", namespace, "get", "deployment", "stranded", "-o", "json").stdout
+    )
+    assert not [k for k in stranded["metadata"].get("labels") or {} if k.startswith("davit.dev/")]
+    assert not [k for k in stranded["metadata"].get("annotations") or {} if k.startswith("davit.dev/")]
