@@ -3,7 +3,7 @@ PYTHON   := .venv/bin/python
 CLUSTERS ?= 1
 PYTEST   := $(PYTHON) -m pytest -p no:cacheprovider
 
-.PHONY: help deps up down status demo test lint unit integration crds dashboard format clean bench bench-export bench-restore bench-volume bench-api chaos
+.PHONY: help deps up down status demo test lint unit integration crds dashboard format clean bench bench-export bench-restore bench-volume bench-volume-large bench-api bench-large bench-scaling bench-report chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -42,7 +42,14 @@ integration: deps ## tests against the real local stack (started and stopped by 
 test: deps lint ## everything CI runs: lint, unit and integration tests
 	$(PYTEST) tests -q $(PARALLEL) -m "not long" --durations=10
 
-bench: bench-export bench-restore bench-volume bench-api ## every benchmark (SPEC §9); results in bench/results/
+BENCHMARKS := bench-export bench-restore bench-large bench-scaling bench-volume bench-volume-large bench-api
+
+bench: deps ## every benchmark (SPEC §9), one after the other: JSON in bench/results/, the table in bench/RESULTS.md
+	@status=0; for target in $(BENCHMARKS); do $(MAKE) --no-print-directory $$target || status=1; done; \
+	$(PYTHON) -m bench.report; exit $$status
+
+bench-report: deps ## rewrite bench/RESULTS.md from the newest result of each benchmark in bench/results/
+	$(PYTHON) -m bench.report
 
 bench-export: deps ## back up 10,000 ConfigMaps/Secrets and compare with a raw paginated list
 	$(PYTHON) -m bench.export; status=$$?; $(PYTHON) -m devstack --dir .dev-bench down; exit $$status
@@ -53,8 +60,18 @@ bench-restore: deps ## restore 10,000 ConfigMaps/Secrets and compare with a para
 bench-api: deps ## 10 idle minutes of watcher + exporter with 5,000 finished backups: LISTs counted by the API server
 	$(PYTHON) -m bench.api_load; status=$$?; $(PYTHON) -m devstack --dir .dev-bench down; exit $$status
 
-bench-volume: deps ## back up 640 MiB of mixed data and compare with restic (backup, re-backup, restore)
+bench-large: deps ## back up and restore 10,000 and 100,000 objects: time growth and every process' peak RSS
+	$(PYTHON) -m bench.large; status=$$?; $(PYTHON) -m devstack --dir .dev-bench down; exit $$status
+
+bench-scaling: deps ## 50 namespaces backed up and restored by 1, then 2 workers, 20 ms per store request: speed-up
+	$(PYTHON) -m bench.scaling; status=$$?; $(PYTHON) -m devstack --dir .dev-bench down; exit $$status
+
+bench-volume: deps ## 640 MiB of mixed data against restic and borg: backup, re-backups, restore, peak RSS
 	$(PYTHON) -m bench.volume
+
+bench-volume-large: deps ## the same with 10 GiB of large files, then 1,000,000 small files (needs ~35 GiB free)
+	$(PYTHON) -m bench.volume --case large; large=$$?; $(PYTHON) -m bench.volume --case small; small=$$?; \
+	exit $$(( large > small ? large : small ))
 
 chaos: deps ## fault-injection suite on its own local stack (docs/chaos.md); table in bench/results/chaos-*.json
 	$(PYTHON) -m tests.chaos.runner

@@ -1,7 +1,8 @@
 """Benchmark (SPEC §9): restore a backup of 10,000 ConfigMaps and Secrets of ~2 KB into a new namespace
 and compare the time from CR creation to Final with a parallel create of the same objects (8 threads).
 
-Target: restore <= 1.25 x the parallel create. Run with ``make bench-restore``; results go to
+Target: restore <= 1.0 x the parallel create (as fast as the API server lets the best parallel
+client go). Run with ``make bench-restore``; results go to
 bench/results/ as JSON. The stack is the local one (``.dev-bench/``), with every service as its own
 process. Both are measured in the same run on the same stack, the parallel create first, each into a
 fresh namespace.
@@ -13,7 +14,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import subprocess
 import time
 import uuid
@@ -23,6 +23,7 @@ from typing import Any
 
 from kubernetes import client
 
+from bench.common import Row, write_result
 from bench.export import populate
 from davit.api.objects import RawObject
 from davit.kube import clients
@@ -34,7 +35,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ADMIN = "kube-system"
 #: The reference's parallelism (SPEC §9), the same as the restore's creates per task.
 THREADS = 8
-TARGET_RATIO = 1.25
+TARGET_RATIO = 1.0
 #: A backup or restore still running after this long is stuck, not slow (each takes seconds here).
 TIMEOUT_SECONDS = 600.0
 
@@ -143,7 +144,8 @@ def main() -> int:
     stack = Stack(args.dir)
     state = stack.up(clusters=1, with_services=True)
     env = stack.env(state)
-    api_client = clients.api_client(env["KUBECONFIG"])
+    # No client-side rate limit: the references (parallel create, raw list) go as fast as the API server.
+    api_client = clients.api_client(env["KUBECONFIG"], qps=0)
     core = client.CoreV1Api(api_client)
     custom = client.CustomObjectsApi(api_client)
     suffix = uuid.uuid4().hex[:6]
@@ -191,7 +193,6 @@ def main() -> int:
     ratio = restore_seconds / create_seconds
     by_kind = status.get("resourcesByKind") or {}
     result = {
-        "benchmark": "restore",
         "objects": args.objects,
         "parallel_create_threads": THREADS,
         "parallel_create_seconds": round(create_seconds, 3),
@@ -205,19 +206,20 @@ def main() -> int:
         "restored_objects_found": restored,
         "restore_log_seconds_after_creation": steps,
         "backup_seconds": round(backup_seconds, 3),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"restore-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    complete = status.get("status") == "Successful" and restored == args.objects
+    peer = f"create, {THREADS} threads"
+    write_result("restore", result, [
+        Row(f"restore of {args.objects:,} ConfigMaps/Secrets", round(restore_seconds, 3), "s",
+            round(create_seconds, 3), peer, f"<= {TARGET_RATIO} x peer", ratio <= TARGET_RATIO,
+            f"ratio {ratio:.2f}"),
+        Row("every object restored, status Successful", f"{restored:,} / {status.get('status')}",
+            target=f"{args.objects:,} / Successful", met=complete),
+    ])  # fmt: skip
     print(
         f"parallel create ({THREADS} threads): {create_seconds:.3f} s, restore: {restore_seconds:.3f} s, "
         f"ratio {ratio:.3f} (target <= {TARGET_RATIO})"
     )
-    print(f"written to {out}")
-    complete = status.get("status") == "Successful" and restored == args.objects
     return 0 if result["within_target"] and complete else 1
 
 

@@ -1,4 +1,5 @@
-"""``python -m devstack up [--clusters N] [--no-services] | down | status | env`` (see ``make up``)."""
+"""``python -m devstack up [--clusters N] [--no-services] | scale SERVICE N | down | status`` (see
+``make up``)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="start the stack (idempotent)")
     up.add_argument("--clusters", type=int, choices=(1, 2), default=1)
     up.add_argument("--no-services", action="store_true", help="infrastructure only, no Davit services")
+    scale = sub.add_parser("scale", help="run N worker processes of one Davit service")
+    scale.add_argument("service", help="a Davit service (resources, restore, backup, ...)")
+    scale.add_argument("replicas", type=int)
     sub.add_parser("down", help="stop everything up started")
     sub.add_parser("status", help="list the recorded processes")
     args = parser.parse_args(argv)
@@ -31,6 +35,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  env:        {stack.env_path()}  (source it: set -a; . {stack.env_path()}; set +a)")
         for c in state.clusters:
             print(f"  kubeconfig: {stack.kubeconfig_path(c.name)}")
+        return 0
+    if args.command == "scale":
+        running = stack.running()
+        if running is None:
+            print("no running stack here: `up` first", file=sys.stderr)
+            return 1
+        names = stack.scale(running, args.service, args.replicas)
+        print(
+            f"{args.service}: {args.replicas} process(es) per cluster"
+            + (f"; started {', '.join(names)}" if names else "")
+        )
         return 0
     if args.command == "down":
         stopped = stack.down()

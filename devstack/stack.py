@@ -36,6 +36,15 @@ SERVICES: tuple[tuple[str, str], ...] = (
 )
 
 
+def replica_of(service: str) -> tuple[str, int]:
+    """``resources-2`` → (``resources``, 2): a service's process name within a cluster, without the
+    cluster, split into the service and which of its replicas (``Stack.scale``) it is; 1 for the first."""
+    base, _, number = service.rpartition("-")
+    if base in dict(SERVICES) and number.isdigit():
+        return base, int(number)
+    return service, 1
+
+
 def node_names(cluster: str) -> list[str]:
     prefix = "davit-dev" if cluster == "a" else f"davit-dev-{cluster}"
     return [f"{prefix}-node-1", f"{prefix}-node-2"]
@@ -53,6 +62,9 @@ class StackState:
     #: ``DAVIT_*`` settings every Davit service of this stack gets (``up(service_settings=...)``), kept
     #: so that a service restarted later runs as it did before.
     service_settings: dict[str, str] = field(default_factory=dict)
+    #: Processes per Davit service where it is more than one (``Stack.scale``), e.g. ``{"resources": 2}``;
+    #: kept so that ``up`` starts a dead replica again, as a Deployment of that many would.
+    service_replicas: dict[str, int] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -68,6 +80,7 @@ class StackState:
             with_services=bool(data["with_services"]),
             metrics_ports={k: int(v) for k, v in data.get("metrics_ports", {}).items()},
             service_settings={k: str(v) for k, v in data.get("service_settings", {}).items()},
+            service_replicas={k: int(v) for k, v in data.get("service_replicas", {}).items()},
         )
 
 
@@ -106,8 +119,7 @@ class Stack:
             names += [f"{c.name}-{p}" for p in ("etcd", "kube-apiserver", "kube-controller-manager",
                                                   "kube-scheduler", "redis", "kubelet")]  # fmt: skip
             if state.with_services:
-                names += [f"{c.name}-{service}" for service, _ in SERVICES]
-                names += [f"{c.name}-uploader-{node}" for node in node_names(c.name)]
+                names += self.service_processes(c.name, state.service_replicas)
         return names
 
     def recorded(self) -> StackState | None:
@@ -238,17 +250,56 @@ class Stack:
         self.apply_crds(cluster, kubeconfig)
         self._start_kubelet(config.name, kubeconfig)
         if state.with_services:
-            for name in self.service_processes(config.name):
+            for name in self.service_processes(config.name, state.service_replicas):
                 self.start_service(state, name)
 
-    def service_processes(self, cluster: str) -> list[str]:
-        """The Davit services' process names of one cluster: one per service, one node agent per dev
-        node (as the DaemonSet would run them)."""
-        names = [f"{cluster}-{service}" for service, _ in SERVICES]
+    def service_processes(self, cluster: str, replicas: Mapping[str, int] | None = None) -> list[str]:
+        """The Davit services' process names of one cluster: one per service (``replicas`` of those scaled
+        up: ``a-resources``, ``a-resources-2``, …), one node agent per dev node (as the DaemonSet would
+        run them)."""
+        names = []
+        for service, _ in SERVICES:
+            names.append(f"{cluster}-{service}")
+            count = (replicas or {}).get(service, 1)
+            names += [f"{cluster}-{service}-{n}" for n in range(2, count + 1)]
         return names + [f"{cluster}-uploader-{node}" for node in node_names(cluster)]
 
+    def scale(self, state: StackState, service: str, replicas: int) -> list[str]:
+        """Run ``replicas`` worker processes of the Davit service ``service`` (a name in ``SERVICES``)
+        in every cluster, as a Deployment of that many replicas would: each consumes the same queue, under
+        an identity of its own. The replicas beyond the first are ``<cluster>-<service>-<n>`` (n ≥ 2);
+        the number is kept in the state, so ``up`` starts a dead one again and ``down`` stops them with
+        the rest. Starts the missing ones and stops those beyond ``replicas``; returns the names started.
+        A started worker takes tasks once its consumer is up, a few seconds later."""
+        if service not in dict(SERVICES):
+            raise ValueError(f"no service {service!r}; one of {', '.join(s for s, _ in SERVICES)}")
+        if replicas < 1:
+            raise ValueError("a service runs at least one process")
+        if not state.with_services:
+            raise ValueError("the stack runs without the Davit services")
+        before = state.service_replicas.get(service, 1)
+        for config in state.clusters:
+            for n in range(replicas + 1, before + 1):
+                self.procs.stop(f"{config.name}-{service}-{n}")
+        if replicas == 1:
+            state.service_replicas.pop(service, None)
+        else:
+            state.service_replicas[service] = replicas
+        state.save(self.state_file)
+        started = []
+        for config in state.clusters:
+            for name in self.service_processes(config.name, state.service_replicas):
+                if replica_of(name.partition("-")[2])[0] != service:
+                    continue
+                record = self.procs.get(name)
+                if record is None or not record.alive():
+                    self.start_service(state, name)
+                    started.append(name)
+        return started
+
     def start_service(self, state: StackState, name: str) -> None:
-        """Start the Davit service process ``name`` (``a-backup``, ``a-uploader-<node>``)."""
+        """Start the Davit service process ``name`` (``a-backup``, ``a-resources-2``,
+        ``a-uploader-<node>``)."""
         cluster, _, service = name.partition("-")
         env = self.service_env(
             cluster, self.kubeconfig_path(cluster), state.redis_ports[cluster], state.metrics_ports[cluster]
@@ -263,12 +314,16 @@ class Stack:
             )
             module = "davit_services.uploader"
         else:
+            service, replica = replica_of(service)
             module = dict(SERVICES)[service]
+            if replica > 1:
+                # A worker is named <service>@<identity> among Celery's workers: each replica its own.
+                env["DAVIT_IDENTITY"] = f"dev-{cluster}-{replica}"
         self.procs.start(name, [sys.executable, "-m", module], env=env)
 
     def _stop_services(self, state: StackState) -> None:
         for config in state.clusters:
-            for name in self.service_processes(config.name):
+            for name in self.service_processes(config.name, state.service_replicas):
                 self.procs.stop(name)
 
     def revive(self, state: StackState) -> list[str]:
@@ -305,7 +360,8 @@ class Stack:
             kubeconfig = self.kubeconfig_path(name)
             if f"{name}-kubelet" in dead:
                 self._start_kubelet(name, kubeconfig)
-            for process in self.service_processes(name) if state.with_services else []:
+            services = self.service_processes(name, state.service_replicas) if state.with_services else []
+            for process in services:
                 if process in dead:
                     self.start_service(state, process)
         state.save(self.state_file)

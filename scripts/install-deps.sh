@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh machine, and nothing twice:
-#   Debian packages (redis-server, etcd-server, Node.js for Azurite, restic for `make bench-volume`,
-#   prometheus for the alert rules' tests and the dashboard's, bubblewrap for the dev kubelet's exec), the
-#   Kubernetes binaries built from Debian's source package (scripts/build-kubernetes.sh), Azurite from the
-#   npm registry into the cache, and the Python virtualenv with the project installed in editable mode.
+#   Debian packages (redis-server, etcd-server, Node.js for Azurite, restic and borgbackup for
+#   `make bench-volume`, prometheus for the alert rules' tests and the dashboard's, bubblewrap for the dev
+#   kubelet's exec), the Kubernetes binaries built from Debian's source package (scripts/build-kubernetes.sh),
+#   Azurite from the npm registry into the cache, and the Python virtualenv with the project installed in
+#   editable mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,10 @@ command -v etcd >/dev/null || missing+=(etcd-server)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 command -v restic >/dev/null || missing+=(restic)
+# borgbackup: the second peer of `make bench-volume`.
+command -v borg >/dev/null || missing+=(borgbackup)
+# GNU time: the peak RSS of each process `make bench-volume` measures.
+[ -x /usr/bin/time ] || missing+=(time)
 # Prometheus and promtool: the alert rules' tests and the dashboard test's real Prometheus.
 command -v promtool >/dev/null || missing+=(prometheus)
 # bubblewrap: the sandbox the dev kubelet runs exec commands in (devstack/exec_server.py).

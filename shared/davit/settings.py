@@ -66,6 +66,12 @@ class Settings:
     #: Requests per second to the API server, and the burst allowed at once (client-go's QPS/Burst).
     api_qps: float = 50.0
     api_burst: int = 100
+    #: The restore service's own: its creates go as fast as the API server lets them (0: no client-side
+    #: limit). A restore writes what an operator is waiting for, and the server protects itself (API
+    #: Priority and Fairness answers 429 with a Retry-After, which every request honours); at 50 a second
+    #: a restore of 100,000 objects would take over half an hour however idle the server.
+    restore_api_qps: float = 0.0
+    restore_api_burst: int = 0
     #: Tasks a worker runs at once (threads: the work is I/O on the API server and the store, and the
     #: compression and encryption libraries release the GIL).
     worker_concurrency: int = 4

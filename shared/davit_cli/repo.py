@@ -16,7 +16,7 @@ import click
 
 from davit.repo.errors import RepoError
 from davit_cli import output
-from davit_cli.context import CliContext, pass_cli
+from davit_cli.context import CliContext, admin_namespace, pass_cli
 from davit_cli.errors import CliError
 from davit_cli.extract import (
     location_options,
@@ -127,20 +127,45 @@ _KIND_NAMES = {"packs": "packs", "trees": "tree roots", "treeParts": "tree parts
     help="How long unused data stays marked before it is deleted (default 6h). Shorter than the longest "
     "backup is unsafe while backups run; 0s frees everything unused at once.",
 )
+@click.option(
+    "--repack-below",
+    "repack_below_percent",
+    type=click.IntRange(0, 100),
+    metavar="PERCENT",
+    help="Rewrite packs of which less than PERCENT is in use, so that the rest of their space comes back "
+    "(default: the location's repackBelowPercent, else 50; 0 never rewrites).",
+)
 @connection_options
 @output_option
 @pass_cli
-def gc_command(cli: CliContext, location_name: str, dry_run: bool, grace: str | None) -> None:
+def gc_command(
+    cli: CliContext, location_name: str, dry_run: bool, grace: str | None, repack_below_percent: int | None
+) -> None:
     """Collect the location's garbage: data no backup (in any namespace) and no claim's latest tree
-    references is marked, and deleted by a later collection once marked for the grace period. The
-    retention service does this daily; this runs it now and reports what it freed."""
+    references is marked, and deleted by a later collection once marked for the grace period; packs
+    mostly unused have what is in use rewritten first. The retention service does this daily; this runs
+    it now and reports what it freed."""
+    from davit.kube.operations import Operations
     from davit.repo import GcError, collect
-    from davit.repo.gc import DEFAULT_GRACE_SECONDS
+    from davit.repo.gc import DEFAULT_GRACE_SECONDS, repack_below_of
+    from davit.validation import resolve_location
 
     grace_seconds = parse_duration(grace, "--grace") if grace is not None else float(DEFAULT_GRACE_SECONDS)
-    repository = open_repository(cli, cli.resolved_namespace(), location_name)
+    namespace = cli.resolved_namespace()
+    repository = open_repository(cli, namespace, location_name)
+    if repack_below_percent is not None:
+        repack_below = repack_below_percent / 100
+    else:
+        location = resolve_location(Operations(cli.api()), namespace, location_name, admin_namespace())
+        repack_below = repack_below_of(location or {})
     try:
-        report = collect(repository.store, repository.sealer, grace_seconds=grace_seconds, dry_run=dry_run)
+        report = collect(
+            repository.store,
+            repository.sealer,
+            grace_seconds=grace_seconds,
+            dry_run=dry_run,
+            repack_below=repack_below,
+        )
     except GcError as exc:
         raise CliError(f"garbage collection stopped, nothing depending on it was deleted: {exc}") from exc
     result = report.to_dict()
@@ -160,6 +185,15 @@ def gc_command(cli: CliContext, location_name: str, dry_run: bool, grace: str | 
     )
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
+    repack = report.repack
+    if repack.packs:
+        if dry_run:
+            click.echo(f"would repack {repack.packs} pack(s) ({output.size(repack.packs_bytes)}) less than "
+                       f"{repack.below:.0%} in use, rewriting {output.size(repack.live_bytes)}")  # fmt: skip
+        else:
+            click.echo(f"repacked {repack.packs} pack(s) ({output.size(repack.packs_bytes)}) less than "
+                       f"{repack.below:.0%} in use into {repack.written}, "
+                       f"rewriting {output.size(repack.written_bytes)}")  # fmt: skip
     verb = "would free" if dry_run else "freed"
     summary = f"{verb} {output.size(report.freed_bytes)} in {report.deleted} object(s)"
     if report.waiting:

@@ -234,6 +234,8 @@ BAD_SPECS = [
     bad("policy", "policy.interval.intervalMinutes", 0, "should be greater than or equal to 1"),
     bad("policy", "policy.daily.minRetain", -1, "should be greater than or equal to 0"),
     bad("rule", "rules.0.actions", [], "should have at least 1 items"),
+    bad("location", "location.repackBelowPercent", 101, "should be less than or equal to 100"),
+    bad("location", "location.repackBelowPercent", -1, "should be greater than or equal to 0"),
     # every number a user writes is bounded, and so is the length of every duration
     bad("policy", "policy.interval.intervalMinutes", 527041, "should be less than or equal to 527040"),
     bad("policy", "policy.interval.intervalMinutes", 10**15, "should be less than or equal to 527040"),

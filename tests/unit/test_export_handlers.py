@@ -103,12 +103,14 @@ def test_the_export_plans_pages_writes_each_into_the_repository_and_moves_on_to_
     status = fake.status(obj)
     assert (status["stage"], status["status"]) == ("Applications", "InProgress")
     assert status["reason"] == "exporting 1 resource lists"
-    assert [m.part for m in sent(ports).to(Queue.EXPORT.value)] == [f"{CONFIGMAPS}#1"]
+    # The planning task lists and writes each first page itself; the pages after it go to the queue.
+    assert fake.calls.count("list_page") == 1
+    assert [m.part for m in sent(ports).to(Queue.EXPORT.value)] == [f"{CONFIGMAPS}#2"]
 
     handled: list[str] = []
     drain(ports, handled)
 
-    assert handled == [f"{CONFIGMAPS}#1", f"{CONFIGMAPS}#2", f"{CONFIGMAPS}#3", "_cluster"]
+    assert handled == [f"{CONFIGMAPS}#2", f"{CONFIGMAPS}#3", "_cluster"]
     repository = stores.repository("app", "loc")
     pages = [repository.read_part(REF.resource_part(f"{CONFIGMAPS}#{n}")) for n in (1, 2, 3)]
     assert [[o["metadata"]["name"] for o in page] for page in pages] == [
@@ -127,6 +129,23 @@ def test_the_export_plans_pages_writes_each_into_the_repository_and_moves_on_to_
     assert sum(p["count"] for p in parts.values()) == 6
 
 
+def test_first_pages_beyond_what_the_plan_lists_itself_go_to_the_queue(
+    fake: k.FakeCluster, ports: Ports, stores: LocalStores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backup of many namespaces has more first pages than the planning task takes on: the rest are
+    queued for every export worker to share, and the backup ends the same."""
+    monkeypatch.setattr(export, "FIRST_PAGES_IN_PLAN", 0)
+    obj = applications(fake)
+
+    export.handle(ports, message())
+    assert fake.calls.count("list_page") == 0
+    assert [m.part for m in sent(ports).to(Queue.EXPORT.value)] == [f"{CONFIGMAPS}#1"]
+    drain(ports)
+
+    assert fake.status(obj)["stage"] == "PostExecRule"
+    assert stored_names(stores) == ["app", "cm-0", "cm-1", "cm-2", "cm-3", "cm-4"]
+
+
 def test_a_plan_message_delivered_again_plans_nothing_new_and_resends_what_is_outstanding(
     fake: k.FakeCluster, ports: Ports
 ) -> None:
@@ -137,7 +156,8 @@ def test_a_plan_message_delivered_again_plans_nothing_new_and_resends_what_is_ou
     export.handle(ports, message())
 
     assert fake.calls.count("discover") == discovered
-    assert [m.part for m in sent(ports).to(Queue.EXPORT.value)] == [f"{CONFIGMAPS}#1"] * 2
+    assert fake.calls.count("list_page") == 1  # the first page is done: not listed again
+    assert [m.part for m in sent(ports).to(Queue.EXPORT.value)] == [f"{CONFIGMAPS}#2"] * 2
     # Applications Pending → InProgress is no change of stage: no Event either time.
     assert fake.events == [] and fake.status(obj)["status"] == "InProgress"
 
@@ -155,7 +175,7 @@ def test_a_planning_task_that_fails_half_way_leaves_nothing_and_the_next_one_pla
     assert not scratch_factory.backup(UID).is_planned()
 
     export.handle(ports, message())  # the task's retry, or the watcher's stall re-send
-    assert [m.part for m in sent(ports).to(Queue.EXPORT.value)] == [f"{CONFIGMAPS}#1"]
+    assert [m.part for m in sent(ports).to(Queue.EXPORT.value)] == [f"{CONFIGMAPS}#2"]
     drain(ports)
     assert fake.status(obj)["stage"] == "PostExecRule"
 
@@ -172,7 +192,7 @@ def test_a_volume_handed_out_again_late_neither_holds_up_the_export_nor_reaches_
 
     export.handle(ports, message())
     export.handle(ports, message())  # the Applications stage's own stall re-send
-    assert {m.part for m in sent(ports).to(Queue.EXPORT.value)} == {f"{CONFIGMAPS}#1"}
+    assert {m.part for m in sent(ports).to(Queue.EXPORT.value)} == {f"{CONFIGMAPS}#2"}
     drain(ports)
 
     assert fake.status(obj)["stage"] == "PostExecRule"
@@ -197,15 +217,20 @@ def test_a_page_delivered_twice_is_written_and_recorded_once(
 
 
 def test_a_page_task_failing_after_its_write_runs_again_and_the_backup_still_counts_each_object_once(
-    fake: k.FakeCluster, ports: Ports, stores: LocalStores, scratch_factory: ScratchFactory
+    fake: k.FakeCluster,
+    ports: Ports,
+    stores: LocalStores,
+    scratch_factory: ScratchFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(export, "PROGRESS_SECONDS", 0)  # every page writes its progress
     applications(fake)
     export.handle(ports, message())
     fake.fail_next("patch_status")  # the page's heartbeat: the task fails after writing its part
     with pytest.raises(Exception, match=r"Internal Server Error|500"):
-        export.handle(ports, message(f"{CONFIGMAPS}#1"))
+        export.handle(ports, message(f"{CONFIGMAPS}#2"))
 
-    export.handle(ports, message(f"{CONFIGMAPS}#1"))  # the retry
+    export.handle(ports, message(f"{CONFIGMAPS}#2"))  # the retry
     drain(ports)
 
     parts = scratch_factory.backup(UID).parts()

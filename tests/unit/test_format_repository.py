@@ -14,7 +14,7 @@ import pytest
 from davit import timeutil
 from davit.format import FORMAT_VERSION, layout
 from davit.format.layout import BackupRef, parse_manifest_key, part_key
-from davit.format.repository import BackupRepository, FormatError, PartInfo
+from davit.format.repository import MAX_PART, BackupRepository, FormatError, PartInfo
 from davit.format.sealing import CorruptObject, Sealer
 from davit.storage.local import LocalStore
 
@@ -180,7 +180,14 @@ def test_part_round_trip(
     assert info.part == part
     assert info.key == B1.resource_part(part)
     assert info.count == len(objects)
-    assert info.raw_size == len(json.dumps(objects, separators=(",", ":")).encode())
+    # The size of the part's content: its objects as compact JSON (in UTF-8, not ASCII-escaped).
+    content = repo.get(info.key, MAX_PART)
+    assert (
+        info.raw_size
+        == len(content)
+        == len(json.dumps(objects, separators=(",", ":"), ensure_ascii=False).encode())
+    )
+    assert json.loads(content) == objects
     stored = tmp_path / info.key
     assert info.stored_size == stored.stat().st_size
     assert [(i.key, i.size) for i in repo.store.list(B1.root)] == [(info.key, info.stored_size)]

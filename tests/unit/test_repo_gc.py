@@ -593,3 +593,286 @@ def test_a_collection_interrupted_at_any_step_is_finished_by_the_next(tmp_path: 
         shutil.copytree(tmp_path / "prepared", directory)
         assert run_all(directory, fail_at)[0] == expected, f"interrupted at write {fail_at}"
         shutil.rmtree(directory)
+
+
+# --- repacking ------------------------------------------------------------------------------------
+
+SHARED_PACK = 16 * MiB
+
+
+@pytest.mark.parametrize(
+    ("live", "size", "marked", "below", "repacked"),
+    [
+        pytest.param(40, 100, False, 0.5, True, id="less-than-half-in-use"),
+        pytest.param(50, 100, False, 0.5, False, id="exactly-half-in-use"),
+        pytest.param(90, 100, False, 0.5, False, id="mostly-in-use"),
+        pytest.param(1, 100, False, 0.0, False, id="threshold-zero-never"),
+        pytest.param(99, 100, False, 1.0, True, id="threshold-one-any-garbage"),
+        pytest.param(100, 100, False, 1.0, False, id="threshold-one-all-in-use"),
+        pytest.param(40, 100, True, 0.5, False, id="marked-in-use-waits-for-the-next-run"),
+        pytest.param(None, 100, False, 0.5, False, id="unused-is-deleted-not-repacked"),
+        pytest.param(40, None, False, 0.5, False, id="indexed-but-gone"),
+    ],
+)
+def test_choose_repacks(
+    live: int | None, size: int | None, marked: bool, below: float, repacked: bool
+) -> None:
+    pack = "p" * 64
+    chosen = repo_gc.choose_repacks(
+        {} if size is None else {pack: size, "q" * 64: 100},
+        {} if live is None else {pack: live, "q" * 64: 100},
+        {pack} if marked else set(),
+        below,
+    )
+    assert chosen == ((pack,) if repacked else ())
+
+
+def test_choose_repacks_orders_packs_by_id() -> None:
+    sizes = {pack: 100 for pack in ("c" * 64, "a" * 64, "b" * 64)}
+    assert repo_gc.choose_repacks(sizes, dict.fromkeys(sizes, 10), (), 0.5) == ("a" * 64, "b" * 64, "c" * 64)
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        pytest.param({}, 0.5, id="unset"),
+        pytest.param({"location": {"repackBelowPercent": 30}}, 0.3, id="set"),
+        pytest.param({"location": {"repackBelowPercent": 0}}, 0.0, id="zero"),
+        pytest.param({"location": {"repackBelowPercent": 100}}, 1.0, id="hundred"),
+        pytest.param({"location": {"repackBelowPercent": 101}}, 0.5, id="out-of-range"),
+        pytest.param({"location": {"repackBelowPercent": "30"}}, 0.5, id="not-a-number"),
+        pytest.param({"location": {"repackBelowPercent": True}}, 0.5, id="not-a-percentage"),
+    ],
+)
+def test_a_locations_repacking_threshold(spec: dict[str, object], expected: float) -> None:
+    assert repo_gc.repack_below_of(spec) == expected
+
+
+def test_the_repacking_threshold_is_a_share(loc: Location) -> None:
+    for below in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="from 0 to 1"):
+            collect(loc.store, loc.sealer, grace_seconds=GRACE, now=T0, repack_below=below)
+
+
+def shared_pack_backups(loc: Location, tmp_path: Path) -> tuple[Tree, Tree, str, dict[str, bytes]]:
+    """Backup "old" of a volume whose files share one pack (a 1 MiB file that stays, a 3 MiB one that is
+    deleted), then "new" without the large file, then "old" deleted: the pack is a quarter in use.
+    Returns both trees, the shared pack and the files' contents."""
+    source = tmp_path / "volume"
+    content = {"kept.bin": os.urandom(MiB), "replaced.bin": os.urandom(3 * MiB)}
+    for name, data in content.items():
+        write(source / name, data)
+    with new_writer(loc.store, loc.sealer, pack_size=SHARED_PACK) as writer:
+        old_tree = snapshot_tree(source, writer)
+    old = finish_backup(loc, old_tree, "old")
+    (shared,) = packs_of(
+        loc, chunks_of(loc, old_tree, b"kept.bin") | chunks_of(loc, old_tree, b"replaced.bin")
+    )
+    (source / "replaced.bin").unlink()
+    with new_writer(loc.store, loc.sealer, pack_size=SHARED_PACK) as writer:
+        new_tree = snapshot_tree(source, writer)
+        assert writer.stats.chunks_new == 0
+    finish_backup(loc, new_tree, "new")
+    delete_backup(loc, old)
+    return old_tree, new_tree, shared, content
+
+
+def test_a_mostly_unused_pack_is_repacked_and_freed_a_grace_period_later(
+    loc: Location, tmp_path: Path
+) -> None:
+    old_tree, new_tree, shared, content = shared_pack_backups(loc, tmp_path)
+    kept = chunks_of(loc, new_tree, b"kept.bin")
+    before = repo_bytes(loc)
+    first = collect(loc.store, loc.sealer, grace_seconds=GRACE, now=T0)  # marks the old tree
+    assert first.repack.packs == 0 and first.trees.marked == 1
+    stale_reader = RepoIndex(loc.store, loc.sealer)
+    stale_reader.refresh()
+
+    # The old tree goes: the shared pack is a quarter in use, so that quarter is stored anew and the
+    # pack marked like an unused one; it stays readable for the grace period.
+    second = collect(loc.store, loc.sealer, grace_seconds=GRACE, now=T0 + GRACE)
+    assert second.trees.deleted == 1
+    assert (second.repack.packs, second.repack.written) == (1, 1), second.repack
+    assert second.repack.live_bytes < 0.5 * second.repack.packs_bytes
+    assert second.packs.marked == 1 and second.packs.deleted == 0
+    assert loc.store.exists(pack_key(shared)) and list(loc.store.list(f"{repo_gc.DOOMED}packs/{shared}."))
+    (new_pack,) = present_packs(loc) - {shared}
+    # Readers: one that loaded its index before still reads the old copy, a fresh one reads the new.
+    assert {stale_reader.get(chunk).pack for chunk in kept} == {shared}  # type: ignore[union-attr]
+    assert packs_of(loc, kept) == {new_pack}
+    # Writers count the chunks as stored (in the new pack), so they keep deduplicating against them.
+    fresh = RepoIndex(loc.store, loc.sealer)
+    fresh.refresh()
+    assert all(chunk in fresh for chunk in kept)
+    assert_complete(loc, new_tree)
+
+    assert collect(loc.store, loc.sealer, grace_seconds=GRACE, now=T0 + 2 * GRACE - 1).packs.deleted == 0
+    third = collect(loc.store, loc.sealer, grace_seconds=GRACE, now=T0 + 2 * GRACE)
+    assert third.packs.deleted == 1 and third.repack.packs == 0
+    assert present_packs(loc) == {new_pack}
+    freed = before - repo_bytes(loc)
+    assert freed == second.freed_bytes + third.freed_bytes - second.repack.written_bytes
+    assert freed >= 0.9 * len(content["replaced.bin"]), (freed, len(content["replaced.bin"]))
+    assert_complete(loc, new_tree)
+    assert b"".join(_content(loc, new_tree, b"kept.bin")) == content["kept.bin"]
+    assert not list(loc.store.list(repo_gc.DOOMED))
+    idle = collect(loc.store, loc.sealer, grace_seconds=GRACE, now=T0 + 3 * GRACE)
+    assert (idle.repack.packs, idle.packs.marked, idle.deleted) == (0, 0, 0)
+    assert old_tree.id not in {info.key.rsplit("/", 1)[1] for info in loc.store.list("repo/trees/")}
+
+
+def test_without_repacking_a_partly_used_pack_stays(loc: Location, tmp_path: Path) -> None:
+    _old_tree, new_tree, shared, _ = shared_pack_backups(loc, tmp_path)
+    report = collect(loc.store, loc.sealer, grace_seconds=0, now=T0, repack_below=0)
+    assert report.trees.deleted == 1 and report.repack.packs == 0 and report.packs.deleted == 0
+    assert present_packs(loc) == {shared}
+    assert_complete(loc, new_tree)
+
+
+def test_without_a_grace_period_one_run_repacks_and_frees(loc: Location, tmp_path: Path) -> None:
+    _old_tree, new_tree, shared, content = shared_pack_backups(loc, tmp_path)
+    before = repo_bytes(loc)
+    dry = collect(loc.store, loc.sealer, grace_seconds=0, now=T0, dry_run=True)
+    assert repo_bytes(loc) == before
+    report = collect(loc.store, loc.sealer, grace_seconds=0, now=T0)
+    # A dry run says what would be repacked and freed; only what the copies take is unknown to it.
+    assert (dry.repack.packs, dry.repack.packs_bytes, dry.repack.written) == (1, report.repack.packs_bytes, 0)
+    assert dry.repack.live_bytes == report.repack.live_bytes
+    assert dry.freed_bytes == report.freed_bytes and dry.packs.deleted == report.packs.deleted == 1
+    assert shared not in present_packs(loc) and len(present_packs(loc)) == 1
+    freed = before - repo_bytes(loc)
+    assert freed == report.freed_bytes - report.repack.written_bytes >= 0.9 * len(content["replaced.bin"])
+    assert not list(loc.store.list(repo_gc.DOOMED))
+    assert_complete(loc, new_tree)
+    assert b"".join(_content(loc, new_tree, b"kept.bin")) == content["kept.bin"]
+
+
+def test_a_repack_killed_after_its_new_pack_is_written_is_finished_by_the_next_run(
+    loc: Location, tmp_path: Path
+) -> None:
+    """Killed once the new pack and its index are stored, before the old pack is marked: each chunk in
+    use is stored twice, which the next run resolves, ending where an uninterrupted run ends."""
+    _old_tree, new_tree, shared, _ = shared_pack_backups(loc, tmp_path)
+    collect(loc.store, loc.sealer, grace_seconds=GRACE, now=T0)
+    clean_copy = tmp_path / "clean"
+    shutil.copytree(loc.directory, clean_copy)
+
+    def killed_at_the_mark(key: str) -> None:
+        if key.startswith(f"{repo_gc.DOOMED}packs/"):
+            raise Interrupted(key)
+
+    with pytest.raises(Interrupted):
+        collect(Hooked(loc.store, on_put=killed_at_the_mark), loc.sealer, grace_seconds=GRACE, now=T0 + GRACE)
+    assert len(present_packs(loc)) == 2 and not list(loc.store.list(f"{repo_gc.DOOMED}packs/"))
+    assert_complete(loc, new_tree)
+
+    for step in (1, 2, 3):
+        collect(loc.store, loc.sealer, grace_seconds=GRACE, now=T0 + step * GRACE)
+        assert_complete(loc, new_tree)
+    clean = open_location(clean_copy, KEY if loc.sealer.encrypts else None)
+    for step in (1, 2, 3):
+        collect(clean.store, clean.sealer, grace_seconds=GRACE, now=T0 + step * GRACE)
+    assert shared not in present_packs(loc)
+    assert keys(loc) == keys(clean)
+
+
+def test_a_repack_interrupted_at_any_step_is_finished_by_the_next(tmp_path: Path) -> None:
+    """Every put and delete of the collections that repack a pack and free the old one, each in turn
+    made to fail: rerunning from there ends where an uninterrupted run ends."""
+    prepared = open_location(tmp_path / "prepared", KEY)
+    _old_tree, new_tree, _shared, _ = shared_pack_backups(prepared, tmp_path)
+    collect(prepared.store, prepared.sealer, grace_seconds=GRACE, now=T0)
+    steps = [T0 + GRACE, T0 + 2 * GRACE]
+
+    def run_all(directory: Path, fail_at: int | None) -> tuple[dict[str, int], int]:
+        loc = open_location(directory, KEY)
+        writes = [0]
+        lock = threading.Lock()
+
+        def count(key: str) -> None:
+            with lock:
+                writes[0] += 1
+                failing = writes[0] == fail_at
+            if failing:
+                raise Interrupted(key)
+
+        hooked = Hooked(loc.store, on_put=count, on_delete=count)
+        for now in steps:
+            try:
+                collect(hooked, loc.sealer, grace_seconds=GRACE, now=now)
+            except Interrupted:
+                assert_complete(loc, new_tree)
+                collect(loc.store, loc.sealer, grace_seconds=GRACE, now=now)  # the retry
+            assert_complete(loc, new_tree)
+        collect(loc.store, loc.sealer, grace_seconds=GRACE, now=T0 + 3 * GRACE)  # what a retry left
+        return keys(loc), writes[0]
+
+    shutil.copytree(tmp_path / "prepared", tmp_path / "clean")
+    expected, total = run_all(tmp_path / "clean", None)
+    assert len([k for k in expected if k.startswith("repo/packs/")]) == 1
+    assert total > 5
+    for fail_at in range(1, total + 1):
+        directory = tmp_path / f"run-{fail_at}"
+        shutil.copytree(tmp_path / "prepared", directory)
+        assert run_all(directory, fail_at)[0] == expected, f"interrupted at write {fail_at}"
+        shutil.rmtree(directory)
+
+
+def test_two_collectors_repacking_at_once_keep_every_chunk(loc: Location, tmp_path: Path) -> None:
+    """A second collector runs in full while the first is writing its new pack: both store the same
+    pack (the same chunks in the same order, sealed as they were) and mark the old one."""
+    _old_tree, new_tree, shared, _ = shared_pack_backups(loc, tmp_path)
+    collect(loc.store, loc.sealer, grace_seconds=GRACE, now=T0)
+    other: list[repo_gc.GcReport] = []
+
+    def meanwhile(key: str) -> None:
+        if key.startswith("repo/packs/") and not other:
+            other.append(collect(loc.store, loc.sealer, grace_seconds=GRACE, now=T0 + GRACE))
+
+    first = collect(Hooked(loc.store, on_put=meanwhile), loc.sealer, grace_seconds=GRACE, now=T0 + GRACE)
+    (second,) = other
+    assert first.repack.packs == second.repack.packs == 1
+    assert len(present_packs(loc)) == 2
+    assert_complete(loc, new_tree)
+    collect(loc.store, loc.sealer, grace_seconds=GRACE, now=T0 + 2 * GRACE)
+    assert shared not in present_packs(loc) and len(present_packs(loc)) == 1
+    assert_complete(loc, new_tree)
+
+
+def test_a_pack_with_a_damaged_chunk_in_use_is_not_repacked(loc: Location, tmp_path: Path) -> None:
+    _old_tree, new_tree, shared, _ = shared_pack_backups(loc, tmp_path)
+    index = RepoIndex(loc.store, loc.sealer)
+    index.refresh()
+    entry = index.get(next(iter(chunks_of(loc, new_tree, b"kept.bin"))))
+    assert entry is not None
+    data = bytearray(loc.store.get(pack_key(shared)))
+    data[entry.offset + entry.length - 1] ^= 1
+    loc.store.put(pack_key(shared), bytes(data))
+    report = collect(loc.store, loc.sealer, grace_seconds=0, now=T0)
+    assert report.repack.packs == report.repack.written == 0
+    assert any(f"pack {shared} not repacked" in warning for warning in report.warnings), report.warnings
+    assert present_packs(loc) == {shared}
+
+
+def test_a_reader_whose_pack_was_repacked_and_deleted_finds_the_new_copy(
+    loc: Location, tmp_path: Path
+) -> None:
+    """A restore longer than the grace period: its index was loaded before the repack, and the old pack
+    is deleted while it reads. Its next read of a moved chunk reloads the index and reads the new copy."""
+    from davit.repo import RepoReader
+
+    _old_tree, new_tree, shared, content = shared_pack_backups(loc, tmp_path)
+    index = RepoIndex(loc.store, loc.sealer)
+    index.refresh()
+    reader = RepoReader(loc.store, loc.sealer, index=index)
+    kept = [
+        c
+        for e in iter_entries(loc.store, loc.sealer, new_tree)
+        if e.path == b"kept.bin"
+        for c in e.chunk_ids()
+    ]
+    assert {index.get(chunk).pack for chunk in kept} == {shared}  # type: ignore[union-attr]
+    report = collect(loc.store, loc.sealer, grace_seconds=0, now=T0)
+    assert report.repack.packs == 1 and shared not in present_packs(loc)
+    assert b"".join(reader.read_chunk(chunk) for chunk in kept) == content["kept.bin"]
+    assert {index.get(chunk).pack for chunk in kept} == present_packs(loc)  # type: ignore[union-attr]

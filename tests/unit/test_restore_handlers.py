@@ -5,13 +5,14 @@ included."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from davit.api.types import Stage
 from davit.constants import Kind, Queue, node_queue
-from davit.format.layout import restore_log
+from davit.format.layout import BackupRef, restore_log
 from davit.operations.messages import Message
 from davit.restore import fields
 from davit.tenancy import RESTORE_REFUSED
@@ -21,6 +22,8 @@ from tests.fakes import cluster as fakes
 from tests.fakes.cluster import api_error
 from tests.fakes.scratch import ScratchFactory
 from tests.unit.restore_world import (
+    BACKUP,
+    BACKUP_UID,
     LOCATION,
     NAMESPACE,
     RESTORE,
@@ -568,3 +571,51 @@ def test_a_post_exec_rule_that_does_not_exist_is_named_and_the_objects_stay(worl
     assert (status["stage"], status["status"]) == ("Final", "PartialSuccess")
     assert status["reason"] == f"postExecRule: Rule {NAMESPACE}/missing not found"
     assert "a" in world.objects()
+
+
+# --- Objects created by reference: the part is read again ------------------------------------------
+
+
+def _rewrite_part(world: World, objects: list[dict[str, object]]) -> None:
+    """The tenant rewrites the backup's part in their bucket (they hold the location's key)."""
+
+    repository = world.stores.repository(NAMESPACE, LOCATION)
+    repository.write_part(BackupRef(NAMESPACE, BACKUP, BACKUP_UID), f"{NAMESPACE}/v1/objects", objects)
+
+
+def test_a_chunk_created_by_reference_holds_no_bodies_in_the_scratch_state(world: World) -> None:
+    world.write_backup([configmap("a"), configmap("b")])
+    world.deliver(world.new_restore())
+    saved = world.scratch.restore(RESTORE_UID).chunk(0, 0)
+    assert isinstance(saved, dict) and sorted(saved) == ["flags", "reference"]
+    assert [key[3] for key in saved["reference"]["keys"]] == ["a", "b"]
+    assert "data" not in str(saved)  # positions and names, never the objects' content
+    world.deliver(chunk_message(0, 0))
+    assert sorted(world.objects()) == ["a", "b"]
+    assert world.status()["resourcesByKind"] == {"ConfigMap": counts(restored=2)}
+
+
+def test_a_part_rewritten_after_planning_is_not_created(world: World) -> None:
+    world.write_backup([configmap("a"), configmap("b")])
+    world.deliver(world.new_restore())
+    # Between planning and creating, the part is swapped for one naming another namespace and a new name.
+    _rewrite_part(world, [configmap("a", namespace="other"), configmap("evil")])
+    world.deliver(chunk_message(0, 0))
+    # Listed in the fake API server: nothing anywhere.
+    assert world.objects(namespace=None) == {}
+    status = world.status()
+    assert (status["stage"], status["status"]) == ("Final", "Failed")
+    assert status["resourcesByKind"] == {"ConfigMap": counts(failed=2)}
+    assert "changed since the restore was planned" in status["reason"]
+
+
+def test_a_chunk_naming_a_part_of_another_backup_in_the_scratch_state_is_refused(world: World) -> None:
+    world.write_backup([configmap("a")])
+    world.deliver(world.new_restore())
+    state = world.scratch.restore(RESTORE_UID)
+    saved = state.chunk(0, 0)
+    saved["reference"]["part"] = "backups/other-tenant/b9/uid/resources/x.bin"
+    state.redis.set(state.key(state.chunk_name(0, 0)), json.dumps(saved))
+    world.deliver(chunk_message(0, 0))
+    assert world.objects(namespace=None) == {}
+    assert "is not a part of backup" in world.status()["reason"]

@@ -189,6 +189,34 @@ def test_collection_of_an_unreachable_store_leaves_an_event(
     assert "the bucket is gone" in fake.events[0].message
 
 
+@pytest.mark.parametrize(("percent", "repacked"), [(None, 1), (0, 0), (30, 1), (20, 0)])
+def test_collection_repacks_below_the_locations_threshold(
+    ports: Ports, fake: k.FakeCluster, stores: LocalStores, tmp_path: Path, percent: int | None, repacked: int
+) -> None:
+    """A pack a quarter in use once the old tree is deleted: repacked by default (50%) and at 30%, not
+    at 20% nor when the location turns repacking off."""
+    from davit.repo.gc import DOOMED_TREES
+    from tests.unit.test_repo_gc import shared_pack_backups
+    from tests.unit.test_repo_support import Location
+
+    location = fake.find(Kind.BACKUP_LOCATION, "app", "loc")
+    assert location is not None
+    if percent is not None:
+        location = fake.patch(
+            Kind.BACKUP_LOCATION, "app", "loc", {"location": {"repackBelowPercent": percent}}
+        )
+    location = fake.patch_status(Kind.BACKUP_LOCATION, location, {"phase": "Available"})
+    repository = stores.repository("app", "loc")
+    loc = Location(repository.store, repository.sealer, stores.directory("app", "loc"))  # type: ignore[arg-type]
+    old_tree, _new_tree, _shared, _content = shared_pack_backups(loc, tmp_path)
+    # The old tree marked in 1970: this collection deletes it, and decides about its pack.
+    repository.store.put(f"{DOOMED_TREES}{old_tree.id}.1", repository.sealer.seal("marker", b""))
+    collection.handle(ports, _message(location, RetentionAction.COLLECT))
+    assert fake.reasons() == ["Collected"]
+    assert ("; repacked 1 mostly unused pack(s)" in fake.events[0].message) == bool(repacked)
+    assert len(list(repository.store.list("repo/packs/"))) == 1 + repacked
+
+
 def test_sync_of_a_location_without_sync_does_nothing(
     ports: Ports, fake: k.FakeCluster, stores: LocalStores
 ) -> None:

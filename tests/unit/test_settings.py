@@ -29,6 +29,8 @@ DEFAULTS: dict[str, Any] = {
     "worker_concurrency": 4,
     "api_qps": 50.0,
     "api_burst": 100,
+    "restore_api_qps": 0.0,
+    "restore_api_burst": 0,
     "export_page_size": 500,
     "volume_shard_bytes": 1 << 30,
     "volume_shard_entries": 100_000,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
@@ -24,6 +26,7 @@ from davit.backup.selection import (
 )
 from davit.constants import Kind
 from davit.format.layout import BackupRef
+from davit.format.repository import BackupRepository
 from davit.operations import progress, stages, state_loss
 from davit.operations.dispatch import Dispatch
 from davit.operations.messages import Message
@@ -37,6 +40,18 @@ CLUSTER_PART = "_cluster"
 #: Fields the API server owns and a restore throws away; not worth storing (managedFields can be larger
 #: than the object itself).
 _DROPPED_METADATA = ("managedFields",)
+#: First pages the planning task lists and writes itself, this many at once. A namespace has some 25
+#: kinds to list, most of them empty: as a queue message each, they held the large lists behind them
+#: (a task each, with its own read of the backup and of its location), and every large list started
+#: one queue hop later.
+FIRST_PAGES_AT_ONCE = 8
+#: At most this many first pages are the planning task's (a namespace's worth, a few times over); those
+#: of a backup of many namespaces beyond it go to the queue, where every export worker shares them.
+FIRST_PAGES_IN_PLAN = 100
+#: The resourceCount progress write (also the heartbeat the watcher's stall detection reads, which needs
+#: one in minutes) comes at most this often per backup: every page wrote one, each an event for every
+#: watcher. The final status carries the exact count.
+PROGRESS_SECONDS = 1.0
 
 
 def handle(ports: Ports, message: Message) -> None:
@@ -84,8 +99,38 @@ def plan(ports: Ports, obj: RawObject, state: BackupScratch) -> None:
             state.log("export.planned", targets=len(targets), namespaces=namespaces)
             reason = f"exporting {len(targets)} resource lists"
             progress.advance(ports, KIND, obj, Stage.APPLICATIONS, stages.Outcome.STARTED, reason)
+    first_pages = []
     for part in state.pending():
-        _send(ports.dispatch, obj, part)
+        if _is_first_page(part) and len(first_pages) < FIRST_PAGES_IN_PLAN:
+            first_pages.append(part)
+        else:
+            _send(ports.dispatch, obj, part)
+    _first_pages(ports, obj, state, first_pages)
+
+
+def _is_first_page(part: str) -> bool:
+    return part != CLUSTER_PART and part.endswith("#1")
+
+
+def _first_pages(ports: Ports, obj: RawObject, state: BackupScratch, parts: list[str]) -> None:
+    """Every list target's first page, listed and written here, several at once; the pages that follow
+    go to the queue as usual (each page hands on the next). Each is the same idempotent page task a
+    queue message would run: a planning task that fails half way is retried, or sent again after a
+    stall, and lists again only what is still pending."""
+    if not parts:
+        return
+    spec = obj.get("spec") or {}
+    # Resolved once for all of them (each page task resolves it again for itself).
+    repository = ports.stores.repository(obj["metadata"]["namespace"], spec["backupLocation"])
+
+    def run(part: str) -> None:
+        page(ports, obj, state, part, repository)
+
+    with ThreadPoolExecutor(max_workers=min(FIRST_PAGES_AT_ONCE, len(parts))) as pool:
+        # Each page under the task's log context (the operation it works for).
+        futures = [pool.submit(contextvars.copy_context().run, run, part) for part in parts]
+        for future in futures:
+            future.result()
 
 
 def _recover(ports: Ports, obj: RawObject, state: BackupScratch) -> bool:
@@ -118,7 +163,9 @@ def _clean(obj: RawObject) -> RawObject:
     return obj
 
 
-def page(ports: Ports, obj: RawObject, state: BackupScratch, part: str) -> None:
+def page(
+    ports: Ports, obj: RawObject, state: BackupScratch, part: str, repository: BackupRepository | None = None
+) -> None:
     if not state.is_pending(part):
         if state_loss.is_lost(state):
             plan(ports, obj, state)
@@ -147,11 +194,13 @@ def page(ports: Ports, obj: RawObject, state: BackupScratch, part: str) -> None:
         state.add_pending([following], {following: result.continue_token})
         _send(ports.dispatch, obj, following)
     kept = [_clean(o) for o in result.items if keep(o, target.resource, spec)]
-    repository = ports.stores.repository(meta["namespace"], spec["backupLocation"])
+    if repository is None:
+        repository = ports.stores.repository(meta["namespace"], spec["backupLocation"])
     info = repository.write_part(BackupRef(meta["namespace"], meta["name"], meta["uid"]), part, kept)
     _record(state, info, [resource_ref(o) for o in kept], _needed_entries(kept, target.resource))
     count = state.add_resources(len(kept))
-    progress.heartbeat(ports, KIND, obj, {"resourceCount": count})
+    if state.progress_due(PROGRESS_SECONDS):
+        progress.heartbeat(ports, KIND, obj, {"resourceCount": count})
     if state.finish(part):
         state.add_pending([CLUSTER_PART])
         _send(ports.dispatch, obj, CLUSTER_PART)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import structlog
 
@@ -35,6 +36,8 @@ from davit.api.types import Stage, Status
 from davit.backup.selection import ClusterRef
 from davit.constants import Kind
 from davit.format.layout import BackupRef, ref_from_path, restore_log
+from davit.format.repository import BackupRepository
+from davit.format.sealing import CorruptObject
 from davit.kube.client import ApiException
 from davit.operations import progress, stages, state_loss
 from davit.operations.messages import Message
@@ -43,8 +46,21 @@ from davit.operations.runtime import LocationUnavailable
 from davit.restore import hooks as restore_hooks
 from davit.restore import inject
 from davit.restore.modifiers import Modifiers, ModifiersInvalid, parse_config_map
-from davit.restore.plan import FailedObject, OwnedObject, RestorePlan, plan_restore
-from davit.restore.transform import OwnerLink
+from davit.restore.plan import (
+    CreatedKey,
+    FailedObject,
+    OwnedObject,
+    PartChanged,
+    ReferencedChunk,
+    RestorePlan,
+    StreamedPlan,
+    context_for,
+    kept_whole,
+    plan_parts,
+    transform_referenced,
+)
+from davit.restore.tiers import TIERS, group_kind
+from davit.restore.transform import OwnerLink, Provenance
 from davit.tenancy import RESTORE_REFUSED, UnsafeName, backup_namespace, restore_guard
 from davit.volumes import backup_stage, mover, restore_stage
 from davit_services.restore import hooks as hooks_stage
@@ -154,14 +170,19 @@ def lay_out(ports: Ports, obj: RawObject, state: RestoreScratch, rebuilding: boo
     """Read the backup, plan the restore and lay it out as steps, then hand out the first step. Also how
     a lost scratch state is rebuilt (``rebuilding``): nothing is deleted again (what is there now is this
     restore's own work or was kept), and the objects already created count as restored once their chunk
-    is applied again."""
+    is applied again.
+
+    The backup is planned part by part (``davit.restore.plan.plan_parts``): only the objects later steps
+    look into are kept whole; the rest are created by reference to their part, so that neither this task
+    nor the scratch state holds a large backup's bodies."""
     meta, spec = obj["metadata"], obj.get("spec") or {}
     applier = applier_for(ports.cluster, ports.settings.admin_namespace, obj)
     try:
         # The resource modifiers first: a ConfigMap that cannot be used fails the restore at once.
-        modifiers = read_modifiers(ports.cluster, applier, obj)
+        modifiers_map = read_modifiers_map(ports.cluster, applier, obj)
+        modifiers = parse_config_map(modifiers_map) if modifiers_map is not None else None
         _check_targets_exist(ports, applier)
-        manifest, objects = read_backup(ports, meta["namespace"], spec)
+        repository, _ref, manifest = locate_backup(ports, meta["namespace"], spec)
     except ModifiersInvalid as exc:
         state.log("restore.failed", reason=str(exc))
         progress.fail(ports, KIND, obj, f"spec.resourceModifier: {exc}", event_reason=MODIFIERS_INVALID)
@@ -175,36 +196,80 @@ def lay_out(ports: Ports, obj: RawObject, state: RestoreScratch, rebuilding: boo
         _lay_out_in_place(ports, obj, state, applier, manifest)
         return
     sources = _claims_with_data(manifest)
-    objects = [_orphaned(o) if _mounts_any(o, sources) else o for o in objects]
-    plan = plan_restore(
-        objects, spec, backup_name=spec["backupName"], backup_uid=manifest["backup"]["metadata"]["uid"],
-        restore_name=meta["name"], restore_uid=meta["uid"], cluster_scoped_allowed=applier.guard.admin,
-        target_nodes=frozenset(ports.cluster.node_names()), modifiers=modifiers,
-    )  # fmt: skip
+    refused_count = 0
+    refused: list[str] = []
+
+    def check(planned: RawObject, kept: bool = False) -> None:
+        """The guard's word on an object to be created: those kept whole are judged once their steps are
+        laid out (a held pod has its init containers then)."""
+        nonlocal refused_count
+        if kept_whole(*group_kind(planned)) and not kept:
+            return
+        reason = applier.refusal(planned)
+        if reason is not None:
+            refused_count += 1
+            if len(refused) < REASONS_SHOWN:
+                refused.append(reason)
+
+    context: dict[str, Any] = {
+        "spec": {k: spec.get(k) for k in _CONTEXT_SPEC_FIELDS},
+        "provenance": [spec["backupName"], manifest["backup"]["metadata"]["uid"], meta["name"], meta["uid"]],
+        "clusterScopedAllowed": applier.guard.admin,
+        "targetNodes": sorted(ports.cluster.node_names()),
+        "modifiers": modifiers_map,
+    }  # fmt: skip
+    try:
+        streamed = plan_parts(
+            [str(part["key"]) for part in manifest.get("parts") or []],
+            lambda key: _read_part(repository, key, sources), spec,
+            backup_name=context["provenance"][0], backup_uid=context["provenance"][1],
+            restore_name=meta["name"], restore_uid=meta["uid"], cluster_scoped_allowed=applier.guard.admin,
+            target_nodes=frozenset(context["targetNodes"]), modifiers=modifiers,
+            by_reference=lambda group, kind: not kept_whole(group, kind), chunk_objects=CHUNK_OBJECTS,
+            visit=check,
+        )  # fmt: skip
+    except (PartChanged, CorruptObject) as exc:
+        state.log("restore.failed", reason=str(exc))
+        progress.fail(ports, KIND, obj, f"the backup cannot be read: {exc}")
+        return
+    except LocationUnavailable as exc:
+        state.log("restore.failed", reason=exc.reason)
+        progress.fail(ports, KIND, obj, exc.reason)
+        return
+    context["plurals"] = [[group, kind, plural] for (group, kind), plural in sorted(streamed.plurals.items())]
+    plan = streamed.plan
     for skipped in plan.skipped:
         state.log("resource.skipped", resource=str(skipped.source), reason=skipped.reason)
     plan, from_snapshots = snapshots.plan(ports, obj, manifest, plan)
+    streamed = dataclasses.replace(streamed, plan=plan)
     data_claims = _data_claims(manifest, plan)
-    steps = _steps(plan, data_claims, meta["uid"], ports.settings.restore_helper_image,
+    steps = _steps(streamed, data_claims, meta["uid"], ports.settings.restore_helper_image,
                    restore_hooks.init_hooks(spec))  # fmt: skip
-    everything = [item for step in steps for item in step]
+    everything = [item for step in steps for item in step if not isinstance(item, ReferencedChunk)]
+    referenced = list(streamed.referenced)
     # A backup holding anything this restore may not write was not made by this namespace's backups
     # (its bytes were rewritten, or it came from elsewhere): nothing of it is written, not even the rest.
-    refused = refusals(applier, everything)
-    if refused:
+    # Objects created by reference were checked as planned (``check``); those kept whole are checked as
+    # they are now (a held pod has its init containers).
+    for item in everything:
+        check(item, kept=True)
+    if refused_count:
         shown = "; ".join(refused[:REASONS_SHOWN])
-        more = f" (and {len(refused) - REASONS_SHOWN} more)" if len(refused) > REASONS_SHOWN else ""
-        reason = (f"{RESTORE_REFUSED}: the backup holds {len(refused)} object(s) this restore may not "
+        more = f" (and {refused_count - REASONS_SHOWN} more)" if refused_count > REASONS_SHOWN else ""
+        reason = (f"{RESTORE_REFUSED}: the backup holds {refused_count} object(s) this restore may not "
                   f"write, nothing was restored: {shown}{more}")  # fmt: skip
         state.log("restore.refused", reasons=refused)
         progress.fail(ports, KIND, obj, reason, event_reason=RESTORE_REFUSED)
         return
-    existing = applier.existing(everything)
     replace = spec.get("replacePolicy") == "Delete" and not rebuilding
     update = spec.get("replacePolicy") == "Update"
+    # What exists matters only to replace, update or report it: a Retain restore just creates (an object
+    # already there is kept, ``Applier.create``), without listing every kind of the backup first.
+    needs_existing = replace or update or bool(spec.get("dryRun"))
+    existing = applier.existing(everything + _stubs(referenced)) if needs_existing else set()
     if spec.get("dryRun"):
-        finish_dry_run(ports, obj, state, everything, existing, str(spec.get("replacePolicy") or "Retain"),
-                       plan.failed)  # fmt: skip
+        finish_dry_run(ports, obj, state, everything + _stubs(referenced), existing,
+                       str(spec.get("replacePolicy") or "Retain"), plan.failed)  # fmt: skip
         return
     _record_modifier_failures(ports, obj, state, plan.failed)
     if replace:
@@ -218,21 +283,51 @@ def lay_out(ports: Ports, obj: RawObject, state: RestoreScratch, rebuilding: boo
     # Before the state it vouches for: a Redis that loses the steps loses the marker too.
     state.lay_out(Stage.APPLICATIONS.value)
     snapshot_volumes = snapshots.prepare(ports, obj, state, from_snapshots)
+    state.save_plan_context(context)
     # After a lost state, what exists may be this restore's own work: not "existing" for Update (below).
     _save_steps(state, steps, existing if replace else set(), update, set() if rebuilding else existing)
     _save_owners(state, plan.owned)
     if restore_hooks.requested(spec):
-        state.save_hook_namespaces(sorted({str(o["metadata"]["namespace"]) for o in everything
-                                           if o["metadata"].get("namespace")}))  # fmt: skip
+        namespaces = {str(o["metadata"]["namespace"]) for o in everything if o["metadata"].get("namespace")}
+        namespaces |= {key[2] for chunk in referenced for key in chunk.keys if key[2]}
+        state.save_hook_namespaces(sorted(namespaces))
     _save_volumes(state, data_claims)
     progress.heartbeat(ports, KIND, obj, {
-        "resourceCount": len(everything),
+        "resourceCount": streamed.count,
         "volumes": [v["status"] for v in data_claims.values()] + snapshot_volumes,
         "volumesProgress": f"{sum(v['status'] == Status.FAILED for v in snapshot_volumes)}/"
                            f"{len(data_claims) + len(snapshot_volumes)}",
     })  # fmt: skip
-    state.log("restore.planned", steps=[len(s) for s in steps], volumes=sorted(data_claims))
+    state.log("restore.planned", steps=[_step_size(s) for s in steps], volumes=sorted(data_claims),
+              byReference=sum(len(c.indexes) for c in referenced))  # fmt: skip
     _send_step(ports, obj, state, 0)
+
+
+#: The fields of a restore's spec that transforming its objects reads (``davit.restore.plan.context_for``),
+#: kept with the plan so that objects created by reference come out as planned.
+_CONTEXT_SPEC_FIELDS = ("namespaceMapping", "storageClassMapping", "nodeMapping", "preserveNodePorts")
+
+
+def _read_part(
+    repository: BackupRepository, key: str, sources: set[tuple[str, str]]
+) -> tuple[list[RawObject], str]:
+    """A part of the backup as the restore takes it: pods mounting restored data lose their owners
+    (``_orphaned``)."""
+    objects, digest = repository.read_part_with_digest(key)
+    return [_orphaned(o) if _mounts_any(o, sources) else o for o in objects], digest
+
+
+def _stubs(chunks: list[ReferencedChunk]) -> list[RawObject]:
+    """The objects created by reference as far as their identity goes (to list which exist)."""
+    return [
+        {"apiVersion": a, "kind": k, "metadata": {"namespace": n, "name": name} if n else {"name": name}}
+        for chunk in chunks
+        for a, k, n, name in chunk.keys
+    ]
+
+
+def _step_size(step: list[RawObject | ReferencedChunk]) -> int:
+    return sum(len(i.indexes) if isinstance(i, ReferencedChunk) else 1 for i in step)
 
 
 def _lay_out_in_place(
@@ -260,6 +355,13 @@ def read_modifiers(cluster: Cluster, applier: Applier, obj: RawObject) -> Modifi
     """The restore's resource modifiers (``spec.resourceModifier``), read from the restore's own namespace
     (always, whatever it may write: an admin's restore of a tenant's backup reads the admin's ConfigMap);
     None without. ModifiersInvalid when the ConfigMap is missing or cannot be used."""
+    config_map = read_modifiers_map(cluster, applier, obj)
+    return parse_config_map(config_map) if config_map is not None else None
+
+
+def read_modifiers_map(cluster: Cluster, applier: Applier, obj: RawObject) -> RawObject | None:
+    """The resource modifiers' ConfigMap (name, namespace and data: what ``parse_config_map`` reads),
+    or None without ``spec.resourceModifier``. ModifiersInvalid when it is missing."""
     ref = (obj.get("spec") or {}).get("resourceModifier")
     if not ref:
         return None
@@ -270,7 +372,7 @@ def read_modifiers(cluster: Cluster, applier: Applier, obj: RawObject) -> Modifi
         raise ModifiersInvalid(str(exc)) from exc
     if config_map is None:
         raise ModifiersInvalid(f"ConfigMap {namespace}/{name} not found")
-    return parse_config_map(config_map)
+    return {"metadata": {"namespace": namespace, "name": name}, "data": config_map.get("data") or {}}
 
 
 def _check_targets_exist(ports: Ports, applier: Applier) -> None:
@@ -303,10 +405,11 @@ def _record_modifier_failures(
     ports.cluster.record_event(obj, "Warning", MODIFIER_FAILED, reasons[0] + more, constants.COMPONENT_WORKER)
 
 
-def read_backup(ports: Ports, namespace: str, spec: RawObject) -> tuple[RawObject, list[RawObject]]:
-    """The backup's manifest and every object it holds, for a restore in ``namespace`` with ``spec``: the
-    ApplicationBackup is in ``spec.backupNamespace`` (validated: another namespace only from the admin
-    namespace), else in ``namespace``, and is read from its location as seen from its own namespace."""
+def find_backup(ports: Ports, namespace: str, spec: RawObject) -> tuple[BackupRepository, BackupRef]:
+    """Where the backup a restore in ``namespace`` with ``spec`` reads is: the ApplicationBackup is in
+    ``spec.backupNamespace`` (validated: another namespace only from the admin namespace), else in
+    ``namespace``, and is read from its location as seen from its own namespace. Decided from the API
+    each time (never from scratch state)."""
     namespace = spec.get("backupNamespace") or namespace
     backup = ports.cluster.get(Kind.APPLICATION_BACKUP, namespace, spec["backupName"])
     if backup is None:
@@ -335,10 +438,22 @@ def read_backup(ports: Ports, namespace: str, spec: RawObject) -> tuple[RawObjec
             f"ApplicationBackup {spec['backupName']} points at {ref.root}, a backup of namespace "
             f"{ref.namespace}: a restore in {namespace} reads only its own namespace's backups"
         )
-    repository = ports.stores.repository(namespace, spec["backupLocation"])
+    return ports.stores.repository(namespace, spec["backupLocation"]), ref
+
+
+def locate_backup(
+    ports: Ports, namespace: str, spec: RawObject
+) -> tuple[BackupRepository, BackupRef, RawObject]:
+    """``find_backup`` and the backup's manifest."""
+    repository, ref = find_backup(ports, namespace, spec)
     if not repository.has_manifest(ref):
         raise RestoreRefused(f"backup {ref.root} has no manifest in location {spec['backupLocation']}")
-    manifest = repository.read_manifest(ref)
+    return repository, ref, repository.read_manifest(ref)
+
+
+def read_backup(ports: Ports, namespace: str, spec: RawObject) -> tuple[RawObject, list[RawObject]]:
+    """The backup's manifest and every object it holds (``locate_backup``), for what plans in memory."""
+    repository, _ref, manifest = locate_backup(ports, namespace, spec)
     objects: list[RawObject] = []
     for part in manifest.get("parts") or []:
         objects.extend(repository.read_part(part["key"]))
@@ -410,20 +525,25 @@ def _data_claims(manifest: RawObject, plan: RestorePlan) -> dict[str, RawObject]
 
 
 def _steps(
-    plan: RestorePlan,
+    streamed: StreamedPlan,
     data_claims: dict[str, RawObject],
     restore_uid: str,
     image: str,
     init_hooks: list[restore_hooks.InitHook] | None = None,
-) -> list[list[RawObject]]:
-    """The tiers as steps; the pods that mount restored data form a step of their own just before the
-    workloads, so that their controllers adopt them instead of starting pods of their own. Restored pods
-    get the init containers of the hooks that select them, after the restore's own."""
-    steps: list[list[RawObject]] = []
-    for group in plan.tiers:
-        held: list[RawObject] = []
-        rest: list[RawObject] = []
-        for item in group.items:
+) -> list[list[RawObject | ReferencedChunk]]:
+    """The tiers as steps, each of objects kept whole and chunks created by reference; the pods that
+    mount restored data form a step of their own just before the workloads, so that their controllers
+    adopt them instead of starting pods of their own. Restored pods get the init containers of the hooks
+    that select them, after the restore's own."""
+    kept = {group.tier.name: group.items for group in streamed.plan.tiers}
+    referenced: dict[str, list[ReferencedChunk]] = {}
+    for chunk in streamed.referenced:
+        referenced.setdefault(TIERS[chunk.tier].name, []).append(chunk)
+    steps: list[list[RawObject | ReferencedChunk]] = []
+    for tier in TIERS:
+        held: list[RawObject | ReferencedChunk] = []
+        rest: list[RawObject | ReferencedChunk] = []
+        for item in kept.get(tier.name, ()):
             if item["kind"] == "Pod":
                 claims = {
                     c.split("/", 1)[1]
@@ -436,6 +556,7 @@ def _steps(
                 (held if mounts else rest).append(pod)
                 continue
             rest.append(item)
+        rest.extend(referenced.get(tier.name, ()))
         if held:
             steps.append(held)
         if rest:
@@ -466,12 +587,14 @@ def finish_dry_run(ports: Ports, obj: RawObject, state: RestoreScratch, objects:
     _write_log(ports, obj, state)
 
 
-def _delete_existing(applier: Applier, steps: list[list[RawObject]],
+def _delete_existing(applier: Applier, steps: list[list[RawObject | ReferencedChunk]],
                      existing: set[tuple[str, str, str, str]]) -> list[RawObject]:  # fmt: skip
     """replacePolicy Delete: delete what is there, dependents before what they depend on (workloads
     before claims, claims before volumes), each step waited for; what is left at the deadline."""
     for step in reversed(steps):
-        there = [o for o in step if key_of(o) in existing and not never_replaced(o)]
+        objects = [o for o in step if not isinstance(o, ReferencedChunk)]
+        objects += _stubs([o for o in step if isinstance(o, ReferencedChunk)])
+        there = [o for o in objects if key_of(o) in existing and not never_replaced(o)]
         for item in there:
             applier.delete(item)
         left = applier.wait_gone(there, DELETE_TIMEOUT_SECONDS)
@@ -507,23 +630,32 @@ def never_replaced(obj: RawObject) -> bool:
 # --- Applications --------------------------------------------------------------------------------
 
 
-def _save_steps(state: RestoreScratch, steps: list[list[RawObject]],
+def _save_steps(state: RestoreScratch, steps: list[list[RawObject | ReferencedChunk]],
                 replacing: set[tuple[str, str, str, str]], update: bool = False,
                 existed: frozenset[tuple[str, str, str, str]] | set[tuple[str, str, str, str]] = frozenset(),
                 ) -> None:  # fmt: skip
     """The steps as chunks of items: the object, whether it replaces one deleted (Delete), and with
-    Update whether it is to be updated in place and whether it existed when the restore was planned."""
+    Update whether it is to be updated in place and whether it existed when the restore was planned.
+    A chunk created by reference keeps the same per object, by position (``_referenced_items``)."""
 
-    def item(o: RawObject) -> RawObject:
-        entry: RawObject = {"object": o, "replacing": key_of(o) in replacing}
-        if update and not never_replaced(o):
-            entry.update(update=True, existed=key_of(o) in existed)
+    def flags(key: CreatedKey, kind_key: RawObject) -> RawObject:
+        entry: RawObject = {"replacing": key in replacing}
+        if update and not never_replaced(kind_key):
+            entry.update(update=True, existed=key in existed)
         return entry
 
-    chunked = []
+    chunked: list[list[Any]] = []
     for step in steps:
-        chunks = [step[i : i + CHUNK_OBJECTS] for i in range(0, len(step), CHUNK_OBJECTS)]
-        chunked.append([[item(o) for o in c] for c in chunks])
+        kept = [o for o in step if not isinstance(o, ReferencedChunk)]
+        chunks: list[Any] = [
+            [{"object": o, **flags(key_of(o), o)} for o in kept[i : i + CHUNK_OBJECTS]]
+            for i in range(0, len(kept), CHUNK_OBJECTS)
+        ]
+        for chunk in (o for o in step if isinstance(o, ReferencedChunk)):
+            stubs = _stubs([chunk])
+            entries = [flags(key, stub) for key, stub in zip(chunk.keys, stubs, strict=True)]
+            chunks.append({"reference": chunk.to_dict(), "flags": entries})
+        chunked.append(chunks)
     state.save_steps(chunked)
 
 
@@ -579,7 +711,7 @@ def apply_chunk(ports: Ports, obj: RawObject, state: RestoreScratch, part: str) 
         if state_loss.is_lost(state):
             rebuild(ports, obj, state)
         return
-    items = state.chunk(step, chunk)
+    items, unusable = _chunk_items(ports, obj, state, state.chunk(step, chunk))
     items = snapshots.before_claims(ports, obj, state, items)  # their copies of snapshots first
     applier = applier_for(ports.cluster, ports.settings.admin_namespace, obj)
 
@@ -598,6 +730,10 @@ def apply_chunk(ports: Ports, obj: RawObject, state: RestoreScratch, part: str) 
     # Per chunk, so that a retried chunk replaces its counts instead of adding to them.
     tally: dict[str, int] = {}
     failures = []
+    for kind, reason in unusable:
+        tally[f"{kind}|{FAILED}"] = tally.get(f"{kind}|{FAILED}", 0) + 1
+        failures.append(reason)
+        state.log("resource.failed", reason=reason)
     for created, outcome in results:
         tally[f"{created['kind']}|{outcome.result}"] = tally.get(f"{created['kind']}|{outcome.result}", 0) + 1
         if outcome.result == FAILED:
@@ -614,9 +750,65 @@ def apply_chunk(ports: Ports, obj: RawObject, state: RestoreScratch, part: str) 
         _next_step(ports, obj, state, step)
 
 
+def _chunk_items(
+    ports: Ports, obj: RawObject, state: RestoreScratch, saved: Any
+) -> tuple[list[RawObject], list[tuple[str, str]]]:
+    """A chunk's items (each the object to create and its flags) and, for a chunk created by reference,
+    (kind, reason) of each object that cannot be created as planned."""
+    if isinstance(saved, list):
+        return saved, []
+    if not isinstance(saved, dict) or not isinstance(saved.get("reference"), dict):
+        return [], []
+    return _referenced_items(ports, obj, state, saved)
+
+
+def _referenced_items(
+    ports: Ports, obj: RawObject, state: RestoreScratch, saved: RawObject
+) -> tuple[list[RawObject], list[tuple[str, str]]]:
+    """The items of a chunk created by reference: its part read again from the backup the restore's spec
+    names (found through the API, never through scratch state), the part required to be the backup's own
+    and to have the digest it had when planned, each object transformed again with the chunk's scope."""
+    chunk = ReferencedChunk.from_dict(saved["reference"])
+    flags = list(saved.get("flags") or [])
+    kinds = [key[1] for key in chunk.keys]
+
+    def all_failed(reason: str) -> tuple[list[RawObject], list[tuple[str, str]]]:
+        return [], [(kind, f"{'/'.join(key)}: {reason}") for kind, key in zip(kinds, chunk.keys, strict=True)]
+
+    context = state.plan_context()
+    if context is None or len(flags) != len(chunk.keys):
+        return all_failed("the restore's plan is incomplete in its scratch state")
+    meta, spec = obj["metadata"], obj.get("spec") or {}
+    try:
+        repository, ref = find_backup(ports, meta["namespace"], spec)
+    except RestoreRefused as exc:
+        return all_failed(str(exc))
+    if not chunk.part.startswith(ref.root):
+        return all_failed(f"{chunk.part} is not a part of backup {ref.root}")
+    try:
+        objects, digest = repository.read_part_with_digest(chunk.part)
+    except CorruptObject as exc:
+        return all_failed(f"the backup cannot be read: {exc}")
+    if digest != chunk.digest:
+        return all_failed(f"{chunk.part} changed since the restore was planned")
+    provenance = Provenance(*(str(v) for v in context.get("provenance") or ["", "", "", ""]))
+    ctx = context_for(
+        {k: v for k, v in (context.get("spec") or {}).items() if v is not None}, provenance,
+        cluster_scoped_allowed=bool(context.get("clusterScopedAllowed")),
+        target_nodes=frozenset(context["targetNodes"]) if context.get("targetNodes") is not None else None,
+    )  # fmt: skip
+    modifiers = parse_config_map(context["modifiers"]) if context.get("modifiers") else None
+    plurals = {(str(g), str(k)): str(p) for g, k, p in context.get("plurals") or []}
+    bodies, problems = transform_referenced(objects, chunk, ctx, modifiers, plurals)
+    planned: dict[CreatedKey, RawObject] = {key: entry for key, entry in zip(chunk.keys, flags, strict=True)}
+    items = [{"object": body, **planned.get(key_of(body), {"replacing": False})} for body in bodies]
+    return items, problems
+
+
 def _next_step(ports: Ports, obj: RawObject, state: RestoreScratch, step: int) -> None:
     """After a step: wait for restored CRDs to be Established (their custom resources come later)."""
-    crds = [i["object"]["metadata"]["name"] for i in state.chunk(step, 0)
+    first = state.chunk(step, 0)
+    crds = [i["object"]["metadata"]["name"] for i in (first if isinstance(first, list) else [])
             if i["object"]["kind"] == "CustomResourceDefinition"]  # fmt: skip
     if crds:
         applier = applier_for(ports.cluster, ports.settings.admin_namespace, obj)
@@ -810,7 +1002,7 @@ def rebuild_volumes(ports: Ports, obj: RawObject, state: RestoreScratch) -> None
     meta, spec = obj["metadata"], obj.get("spec") or {}
     state_loss.note_rebuilt(ports, KIND, obj, Stage.VOLUMES, state)
     try:
-        manifest, _objects = read_backup(ports, meta["namespace"], spec)
+        _repository, _ref, manifest = locate_backup(ports, meta["namespace"], spec)
     except (RestoreRefused, LocationUnavailable) as exc:
         reason = exc.reason if isinstance(exc, LocationUnavailable) else str(exc)
         progress.fail(ports, KIND, obj, f"{state_loss.STATE_LOST}: rebuilding the volumes: {reason}",

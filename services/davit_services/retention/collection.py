@@ -3,7 +3,8 @@
 
 A run marks what no backup uses any more and deletes what was marked at least ``gc_grace_seconds``
 before, so nothing depends on runs being regular or on one finishing: a lost, repeated or killed run is
-made good by the next. Several BackupLocations on one store collect it each in turn, which is safe.
+made good by the next. Packs mostly unused are repacked below the location's ``repackBelowPercent``.
+Several BackupLocations on one store collect it each in turn, which is safe.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from davit.operations.messages import Message
 from davit.operations.ports import Cluster, Ports
 from davit.operations.runtime import LocationUnavailable
 from davit.repo import GcError, GcReport, collect
+from davit.repo.gc import repack_below_of
 from davit.storage.base import StorageError
 
 log = structlog.get_logger(__name__)
@@ -36,7 +38,9 @@ def handle(ports: Ports, message: Message) -> None:
     grace = ports.settings.gc_grace_seconds
     try:
         repository = ports.stores.repository(message.namespace, message.name)
-        report = collect(repository.store, repository.sealer, grace_seconds=grace)
+        report = collect(
+            repository.store, repository.sealer, grace_seconds=grace, repack_below=repack_below_of(location)
+        )
     except (LocationUnavailable, StorageError, FormatError, GcError) as exc:
         # Not retried: the next period's run starts over, and whatever this one did stands.
         reason = exc.reason if isinstance(exc, LocationUnavailable) else str(exc)
@@ -57,6 +61,11 @@ def handle(ports: Ports, message: Message) -> None:
             f"freed {report.freed_bytes} bytes in {report.deleted} object(s); "
             f"{report.waiting} unused object(s) kept for the grace period"
         )
+        if report.repack.packs:
+            note += (
+                f"; repacked {report.repack.packs} mostly unused pack(s), "
+                f"rewriting {report.repack.written_bytes} bytes"
+            )
         _event(ports.cluster, location, "Normal", "Collected", note)
 
 
@@ -67,6 +76,8 @@ def _summary(report: GcReport) -> dict[str, Any]:
         "keptByGrace": report.waiting,
         "packsInUse": report.packs.live,
         "packsMarked": report.packs.marked,
+        "packsRepacked": report.repack.packs,
+        "repackWrittenBytes": report.repack.written_bytes,
         "backups": report.backups,
         "graceSeconds": report.grace_seconds,
     }

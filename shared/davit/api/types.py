@@ -170,6 +170,13 @@ class LocationSpec(Model):
         description="Restore the setuid and setgid bits of files as they were backed up (by default they "
         "are stripped). Honoured only for locations in the admin namespace.",
     )
+    repack_below_percent: int | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="Garbage collection rewrites a pack of volume data once less than this percentage of it "
+        "is in use, giving the rest of its space back (default 50; 0 never rewrites).",
+    )
 
 
 class BackupLocationStatus(Model):

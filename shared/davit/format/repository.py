@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
-from davit import errors, timeutil
+from davit import errors, jsonbytes, timeutil
 from davit.format import FORMAT_VERSION, layout, sealing
 from davit.format.sealing import (
     LEGACY_KDF,
@@ -92,16 +92,22 @@ class BackupRepository:
     # --- backups -----------------------------------------------------------------------------------
 
     def write_part(self, ref: layout.BackupRef, part: str, objects: list[dict[str, Any]]) -> PartInfo:
-        raw = json.dumps(objects, separators=(",", ":")).encode()
+        raw = jsonbytes.dumps_compact(objects)
         key = ref.resource_part(part)
         stored = self.put(key, raw)
         return PartInfo(part=part, key=key, count=len(objects), raw_size=len(raw), stored_size=stored)
 
     def read_part(self, key: str) -> list[dict[str, Any]]:
-        objects = load_json(key, self.get(key, MAX_PART))
+        return self.read_part_with_digest(key)[0]
+
+    def read_part_with_digest(self, key: str) -> tuple[list[dict[str, Any]], str]:
+        """A part's objects and a digest of its content: a reader that reads a part twice (a restore
+        plans from it, then creates from it) knows whether it read the same objects."""
+        raw = self.get(key, MAX_PART)
+        objects = load_json(key, raw)
         if not isinstance(objects, list) or not all(isinstance(o, dict) for o in objects):
             raise CorruptObject(f"{key}: not a list of objects")
-        return objects
+        return objects, hashlib.blake2b(raw, digest_size=16).hexdigest()
 
     def write_manifest(self, ref: layout.BackupRef, manifest: dict[str, Any]) -> int:
         return self.put(ref.manifest, json.dumps({"formatVersion": FORMAT_VERSION, **manifest}).encode())

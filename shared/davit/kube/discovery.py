@@ -6,16 +6,20 @@ tens of times slower and would drop fields the client does not know (custom reso
 
 from __future__ import annotations
 
-import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from davit import tenancy
+from davit import jsonbytes, tenancy
 from davit.api.objects import RawObject
 from davit.backup.selection import ApiResource, ClusterRef
+
+#: Group versions read at once by ``discover``: one request each (some 25 on a plain 1.20 cluster), read
+#: one after the other they were a good part of the time before a backup's first list.
+DISCOVERY_READS_AT_ONCE = 8
 
 
 def _get(api: client.ApiClient, path: str, query: list[tuple[str, Any]] | None = None) -> Any:
@@ -23,7 +27,7 @@ def _get(api: client.ApiClient, path: str, query: list[tuple[str, Any]] | None =
         path, "GET", query_params=query or [], header_params={"Accept": "application/json"},
         auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
     )  # fmt: skip
-    return json.loads(response.data)
+    return jsonbytes.loads_api(response.data)
 
 
 def discover(api: client.ApiClient) -> list[ApiResource]:
@@ -35,8 +39,8 @@ def discover(api: client.ApiClient) -> list[ApiResource]:
     resources: list[ApiResource] = []
     seen: set[tuple[str, str]] = set()
 
-    def add(group: str, version: str, path: str, preferred: bool) -> None:
-        for item in _get(api, path).get("resources", []):
+    def add(group: str, version: str, document: Any, preferred: bool) -> None:
+        for item in document.get("resources", []):
             if (group, item["name"]) in seen:
                 continue
             seen.add((group, item["name"]))
@@ -52,12 +56,19 @@ def discover(api: client.ApiClient) -> list[ApiResource]:
                 )
             )
 
-    add("", "v1", "/api/v1", True)
+    wanted: list[tuple[str, str, str, bool]] = [("", "v1", "/api/v1", True)]
     for group in _get(api, "/apis").get("groups", []):
         preferred = group.get("preferredVersion") or group["versions"][0]
         versions = [preferred] + [v for v in group["versions"] if v["version"] != preferred["version"]]
         for version in versions:
-            add(group["name"], version["version"], f"/apis/{version['groupVersion']}", version is preferred)
+            wanted.append(
+                (group["name"], version["version"], f"/apis/{version['groupVersion']}", version is preferred)
+            )
+    # Read at once, then taken in the same order as one after the other: the same resources either way.
+    with ThreadPoolExecutor(max_workers=DISCOVERY_READS_AT_ONCE) as pool:
+        documents = list(pool.map(lambda entry: _get(api, entry[2]), wanted))
+    for (group_name, version_name, _path, is_preferred), document in zip(wanted, documents, strict=True):
+        add(group_name, version_name, document, is_preferred)
     return resources
 
 

@@ -67,6 +67,10 @@ class LocationUnusable(LocationUnavailable, errors.Permanent):
     retryable = False
 
 
+#: The service whose client keeps to ``restore_api_qps`` rather than ``api_qps``.
+RESTORE_SERVICE = "restore"
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -79,9 +83,10 @@ class Runtime:
 
     @classmethod
     def create(cls, settings: Settings, service: str) -> Runtime:
-        api = clients.api_client(
-            settings.kubeconfig or None, qps=settings.api_qps, burst=settings.api_burst, component=service
-        )
+        qps, burst = settings.api_qps, settings.api_burst
+        if service == RESTORE_SERVICE:  # bulk creates: bound by the API server, not a client budget
+            qps, burst = settings.restore_api_qps, settings.restore_api_burst
+        api = clients.api_client(settings.kubeconfig or None, qps=qps, burst=burst, component=service)
         return cls(
             settings=mover.resolve_helper_image(api, settings),
             api=api,

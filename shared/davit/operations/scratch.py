@@ -338,6 +338,8 @@ class BackupScratch(OperationState):
     #: re-send racing the last volume's finish) can then neither hold up Applications nor be sent to the
     #: resource writer.
     VOLUMES_PENDING: Final = "volumes-pending"
+    #: Present for a moment after the export's progress write (``progress_due``).
+    PROGRESS_MARK: Final = "progress-written"
 
     # --- volumes -----------------------------------------------------------------------------------
 
@@ -435,6 +437,13 @@ class BackupScratch(OperationState):
         """Add to the objects written so far; the new total."""
         return self._hincrby(self.COUNTERS, "resources", count)
 
+    def progress_due(self, seconds: float) -> bool:
+        """True at most once per ``seconds`` for this backup, whichever worker asks (a key that expires):
+        whether a page's progress write is due. Always, with ``seconds`` 0."""
+        if seconds <= 0:
+            return True
+        return bool(self.redis.set(self.key(self.PROGRESS_MARK), 1, nx=True, px=max(1, int(seconds * 1000))))
+
 
 class RestoreScratch(OperationState):
     """An ApplicationRestore: its objects in steps of chunks, their outcomes, owner links, and the
@@ -456,6 +465,9 @@ class RestoreScratch(OperationState):
     VOLUME_TARGETS: Final = "restore:volumes"
     #: The namespaces the restore writes to, where its hooks look for pods (JSON list).
     HOOK_NAMESPACES: Final = "restore:hook-namespaces"
+    #: What transforming the objects created by reference needs besides their part of the backup and
+    #: their chunk's scope (the spec's mappings, the provenance, the modifiers' rules; JSON).
+    PLAN_CONTEXT: Final = "restore:plan-context"
 
     @staticmethod
     def step_group(step: int) -> str:
@@ -467,8 +479,9 @@ class RestoreScratch(OperationState):
 
     # --- steps -------------------------------------------------------------------------------------
 
-    def save_steps(self, steps: list[list[list[dict[str, Any]]]]) -> None:
-        """Every step's chunks (each a list of items) and the layout, in one round trip."""
+    def save_steps(self, steps: list[list[Any]]) -> None:
+        """Every step's chunks (each a list of items, or a reference to a part of the backup) and the
+        layout, in one round trip."""
         pipe = self.redis.pipeline()
         layout = []
         for index, chunks in enumerate(steps):
@@ -482,9 +495,19 @@ class RestoreScratch(OperationState):
         raw = self._get(self.STEPS)
         return list(json.loads(raw)) if raw else []
 
-    def chunk(self, step: int, chunk: int) -> list[dict[str, Any]]:
+    def chunk(self, step: int, chunk: int) -> Any:
+        """A chunk as saved (a list of items, or a reference; not trusted: the caller checks it);
+        an empty list when lost."""
         raw = self._get(self.chunk_name(step, chunk))
-        return list(json.loads(raw)) if raw else []
+        return json.loads(raw) if raw else []
+
+    def save_plan_context(self, context: dict[str, Any]) -> None:
+        self._set(self.PLAN_CONTEXT, json.dumps(context))
+
+    def plan_context(self) -> dict[str, Any] | None:
+        raw = self._get(self.PLAN_CONTEXT)
+        found = json.loads(raw) if raw else None
+        return found if isinstance(found, dict) else None
 
     def set_current_step(self, step: int) -> None:
         self._set(self.CURRENT_STEP, step)

@@ -16,7 +16,13 @@ An object in use again loses its markers. A tree root deleted in a run keeps its
 until then, so they are marked only in that run. Every step is one idempotent put or delete of its own
 object, so a run killed anywhere is finished by the next one, and runs of several collectors may overlap.
 
-``plan`` decides (pure); ``collect`` reads the store, decides and carries the plan out.
+A pack in use whose chunks in use take less than a share of it (``repack_below``, half by default) is
+**repacked**: those chunks, as they are sealed, go into new packs written with their index objects by a
+``RepoWriter``; once those are stored, the old pack is no longer the kept copy of anything, so it is
+marked and deleted like any unused pack. A run killed after writing the new packs leaves each chunk
+stored twice, which the next run resolves as any duplicate.
+
+``plan`` and ``choose_repacks`` decide (pure); ``collect`` reads the store, decides and carries it out.
 """
 
 from __future__ import annotations
@@ -33,10 +39,13 @@ from davit.format.layout import BackupRef
 from davit.format.repository import BackupRepository, FormatError, fetch_sealed
 from davit.format.sealing import CorruptObject, Sealer
 from davit.repo import layout
-from davit.repo.errors import RepoError
-from davit.repo.index import DOOMED_PACKS, decode_index, parse_doom_marker
+from davit.repo.codec import ChunkCodec
+from davit.repo.errors import CorruptChunk, RepoError
+from davit.repo.index import DOOMED_PACKS, IndexEntry, RepoIndex, decode_index, parse_doom_marker
+from davit.repo.reader import open_chunk
 from davit.repo.tree_format import Tree, iter_entries, load_tree
-from davit.storage.base import ObjectNotFound, ObjectStore
+from davit.repo.writer import RepoWriter
+from davit.storage.base import ObjectNotFound, ObjectStore, ObjectTooLarge
 
 #: The stage of the message that asks the retention service to collect a BackupLocation's garbage.
 COLLECT_STAGE: Final = RetentionAction.COLLECT.value
@@ -44,6 +53,10 @@ COLLECT_STAGE: Final = RetentionAction.COLLECT.value
 #: task's lifetime, so an object unused for this long after being marked is not about to be used. See
 #: docs/format.md for what else the period must cover (overlapping backups of one claim, shards).
 DEFAULT_GRACE_SECONDS: Final = 6 * 3600
+#: A pack in use is rewritten once less than this share of its bytes is chunks in use: at most half of
+#: the store is then space nothing uses, and a pack's data is copied again only after at least half of it
+#: became garbage (each byte is rewritten at most about once per halving of its pack).
+DEFAULT_REPACK_BELOW: Final = 0.5
 #: ``repo/latest/<namespace>/<claim>``: the id of the claim's last tree, the base of its next incremental
 #: backup (written by the node agent).
 LATEST: Final = "repo/latest/"
@@ -120,6 +133,32 @@ def plan(
     return Plan(tuple(mark), tuple(unmark), tuple(delete), tuple(waiting), tuple(sorted(stray)))
 
 
+def repack_below_of(location: Mapping[str, Any]) -> float:
+    """The repacking threshold a BackupLocation sets (``location.repackBelowPercent``) as a share of a
+    pack; the default where it is unset, or not a whole percentage the API server would have accepted."""
+    percent = (location.get("location") or {}).get("repackBelowPercent")
+    if isinstance(percent, int) and not isinstance(percent, bool) and 0 <= percent <= 100:
+        return percent / 100
+    return DEFAULT_REPACK_BELOW
+
+
+def choose_repacks(
+    pack_sizes: Mapping[str, int], live_bytes: Mapping[str, int], marked: Collection[str], below: float
+) -> tuple[str, ...]:
+    """Pure: the packs to repack, in id order. ``pack_sizes`` are the packs present, ``live_bytes`` what
+    the chunks in use kept in each pack take of it, ``marked`` the packs with a marker. A pack is repacked
+    when present, in use, not marked, and its chunks in use take less than ``below`` of it. A marked pack
+    in use is unmarked by this run and left for the next: its marker is older than this run, and a pack
+    given up must be marked now to be deleted a whole grace period later."""
+    return tuple(
+        sorted(
+            pack_id
+            for pack_id, live in live_bytes.items()
+            if pack_id in pack_sizes and pack_id not in marked and 0 < live < below * pack_sizes[pack_id]
+        )
+    )
+
+
 @dataclass
 class KindReport:
     """One kind of object (packs with their index objects, tree roots, tree parts)."""
@@ -154,11 +193,37 @@ class KindReport:
 
 
 @dataclass
+class RepackReport:
+    """Packs in use but mostly garbage whose chunks in use were copied into new packs."""
+
+    #: The share below which a pack in use is repacked (0: never).
+    below: float
+    #: Packs repacked (with --dry-run: would be), their size, and what their chunks in use take.
+    packs: int = 0
+    packs_bytes: int = 0
+    live_bytes: int = 0
+    #: New packs written, and what they and their index objects take (with --dry-run: nothing).
+    written: int = 0
+    written_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "below": self.below,
+            "packs": self.packs,
+            "packsBytes": self.packs_bytes,
+            "liveBytes": self.live_bytes,
+            "written": self.written,
+            "writtenBytes": self.written_bytes,
+        }
+
+
+@dataclass
 class GcReport:
     dry_run: bool
     grace_seconds: float
     #: The run's "now" (unix seconds): marks made carry it, the grace period is counted back from it.
     started: float
+    repack: RepackReport = field(default_factory=lambda: RepackReport(DEFAULT_REPACK_BELOW))
     #: Complete backups whose manifests were read, and ``repo/latest`` pointers read.
     backups: int = 0
     latest: int = 0
@@ -199,6 +264,7 @@ class GcReport:
             "freedBytes": self.freed_bytes,
             "keptByGrace": self.waiting,
             **{name: kind.to_dict() for name, kind in self.kinds.items()},
+            "repack": self.repack.to_dict(),
             "strayMarkers": self.stray_markers,
             "warnings": list(self.warnings),
         }
@@ -211,15 +277,22 @@ def collect(
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
     now: float | None = None,
     dry_run: bool = False,
+    repack_below: float = DEFAULT_REPACK_BELOW,
 ) -> GcReport:
     """Collect the repository's garbage (see the module's docstring). ``now`` is the clock (unix seconds;
-    the current time if not given). With ``dry_run`` nothing is written or deleted and the report says
-    what would be. Raises ``GcError`` when what is in use cannot be known; storage errors pass through.
-    Either way what was done is safe, and the next run carries on."""
+    the current time if not given). Packs in use of which less than ``repack_below`` (0 to 1) is in use
+    are repacked. With ``dry_run`` nothing is written or deleted and the report says what would be.
+    Raises ``GcError`` when what is in use cannot be known; storage errors pass through. Either way what
+    was done is safe, and the next run carries on."""
     if grace_seconds < 0:
         raise ValueError("the grace period cannot be negative")
+    if not 0 <= repack_below <= 1:
+        raise ValueError("the repacking threshold is a share of a pack, from 0 to 1")
     report = GcReport(
-        dry_run=dry_run, grace_seconds=grace_seconds, started=time.time() if now is None else now
+        dry_run=dry_run,
+        grace_seconds=grace_seconds,
+        started=time.time() if now is None else now,
+        repack=RepackReport(repack_below),
     )
     _Collection(store, sealer, report).run()
     return report
@@ -261,11 +334,25 @@ class _Collection:
         sizes = {
             p: pack_sizes.get(p, 0) + index_sizes.get(p, 0) for p in pack_sizes.keys() | index_sizes.keys()
         }
-        used_packs = self._used_packs(
-            index_sizes, pack_sizes.keys(), doomed[DOOMED_PACKS].keys(), live_chunks
-        )
-        pack_plan = self._plan(sizes, used_packs, doomed[DOOMED_PACKS], self.report.packs)
-        self._apply(pack_plan, sizes, doomed[DOOMED_PACKS], DOOMED_PACKS, self.report.packs,
+        pack_doom = doomed[DOOMED_PACKS]
+        kept = self._kept_copies(index_sizes, pack_sizes.keys(), pack_doom.keys(), live_chunks)
+        live_bytes: dict[str, int] = {}
+        for entry in kept.values():
+            live_bytes[entry.pack] = live_bytes.get(entry.pack, 0) + entry.length
+        used_packs = set(live_bytes)
+        # Repacked before the plan: a pack whose chunks in use have just been stored anew is unused from
+        # then on, so the plan marks it in this run, and deletes it a grace period later.
+        chosen = choose_repacks(pack_sizes, live_bytes, pack_doom.keys(), self.report.repack.below)
+        if chosen:
+            moved, written = self._repack(chosen, kept, pack_doom)
+            used_packs = (used_packs - moved) | written.keys()
+            sizes.update(written)
+            pack_doom = {pack_id: doom for pack_id, doom in pack_doom.items() if pack_id not in written}
+            self.report.repack.packs = len(moved)
+            self.report.repack.packs_bytes = sum(pack_sizes[pack_id] for pack_id in moved)
+            self.report.repack.live_bytes = sum(live_bytes[pack_id] for pack_id in moved)
+        pack_plan = self._plan(sizes, used_packs, pack_doom, self.report.packs)
+        self._apply(pack_plan, sizes, pack_doom, DOOMED_PACKS, self.report.packs,
                     lambda pack_id: [layout.index_key(pack_id), layout.pack_key(pack_id)])  # fmt: skip
 
     # --- reading -------------------------------------------------------------------------------------
@@ -373,19 +460,23 @@ class _Collection:
                     live |= found
         return parts, live
 
-    def _used_packs(
+    def _kept_copies(
         self,
         index_sizes: Mapping[str, int],
         packs: Collection[str],
         marked: Collection[str],
         live_chunks: set[bytes],
-    ) -> set[str]:
-        """The packs holding the copy kept of a chunk in use. A chunk stored more than once (two writers
-        at once, or a writer that would not reuse a marked pack) keeps one copy: one whose pack exists,
-        preferably unmarked, then the lowest pack id, which is also the copy a reader's index uses."""
-        kept: dict[bytes, tuple[bool, bool, str]] = {}
+    ) -> dict[bytes, IndexEntry]:
+        """Where the copy kept of each chunk in use is. A chunk stored more than once (two writers at
+        once, a writer that would not reuse a marked pack, a repack) keeps one copy: one whose pack
+        exists, preferably unmarked, then the lowest pack id, which is also the copy a reader's index
+        uses."""
+        kept: dict[bytes, IndexEntry] = {}
 
-        def chunks_in_use(pack_id: str) -> list[bytes]:
+        def rank(pack_id: str) -> tuple[bool, bool, str]:
+            return pack_id not in packs, pack_id in marked, pack_id
+
+        def chunks_in_use(pack_id: str) -> list[tuple[bytes, IndexEntry]]:
             key = layout.index_key(pack_id)
             try:
                 entries = decode_index(key, pack_id, self.sealer.open(key, fetch_sealed(self.store, key)))
@@ -393,18 +484,106 @@ class _Collection:
                 return []  # deleted since listed
             except (CorruptObject, RepoError) as exc:
                 raise GcError(f"cannot read the index object {key}: {exc}") from exc
-            return [chunk for chunk, _entry in entries if chunk in live_chunks]
+            return [(chunk, entry) for chunk, entry in entries if chunk in live_chunks]
 
         with ThreadPoolExecutor(READ_CONCURRENCY) as pool:
             for pack_id, chunks in zip(index_sizes, pool.map(chunks_in_use, list(index_sizes)), strict=True):
-                rank = (pack_id not in packs, pack_id in marked, pack_id)
-                for chunk in chunks:
-                    if chunk not in kept or rank < kept[chunk]:
-                        kept[chunk] = rank
-        missing = sum(1 for missing_pack, _marked, _pack in kept.values() if missing_pack)
+                this = rank(pack_id)
+                for chunk, entry in chunks:
+                    other = kept.get(chunk)
+                    if other is None or this < rank(other.pack):
+                        kept[chunk] = entry
+        missing = sum(1 for entry in kept.values() if entry.pack not in packs)
         if missing:
             self.report.warnings.append(f"{missing} chunk(s) in use are indexed but their packs are gone")
-        return {pack_id for _missing, _marked, pack_id in kept.values()}
+        return kept
+
+    # --- repacking -----------------------------------------------------------------------------------
+
+    def _repack(
+        self, chosen: Collection[str], kept: Mapping[bytes, IndexEntry], doomed: Mapping[str, Doom]
+    ) -> tuple[set[str], dict[str, int]]:
+        """Store the chunks in use of the ``chosen`` packs anew, as they are sealed, in new packs.
+        Returns the packs whose chunks in use are all in a new pack now, present in the store, and the
+        new packs' sizes (pack and index object). With --dry-run: every chosen pack, and nothing written.
+
+        Each chunk is verified first: a pack holding a damaged chunk is left as it is (``check`` names
+        it). The chunks go in pack order, then in the order they had, so that a run repeating a repack
+        killed midway writes the same packs again."""
+        report = self.report.repack
+        if self.report.dry_run:
+            return set(chosen), {}
+        to_copy: dict[str, list[tuple[bytes, IndexEntry]]] = {pack_id: [] for pack_id in chosen}
+        for chunk, entry in kept.items():
+            if entry.pack in to_copy:
+                to_copy[entry.pack].append((chunk, entry))
+        codec = ChunkCodec(self.sealer)
+        # This run's own index: the writer records the new packs in it, and nothing else needs loading.
+        written = RepoIndex(self.store, self.sealer)
+        copied: dict[str, list[bytes]] = {}
+        # One pack read ahead while the last one's chunks are verified and packed.
+        with (
+            ThreadPoolExecutor(1) as reads,
+            RepoWriter(self.store, self.sealer, index=written, workers=1, uploads=1) as writer,
+        ):
+            order = list(chosen)
+            ahead = reads.submit(self._fetch_pack, order[0]) if order else None
+            for i, pack_id in enumerate(order):
+                assert ahead is not None
+                data = ahead.result()
+                ahead = reads.submit(self._fetch_pack, order[i + 1]) if i + 1 < len(order) else None
+                if data is None:
+                    continue
+                chunks = sorted(to_copy[pack_id], key=lambda item: item[1].offset)
+                try:
+                    for chunk, entry in chunks:
+                        open_chunk(codec, chunk, entry, data)
+                except CorruptChunk as exc:
+                    self.report.warnings.append(f"pack {pack_id} not repacked: {exc}")
+                    continue
+                for chunk, entry in chunks:
+                    writer.store_sealed(
+                        chunk, data[entry.offset : entry.offset + entry.length], entry.raw_size
+                    )
+                copied[pack_id] = [chunk for chunk, _entry in chunks]
+            writer.flush()
+            report.written, report.written_bytes = writer.stats.packs, writer.stats.bytes_stored
+
+        new_sizes: dict[str, int] = {}
+        for pack_id in sorted(written.packs):
+            # A pack stored again (a repack repeated after its first run marked its result unused) is in
+            # use again: its markers go before the old packs are marked, and only a pack still present
+            # afterwards holds their chunks (a collector that looked at its marker just before may be
+            # deleting it).
+            for key in doomed[pack_id].keys if pack_id in doomed else ():
+                self.store.delete(key)
+            pack_size, index_size = (
+                self._size(layout.pack_key(pack_id)),
+                self._size(layout.index_key(pack_id)),
+            )
+            if pack_size is not None and index_size is not None:
+                new_sizes[pack_id] = pack_size + index_size
+        moved = set()
+        for pack_id, copied_chunks in copied.items():
+            places = [written.get(chunk) for chunk in copied_chunks]
+            if all(place is not None and place.pack in new_sizes for place in places):
+                moved.add(pack_id)
+        return moved, new_sizes
+
+    def _fetch_pack(self, pack_id: str) -> bytes | None:
+        """A pack's bytes; None if it went (deleted since listed, by another collector) or is longer
+        than any pack can be (damaged: left for ``check`` to name)."""
+        try:
+            return self.store.get(layout.pack_key(pack_id), layout.MAX_PACK)
+        except ObjectNotFound:
+            return None
+        except ObjectTooLarge as exc:
+            self.report.warnings.append(f"pack {pack_id} not repacked: {exc.message}")
+            return None
+
+    def _size(self, key: str) -> int | None:
+        """The size of the object ``key``, if present."""
+        return next((info.size for info in self.store.list(key) if info.key == key), None)
 
     # --- deciding and acting -------------------------------------------------------------------------
 

@@ -104,7 +104,8 @@ class RepoIndex:
 
     def refresh(self, errors: list[str] | None = None) -> int:
         """Read index objects not read yet; returns how many. An index object that went away (garbage
-        collection) makes the next refresh start over, since its chunks may be duplicated elsewhere.
+        collection) makes the next refresh start over, since its chunks may be duplicated elsewhere (a
+        repacked pack's are); the index read so far keeps answering until the new one is complete.
 
         With ``errors``, unreadable index objects are reported there instead of raised (check)."""
         with self._refresh_lock:
@@ -122,13 +123,13 @@ class RepoIndex:
                     listed[pack_id] = info.key
             with self._lock:
                 self._doomed = doomed
-                if self._packs - listed.keys():
-                    self._entries.clear()
-                    self._copies.clear()
-                    self._packs.clear()
-                new = [pack_id for pack_id in listed if pack_id not in self._packs]
+                start_over = bool(self._packs - listed.keys())
+                new = [pack_id for pack_id in listed if start_over or pack_id not in self._packs]
             if not new:
                 return 0
+            # Readers in the middle of a restore use this index meanwhile: starting over, the new one is
+            # built apart and put in place at once, so a chunk never looks missing while it loads.
+            target = RepoIndex(self.store, self.sealer) if start_over else self
             with ThreadPoolExecutor(min(LOAD_CONCURRENCY, len(new))) as pool:
                 for pack_id, result in zip(new, pool.map(self._read_one, new), strict=True):
                     if isinstance(result, Exception):
@@ -137,7 +138,10 @@ class RepoIndex:
                         errors.append(str(result))
                         continue
                     if result is not None:
-                        self._record(pack_id, result)
+                        target._record(pack_id, result)
+            if target is not self:
+                with self._lock:
+                    self._entries, self._copies, self._packs = target._entries, target._copies, target._packs
             return len(new)
 
     def _read_one(self, pack_id: str) -> list[tuple[bytes, IndexEntry]] | Exception | None:

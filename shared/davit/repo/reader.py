@@ -58,7 +58,18 @@ class RepoReader:
     def read_chunk(self, chunk_id: bytes) -> bytes:
         """The chunk's content, verified: its sealed form opens and its content hashes to ``chunk_id``."""
         entry = self.locate(chunk_id)
-        pack = self.pack(entry.pack, chunk_id)
+        try:
+            pack = self.pack(entry.pack, chunk_id)
+        except MissingChunk:
+            # Its pack went since the index was loaded: garbage collection repacked the chunk elsewhere
+            # and deleted the pack a grace period later, which a long restore can outlast. The index,
+            # read again, knows the copy.
+            self.index.refresh()
+            moved = self.index.get(chunk_id)
+            if moved is None or moved.pack == entry.pack:
+                raise
+            entry = moved
+            pack = self.pack(entry.pack, chunk_id)
         return open_chunk(self.codec, chunk_id, entry, pack)
 
     def pack(self, pack_id: str, for_chunk: bytes | None = None) -> bytes:
@@ -104,22 +115,27 @@ def _pack_error(exc: BaseException, pack_id: str, for_chunk: bytes | None) -> Ba
 
 def open_chunk(codec: ChunkCodec, chunk_id: bytes, entry: IndexEntry, pack: bytes) -> bytes:
     hex_id = chunk_id.hex()
-    where = f"pack {entry.pack} at {entry.offset}+{entry.length}"
     if entry.offset + entry.length > len(pack):
-        raise CorruptChunk(hex_id, f"{where} lies beyond the pack's end ({len(pack)} bytes)")
+        raise CorruptChunk(hex_id, f"{_where(entry)} lies beyond the pack's end ({len(pack)} bytes)")
     if not 0 <= entry.raw_size <= layout.CHUNK_MAX:
-        raise CorruptChunk(hex_id, f"{where}: the index gives it {entry.raw_size} bytes; chunks have at most "
-                           f"{layout.CHUNK_MAX}")  # fmt: skip
+        raise CorruptChunk(hex_id, f"{_where(entry)}: the index gives it {entry.raw_size} bytes; chunks "
+                           f"have at most {layout.CHUNK_MAX}")  # fmt: skip
     try:
         # Bounded by what the index promises: a chunk that would expand further is refused before its
-        # content is allocated.
+        # content is allocated. A view of the pack: its bytes are opened where they are, not copied.
         data = codec.open(
-            layout.chunk_aad(hex_id), pack[entry.offset : entry.offset + entry.length], entry.raw_size
+            layout.chunk_aad(hex_id),
+            memoryview(pack)[entry.offset : entry.offset + entry.length],
+            entry.raw_size,
         )
     except CorruptObject as exc:
-        raise CorruptChunk(hex_id, f"{where}: {exc}") from exc
+        raise CorruptChunk(hex_id, f"{_where(entry)}: {exc}") from exc
     if blake3.blake3(data).digest() != chunk_id:
-        raise CorruptChunk(hex_id, f"{where}: content does not match its id")
+        raise CorruptChunk(hex_id, f"{_where(entry)}: content does not match its id")
     if len(data) != entry.raw_size:
-        raise CorruptChunk(hex_id, f"{where}: {len(data)} bytes, the index says {entry.raw_size}")
+        raise CorruptChunk(hex_id, f"{_where(entry)}: {len(data)} bytes, the index says {entry.raw_size}")
     return data
+
+
+def _where(entry: IndexEntry) -> str:
+    return f"pack {entry.pack} at {entry.offset}+{entry.length}"

@@ -11,13 +11,16 @@ setgid bits are stripped from files unless the caller asks to keep them (the nod
 root); and ``reserved`` paths (where the caller itself writes afterwards, e.g. the restore's marker)
 may hold no entry, nor any non-directory on their way.
 
-Files are created, truncated to their size and only their data ranges written, so holes stay holes.
-Chunks are read, verified and written by a pool; a file's owner, mode and mtime are set once its last
-chunk is written, and directories' (whose mtimes their children change) at the end, deepest first.
+Files are created, sized and only their data ranges written, so holes stay holes. Chunks are read,
+verified and written by a pool; a file's owner, mode and mtime are set once its last chunk is written,
+and directories' (whose mtimes their children change) at the end, deepest first. Files of at most one
+chunk (most files of most volumes) go to the pool in batches, each written whole by one task; larger
+files a chunk a task. Each pack is fetched once, ahead of the tasks that need it (``_PackPrefetch``).
 
 A file whose data cannot be read (a chunk missing, or failing verification) fails the restore with an
-error naming the file (``FileUnreadable``), and no file left unfinished stays behind: a file is created
-at its full size before its data is written, so a partly written one would look complete.
+error naming the file (``FileUnreadable``), and no file left unfinished stays behind: a file of several
+chunks is created at its full size before its data is written, so a partly written one would look
+complete.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from davit.repo.errors import FileUnreadable, RepoError, UnsafePath
+from davit.repo.index import IndexEntry
 from davit.repo.reader import RepoReader
 from davit.repo.tree_format import DIR, FILE, SYMLINK, Entry, Tree, iter_entries
 
@@ -39,6 +43,13 @@ _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 #: Directory descriptors kept open between entries (entries come grouped by directory).
 _CACHED_DIRS: Final = 64
+#: A batch of small files is handed to the pool at this many files or bytes, whichever comes first: a
+#: task and a hand-over per file cost more than writing it, and every hand-over passes the GIL around.
+_BATCH_FILES: Final = 64
+_BATCH_BYTES: Final = 1 << 20
+#: Data the main thread plans ahead of the writes: bounds the memory of chunks in flight and keeps the
+#: packs they come from among the reader's cached ones.
+_WINDOW_BYTES: Final = 24 << 20
 #: The permission bits a mode may carry (``stat.S_IMODE``).
 _MODE_BITS: Final = 0o7777
 #: Bits that make an executable run as its owner or group.
@@ -219,51 +230,137 @@ def _remove_unfinished(parent: int, name: bytes, fd: int) -> None:
         pass  # already gone, or replaced: nothing of this restore's to remove
 
 
-def _create_file(parent: int, name: bytes, entry: Entry) -> int:
-    _remove_existing(parent, name)
-    fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=parent)
+def _create_file(parent: int, name: bytes, entry: Entry, *, sized: bool = False) -> int:
+    """A new file at ``name``, replacing whatever is there, ``entry.size`` long unless ``sized`` (its
+    data is written up to its end anyway)."""
     try:
-        os.ftruncate(fd, entry.size)
-    except BaseException:
-        os.close(fd)
-        raise
+        fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=parent)
+    except FileExistsError:
+        # Only then is anything looked at: a restore into an empty directory (the usual case) makes no
+        # call for it.
+        _remove_existing(parent, name)
+        fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=parent)
+    if not sized:
+        try:
+            os.ftruncate(fd, entry.size)
+        except BaseException:
+            os.close(fd)
+            raise
     return fd
+
+
+def _data_reaches_end(entry: Entry) -> bool:
+    """Whether writing the file's data ranges makes it ``entry.size`` long by itself (no hole at its
+    end), so that no call is needed to size it."""
+    if not entry.extents:
+        return entry.size == 0
+    return entry.extents[-1].offset + entry.extents[-1].length == entry.size
 
 
 def _restore_small_file(
     reader: RepoReader, parent: int, name: bytes, entry: Entry, chunks: list[tuple[int, bytes]],
     keep_setuid: bool,
 ) -> int:  # fmt: skip
-    """In the pool: a whole file of at most one chunk. ``parent`` is a descriptor of its own, closed here."""
+    """A whole file of at most one chunk: created, written and finished, or removed again."""
+    fd = _create_file(parent, name, entry, sized=_data_reaches_end(entry))
     try:
-        fd = _create_file(parent, name, entry)
-        try:
-            written = sum(_write_chunk(reader, fd, offset, chunk_id, entry) for offset, chunk_id in chunks)
-            _finish_file(fd, entry, keep_setuid)
-        except BaseException:
-            _remove_unfinished(parent, name, fd)
-            raise
-        finally:
-            os.close(fd)
+        written = sum(_write_chunk(reader, fd, offset, chunk_id, entry) for offset, chunk_id in chunks)
+        _finish_file(fd, entry, keep_setuid)
+    except BaseException:
+        _remove_unfinished(parent, name, fd)
+        raise
     finally:
-        os.close(parent)
+        os.close(fd)
     return written
 
 
-def chunk_offsets(entry: Entry, reader: RepoReader) -> list[tuple[int, bytes]]:
-    """Where each chunk of a file goes; MissingChunk before anything is written for a chunk not indexed."""
+class _SmallFiles:
+    """Small files handed to the pool at once, in tree order. ``parents`` are descriptors of their
+    directories that the batch owns (the main thread's own ones may be closed meanwhile)."""
+
+    def __init__(self) -> None:
+        self.files: list[tuple[int, bytes, Entry, list[tuple[int, bytes]]]] = []
+        self.parents: list[int] = []
+        self.parent_key: tuple[bytes, ...] | None = None
+        self.size = 0
+
+    def add(
+        self, parent: int, parts: list[bytes], entry: Entry, plan: list[tuple[int, bytes, IndexEntry]]
+    ) -> None:
+        key = tuple(parts[:-1])
+        if key != self.parent_key or not self.parents:
+            self.parents.append(os.dup(parent))
+            self.parent_key = key
+        self.files.append(
+            (self.parents[-1], parts[-1], entry, [(offset, chunk_id) for offset, chunk_id, _ in plan])
+        )
+        self.size += sum(located.raw_size for _, _, located in plan)
+
+    def close(self) -> None:
+        parents, self.parents = self.parents, []
+        for fd in parents:
+            os.close(fd)
+
+
+def _restore_small_files(reader: RepoReader, batch: _SmallFiles, keep_setuid: bool) -> int:
+    """In the pool: every file of ``batch``, in order; the first that fails stops it (the ones before
+    it are finished, the ones after it not created)."""
+    try:
+        return sum(
+            _restore_small_file(reader, parent, name, entry, chunks, keep_setuid)
+            for parent, name, entry, chunks in batch.files
+        )
+    finally:
+        batch.close()
+
+
+#: Packs fetched ahead at once (``_PackPrefetch``).
+PREFETCH_PACKS = 2
+
+
+class _PackPrefetch:
+    """Fetches each pack the restore will read as soon as the main thread plans its first chunk from
+    it, in a thread of its own: the read of the next pack overlaps the writes of the current one's
+    chunks, and the pool's tasks find it in the reader's cache rather than each waiting for it in turn.
+    A fetch that fails is only forgotten: the task that needs the pack fetches it again and reports
+    the error with the file's name."""
+
+    def __init__(self, reader: RepoReader) -> None:
+        self._reader = reader
+        # Two at once: against a remote store a pack's round trip is latency more than bandwidth, and the
+        # reader keeps four packs (``CACHED_PACKS``), so two in flight never push out one being read.
+        self._pool = ThreadPoolExecutor(PREFETCH_PACKS, thread_name_prefix="davit-repo-prefetch")
+        self._last: str | None = None
+
+    def chunk_planned(self, pack_id: str) -> None:
+        # Chunks come about in the order they were packed: a new pack is one not seen just before.
+        if pack_id != self._last:
+            self._last = pack_id
+            self._pool.submit(self._reader.pack, pack_id)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _chunk_plan(entry: Entry, reader: RepoReader) -> list[tuple[int, bytes, IndexEntry]]:
     out = []
     for extent in entry.extents:
         offset = extent.offset
         for chunk_id in extent.chunks:
-            out.append((offset, chunk_id))
             try:
-                offset += reader.locate(chunk_id).raw_size
+                located = reader.locate(chunk_id)
             except RepoError as exc:
                 raise FileUnreadable(entry.name, exc) from exc
+            out.append((offset, chunk_id, located))
+            offset += located.raw_size
         if offset != extent.offset + extent.length:
             raise RepoError(f"{entry.name}: chunks do not add up to the data range at {extent.offset}")
     return out
+
+
+def chunk_offsets(entry: Entry, reader: RepoReader) -> list[tuple[int, bytes]]:
+    """Where each chunk of a file goes; MissingChunk before anything is written for a chunk not indexed."""
+    return [(offset, chunk_id) for offset, chunk_id, _ in _chunk_plan(entry, reader)]
 
 
 def restore_tree(
@@ -283,18 +380,23 @@ def restore_tree(
     entry is still checked). A file whose data cannot be read raises FileUnreadable naming it; files not
     finished when the restore fails are removed."""
     reserved_parts = tuple(tuple(safe_components(path)) for path in reserved)
-    # File creation and small writes wait on the filesystem more than on a CPU: more threads than cores.
-    workers = workers or min(32, 4 * (os.cpu_count() or 2))
+    # A thread a core: decompression, hashing and the file system calls run without the GIL, so each
+    # keeps a core busy. More threads only pass the GIL around and, creating files in the same directory
+    # (which the kernel serialises), spin on its lock.
+    workers = workers or os.cpu_count() or 2
     max_inflight = 4 * workers
     stats = RestoreStats()
     os.makedirs(target_dir, exist_ok=True)
     root_fd = os.open(os.fspath(target_dir), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     dirs = _Dirs(root_fd)
     directories: list[Entry] = []
-    # (task, the large file it writes to, a descriptor the task owns and closes).
-    inflight: deque[tuple[Future[int], _FileJob | None, int | None]] = deque()
+    # (task, the large file it writes to, the batch it owns, the bytes it writes).
+    inflight: deque[tuple[Future[int], _FileJob | None, _SmallFiles | None, int]] = deque()
+    inflight_bytes = 0
     open_jobs: set[_FileJob] = set()
     pool = ThreadPoolExecutor(workers, thread_name_prefix="davit-repo-restore")
+    prefetch = _PackPrefetch(reader)
+    batch = _SmallFiles()
 
     def finish(job: _FileJob) -> None:
         _finish_file(job.fd, job.entry, keep_setuid)
@@ -303,21 +405,33 @@ def restore_tree(
         os.close(job.parent)
 
     def retire_one() -> None:
-        future, job, _owned = inflight.popleft()
+        nonlocal inflight_bytes
+        future, job, _batch, size = inflight[0]
         stats.bytes_written += future.result()
+        inflight.popleft()
+        inflight_bytes -= size
         if job is not None:
             job.outstanding -= 1
             if job.outstanding == 0 and job.submitted:
                 finish(job)
 
     def submit(
-        fn: Callable[..., int], *args: object, job: _FileJob | None = None, owned: int | None = None
-    ) -> None:
-        while len(inflight) >= max_inflight:
+        fn: Callable[..., int], *args: object, size: int, job: _FileJob | None = None,
+        owned: _SmallFiles | None = None,
+    ) -> None:  # fmt: skip
+        nonlocal inflight_bytes
+        while inflight and (len(inflight) >= max_inflight or inflight_bytes + size > _WINDOW_BYTES):
             retire_one()
         if job is not None:
             job.outstanding += 1
-        inflight.append((pool.submit(fn, *args), job, owned))
+        inflight.append((pool.submit(fn, *args), job, owned, size))
+        inflight_bytes += size
+
+    def submit_batch() -> None:
+        nonlocal batch
+        if batch.files:
+            full, batch = batch, _SmallFiles()
+            submit(_restore_small_files, reader, full, keep_setuid, size=full.size, owned=full)
 
     try:
         for entry in iter_entries(reader.store, reader.sealer, tree):
@@ -351,14 +465,16 @@ def restore_tree(
                 os.utime(name, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=parent, follow_symlinks=False)
                 stats.symlinks += 1
             elif entry.kind == FILE:
-                chunks = chunk_offsets(entry, reader)
+                plan = _chunk_plan(entry, reader)
                 stats.files += 1
-                if len(chunks) <= 1:
-                    # Most files of most volumes: one task creates, writes and finishes it, so many
-                    # files are created at once (creation waits on the filesystem's journal).
-                    own = os.dup(parent)
-                    submit(_restore_small_file, reader, own, name, entry, chunks, keep_setuid, owned=own)
+                for _offset, _chunk_id, located in plan:
+                    prefetch.chunk_planned(located.pack)
+                if len(plan) <= 1:
+                    batch.add(parent, parts, entry, plan)
+                    if len(batch.files) >= _BATCH_FILES or batch.size >= _BATCH_BYTES:
+                        submit_batch()
                     continue
+                submit_batch()
                 own = os.dup(parent)
                 try:
                     job = _FileJob(_create_file(parent, name, entry), entry, own)
@@ -366,11 +482,14 @@ def restore_tree(
                     os.close(own)
                     raise
                 open_jobs.add(job)
-                for offset, chunk_id in chunks:
-                    submit(_write_chunk, reader, job.fd, offset, chunk_id, entry, job=job)
+                for offset, chunk_id, located in plan:
+                    submit(
+                        _write_chunk, reader, job.fd, offset, chunk_id, entry, size=located.raw_size, job=job
+                    )
                 job.submitted = True
                 if job.outstanding == 0:
                     finish(job)
+        submit_batch()
         while inflight:
             retire_one()
         # Deepest first: setting a directory's mtime before its last child is written would not stick,
@@ -382,10 +501,12 @@ def restore_tree(
             os.fchmod(fd, entry.mode)
             os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
     finally:
-        for future, _job, owned in inflight:
+        batch.close()  # only when the restore failed while filling it
+        for future, _job, owned, _size in inflight:
             if future.cancel() and owned is not None:
-                os.close(owned)
+                owned.close()
         pool.shutdown(wait=True, cancel_futures=True)
+        prefetch.close()
         for job in open_jobs:  # only when the restore failed: each was left unfinished
             _remove_unfinished(job.parent, job.entry.path.rsplit(b"/", 1)[-1], job.fd)
             os.close(job.fd)

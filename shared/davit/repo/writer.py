@@ -251,6 +251,19 @@ class RepoWriter:
                 self._add_to_pack(self._small_pack, chunk_id, parts, len(datas[i]))
         return ids
 
+    def store_sealed(self, chunk_id: bytes, sealed: bytes, raw_size: int) -> None:
+        """Add a chunk as it is already sealed in this location to the open pack. A sealed chunk is bound
+        to its id (``chunk_aad``), not to its pack, so garbage collection moves the chunks in use out of
+        a mostly unused pack this way, without opening and sealing them again. The chunk is packed even if
+        the index holds it: the caller is about to give the copy it read up."""
+        self._check_open()
+        with self._stats_lock:
+            self.stats.chunks += 1
+            self.stats.chunks_new += 1
+            self.stats.bytes_new += raw_size
+        with self._lock:
+            self._add_to_pack(self._pack, chunk_id, (sealed,), raw_size)
+
     def result(self, pending: PendingFile) -> FileEntry:
         while True:
             with self._lock:

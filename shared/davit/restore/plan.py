@@ -25,7 +25,8 @@ current group's is.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -33,7 +34,7 @@ from davit.api.objects import RawObject
 from davit.backup import selection
 from davit.restore import fields
 from davit.restore.modifiers import Modifiers, PatchFailed
-from davit.restore.tiers import TierGroup, group_kind, group_objects_by_tier
+from davit.restore.tiers import TierGroup, group_kind, group_objects_by_tier, tier_index
 from davit.restore.transform import (
     Context,
     ObjectKey,
@@ -202,7 +203,11 @@ class Selection:
 
 def select(objects: Iterable[RawObject], restore_filter: RestoreFilter, ctx: Context) -> Selection:
     """Which of ``objects`` the restore covers and what exists once it is done (first pass)."""
-    facts = [_facts(obj, restore_filter, ctx) for obj in objects]
+    return select_facts([_facts(obj, restore_filter, ctx) for obj in objects], restore_filter)
+
+
+def select_facts(facts: list[_Facts], restore_filter: RestoreFilter) -> Selection:
+    """``select`` over the facts of every object (``_facts``), gathered part by part."""
     everything = {f.key for f in facts}
     # A backup made before each object was stored once may hold an object twice, under an old group
     # besides its current one (an Ingress in extensions and networking.k8s.io): the old copy is dropped.
@@ -314,6 +319,258 @@ class RestorePlan:
         return self.namespace_mapping.get(namespace, namespace)
 
 
+#: The kinds whose bodies a restore keeps from planning to creation: what the steps after planning look
+#: into or rewrite (CRDs waited for, claims and their volumes matched with data and snapshots, pods held
+#: until their data is back or given hooks' init containers). Every other object is created by
+#: reference: its part of the backup is read again when its chunk is created (``ReferencedChunk``).
+KEPT_KINDS: frozenset[tuple[str, str]] = frozenset({
+    ("apiextensions.k8s.io", "CustomResourceDefinition"), ("", "Namespace"),
+    ("storage.k8s.io", "StorageClass"), ("scheduling.k8s.io", "PriorityClass"),
+    ("", "PersistentVolume"), ("", "PersistentVolumeClaim"), ("", "Pod"),
+})  # fmt: skip
+_SNAPSHOT_GROUP = "snapshot.storage.k8s.io"
+
+
+def kept_whole(group: str, kind: str) -> bool:
+    """Whether a restore keeps the planned body of objects of this kind (``KEPT_KINDS``)."""
+    return (group, kind) in KEPT_KINDS or group == _SNAPSHOT_GROUP
+
+
+#: (apiVersion, kind, namespace, name) of an object as it is created.
+CreatedKey = tuple[str, str, str, str]
+
+
+@dataclass(frozen=True)
+class ReferencedChunk:
+    """Objects of one part of the backup and one tier, created by reference: their bodies are read from
+    the part again and transformed again when the chunk is created, with the slice of the restore's
+    scope their transformation looked up when it was planned (``ScopeRecorder``), so that they come out
+    as planned. The part's digest says it is still the part that was planned from."""
+
+    tier: int
+    part: str
+    digest: str
+    #: The objects' positions in the part.
+    indexes: tuple[int, ...]
+    #: The objects as they are created, in the order of ``indexes``.
+    keys: tuple[CreatedKey, ...]
+    scope: Scope
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tier": self.tier, "part": self.part, "digest": self.digest, "indexes": list(self.indexes),
+            "keys": [list(k) for k in self.keys],
+            "scope": {
+                "present": sorted(list(k) for k in self.scope.present),
+                "servicesWithSelector": sorted(list(k) for k in self.scope.services_with_selector),
+                "staticVolumes": sorted(self.scope.static_volumes),
+            },
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ReferencedChunk:
+        scope = data.get("scope") or {}
+        return cls(
+            tier=int(data["tier"]), part=str(data["part"]), digest=str(data["digest"]),
+            indexes=tuple(int(i) for i in data["indexes"]),
+            keys=tuple((str(a), str(b), str(c), str(d)) for a, b, c, d in data["keys"]),
+            scope=Scope(
+                present=frozenset(ObjectKey(*map(str, k)) for k in scope.get("present") or ()),
+                services_with_selector=frozenset(
+                    (str(a), str(b)) for a, b in scope.get("servicesWithSelector") or ()
+                ),
+                static_volumes=frozenset(str(v) for v in scope.get("staticVolumes") or ()),
+            ),
+        )  # fmt: skip
+
+
+class ScopeRecorder(AbstractSet[Any]):
+    """A set of the restore's scope that remembers which of its members were looked up: the slice of
+    the scope one transformation depends on. Only members found are remembered; a lookup of anything
+    else answers "absent" in the slice as it did in the whole."""
+
+    def __init__(self, members: AbstractSet[Any]) -> None:
+        self.members = members
+        self.found: set[Any] = set()
+
+    def __contains__(self, item: object) -> bool:
+        if item in self.members:
+            self.found.add(item)
+            return True
+        return False
+
+    def __iter__(self) -> Iterator[Any]:
+        raise TypeError("a recorded scope is only looked into")  # a transformation never lists it
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+
+class _Recording:
+    """Records the scope lookups of the transformations of one chunk's objects."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.present = ScopeRecorder(scope.present)
+        self.services = ScopeRecorder(scope.services_with_selector)
+        self.volumes = ScopeRecorder(scope.static_volumes)
+        self.scope = Scope(self.present, self.services, self.volumes)
+
+    def slice(self) -> Scope:
+        return Scope(
+            frozenset(self.present.found), frozenset(self.services.found), frozenset(self.volumes.found)
+        )
+
+
+def created_key(obj: RawObject) -> CreatedKey:
+    meta = obj.get("metadata") or {}
+    return (str(obj.get("apiVersion") or ""), str(obj.get("kind") or ""), str(meta.get("namespace") or ""),
+            str(meta.get("name") or ""))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StreamedPlan:
+    """A restore planned part by part: the plan of the objects kept whole, with the skipped, failed and
+    owned objects and the counts of all; and the chunks created by reference."""
+
+    plan: RestorePlan
+    referenced: tuple[ReferencedChunk, ...] = ()
+    #: (group, kind) → plural as the planning knew them (from the backed-up CRDs): creating by reference
+    #: applies the modifiers with the same.
+    plurals: Mapping[tuple[str, str], str] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return len(self.plan.objects) + sum(len(c.indexes) for c in self.referenced)
+
+
+#: Reads a part of the backup: its objects (as the restore takes them) and the digest of its content.
+PartReader = Callable[[str], tuple[list[RawObject], str]]
+
+
+class PartChanged(Exception):
+    """A part of the backup is not what it was when it was first read."""
+
+
+def plan_parts(
+    parts: Sequence[str],
+    read: PartReader,
+    spec: Mapping[str, Any],
+    *,
+    backup_name: str,
+    backup_uid: str,
+    restore_name: str,
+    restore_uid: str,
+    cluster_scoped_allowed: bool,
+    target_nodes: frozenset[str] | None = None,
+    plurals: Mapping[tuple[str, str], str] | None = None,
+    modifiers: Modifiers | None = None,
+    by_reference: Callable[[str, str], bool] | None = None,
+    chunk_objects: int = 500,
+    visit: Callable[[RawObject], None] | None = None,
+) -> StreamedPlan:
+    """The plan of restoring the objects of ``parts`` (read one at a time with ``read``) with an
+    ApplicationRestore ``spec``, never holding more than one part's bodies besides those kept whole.
+
+    Both passes of ``plan_restore`` run part by part: the first keeps each object's facts, the second
+    transforms. Objects of kinds ``by_reference`` names (none without it) are not kept: their chunk names
+    the part, the positions and the scope slice (``ReferencedChunk``). ``visit`` sees every object to be
+    created, as planned (where a guard checks it). PartChanged if a part reads differently the second time.
+    """
+    provenance = Provenance(backup_name, backup_uid, restore_name, restore_uid)
+    ctx = context_for(
+        spec, provenance, cluster_scoped_allowed=cluster_scoped_allowed, target_nodes=target_nodes
+    )
+    known_plurals = dict(plurals or {})
+    first = RestoreFilter.from_spec(spec, known_plurals)
+    digests: dict[str, str] = {}
+
+    def read_checked(part: str) -> list[RawObject]:
+        objects, digest = read(part)
+        if digests.setdefault(part, digest) != digest:
+            raise PartChanged(f"{part} changed while the restore was planned")
+        return objects
+
+    if first.active or modifiers is not None:
+        # resourceTypes and modifiers name custom resources by plural: the backed-up CRDs tell it.
+        for part in parts:
+            known_plurals = {**crd_plurals(read_checked(part)), **known_plurals}
+    restore_filter = RestoreFilter.from_spec(spec, known_plurals)
+    facts = [_facts(obj, restore_filter, ctx) for part in parts for obj in read_checked(part)]
+    chosen = select_facts(facts, restore_filter)
+    del facts
+    ctx = replace(ctx, scope=chosen.scope)
+    kept: list[RawObject] = []
+    referenced: list[ReferencedChunk] = []
+    skipped: list[SkippedObject] = []
+    owned: list[OwnedObject] = []
+    failed: list[FailedObject] = []
+    planned_by_kind: Counter[str] = Counter()
+    # Per tier: (indexes, keys, recording) of the current part's objects created by reference.
+    open_chunks: dict[int, tuple[list[int], list[CreatedKey], _Recording]] = {}
+
+    def close(part: str, tier: int) -> None:
+        indexes, keys, recording = open_chunks.pop(tier)
+        if not indexes:  # every object of it was skipped or failed
+            return
+        referenced.append(
+            ReferencedChunk(tier, part, digests[part], tuple(indexes), tuple(keys), recording.slice())
+        )
+
+    for part in parts:
+        for index, obj in enumerate(read_checked(part)):
+            key = ObjectKey.of(obj)
+            if key not in chosen.selected:
+                continue
+            reference = by_reference is not None and by_reference(key.group, key.kind)
+            tier = tier_index(key.group, key.kind)
+            recording = None
+            if reference:
+                if tier not in open_chunks:
+                    open_chunks[tier] = ([], [], _Recording(chosen.scope))
+                recording = open_chunks[tier][2]
+            result = transform(obj, replace(ctx, scope=recording.scope) if recording else ctx)
+            if isinstance(result, Skip):
+                skipped.append(SkippedObject(key, result.code, result.reason))
+                continue
+            if modifiers is not None:
+                try:
+                    result = modifiers.apply(key, result, plural_of(key.group, key.kind, known_plurals))
+                except PatchFailed as exc:
+                    failed.append(FailedObject(key, str(exc)))
+                    continue
+            if visit is not None:
+                visit(result)
+            planned_by_kind[kind_label(*group_kind(result))] += 1
+            links = owner_links(obj, ctx)
+            if links:
+                meta = result["metadata"]
+                owned.append(
+                    OwnedObject(
+                        result["apiVersion"], result["kind"], meta.get("namespace") or "", meta["name"], links
+                    )
+                )
+            if not reference:
+                kept.append(result)
+                continue
+            indexes, keys, _ = open_chunks[tier]
+            indexes.append(index)
+            keys.append(created_key(result))
+            if len(indexes) >= chunk_objects:
+                close(part, tier)
+        for tier in sorted(open_chunks):
+            close(part, tier)
+    plan = RestorePlan(
+        tiers=tuple(group_objects_by_tier(kept)),
+        skipped=tuple(skipped),
+        owned=tuple(owned),
+        planned_by_kind=dict(planned_by_kind),
+        skipped_by_kind=dict(Counter(kind_label(s.source.group, s.source.kind) for s in skipped)),
+        namespace_mapping=ctx.namespace_mapping,
+        failed=tuple(failed),
+    )
+    return StreamedPlan(plan, tuple(referenced), known_plurals)
+
+
 def plan_restore(
     objects: Sequence[RawObject],
     spec: Mapping[str, Any],
@@ -327,7 +584,8 @@ def plan_restore(
     plurals: Mapping[tuple[str, str], str] | None = None,
     modifiers: Modifiers | None = None,
 ) -> RestorePlan:
-    """The plan of restoring ``objects`` (a backup's, as stored) with an ApplicationRestore ``spec``.
+    """The plan of restoring ``objects`` (a backup's, as stored) with an ApplicationRestore ``spec``,
+    every body kept (``plan_parts`` over one part in memory).
 
     ``cluster_scoped_allowed``: the restore runs in the admin namespace (no default: forgetting it must
     not let a tenant create cluster-scoped objects). ``target_nodes``: the target cluster's node names,
@@ -335,46 +593,42 @@ def plan_restore(
     English rule do not tell. ``modifiers``: the resource modifiers' patches, applied to each object after
     the transformations (an object a patch fails on is left out as ``failed``).
     """
-    provenance = Provenance(backup_name, backup_uid, restore_name, restore_uid)
-    restore_filter = RestoreFilter.from_spec(spec, {**crd_plurals(objects), **(plurals or {})})
-    ctx = context_for(
-        spec, provenance, cluster_scoped_allowed=cluster_scoped_allowed, target_nodes=target_nodes
-    )
-    chosen = select(objects, restore_filter, ctx)
-    ctx = replace(ctx, scope=chosen.scope)
-    planned: list[RawObject] = []
-    skipped: list[SkippedObject] = []
-    owned: list[OwnedObject] = []
-    failed: list[FailedObject] = []
-    for obj in objects:
-        key = ObjectKey.of(obj)
-        if key not in chosen.selected:
+    everything = list(objects)
+    return plan_parts(
+        [""], lambda _part: (everything, ""), spec, backup_name=backup_name, backup_uid=backup_uid,
+        restore_name=restore_name, restore_uid=restore_uid, cluster_scoped_allowed=cluster_scoped_allowed,
+        target_nodes=target_nodes, plurals=plurals, modifiers=modifiers,
+    ).plan  # fmt: skip
+
+
+def transform_referenced(
+    objects: Sequence[RawObject], chunk: ReferencedChunk, ctx: Context, modifiers: Modifiers | None,
+    plurals: Mapping[tuple[str, str], str],
+) -> tuple[list[RawObject], list[tuple[str, str]]]:  # fmt: skip
+    """The bodies of a chunk created by reference, from its part's ``objects`` (read again) and the
+    restore's context without scope: each transformed with the chunk's scope slice, as it was planned.
+    Returns the bodies and (kind, reason) of those that no longer come out as planned (not created)."""
+    ctx = replace(ctx, scope=chunk.scope)
+    bodies: list[RawObject] = []
+    problems: list[tuple[str, str]] = []
+    for index, expected in zip(chunk.indexes, chunk.keys, strict=True):
+        if not 0 <= index < len(objects):
+            problems.append((expected[1], f"{'/'.join(expected)}: not in {chunk.part} any more"))
             continue
+        obj = objects[index]
+        key = ObjectKey.of(obj)
         result = transform(obj, ctx)
         if isinstance(result, Skip):
-            skipped.append(SkippedObject(key, result.code, result.reason))
+            problems.append((expected[1], f"{'/'.join(expected)}: {result.reason}"))
             continue
         if modifiers is not None:
             try:
-                result = modifiers.apply(key, result, plural_of(key.group, key.kind, restore_filter.plurals))
+                result = modifiers.apply(key, result, plural_of(key.group, key.kind, plurals))
             except PatchFailed as exc:
-                failed.append(FailedObject(key, str(exc)))
+                problems.append((expected[1], str(exc)))
                 continue
-        planned.append(result)
-        links = owner_links(obj, ctx)
-        if links:
-            meta = result["metadata"]
-            owned.append(
-                OwnedObject(
-                    result["apiVersion"], result["kind"], meta.get("namespace") or "", meta["name"], links
-                )
-            )
-    return RestorePlan(
-        tiers=tuple(group_objects_by_tier(planned)),
-        skipped=tuple(skipped),
-        owned=tuple(owned),
-        planned_by_kind=dict(Counter(kind_label(*group_kind(o)) for o in planned)),
-        skipped_by_kind=dict(Counter(kind_label(s.source.group, s.source.kind) for s in skipped)),
-        namespace_mapping=ctx.namespace_mapping,
-        failed=tuple(failed),
-    )
+        if created_key(result) != expected:
+            problems.append((expected[1], f"{'/'.join(expected)}: not what was planned from {chunk.part}"))
+            continue
+        bodies.append(result)
+    return bodies, problems

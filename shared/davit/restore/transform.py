@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -102,12 +103,14 @@ class Scope:
     """What the rest of the restore holds, as far as one object's transformation depends on it."""
 
     #: Objects that exist once the restore is done: restored, or recreated by a restored controller.
-    present: frozenset[ObjectKey] = frozenset()
+    #: (Sets, not only frozensets: the planner passes sets that record what a transformation looks up,
+    #: ``davit.restore.plan.ScopeRecorder``.)
+    present: AbstractSet[ObjectKey] = frozenset()
     #: (namespace, name) of present Services with a selector: the endpoints controller fills their
     #: Endpoints, so the backed-up Endpoints are not restored.
-    services_with_selector: frozenset[tuple[str, str]] = frozenset()
+    services_with_selector: AbstractSet[tuple[str, str]] = frozenset()
     #: Names of present statically provisioned PersistentVolumes: their claims stay bound to them.
-    static_volumes: frozenset[str] = frozenset()
+    static_volumes: AbstractSet[str] = frozenset()
 
 
 @dataclass(frozen=True)
