@@ -3,7 +3,7 @@ PYTHON   := .venv/bin/python
 CLUSTERS ?= 1
 PYTEST   := $(PYTHON) -m pytest -p no:cacheprovider
 
-.PHONY: help deps up down status demo test lint unit integration crds dashboard format clean bench bench-export bench-restore bench-volume bench-volume-large bench-api bench-large bench-scaling bench-report chaos
+.PHONY: help deps up down status demo test lint unit integration crds dashboard format clean bench bench-export bench-restore bench-volume bench-volume-large bench-api bench-large bench-scaling bench-report bench-plan chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -42,7 +42,7 @@ integration: deps ## tests against the real local stack (started and stopped by 
 test: deps lint ## everything CI runs: lint, unit and integration tests
 	$(PYTEST) tests -q $(PARALLEL) -m "not long" --durations=10
 
-BENCHMARKS := bench-export bench-restore bench-large bench-scaling bench-volume bench-volume-large bench-api
+BENCHMARKS := bench-export bench-restore bench-plan bench-large bench-scaling bench-volume bench-volume-large bench-api
 
 bench: deps ## every benchmark (SPEC §9), one after the other: JSON in bench/results/, the table in bench/RESULTS.md
 	@status=0; for target in $(BENCHMARKS); do $(MAKE) --no-print-directory $$target || status=1; done; \
@@ -59,6 +59,9 @@ bench-restore: deps ## restore 10,000 ConfigMaps/Secrets and compare with a para
 
 bench-api: deps ## 10 idle minutes of watcher + exporter with 5,000 finished backups: LISTs counted by the API server
 	$(PYTHON) -m bench.api_load; status=$$?; $(PYTHON) -m devstack --dir .dev-bench down; exit $$status
+
+bench-plan: deps ## planning a restore of 100,000 objects part by part against whole: peak RSS, Redis bytes (no stack)
+	$(PYTHON) -m bench.plan_memory
 
 bench-large: deps ## back up and restore 10,000 and 100,000 objects: time growth and every process' peak RSS
 	$(PYTHON) -m bench.large; status=$$?; $(PYTHON) -m devstack --dir .dev-bench down; exit $$status

@@ -17,7 +17,17 @@ OUT = Path(__file__).resolve().parent / "RESULTS.md"
 #: The order benchmarks appear in; any other comes after them, by name.
 #: Fault injection (`make chaos`) keeps its own table (docs/chaos.md).
 EXCLUDED = frozenset({"chaos"})
-ORDER = ("export", "restore", "large", "scaling", "volume", "volume-large", "volume-small", "api-load")
+ORDER = (
+    "export",
+    "restore",
+    "plan-memory",
+    "large",
+    "scaling",
+    "volume",
+    "volume-large",
+    "volume-small",
+    "api-load",
+)
 
 
 def newest_runs(results: Path = RESULTS) -> dict[str, tuple[Path, dict[str, Any]]]:
