@@ -168,3 +168,12 @@ def test_success_fails_nothing(monkeypatch: pytest.MonkeyPatch, failed: list[tup
     recorded = metrics.decode(task.scratch.metrics().read())
     assert recorded.get(metrics.TASK_DURATION)[(Queue.SNAPSHOT.value,)]["count"] == 1
     assert recorded.get(metrics.TASK_FAILURES) == {} and recorded.get(metrics.TASK_RETRIES) == {}
+
+
+def test_a_worker_caps_its_malloc_arenas_on_glibc() -> None:
+    import platform
+
+    from davit.operations.workers import limit_malloc_arenas
+
+    # glibc's mallopt answers 1 when it took the setting; elsewhere the cap is skipped, not an error.
+    assert limit_malloc_arenas(2) is (platform.libc_ver()[0] == "glibc")

@@ -7,6 +7,7 @@ it is retryable (``davit.errors``); any other error is classified by :func:`is_r
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import json
 import signal
@@ -235,8 +236,27 @@ class ConsumerHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
 HEARTBEAT_FILE_SETTING = "davit_heartbeat_file"
 
 
+#: glibc's mallopt parameter for the number of malloc arenas (malloc.h: ``M_ARENA_MAX``).
+_M_ARENA_MAX = -8
+#: Arenas a worker's threads share. glibc gives each thread an arena of its own (up to 8 per core), each
+#: keeping its high-water mark: four task threads each briefly holding a part of 500 objects and their
+#: bodies grew a restore worker by ~90 MB that it never gave back.
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas before any thread starts (as ``MALLOC_ARENA_MAX`` would); False where
+    the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):
+        return False
+
+
 def main(app: Celery, queue: str, service: str) -> None:
     """Run a worker consuming ``queue`` until SIGTERM."""
+    limit_malloc_arenas()
     settings = Settings.from_args(description=f"Davit {service} worker")
     logs.configure(service, settings.log_level)
     signal.signal(signal.SIGINT, signal.default_int_handler)
