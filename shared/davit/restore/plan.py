@@ -24,6 +24,7 @@ current group's is.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -423,8 +424,8 @@ class _Recording:
 
 def created_key(obj: RawObject) -> CreatedKey:
     meta = obj.get("metadata") or {}
-    return (str(obj.get("apiVersion") or ""), str(obj.get("kind") or ""), str(meta.get("namespace") or ""),
-            str(meta.get("name") or ""))  # fmt: skip
+    return (sys.intern(str(obj.get("apiVersion") or "")), sys.intern(str(obj.get("kind") or "")),
+            sys.intern(str(meta.get("namespace") or "")), str(meta.get("name") or ""))  # fmt: skip
 
 
 @dataclass(frozen=True)
