@@ -481,7 +481,7 @@ class Hooked(ObjectStore):
 
 
 @pytest.mark.parametrize(
-    "moment", ["repo/packs/", "repo/tree-parts/"], ids=["between-packs", "before-its-tree"]
+    "moment", ["repo/packs/", "repo/tree-parts/"], ids=["before-its-pack", "before-its-tree"]
 )
 def test_a_backup_written_during_collections_stays_complete(
     loc: Location, tmp_path: Path, moment: str
@@ -532,8 +532,12 @@ def test_a_backup_written_during_collections_stays_complete(
     deletions: list[repo_gc.GcReport] = []
     deleting = during(loc.store, lambda: deletions.append(
         collect(loc.store, loc.sealer, grace_seconds=GRACE, now=T0 + GRACE)))  # fmt: skip
-    # Packs of several chunks: never byte for byte the garbage's (see the test of a pack stored again).
-    with new_writer(deleting, loc.sealer, pack_size=3 * MiB) as late:
+    # One pack of all its chunks: never byte for byte one of the garbage's packs (one chunk each; see
+    # the test of a pack stored again), and at the moment of the collection either not stored yet or
+    # stored whole, whatever the timing of the writer's upload threads. With several packs, one holding
+    # a single chunk of the garbage is that garbage pack stored again (rightly kept), and one uploaded
+    # while the collection runs becomes the kept copy of the reused chunks.
+    with new_writer(deleting, loc.sealer, pack_size=64 * MiB) as late:
         late_tree = snapshot_tree(late_source, late)
         assert late.stats.chunks_new == late.stats.chunks
     finish_backup(loc, late_tree, "late", claim="late")
