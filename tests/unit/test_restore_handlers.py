@@ -619,3 +619,24 @@ def test_a_chunk_naming_a_part_of_another_backup_in_the_scratch_state_is_refused
     world.deliver(chunk_message(0, 0))
     assert world.objects(namespace=None) == {}
     assert "is not a part of backup" in world.status()["reason"]
+
+
+def test_planning_does_not_keep_the_manifests_list_of_every_object(world: World) -> None:
+    """The manifest lists every object stored (100,000 dicts for 100,000 objects): the restore reads the
+    parts themselves, so the list is dropped as soon as the manifest is read, and the restore is whole."""
+    world.write_backup([configmap("a"), configmap("b")])
+    repository = world.stores.repository(NAMESPACE, LOCATION)
+    ref = BackupRef(NAMESPACE, BACKUP, BACKUP_UID)
+    stored = repository.read_manifest(ref)
+    listed = [{"apiVersion": "v1", "kind": "ConfigMap", "namespace": NAMESPACE, "name": n} for n in "ab"]
+    repository.write_manifest(ref, {**stored, "resources": listed})
+    assert repository.read_manifest(ref)["resources"] == listed
+
+    world.new_restore()
+    _repository, _ref, manifest = restore.locate_backup(world.ports, NAMESPACE, world.restore()["spec"])
+    assert "resources" not in manifest and manifest["parts"] == stored["parts"]
+
+    world.deliver(world.new_restore())
+    world.run()
+    assert sorted(world.objects()) == ["a", "b"]
+    assert world.status()["status"] == "Successful"
