@@ -23,9 +23,8 @@ from typing import Any
 
 from kubernetes import client
 
+from bench import cluster
 from bench.common import Row, write_result
-from davit.kube import clients
-from devstack.stack import Stack
 
 #: The target: the backup takes at most this many times the raw list's time (SPEC §9).
 TARGET_RATIO = 1.3
@@ -159,12 +158,9 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=Path(".dev-bench"))
     args = parser.parse_args()
 
-    stack = Stack(args.dir)
-    state = stack.up(clusters=1, with_services=True)
+    bench = cluster.start(args.dir)
     stack_dir = args.dir.resolve()
-    env = stack.env(state)
-    # No client-side rate limit: the references (parallel create, raw list) go as fast as the API server.
-    api_client = clients.api_client(env["KUBECONFIG"], qps=0)
+    api_client = bench.api_client
     core = client.CoreV1Api(api_client)
     custom = client.CustomObjectsApi(api_client)
     namespace = f"bench-{uuid.uuid4().hex[:6]}"

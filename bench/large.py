@@ -37,10 +37,11 @@ from typing import Any
 import redis
 from kubernetes import client
 
+from bench import cluster
+from bench.cluster import ADMIN, wait_final
 from bench.common import Row, peak_rss_mb, reset_peak_rss, write_result
-from bench.restore import ADMIN, create_operation, phases
+from bench.restore import create_operation, phases
 from davit.api.objects import RawObject
-from davit.kube import clients
 from devstack.stack import Stack
 
 #: Every object the benchmark makes carries it, and so does its restored copy: what is counted.
@@ -179,19 +180,6 @@ def wait_for_service_account(core: client.CoreV1Api, namespace: str, timeout: fl
                 raise
         time.sleep(0.1)  # no watch for one object that appears within a second
     raise SystemExit(f"no default ServiceAccount in {namespace} after {timeout:.0f} s")
-
-
-def wait_final(
-    custom: client.CustomObjectsApi, plural: str, name: str, started: float, timeout: float
-) -> tuple[float, RawObject]:
-    deadline = started + timeout
-    while time.perf_counter() < deadline:
-        obj = custom.get_namespaced_custom_object("davit.dev", "v1alpha1", ADMIN, plural, name)
-        status: RawObject = obj.get("status") or {}
-        if status.get("stage") == "Final":
-            return time.perf_counter() - started, status
-        time.sleep(0.1)  # polling for the end state; the interval bounds the measurement's resolution
-    raise SystemExit(f"{plural} {name} not Final after {timeout:.0f} s")
 
 
 def delete_namespaces(core: client.CoreV1Api, namespaces: list[str]) -> None:
@@ -418,13 +406,11 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=Path(".dev-bench"))
     args = parser.parse_args()
 
-    stack = Stack(args.dir)
-    state = stack.up(clusters=1, with_services=True)
-    env = stack.env(state)
-    # Without the client-side rate limit the services keep to: populating 100,000 objects at 50 a
-    # second would take half an hour, and the benchmark's own requests are not what is measured.
-    api_client = clients.api_client(env["KUBECONFIG"], qps=0)
-    memory = Memory(stack, env["REDIS_URL"])
+    # The benchmark's own client has no rate limit: populating 100,000 objects at the services' 50
+    # requests a second would take half an hour.
+    bench = cluster.start(args.dir)
+    env, api_client = bench.env, bench.api_client
+    memory = Memory(bench.stack, env["REDIS_URL"])
 
     sizes = sorted(args.sizes)
     results = [

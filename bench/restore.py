@@ -23,16 +23,15 @@ from typing import Any
 
 from kubernetes import client
 
+from bench import cluster
+from bench.cluster import ADMIN, wait_final
 from bench.common import Row, write_result
 from bench.export import populate
 from davit.api.objects import RawObject
-from davit.kube import clients
 from davit.restore.fields import strip_server_assigned
-from devstack.stack import Stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: Where backups and restores live: the admin namespace, the only one that may restore into another.
-ADMIN = "kube-system"
 #: The reference's parallelism (SPEC §9), the same as the restore's creates per task.
 THREADS = 8
 TARGET_RATIO = 1.0
@@ -92,19 +91,6 @@ def parallel_create(api_client: client.ApiClient, bodies: list[tuple[str, RawObj
     return time.perf_counter() - started
 
 
-def wait_final(
-    custom: client.CustomObjectsApi, plural: str, name: str, started: float
-) -> tuple[float, RawObject]:
-    deadline = started + TIMEOUT_SECONDS
-    while time.perf_counter() < deadline:
-        obj = custom.get_namespaced_custom_object("davit.dev", "v1alpha1", ADMIN, plural, name)
-        status: RawObject = obj.get("status") or {}
-        if status.get("stage") == "Final":
-            return time.perf_counter() - started, status
-        time.sleep(0.05)  # polling for the end state; the interval bounds the measurement's resolution
-    raise SystemExit(f"{plural} {name} not Final after {TIMEOUT_SECONDS:.0f} s")
-
-
 def create_operation(
     custom: client.CustomObjectsApi, plural: str, kind: str, name: str, spec: RawObject
 ) -> None:
@@ -141,11 +127,8 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=Path(".dev-bench"))
     args = parser.parse_args()
 
-    stack = Stack(args.dir)
-    state = stack.up(clusters=1, with_services=True)
-    env = stack.env(state)
-    # No client-side rate limit: the references (parallel create, raw list) go as fast as the API server.
-    api_client = clients.api_client(env["KUBECONFIG"], qps=0)
+    bench = cluster.start(args.dir)
+    env, api_client = bench.env, bench.api_client
     core = client.CoreV1Api(api_client)
     custom = client.CustomObjectsApi(api_client)
     suffix = uuid.uuid4().hex[:6]
@@ -165,7 +148,9 @@ def main() -> int:
         started = time.perf_counter()
         create_operation(custom, "applicationbackups", "ApplicationBackup", backup_name,
                          {"backupLocation": location, "namespaces": [source]})  # fmt: skip
-        backup_seconds, backup_status = wait_final(custom, "applicationbackups", backup_name, started)
+        backup_seconds, backup_status = wait_final(
+            custom, "applicationbackups", backup_name, started, TIMEOUT_SECONDS
+        )
         if backup_status.get("status") != "Successful":
             raise SystemExit(f"the backup did not succeed: {backup_status}")
 
@@ -180,7 +165,9 @@ def main() -> int:
         create_operation(custom, "applicationrestores", "ApplicationRestore", restore_name,
                          {"backupName": backup_name, "backupLocation": location,
                           "namespaceMapping": {source: target}})  # fmt: skip
-        restore_seconds, status = wait_final(custom, "applicationrestores", restore_name, started)
+        restore_seconds, status = wait_final(
+            custom, "applicationrestores", restore_name, started, TIMEOUT_SECONDS
+        )
         restored = count_restored(api_client, target)
         steps = phases(env, restore_name, created_at)
     finally:

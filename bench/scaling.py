@@ -35,18 +35,17 @@ import boto3
 from botocore.config import Config
 from kubernetes import client
 
-from bench import latency_proxy
+from bench import cluster, latency_proxy
+from bench.cluster import ADMIN
 from bench.common import Row, peak_rss_mb, reset_peak_rss, write_result
 from bench.export import populate
 from bench.restore import count_restored
-from davit.kube import clients
 from davit.operations import queueing
 from davit.settings import Settings
 from devstack.net import free_port, port_open, wait_until
 from devstack.stack import REPO_ROOT, Stack, StackState
 
 #: Where the backups and restores live: the admin namespace, which may back up and restore any other.
-ADMIN = "kube-system"
 GROUP, VERSION = "davit.dev", "v1alpha1"
 TARGET_SPEEDUP = 1.6
 #: The process name of the latency proxy in the stack's process table: ``devstack down`` stops it too.
@@ -462,11 +461,8 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=Path(".dev-bench"))
     args = parser.parse_args()
 
-    stack = Stack(args.dir)
-    state = stack.up(clusters=1, with_services=True)
-    env = stack.env(state)
-    # No client-side rate limit: the references (parallel create, raw list) go as fast as the API server.
-    api_client = clients.api_client(env["KUBECONFIG"], qps=0)
+    bench = cluster.start(args.dir)
+    stack, state, env, api_client = bench.stack, bench.state, bench.env, bench.api_client
     core = client.CoreV1Api(api_client)
     custom = client.CustomObjectsApi(api_client)
     run = uuid.uuid4().hex[:6]
