@@ -4,6 +4,7 @@ names the file, leaves it not behind and closes every descriptor it held."""
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -26,6 +27,10 @@ def small_files(root: Path) -> None:
 
 
 def open_descriptors() -> int:
+    """The process' open descriptors, after a garbage collection closes those of unreachable files. Other
+    tests' leftovers in the same worker process may still close during a restore, so a restore that
+    leaks none ends with at most as many as it began with."""
+    gc.collect()
     return len(os.listdir("/proc/self/fd"))
 
 
@@ -42,7 +47,7 @@ def test_small_files_in_batches_come_back_as_they_were(tmp_path: Path) -> None:
         tree = snapshot_tree(source, writer)
     before = open_descriptors()
     stats = restore_tree(tree, tmp_path / "target", RepoReader(loc.store, loc.sealer))
-    assert open_descriptors() == before
+    assert open_descriptors() <= before
     assert stats.files == DIRECTORIES * FILES_PER_DIRECTORY + 2
     assert_same_tree(source, tmp_path / "target")
     assert os.stat(tmp_path / "target" / "tail-hole.img").st_size == 2 * MiB
@@ -69,7 +74,7 @@ def test_a_corrupt_small_file_in_a_batch_is_named_and_not_left_behind(tmp_path: 
     before = open_descriptors()
     with pytest.raises(FileUnreadable, match=r"'d2/f075\.txt' cannot be read"):
         restore_tree(tree, tmp_path / "target", RepoReader(loc.store, loc.sealer))
-    assert open_descriptors() == before
+    assert open_descriptors() <= before
     assert not (tmp_path / "target" / "d2" / "f075.txt").exists()
     # The files before it were finished before the error came out (tasks are retired in order): they stay.
     restored = tmp_path / "target" / "d2" / "f074.txt"
