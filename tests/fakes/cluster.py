@@ -545,7 +545,7 @@ class FakeCluster:
 
     # --- discovery and any resource ---------------------------------------------------------------
 
-    def discover(self) -> list[ApiResource]:
+    def discover(self, made_since: float | None = None) -> list[ApiResource]:
         self._enter("discover")
         return list(self.resources)
 

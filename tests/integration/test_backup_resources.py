@@ -373,7 +373,11 @@ def test_encrypted_backup_stores_no_value_or_name_in_clear(
 def test_export_worker_killed_mid_backup_then_backup_completes_once(
     stack: StackEnv, namespace: str, stack_services: Callable[..., Services], tmp_path: Path
 ) -> None:
-    services = stack_services(DAVIT_EXPORT_PAGE_SIZE="25", DAVIT_WORKER_CONCURRENCY="1")
+    # A page task lists the pages after its own itself, fast enough to be over before it is seen under
+    # way: the client-side rate limit holds the export's 60-odd lists to ten a second.
+    services = stack_services(
+        DAVIT_EXPORT_PAGE_SIZE="25", DAVIT_WORKER_CONCURRENCY="1", DAVIT_API_QPS="10", DAVIT_API_BURST="1"
+    )
     deploy_app(stack, namespace, extra_configmaps=1500)
     apply(stack, location_manifest(stack, "local", namespace, tmp_path))
     apply(stack, backup_manifest(namespace, "interrupted"))

@@ -110,7 +110,8 @@ def test_the_export_plans_pages_writes_each_into_the_repository_and_moves_on_to_
     handled: list[str] = []
     drain(ports, handled)
 
-    assert handled == [f"{CONFIGMAPS}#2", f"{CONFIGMAPS}#3", "_cluster"]
+    # The task of the second page lists and writes the third itself.
+    assert handled == [f"{CONFIGMAPS}#2", "_cluster"]
     repository = stores.repository("app", "loc")
     pages = [repository.read_part(REF.resource_part(f"{CONFIGMAPS}#{n}")) for n in (1, 2, 3)]
     assert [[o["metadata"]["name"] for o in page] for page in pages] == [
@@ -127,6 +128,93 @@ def test_the_export_plans_pages_writes_each_into_the_repository_and_moves_on_to_
     parts = scratch_factory.backup(UID).parts()
     assert sorted(parts) == ["_cluster", f"{CONFIGMAPS}#1", f"{CONFIGMAPS}#2", f"{CONFIGMAPS}#3"]
     assert sum(p["count"] for p in parts.values()) == 6
+
+
+def more_configmaps(fake: k.FakeCluster, count: int) -> None:
+    for i in range(5, 5 + count):
+        meta = {"name": f"cm-{i}", "namespace": "app"}
+        fake.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"i": str(i)}})
+
+
+def test_a_page_task_goes_on_through_its_list_up_to_its_budget_then_hands_the_rest_to_the_queue(
+    fake: k.FakeCluster, ports: Ports, stores: LocalStores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(export, "PAGES_PER_TASK", 3)
+    more_configmaps(fake, 9)  # 14 ConfigMaps: 7 pages of 2
+    obj = applications(fake)
+
+    export.handle(ports, message())
+    handled: list[str] = []
+    drain(ports, handled)
+
+    assert handled == [f"{CONFIGMAPS}#2", f"{CONFIGMAPS}#5", "_cluster"]
+    assert fake.calls.count("list_page") == 7  # each page listed once
+    assert fake.status(obj)["stage"] == "PostExecRule"
+    assert stored_names(stores) == sorted(["app"] + [f"cm-{i}" for i in range(14)])
+
+
+def test_a_page_task_failing_on_a_page_it_went_on_to_sends_that_page_to_the_queue(
+    fake: k.FakeCluster,
+    ports: Ports,
+    stores: LocalStores,
+    scratch_factory: ScratchFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The retry of the task's own message finds its first page done and does nothing: the page that
+    failed gets its own message, and the backup ends with every object stored and counted once."""
+    more_configmaps(fake, 3)  # 8 ConfigMaps: 4 pages of 2
+    applications(fake)
+    export.handle(ports, message())
+    write_page = export._write_page
+    failed: list[str] = []
+
+    def failing_once(*args: Any) -> None:
+        if args[4] == f"{CONFIGMAPS}#3" and not failed:
+            failed.append(args[4])
+            raise OSError("the store went away")
+        write_page(*args)
+
+    monkeypatch.setattr(export, "_write_page", failing_once)
+    with pytest.raises(OSError, match="went away"):
+        export.handle(ports, message(f"{CONFIGMAPS}#2"))
+    assert [m.part for m in sent(ports).to(Queue.EXPORT.value)] == [f"{CONFIGMAPS}#2", f"{CONFIGMAPS}#3"]
+
+    export.handle(ports, message(f"{CONFIGMAPS}#2"))  # the retry: its page is done
+    handled: list[str] = []
+    drain(ports, handled)
+
+    assert handled[:2] == [f"{CONFIGMAPS}#2", f"{CONFIGMAPS}#3"] and handled[-1] == "_cluster"
+    parts = scratch_factory.backup(UID).parts()
+    assert sum(p["count"] for p in parts.values() if p["part"] != "_cluster") == 8
+    assert stored_names(stores) == sorted(["app"] + [f"cm-{i}" for i in range(8)])
+
+
+def test_a_page_task_that_dies_on_a_page_it_went_on_to_leaves_it_for_the_stall_re_send(
+    fake: k.FakeCluster, ports: Ports, stores: LocalStores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed mid-list sends nothing: the page it was on stays outstanding with its continue
+    token, and the plan run again (the watcher's stall re-send) sends it."""
+    more_configmaps(fake, 3)
+    obj = applications(fake)
+    export.handle(ports, message())
+    write_page = export._write_page
+
+    def killed_on_the_third(*args: Any) -> None:
+        if args[4] == f"{CONFIGMAPS}#3":
+            raise KeyboardInterrupt  # not an Exception: nothing of the task runs after it
+        write_page(*args)
+
+    monkeypatch.setattr(export, "_write_page", killed_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        export.handle(ports, message(f"{CONFIGMAPS}#2"))
+    monkeypatch.setattr(export, "_write_page", write_page)
+    assert ports.scratch.backup(UID).pending() == [f"{CONFIGMAPS}#3", f"{CONFIGMAPS}#4"]
+
+    export.handle(ports, message())  # the stall re-send
+    drain(ports)
+
+    assert fake.status(obj)["stage"] == "PostExecRule"
+    assert stored_names(stores) == sorted(["app"] + [f"cm-{i}" for i in range(8)])
 
 
 def test_first_pages_beyond_what_the_plan_lists_itself_go_to_the_queue(

@@ -26,7 +26,7 @@ def fill_backup(state: scratch.BackupScratch) -> None:
     state.save_list_targets({"ns/pods": {"plural": "pods"}})
     state.save_namespaces(["ns"])
     state.record_part("ns/pods#1", {"part": "ns/pods#1", "rawSize": 1}, ['{"name": "pv"}'])
-    state.add_resources(3)
+    state.record_page("ns/pods#2", {"part": "ns/pods#2", "count": 3}, ['{"name": "pv"}'], 0)
     state.save_volume_plans({"ns/data": {"part": "ns/data", "mode": "filesystem"}})
     state.hold_volumes()
     state.add_pending(["volume:ns/data"])
@@ -235,12 +235,23 @@ def test_backup_resource_lists(scratch_factory: ScratchFactory) -> None:
     assert state.namespaces() == []
     state.save_namespaces(["a", "b"])
     assert state.namespaces() == ["a", "b"]
-    assert (state.add_resources(3), state.add_resources(4)) == (3, 7)
     state.add_pending(["p#1"], {"p#1": "tok"})
     assert state.token("p#1") == "tok" and state.token("p#2") is None
     assert state.pending() == ["p#1"] and state.is_pending("p#1")
     state.record_part("p#1", {"part": "p#1"}, ["b", "a"])
     assert state.parts() == {"p#1": {"part": "p#1"}} and state.needed() == ["a", "b"]
+
+
+def test_a_page_is_recorded_and_counted_and_its_progress_is_due_at_most_once_a_period(
+    scratch_factory: ScratchFactory,
+) -> None:
+    state = scratch_factory.backup()
+    assert state.record_page("p#1", {"part": "p#1", "count": 3}, ["b", "a"], 60) == (3, True)
+    assert state.record_page("p#2", {"part": "p#2", "count": 4}, [], 60) == (7, False)
+    assert state.record_page("p#3", {"part": "p#3", "count": 0}, [], 0) == (7, True)
+    assert sorted(state.parts()) == ["p#1", "p#2", "p#3"] and state.parts()["p#2"]["count"] == 4
+    assert state.needed() == ["a", "b"]
+    assert_every_key_expires(scratch_factory)
 
 
 def test_restore_steps_outcomes_and_volumes(scratch_factory: ScratchFactory) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextvars
 import json
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from davit import tenancy
+from davit import tenancy, timeutil
 from davit.api.objects import RawObject
 from davit.api.types import Stage
 from davit.backup import cluster_scope, scope
@@ -33,6 +33,9 @@ from davit.operations.messages import Message
 from davit.operations.ports import Cluster, Moving, Ports
 from davit.operations.scratch import BackupScratch
 
+if TYPE_CHECKING:
+    from davit.kube.discovery import Page as ListPage
+
 log = structlog.get_logger(__name__)
 KIND = Kind.APPLICATION_BACKUP
 
@@ -48,6 +51,11 @@ FIRST_PAGES_AT_ONCE = 8
 #: At most this many first pages are the planning task's (a namespace's worth, a few times over); those
 #: of a backup of many namespaces beyond it go to the queue, where every export worker shares them.
 FIRST_PAGES_IN_PLAN = 100
+#: Pages of one list a page task lists and writes in turn before it hands the rest of the list to the
+#: queue (10,000 objects at the default page size). Each is listed while the page before it is written,
+#: so a kind's pages follow at the API server's pace instead of a queue hop and a read of the backup
+#: apart; the budget keeps one large kind from holding a worker while other backups' pages wait.
+PAGES_PER_TASK = 20
 #: The resourceCount progress write (also the heartbeat the watcher's stall detection reads, which needs
 #: one in minutes) comes at most this often per backup: every page wrote one, each an event for every
 #: watcher. The final status carries the exact count.
@@ -64,7 +72,7 @@ def handle(ports: Ports, message: Message) -> None:
     elif message.part == CLUSTER_PART:
         cluster_part(ports, obj, state)
     else:
-        page(ports, obj, state, message.part)
+        page(ports, obj, state, message.part, pages=PAGES_PER_TASK)
 
 
 def _send(dispatch: Dispatch, obj: RawObject, part: str) -> None:
@@ -164,8 +172,19 @@ def _clean(obj: RawObject) -> RawObject:
 
 
 def page(
-    ports: Ports, obj: RawObject, state: BackupScratch, part: str, repository: BackupRepository | None = None
+    ports: Ports,
+    obj: RawObject,
+    state: BackupScratch,
+    part: str,
+    repository: BackupRepository | None = None,
+    pages: int = 1,
 ) -> None:
+    """List and write ``part`` and, up to ``pages`` in all, the pages of its list that follow, each
+    listed while the one before it is written; the page after the last goes to the queue.
+
+    Each following page is recorded (outstanding, with its continue token) before it is listed: a task
+    that dies leaves it outstanding for whoever runs the plan again (the watcher's stall re-send, or
+    its restart), exactly as a queued message of it would be; one that fails sends it to the queue."""
     if not state.is_pending(part):
         if state_loss.is_lost(state):
             plan(ports, obj, state)
@@ -173,7 +192,7 @@ def page(
             log.info("part.done_already", part=part)
         return
     meta, spec = obj["metadata"], obj.get("spec") or {}
-    base, _, number = part.rpartition("#")
+    base = part.rpartition("#")[0]
     target = _target(state, base)
     admin = ports.settings.admin_namespace
     if target.namespace is None or not _may_read(ports.cluster, admin, obj, target.namespace):
@@ -182,24 +201,62 @@ def page(
     if target.label_selector != label_selector(spec.get("selectors")):
         _refuse(ports, obj, state, f"list target {base!r} has selector {target.label_selector!r}")
         return
-    result = ports.cluster.list_page(
-        target.resource,
-        target.namespace,
-        target.label_selector,
-        ports.settings.export_page_size,
-        state.token(part),
-    )
-    if result.continue_token:
-        following = f"{base}#{int(number) + 1}"
-        state.add_pending([following], {following: result.continue_token})
-        _send(ports.dispatch, obj, following)
-    kept = [_clean(o) for o in result.items if keep(o, target.resource, spec)]
     if repository is None:
         repository = ports.stores.repository(meta["namespace"], spec["backupLocation"])
+
+    def list_page(token: str | None) -> ListPage:
+        return ports.cluster.list_page(
+            target.resource, target.namespace, target.label_selector, ports.settings.export_page_size, token
+        )
+
+    first = part
+    try:
+        result = list_page(state.token(part))
+        with ThreadPoolExecutor(max_workers=1) as ahead:
+            for left in range(pages, 0, -1):
+                upcoming: Future[ListPage] | None = None
+                following = f"{base}#{int(part.rpartition('#')[2]) + 1}"
+                if result.continue_token:
+                    state.add_pending([following], {following: result.continue_token})
+                    if left > 1:
+                        # Under this task's log context, as everything it does.
+                        run = contextvars.copy_context().run
+                        upcoming = ahead.submit(run, list_page, result.continue_token)
+                    else:
+                        _send(ports.dispatch, obj, following)
+                _write_page(ports, obj, state, repository, part, target.resource, result.items)
+                if upcoming is None:
+                    return
+                part = following
+                result = upcoming.result()
+                if not state.is_pending(part):
+                    # Written by another task meanwhile (a re-sent message of the same list): it goes on.
+                    return
+    except Exception:
+        if part != first:
+            # A retry of this message finds its own page done: the page that failed gets a message of
+            # its own (and its own retries) rather than waiting for a stall re-send.
+            _send(ports.dispatch, obj, part)
+        raise
+
+
+def _write_page(
+    ports: Ports,
+    obj: RawObject,
+    state: BackupScratch,
+    repository: BackupRepository,
+    part: str,
+    resource: ApiResource,
+    items: list[RawObject],
+) -> None:
+    meta, spec = obj["metadata"], obj.get("spec") or {}
+    kept = [_clean(o) for o in items if keep(o, resource, spec)]
     info = repository.write_part(BackupRef(meta["namespace"], meta["name"], meta["uid"]), part, kept)
-    _record(state, info, [resource_ref(o) for o in kept], _needed_entries(kept, target.resource))
-    count = state.add_resources(len(kept))
-    if state.progress_due(PROGRESS_SECONDS):
+    count, progress_due = state.record_page(
+        info.part, _part_record(info, [resource_ref(o) for o in kept]), _needed_entries(kept, resource),
+        PROGRESS_SECONDS,
+    )  # fmt: skip
+    if progress_due:
         progress.heartbeat(ports, KIND, obj, {"resourceCount": count})
     if state.finish(part):
         state.add_pending([CLUSTER_PART])
@@ -227,13 +284,9 @@ def _refuse(ports: Moving, obj: RawObject, state: BackupScratch, what: str) -> N
     progress.fail(ports, KIND, obj, reason, event_reason="ScopeRefused")
 
 
-def _record(state: BackupScratch, info: Any, refs: list[dict[str, str]], needed: list[str]) -> None:
-    state.record_part(
-        info.part,
-        {"part": info.part, "key": info.key, "count": info.count, "rawSize": info.raw_size,
-         "storedSize": info.stored_size, "resources": refs},
-        needed,
-    )  # fmt: skip
+def _part_record(info: Any, refs: list[dict[str, str]]) -> dict[str, Any]:
+    return {"part": info.part, "key": info.key, "count": info.count, "rawSize": info.raw_size,
+            "storedSize": info.stored_size, "resources": refs}  # fmt: skip
 
 
 def _needed_entries(kept: list[RawObject], resource: ApiResource) -> list[str]:
@@ -380,7 +433,10 @@ def cluster_part(ports: Ports, obj: RawObject, state: BackupScratch) -> None:
 
     for ns in namespaces:
         add(ports.cluster.get_cluster_object(ClusterRef("v1", "namespaces", ns)))
-    resources = ports.cluster.discover() if chosen is not cluster_scope.Mode.NONE else []
+    # The plan's discovery serves when it was made in this process since the backup was created.
+    created = timeutil.parse_time(meta.get("creationTimestamp"))
+    made_since = created.timestamp() if created is not None else None
+    resources = ports.cluster.discover(made_since) if chosen is not cluster_scope.Mode.NONE else []
     plurals = {(r.group, r.kind): r.plural for r in resources if not r.namespaced and "/" not in r.plural}
     if chosen is cluster_scope.Mode.ALL:
         for resource in cluster_scope.all_targets(resources):
@@ -412,7 +468,7 @@ def cluster_part(ports: Ports, obj: RawObject, state: BackupScratch) -> None:
     info = repository.write_part(
         BackupRef(meta["namespace"], meta["name"], meta["uid"]), CLUSTER_PART, objects
     )
-    _record(state, info, [resource_ref(o) for o in objects], [])
+    state.record_part(info.part, _part_record(info, [resource_ref(o) for o in objects]), [])
     state.log("export.completed", clusterObjects=len(objects), mode=chosen.value)
     if state.finish(CLUSTER_PART):
         progress.advance(ports, KIND, obj, Stage.APPLICATIONS, stages.Outcome.DONE)

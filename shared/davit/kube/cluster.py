@@ -5,6 +5,7 @@ rest through the functions of this package (``core``, ``discovery``, ``events``,
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +48,8 @@ class KubeCluster:
     def __init__(self, ops: Operations) -> None:
         self.ops = ops
         self.api = ops.api
+        #: The last discovery and when (epoch seconds) its first request went out.
+        self._discovered: tuple[float, list[ApiResource]] | None = None
 
     # --- Davit's custom resources -----------------------------------------------------------------
 
@@ -131,8 +134,14 @@ class KubeCluster:
 
     # --- discovery and any resource ---------------------------------------------------------------
 
-    def discover(self) -> list[ApiResource]:
-        return discovery.discover(self.api)
+    def discover(self, made_since: float | None = None) -> list[ApiResource]:
+        last = self._discovered
+        if made_since is not None and last is not None and last[0] >= made_since:
+            return list(last[1])
+        started = time.time()
+        resources = discovery.discover(self.api)
+        self._discovered = (started, resources)
+        return list(resources)
 
     def list_page(
         self,

@@ -147,8 +147,10 @@ class Cluster(Protocol):
 
     # --- discovery and any resource (``davit.kube.discovery``): the export and the restore's apply
 
-    def discover(self) -> list[ApiResource]:
-        """Every resource the API server serves, each once (its group's preferred version first)."""
+    def discover(self, made_since: float | None = None) -> list[ApiResource]:
+        """Every resource the API server serves, each once (its group's preferred version first). Given
+        ``made_since`` (epoch seconds), this process's last discovery when it was made since then: some
+        40 requests (every version of every group) are not made twice for one backup."""
 
     def list_page(
         self,

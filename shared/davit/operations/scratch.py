@@ -33,6 +33,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from davit import jsonbytes
 from davit.constants import NODE_QUEUE_PREFIX, REDIS_KEY_PREFIX, Queue
 
 __all__ = [
@@ -338,7 +339,7 @@ class BackupScratch(OperationState):
     #: re-send racing the last volume's finish) can then neither hold up Applications nor be sent to the
     #: resource writer.
     VOLUMES_PENDING: Final = "volumes-pending"
-    #: Present for a moment after the export's progress write (``progress_due``).
+    #: Present for a moment after the export's progress write (``record_page``).
     PROGRESS_MARK: Final = "progress-written"
 
     # --- volumes -----------------------------------------------------------------------------------
@@ -433,16 +434,26 @@ class BackupScratch(OperationState):
         """The planned namespaces as stored (not trusted: the caller checks each)."""
         return list(json.loads(self._get(self.NAMESPACES) or "[]"))
 
-    def add_resources(self, count: int) -> int:
-        """Add to the objects written so far; the new total."""
-        return self._hincrby(self.COUNTERS, "resources", count)
-
-    def progress_due(self, seconds: float) -> bool:
-        """True at most once per ``seconds`` for this backup, whichever worker asks (a key that expires):
-        whether a page's progress write is due. Always, with ``seconds`` 0."""
-        if seconds <= 0:
-            return True
-        return bool(self.redis.set(self.key(self.PROGRESS_MARK), 1, nx=True, px=max(1, int(seconds * 1000))))
+    def record_page(
+        self, part: str, info: dict[str, Any], needed: list[str], progress_seconds: float
+    ) -> tuple[int, bool]:
+        """A written page, in one round trip: its record (as ``record_part``), ``info``'s count added to
+        the objects written so far, and the mark that a progress write is due at most once per
+        ``progress_seconds`` for this backup, whichever worker asks (always, with 0). The new total and
+        whether the progress write is due."""
+        pipe = self.redis.pipeline()
+        pipe.hset(self.key(self.PARTS), part, jsonbytes.dumps_compact(info))
+        if needed:
+            pipe.sadd(self.key(self.NEEDED), *needed)
+        pipe.hincrby(self.key(self.COUNTERS), "resources", int(info["count"]))
+        for name in (self.PARTS, self.NEEDED, self.COUNTERS):
+            pipe.expire(self.key(name), TTL_SECONDS)
+        if progress_seconds > 0:
+            mark_ms = max(1, int(progress_seconds * 1000))
+            pipe.set(self.key(self.PROGRESS_MARK), 1, nx=True, px=mark_ms)
+        replies = pipe.execute()
+        total = int(replies[2 if needed else 1])
+        return total, progress_seconds <= 0 or bool(replies[-1])
 
 
 class RestoreScratch(OperationState):
