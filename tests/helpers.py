@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 import msgpack
@@ -52,3 +55,32 @@ def queued_messages(redis: Any, queue: str, namespace: str | None = None) -> lis
         if namespace is None or message.namespace == namespace:
             result.append((envelope["headers"]["id"], message))
     return result
+
+
+@contextlib.contextmanager
+def json_server(answer: Callable[[str], Any]) -> Iterator[str]:
+    """An HTTP server on a free local port that answers every GET with ``answer(path)`` as JSON (as an
+    API server answers, for the Kubernetes layer's own logic in unit tests); its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            body = json.dumps(answer(self.path)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

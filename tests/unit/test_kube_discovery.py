@@ -4,11 +4,8 @@ again unless the caller accepts one made since a moment, and this process made o
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -17,6 +14,7 @@ from kubernetes import client
 from davit.kube import clients
 from davit.kube.cluster import KubeCluster
 from davit.kube.operations import Operations
+from tests.helpers import json_server
 
 DOCUMENTS = {
     "/api/v1": {
@@ -27,53 +25,38 @@ DOCUMENTS = {
 }
 
 
-class _Discovery(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    asked: list[str] = []
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        _Discovery.asked.append(self.path)
-        body = json.dumps(DOCUMENTS[self.path.split("?")[0]]).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+@pytest.fixture
+def asked() -> list[str]:
+    return []
 
 
 @pytest.fixture
-def cluster() -> Iterator[KubeCluster]:
-    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), _Discovery)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    _Discovery.asked = []
-    configuration = client.Configuration()
-    configuration.host = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+def cluster(asked: list[str]) -> Iterator[KubeCluster]:
+    def answer(path: str) -> Any:
+        asked.append(path)
+        return DOCUMENTS[path.split("?", maxsplit=1)[0]]
+
+    with json_server(answer) as url:
+        configuration = client.Configuration()
+        configuration.host = url
         yield KubeCluster(Operations(clients.BoundedApiClient(configuration)))
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_discovery_is_reused_only_by_a_caller_that_accepts_one_made_since_it_was_made(
-    cluster: KubeCluster,
+    cluster: KubeCluster, asked: list[str]
 ) -> None:
     before = time.time()
     found = cluster.discover()
     assert [r.plural for r in found] == ["configmaps", "deployments"]
-    assert len(_Discovery.asked) == 3  # the core group, the group list, one group version
+    assert len(asked) == 3  # the core group, the group list, one group version
 
     assert cluster.discover(made_since=before) == found
-    assert len(_Discovery.asked) == 3, "a discovery made since then was made again"
+    assert len(asked) == 3, "a discovery made since then was made again"
 
     assert cluster.discover(made_since=time.time() + 1) == found  # made before that moment: made again
-    assert len(_Discovery.asked) == 6
+    assert len(asked) == 6
     assert cluster.discover() == found  # without a moment: always made again
-    assert len(_Discovery.asked) == 9
+    assert len(asked) == 9
 
 
 def test_a_reused_discovery_is_the_callers_own_copy(cluster: KubeCluster) -> None:

@@ -7,7 +7,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -17,37 +16,16 @@ from kubernetes import client
 from davit.kube import clients, watching
 from davit.operations.workers import is_retryable
 from devstack.faults import Fault, FaultProxy, Mode
-from tests.helpers import wait_for
+from tests.helpers import json_server, wait_for
 
-
-class _ApiServer(BaseHTTPRequestHandler):
-    """Answers every GET with an empty NamespaceList."""
-
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        body = json.dumps({"kind": "NamespaceList", "apiVersion": "v1", "metadata": {}, "items": []}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+#: What the API server behind the proxy answers to every GET.
+EMPTY_LIST = {"kind": "NamespaceList", "apiVersion": "v1", "metadata": {}, "items": []}
 
 
 @pytest.fixture
 def proxy() -> Iterator[FaultProxy]:
-    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), _ApiServer)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    try:
-        with FaultProxy(f"http://127.0.0.1:{server.server_address[1]}") as running:
-            yield running
-    finally:
-        server.shutdown()
-        server.server_close()
+    with json_server(lambda path: EMPTY_LIST) as url, FaultProxy(url) as running:
+        yield running
 
 
 def bounded(url: str, timeout: tuple[float, float]) -> clients.BoundedApiClient:
