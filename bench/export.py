@@ -2,11 +2,18 @@
 time from CR creation to Final (Successful) with a raw paginated list of the same objects, measured in
 the same run.
 
-Target: backup <= 1.3 x list. Run with ``make bench-export``; results go to bench/results/ as JSON
-(``bench.common.write_result``), with where the backup's time went: each stage's duration as this
-process saw the backup's status change (a watch on the object, not polling), and the CPU seconds each
-process of the stack spent on the list and on the backup. The stack is the local one (``.dev-bench/``),
-with every service as its own process.
+Target: backup <= 1.3 x list. The list and the backup alternate for ``--rounds`` rounds (3) on one
+stack, each backup a new ApplicationBackup into the same location (as a schedule's would be), and the
+medians are compared: on a 2-core machine one list took anywhere from 0.31 to 0.59 s from one fresh stack
+to the next while the backup after it took 0.62-0.65 s, so a single pair measured mostly the list's luck.
+Between rounds the benchmark waits until the export worker's client-side rate limit (``DAVIT_API_QPS`` 50,
+burst 100; a backup makes some 110 requests) has its burst again, so that every round starts as the first.
+
+Run with ``make bench-export``; results go to bench/results/ as JSON (``bench.common.write_result``), with
+every round's times and, for the median backup, where its time went: each stage's duration as this process
+saw the backup's status change (a watch on the object, not polling), and the CPU seconds each process of
+the stack spent on its list and on it. The stack is the local one (``.dev-bench/``), with every service as
+its own process.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import threading
 import time
 import uuid
@@ -28,6 +36,10 @@ from bench.common import Row, write_result
 
 #: The target: the backup takes at most this many times the raw list's time (SPEC §9).
 TARGET_RATIO = 1.3
+#: Seconds between rounds: the export worker's rate limit refills its burst of 100 at 50 a second.
+BURST_REFILL_SECONDS = 2.5
+#: What the result keeps of the median backup's round: where its time went.
+BREAKDOWN = ("stages", "timeline", "cpu_seconds_list", "cpu_seconds_backup")
 #: The processes whose CPU time is recorded (their names in the stack's ``pids/``).
 PROCESSES = ("a-kube-apiserver", "a-etcd", "a-redis", "a-watcher", "a-backup", "a-resources")
 
@@ -87,17 +99,20 @@ def cpu_spent(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
     return {name: round(after[name] - before[name], 3) for name in after if name in before}
 
 
-def backup(
-    api_client: client.ApiClient, custom: client.CustomObjectsApi, namespace: str, store: Path
-) -> tuple[float, dict[str, Any], list[tuple[float, str, str]]]:
-    """The backup's time from its creation to Final, its final status and each change of stage and
-    status as (seconds since creation, stage, status). A watch on the backup sees each change as it is
-    written (polling would add up to its interval to the measurement)."""
+def make_location(custom: client.CustomObjectsApi, namespace: str, store: Path) -> None:
     custom.create_namespaced_custom_object(
         "davit.dev", "v1alpha1", namespace, "backuplocations",
         {"apiVersion": "davit.dev/v1alpha1", "kind": "BackupLocation", "metadata": {"name": "bench"},
          "location": {"type": "local", "path": str(store)}},
     )  # fmt: skip
+
+
+def backup(
+    api_client: client.ApiClient, custom: client.CustomObjectsApi, namespace: str
+) -> tuple[float, dict[str, Any], list[tuple[float, str, str]]]:
+    """The backup's time from its creation to Final, its final status and each change of stage and
+    status as (seconds since creation, stage, status). A watch on the backup sees each change as it is
+    written (polling would add up to its interval to the measurement)."""
     name = f"bench-{uuid.uuid4().hex[:6]}"
     changes: list[tuple[float, str, str]] = []
     final: dict[str, Any] = {}
@@ -155,6 +170,7 @@ def stage_durations(timeline: list[tuple[float, str, str]]) -> list[dict[str, An
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--objects", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=Path(".dev-bench"))
     args = parser.parse_args()
 
@@ -165,45 +181,61 @@ def main() -> int:
     custom = client.CustomObjectsApi(api_client)
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": namespace}})
+    rounds: list[dict[str, Any]] = []
     try:
         populate(core, namespace, args.objects)
         raw_list(api_client, namespace)  # warm the API server's caches once, as the backup would find them
-        load_before = [round(x, 2) for x in os.getloadavg()]
-        cpu_before = cpu_seconds(stack_dir)
-        list_seconds, listed = raw_list(api_client, namespace)
-        cpu_listed = cpu_seconds(stack_dir)
         store = stack_dir / "local-store" / namespace
         store.mkdir(parents=True)
-        backup_seconds, status, timeline = backup(api_client, custom, namespace, store)
-        cpu_backed_up = cpu_seconds(stack_dir)
+        make_location(custom, namespace, store)
+        load_before = [round(x, 2) for x in os.getloadavg()]
+        for number in range(args.rounds):
+            if number:
+                time.sleep(BURST_REFILL_SECONDS)
+            cpu_before = cpu_seconds(stack_dir)
+            list_seconds, listed = raw_list(api_client, namespace)
+            cpu_listed = cpu_seconds(stack_dir)
+            backup_seconds, status, timeline = backup(api_client, custom, namespace)
+            cpu_backed_up = cpu_seconds(stack_dir)
+            rounds.append({
+                "raw_list_seconds": round(list_seconds, 3), "backup_seconds": round(backup_seconds, 3),
+                "ratio": round(backup_seconds / list_seconds, 3), "listed": listed,
+                "backup_status": status.get("status"), "resource_count": status.get("resourceCount"),
+                "total_size": status.get("totalSize"), "stored_size": status.get("storedSize"),
+                "stages": stage_durations(timeline),
+                "timeline": [{"seconds": at, "stage": stage, "status": st} for at, stage, st in timeline],
+                "cpu_seconds_list": cpu_spent(cpu_before, cpu_listed),
+                "cpu_seconds_backup": cpu_spent(cpu_listed, cpu_backed_up),
+            })  # fmt: skip
+            print(f"round {number + 1}: list {list_seconds:.3f} s, backup {backup_seconds:.3f} s "
+                  f"({backup_seconds / list_seconds:.2f} x), {status.get('status')}", flush=True)  # fmt: skip
     finally:
         core.delete_namespace(namespace)
-    ratio = backup_seconds / list_seconds
-    met = ratio <= TARGET_RATIO and status.get("status") == "Successful"
+    list_median = statistics.median(r["raw_list_seconds"] for r in rounds)
+    backup_median = statistics.median(r["backup_seconds"] for r in rounds)
+    typical = sorted(rounds, key=lambda r: r["backup_seconds"])[(len(rounds) - 1) // 2]
+    ratio = backup_median / list_median
+    successful = all(r["backup_status"] == "Successful" for r in rounds)
+    met = ratio <= TARGET_RATIO and successful
     result = {
         "objects": args.objects,
-        "listed": listed,
-        "raw_list_seconds": round(list_seconds, 3),
-        "backup_seconds": round(backup_seconds, 3),
+        "rounds": len(rounds),
+        "raw_list_seconds": round(list_median, 3),
+        "backup_seconds": round(backup_median, 3),
         "ratio": round(ratio, 3),
         "target_ratio": TARGET_RATIO,
         "within_target": met,
-        "backup_status": status.get("status"),
-        "resource_count": status.get("resourceCount"),
-        "total_size": status.get("totalSize"),
-        "stored_size": status.get("storedSize"),
+        "backup_status": "Successful" if successful else "not every backup Successful",
         "load_average_at_start": load_before,
-        "breakdown": {
-            "stages": stage_durations(timeline),
-            "timeline": [{"seconds": at, "stage": stage, "status": st} for at, stage, st in timeline],
-            "cpu_seconds_list": cpu_spent(cpu_before, cpu_listed),
-            "cpu_seconds_backup": cpu_spent(cpu_listed, cpu_backed_up),
-        },
+        # The median backup's (the middle one by time): where its time went.
+        "breakdown": {key: typical[key] for key in BREAKDOWN},
+        "every_round": [{k: v for k, v in r.items() if k not in ("timeline",)} for r in rounds],
     }
-    measure = f"backup of {args.objects:,} ConfigMaps/Secrets, CR created → Final"
+    measure = f"backup of {args.objects:,} ConfigMaps/Secrets, CR created → Final (median of {len(rounds)})"
+    each = ", ".join(f"{r['ratio']:.2f}" for r in rounds)
     rows = [
-        Row(measure, round(backup_seconds, 3), "s", round(list_seconds, 3), "paginated list, 500/page",
-            f"<= {TARGET_RATIO} x peer", met, f"{ratio:.2f} x the list, measured in the same run"),
+        Row(measure, round(backup_median, 3), "s", round(list_median, 3), "paginated list, 500/page",
+            f"<= {TARGET_RATIO} x peer", met, f"{ratio:.2f} x the list (medians); each round: {each}"),
     ]  # fmt: skip
     write_result("export", result, rows)
     return 0 if met else 1

@@ -189,6 +189,37 @@ def test_a_page_task_failing_on_a_page_it_went_on_to_sends_that_page_to_the_queu
     assert stored_names(stores) == sorted(["app"] + [f"cm-{i}" for i in range(8)])
 
 
+def test_a_page_task_whose_list_fails_ahead_sends_that_page_to_the_queue(
+    fake: k.FakeCluster, ports: Ports, stores: LocalStores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page listed ahead (while the task's own was written) fails to list: recorded outstanding with
+    its continue token, it gets a message of its own, and nothing is written twice or lost."""
+    more_configmaps(fake, 3)  # 8 ConfigMaps: 4 pages of 2
+    obj = applications(fake)
+    export.handle(ports, message())
+    list_page = fake.list_page
+    calls: list[str | None] = []
+
+    def second_list_fails(*args: Any) -> Any:
+        calls.append(args[-1])
+        if len(calls) == 2:
+            raise OSError("connection reset by peer")
+        return list_page(*args)
+
+    monkeypatch.setattr(fake, "list_page", second_list_fails)
+    with pytest.raises(OSError, match="reset"):
+        export.handle(ports, message(f"{CONFIGMAPS}#2"))
+    assert [m.part for m in sent(ports).to(Queue.EXPORT.value)] == [f"{CONFIGMAPS}#2", f"{CONFIGMAPS}#3"]
+    assert ports.scratch.backup(UID).pending() == [f"{CONFIGMAPS}#3"]
+
+    handled: list[str] = []
+    drain(ports, handled)
+
+    assert handled == [f"{CONFIGMAPS}#2", f"{CONFIGMAPS}#3", "_cluster"]  # the first: done already
+    assert fake.status(obj)["stage"] == "PostExecRule"
+    assert stored_names(stores) == sorted(["app"] + [f"cm-{i}" for i in range(8)])
+
+
 def test_a_page_task_that_dies_on_a_page_it_went_on_to_leaves_it_for_the_stall_re_send(
     fake: k.FakeCluster, ports: Ports, stores: LocalStores, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -208,6 +239,7 @@ def test_a_page_task_that_dies_on_a_page_it_went_on_to_leaves_it_for_the_stall_r
     with pytest.raises(KeyboardInterrupt):
         export.handle(ports, message(f"{CONFIGMAPS}#2"))
     monkeypatch.setattr(export, "_write_page", write_page)
+    # The fourth was listed while the third was written: outstanding too, with its token.
     assert ports.scratch.backup(UID).pending() == [f"{CONFIGMAPS}#3", f"{CONFIGMAPS}#4"]
 
     export.handle(ports, message())  # the stall re-send
