@@ -229,6 +229,8 @@ class FakeCluster:
         self.objects: dict[Key, RawObject] = {}
         self.events: list[RecordedEvent] = []
         self.calls: list[str] = []
+        #: The ``made_since`` of each ``discover`` call (this fake discovers afresh every time).
+        self.discovered_since: list[float | None] = []
         self.snapshot_statuses: dict[str, dict[str, Any]] = {}
         #: Where ``expose_snapshot`` places the data mover's helper pods (there is no scheduler).
         self.mover_node = "node-a"
@@ -547,6 +549,7 @@ class FakeCluster:
 
     def discover(self, made_since: float | None = None) -> list[ApiResource]:
         self._enter("discover")
+        self.discovered_since.append(made_since)
         return list(self.resources)
 
     def _resource_key(self, resource: ApiResource, namespace: str | None, name: str) -> Key:

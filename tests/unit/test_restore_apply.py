@@ -14,6 +14,7 @@ from davit.restore.fields import RESTORE_UID_ANNOTATION
 from davit.tenancy import RestoreGuard
 from davit_services.restore import apply
 from davit_services.restore.apply import FAILED, RESTORED, RETAINED, Applier, Refused, key_of
+from davit_services.restore.restore import applier_for
 from tests.fakes.cluster import FakeCluster, api_error
 
 ADMIN = constants.DEFAULT_ADMIN_NAMESPACE
@@ -97,6 +98,20 @@ def test_refusal_judges_scope_by_discovery_not_by_the_stored_object(cluster: Fak
     outcome = applier.create(unknown)
     assert outcome.result == FAILED and "the cluster serves no Widget in example.com/v1" in outcome.reason
     assert cluster.calls.count("discover") == 3  # at the start, then again for each unknown type
+
+
+def test_a_restores_applier_accepts_a_discovery_made_since_the_restore_was_created(
+    cluster: FakeCluster,
+) -> None:
+    """Each chunk of a restore makes an Applier: a discovery made since the restore's creation serves
+    (the Kubernetes layer keeps the last, tests/unit/test_kube_discovery.py); an unknown type is looked
+    for in a fresh one."""
+    restore = {"metadata": {"namespace": "app", "name": "r", "creationTimestamp": "2026-12-05T10:00:00Z"},
+               "spec": {"backupName": "b"}}  # fmt: skip
+    applier = applier_for(cluster, ADMIN, restore)
+    assert cluster.discovered_since == [1796464800.0]
+    assert applier.create({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})
+    assert cluster.discovered_since == [1796464800.0, None]
 
 
 def test_the_admin_namespace_restores_anywhere_and_cluster_scoped_objects(cluster: FakeCluster) -> None:
@@ -209,3 +224,12 @@ def test_crd_established_reads_its_condition(cluster: FakeCluster) -> None:
     assert applier.crd_established("widgets.example.com")
     assert not applier.crd_established("gadgets.example.com")
     assert not applier.crd_established("missing.example.com")
+
+
+def test_a_restore_workers_creates_at_once_fit_in_its_api_clients_connection_pool() -> None:
+    """Beyond the pool, each request opens (and closes) a connection of its own: a TLS handshake each."""
+    from davit.kube import clients
+    from davit.settings import Settings
+    from davit_services.restore import restore
+
+    assert Settings().worker_concurrency * restore.PARALLEL_CREATES <= clients.CONNECTION_POOL_SIZE

@@ -89,14 +89,21 @@ class Applier:
     Every request about an object (create, get, patch, delete) is addressed by ``target``, which passes
     the object through the restore's guard first: there is no way to address an object around it."""
 
-    def __init__(self, cluster: Cluster, guard: RestoreGuard) -> None:
+    def __init__(self, cluster: Cluster, guard: RestoreGuard, made_since: float | None = None) -> None:
+        """``made_since`` (epoch seconds; the restore's creation): a discovery this process made since
+        then serves (each chunk of a restore makes an Applier: some 40 requests each otherwise). It is
+        safe to reuse: a resource's scope comes from the API server either way, and a request addressed
+        by a scope that changed since is one the API server routes nowhere."""
         self.cluster = cluster
         self.guard = guard
         self._resources: dict[tuple[str, str], ApiResource] = {}
-        self.refresh()
+        self.refresh(made_since)
 
-    def refresh(self) -> None:
-        self._resources = {(r.api_version, r.kind): r for r in self.cluster.discover() if "/" not in r.plural}
+    def refresh(self, made_since: float | None = None) -> None:
+        """Discovery again (without ``made_since``, always from the API server: a restored CRD's kinds)."""
+        self._resources = {
+            (r.api_version, r.kind): r for r in self.cluster.discover(made_since) if "/" not in r.plural
+        }
 
     def resource(self, api_version: str, kind: str) -> ApiResource:
         found = self._resources.get((api_version, kind))

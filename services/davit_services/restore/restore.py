@@ -30,7 +30,7 @@ from typing import Any
 
 import structlog
 
-from davit import constants, errors
+from davit import constants, errors, timeutil
 from davit.api.objects import RawObject
 from davit.api.types import Stage, Status
 from davit.backup.selection import ClusterRef
@@ -114,7 +114,8 @@ def applier_for(cluster: Cluster, admin_namespace: str, obj: RawObject) -> Appli
     restore lives in (the API server's word, not its backup or its scratch state); its accepted spec
     can only narrow that (``davit.tenancy.restore_guard``)."""
     guard = restore_guard(obj["metadata"]["namespace"], admin_namespace, obj.get("spec") or {})
-    return Applier(cluster, guard)
+    created = timeutil.parse_time(obj["metadata"].get("creationTimestamp"))
+    return Applier(cluster, guard, created.timestamp() if created is not None else None)
 
 
 def refusals(applier: Applier, objects: list[RawObject]) -> list[str]:
