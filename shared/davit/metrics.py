@@ -249,8 +249,7 @@ _STAGE_NAMES: Final = frozenset(stage.value for stage in Stage if stage is not S
 def finished_at(obj: Mapping[str, Any]) -> float | None:
     """The Unix time an operation reached Final (its finishTimestamp), for the record of which uids were
     counted; None without one."""
-    finished = timeutil.parse_time((obj.get("status") or {}).get("finishTimestamp"))
-    return finished.timestamp() if finished else None
+    return timeutil.epoch_seconds((obj.get("status") or {}).get("finishTimestamp"))
 
 
 def task_increments(

@@ -24,6 +24,12 @@ def parse_time(text: str | None) -> datetime.datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=datetime.UTC)
 
 
+def epoch_seconds(text: str | None) -> float | None:
+    """``text`` (as ``parse_time`` reads it) as Unix time; None when it is missing or unreadable."""
+    moment = parse_time(text)
+    return moment.timestamp() if moment is not None else None
+
+
 def format_elapsed(seconds: float) -> str:
     """``1h2m3s`` style, like Go's time.Duration rounded to seconds (what storkctl shows)."""
     total = max(0, round(seconds))

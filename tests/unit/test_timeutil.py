@@ -117,3 +117,10 @@ def test_utcnow_is_aware_utc() -> None:
     now = timeutil.utcnow()
     assert now.utcoffset() == datetime.timedelta(0)
     assert abs((now - datetime.datetime.now(UTC)).total_seconds()) < 5
+
+
+def test_epoch_seconds() -> None:
+    assert timeutil.epoch_seconds("2026-12-05T10:00:00Z") == 1796464800.0
+    assert timeutil.epoch_seconds("2026-12-05T10:00:00") == 1796464800.0  # no offset: UTC
+    assert timeutil.epoch_seconds(None) is None
+    assert timeutil.epoch_seconds("yesterday") is None

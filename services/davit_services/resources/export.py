@@ -434,8 +434,7 @@ def cluster_part(ports: Ports, obj: RawObject, state: BackupScratch) -> None:
     for ns in namespaces:
         add(ports.cluster.get_cluster_object(ClusterRef("v1", "namespaces", ns)))
     # The plan's discovery serves when it was made in this process since the backup was created.
-    created = timeutil.parse_time(meta.get("creationTimestamp"))
-    made_since = created.timestamp() if created is not None else None
+    made_since = timeutil.epoch_seconds(meta.get("creationTimestamp"))
     resources = ports.cluster.discover(made_since) if chosen is not cluster_scope.Mode.NONE else []
     plurals = {(r.group, r.kind): r.plural for r in resources if not r.namespaced and "/" not in r.plural}
     if chosen is cluster_scope.Mode.ALL:

@@ -114,8 +114,7 @@ def applier_for(cluster: Cluster, admin_namespace: str, obj: RawObject) -> Appli
     restore lives in (the API server's word, not its backup or its scratch state); its accepted spec
     can only narrow that (``davit.tenancy.restore_guard``)."""
     guard = restore_guard(obj["metadata"]["namespace"], admin_namespace, obj.get("spec") or {})
-    created = timeutil.parse_time(obj["metadata"].get("creationTimestamp"))
-    return Applier(cluster, guard, created.timestamp() if created is not None else None)
+    return Applier(cluster, guard, timeutil.epoch_seconds(obj["metadata"].get("creationTimestamp")))
 
 
 def refusals(applier: Applier, objects: list[RawObject]) -> list[str]:
