@@ -22,7 +22,6 @@ deeper than ``MAX_JSON_DEPTH`` is refused before any code walks it recursively.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import threading
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from davit import errors
+from davit import errors, jsonbytes
 
 MAGIC: Final = b"DVT"
 VERSION: Final = 1
@@ -191,7 +190,7 @@ def sealed_limit(max_content: int) -> int:
 def load_json(key: str, data: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """``data`` parsed as JSON, refused (``ObjectTooDeep``) when nested deeper than ``max_depth``."""
     try:
-        value = json.loads(data)
+        value = jsonbytes.loads_stored(data)
     except RecursionError as exc:
         raise ObjectTooDeep(f"{key}: JSON nested deeper than {max_depth} levels") from exc
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike

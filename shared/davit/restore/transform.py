@@ -18,7 +18,6 @@ The input object is never modified; a restored object is a new dict.
 
 from __future__ import annotations
 
-import copy
 import sys
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from davit import constants
+from davit import constants, jsonbytes
 from davit.api.objects import RawObject
 from davit.restore import fields
 from davit.restore.tiers import group_kind, group_of
@@ -343,7 +342,7 @@ def transform(obj: RawObject, ctx: Context) -> RawObject | Skip:
     skip = skip_reason(obj, ctx)
     if skip is not None:
         return skip
-    restored = copy.deepcopy(obj)
+    restored = jsonbytes.copy_json(obj)
     fields.strip_server_assigned(restored)
     fields.metadata(restored).pop("ownerReferences", None)
     fields.remap_namespaces(restored, ctx.namespace_mapping)
