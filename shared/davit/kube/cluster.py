@@ -16,6 +16,7 @@ from davit.backup import exec_rules
 from davit.backup.selection import ApiResource, ClusterRef
 from davit.constants import Kind
 from davit.kube import core, csi, discovery, events, mover
+from davit.kube.clients import BoundedApiClient
 from davit.kube.execution import KubernetesExecutor
 from davit.kube.operations import NotFound, Operations
 from davit.tenancy import resource_path
@@ -29,6 +30,8 @@ def _request(
     body: Any = None,
     content_type: str = "application/json",
 ) -> Any:
+    if isinstance(api, BoundedApiClient):
+        return api.send_json(method, path, body, content_type)
     response = api.call_api(
         path, method, query_params=[], body=body,
         header_params={"Accept": "application/json", "Content-Type": content_type},
