@@ -79,11 +79,11 @@ def raw_list(api_client: client.ApiClient, namespace: str) -> tuple[float, int]:
     return time.perf_counter() - started, total
 
 
-def cpu_seconds(stack_dir: Path) -> dict[str, float]:
-    """CPU seconds (user + system) spent so far by each of the stack's ``PROCESSES`` and this one."""
+def cpu_seconds(stack_dir: Path, processes: tuple[str, ...] = PROCESSES) -> dict[str, float]:
+    """CPU seconds (user + system) spent so far by each of the stack's ``processes`` and this one."""
     tick = os.sysconf("SC_CLK_TCK")
     spent = {}
-    for name in PROCESSES:
+    for name in processes:
         try:
             pid = json.loads((stack_dir / "pids" / f"{name}.pid").read_text())["pid"]
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
