@@ -15,7 +15,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException, NotFoundException
 
-from davit.kube import clients, transport
+from davit.backup.selection import ApiResource
+from davit.kube import clients, discovery, transport
 from davit.kube.cluster import _request
 from davit.operations.workers import is_retryable
 from devstack.faults import Fault, FaultProxy, Mode
@@ -105,6 +106,21 @@ def test_each_object_request_goes_over_libcurl_with_its_method_body_credentials_
     assert recorder.seen[1]["headers"]["Content-Type"] == "application/merge-patch+json"
     # Kept alive: every request one after the other on the same connection.
     assert len({s["port"] for s in recorder.seen}) == 1
+
+
+def test_a_list_page_goes_over_libcurl_with_its_query(server: tuple[str, Recorder]) -> None:
+    url, recorder = server
+    recorder.answers["/api/v1/namespaces/a/configmaps?limit=500&continue=t%2Fk%3D"] = (
+        200, {"items": [{"metadata": {"name": "x"}}], "metadata": {"continue": ""}},
+    )  # fmt: skip
+    api = bounded(url)
+    resource = ApiResource("", "v1", "configmaps", "ConfigMap", True, frozenset({"list"}))
+    page = discovery.list_page(api, resource, "a", None, 500, "t/k=")
+    assert page.items == [{"metadata": {"name": "x"}, "apiVersion": "v1", "kind": "ConfigMap"}]
+    assert page.continue_token is None
+    assert [(s["method"], s["path"]) for s in recorder.seen] == [
+        ("GET", "/api/v1/namespaces/a/configmaps?limit=500&continue=t%2Fk%3D")
+    ]
 
 
 def test_an_answer_outside_2xx_raises_the_librarys_exception_with_status_body_and_headers(

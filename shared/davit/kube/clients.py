@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import structlog
 from kubernetes import client, config
@@ -123,7 +124,12 @@ class BoundedApiClient(client.ApiClient):  # type: ignore[misc]  # the library h
         ))  # fmt: skip
 
     def send_json(
-        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        query: list[tuple[str, Any]] | None = None,
     ) -> Any:
         """``method`` on ``path`` with ``body`` as JSON, the answer parsed: the requests about one object,
         over libcurl (``davit.kube.transport``) where the configuration allows, else the library's
@@ -131,17 +137,18 @@ class BoundedApiClient(client.ApiClient):  # type: ignore[misc]  # the library h
         headers = {**self.default_headers, "Accept": "application/json", "Content-Type": content_type}
         if self.transport is None:  # through ``request``: bounded there
             response = self.call_api(
-                path, method, query_params=[], body=body, header_params=headers,
+                path, method, query_params=query or [], body=body, header_params=headers,
                 auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
             )  # fmt: skip
             data = response.data
         else:
             transport = self.transport
             encoded = None if body is None else jsonbytes.dumps_compact(body)
+            target = f"{path}?{urlencode(query)}" if query else path
 
             def send() -> transport_module.Response:
                 self.update_params_for_auth(headers, [], ["BearerToken"])  # a token may be refreshed
-                answer = transport.request(method, path, headers, encoded, self.request_timeout)
+                answer = transport.request(method, target, headers, encoded, self.request_timeout)
                 transport_module.raise_for_status(answer)
                 return answer
 

@@ -1,12 +1,13 @@
-"""The requests Davit makes by the thousand about single objects (create, read, patch, delete:
-``davit.kube.cluster.KubeCluster``'s ``*_object``), sent with libcurl (pycurl) instead of the Kubernetes
+"""The requests Davit makes by the thousand — about single objects (create, read, patch, delete:
+``davit.kube.cluster.KubeCluster``'s ``*_object``) and the reads of ``davit.kube.discovery`` (discovery,
+each page of a list, an object found by name) — sent with libcurl (pycurl) instead of the Kubernetes
 library's urllib3 client.
 
 Why: a restore creates every object of a backup one request at a time, and on a small node its worker's
 HTTP client competes with the API server for the same CPU. Against the local stack (2 cores, 8 threads
 creating 2 KB ConfigMaps) the library's path cost 670-890 us of client CPU per create, urllib3 called
-directly 550-790, libcurl 310-320, at a higher rate of creates. Everything else (lists, watches, Davit's
-custom resources) keeps the library's client: those are few, or long-lived.
+directly 550-790, libcurl 310-320, at a higher rate of creates. Watches and Davit's own custom resources
+keep the library's client: those are few, or long-lived.
 
 What stays the same as the library's client: the connection settings come from the same
 ``kubernetes.client.Configuration`` (server, CA, client certificate, ``verify_ssl``), the headers and the
