@@ -172,6 +172,24 @@ def test_a_stalled_answer_ends_by_the_read_timeout_and_a_refused_connection_fail
     assert "sekrit" not in str(refused.value)
 
 
+def test_libcurl_takes_a_proxy_only_as_the_librarys_client_does(
+    server: tuple[str, Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, recorder = server
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    # libcurl alone would read ALL_PROXY; the library's client does not, and neither does the transport.
+    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("all_proxy", "http://127.0.0.1:9")
+    api = bounded(url)
+    assert api.transport is not None
+    assert _request(api, "GET", "/api/v1/namespaces/a/configmaps/b") == {"echo": None}
+    assert [s["method"] for s in recorder.seen] == ["GET"]
+    # HTTPS_PROXY the library's configuration reads: then the library's client sends every request.
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    assert bounded(url).transport is None
+
+
 def test_a_configuration_libcurl_would_not_honour_keeps_the_librarys_client(
     server: tuple[str, Recorder],
 ) -> None:

@@ -111,7 +111,9 @@ class CurlTransport:
 
     def __init__(self, configuration: client.Configuration, pool_size: int) -> None:
         self.host = str(configuration.host).rstrip("/")
-        self._options: list[tuple[int, object]] = [(pycurl.NOSIGNAL, 1)]
+        # No proxy from the environment (libcurl reads https_proxy, the library's client does not): the
+        # same route to the API server whichever client sends.
+        self._options: list[tuple[int, object]] = [(pycurl.NOSIGNAL, 1), (pycurl.PROXY, "")]
         if configuration.ssl_ca_cert:
             self._options.append((pycurl.CAINFO, configuration.ssl_ca_cert))
         if not configuration.verify_ssl:
