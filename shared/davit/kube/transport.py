@@ -114,6 +114,9 @@ class CurlTransport:
         # No proxy from the environment (libcurl reads https_proxy, the library's client does not): the
         # same route to the API server whichever client sends.
         self._options: list[tuple[int, object]] = [(pycurl.NOSIGNAL, 1), (pycurl.PROXY, "")]
+        # HTTP/1.1, as the library's client speaks: libcurl would take HTTP/2 over TLS, which measured no
+        # cheaper per create here (300-380 us of CPU either way) and keeps more state per connection.
+        self._options.append((pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1))
         if configuration.ssl_ca_cert:
             self._options.append((pycurl.CAINFO, configuration.ssl_ca_cert))
         if not configuration.verify_ssl:
