@@ -20,6 +20,7 @@ from davit.api.types import LocationSpec
 from davit.format.layout import BackupRef
 from davit.storage import factory
 from tests.conftest import StackEnv
+from tests.helpers import wait_for
 from tests.integration import test_restore
 from tests.integration.conftest import Services
 from tests.integration.tenants import events_of
@@ -329,8 +330,14 @@ def test_a_tenants_true_is_refused_with_a_reason_and_an_event(
     status = wait_operation(stack, services, "applicationbackup", namespace, "everything")
     assert status["status"] == "Failed", status
     assert "spec.includeClusterResources" in status["reason"] and ADMIN in status["reason"], status
-    events = events_of(stack, namespace, "everything")
-    assert any(e["type"] == "Warning" and "includeClusterResources" in e["message"] for e in events), events
+    # The Event is written after the status that fails the backup: wait for it, not for the status.
+    wait_for(
+        "the Warning Event naming includeClusterResources",
+        lambda: any(
+            e["type"] == "Warning" and "includeClusterResources" in e["message"]
+            for e in events_of(stack, namespace, "everything")
+        ),
+    )
     spec = LocationSpec.model_validate(location["location"])
     store = factory.open_store(factory.resolve_credentials(spec, None))
     assert not [info.key for info in store.list("") if info.key.startswith("backups/")], "nothing stored"
