@@ -123,37 +123,24 @@ class BoundedApiClient(client.ApiClient):  # type: ignore[misc]  # the library h
             body=body, _preload_content=_preload_content, _request_timeout=timeout,
         ))  # fmt: skip
 
-    def send_json(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        content_type: str = "application/json",
-        query: list[tuple[str, Any]] | None = None,
-    ) -> Any:
-        """``method`` on ``path`` with ``body`` as JSON, the answer parsed: the requests about one object,
-        over libcurl (``davit.kube.transport``) where the configuration allows, else the library's
-        client; either way under the same rate limit, Retry-After, timeouts and credentials."""
+    def send_over_transport(
+        self, method: str, path: str, body: Any, content_type: str, query: list[tuple[str, Any]] | None
+    ) -> bytes:
+        """``method`` on ``path`` over libcurl (``davit.kube.transport``), ``body`` encoded as JSON, under
+        the same rate limit, Retry-After, timeouts and credentials as ``request``: the answer's bytes."""
+        transport = self.transport
+        assert transport is not None, "the configuration keeps the library's client"
         headers = {**self.default_headers, "Accept": "application/json", "Content-Type": content_type}
-        if self.transport is None:  # through ``request``: bounded there
-            response = self.call_api(
-                path, method, query_params=query or [], body=body, header_params=headers,
-                auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
-            )  # fmt: skip
-            data = response.data
-        else:
-            transport = self.transport
-            encoded = None if body is None else jsonbytes.dumps_compact(body)
-            target = f"{path}?{urlencode(query)}" if query else path
+        encoded = None if body is None else jsonbytes.dumps_compact(body)
+        target = f"{path}?{urlencode(query)}" if query else path
 
-            def send() -> transport_module.Response:
-                self.update_params_for_auth(headers, [], ["BearerToken"])  # a token may be refreshed
-                answer = transport.request(method, target, headers, encoded, self.request_timeout)
-                transport_module.raise_for_status(answer)
-                return answer
+        def send() -> transport_module.Response:
+            self.update_params_for_auth(headers, [], ["BearerToken"])  # a token may be refreshed
+            answer = transport.request(method, target, headers, encoded, self.request_timeout)
+            transport_module.raise_for_status(answer)
+            return answer
 
-            data = self._bounded(method, send).data
-        return jsonbytes.loads_api(data) if data else None
+        return self._bounded(method, send).data
 
     def _bounded(self, method: str, send: Callable[[], T]) -> T:
         """``send`` within the rate limit, tried again after the Retry-After a 429 (or 503) asks for."""
@@ -168,6 +155,28 @@ class BoundedApiClient(client.ApiClient):  # type: ignore[misc]  # the library h
                 log.info("api.retry_after", status=exc.status, wait=wait, method=method)
                 self.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def send_json(
+    api: client.ApiClient,
+    method: str,
+    path: str,
+    body: Any = None,
+    content_type: str = "application/json",
+    query: list[tuple[str, Any]] | None = None,
+) -> Any:
+    """``method`` on ``path`` with ``body`` as JSON, the answer parsed: the requests Davit makes by the
+    thousand (single objects, discovery, list pages). Over libcurl where ``api`` has a transport, else
+    through the library's client (bounded in ``BoundedApiClient.request``)."""
+    if isinstance(api, BoundedApiClient) and api.transport is not None:
+        data = api.send_over_transport(method, path, body, content_type, query)
+    else:
+        data = api.call_api(
+            path, method, query_params=query or [], body=body,
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
+        ).data  # fmt: skip
+    return jsonbytes.loads_api(data) if data else None
 
 
 def api_client(

@@ -15,8 +15,7 @@ from davit.api.objects import RawObject
 from davit.backup import exec_rules
 from davit.backup.selection import ApiResource, ClusterRef
 from davit.constants import Kind
-from davit.kube import core, csi, discovery, events, mover
-from davit.kube.clients import BoundedApiClient
+from davit.kube import clients, core, csi, discovery, events, mover
 from davit.kube.execution import KubernetesExecutor
 from davit.kube.operations import NotFound, Operations
 from davit.tenancy import resource_path
@@ -30,15 +29,7 @@ def _request(
     body: Any = None,
     content_type: str = "application/json",
 ) -> Any:
-    if isinstance(api, BoundedApiClient):
-        return api.send_json(method, path, body, content_type)
-    response = api.call_api(
-        path, method, query_params=[], body=body,
-        header_params={"Accept": "application/json", "Content-Type": content_type},
-        auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
-    )  # fmt: skip
-    data = response.data
-    return json.loads(data) if data else None
+    return clients.send_json(api, method, path, body, content_type)
 
 
 def _describe(resource: ApiResource, namespace: str | None, name: str) -> str:

@@ -13,10 +13,10 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from davit import jsonbytes, tenancy
+from davit import tenancy
 from davit.api.objects import RawObject
 from davit.backup.selection import ApiResource, ClusterRef
-from davit.kube.clients import BoundedApiClient
+from davit.kube import clients
 
 #: Group versions read at once by ``discover``: one request each (some 25 on a plain 1.20 cluster), read
 #: one after the other they were a good part of the time before a backup's first list.
@@ -24,13 +24,7 @@ DISCOVERY_READS_AT_ONCE = 8
 
 
 def _get(api: client.ApiClient, path: str, query: list[tuple[str, Any]] | None = None) -> Any:
-    if isinstance(api, BoundedApiClient):
-        return api.send_json("GET", path, query=query)
-    response = api.call_api(
-        path, "GET", query_params=query or [], header_params={"Accept": "application/json"},
-        auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
-    )  # fmt: skip
-    return jsonbytes.loads_api(response.data)
+    return clients.send_json(api, "GET", path, query=query)
 
 
 def discover(api: client.ApiClient) -> list[ApiResource]:
