@@ -13,9 +13,11 @@ import pytest
 from davit.format import layout
 from davit.kube import clients
 from davit.kube.operations import Operations
+from davit.operations import runtime as runtime_module
 from davit.operations.runtime import LocationUnavailable, LocationUnusable, Runtime
 from davit.settings import Settings
 from tests.conftest import StackEnv
+from tests.integration.tenants import ADMIN_NAMESPACE as ADMIN
 
 pytestmark = pytest.mark.integration
 
@@ -83,3 +85,38 @@ def test_a_backup_start_reuses_the_open_store_until_the_credentials_change(
     assert moved is not first
     assert moved.store.url != first.store.url
     assert moved.store.exists(layout.LOCATION_RECORD)
+    # The older generation is dropped, not kept beside it.
+    assert [key[1] for key in runtime._repositories] == [moved_generation(stack, namespace)]
+
+
+def moved_generation(stack: StackEnv, namespace: str) -> str:
+    jsonpath = "-o=jsonpath={.metadata.generation}"
+    return stack.kubectl("-n", namespace, "get", "backuplocation", "loc", jsonpath).stdout
+
+
+def test_a_worker_keeps_a_bounded_number_of_open_locations(
+    stack: StackEnv, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A location per tenant must not grow a worker's memory without end: past the bound, the least
+    recently used location is opened again when it is next needed."""
+    monkeypatch.setattr(runtime_module, "REPOSITORIES_KEPT", 2)
+    root = stack.state_dir / "local-store" / namespace
+    for name in ("one", "two", "three"):
+        (root / name).mkdir(parents=True)
+        location = {
+            "apiVersion": "davit.dev/v1alpha1", "kind": "BackupLocation",
+            "metadata": {"name": name, "namespace": ADMIN},
+            "location": {"type": "local", "path": str(root / name)},
+        }  # fmt: skip
+        stack.kubectl("apply", "-f", "-", stdin=json.dumps(location))
+    try:
+        runtime = worker_runtime(stack)
+        one = runtime.repository(ADMIN, "one")
+        two = runtime.repository(ADMIN, "two")
+        assert runtime.repository(ADMIN, "one") is one  # used last: "two" is now the oldest
+        runtime.repository(ADMIN, "three")
+        assert len(runtime._repositories) == 2
+        assert runtime.repository(ADMIN, "one") is one
+        assert runtime.repository(ADMIN, "two") is not two  # it was let go, and is opened again
+    finally:
+        stack.kubectl("-n", ADMIN, "delete", "backuplocation", "one", "two", "three", "--ignore-not-found")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,10 @@ class LocationUnusable(LocationUnavailable, errors.Permanent):
     retryable = False
 
 
+#: Open locations a worker keeps (the least recently used goes first): an S3 store holds a boto3 client
+#: of ~3 MB, and a cluster may have a location per tenant.
+REPOSITORIES_KEPT = 16
+
 #: The service whose client keeps to ``restore_api_qps`` rather than ``api_qps``.
 RESTORE_SERVICE = "restore"
 
@@ -86,9 +91,10 @@ class Runtime:
     redis: Any
     celery: Celery
     ops: Operations
-    #: Per location generation: the resolved location (credentials included) and its repository.
-    _repositories: dict[tuple[str, str], tuple[factory.ResolvedLocation, BackupRepository]] = field(
-        default_factory=dict
+    #: Per location generation: the resolved location (credentials included) and its repository, the
+    #: most recently used last; at most ``REPOSITORIES_KEPT``.
+    _repositories: OrderedDict[tuple[str, str], tuple[factory.ResolvedLocation, BackupRepository]] = field(
+        default_factory=OrderedDict
     )
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -143,6 +149,8 @@ class Runtime:
         cache_key = (str(meta["uid"]), str(meta.get("generation", "")))
         with self._lock:
             cached = self._repositories.get(cache_key)
+            if cached is not None:
+                self._repositories.move_to_end(cache_key)
         if cached is not None and not verify:
             return cached[1]
         policy = factory.LocationPolicy.from_settings(self.settings)
@@ -164,5 +172,10 @@ class Runtime:
                 f"BackupLocation {meta['namespace']}/{meta['name']} is unavailable: {exc.reason}"
             ) from exc
         with self._lock:
+            # An edited location's older generations are not used again.
+            for key in [k for k in self._repositories if k[0] == cache_key[0] and k != cache_key]:
+                del self._repositories[key]
             self._repositories[cache_key] = (resolved, repository)
+            while len(self._repositories) > REPOSITORIES_KEPT:
+                self._repositories.popitem(last=False)
         return repository
