@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException, NotFoundException
 
 from davit.backup.selection import ApiResource
 from davit.kube import clients, discovery, transport
-from davit.kube.cluster import _request
+from davit.kube.clients import send_json as _request
 from davit.operations.workers import is_retryable
 from devstack.faults import Fault, FaultProxy, Mode
 

@@ -22,16 +22,6 @@ from davit.tenancy import resource_path
 from davit.volumes.claims import VolumePlan
 
 
-def _request(
-    api: client.ApiClient,
-    method: str,
-    path: str,
-    body: Any = None,
-    content_type: str = "application/json",
-) -> Any:
-    return clients.send_json(api, method, path, body, content_type)
-
-
 def _describe(resource: ApiResource, namespace: str | None, name: str) -> str:
     return f"{resource.kind} {namespace + '/' if namespace else ''}{name} ({resource.api_version})"
 
@@ -156,7 +146,7 @@ class KubeCluster:
     def get_object(self, resource: ApiResource, namespace: str | None, name: str) -> RawObject | None:
         path = resource_path(resource.api_version, resource.plural, namespace, name)
         try:
-            found: RawObject = _request(self.api, "GET", path)
+            found: RawObject = clients.send_json(self.api, "GET", path)
         except client.ApiException as exc:
             if exc.status == 404:
                 return None
@@ -164,7 +154,7 @@ class KubeCluster:
         return found
 
     def create_object(self, resource: ApiResource, namespace: str | None, body: RawObject) -> RawObject:
-        created: RawObject = _request(
+        created: RawObject = clients.send_json(
             self.api, "POST", resource_path(resource.api_version, resource.plural, namespace), body=body
         )
         return created
@@ -174,7 +164,7 @@ class KubeCluster:
     ) -> RawObject:
         path = resource_path(resource.api_version, resource.plural, namespace, name)
         try:
-            patched: RawObject = _request(
+            patched: RawObject = clients.send_json(
                 self.api, "PATCH", path, body=body, content_type="application/merge-patch+json"
             )
         except client.ApiException as exc:
@@ -189,7 +179,7 @@ class KubeCluster:
         path = resource_path(resource.api_version, resource.plural, namespace, name)
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
         try:
-            _request(self.api, "DELETE", path, body=body)
+            clients.send_json(self.api, "DELETE", path, body=body)
         except client.ApiException as exc:
             if exc.status == 404:
                 raise NotFound(f"{_describe(resource, namespace, name)} not found", exc) from exc
